@@ -1,0 +1,1 @@
+"""The small shared kernel: database, blob store. No feature logic lives here."""

@@ -1,0 +1,267 @@
+"""Content-addressed blob store: bytes in, a sha256 digest out; bytes back, verified.
+
+Layers, as in Metaflow's datastore: a backend moves plain bytes under keys
+(``LocalBackend`` on disk, ``FsspecBackend`` for S3 and other fsspec filesystems);
+``BlobStore`` above it hashes, deduplicates, writes atomically and verifies on read.
+Keys are built only from digests, never from user input.
+
+Atomicity: a blob is written under its final key only when complete. Locally that is
+a temp file in the same directory, fsynced, then renamed; on S3 a multipart upload
+that is completed only when the digest matches and aborted otherwise.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, Protocol
+
+from plinth.errors import CorruptArtifact, DigestMismatch, InvalidInput, NotFound, require
+
+CHUNK = 1 << 20
+_DIGEST = re.compile(r"^[0-9a-f]{64}$")
+
+
+@dataclass(frozen=True)
+class BlobInfo:
+    digest: str
+    size: int
+
+
+class Writer(Protocol):
+    def write(self, data: bytes) -> Any: ...
+    def commit(self) -> None: ...
+    def discard(self) -> None: ...
+
+
+class Backend(Protocol):
+    """Plain byte storage under keys. Five methods; everything else is above it."""
+
+    def exists(self, key: str) -> bool: ...
+    def size(self, key: str) -> int: ...
+    def open_read(self, key: str) -> IO[bytes]: ...
+    def open_write(self, key: str) -> Writer: ...
+    def delete(self, key: str) -> None: ...
+
+
+def check_digest(digest: str) -> str:
+    if not _DIGEST.match(digest):
+        raise InvalidInput("a digest is 64 lowercase hex characters (sha256)")
+    return digest
+
+
+def file_digest(
+    path: str | os.PathLike[str], progress: Callable[[int], None] | None = None
+) -> BlobInfo:
+    h = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+            size += len(chunk)
+            if progress:
+                progress(len(chunk))
+    return BlobInfo(h.hexdigest(), size)
+
+
+class BlobStore:
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+
+    @staticmethod
+    def key(digest: str) -> str:
+        check_digest(digest)
+        return f"sha256/{digest[:2]}/{digest[2:]}"
+
+    def exists(self, digest: str) -> bool:
+        return self.backend.exists(self.key(digest))
+
+    def size(self, digest: str) -> int:
+        try:
+            return self.backend.size(self.key(digest))
+        except FileNotFoundError:
+            raise NotFound(f"no blob sha256:{digest}") from None
+
+    def put(
+        self, chunks: Iterable[bytes], expected: str | None = None, max_bytes: int | None = None
+    ) -> BlobInfo:
+        """Store a stream; with ``expected`` the bytes must hash to it or nothing is kept."""
+        if expected is not None:
+            check_digest(expected)
+            if self.exists(expected):
+                return self._drain_and_check(chunks, expected)
+        key = self.key(expected) if expected else f"tmp/{uuid.uuid4().hex}"
+        writer = self.backend.open_write(key)
+        try:
+            info = _copy_hashing(chunks, writer, max_bytes)
+            if expected is not None and info.digest != expected:
+                raise DigestMismatch(f"content hashes to {info.digest}, not {expected}")
+        except BaseException:
+            writer.discard()
+            raise
+        writer.commit()
+        if expected is None:
+            self._promote(key, info)
+        return info
+
+    def _drain_and_check(self, chunks: Iterable[bytes], expected: str) -> BlobInfo:
+        h, size = hashlib.sha256(), 0
+        for chunk in chunks:
+            h.update(chunk)
+            size += len(chunk)
+        if size and h.hexdigest() != expected:
+            raise DigestMismatch(f"content hashes to {h.hexdigest()}, not {expected}")
+        return BlobInfo(expected, self.size(expected))
+
+    def _promote(self, tmp_key: str, info: BlobInfo) -> None:
+        final = self.key(info.digest)
+        if self.backend.exists(final):
+            self.backend.delete(tmp_key)
+            return
+        with self.backend.open_read(tmp_key) as src:
+            writer = self.backend.open_write(final)
+            try:
+                while chunk := src.read(CHUNK):
+                    writer.write(chunk)
+            except BaseException:
+                writer.discard()
+                raise
+            writer.commit()
+        self.backend.delete(tmp_key)
+
+    def put_file(self, path: str | os.PathLike[str]) -> BlobInfo:
+        info = file_digest(path)
+        if self.exists(info.digest):
+            return info
+        with open(path, "rb") as f:
+            return self.put(iter(lambda: f.read(CHUNK), b""), expected=info.digest)
+
+    def read(self, digest: str, *, verify: bool = True) -> Iterator[bytes]:
+        """Yield the blob's bytes; with ``verify``, raise CorruptArtifact at the end
+        if they do not hash to the digest (callers write to a temp file first)."""
+        key = self.key(digest)
+        try:
+            f = self.backend.open_read(key)
+        except FileNotFoundError:
+            raise NotFound(f"no blob sha256:{digest}") from None
+        h = hashlib.sha256() if verify else None
+        with f:
+            while chunk := f.read(CHUNK):
+                if h is not None:
+                    h.update(chunk)
+                yield chunk
+        if h is not None and h.hexdigest() != digest:
+            raise CorruptArtifact(f"stored blob sha256:{digest} does not match its digest")
+
+    def delete(self, digest: str) -> None:
+        self.backend.delete(self.key(digest))
+
+
+def _copy_hashing(chunks: Iterable[bytes], writer: Writer, max_bytes: int | None) -> BlobInfo:
+    h = hashlib.sha256()
+    size = 0
+    for chunk in chunks:
+        size += len(chunk)
+        if max_bytes is not None and size > max_bytes:
+            from plinth.errors import PayloadTooLarge
+
+            raise PayloadTooLarge(f"artifact exceeds {max_bytes} bytes")
+        h.update(chunk)
+        writer.write(chunk)
+    return BlobInfo(h.hexdigest(), size)
+
+
+class _LocalWriter:
+    def __init__(self, final: Path) -> None:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        self.final = final
+        self.tmp = final.parent / f".tmp-{uuid.uuid4().hex}"
+        self.file = open(self.tmp, "xb")  # noqa: SIM115 - closed in commit/discard
+
+    def write(self, data: bytes) -> None:
+        self.file.write(data)
+
+    def commit(self) -> None:
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        self.file.close()
+        os.replace(self.tmp, self.final)
+
+    def discard(self) -> None:
+        self.file.close()
+        self.tmp.unlink(missing_ok=True)
+
+
+class LocalBackend:
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+
+    def _path(self, key: str) -> Path:
+        return self.root / key
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def size(self, key: str) -> int:
+        return self._path(key).stat().st_size
+
+    def open_read(self, key: str) -> IO[bytes]:
+        return open(self._path(key), "rb")
+
+    def open_write(self, key: str) -> Writer:
+        return _LocalWriter(self._path(key))
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+
+class FsspecBackend:
+    """Any fsspec filesystem whose files support ``autocommit=False`` (S3 does:
+    the multipart upload is completed by ``commit`` and aborted by ``discard``)."""
+
+    def __init__(self, fs: Any, root: str) -> None:
+        self.fs = fs
+        self.root = root.rstrip("/")
+
+    def _path(self, key: str) -> str:
+        return f"{self.root}/{key}"
+
+    def exists(self, key: str) -> bool:
+        return bool(self.fs.exists(self._path(key)))
+
+    def size(self, key: str) -> int:
+        return int(self.fs.size(self._path(key)))
+
+    def open_read(self, key: str) -> IO[bytes]:
+        return self.fs.open(self._path(key), "rb", block_size=CHUNK * 8)
+
+    def open_write(self, key: str) -> Writer:
+        return self.fs.open(self._path(key), "wb", autocommit=False)
+
+    def delete(self, key: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.fs.rm(self._path(key))
+
+
+def open_store(
+    url: str, *, s3_endpoint_url: str | None = None, s3_region: str | None = None
+) -> BlobStore:
+    """A store from a URL: a local path, ``file://…`` or ``s3://bucket/prefix``."""
+    if url.startswith("s3://"):
+        s3fs = require("s3fs", "s3")
+        client_kwargs: dict[str, Any] = {}
+        if s3_endpoint_url:
+            client_kwargs["endpoint_url"] = s3_endpoint_url
+        if s3_region:
+            client_kwargs["region_name"] = s3_region
+        fs = s3fs.S3FileSystem(client_kwargs=client_kwargs, skip_instance_cache=True)
+        return BlobStore(FsspecBackend(fs, url.removeprefix("s3://")))
+    if "://" in url and not url.startswith("file://"):
+        raise InvalidInput("artifacts URL must be a local path, file://… or s3://…")
+    return BlobStore(LocalBackend(url.removeprefix("file://")))

@@ -1,0 +1,108 @@
+"""Plinth's errors: one root, each subclass carrying its HTTP status.
+
+    PlinthError (500)
+    ├── InvalidInput (400)         bad name, bad filter, malformed request
+    │   └── DigestMismatch (400)   uploaded bytes do not hash to the claimed digest
+    ├── Unauthenticated (401)
+    ├── PermissionDenied (403)
+    ├── NotFound (404)             unknown run, project, artifact or blob
+    │   └── BlobMissing (404)      content not stored yet: upload it
+    ├── Conflict (409)             e.g. a param logged again with another value
+    ├── PayloadTooLarge (413)
+    ├── CorruptArtifact (500)      stored bytes no longer match their digest
+    ├── MissingDependency (500)    an optional extra is not installed
+    └── ServiceUnavailable (503)   the server could not be reached
+
+The server turns any of these into a JSON response ``{"error": {"type", "message"}}``
+with the class's status; the SDK turns such a response back into the same class, so
+callers catch one type whether Plinth runs embedded or remote.
+"""
+
+from __future__ import annotations
+
+
+class PlinthError(Exception):
+    status_code = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidInput(PlinthError):
+    status_code = 400
+
+
+class DigestMismatch(InvalidInput):
+    pass
+
+
+class Unauthenticated(PlinthError):
+    status_code = 401
+
+
+class PermissionDenied(PlinthError):
+    status_code = 403
+
+
+class NotFound(PlinthError):
+    status_code = 404
+
+
+class BlobMissing(NotFound):
+    pass
+
+
+class Conflict(PlinthError):
+    status_code = 409
+
+
+class PayloadTooLarge(PlinthError):
+    status_code = 413
+
+
+class CorruptArtifact(PlinthError):
+    status_code = 500
+
+
+class MissingDependency(PlinthError):
+    status_code = 500
+
+    def __init__(self, module: str, extra: str) -> None:
+        super().__init__(f"{module} is not installed: pip install 'plinth[{extra}]'")
+
+
+class ServiceUnavailable(PlinthError):
+    status_code = 503
+
+
+_BY_NAME: dict[str, type[PlinthError]] = {}
+
+
+def _collect(cls: type[PlinthError]) -> None:
+    _BY_NAME[cls.__name__] = cls
+    for sub in cls.__subclasses__():
+        _collect(sub)
+
+
+_collect(PlinthError)
+
+
+def from_response(type_name: str, message: str, status: int) -> PlinthError:
+    """Rebuild the error the server raised from its JSON body."""
+    cls = _BY_NAME.get(type_name)
+    if cls is None or cls is MissingDependency:
+        err = PlinthError(message)
+        err.status_code = status
+        return err
+    return cls(message)
+
+
+def require(module: str, extra: str):
+    """Import an optional dependency or raise an error naming the extra to install."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise MissingDependency(module, extra) from exc

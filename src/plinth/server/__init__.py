@@ -1,0 +1,1 @@
+"""The HTTP server: one FastAPI app that mounts every capability's router."""

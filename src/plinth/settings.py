@@ -1,0 +1,57 @@
+"""One typed settings tree, read once from ``PLINTH_*`` variables and passed down.
+
+Nested groups follow the variable names: ``PLINTH_SERVER__PORT`` sets
+``settings.server.port``. Top-level names are short because users type them:
+``PLINTH_HOME``, ``PLINTH_URL``, ``PLINTH_TOKEN``, ``PLINTH_DATABASE_URL``,
+``PLINTH_ARTIFACTS_URL``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServerSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = 8765
+    max_request_bytes: int = Field(64 << 20, description="largest JSON body accepted")
+    max_artifact_bytes: int = Field(1 << 40, description="largest single artifact accepted")
+
+
+class TrackingSettings(BaseModel):
+    heartbeat_seconds: float = Field(10.0, description="how often a live run says so")
+    stale_after_seconds: float = Field(120.0, description="a silent running run is killed")
+    flush_interval_seconds: float = 0.2
+    flush_batch_points: int = 5000
+    queue_points: int = Field(100_000, description="points buffered before log() waits")
+    system_metrics_seconds: float = 0.0
+
+
+class S3Settings(BaseModel):
+    endpoint_url: str | None = None
+    region: str | None = None
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="PLINTH_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    home: Path = Field(default_factory=lambda: Path.home() / ".plinth")
+    url: str | None = Field(None, description="a Plinth server; unset means embedded")
+    token: str | None = None
+    database_url: str | None = None
+    artifacts_url: str | None = None
+    db_synchronous: str = Field("FULL", pattern="^(FULL|NORMAL|EXTRA)$")
+    server: ServerSettings = ServerSettings()
+    tracking: TrackingSettings = TrackingSettings()
+    s3: S3Settings = S3Settings()
+
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.home / 'plinth.db'}"
+
+    def resolved_artifacts_url(self) -> str:
+        return self.artifacts_url or str(self.home / "artifacts")

@@ -1,0 +1,1 @@
+"""Tracking: projects, runs, params, metrics, tags and artifacts of experiments."""

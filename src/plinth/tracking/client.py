@@ -1,0 +1,248 @@
+"""Tracking's SDK calls, reached as methods of ``plinth.Client``."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from plinth.core.blobs import CHUNK, file_digest
+from plinth.errors import BlobMissing, CorruptArtifact, InvalidInput
+from plinth.tracking import schemas as s
+
+if TYPE_CHECKING:
+    from plinth.client import Transport
+
+PROGRESS_MIN_BYTES = 64 << 20
+
+
+class TrackingCalls:
+    _transport: Transport
+
+    # runs -----------------------------------------------------------------------------
+
+    def create_run(
+        self,
+        project: str,
+        name: str | None = None,
+        params: dict[str, Any] | None = None,
+        tags: dict[str, str] | None = None,
+    ) -> s.Run:
+        body = s.RunCreate(project=project, name=name, params=params or {}, tags=tags or {})
+        return s.Run(
+            **self._transport.request("POST", "/api/v1/runs", json=body.model_dump(mode="json"))
+        )
+
+    def get_run(self, run_id: str) -> s.Run:
+        return s.Run(**self._transport.request("GET", f"/api/v1/runs/{_seg(run_id)}"))
+
+    def end_run(self, run_id: str, status: str = "finished") -> s.Run:
+        return s.Run(
+            **self._transport.request(
+                "PATCH", f"/api/v1/runs/{_seg(run_id)}", json={"status": status}, retry=True
+            )
+        )
+
+    def heartbeat(self, run_id: str) -> None:
+        self._transport.request("POST", f"/api/v1/runs/{_seg(run_id)}/heartbeat", retry=True)
+
+    def log_batch(
+        self,
+        run_id: str,
+        metrics: list[dict[str, Any]] | None = None,
+        params: dict[str, Any] | None = None,
+        tags: dict[str, str] | None = None,
+        batch_id: str | None = None,
+    ) -> bool:
+        """Send one all-or-nothing batch; retried safely. Returns False if it was a repeat."""
+        body = {
+            "batch_id": batch_id or uuid.uuid4().hex,
+            "metrics": metrics or [],
+            "params": params or {},
+            "tags": tags or {},
+        }
+        result = self._transport.request(
+            "POST", f"/api/v1/runs/{_seg(run_id)}/batches", json=body, retry=True
+        )
+        return bool(result["applied"])
+
+    def search_runs(
+        self,
+        project: str,
+        filter: str = "",
+        order_by: str = "",
+        limit: int = 100,
+        page_token: str | None = None,
+    ) -> s.RunPage:
+        query = s.SearchQuery(
+            project=project, filter=filter, order_by=order_by, limit=limit, page_token=page_token
+        )
+        return s.RunPage(
+            **self._transport.request("POST", "/api/v1/runs/search", json=query.model_dump())
+        )
+
+    def metric_history(self, run_id: str, key: str) -> list[s.HistoryPoint]:
+        data = self._transport.request(
+            "GET", f"/api/v1/runs/{_seg(run_id)}/metrics", params={"key": key}
+        )
+        return s.MetricHistory(**data).points
+
+    def list_projects(self) -> list[s.Project]:
+        return [s.Project(**p) for p in self._transport.request("GET", "/api/v1/projects")]
+
+    # artifacts ------------------------------------------------------------------------
+
+    def list_artifacts(self, run_id: str) -> list[s.Artifact]:
+        data = self._transport.request("GET", f"/api/v1/runs/{_seg(run_id)}/artifacts")
+        return [s.Artifact(**a) for a in data]
+
+    def log_artifact(
+        self,
+        run_id: str,
+        local_path: str | os.PathLike[str],
+        name: str | None = None,
+        *,
+        progress: bool | None = None,
+    ) -> list[s.Artifact]:
+        """Upload a file, or every file under a directory, as artifacts of a run.
+
+        Content the store already holds is not sent again: the file is hashed here
+        and only named on the server when its digest is known there.
+        """
+        local = Path(local_path)
+        if not local.exists():
+            raise InvalidInput(f"no such file or directory: {local}")
+        base = s.check_artifact_path(name or local.name)
+        if local.is_dir():
+            files = sorted(p for p in local.rglob("*") if p.is_file())
+            pairs = [(p, f"{base}/{p.relative_to(local).as_posix()}") for p in files]
+        else:
+            pairs = [(local, base)]
+        return [
+            self._upload_one(run_id, path, artifact_name, progress) for path, artifact_name in pairs
+        ]
+
+    def _upload_one(self, run_id: str, path: Path, name: str, progress: bool | None) -> s.Artifact:
+        s.check_artifact_path(name)
+        size = path.stat().st_size
+        with _progress(f"hashing {name}", size, progress) as advance:
+            info = file_digest(path, advance)
+        url = f"/api/v1/runs/{_seg(run_id)}/artifacts"
+        try:
+            return s.Artifact(
+                **self._transport.request(
+                    "POST", url, json={"path": name, "digest": info.digest, "size": info.size}
+                )
+            )
+        except BlobMissing:
+            pass
+        with _progress(f"uploading {name}", size, progress) as advance, open(path, "rb") as f:
+
+            def chunks() -> Iterator[bytes]:
+                while chunk := f.read(CHUNK):
+                    advance(len(chunk))
+                    yield chunk
+
+            data = self._transport.request(
+                "PUT",
+                f"{url}/{quote(name)}",
+                content=chunks(),
+                headers={
+                    "X-Plinth-Digest": info.digest,
+                    "Content-Length": str(size),
+                    "Content-Type": "application/octet-stream",
+                },
+            )
+        return s.Artifact(**data)
+
+    def download_artifact(
+        self, run_id: str, name: str, dest: str | os.PathLike[str], *, progress: bool | None = None
+    ) -> Path:
+        """Download one artifact, or every artifact under ``name/``, into ``dest``.
+
+        Each file is written to a temp file, checked against its digest, then renamed:
+        a failed or corrupt download leaves nothing behind.
+        """
+        s.check_artifact_path(name)
+        matches = [
+            a
+            for a in self.list_artifacts(run_id)
+            if a.path == name or a.path.startswith(name + "/")
+        ]
+        if not matches:
+            from plinth.errors import NotFound
+
+            raise NotFound(f"run {run_id} has no artifact {name!r}")
+        dest = Path(dest)
+        root = name.rsplit("/", 1)[0] + "/" if "/" in name else ""
+        for artifact in matches:
+            target = dest.joinpath(*artifact.path.removeprefix(root).split("/"))
+            self._download_one(run_id, artifact, target, progress)
+        return dest / name.rsplit("/", 1)[-1]
+
+    def _download_one(
+        self, run_id: str, artifact: s.Artifact, target: Path, progress: bool | None
+    ) -> None:
+        s.check_artifact_path(artifact.path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.parent / f".{target.name}.plinth-{uuid.uuid4().hex[:8]}"
+        h = hashlib.sha256()
+        path = f"/api/v1/runs/{_seg(run_id)}/artifacts/{quote(artifact.path)}"
+        try:
+            with (
+                _progress(f"downloading {artifact.path}", artifact.size, progress) as advance,
+                self._transport.stream("GET", path) as response,
+                open(tmp, "wb") as out,
+            ):
+                for chunk in response.iter_raw(CHUNK):
+                    h.update(chunk)
+                    out.write(chunk)
+                    advance(len(chunk))
+            if h.hexdigest() != artifact.digest:
+                raise CorruptArtifact(
+                    f"{artifact.path}: downloaded bytes do not match sha256:{artifact.digest}"
+                )
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
+def _seg(value: str) -> str:
+    return quote(value, safe="")
+
+
+@contextmanager
+def _progress(label: str, total: int, enabled: bool | None) -> Iterator[Callable[[int], None]]:
+    """A Rich progress bar for large transfers on a terminal (or when asked for)."""
+    import sys
+
+    if enabled is None:
+        enabled = total >= PROGRESS_MIN_BYTES and sys.stderr.isatty()
+    if not enabled:
+        with nullcontext():
+            yield lambda _n: None
+        return
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        transient=True,
+    ) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda n: bar.advance(task, n)

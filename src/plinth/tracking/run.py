@@ -1,0 +1,231 @@
+"""``start_run`` and the ``Run`` handle: logging that never makes training wait.
+
+``run.log`` validates and appends to an in-memory buffer (a few microseconds). A
+flusher thread sends the buffer in batches, each with an id, so a retried batch is
+applied once. The buffer is bounded: when it is full, ``log`` waits for the flusher
+(back-pressure) rather than growing without limit. Everything is flushed on
+``run.end()``, on leaving the ``with`` block and at interpreter exit.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import sys
+import threading
+import time
+import uuid
+import weakref
+from collections.abc import Mapping
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from plinth.tracking import schemas as s
+
+if TYPE_CHECKING:
+    from plinth.client import Client
+    from plinth.settings import TrackingSettings
+
+log = logging.getLogger(__name__)
+_live_runs: weakref.WeakSet[Run] = weakref.WeakSet()
+
+
+class BatchLogger:
+    def __init__(self, client: Client, run_id: str, settings: TrackingSettings) -> None:
+        self.client, self.run_id, self.settings = client, run_id, settings
+        self.buffer: list[tuple[str, float, int, float]] = []
+        self.cond = threading.Condition()
+        self.sending = 0  # points taken from the buffer and not yet acknowledged
+        self.closed = False
+        self.error: BaseException | None = None
+        self.last_sent = time.monotonic()
+        self.thread = threading.Thread(
+            target=self._loop, name=f"plinth-log-{run_id[:8]}", daemon=True
+        )
+        self.thread.start()
+
+    def add(self, points: list[tuple[str, float, int, float]]) -> None:
+        with self.cond:
+            if self.error is not None:
+                raise self.error
+            while len(self.buffer) >= self.settings.queue_points and not self.closed:
+                self.cond.notify_all()
+                self.cond.wait(0.5)
+            self.buffer.extend(points)
+            if len(self.buffer) >= self.settings.flush_batch_points:
+                self.cond.notify_all()
+
+    def flush(self, timeout: float | None = None) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self.cond:
+            self.cond.notify_all()
+            while (self.buffer or self.sending) and self.error is None:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    break
+                self.cond.wait(remaining if remaining is not None else 1.0)
+            if self.error is not None:
+                raise self.error
+
+    def close(self) -> None:
+        try:
+            self.flush()
+        finally:
+            with self.cond:
+                self.closed = True
+                self.cond.notify_all()
+            self.thread.join(timeout=10)
+
+    def _loop(self) -> None:
+        while True:
+            with self.cond:
+                if not self.buffer and not self.closed:
+                    self.cond.wait(self.settings.flush_interval_seconds)
+                if self.closed and not self.buffer:
+                    return
+                batch = self.buffer[: self.settings.flush_batch_points]
+                del self.buffer[: len(batch)]
+                self.sending = len(batch)
+                self.cond.notify_all()
+            try:
+                if batch:
+                    self._send(batch)
+                elif time.monotonic() - self.last_sent > self.settings.heartbeat_seconds:
+                    self.client.heartbeat(self.run_id)
+                    self.last_sent = time.monotonic()
+            except BaseException as exc:  # surfaced to the caller on the next log/flush
+                log.error("plinth: could not log to run %s: %s", self.run_id, exc)
+                with self.cond:
+                    self.error = exc
+            finally:
+                with self.cond:
+                    self.sending = 0
+                    self.cond.notify_all()
+
+    def _send(self, batch: list[tuple[str, float, int, float]]) -> None:
+        metrics = [{"key": k, "value": v, "step": st, "timestamp": ts} for k, v, st, ts in batch]
+        self.client.log_batch(self.run_id, metrics=metrics, batch_id=uuid.uuid4().hex)
+        self.last_sent = time.monotonic()
+
+
+class Run:
+    """A live run. Use as a context manager, or call ``end()``."""
+
+    def __init__(self, client: Client, info: s.Run) -> None:
+        self.client = client
+        self.info = info
+        self.id = info.id
+        self._step = 0
+        self._known_keys: set[str] = set()
+        self._ended = False
+        self._logger = BatchLogger(client, info.id, client.settings.tracking)
+        self._sampler: Any = None
+        if client.settings.tracking.system_metrics_seconds > 0:
+            from plinth.tracking.system_metrics import SystemSampler
+
+            self._sampler = SystemSampler(self, client.settings.tracking.system_metrics_seconds)
+        _live_runs.add(self)
+
+    def __repr__(self) -> str:
+        return f"<Run {self.id} project={self.info.project!r} name={self.info.name!r}>"
+
+    def log(
+        self, metrics: Mapping[str, float], step: int | None = None, timestamp: float | None = None
+    ) -> None:
+        """Record metric values; returns at once. ``step`` defaults to a counter."""
+        if step is None:
+            step = self._step
+        self._step = step + 1
+        ts = time.time() if timestamp is None else timestamp
+        known = self._known_keys
+        points = []
+        for key, value in metrics.items():
+            if key not in known:
+                s.check_key(key)
+                known.add(key)
+            points.append((key, float(value), step, ts))
+        self._logger.add(points)
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        """Record params now; a param already logged with another value is a Conflict."""
+        self.client.log_batch(self.id, params=dict(params))
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        self.client.log_batch(self.id, tags={k: str(v) for k, v in tags.items()})
+
+    def log_artifact(
+        self, local_path: str, name: str | None = None, *, progress: bool | None = None
+    ) -> list[s.Artifact]:
+        return self.client.log_artifact(self.id, local_path, name, progress=progress)
+
+    def flush(self) -> None:
+        """Block until every point logged so far is committed on the server."""
+        self._logger.flush()
+
+    def end(self, status: str = "finished") -> None:
+        if self._ended:
+            return
+        self._ended = True
+        if self._sampler is not None:
+            self._sampler.stop()
+        try:
+            self._logger.close()
+        finally:
+            self.info = self.client.end_run(self.id, status)
+            _live_runs.discard(self)
+
+    def __enter__(self) -> Run:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.end("finished")
+        elif issubclass(exc_type, KeyboardInterrupt):
+            self.end("killed")
+        else:
+            self.end("failed")
+
+
+def start_run(
+    project: str,
+    name: str | None = None,
+    params: Mapping[str, Any] | None = None,
+    tags: Mapping[str, str] | None = None,
+    *,
+    client: Client | None = None,
+) -> Run:
+    """Create a run and return its live handle (use it in a ``with`` block)."""
+    if client is None:
+        from plinth.client import default_client
+
+        client = default_client()
+    info = client.create_run(project, name, dict(params or {}), dict(tags or {}))
+    return Run(client, info)
+
+
+_crashed = False
+_previous_hook = sys.excepthook
+
+
+def _excepthook(*args: Any) -> None:
+    global _crashed
+    _crashed = True
+    _previous_hook(*args)
+
+
+sys.excepthook = _excepthook
+
+
+@atexit.register
+def _end_live_runs() -> None:
+    """Flush and end runs the program left open: failed if it died of an exception."""
+    for run in list(_live_runs):
+        try:
+            run.end("failed" if _crashed else "finished")
+        except Exception as exc:
+            log.error("plinth: could not end run %s at exit: %s", run.id, exc)

@@ -1,0 +1,360 @@
+"""The tracking use-cases. Every entry point of the API, CLI and SDK ends up here."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from plinth.core.blobs import BlobStore
+from plinth.core.db import Database
+from plinth.errors import BlobMissing, Conflict, InvalidInput, NotFound
+from plinth.settings import Settings
+from plinth.tracking import schemas as s
+from plinth.tracking import search
+from plinth.tracking import tables as t
+
+
+def _now() -> float:
+    return time.time()
+
+
+def _nan(value: float | None) -> float:
+    return math.nan if value is None else value
+
+
+class TrackingService:
+    def __init__(self, db: Database, blobs: BlobStore, settings: Settings) -> None:
+        self.db = db
+        self.blobs = blobs
+        self.settings = settings
+
+    # projects -------------------------------------------------------------------------
+
+    def _project_id(self, conn: Connection, name: str, *, create: bool) -> str:
+        pid = conn.execute(sa.select(t.projects.c.id).where(t.projects.c.name == name)).scalar()
+        if pid is not None:
+            return str(pid)
+        if not create:
+            raise NotFound(f"no project {name!r}")
+        conn.execute(
+            self.db.insert_ignoring_duplicates(t.projects),
+            {"id": uuid.uuid4().hex, "name": name, "created_at": _now()},
+        )
+        return self._project_id(conn, name, create=False)
+
+    def list_projects(self) -> list[s.Project]:
+        with self.db.read() as conn:
+            rows = conn.execute(sa.select(t.projects).order_by(t.projects.c.name)).mappings()
+            return [s.Project(**row) for row in rows]
+
+    # runs -----------------------------------------------------------------------------
+
+    def create_run(self, req: s.RunCreate) -> s.Run:
+        run_id = uuid.uuid4().hex
+        now = _now()
+        with self.db.write() as conn:
+            project_id = self._project_id(conn, req.project, create=True)
+            conn.execute(
+                t.runs.insert(),
+                {
+                    "id": run_id,
+                    "project_id": project_id,
+                    "name": req.name or f"run-{run_id[:8]}",
+                    "status": "running",
+                    "start_time": now,
+                    "end_time": None,
+                    "heartbeat_at": now,
+                },
+            )
+            self._write_params(conn, run_id, req.params)
+            self._write_tags(conn, run_id, req.tags)
+        return self.get_run(run_id)
+
+    def get_run(self, run_id: str) -> s.Run:
+        with self.db.read() as conn:
+            runs = self._load_runs(conn, sa.select(t.runs).where(t.runs.c.id == run_id))
+        if not runs:
+            raise NotFound(f"no run {run_id!r}")
+        return runs[0]
+
+    def _require_run(self, conn: Connection, run_id: str) -> Any:
+        row = conn.execute(sa.select(t.runs.c.status).where(t.runs.c.id == run_id)).first()
+        if row is None:
+            raise NotFound(f"no run {run_id!r}")
+        return row
+
+    def end_run(self, run_id: str, update: s.RunUpdate) -> s.Run:
+        with self.db.write() as conn:
+            self._require_run(conn, run_id)
+            conn.execute(
+                t.runs.update()
+                .where(t.runs.c.id == run_id)
+                .values(status=update.status, end_time=_now())
+            )
+        return self.get_run(run_id)
+
+    def heartbeat(self, run_id: str) -> None:
+        """A live run says so; a run killed for silence comes back to life."""
+        with self.db.write() as conn:
+            self._require_run(conn, run_id)
+            self._touch(conn, run_id)
+
+    def _touch(self, conn: Connection, run_id: str) -> None:
+        # A run the reaper killed ended exactly at its last heartbeat; one ended by
+        # its owner did not, and stays ended.
+        conn.execute(
+            t.runs.update()
+            .where(
+                t.runs.c.id == run_id,
+                t.runs.c.status == "killed",
+                t.runs.c.end_time == t.runs.c.heartbeat_at,
+            )
+            .values(status="running", end_time=None)
+        )
+        conn.execute(t.runs.update().where(t.runs.c.id == run_id).values(heartbeat_at=_now()))
+
+    def reap_stale_runs(self) -> int:
+        """Mark runs whose process went silent as killed, ended at their last heartbeat."""
+        cutoff = _now() - self.settings.tracking.stale_after_seconds
+        with self.db.write() as conn:
+            result = conn.execute(
+                t.runs.update()
+                .where(
+                    t.runs.c.status == "running",
+                    t.runs.c.heartbeat_at < cutoff,
+                )
+                .values(status="killed", end_time=t.runs.c.heartbeat_at)
+            )
+            return int(result.rowcount or 0)
+
+    # logging --------------------------------------------------------------------------
+
+    def log_batch(self, run_id: str, batch: s.LogBatch) -> s.LogResult:
+        """Apply params, tags and metric points in one transaction, once per batch id."""
+        with self.db.write() as conn:
+            self._require_run(conn, run_id)
+            first_time = conn.execute(
+                self.db.insert_ignoring_duplicates(t.log_batches).returning(
+                    t.log_batches.c.batch_id
+                ),
+                {"run_id": run_id, "batch_id": batch.batch_id},
+            ).first()
+            if first_time is None:
+                return s.LogResult(applied=False)
+            self._write_params(conn, run_id, batch.params)
+            self._write_tags(conn, run_id, batch.tags)
+            self._write_metrics(conn, run_id, batch.metrics)
+            self._touch(conn, run_id)
+        return s.LogResult(applied=True)
+
+    def _write_params(self, conn: Connection, run_id: str, params: dict[str, Any]) -> None:
+        if not params:
+            return
+        encoded = {k: json.dumps(v, sort_keys=True) for k, v in params.items()}
+        existing = dict(
+            conn.execute(
+                sa.select(t.params.c.key, t.params.c.value).where(
+                    t.params.c.run_id == run_id, t.params.c.key.in_(list(encoded))
+                )
+            ).all()
+        )
+        changed = [k for k, v in encoded.items() if k in existing and existing[k] != v]
+        if changed:
+            raise Conflict(
+                f"params are immutable once logged; {changed[0]!r} is already "
+                f"{existing[changed[0]]}"
+            )
+        new = [
+            {"run_id": run_id, "key": k, "value": v}
+            for k, v in encoded.items()
+            if k not in existing
+        ]
+        if new:
+            conn.execute(t.params.insert(), new)
+
+    def _write_tags(self, conn: Connection, run_id: str, tags: dict[str, str]) -> None:
+        if tags:
+            conn.execute(
+                self.db.upsert(t.tags, ["run_id", "key"], ["value"]),
+                [{"run_id": run_id, "key": k, "value": v} for k, v in tags.items()],
+            )
+
+    def _write_metrics(
+        self, conn: Connection, run_id: str, points: Sequence[s.MetricPoint]
+    ) -> None:
+        if not points:
+            return
+        rows: list[dict[str, Any]] = [
+            {
+                "run_id": run_id,
+                "key": p.key,
+                "step": p.step,
+                "timestamp": p.timestamp,
+                "value": None if math.isnan(p.value) else p.value,
+            }
+            for p in points
+        ]
+        conn.execute(t.metrics.insert(), rows)
+        latest: dict[str, dict[str, Any]] = {}
+        for row in rows:
+            cur = latest.get(row["key"])
+            if cur is None or (row["step"], row["timestamp"]) >= (cur["step"], cur["timestamp"]):
+                latest[row["key"]] = row
+        lm = t.latest_metrics
+        newer = lambda ex: sa.or_(  # noqa: E731
+            ex.step > lm.c.step, sa.and_(ex.step == lm.c.step, ex.timestamp >= lm.c.timestamp)
+        )
+        conn.execute(
+            self.db.upsert(lm, ["run_id", "key"], ["step", "timestamp", "value"], where=newer),
+            list(latest.values()),
+        )
+
+    def metric_history(self, run_id: str, key: str) -> s.MetricHistory:
+        m = t.metrics
+        with self.db.read() as conn:
+            self._require_run(conn, run_id)
+            rows = conn.execute(
+                sa.select(m.c.step, m.c.timestamp, m.c.value)
+                .where(m.c.run_id == run_id, m.c.key == key)
+                .order_by(m.c.step, m.c.timestamp)
+            ).all()
+        return s.MetricHistory(
+            run_id=run_id,
+            key=key,
+            points=[s.HistoryPoint(step=r[0], timestamp=r[1], value=_nan(r[2])) for r in rows],
+        )
+
+    # search ---------------------------------------------------------------------------
+
+    def search_runs(self, query: s.SearchQuery) -> s.RunPage:
+        where = search.parse_filter(query.filter)
+        order = search.parse_order_by(query.order_by)
+        offset = search.decode_page_token(query.page_token)
+        terms, joins = search.order_columns(order, self.db.json_number)
+        with self.db.read() as conn:
+            project_id = self._project_id(conn, query.project, create=False)
+            source: Any = t.runs
+            for alias, on in joins:
+                source = source.outerjoin(alias, on)
+            stmt = sa.select(t.runs).select_from(source).where(t.runs.c.project_id == project_id)
+            if where is not None:
+                stmt = stmt.where(search.to_sql(where, self.db.json_number))
+            stmt = stmt.order_by(*terms).limit(query.limit + 1).offset(offset)
+            runs = self._load_runs(conn, stmt, project=query.project)
+        more = len(runs) > query.limit
+        return s.RunPage(
+            runs=runs[: query.limit],
+            next_page_token=search.encode_page_token(offset + query.limit) if more else None,
+        )
+
+    def _load_runs(self, conn: Connection, stmt: Any, project: str | None = None) -> list[s.Run]:
+        rows: Sequence[Any] = conn.execute(stmt).mappings().all()
+        if not rows:
+            return []
+        ids = [r["id"] for r in rows]
+        extras: dict[str, dict[str, dict[str, Any]]] = {
+            i: {"params": {}, "tags": {}, "metrics": {}} for i in ids
+        }
+        for run_id, key, value in conn.execute(
+            sa.select(t.params.c.run_id, t.params.c.key, t.params.c.value).where(
+                t.params.c.run_id.in_(ids)
+            )
+        ):
+            extras[run_id]["params"][key] = json.loads(value)
+        for table, field in ((t.tags, "tags"), (t.latest_metrics, "metrics")):
+            for run_id, key, value in conn.execute(
+                sa.select(table.c.run_id, table.c.key, table.c.value).where(table.c.run_id.in_(ids))
+            ):
+                extras[run_id][field][key] = _nan(value) if field == "metrics" else value
+        names = {project} if project else None
+        project_names: dict[str, str] = {}
+        if names is None:
+            pids = {r["project_id"] for r in rows}
+            project_names = dict(
+                conn.execute(
+                    sa.select(t.projects.c.id, t.projects.c.name).where(t.projects.c.id.in_(pids))
+                ).all()
+            )
+        return [
+            s.Run(
+                id=r["id"],
+                project=project or project_names[r["project_id"]],
+                name=r["name"],
+                status=r["status"],
+                start_time=r["start_time"],
+                end_time=r["end_time"],
+                **extras[r["id"]],
+            )
+            for r in rows
+        ]
+
+    # artifacts ------------------------------------------------------------------------
+
+    def upload_artifact(
+        self, run_id: str, path: str, chunks: Iterable[bytes], expected: str | None = None
+    ) -> s.Artifact:
+        s.check_artifact_path(path)
+        with self.db.read() as conn:
+            self._require_run(conn, run_id)
+        info = self.blobs.put(
+            chunks, expected=expected, max_bytes=self.settings.server.max_artifact_bytes
+        )
+        return self._record_artifact(run_id, path, info.digest, info.size)
+
+    def register_artifact(self, run_id: str, req: s.ArtifactRegister) -> s.Artifact:
+        """Name content the store already has; ``BlobMissing`` asks for an upload."""
+        if not self.blobs.exists(req.digest):
+            raise BlobMissing(f"content sha256:{req.digest} is not stored; upload it")
+        if self.blobs.size(req.digest) != req.size:
+            raise InvalidInput("size does not match the stored content")
+        return self._record_artifact(run_id, req.path, req.digest, req.size)
+
+    def _record_artifact(self, run_id: str, path: str, digest: str, size: int) -> s.Artifact:
+        now = _now()
+        row = {"run_id": run_id, "path": path, "digest": digest, "size": size, "created_at": now}
+        with self.db.write() as conn:
+            self._require_run(conn, run_id)
+            conn.execute(
+                self.db.upsert(t.artifacts, ["run_id", "path"], ["digest", "size", "created_at"]),
+                row,
+            )
+        return s.Artifact(path=path, digest=digest, size=size, created_at=now)
+
+    def list_artifacts(self, run_id: str) -> list[s.Artifact]:
+        a = t.artifacts
+        with self.db.read() as conn:
+            self._require_run(conn, run_id)
+            rows = conn.execute(
+                sa.select(a.c.path, a.c.digest, a.c.size, a.c.created_at)
+                .where(a.c.run_id == run_id)
+                .order_by(a.c.path)
+            ).mappings()
+            return [s.Artifact(**r) for r in rows]
+
+    def get_artifact(self, run_id: str, path: str) -> s.Artifact:
+        s.check_artifact_path(path)
+        a = t.artifacts
+        with self.db.read() as conn:
+            self._require_run(conn, run_id)
+            row = (
+                conn.execute(
+                    sa.select(a.c.path, a.c.digest, a.c.size, a.c.created_at).where(
+                        a.c.run_id == run_id, a.c.path == path
+                    )
+                )
+                .mappings()
+                .first()
+            )
+        if row is None:
+            raise NotFound(f"run {run_id} has no artifact {path!r}")
+        return s.Artifact(**row)
+
+    def read_artifact(self, artifact: s.Artifact, *, verify: bool = True) -> Iterator[bytes]:
+        return self.blobs.read(artifact.digest, verify=verify)

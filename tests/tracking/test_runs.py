@@ -1,0 +1,134 @@
+"""Tracking through the SDK and the in-process app, on SQLite and on Postgres."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+import plinth
+from plinth.client import Client
+
+
+def test_run_lifecycle_params_tags_and_metrics(client: Client, project: str) -> None:
+    with plinth.start_run(
+        project,
+        name="lr-0.1",
+        params={"lr": 0.1, "opt": "adam"},
+        tags={"team": "vision"},
+        client=client,
+    ) as run:
+        for step in range(50):
+            run.log({"loss": 1.0 / (step + 1), "acc": step / 50}, step=step)
+        assert client.get_run(run.id).status == "running"
+    info = client.get_run(run.id)
+    assert info.status == "finished"
+    assert info.end_time is not None and info.end_time >= info.start_time
+    assert info.params == {"lr": 0.1, "opt": "adam"}
+    assert info.tags == {"team": "vision"}
+    assert info.metrics == {"loss": pytest.approx(1 / 50), "acc": pytest.approx(49 / 50)}
+    history = client.metric_history(run.id, "loss")
+    assert [p.step for p in history] == list(range(50))
+    assert history[3].value == pytest.approx(0.25)
+
+
+def test_exception_inside_run_marks_it_failed(client: Client, project: str) -> None:
+    with pytest.raises(ZeroDivisionError), plinth.start_run(project, client=client) as run:
+        run.log({"x": 1.0})
+        _ = 1 / 0
+    info = client.get_run(run.id)
+    assert info.status == "failed"
+    assert info.metrics == {"x": 1.0}
+
+
+def test_keyboard_interrupt_marks_run_killed(client: Client, project: str) -> None:
+    with pytest.raises(KeyboardInterrupt), plinth.start_run(project, client=client) as run:
+        raise KeyboardInterrupt
+    assert client.get_run(run.id).status == "killed"
+
+
+def test_params_are_immutable(client: Client, project: str) -> None:
+    with plinth.start_run(project, params={"lr": 0.1}, client=client) as run:
+        run.log_params({"lr": 0.1, "layers": 3})  # same value again is fine
+        with pytest.raises(plinth.Conflict, match="immutable"):
+            run.log_params({"lr": 0.2})
+    assert client.get_run(run.id).params == {"lr": 0.1, "layers": 3}
+
+
+def test_batch_is_applied_once_when_retried(client: Client, project: str) -> None:
+    run = client.create_run(project)
+    points = [{"key": "m", "value": float(i), "step": i, "timestamp": 1.0 + i} for i in range(10)]
+    assert client.log_batch(run.id, metrics=points, batch_id="batch-0001") is True
+    assert client.log_batch(run.id, metrics=points, batch_id="batch-0001") is False
+    assert len(client.metric_history(run.id, "m")) == 10
+
+
+def test_batch_is_all_or_nothing(client: Client, project: str) -> None:
+    run = client.create_run(project, params={"lr": 0.1})
+    points = [{"key": "m", "value": 1.0, "step": 0, "timestamp": 1.0}]
+    with pytest.raises(plinth.Conflict):
+        client.log_batch(run.id, metrics=points, params={"lr": 0.5})
+    assert client.metric_history(run.id, "m") == []
+    # the refused batch id was not recorded either: a corrected retry applies
+    assert client.log_batch(run.id, metrics=points, params={"lr": 0.1}) is True
+
+
+def test_latest_metric_follows_highest_step(client: Client, project: str) -> None:
+    run = client.create_run(project)
+    client.log_batch(run.id, metrics=[{"key": "m", "value": 5.0, "step": 10, "timestamp": 2.0}])
+    client.log_batch(run.id, metrics=[{"key": "m", "value": 1.0, "step": 3, "timestamp": 9.0}])
+    assert client.get_run(run.id).metrics["m"] == 5.0
+    assert [p.step for p in client.metric_history(run.id, "m")] == [3, 10]
+
+
+def test_nan_and_infinite_values_round_trip(client: Client, project: str) -> None:
+    with plinth.start_run(project, client=client) as run:
+        run.log({"loss": float("nan")}, step=0)
+        run.log({"loss": float("inf")}, step=1)
+    values = [p.value for p in client.metric_history(run.id, "loss")]
+    assert math.isnan(values[0]) and values[1] == math.inf
+
+
+def test_unknown_run_is_404(client: Client) -> None:
+    with pytest.raises(plinth.NotFound):
+        client.get_run("0" * 32)
+    with pytest.raises(plinth.NotFound):
+        client.log_batch("0" * 32, metrics=[])
+
+
+def test_bad_keys_are_refused_before_sending(client: Client, project: str) -> None:
+    with plinth.start_run(project, client=client) as run, pytest.raises(plinth.InvalidInput):
+        run.log({"bad\nkey": 1.0})
+    with pytest.raises(plinth.InvalidInput):
+        client.create_run("../etc")
+
+
+def test_stale_running_run_is_reaped_and_revived_by_heartbeat(client: Client, project: str) -> None:
+    from plinth.tracking import tables as t
+
+    run = client.create_run(project)
+    svc = client._transport.http._transport.app.state.tracking  # type: ignore[attr-defined]
+    with svc.db.write() as conn:
+        conn.execute(t.runs.update().where(t.runs.c.id == run.id).values(heartbeat_at=1.0))
+    assert svc.reap_stale_runs() >= 1
+    reaped = client.get_run(run.id)
+    assert reaped.status == "killed" and reaped.end_time == 1.0
+    client.heartbeat(run.id)
+    assert client.get_run(run.id).status == "running"
+
+
+def test_step_defaults_to_a_counter(client: Client, project: str) -> None:
+    with plinth.start_run(project, client=client) as run:
+        for _ in range(3):
+            run.log({"m": 1.0})
+    assert [p.step for p in client.metric_history(run.id, "m")] == [0, 1, 2]
+
+
+def test_system_metrics_are_sampled_when_enabled(settings, project: str) -> None:  # type: ignore[no-untyped-def]
+    import time
+
+    settings.tracking.system_metrics_seconds = 0.05
+    with Client(settings=settings) as client:
+        with plinth.start_run(project, client=client) as run:
+            time.sleep(0.3)
+        assert client.get_run(run.id).metrics["system/memory_percent"] > 0
