@@ -63,16 +63,7 @@ def version() -> None:
 def main() -> None:
     """Entry point: Plinth errors print as one line, not a traceback."""
     try:
-        app(standalone_mode=False)
+        app()
     except PlinthError as exc:
-        Console(stderr=True).print(f"[red]error:[/] {exc.message}")
+        Console(stderr=True, soft_wrap=True).print(f"[red]error:[/] {exc.message}", highlight=False)
         raise SystemExit(1) from None
-    except typer.Abort:
-        raise SystemExit(130) from None
-    except Exception as exc:
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            raise SystemExit(exc.exit_code) from None
-        raise

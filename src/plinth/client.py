@@ -43,7 +43,7 @@ class Transport:
             from plinth.server.app import create_app
             from plinth.transport import InProcessTransport
 
-            app = create_app(settings)
+            app = create_app(settings, embedded=True)
             app.state.tracking.reap_stale_runs()
             self.embedded = True
             self.http = httpx.Client(

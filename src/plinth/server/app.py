@@ -19,6 +19,7 @@ from plinth import __version__
 from plinth.core.blobs import open_store
 from plinth.core.db import Database
 from plinth.errors import PlinthError
+from plinth.server.blocking import Blocking
 from plinth.server.middleware import BodyLimit, RequestMetrics
 from plinth.settings import Settings
 from plinth.tracking.routes import router as tracking_router
@@ -85,9 +86,11 @@ def _reaper(svc: TrackingService, stop: threading.Event) -> None:
             svc.reap_stale_runs()
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, embedded: bool = False) -> FastAPI:
+    """The app; ``embedded`` runs service calls inline (see server/blocking.py)."""
     settings = settings or Settings()
     tracking = build_services(settings)
+    blocking = Blocking(inline=embedded)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -97,6 +100,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         thread.start()
         yield
         stop.set()
+        blocking.shutdown()
 
     app = FastAPI(
         title="Plinth",
@@ -109,16 +113,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.tracking = tracking
+    app.state.blocking = blocking
     registry = CollectorRegistry()
     install_error_handlers(app)
     app.include_router(tracking_router)
 
     @app.get("/healthz", include_in_schema=False)
-    def healthz() -> dict[str, str]:
+    async def healthz() -> dict[str, str]:
         return {"status": "ok", "version": __version__}
 
     @app.get("/metrics", include_in_schema=False)
-    def metrics() -> Response:
+    async def metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     from plinth.ui.routes import router as ui_router

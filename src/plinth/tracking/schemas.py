@@ -6,7 +6,7 @@ import re
 from typing import Annotated, Any, Literal
 from urllib.parse import unquote
 
-from pydantic import AfterValidator, BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field, model_validator
 
 from plinth.errors import InvalidInput
 
@@ -100,7 +100,7 @@ class Run(BaseModel):
 
 
 class MetricPoint(BaseModel):
-    key: Key
+    key: str = Field(max_length=250)  # checked once per distinct key by LogBatch
     value: float
     step: int = 0
     timestamp: float
@@ -113,6 +113,12 @@ class LogBatch(BaseModel):
     metrics: list[MetricPoint] = []
     params: dict[Key, Any] = {}
     tags: dict[Key, str] = {}
+
+    @model_validator(mode="after")
+    def _check_metric_keys(self) -> LogBatch:
+        for key in {p.key for p in self.metrics}:
+            check_key(key)
+        return self
 
 
 class LogResult(BaseModel):

@@ -261,9 +261,7 @@ def _comparison(c: Comparison, json_number: Callable[[Any], Any]) -> Any:
     if isinstance(value, float):
         if c.op == "like":
             raise InvalidInput("filter: like needs a quoted pattern")
-        col = (
-            json_number(table.c.value) if kind == "params" else sa.cast(table.c.value, sa.Float)
-        )
+        col = json_number(table.c.value) if kind == "params" else sa.cast(table.c.value, sa.Float)
         cond = compare(col, value)
     elif kind == "params":
         literal = json.dumps(value)

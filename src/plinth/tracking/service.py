@@ -34,12 +34,16 @@ class TrackingService:
         self.db = db
         self.blobs = blobs
         self.settings = settings
+        self._project_ids: dict[str, str] = {}  # projects are never renamed or removed
 
     # projects -------------------------------------------------------------------------
 
     def _project_id(self, conn: Connection, name: str, *, create: bool) -> str:
+        if name in self._project_ids:
+            return self._project_ids[name]
         pid = conn.execute(sa.select(t.projects.c.id).where(t.projects.c.name == name)).scalar()
         if pid is not None:
+            self._project_ids[name] = str(pid)
             return str(pid)
         if not create:
             raise NotFound(f"no project {name!r}")
@@ -57,25 +61,34 @@ class TrackingService:
     # runs -----------------------------------------------------------------------------
 
     def create_run(self, req: s.RunCreate) -> s.Run:
-        run_id = uuid.uuid4().hex
-        now = _now()
+        run = s.Run(
+            id=uuid.uuid4().hex,
+            project=req.project,
+            name="",
+            status="running",
+            start_time=_now(),
+            end_time=None,
+            params=req.params,
+            tags=req.tags,
+        )
+        run.name = req.name or f"run-{run.id[:8]}"
         with self.db.write() as conn:
             project_id = self._project_id(conn, req.project, create=True)
             conn.execute(
                 t.runs.insert(),
                 {
-                    "id": run_id,
+                    "id": run.id,
                     "project_id": project_id,
-                    "name": req.name or f"run-{run_id[:8]}",
-                    "status": "running",
-                    "start_time": now,
+                    "name": run.name,
+                    "status": run.status,
+                    "start_time": run.start_time,
                     "end_time": None,
-                    "heartbeat_at": now,
+                    "heartbeat_at": run.start_time,
                 },
             )
-            self._write_params(conn, run_id, req.params)
-            self._write_tags(conn, run_id, req.tags)
-        return self.get_run(run_id)
+            self._write_params(conn, run.id, req.params, new_run=True)
+            self._write_tags(conn, run.id, req.tags)
+        return run
 
     def get_run(self, run_id: str) -> s.Run:
         with self.db.read() as conn:
@@ -154,23 +167,17 @@ class TrackingService:
             self._touch(conn, run_id)
         return s.LogResult(applied=True)
 
-    def _write_params(self, conn: Connection, run_id: str, params: dict[str, Any]) -> None:
+    def _write_params(
+        self, conn: Connection, run_id: str, params: dict[str, Any], *, new_run: bool = False
+    ) -> None:
         if not params:
             return
         encoded = {k: json.dumps(v, sort_keys=True) for k, v in params.items()}
-        existing = dict(
-            conn.execute(
-                sa.select(t.params.c.key, t.params.c.value).where(
-                    t.params.c.run_id == run_id, t.params.c.key.in_(list(encoded))
-                )
-            ).all()
-        )
+        existing = {} if new_run else self._params_of(conn, run_id, list(encoded))
         changed = [k for k, v in encoded.items() if k in existing and existing[k] != v]
         if changed:
-            raise Conflict(
-                f"params are immutable once logged; {changed[0]!r} is already "
-                f"{existing[changed[0]]}"
-            )
+            key = changed[0]
+            raise Conflict(f"params are immutable once logged; {key!r} is already {existing[key]}")
         new = [
             {"run_id": run_id, "key": k, "value": v}
             for k, v in encoded.items()
@@ -178,6 +185,14 @@ class TrackingService:
         ]
         if new:
             conn.execute(t.params.insert(), new)
+
+    @staticmethod
+    def _params_of(conn: Connection, run_id: str, keys: list[str]) -> dict[str, str]:
+        p = t.params
+        rows = conn.execute(
+            sa.select(p.c.key, p.c.value).where(p.c.run_id == run_id, p.c.key.in_(keys))
+        )
+        return {key: value for key, value in rows}
 
     def _write_tags(self, conn: Connection, run_id: str, tags: dict[str, str]) -> None:
         if tags:
