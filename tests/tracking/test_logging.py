@@ -1,0 +1,92 @@
+"""The SDK's background logging: bounded memory, flush at exit, failure at a crash."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+import plinth
+from plinth.client import Client
+from plinth.settings import Settings
+from tests.conftest import make_settings
+
+
+def test_buffer_is_bounded_when_the_server_is_slow(tmp_path: Path, project: str) -> None:
+    settings = make_settings(tmp_path / "home")
+    settings.tracking.queue_points = 200
+    settings.tracking.flush_batch_points = 50
+    with Client(settings=settings) as client:
+        real_log_batch = client.log_batch
+
+        def slow_log_batch(*args, **kwargs):  # type: ignore[no-untyped-def]
+            time.sleep(0.002)
+            return real_log_batch(*args, **kwargs)
+
+        client.log_batch = slow_log_batch  # type: ignore[method-assign]
+        with plinth.start_run(project, client=client) as run:
+            high_water = 0
+            for step in range(2000):
+                run.log({"a": 1.0, "b": 2.0}, step=step)
+                high_water = max(high_water, len(run._logger.buffer))
+        assert high_water <= 200 + 2
+        assert len(client.metric_history(run.id, "a")) == 2000
+
+
+def _script(home: Path, body: str) -> subprocess.CompletedProcess[str]:
+    code = textwrap.dedent("""
+        import plinth
+        run = plinth.start_run("exit-test", name="scripted")
+        print(run.id, flush=True)
+        for step in range(5000):
+            run.log({"loss": step * 0.5}, step=step)
+    """) + textwrap.dedent(body)
+    env = {**os.environ, "PLINTH_HOME": str(home)}
+    env.pop("PLINTH_URL", None)
+    return subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
+    )
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        ("", "finished", 0),
+        ("raise SystemExit(0)", "finished", 0),
+        ("raise RuntimeError('boom')", "failed", 1),
+    ],
+)
+def test_interpreter_exit_flushes_and_ends_the_run(
+    tmp_path: Path, body: str, status: str, code: int
+) -> None:
+    home = tmp_path / "home"
+    out = _script(home, body)
+    assert out.returncode == code, out.stderr
+    run_id = out.stdout.split()[0]
+    with Client(settings=Settings(home=home, url=None, token=None)) as client:
+        run = client.get_run(run_id)
+        assert run.status == status
+        assert len(client.metric_history(run_id, "loss")) == 5000
+
+
+def test_log_after_a_refused_batch_raises(tmp_path: Path, project: str) -> None:
+    with Client(settings=make_settings(tmp_path / "home")) as client:
+        run = plinth.start_run(project, client=client)
+
+        def refuse(*_a, **_k):  # type: ignore[no-untyped-def]
+            raise plinth.InvalidInput("refused")
+
+        client.log_batch = refuse  # type: ignore[method-assign]
+        run.log({"x": 1.0})
+        with pytest.raises(plinth.InvalidInput):
+            run.flush()
+        with pytest.raises(plinth.InvalidInput):
+            run.log({"x": 2.0})
+        with pytest.raises(plinth.InvalidInput):
+            run.end()  # reports the lost batch, yet still ends the run
+        assert client.get_run(run.id).status == "finished"
