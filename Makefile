@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: setup demo test check format bench clean
+.PHONY: setup browser demo test check format bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,7 +17,16 @@ setup: $(STAMP)
 demo: setup
 	$(VENV)/bin/plinth demo
 
-test: setup
+# The browser tests drive Debian's Chromium; without root, Playwright's own download.
+browser: setup
+	@if [ -x /usr/bin/chromium ]; then :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; \
+	else \
+		$(PY) -m playwright install chromium; \
+	fi
+
+test: setup browser
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 check: setup

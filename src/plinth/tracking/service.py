@@ -269,6 +269,12 @@ class TrackingService:
             next_page_token=search.encode_page_token(offset + query.limit) if more else None,
         )
 
+    def count_runs(self, project: str) -> int:
+        with self.db.read() as conn:
+            project_id = self._project_id(conn, project, create=False)
+            count = sa.select(sa.func.count()).select_from(t.runs)
+            return int(conn.execute(count.where(t.runs.c.project_id == project_id)).scalar_one())
+
     def _load_runs(self, conn: Connection, stmt: Any, project: str | None = None) -> list[s.Run]:
         rows: Sequence[Any] = conn.execute(stmt).mappings().all()
         if not rows:

@@ -1,0 +1,192 @@
+"""The web UI in a real browser against a real ``plinth server``.
+
+Chromium is Debian's (``/usr/bin/chromium``) when installed, else Playwright's own
+download; ``make browser`` (run by ``make test``) provides one. A missing browser is a
+failure that says how to install it, never a skip.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+import plinth
+from plinth.client import Client
+from tests.conftest import make_settings
+from tests.services import free_port
+
+pytestmark = pytest.mark.browser
+
+DEBIAN_CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+HOW_TO_INSTALL = (
+    "no Chromium for the browser tests: run `make browser` (as root it runs "
+    "`apt-get install -y chromium`; otherwise `python -m playwright install chromium`)"
+)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    home = tmp_path_factory.mktemp("browser-home")
+    _populate(home)
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PLINTH_")}
+    env["PLINTH_HOME"] = str(home)
+    plinth_cmd = Path(sys.executable).with_name("plinth")
+    proc = subprocess.Popen(
+        [str(plinth_cmd), "server", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_until_up(base, proc)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.stderr:
+            proc.stderr.close()
+
+
+def _populate(home: Path) -> None:
+    with Client(settings=make_settings(home)) as client:
+        for lr in (0.3, 0.1, 0.03, 0.01):
+            with plinth.start_run(
+                "vision",
+                name=f"resnet-lr{lr}",
+                params={"lr": lr, "optimizer": "adam", "layers": 18},
+                tags={"team": "cv"},
+                client=client,
+            ) as run:
+                for step in range(300):
+                    wobble = 0.03 * math.sin(step / 4)
+                    run.log(
+                        {
+                            "loss": 2 * math.exp(-step * lr / 8) + 0.1 + wobble,
+                            "val/acc": 0.95 * (1 - math.exp(-step * lr / 10)),
+                        },
+                        step=step,
+                    )
+        client.create_run("nlp", name="bert-base")
+
+
+def _wait_until_up(base: str, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            err = proc.stderr.read().decode() if proc.stderr else ""
+            pytest.fail(f"plinth server exited with {proc.returncode}: {err}")
+        try:
+            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    pytest.fail("plinth server did not answer /healthz within 20 s")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    try:
+        from playwright.sync_api import Error, sync_playwright
+    except ImportError:
+        pytest.fail("playwright is not installed: pip install -e '.[dev]'")
+    with sync_playwright() as pw:
+        executable = str(DEBIAN_CHROMIUM) if DEBIAN_CHROMIUM.exists() else None
+        try:
+            chromium = pw.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        except Error as exc:
+            pytest.fail(f"{HOW_TO_INSTALL}\n{exc}")
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    yield page
+    context.close()
+    assert errors == [], errors
+
+
+@pytest.fixture(scope="module")
+def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("screenshots")
+
+
+def test_browse_filter_and_open_a_run(server: str, page: Any, screenshots: Path) -> None:
+    page.goto(server + "/")
+    page.get_by_role("link", name="vision").click()
+    page.wait_for_url("**/projects/vision")
+    rows = page.locator("table.runs tbody tr")
+    assert rows.count() == 4
+    page.screenshot(path=str(screenshots / "project.png"), full_page=True)
+
+    page.fill("input[name=filter]", "params.lr >= 0.1")
+    page.press("input[name=filter]", "Enter")
+    page.wait_for_url("**filter=*")
+    assert rows.count() == 2
+    assert sorted(rows.locator("td a.strong").all_inner_texts()) == [
+        "resnet-lr0.1",
+        "resnet-lr0.3",
+    ]
+
+    page.get_by_role("link", name="resnet-lr0.1").click()
+    page.wait_for_url("**/runs/*")
+    assert page.locator("h1").inner_text().startswith("resnet-lr0.1")
+    charts = page.locator("svg.chart")
+    assert charts.count() == 2
+    polyline = charts.first.locator("polyline")
+    assert polyline.count() == 1 and polyline.is_visible()
+    assert len(polyline.get_attribute("points").split()) == 300
+    box = charts.first.bounding_box()
+    assert box is not None and box["width"] > 300 and box["height"] > 120
+    shot = screenshots / "run.png"
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    print(f"screenshots in {screenshots}")
+
+
+def test_select_runs_and_compare(server: str, page: Any, screenshots: Path) -> None:
+    page.goto(server + "/projects/vision?order_by=params.lr")
+    button = page.locator("#compare-button")
+    assert button.is_disabled()
+    boxes = page.locator("input[name=runs]")
+    boxes.nth(0).check()
+    boxes.nth(2).check()
+    assert button.inner_text() == "Compare 2 selected"
+    button.click()
+    page.wait_for_url("**/compare?runs=*")
+    assert "," in page.url.split("runs=", 1)[1]
+    charts = page.locator("svg.chart")
+    assert charts.count() == 2
+    assert charts.first.locator("polyline").count() == 2
+    page.screenshot(path=str(screenshots / "compare.png"), full_page=True)

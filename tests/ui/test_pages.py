@@ -1,0 +1,175 @@
+"""The web UI's pages, rendered by the in-process app (no browser, no server)."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+import plinth
+from plinth.client import Client
+from tests.conftest import make_settings
+
+EVIL = "<script>alert(1)</script>"
+
+
+@dataclass
+class Site:
+    http: httpx.Client
+    runs: dict[str, str]  # name -> id
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    home = tmp_path_factory.mktemp("ui-home")
+    with Client(settings=make_settings(home)) as client:
+        runs = {}
+        for lr in (0.1, 0.01, 0.001):
+            with plinth.start_run(
+                "vision", name=f"lr-{lr}", params={"lr": lr}, tags={"team": "cv"}, client=client
+            ) as run:
+                for step in range(30):
+                    run.log({"loss": math.exp(-lr * step), "val/acc": lr * step}, step=step)
+            runs[f"lr-{lr}"] = run.id
+        evil = client.create_run("vision", name=EVIL, params={"note": EVIL}, tags={"x": EVIL})
+        client.log_batch(evil.id, metrics=_points("loss", [2.0, math.nan, math.inf, 1.0]))
+        runs[EVIL] = evil.id
+        artifact = home / "weights.bin"
+        artifact.write_bytes(b"w" * 2048)
+        client.log_artifact(runs["lr-0.1"], artifact, name="model dir/weights.bin")
+        yield Site(client._transport.http, runs)
+
+
+def _points(key: str, values: list[float]) -> list[dict[str, object]]:
+    return [{"key": key, "value": v, "step": i, "timestamp": 1.0 + i} for i, v in enumerate(values)]
+
+
+def _row_names(html: str) -> list[str]:
+    return re.findall(r'<a class="strong" href="/runs/[0-9a-f]+">([^<]*)</a>', html)
+
+
+def test_projects_page_lists_projects_with_run_counts(site: Site) -> None:
+    page = site.http.get("/")
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    assert 'href="/projects/vision"' in page.text
+    assert re.search(r'<td class="num">\s*4\s*</td>', page.text)
+
+
+def test_project_page_shows_runs_params_and_metrics(site: Site) -> None:
+    page = site.http.get("/projects/vision")
+    assert page.status_code == 200
+    assert sorted(_row_names(page.text)) == sorted(
+        ["lr-0.1", "lr-0.01", "lr-0.001", "&lt;script&gt;alert(1)&lt;/script&gt;"]
+    )
+    for column in ("lr", "loss", "val/acc", "note"):
+        assert f">{column}" in page.text
+    assert 'class="status status-finished"' in page.text
+    assert 'class="status status-running"' in page.text
+
+
+def test_user_supplied_names_are_escaped(site: Site) -> None:
+    evil_id = site.runs[EVIL]
+    for url in ("/projects/vision", f"/runs/{evil_id}", f"/compare?runs={evil_id}"):
+        page = site.http.get(url)
+        assert page.status_code == 200, url
+        assert EVIL not in page.text, url
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page.text, url
+
+
+def test_filter_and_order_by_use_the_api_language(site: Site) -> None:
+    page = site.http.get("/projects/vision", params={"filter": "params.lr < 0.05"})
+    assert sorted(_row_names(page.text)) == ["lr-0.001", "lr-0.01"]
+    assert 'value="params.lr &lt; 0.05"' in page.text
+    ordered = site.http.get(
+        "/projects/vision", params={"filter": "status = 'finished'", "order_by": "params.lr asc"}
+    )
+    assert _row_names(ordered.text) == ["lr-0.001", "lr-0.01", "lr-0.1"]
+
+
+def test_bad_filter_shows_the_message_above_the_table(site: Site) -> None:
+    page = site.http.get("/projects/vision", params={"filter": "metrics.loss >"})
+    assert page.status_code == 400
+    assert page.headers["content-type"].startswith("text/html")
+    alert = page.text.index('role="alert"')
+    assert "expected a number or a quoted string" in page.text
+    assert alert < page.text.index("<table")
+    assert _row_names(page.text) == []
+
+
+def test_pages_follow_page_tokens(site: Site) -> None:
+    first = site.http.get("/projects/vision", params={"limit": 3, "order_by": "name"})
+    assert len(_row_names(first.text)) == 3
+    next_url = re.search(r'<a class="button" href="([^"]+)">Next page', first.text)
+    assert next_url is not None
+    second = site.http.get(next_url.group(1).replace("&amp;", "&"))
+    assert second.status_code == 200
+    names = _row_names(first.text) + _row_names(second.text)
+    assert len(set(names)) == 4
+    assert "First page" in second.text
+
+
+def test_run_page_shows_header_params_tags_metrics_charts_and_artifacts(site: Site) -> None:
+    run_id = site.runs["lr-0.1"]
+    page = site.http.get(f"/runs/{run_id}")
+    assert page.status_code == 200
+    text = page.text
+    assert "lr-0.1" in text and "status-finished" in text
+    assert ">team</th>" in text and ">cv</td>" in text
+    assert text.count('<svg class="chart"') == 2
+    assert text.count("<polyline") == 2
+    link = f"/api/v1/runs/{run_id}/artifacts/model%20dir/weights.bin"
+    assert f'href="{link}"' in text
+    assert "2.0 KiB" in text
+    download = site.http.get(link)
+    assert download.status_code == 200 and download.content == b"w" * 2048
+
+
+def test_run_chart_skips_non_finite_points(site: Site) -> None:
+    page = site.http.get(f"/runs/{site.runs[EVIL]}")
+    (points,) = re.findall(r'<polyline[^>]* points="([^"]*)"', page.text)
+    assert len(points.split()) == 2
+
+
+def test_compare_draws_one_chart_per_metric_with_a_line_per_run(site: Site) -> None:
+    ids = [site.runs["lr-0.1"], site.runs["lr-0.01"], site.runs[EVIL]]
+    page = site.http.get("/compare", params={"runs": ",".join(ids)})
+    assert page.status_code == 200
+    charts = re.findall(r'<svg class="chart".*?</svg>', page.text, re.S)
+    assert len(charts) == 2  # loss, val/acc
+    by_title = {re.search(r"<title>([^<]*)</title>", c).group(1): c for c in charts}  # type: ignore[union-attr]
+    assert by_title["loss"].count("<polyline") == 3
+    assert by_title["val/acc"].count("<polyline") == 2
+    repeated = site.http.get("/compare", params=[("runs", ids[0]), ("runs", ids[1])])
+    assert repeated.status_code == 200 and "Compare 2 runs" in repeated.text
+
+
+def test_unknown_run_and_project_are_html_404_pages(site: Site) -> None:
+    for url, message in (("/runs/nope", "no run &#39;nope&#39;"), ("/projects/nope", "no project")):
+        page = site.http.get(url)
+        assert page.status_code == 404, url
+        assert page.headers["content-type"].startswith("text/html")
+        assert "Not found" in page.text and message in page.text
+
+
+def test_compare_without_runs_is_a_400_page(site: Site) -> None:
+    page = site.http.get("/compare")
+    assert page.status_code == 400
+    assert "choose at least one run" in page.text
+
+
+def test_stylesheet_and_script_are_served(site: Site) -> None:
+    css = site.http.get("/ui/static/style.css")
+    assert css.status_code == 200 and css.headers["content-type"].startswith("text/css")
+    assert site.http.get("/ui/static/ui.js").status_code == 200
+
+
+def test_empty_home_invites_a_first_run(tmp_path: Path) -> None:
+    with Client(settings=make_settings(tmp_path)) as client:
+        page = client._transport.http.get("/")
+    assert page.status_code == 200 and "No projects yet" in page.text
