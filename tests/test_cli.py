@@ -17,8 +17,9 @@ from plinth.settings import Settings
 def plinth_cmd(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PLINTH_HOME": str(home), "COLUMNS": "200"}
     env.pop("PLINTH_URL", None)
-    return subprocess.run([sys.executable, "-m", "plinth", *args], env=env, text=True,
-                          capture_output=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "plinth", *args], env=env, text=True, capture_output=True, timeout=60
+    )
 
 
 @pytest.fixture
@@ -27,8 +28,9 @@ def home_with_runs(tmp_path: Path) -> tuple[Path, list[str]]:
     ids = []
     with plinth.Client(settings=Settings(home=home, url=None, token=None)) as client:
         for lr in (0.01, 0.1):
-            with plinth.start_run("churn", name=f"lr-{lr}", params={"lr": lr},
-                                  client=client) as run:
+            with plinth.start_run(
+                "churn", name=f"lr-{lr}", params={"lr": lr}, client=client
+            ) as run:
                 run.log({"acc": 0.5 + lr}, step=0)
                 model = tmp_path / "model.txt"
                 model.write_text(f"model {lr}")
@@ -39,8 +41,18 @@ def home_with_runs(tmp_path: Path) -> tuple[Path, list[str]]:
 
 def test_runs_list_json_filters_and_orders(home_with_runs: tuple[Path, list[str]]) -> None:
     home, ids = home_with_runs
-    out = plinth_cmd(home, "runs", "list", "--project", "churn", "--filter",
-                     "metrics.acc > 0.5", "--order-by", "metrics.acc desc", "--json")
+    out = plinth_cmd(
+        home,
+        "runs",
+        "list",
+        "--project",
+        "churn",
+        "--filter",
+        "metrics.acc > 0.5",
+        "--order-by",
+        "metrics.acc desc",
+        "--json",
+    )
     assert out.returncode == 0, out.stderr
     runs = json.loads(out.stdout)
     assert [r["id"] for r in runs] == [ids[1], ids[0]]

@@ -33,6 +33,8 @@ class TrackingSettings(BaseModel):
 class S3Settings(BaseModel):
     endpoint_url: str | None = None
     region: str | None = None
+    access_key_id: str | None = Field(None, description="unset: botocore's credential chain")
+    secret_access_key: str | None = None
 
 
 class Settings(BaseSettings):

@@ -16,6 +16,7 @@ import contextlib
 import hashlib
 import os
 import re
+import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -25,7 +26,8 @@ from typing import IO, Any, Protocol
 from plinth.errors import CorruptArtifact, DigestMismatch, InvalidInput, NotFound, require
 
 CHUNK = 1 << 20
-_DIGEST = re.compile(r"^[0-9a-f]{64}$")
+PARTIAL_MAX_AGE_S = 6 * 3600.0  # a temp file this old has no live writer
+_DIGEST = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -51,7 +53,7 @@ class Backend(Protocol):
 
 
 def check_digest(digest: str) -> str:
-    if not _DIGEST.match(digest):
+    if not _DIGEST.fullmatch(digest):  # not match(): "$" also matches before a "\n"
         raise InvalidInput("a digest is 64 lowercase hex characters (sha256)")
     return digest
 
@@ -162,6 +164,15 @@ class BlobStore:
     def delete(self, digest: str) -> None:
         self.backend.delete(self.key(digest))
 
+    def sweep_partial(self, older_than_s: float = PARTIAL_MAX_AGE_S) -> int:
+        """Remove what writers killed mid-write left behind; never a finished blob.
+
+        Only backends that can leave such debris on their own storage have
+        ``sweep_partial``; S3 multipart uploads need a bucket lifecycle rule.
+        """
+        sweep = getattr(self.backend, "sweep_partial", None)
+        return int(sweep(older_than_s)) if sweep is not None else 0
+
 
 def _copy_hashing(chunks: Iterable[bytes], writer: Writer, max_bytes: int | None) -> BlobInfo:
     h = hashlib.sha256()
@@ -177,9 +188,19 @@ def _copy_hashing(chunks: Iterable[bytes], writer: Writer, max_bytes: int | None
     return BlobInfo(h.hexdigest(), size)
 
 
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class _LocalWriter:
     def __init__(self, final: Path) -> None:
-        final.parent.mkdir(parents=True, exist_ok=True)
+        if not final.parent.is_dir():
+            final.parent.mkdir(parents=True, exist_ok=True)
+            _fsync_dir(final.parent.parent)
         self.final = final
         self.tmp = final.parent / f".tmp-{uuid.uuid4().hex}"
         self.file = open(self.tmp, "xb")  # noqa: SIM115 - closed in commit/discard
@@ -192,6 +213,8 @@ class _LocalWriter:
         os.fsync(self.file.fileno())
         self.file.close()
         os.replace(self.tmp, self.final)
+        # The rename itself must survive a power cut before the database names the blob.
+        _fsync_dir(self.final.parent)
 
     def discard(self) -> None:
         self.file.close()
@@ -220,14 +243,68 @@ class LocalBackend:
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
 
+    def sweep_partial(self, older_than_s: float) -> int:
+        """Delete temp files older than ``older_than_s``: a live upload writes its temp
+        file all the time, so only one whose writer died looks old."""
+        cutoff = time.time() - older_than_s
+        removed = 0
+        for path in [*self.root.glob("sha256/*/.tmp-*"), *self.root.glob("tmp/*")]:
+            with contextlib.suppress(FileNotFoundError):
+                if path.is_file() and path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    removed += 1
+        return removed
+
+
+class _FsspecWriter:
+    """An fsspec file opened with ``autocommit=False``, used the way fsspec's own
+    transactions use it: closed first (on S3 that uploads the buffered tail as the
+    last part), then committed or discarded. s3fs's ``commit`` on a file still open
+    completes the multipart upload without that tail, and a file discarded while
+    open starts a new upload when it is garbage-collected."""
+
+    def __init__(self, file: Any) -> None:
+        self.file = file
+        self.written = 0
+
+    def write(self, data: bytes) -> None:
+        self.written += len(data)
+        self.file.blocksize = part_size(self.written, self.file.blocksize)
+        self.file.write(data)
+
+    def commit(self) -> None:
+        try:
+            self.file.close()
+            self.file.commit()
+        except BaseException:
+            with contextlib.suppress(Exception):  # the commit's error is the one to see
+                self.file.discard()
+            raise
+
+    def discard(self) -> None:
+        with contextlib.suppress(Exception):  # the tail is uploaded only to be aborted
+            self.file.close()
+        self.file.discard()
+
+
+def part_size(written: int, current: int) -> int:
+    """S3 allows 10,000 parts per upload: parts stay small (bounded memory) up to
+    ~8 GiB, then grow to a thousandth of what is written, so 5 TiB fits in ~7,500."""
+    return max(current, written // 1000)
+
 
 class FsspecBackend:
     """Any fsspec filesystem whose files support ``autocommit=False`` (S3 does:
-    the multipart upload is completed by ``commit`` and aborted by ``discard``)."""
+    the multipart upload is completed by ``commit`` and aborted by ``discard``).
 
-    def __init__(self, fs: Any, root: str) -> None:
+    ``block_size`` is the read-ahead and the first upload part size (S3's minimum is
+    5 MiB); an upload holds about three parts in memory (s3fs's buffer, the part cut
+    from it, the socket's send buffer), a read about three blocks."""
+
+    def __init__(self, fs: Any, root: str, block_size: int = CHUNK * 8) -> None:
         self.fs = fs
         self.root = root.rstrip("/")
+        self.block_size = block_size
 
     def _path(self, key: str) -> str:
         return f"{self.root}/{key}"
@@ -239,10 +316,11 @@ class FsspecBackend:
         return int(self.fs.size(self._path(key)))
 
     def open_read(self, key: str) -> IO[bytes]:
-        return self.fs.open(self._path(key), "rb", block_size=CHUNK * 8)
+        return self.fs.open(self._path(key), "rb", block_size=self.block_size)
 
     def open_write(self, key: str) -> Writer:
-        return self.fs.open(self._path(key), "wb", autocommit=False)
+        path = self._path(key)
+        return _FsspecWriter(self.fs.open(path, "wb", autocommit=False, block_size=self.block_size))
 
     def delete(self, key: str) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -250,9 +328,17 @@ class FsspecBackend:
 
 
 def open_store(
-    url: str, *, s3_endpoint_url: str | None = None, s3_region: str | None = None
+    url: str,
+    *,
+    s3_endpoint_url: str | None = None,
+    s3_region: str | None = None,
+    s3_access_key_id: str | None = None,
+    s3_secret_access_key: str | None = None,
 ) -> BlobStore:
-    """A store from a URL: a local path, ``file://…`` or ``s3://bucket/prefix``."""
+    """A store from a URL: a local path, ``file://…`` or ``s3://bucket/prefix``.
+
+    Without an access key, S3 credentials come from botocore's usual chain
+    (environment, ``~/.aws``, instance role)."""
     if url.startswith("s3://"):
         s3fs = require("s3fs", "s3")
         client_kwargs: dict[str, Any] = {}
@@ -260,7 +346,15 @@ def open_store(
             client_kwargs["endpoint_url"] = s3_endpoint_url
         if s3_region:
             client_kwargs["region_name"] = s3_region
-        fs = s3fs.S3FileSystem(client_kwargs=client_kwargs, skip_instance_cache=True)
+        fs = s3fs.S3FileSystem(
+            key=s3_access_key_id,
+            secret=s3_secret_access_key,
+            client_kwargs=client_kwargs,
+            # a fresh instance per store, and no listing cache: other servers write
+            # the same bucket, so a cached listing would go stale
+            skip_instance_cache=True,
+            use_listings_cache=False,
+        )
         return BlobStore(FsspecBackend(fs, url.removeprefix("s3://")))
     if "://" in url and not url.startswith("file://"):
         raise InvalidInput("artifacts URL must be a local path, file://… or s3://…")

@@ -75,6 +75,8 @@ def build_services(settings: Settings) -> TrackingService:
         settings.resolved_artifacts_url(),
         s3_endpoint_url=settings.s3.endpoint_url,
         s3_region=settings.s3.region,
+        s3_access_key_id=settings.s3.access_key_id,
+        s3_secret_access_key=settings.s3.secret_access_key,
     )
     return TrackingService(db, blobs, settings)
 
@@ -96,6 +98,7 @@ def create_app(settings: Settings | None = None, *, embedded: bool = False) -> F
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         stop = threading.Event()
         tracking.reap_stale_runs()
+        tracking.blobs.sweep_partial()
         thread = threading.Thread(target=_reaper, args=(tracking, stop), daemon=True)
         thread.start()
         yield

@@ -1,0 +1,280 @@
+"""One contract suite for the blob store, passed by every backend (local disk, S3).
+
+Each test sees the store through a ``Harness`` that can also list what the backend
+really holds, so "nothing visible" is checked against the storage, not the store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tracemalloc
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from plinth.core.blobs import CHUNK, Backend, BlobStore, Writer, open_store, part_size
+from plinth.errors import CorruptArtifact, DigestMismatch, InvalidInput, NotFound
+from tests.conftest import s3_options
+
+MiB = 1 << 20
+
+
+@dataclass
+class Harness:
+    store: BlobStore
+    objects: Callable[[], set[str]]  # every key the backend holds, relative to its root
+    uploads: Callable[[], list[str]]  # multipart uploads in progress (S3; [] on disk)
+    multipart: bool
+
+
+def _local(tmp_path: Path) -> Harness:
+    root = tmp_path / "blobs"
+
+    def objects() -> set[str]:
+        return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
+
+    return Harness(open_store(str(root)), objects, list, multipart=False)
+
+
+def _s3(endpoint: str, bucket: str, fs: Any) -> Harness:
+    store = open_store(f"s3://{bucket}/blobs", **s3_options(endpoint))
+
+    def objects() -> set[str]:
+        # the whole bucket, not just the prefix: nothing may appear anywhere
+        return {path.removeprefix(f"{bucket}/blobs/") for path in fs.find(bucket)}
+
+    def uploads() -> list[str]:
+        listed = fs.call_s3("list_multipart_uploads", Bucket=bucket)
+        return [u["Key"] for u in listed.get("Uploads", [])]
+
+    return Harness(store, objects, uploads, multipart=True)
+
+
+@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.s3)])
+def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Harness:
+    if request.param == "local":
+        return _local(tmp_path)
+    return _s3(
+        request.getfixturevalue("s3_endpoint"),
+        request.getfixturevalue("s3_bucket"),
+        request.getfixturevalue("s3_fs"),
+    )
+
+
+def chunked(data: bytes, size: int = 300_000) -> Iterator[bytes]:
+    """Odd-sized chunks, so part boundaries never line up with them."""
+    for i in range(0, len(data), size):
+        yield data[i : i + size]
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class RecordingBackend:
+    """Passes everything through and remembers which keys were opened for writing."""
+
+    def __init__(self, inner: Backend) -> None:
+        self.inner = inner
+        self.writes: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def open_write(self, key: str) -> Writer:
+        self.writes.append(key)
+        return self.inner.open_write(key)
+
+
+# 13 MiB and a bit: on S3 a full 8 MiB part, then a tail uploaded on commit.
+DATA = os.urandom(13 * MiB + 12_345)
+DIGEST = sha256(DATA)
+
+
+@pytest.mark.parametrize("expected", [DIGEST, None], ids=["digest-known", "digest-unknown"])
+def test_round_trip_of_a_multi_megabyte_stream(harness: Harness, expected: str | None) -> None:
+    info = harness.store.put(chunked(DATA), expected=expected)
+    assert (info.digest, info.size) == (DIGEST, len(DATA))
+    assert harness.store.exists(DIGEST)
+    assert harness.store.size(DIGEST) == len(DATA)
+    assert b"".join(harness.store.read(DIGEST)) == DATA
+    assert harness.objects() == {BlobStore.key(DIGEST)}
+    assert harness.uploads() == []
+
+
+def test_empty_blob_round_trip(harness: Harness) -> None:
+    empty = sha256(b"")
+    assert harness.store.put(iter([]), expected=empty).size == 0
+    assert b"".join(harness.store.read(empty)) == b""
+    assert harness.objects() == {BlobStore.key(empty)}
+
+
+def test_identical_content_is_stored_once(harness: Harness, tmp_path: Path) -> None:
+    data = os.urandom(MiB)
+    harness.store.put(chunked(data), expected=sha256(data))
+    recording = RecordingBackend(harness.store.backend)
+    store = BlobStore(recording)  # type: ignore[arg-type]
+    assert store.put(chunked(data), expected=sha256(data)).digest == sha256(data)
+    path = tmp_path / "same.bin"
+    path.write_bytes(data)
+    assert store.put_file(path).digest == sha256(data)
+    assert recording.writes == []  # the stored blob is never rewritten
+    assert store.put(chunked(data)).digest == sha256(data)
+    assert [k.split("/")[0] for k in recording.writes] == ["tmp"]  # only the temp copy
+    assert harness.objects() == {BlobStore.key(sha256(data))}
+
+
+def test_wrong_expected_digest_keeps_nothing(harness: Harness) -> None:
+    wrong = sha256(b"something else")
+    with pytest.raises(DigestMismatch):
+        harness.store.put(chunked(DATA), expected=wrong)
+    assert harness.objects() == set()
+    assert harness.uploads() == []
+    assert not harness.store.exists(wrong)
+    assert not harness.store.exists(DIGEST)
+
+
+def test_wrong_digest_for_stored_content_is_refused(harness: Harness) -> None:
+    harness.store.put([b"stored"], expected=sha256(b"stored"))
+    with pytest.raises(DigestMismatch):
+        harness.store.put([b"not what was stored"], expected=sha256(b"stored"))
+    assert b"".join(harness.store.read(sha256(b"stored"))) == b"stored"
+
+
+class UploadKilled(Exception):
+    pass
+
+
+@pytest.mark.parametrize("expected", [DIGEST, None], ids=["digest-known", "digest-unknown"])
+def test_stream_failing_midway_leaves_nothing(harness: Harness, expected: str | None) -> None:
+    seen: dict[str, Any] = {}
+
+    def killed_after_10_mib() -> Iterator[bytes]:
+        yield from chunked(DATA[: 10 * MiB])
+        # by now S3 has a multipart upload with a part in it, and no object
+        seen["uploads"], seen["objects"] = harness.uploads(), harness.objects()
+        raise UploadKilled
+
+    with pytest.raises(UploadKilled):
+        harness.store.put(killed_after_10_mib(), expected=expected)
+    if harness.multipart:
+        assert len(seen["uploads"]) == 1
+        assert seen["objects"] == set()
+    assert harness.uploads() == []  # aborted, and an aborted upload is no object
+    assert harness.objects() == set()
+    assert not harness.store.exists(DIGEST)
+
+
+@pytest.mark.parametrize("damage", ["replaced", "truncated"])
+def test_read_detects_corrupted_bytes(harness: Harness, damage: str) -> None:
+    data = os.urandom(3 * MiB)
+    digest = harness.store.put(chunked(data)).digest
+    bad = data[:MiB] if damage == "truncated" else os.urandom(len(data))
+    writer = harness.store.backend.open_write(BlobStore.key(digest))  # behind the store
+    writer.write(bad)
+    writer.commit()
+    with pytest.raises(CorruptArtifact):
+        b"".join(harness.store.read(digest))
+    assert b"".join(harness.store.read(digest, verify=False)) == bad
+
+
+def test_unknown_digest_is_not_found(harness: Harness) -> None:
+    unknown = sha256(b"never stored")
+    assert not harness.store.exists(unknown)
+    with pytest.raises(NotFound):
+        next(harness.store.read(unknown))
+    with pytest.raises(NotFound):
+        harness.store.size(unknown)
+
+
+BAD_DIGESTS = [
+    "",
+    "abc",
+    "A" * 64,
+    "g" * 64,
+    "a" * 63,
+    "a" * 65,
+    "a" * 64 + "\n",
+    "sha256:" + "a" * 64,
+    "../../" + "a" * 58,
+    "aa/" + "a" * 61,
+]
+
+
+@pytest.mark.parametrize("digest", BAD_DIGESTS)
+def test_invalid_digests_are_refused(harness: Harness, digest: str) -> None:
+    store = harness.store
+    calls: list[Callable[[], object]] = [
+        lambda: store.exists(digest),
+        lambda: store.size(digest),
+        lambda: next(store.read(digest)),
+        lambda: store.delete(digest),
+        lambda: store.put([b"x"], expected=digest),
+    ]
+    for call in calls:
+        with pytest.raises(InvalidInput):
+            call()
+    assert harness.objects() == set()
+
+
+def test_put_without_digest_promotes_the_temp_copy(harness: Harness) -> None:
+    data = os.urandom(2 * MiB + 1)
+    info = harness.store.put(chunked(data))
+    assert (info.digest, info.size) == (sha256(data), len(data))
+    assert harness.objects() == {BlobStore.key(info.digest)}  # no tmp/ left
+    assert b"".join(harness.store.read(info.digest)) == data
+
+
+def test_put_file(harness: Harness, tmp_path: Path) -> None:
+    path = tmp_path / "model.bin"
+    path.write_bytes(DATA)
+    info = harness.store.put_file(path)
+    assert (info.digest, info.size) == (DIGEST, len(DATA))
+    assert b"".join(harness.store.read(DIGEST)) == DATA
+    assert harness.objects() == {BlobStore.key(DIGEST)}
+
+
+STREAM_MiB = 64
+
+
+def _stream(block: bytes) -> Iterator[bytes]:
+    for i in range(STREAM_MiB):
+        yield i.to_bytes(8, "big") + block[8:]  # a fresh 1 MiB chunk each time
+
+
+def test_streams_in_bounded_memory(harness: Harness) -> None:
+    block, digest = os.urandom(CHUNK), hashlib.sha256()
+    for chunk in _stream(block):
+        digest.update(chunk)
+    harness.store.exists(digest.hexdigest())  # botocore loads its models (~13 MiB) once
+    tracemalloc.start()
+    try:
+        harness.store.put(_stream(block), expected=digest.hexdigest())
+        _, put_peak = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        read = sum(len(chunk) for chunk in harness.store.read(digest.hexdigest()))
+        _, read_peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert read == STREAM_MiB * MiB
+    # S3 holds about two 8 MiB parts while uploading; 64 MiB never sits in memory
+    print(f"peak {put_peak / MiB:.1f} MiB putting, {read_peak / MiB:.1f} MiB reading")
+    # An S3 upload holds ~3 parts of 8 MiB (s3fs's buffer, the part cut from it, and
+    # asyncio's send buffer); a read holds its read-ahead block. Never the whole stream.
+    assert put_peak < STREAM_MiB * MiB // 2, put_peak
+    assert read_peak < STREAM_MiB * MiB // 2, read_peak
+
+
+def test_parts_grow_so_the_largest_s3_object_fits() -> None:
+    """S3 allows 10,000 parts and 5 TiB per object; parts start at 8 MiB."""
+    written, parts, size = 0, 0, 8 * MiB
+    while written < 5 << 40:
+        written += size
+        parts += 1
+        size = part_size(written, size)
+    assert parts < 10_000
+    assert part_size(8 * MiB, 8 * MiB) == 8 * MiB  # small uploads keep small parts
