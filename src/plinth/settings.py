@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -34,7 +34,7 @@ class S3Settings(BaseModel):
     endpoint_url: str | None = None
     region: str | None = None
     access_key_id: str | None = Field(None, description="unset: botocore's credential chain")
-    secret_access_key: str | None = None
+    secret_access_key: SecretStr | None = None
 
 
 class Settings(BaseSettings):

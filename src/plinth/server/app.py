@@ -71,12 +71,13 @@ def install_error_handlers(app: FastAPI) -> None:
 def build_services(settings: Settings) -> TrackingService:
     db = Database(settings.resolved_database_url(), synchronous=settings.db_synchronous)
     db.migrate()
+    secret = settings.s3.secret_access_key
     blobs = open_store(
         settings.resolved_artifacts_url(),
         s3_endpoint_url=settings.s3.endpoint_url,
         s3_region=settings.s3.region,
         s3_access_key_id=settings.s3.access_key_id,
-        s3_secret_access_key=settings.s3.secret_access_key,
+        s3_secret_access_key=secret.get_secret_value() if secret else None,
     )
     return TrackingService(db, blobs, settings)
 
