@@ -83,8 +83,8 @@ def run_demo(project: str = "demo", client: Client | None = None) -> None:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp, Progress(console=console) as bar:
         task = bar.add_task("training", total=len(grid))
-        for params in grid:
-            name = f"sgd-a{params['alpha']:g}-e{params['eta0']:g}-{params['penalty']}"
+        for number, params in enumerate(grid, 1):
+            name = f"sgd-{number:02d}"
             with start_run(
                 project, name=name, params=params, tags={"source": "plinth demo"}, client=client
             ) as run:
@@ -99,7 +99,10 @@ def run_demo(project: str = "demo", client: Client | None = None) -> None:
     )
     console.print(
         runs_table(
-            page.runs, title=f"{len(grid)} runs in {elapsed:.1f}s, best first", highlight="val_acc"
+            page.runs,
+            title=f"{len(grid)} runs in {elapsed:.1f}s, best first",
+            highlight="val_acc",
+            compact=True,
         )
     )
     best = page.runs[0]

@@ -38,34 +38,45 @@ def _when(ts: float | None) -> str:
     return dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S") if ts else "-"
 
 
-def _fmt(value: Any) -> str:
+def _fmt(value: Any, digits: int = 6) -> str:
     if isinstance(value, float):
-        return f"{value:.6g}"
+        return f"{value:.{digits}g}"
     return str(value)
 
 
-def runs_table(runs: list[s.Run], title: str | None = None, highlight: str | None = None) -> Table:
-    """A table of runs with every param and metric they carry as columns."""
+def runs_table(
+    runs: list[s.Run],
+    title: str | None = None,
+    highlight: str | None = None,
+    compact: bool = False,
+) -> Table:
+    """A table of runs with every param and metric they carry as columns.
+
+    ``compact`` drops the id and status columns, for narrow terminals.
+    """
     params = sorted({k for r in runs for k in r.params})
     metrics = sorted({k for r in runs for k in r.metrics if not k.startswith("system/")})
     table = Table(title=title)
-    table.add_column("run", style="cyan", no_wrap=True)
-    table.add_column("name")
-    table.add_column("status")
+    if not compact:
+        table.add_column("run", style="cyan", no_wrap=True)
+    table.add_column("name", no_wrap=compact)
+    if not compact:
+        table.add_column("status")
     for p in params:
         table.add_column(p, style="magenta")
     for m in metrics:
         table.add_column(m, style="bold green" if m == highlight else "green", justify="right")
-    status_style = {"finished": "green", "failed": "red", "killed": "yellow", "running": "blue"}
     for r in runs:
+        fixed = [r.name] if compact else [r.id[:12], r.name, f"[{_STATUS[r.status]}]{r.status}[/]"]
         table.add_row(
-            r.id[:12],
-            r.name,
-            f"[{status_style[r.status]}]{r.status}[/]",
+            *fixed,
             *[_fmt(r.params.get(p, "")) for p in params],
-            *[_fmt(r.metrics.get(m, "")) for m in metrics],
+            *[_fmt(r.metrics.get(m, ""), 4) for m in metrics],
         )
     return table
+
+
+_STATUS = {"finished": "green", "failed": "red", "killed": "yellow", "running": "blue"}
 
 
 @projects_app.command("list")
