@@ -1,0 +1,1038 @@
+"""Tracking benchmarks: Plinth (embedded, SQLite) side by side with MLflow (SQLite).
+
+    .venv/bin/python benchmarks/tracking.py            # the full run (`make bench`)
+    .venv/bin/python benchmarks/tracking.py --quick    # small sizes, a smoke run
+    .venv/bin/python benchmarks/tracking.py --skip-mlflow --only search,search30k
+
+Both run on this machine, one after the other: Plinth in this process (a temp
+``PLINTH_HOME``, ``plinth.Client(home=...)``), MLflow in a subprocess of its own
+virtualenv (``benchmarks/.venv-mlflow``, created and filled from PyPI on first use)
+running ``benchmarks/mlflow_worker.py`` against ``sqlite:///...`` in a temp dir. Where it
+makes sense a third column gives the floor: plain ``sqlite3`` (WAL, ``synchronous=FULL``)
+doing the same writes or the same query, or plain Python file I/O + sha256 for
+artifacts. Every figure is the median of several repeats. Temp files live under
+``benchmarks/.work/`` (same disk as the repo, git-ignored) and are deleted at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import os
+import platform
+import random
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+HERE = Path(__file__).resolve().parent
+WORKER = HERE / "mlflow_worker.py"
+MLFLOW_VENV = HERE / ".venv-mlflow"
+WORK_ROOT = HERE / ".work"
+CHUNK = 1 << 20
+WORKLOADS = ("log", "batch", "create", "search", "search30k", "artifacts")
+
+err = Console(stderr=True)
+
+
+# sizes --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Sizes:
+    repeats: int = 5
+    log_points: int = 10_000
+    mlflow_log_points: int = 500
+    batch_points: int = 100_000
+    batch_size: int = 5_000
+    mlflow_batch_points: int = 10_000
+    mlflow_batch_size: int = 1_000  # MLflow's maximum metrics per log_batch
+    create_runs: int = 1_000
+    mlflow_create_runs: int = 200
+    search_runs: int = 1_000
+    search_repeats: int = 15
+    big_search_runs: int = 30_000
+    artifact_bytes: int = 1 << 30
+    artifact_repeats: int = 3
+
+
+QUICK = Sizes(
+    repeats=3,
+    log_points=2_000,
+    mlflow_log_points=100,
+    batch_points=20_000,
+    mlflow_batch_points=2_000,
+    create_runs=200,
+    mlflow_create_runs=50,
+    search_runs=200,
+    search_repeats=5,
+    big_search_runs=3_000,
+    artifact_bytes=64 << 20,
+    artifact_repeats=2,
+)
+
+
+# results ------------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    workload: str
+    measure: str
+    better: str  # "lower" or "higher"
+    plinth: float | None = None
+    mlflow: float | None = None
+    floor: float | None = None
+    goal: float | None = None
+    note: str = ""
+    samples: dict[str, list[float]] = field(default_factory=dict)
+
+    def versus_mlflow(self) -> float | None:
+        """How many times better Plinth is than MLflow (> 1: Plinth is faster)."""
+        if not self.plinth or not self.mlflow:
+            return None
+        return self.mlflow / self.plinth if self.better == "lower" else self.plinth / self.mlflow
+
+    def versus_floor(self) -> float | None:
+        """How many times the floor's cost Plinth pays (1.0: as fast as the floor)."""
+        if not self.plinth or not self.floor:
+            return None
+        return self.plinth / self.floor if self.better == "lower" else self.floor / self.plinth
+
+    def met(self) -> bool | None:
+        if self.goal is None or self.plinth is None:
+            return None
+        return self.plinth <= self.goal if self.better == "lower" else self.plinth >= self.goal
+
+
+def med(values: list[float]) -> float:
+    return float(statistics.median(values))
+
+
+def fmt(v: float | None) -> str:
+    if v is None:
+        return "-"
+    if abs(v) >= 1000:
+        return f"{v:,.0f}"
+    if abs(v) >= 100:
+        return f"{v:.0f}"
+    if abs(v) >= 10:
+        return f"{v:.1f}"
+    return f"{v:.2f}"
+
+
+def fmt_ratio(r: float | None, *, floor: bool = False) -> str:
+    if r is None:
+        return "-"
+    if floor:
+        return f"{fmt(r)}x"
+    return f"{fmt(r)}x faster" if r >= 1 else f"{fmt(1 / r)}x slower"
+
+
+def spread(samples: list[float]) -> str:
+    return f"{fmt(min(samples))}..{fmt(max(samples))}" if len(samples) > 1 else "-"
+
+
+def fmt_goal(row: Row) -> str:
+    if row.goal is None:
+        return "-"
+    return ("≤ " if row.better == "lower" else "≥ ") + f"{row.goal:,g}"
+
+
+def step(message: str) -> None:
+    err.print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {message}")
+
+
+# environment --------------------------------------------------------------------------
+
+
+def filesystem_of(path: Path) -> str:
+    """The mount point and type of the filesystem holding ``path`` (tmpfs is RAM)."""
+    best = ("", "?")
+    with contextlib.suppress(OSError), open("/proc/mounts") as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) >= 3 and str(path).startswith(parts[1]) and len(parts[1]) >= len(best[0]):
+                best = (parts[1], parts[2])
+    return f"{best[1]} ({best[0] or '?'})"
+
+
+def git_revision() -> str:
+    """The commit measured, and whether ``src/`` had changes on top of it."""
+    repo = HERE.parent
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(repo), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(repo), "status", "--porcelain", "--", "src"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "?"
+    return head + (" + uncommitted src/ changes" if dirty else "")
+
+
+def load_average() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def environment(mlflow_version: str | None) -> dict[str, str]:
+    cpu = "?"
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    mem = "?"
+    with contextlib.suppress(OSError), open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal"):
+                mem = f"{int(line.split()[1]) / (1 << 20):.1f} GiB"
+                break
+    import plinth
+
+    return {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "cpu": cpu,
+        "cores": str(os.cpu_count()),
+        "memory": mem,
+        "python": platform.python_version(),
+        "sqlite": sqlite3.sqlite_version,
+        "plinth": f"{plinth.__version__} @ {git_revision()}",
+        "mlflow": mlflow_version or "not run",
+        "workdir filesystem": filesystem_of(WORK_ROOT),
+    }
+
+
+# MLflow -------------------------------------------------------------------------------
+
+
+def mlflow_python(spec: str) -> Path:
+    """MLflow's own virtualenv, made and filled on first use."""
+    python = MLFLOW_VENV / "bin" / "python"
+
+    def has_mlflow() -> bool:
+        probe = [str(python), "-c", "import mlflow"]
+        return python.exists() and subprocess.run(probe, capture_output=True).returncode == 0
+
+    if not has_mlflow():
+        step(f"installing {spec} into {MLFLOW_VENV} (first run only; takes a few minutes)")
+        if not python.exists():
+            subprocess.run([sys.executable, "-m", "venv", str(MLFLOW_VENV)], check=True)
+        pip = [str(python), "-m", "pip", "install", "-q"]
+        subprocess.run([*pip, "--upgrade", "pip"], check=True)
+        subprocess.run([*pip, spec], check=True)
+    return python
+
+
+def run_mlflow(python: Path, cfg: dict[str, Any], timeout: float = 1800) -> dict[str, Any]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PLINTH_"))} | {
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "DO_NOT_TRACK": "true",
+        "PYTHONWARNINGS": "ignore",
+    }
+    proc = subprocess.run(
+        [str(python), str(WORKER), json.dumps(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=cfg.get("workdir", str(WORK_ROOT)),
+    )
+    for line in reversed(proc.stdout.splitlines()):
+        if line.startswith("RESULT "):
+            result: dict[str, Any] = json.loads(line.removeprefix("RESULT "))
+            return result
+    tail = (proc.stderr or proc.stdout)[-3000:]
+    raise RuntimeError(f"MLflow worker {cfg['workload']} failed (rc={proc.returncode}):\n{tail}")
+
+
+# Plinth -------------------------------------------------------------------------------
+
+
+def plinth_client(home: Path) -> Any:
+    import plinth
+
+    return plinth.Client(home=str(home))
+
+
+def plinth_log(sz: Sizes, home: Path) -> dict[str, list[float]]:
+    """``run.log({"loss": v}, step=i)`` per point; caller latency and durable points/s."""
+    import plinth
+
+    client = plinth_client(home)
+    n = sz.log_points
+    caller, p99, pps = [], [], []
+    clock = time.perf_counter_ns
+    try:
+        for _ in range(sz.repeats):
+            run = plinth.start_run("bench-log", client=client)
+            per_call = [0] * n
+            start = clock()
+            for i in range(n):
+                t0 = clock()
+                run.log({"loss": 1.0 / (i + 1)}, step=i)
+                per_call[i] = clock() - t0
+            run.flush()
+            elapsed = (clock() - start) / 1e9
+            run.end()
+            stored = len(client.metric_history(run.id, "loss"))
+            if stored != n:
+                raise AssertionError(f"run.log: {stored} of {n} points stored after flush")
+            per_call.sort()
+            caller.append(per_call[n // 2] / 1e3)
+            p99.append(per_call[int(n * 0.99)] / 1e3)
+            pps.append(n / elapsed)
+    finally:
+        client.close()
+    return {"caller_us": caller, "caller_p99_us": p99, "points_per_s": pps}
+
+
+def plinth_batch(sz: Sizes, home: Path) -> dict[str, list[float]]:
+    """``client.log_batch(run_id, metrics=[...])`` in batches of ``batch_size`` points."""
+    client = plinth_client(home)
+    n, size = sz.batch_points, sz.batch_size
+    us = []
+    try:
+        for _ in range(sz.repeats):
+            run_id = client.create_run("bench-batch").id
+            ts = time.time()
+            points = [
+                {"key": "loss", "value": 1.0 / (i + 1), "step": i, "timestamp": ts}
+                for i in range(n)
+            ]
+            batches = [points[b : b + size] for b in range(0, n, size)]
+            start = time.perf_counter()
+            for metrics in batches:
+                client.log_batch(run_id, metrics=metrics)
+            us.append((time.perf_counter() - start) / n * 1e6)
+    finally:
+        client.close()
+    return {"us_per_point": us}
+
+
+def plinth_create(sz: Sizes, home: Path) -> dict[str, list[float]]:
+    client = plinth_client(home)
+    n = sz.create_runs
+    ms = []
+    try:
+        client.create_run("bench-create")  # the project exists before timing
+        for _ in range(sz.repeats):
+            start = time.perf_counter()
+            for _ in range(n):
+                client.create_run("bench-create")
+            ms.append((time.perf_counter() - start) / n * 1e3)
+    finally:
+        client.close()
+    return {"ms_per_run": ms}
+
+
+SEARCH_FILTER = "metrics.acc > 0.5 and params.lr = 0.1"
+SEARCH_ORDER = "metrics.acc desc"
+
+
+def plinth_search_timings(client: Any, project: str, repeats: int) -> tuple[list[float], int]:
+    ms, found = [], 0
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        page = client.search_runs(project, filter=SEARCH_FILTER, order_by=SEARCH_ORDER, limit=100)
+        ms.append((time.perf_counter() - t0) * 1e3)
+        found = len(page.runs)
+    return ms, found
+
+
+def plinth_search(sz: Sizes, home: Path) -> dict[str, Any]:
+    """Runs made through the SDK (param ``lr``, metric ``acc``), then a filtered page."""
+    client = plinth_client(home)
+    rng = random.Random(0)
+    try:
+        start = time.perf_counter()
+        for _ in range(sz.search_runs):
+            acc = rng.random()
+            lr = rng.choice([0.1, 0.01])
+            run = client.create_run("bench-search", params={"lr": lr})
+            client.log_batch(
+                run.id, metrics=[{"key": "acc", "value": acc, "step": 0, "timestamp": time.time()}]
+            )
+        populate = (time.perf_counter() - start) / sz.search_runs * 1e3
+        ms, found = plinth_search_timings(client, "bench-search", sz.search_repeats)
+    finally:
+        client.close()
+    floor = floor_search(home / "plinth.db", "bench-search", sz.search_repeats)
+    return {"ms": ms, "populate_ms_per_run": [populate], "found": found, "floor": floor}
+
+
+def plinth_search_big(sz: Sizes, home: Path, via_sdk: bool) -> dict[str, Any]:
+    """The same search over ``big_search_runs`` runs.
+
+    Populating 30,000 runs through the SDK costs two durable commits each (minutes), so
+    by default one run is made through the SDK and cloned, row for row in every table
+    that refers to it, straight into Plinth's SQLite file in one transaction.
+    ``--sdk-populate`` makes them all through the SDK instead.
+    """
+    client = plinth_client(home)
+    rng = random.Random(1)
+    n = sz.big_search_runs
+    try:
+        start = time.perf_counter()
+        made = n if via_sdk else 1
+        for _ in range(made):
+            acc, lr = rng.random(), rng.choice([0.1, 0.01])
+            run = client.create_run("bench-search-big", params={"lr": lr})
+            client.log_batch(
+                run.id, metrics=[{"key": "acc", "value": acc, "step": 0, "timestamp": time.time()}]
+            )
+        if not via_sdk:
+            clone_runs(home / "plinth.db", run.id, n - 1, rng)
+        populate_s = time.perf_counter() - start
+        ms, found = plinth_search_timings(client, "bench-search-big", sz.search_repeats)
+    finally:
+        client.close()
+    floor = floor_search(home / "plinth.db", "bench-search-big", sz.search_repeats)
+    return {"ms": ms, "populate_s": [populate_s], "found": found, "floor": floor}
+
+
+def clone_runs(db_path: Path, template: str, count: int, rng: random.Random) -> None:
+    """Copy one SDK-made run ``count`` times, in every table with its id, new values."""
+    con = sqlite3.connect(db_path, isolation_level=None, timeout=60)
+    con.row_factory = sqlite3.Row
+    try:
+        tables = [
+            r[0]
+            for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")
+            if r[0] != "runs"
+            and "run_id" in [c[1] for c in con.execute(f'PRAGMA table_info("{r[0]}")')]
+        ]
+        templates: dict[str, list[dict[str, Any]]] = {
+            "runs": [dict(r) for r in con.execute("SELECT * FROM runs WHERE id=?", (template,))]
+        }
+        for table in tables:
+            rows = con.execute(f'SELECT * FROM "{table}" WHERE run_id=?', (template,))
+            templates[table] = [dict(r) for r in rows]
+        now = time.time()
+        out: dict[str, list[dict[str, Any]]] = {name: [] for name in templates}
+        for i in range(count):
+            run_id = uuid.uuid4().hex
+            acc, lr = rng.random(), rng.choice([0.1, 0.01])
+            stamp = now + i * 1e-3
+            for name, rows in templates.items():
+                for row in rows:
+                    new = dict(row)
+                    if name == "runs":
+                        new |= {"id": run_id, "name": f"run-{run_id[:8]}", "status": "finished"}
+                        new |= {"start_time": stamp, "end_time": stamp + 1, "heartbeat_at": stamp}
+                    else:
+                        new["run_id"] = run_id
+                    if name == "params" and new.get("key") == "lr":
+                        new["value"] = json.dumps(lr)
+                    if name in ("metrics", "latest_metrics") and new.get("key") == "acc":
+                        new["value"] = acc
+                    if "batch_id" in new:
+                        new["batch_id"] = uuid.uuid4().hex
+                    out[name].append(new)
+        con.execute("BEGIN IMMEDIATE")
+        for name, rows in out.items():
+            if rows:
+                cols = list(rows[0])
+                sql = (
+                    f'INSERT INTO "{name}" ({", ".join(cols)}) '
+                    f"VALUES ({', '.join('?' for _ in cols)})"
+                )
+                con.executemany(sql, [tuple(r[c] for c in cols) for r in rows])
+        con.execute("COMMIT")
+    finally:
+        con.close()
+
+
+def settle() -> None:
+    """Start each timed disk phase with nothing dirty in the page cache, so one phase's
+    writeback is not billed to the next (on this kind of VM it otherwise dominates)."""
+    os.sync()
+
+
+def prewarm_page_cache(scratch: Path, size: int, block: bytes) -> None:
+    """Write ``size`` bytes and delete them: page-cache pages the guest has never
+    touched are slow to fill on some VMs (Firecracker here: ~0.4 GB/s on first touch,
+    ~5 GB/s after), which would otherwise be billed to whichever phase comes first."""
+    path = scratch / "prewarm.bin"
+    make_file(path, size, "prewarm", block)
+    path.unlink()
+
+
+def make_file(path: Path, size: int, tag: str, block: bytes) -> None:
+    """``size`` bytes, unique per ``tag`` (so nothing is deduplicated), on disk."""
+    with open(path, "wb") as f:
+        f.write(tag.encode().ljust(64, b"\0"))
+        left = size - 64
+        while left > 0:
+            piece = block[:left]
+            f.write(piece)
+            left -= len(piece)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def plinth_artifacts(sz: Sizes, home: Path, scratch: Path, block: bytes) -> dict[str, Any]:
+    client = plinth_client(home)
+    size = sz.artifact_bytes
+    put, reput, get = [], [], []
+    floors: dict[str, list[float]] = {"put": [], "reput": [], "get": []}
+    try:
+        for r in range(sz.artifact_repeats):
+            src = scratch / "big.bin"
+            make_file(src, size, f"plinth-{r}-{uuid.uuid4().hex}", block)
+            run_id = client.create_run("bench-artifacts").id
+            settle()
+            t0 = time.perf_counter()
+            client.log_artifact(run_id, src, "big.bin", progress=False)
+            put.append(size / (time.perf_counter() - t0) / 1e6)
+            run2 = client.create_run("bench-artifacts").id
+            settle()
+            t0 = time.perf_counter()
+            client.log_artifact(run2, src, "big.bin", progress=False)
+            reput.append(size / (time.perf_counter() - t0) / 1e6)
+            dest = scratch / "download"
+            settle()
+            t0 = time.perf_counter()
+            got = client.download_artifact(run_id, "big.bin", dest, progress=False)
+            get.append(size / (time.perf_counter() - t0) / 1e6)
+            if got.stat().st_size != size:
+                raise AssertionError("downloaded artifact has the wrong size")
+            shutil.rmtree(dest)
+            shutil.rmtree(home / "artifacts", ignore_errors=True)  # free the disk
+            for name, mb_s in floor_artifacts(src, scratch).items():
+                floors[name].append(mb_s)
+            src.unlink()
+    finally:
+        client.close()
+    return {"put_mb_s": put, "reput_mb_s": reput, "get_mb_s": get, "floor": floors}
+
+
+# floors: what SQLite and the disk do without Plinth -----------------------------------
+
+FLOOR_SCHEMA = """
+CREATE TABLE runs (id TEXT PRIMARY KEY, project_id TEXT NOT NULL, name TEXT NOT NULL,
+    status TEXT NOT NULL, start_time REAL NOT NULL, end_time REAL, heartbeat_at REAL NOT NULL);
+CREATE INDEX ix_runs_project_start ON runs (project_id, start_time);
+CREATE INDEX ix_runs_status_heartbeat ON runs (status, heartbeat_at);
+CREATE TABLE metrics (run_id TEXT NOT NULL, key TEXT NOT NULL, step INTEGER NOT NULL,
+    timestamp REAL NOT NULL, value REAL);
+CREATE INDEX ix_metrics_run_key_step ON metrics (run_id, key, step);
+"""
+
+
+@contextlib.contextmanager
+def floor_db(scratch: Path) -> Iterator[sqlite3.Connection]:
+    path = scratch / f"floor-{uuid.uuid4().hex[:8]}.db"
+    con = sqlite3.connect(path, isolation_level=None)
+    con.execute("PRAGMA journal_mode=WAL")
+    con.execute("PRAGMA synchronous=FULL")
+    con.executescript(FLOOR_SCHEMA)
+    try:
+        yield con
+    finally:
+        con.close()
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+
+def floor_points(scratch: Path, n: int, batch: int) -> float:
+    """Seconds to durably insert ``n`` metric rows, ``batch`` per committed executemany."""
+    run_id = uuid.uuid4().hex
+    ts = time.time()
+    rows = [(run_id, "loss", i, ts, 1.0 / (i + 1)) for i in range(n)]
+    with floor_db(scratch) as con:
+        start = time.perf_counter()
+        for b in range(0, n, batch):
+            con.execute("BEGIN")
+            con.executemany("INSERT INTO metrics VALUES (?,?,?,?,?)", rows[b : b + batch])
+            con.execute("COMMIT")
+        return time.perf_counter() - start
+
+
+def floor_create(scratch: Path, n: int) -> float:
+    """Milliseconds per durable single-row insert into an equivalent runs table."""
+    project = uuid.uuid4().hex
+    with floor_db(scratch) as con:
+        start = time.perf_counter()
+        for _ in range(n):
+            now = time.time()
+            rid = uuid.uuid4().hex
+            con.execute("BEGIN IMMEDIATE")
+            con.execute(
+                "INSERT INTO runs VALUES (?,?,?,?,?,?,?)",
+                (rid, project, f"run-{rid[:8]}", "running", now, None, now),
+            )
+            con.execute("COMMIT")
+        return (time.perf_counter() - start) / n * 1e3
+
+
+FLOOR_SEARCH = """
+SELECT r.id, r.name, r.status, r.start_time, r.end_time FROM runs r
+JOIN projects pr ON pr.id = r.project_id
+JOIN latest_metrics m ON m.run_id = r.id AND m.key = 'acc'
+JOIN params p ON p.run_id = r.id AND p.key = 'lr'
+WHERE pr.name = ? AND m.value > 0.5 AND p.value = '0.1'
+ORDER BY m.value DESC LIMIT 101
+"""
+
+
+def floor_search(db_path: Path, project: str, repeats: int) -> dict[str, Any]:
+    """The same page with hand-written SQL on Plinth's own file: the query, then the
+    params, tags and latest metrics of the 100 runs it returns."""
+    try:
+        con = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        return {"ms": [], "error": str(exc)}
+    ms, found = [], 0
+    try:
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            rows = con.execute(FLOOR_SEARCH, (project,)).fetchall()[:100]
+            ids = [r[0] for r in rows]
+            marks = ",".join("?" for _ in ids)
+            for table in ("params", "tags", "latest_metrics"):
+                con.execute(
+                    f"SELECT run_id, key, value FROM {table} WHERE run_id IN ({marks})", ids
+                ).fetchall()
+            ms.append((time.perf_counter() - t0) * 1e3)
+            found = len(ids)
+    except sqlite3.Error as exc:  # Plinth's schema moved on: no floor this time
+        return {"ms": [], "error": str(exc)}
+    finally:
+        con.close()
+    return {"ms": ms, "found": found}
+
+
+def floor_artifacts(src: Path, scratch: Path) -> dict[str, float]:
+    """MB/s of plain Python doing each step once: put = read + sha256 + write + fsync +
+    rename; re-put = sha256 of the file; get = read + sha256 + write + rename."""
+    size = src.stat().st_size
+
+    def copy(fsync: bool) -> float:
+        tmp = scratch / f".floor-{uuid.uuid4().hex}"
+        settle()
+        t0 = time.perf_counter()
+        h = hashlib.sha256()
+        with open(src, "rb") as f, open(tmp, "wb") as out:
+            while chunk := f.read(CHUNK):
+                h.update(chunk)
+                out.write(chunk)
+            if fsync:
+                out.flush()
+                os.fsync(out.fileno())
+        final = scratch / "floor.bin"
+        os.replace(tmp, final)
+        mb_s = size / (time.perf_counter() - t0) / 1e6
+        final.unlink()
+        return mb_s
+
+    put = copy(fsync=True)
+    settle()
+    t0 = time.perf_counter()
+    h = hashlib.sha256()
+    with open(src, "rb") as f:
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+    reput = size / (time.perf_counter() - t0) / 1e6
+    return {"put": put, "reput": reput, "get": copy(fsync=False)}
+
+
+# the run ------------------------------------------------------------------------------
+
+
+@dataclass
+class Bench:
+    sz: Sizes
+    work: Path
+    mlflow: Path | None
+    only: set[str]
+    sdk_populate: bool
+    prewarm: bool = True
+    rows: list[Row] = field(default_factory=list)
+
+    def home(self, name: str) -> Path:
+        path = self.work / name
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def mlflow_result(self, cfg: dict[str, Any]) -> dict[str, Any] | None:
+        if self.mlflow is None:
+            return None
+        cfg = {"repeats": self.sz.repeats, **cfg}
+        cfg["workdir"] = str(self.home(f"mlflow-{cfg['workload']}"))
+        step(f"MLflow {cfg['workload']} …")
+        try:
+            return run_mlflow(self.mlflow, cfg)
+        except Exception as exc:
+            err.print(f"[red]MLflow {cfg['workload']} failed:[/red] {exc}")
+            return None
+
+    def timed(self, label: str, fn: Callable[[], Any]) -> Any:
+        step(f"{label} …")
+        t0 = time.perf_counter()
+        result = fn()
+        step(f"{label} done in {time.perf_counter() - t0:.1f} s")
+        return result
+
+    # workloads ----------------------------------------------------------------------
+
+    def log(self) -> None:
+        sz = self.sz
+        p = self.timed("Plinth run.log", lambda: plinth_log(sz, self.home("plinth-log")))
+        m = self.mlflow_result({"workload": "log", "n": sz.mlflow_log_points})
+        floor_s = [floor_points(self.work, sz.log_points, sz.log_points) for _ in range(sz.repeats)]
+        name = f"run.log x {sz.log_points:,}"
+        mnote = f"MLflow: mlflow.log_metric x {sz.mlflow_log_points:,} (synchronous)"
+        self.rows += [
+            Row(
+                name,
+                "caller µs/call (median)",
+                "lower",
+                med(p["caller_us"]),
+                m and med(m["caller_us"]),
+                goal=15,
+                note=mnote,
+                samples={"plinth": p["caller_us"], "mlflow": (m or {}).get("caller_us", [])},
+            ),
+            Row(
+                name,
+                "caller µs/call (p99)",
+                "lower",
+                med(p["caller_p99_us"]),
+                samples={"plinth": p["caller_p99_us"]},
+            ),
+            Row(
+                name,
+                "durable points/s, first log → flush",
+                "higher",
+                med(p["points_per_s"]),
+                m and med(m["points_per_s"]),
+                floor=med([sz.log_points / s for s in floor_s]),
+                goal=50_000,
+                note="floor: one executemany + COMMIT of all points",
+                samples={
+                    "plinth": p["points_per_s"],
+                    "mlflow": (m or {}).get("points_per_s", []),
+                    "floor": [sz.log_points / s for s in floor_s],
+                },
+            ),
+        ]
+
+    def batch(self) -> None:
+        sz = self.sz
+        p = self.timed("Plinth log_batch", lambda: plinth_batch(sz, self.home("plinth-batch")))
+        m = self.mlflow_result(
+            {"workload": "batch", "n": sz.mlflow_batch_points, "batch": sz.mlflow_batch_size}
+        )
+        floor = [
+            floor_points(self.work, sz.batch_points, sz.batch_size) / sz.batch_points * 1e6
+            for _ in range(sz.repeats)
+        ]
+        self.rows.append(
+            Row(
+                f"log_batch {sz.batch_points:,} pts ({sz.batch_size:,}/batch)",
+                "µs/point",
+                "lower",
+                med(p["us_per_point"]),
+                m and med(m["us_per_point"]),
+                floor=med(floor),
+                goal=10,
+                note=(
+                    f"MLflow: {sz.mlflow_batch_points:,} pts, {sz.mlflow_batch_size:,}/batch "
+                    f"(its max); floor: executemany + COMMIT per {sz.batch_size:,}"
+                ),
+                samples={
+                    "plinth": p["us_per_point"],
+                    "mlflow": (m or {}).get("us_per_point", []),
+                    "floor": floor,
+                },
+            )
+        )
+
+    def create(self) -> None:
+        sz = self.sz
+        p = self.timed("Plinth create_run", lambda: plinth_create(sz, self.home("plinth-create")))
+        m = self.mlflow_result({"workload": "create", "n": sz.mlflow_create_runs})
+        floor = [floor_create(self.work, sz.create_runs) for _ in range(sz.repeats)]
+        self.rows.append(
+            Row(
+                f"create {sz.create_runs:,} runs",
+                "ms/run",
+                "lower",
+                med(p["ms_per_run"]),
+                m and med(m["ms_per_run"]),
+                floor=med(floor),
+                goal=2,
+                note=f"MLflow: {sz.mlflow_create_runs:,} runs; floor: 1 INSERT + COMMIT per run",
+                samples={
+                    "plinth": p["ms_per_run"],
+                    "mlflow": (m or {}).get("ms_per_run", []),
+                    "floor": floor,
+                },
+            )
+        )
+
+    def search(self) -> None:
+        sz = self.sz
+        p = self.timed("Plinth search", lambda: plinth_search(sz, self.home("plinth-search")))
+        m = self.mlflow_result(
+            {"workload": "search", "n": sz.search_runs, "repeats": sz.search_repeats, "seed": 0}
+        )
+        found = f"pages of {p['found']}" + (f" (MLflow {m['found']})" if m else "")
+        self.rows.append(
+            Row(
+                f"search {sz.search_runs:,} runs",
+                "ms/query (filter + order, 100/page)",
+                "lower",
+                med(p["ms"]),
+                m and med(m["ms"]),
+                floor=med(p["floor"]["ms"]) if p["floor"]["ms"] else None,
+                goal=50,
+                note=f"{found}; floor: hand-written SQL on Plinth's file",
+                samples={
+                    "plinth": p["ms"],
+                    "mlflow": (m or {}).get("ms", []),
+                    "floor": p["floor"]["ms"],
+                },
+            )
+        )
+        self.rows.append(
+            Row(
+                f"populate {sz.search_runs:,} runs (create_run + log_batch)",
+                "ms/run",
+                "lower",
+                p["populate_ms_per_run"][0],
+                m and m["populate_ms_per_run"][0],
+                note="set-up of the search workload, one pass",
+                samples={"plinth": p["populate_ms_per_run"]},
+            )
+        )
+
+    def search30k(self) -> None:
+        sz = self.sz
+        p = self.timed(
+            f"Plinth search over {sz.big_search_runs:,} runs",
+            lambda: plinth_search_big(sz, self.home("plinth-search-big"), self.sdk_populate),
+        )
+        how = "all through the SDK" if self.sdk_populate else "1 via SDK, rest cloned in SQLite"
+        self.rows.append(
+            Row(
+                f"search {sz.big_search_runs:,} runs",
+                "ms/query (filter + order, 100/page)",
+                "lower",
+                med(p["ms"]),
+                floor=med(p["floor"]["ms"]) if p["floor"]["ms"] else None,
+                goal=1000,
+                note=f"pages of {p['found']}; populated in {p['populate_s'][0]:.0f} s ({how})",
+                samples={"plinth": p["ms"], "floor": p["floor"]["ms"]},
+            )
+        )
+
+    def artifacts(self) -> None:
+        sz = self.sz
+        size = sz.artifact_bytes
+        free = shutil.disk_usage(self.work).free
+        if free < 6 * size + (1 << 30):
+            err.print(f"[yellow]skipping artifacts: {free >> 30} GiB free on {self.work}[/yellow]")
+            return
+        scratch = self.home("scratch")
+        block = os.urandom(min(size, 64 << 20))
+        if self.prewarm:
+            self.timed(
+                f"pre-warming the page cache ({6 * size / 2**30:g} GiB written and deleted)",
+                lambda: prewarm_page_cache(scratch, 6 * size, block),
+            )
+        p = self.timed(
+            f"Plinth artifacts ({size / 2**30:g} GiB)",
+            lambda: plinth_artifacts(sz, self.home("plinth-artifacts"), scratch, block),
+        )
+        m = None
+        if self.mlflow is not None:
+            src = scratch / "big.bin"
+            make_file(src, size, f"mlflow-{uuid.uuid4().hex}", block)
+            m = self.mlflow_result(
+                {"workload": "artifacts", "file": str(src), "repeats": sz.artifact_repeats}
+            )
+            src.unlink()
+        name = f"artifact {size / 2**30:g} GiB"
+        floor = p["floor"]
+        for key, measure, goal, note in (
+            ("put", "put MB/s", 250, "floor: read + sha256 + write + fsync"),
+            (
+                "reput",
+                "re-put same content MB/s",
+                1000,
+                "Plinth dedupes (hash only); MLflow copies again; floor: sha256 only",
+            ),
+            ("get", "get MB/s", 1500, "floor: read + sha256 + write"),
+        ):
+            self.rows.append(
+                Row(
+                    name,
+                    measure,
+                    "higher",
+                    med(p[f"{key}_mb_s"]),
+                    m and med(m[f"{key}_mb_s"]),
+                    floor=med(floor[key]),
+                    goal=goal,
+                    note=note,
+                    samples={
+                        "plinth": p[f"{key}_mb_s"],
+                        "mlflow": (m or {}).get(f"{key}_mb_s", []),
+                        "floor": floor[key],
+                    },
+                )
+            )
+
+    def run(self) -> None:
+        for name in WORKLOADS:
+            if name in self.only:
+                getattr(self, name)()
+
+
+# output -------------------------------------------------------------------------------
+
+COLUMNS = ("workload", "measure", "Plinth", "(min..max)", "MLflow", "Plinth vs MLflow")
+COLUMNS += ("raw floor",)
+COLUMNS += ("Plinth ÷ floor", "goal", "met")
+
+
+def cells(row: Row) -> list[str]:
+    met = row.met()
+    return [
+        row.workload,
+        row.measure,
+        fmt(row.plinth),
+        spread(row.samples.get("plinth", [])),
+        fmt(row.mlflow),
+        fmt_ratio(row.versus_mlflow()),
+        fmt(row.floor),
+        fmt_ratio(row.versus_floor(), floor=True),
+        fmt_goal(row),
+        "-" if met is None else ("yes" if met else "NO"),
+    ]
+
+
+def render(console: Console, rows: list[Row], env: dict[str, str], title: str) -> None:
+    console.print(
+        "  ".join(f"[bold]{k}[/bold] {v}" for k, v in env.items()), highlight=False, soft_wrap=True
+    )
+    table = Table(title=title, show_lines=False)
+    for col in COLUMNS:
+        table.add_column(col, justify="left" if col in ("workload", "measure") else "right")
+    for row in rows:
+        line = cells(row)
+        met = row.met()
+        if met is not None:
+            line[-1] = "[green]yes[/green]" if met else "[red]NO[/red]"
+        table.add_row(*line)
+    console.print(table)
+    console.print("Medians of repeats (min..max: Plinth's spread). MB = 10^6 bytes.")
+    console.print("Plinth vs MLflow: 'Nx faster' means Plinth is N times faster.")
+    console.print("Plinth ÷ floor: how many times the raw floor's cost Plinth pays.")
+    for row in rows:
+        if row.note:
+            console.print(f"  [dim]{row.workload} — {row.note}[/dim]", highlight=False)
+
+
+def markdown(rows: list[Row]) -> str:
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "|".join("---" for _ in COLUMNS) + "|"]
+    lines += ["| " + " | ".join(cells(row)) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
+    ap.add_argument("--skip-mlflow", action="store_true", help="Plinth and floors only")
+    ap.add_argument("--only", default=",".join(WORKLOADS), help=f"from {','.join(WORKLOADS)}")
+    ap.add_argument("--repeats", type=int, help="repeats per measurement (default 5; quick 3)")
+    ap.add_argument("--artifact-mb", type=int, help="artifact size in MiB (default 1024)")
+    ap.add_argument("--big-search-runs", type=int, help="runs in the big search (30,000)")
+    ap.add_argument(
+        "--sdk-populate", action="store_true", help="make every big-search run via the SDK"
+    )
+    ap.add_argument(
+        "--no-prewarm",
+        action="store_true",
+        help="skip writing and deleting 6x the artifact size before the artifact workload",
+    )
+    ap.add_argument("--mlflow-spec", default="mlflow", help="pip requirement for MLflow")
+    ap.add_argument("--json", type=Path, help="also write results and samples here")
+    ap.add_argument("--markdown", type=Path, help="also write the table as Markdown here")
+    ap.add_argument("--keep", action="store_true", help="keep the temp dir (for debugging)")
+    args = ap.parse_args(argv)
+
+    only = {w.strip() for w in args.only.split(",") if w.strip()}
+    if unknown := only - set(WORKLOADS):
+        ap.error(f"unknown workloads: {', '.join(sorted(unknown))}")
+    sz = QUICK if args.quick else Sizes()
+    if args.repeats:
+        sz = replace(sz, repeats=args.repeats)
+    if args.artifact_mb:
+        sz = replace(sz, artifact_bytes=args.artifact_mb << 20)
+    if args.big_search_runs:
+        sz = replace(sz, big_search_runs=args.big_search_runs)
+    # Embedded Plinth, always: no PLINTH_URL or other setting from the caller's shell.
+    for key in [k for k in os.environ if k.startswith("PLINTH_")]:
+        del os.environ[key]
+
+    started = time.perf_counter()
+    load_before = load_average()
+    WORK_ROOT.mkdir(exist_ok=True)
+    mlflow = None if args.skip_mlflow else mlflow_python(args.mlflow_spec)
+    version = run_mlflow(mlflow, {"workload": "version"})["version"] if mlflow else None
+    if "tmpfs" in filesystem_of(WORK_ROOT):
+        err.print(f"[yellow]warning: {WORK_ROOT} is on tmpfs; disk figures mean RAM[/yellow]")
+    work = Path(tempfile.mkdtemp(prefix="tracking-", dir=WORK_ROOT))
+    bench = Bench(sz, work, mlflow, only, args.sdk_populate, prewarm=not args.no_prewarm)
+    try:
+        bench.run()
+    finally:
+        if args.keep:
+            err.print(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+    env = environment(version) | {
+        "load avg (1/5/15 min) before": load_before,
+        "after": load_average(),
+        "wall time": f"{time.perf_counter() - started:.0f} s",
+    }
+    console = Console() if sys.stdout.isatty() else Console(width=200)
+    title = "Plinth vs MLflow — tracking" + (" (--quick)" if args.quick else "")
+    render(console, bench.rows, env, title)
+    if args.markdown:
+        args.markdown.write_text(markdown(bench.rows))
+    if args.json:
+        payload = {"env": env, "sizes": asdict(sz), "rows": [asdict(r) for r in bench.rows]}
+        args.json.write_text(json.dumps(payload, indent=2))
+    missed = [r for r in bench.rows if r.met() is False]
+    if missed:
+        console.print(f"[yellow]{len(missed)} goal(s) missed[/yellow]")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
