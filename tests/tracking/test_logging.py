@@ -22,13 +22,13 @@ def test_buffer_is_bounded_when_the_server_is_slow(tmp_path: Path, project: str)
     settings.tracking.queue_points = 200
     settings.tracking.flush_batch_points = 50
     with Client(settings=settings) as client:
-        real_log_batch = client.log_batch
+        real_send_batch = client.send_batch
 
-        def slow_log_batch(*args, **kwargs):  # type: ignore[no-untyped-def]
+        def slow_send_batch(*args, **kwargs):  # type: ignore[no-untyped-def]
             time.sleep(0.002)
-            return real_log_batch(*args, **kwargs)
+            return real_send_batch(*args, **kwargs)
 
-        client.log_batch = slow_log_batch  # type: ignore[method-assign]
+        client.send_batch = slow_send_batch  # type: ignore[method-assign]
         with plinth.start_run(project, client=client) as run:
             high_water = 0
             for step in range(2000):
@@ -81,7 +81,7 @@ def test_log_after_a_refused_batch_raises(tmp_path: Path, project: str) -> None:
         def refuse(*_a, **_k):  # type: ignore[no-untyped-def]
             raise plinth.InvalidInput("refused")
 
-        client.log_batch = refuse  # type: ignore[method-assign]
+        client.send_batch = refuse  # type: ignore[method-assign]
         run.log({"x": 1.0})
         with pytest.raises(plinth.InvalidInput):
             run.flush()

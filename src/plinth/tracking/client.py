@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -54,18 +55,34 @@ class TrackingCalls:
     def log_batch(
         self,
         run_id: str,
-        metrics: list[dict[str, Any]] | None = None,
+        metrics: Sequence[Mapping[str, Any]] = (),
         params: dict[str, Any] | None = None,
         tags: dict[str, str] | None = None,
         batch_id: str | None = None,
     ) -> bool:
-        """Send one all-or-nothing batch; retried safely. Returns False if it was a repeat."""
-        body = {
-            "batch_id": batch_id or uuid.uuid4().hex,
-            "metrics": metrics or [],
-            "params": params or {},
-            "tags": tags or {},
-        }
+        """Send one all-or-nothing batch; retried safely. Returns False if it was a repeat.
+
+        ``metrics`` are points ``{"key", "value", "step", "timestamp"}`` (step defaults
+        to 0, timestamp to now).
+        """
+        now = time.time()
+        points = [
+            (m["key"], m["value"], m.get("step", 0), m.get("timestamp", now)) for m in metrics
+        ]
+        return self.send_batch(
+            run_id, batch_id or uuid.uuid4().hex, to_series(points), params, tags
+        )
+
+    def send_batch(
+        self,
+        run_id: str,
+        batch_id: str,
+        series: list[dict[str, Any]],
+        params: dict[str, Any] | None = None,
+        tags: dict[str, str] | None = None,
+    ) -> bool:
+        """``log_batch`` with the metrics already in the wire's columnar form."""
+        body = {"batch_id": batch_id, "metrics": series, "params": params or {}, "tags": tags or {}}
         result = self._transport.request(
             "POST", f"/api/v1/runs/{_seg(run_id)}/batches", json=body, retry=True
         )
@@ -210,6 +227,21 @@ class TrackingCalls:
             os.replace(tmp, target)
         finally:
             tmp.unlink(missing_ok=True)
+
+
+def to_series(points: Iterable[tuple[str, float, int, float]]) -> list[dict[str, Any]]:
+    """Points ``(key, value, step, timestamp)`` as one column-wise series per key."""
+    columns: dict[str, tuple[list[int], list[float], list[float]]] = {}
+    for key, value, step, ts in points:
+        if key not in columns:
+            columns[key] = ([], [], [])
+        steps, values, stamps = columns[key]
+        steps.append(step)
+        values.append(value)
+        stamps.append(ts)
+    return [
+        {"key": k, "steps": c[0], "values": c[1], "timestamps": c[2]} for k, c in columns.items()
+    ]
 
 
 def _seg(value: str) -> str:

@@ -21,6 +21,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from plinth.tracking import schemas as s
+from plinth.tracking.client import to_series
 
 if TYPE_CHECKING:
     from plinth.client import Client
@@ -103,8 +104,7 @@ class BatchLogger:
                     self.cond.notify_all()
 
     def _send(self, batch: list[tuple[str, float, int, float]]) -> None:
-        metrics = [{"key": k, "value": v, "step": st, "timestamp": ts} for k, v, st, ts in batch]
-        self.client.log_batch(self.run_id, metrics=metrics, batch_id=uuid.uuid4().hex)
+        self.client.send_batch(self.run_id, uuid.uuid4().hex, to_series(batch))
         self.last_sent = time.monotonic()
 
 

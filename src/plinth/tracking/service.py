@@ -202,33 +202,31 @@ class TrackingService:
             )
 
     def _write_metrics(
-        self, conn: Connection, run_id: str, points: Sequence[s.MetricPoint]
+        self, conn: Connection, run_id: str, series: Sequence[s.MetricSeries]
     ) -> None:
-        if not points:
-            return
-        rows: list[dict[str, Any]] = [
-            {
-                "run_id": run_id,
-                "key": p.key,
-                "step": p.step,
-                "timestamp": p.timestamp,
-                "value": None if math.isnan(p.value) else p.value,
-            }
-            for p in points
+        rows = [
+            (run_id, m.key, step, ts, value if value == value else None)  # NaN is stored as NULL
+            for m in series
+            for step, ts, value in zip(m.steps, m.timestamps, m.values, strict=True)
         ]
-        conn.execute(t.metrics.insert(), rows)
-        latest: dict[str, dict[str, Any]] = {}
+        if not rows:
+            return
+        self.db.bulk_insert(conn, t.metrics, rows)
+        latest: dict[str, tuple[Any, ...]] = {}
         for row in rows:
-            cur = latest.get(row["key"])
-            if cur is None or (row["step"], row["timestamp"]) >= (cur["step"], cur["timestamp"]):
-                latest[row["key"]] = row
+            current = latest.get(row[1])
+            if current is None or row[2:4] >= current[2:4]:  # highest step, then newest
+                latest[row[1]] = row
         lm = t.latest_metrics
         newer = lambda ex: sa.or_(  # noqa: E731
             ex.step > lm.c.step, sa.and_(ex.step == lm.c.step, ex.timestamp >= lm.c.timestamp)
         )
         conn.execute(
             self.db.upsert(lm, ["run_id", "key"], ["step", "timestamp", "value"], where=newer),
-            list(latest.values()),
+            [
+                dict(zip(("run_id", "key", "step", "timestamp", "value"), r, strict=True))
+                for r in latest.values()
+            ],
         )
 
     def metric_history(self, run_id: str, key: str) -> s.MetricHistory:
