@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 import uuid
@@ -12,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from plinth.core.blobs import CHUNK, file_digest
+from plinth.core.blobs import CHUNK, PipelinedHash, file_digest
 from plinth.errors import BlobMissing, CorruptArtifact, InvalidInput
 from plinth.tracking import schemas as s
 
@@ -208,19 +207,20 @@ class TrackingCalls:
         s.check_artifact_path(artifact.path)
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.parent / f".{target.name}.plinth-{uuid.uuid4().hex[:8]}"
-        h = hashlib.sha256()
         path = f"/api/v1/runs/{_seg(run_id)}/artifacts/{quote(artifact.path)}"
         try:
             with (
                 _progress(f"downloading {artifact.path}", artifact.size, progress) as advance,
                 self._transport.stream("GET", path) as response,
                 open(tmp, "wb") as out,
+                PipelinedHash() as h,
             ):
                 for chunk in response.iter_raw(CHUNK):
                     h.update(chunk)
                     out.write(chunk)
                     advance(len(chunk))
-            if h.hexdigest() != artifact.digest:
+                digest = h.hexdigest()
+            if digest != artifact.digest:
                 raise CorruptArtifact(
                     f"{artifact.path}: downloaded bytes do not match sha256:{artifact.digest}"
                 )
