@@ -132,3 +132,15 @@ def test_system_metrics_are_sampled_when_enabled(settings, project: str) -> None
         with plinth.start_run(project, client=client) as run:
             time.sleep(0.3)
         assert client.get_run(run.id).metrics["system/memory_percent"] > 0
+
+
+def test_gpu_readings_are_parsed_from_nvidia_smi() -> None:
+    from plinth.tracking.system_metrics import parse_nvidia_smi
+
+    out = "0, 37, 1024, 81920\n1, [N/A], 0, 81920\nNo devices were found\n"
+    values = parse_nvidia_smi(out)
+    assert values["system/gpu0/utilization_percent"] == 37.0
+    assert values["system/gpu0/memory_used_gb"] == pytest.approx(1.073741824)
+    assert values["system/gpu0/memory_percent"] == pytest.approx(1.25)
+    assert "system/gpu1/utilization_percent" not in values
+    assert values["system/gpu1/memory_used_gb"] == 0.0

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import shutil
+import subprocess
 import threading
 import time
 from typing import TYPE_CHECKING
@@ -22,22 +25,40 @@ def sample() -> dict[str, float]:
     return values
 
 
+GPU_QUERY = "index,utilization.gpu,memory.used,memory.total"
+
+
 def _gpu_sample() -> dict[str, float]:
-    try:
-        import pynvml
-    except ImportError:
+    """GPU readings from ``nvidia-smi``, which ships with the driver: no Python package
+    to install, and nothing at all where there is no NVIDIA GPU."""
+    nvidia_smi = shutil.which("nvidia-smi")
+    if nvidia_smi is None:
         return {}
     try:
-        pynvml.nvmlInit()
-    except Exception:
+        out = subprocess.run(
+            [nvidia_smi, f"--query-gpu={GPU_QUERY}", "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
         return {}
+    return parse_nvidia_smi(out)
+
+
+def parse_nvidia_smi(out: str) -> dict[str, float]:
     values = {}
-    for i in range(pynvml.nvmlDeviceGetCount()):
-        handle = pynvml.nvmlDeviceGetHandleByIndex(i)
-        util = pynvml.nvmlDeviceGetUtilizationRates(handle)
-        mem = pynvml.nvmlDeviceGetMemoryInfo(handle)
-        values[f"system/gpu{i}/utilization_percent"] = float(util.gpu)
-        values[f"system/gpu{i}/memory_used_gb"] = mem.used / 1e9
+    for line in out.strip().splitlines():
+        fields = [f.strip() for f in line.split(",")]
+        if len(fields) != 4 or not fields[0].isdigit():
+            continue
+        index, util, used_mib, total_mib = fields
+        with contextlib.suppress(ValueError):  # "[N/A]" on some boards
+            values[f"system/gpu{index}/utilization_percent"] = float(util)
+        with contextlib.suppress(ValueError):
+            values[f"system/gpu{index}/memory_used_gb"] = float(used_mib) * 2**20 / 1e9
+            values[f"system/gpu{index}/memory_percent"] = 100 * float(used_mib) / float(total_mib)
     return values
 
 
