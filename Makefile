@@ -1,20 +1,29 @@
 # Every target builds .venv from nothing when it is missing or stale.
-PYTHON ?= python3.11
+PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-dev
 
 .PHONY: setup browser demo test check format bench clean
 
-$(STAMP): pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+$(VENV)/bin/python:
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+		{ echo 'Plinth needs Python 3.11 or newer: make PYTHON=python3.11 …'; exit 1; }
+	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
+
+# The demo needs only scikit-learn; tests and tools need the dev extra.
+$(VENV)/.installed-demo: pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install -q -e '.[sklearn]'
+	touch $@
+
+$(STAMP): pyproject.toml | $(VENV)/bin/python
 	$(PY) -m pip install -q -e '.[dev]'
-	touch $(STAMP)
+	touch $@
 
 setup: $(STAMP)
 
-demo: setup
+demo: $(VENV)/.installed-demo
 	$(VENV)/bin/plinth demo
 
 # The browser tests drive Debian's Chromium; without root, Playwright's own download.

@@ -7,6 +7,9 @@ artifact), then rank the runs and show where to look.
 from __future__ import annotations
 
 import itertools
+import os
+import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -80,20 +83,21 @@ def run_demo(project: str = "demo", client: Client | None = None) -> None:
     )
     data = _data()
     grid = [dict(zip(SWEEP, values, strict=True)) for values in itertools.product(*SWEEP.values())]
+    sweep = time.strftime("%Y%m%d-%H%M%S")
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp, Progress(console=console) as bar:
         task = bar.add_task("training", total=len(grid))
         for number, params in enumerate(grid, 1):
             name = f"sgd-{number:02d}"
             with start_run(
-                project, name=name, params=params, tags={"source": "plinth demo"}, client=client
+                project, name=name, params=params, tags={"sweep": sweep}, client=client
             ) as run:
                 _train(run, params, data, Path(tmp))
             bar.advance(task)
     elapsed = time.perf_counter() - started
     page = client.search_runs(
         project,
-        filter="status = 'finished'",
+        filter=f"tags.sweep = '{sweep}' and status = 'finished'",
         order_by="metrics.val_acc desc, metrics.val_loss asc",
         limit=len(grid),
     )
@@ -110,8 +114,24 @@ def run_demo(project: str = "demo", client: Client | None = None) -> None:
         f"\nBest: [bold]{best.name}[/] (val_acc {best.metrics['val_acc']:.4f}), "
         f"run [cyan]{best.id}[/]\n"
     )
+    plinth = _command()
     console.print("Look closer:")
-    console.print(f"  plinth runs list --project {project} --order-by 'metrics.val_acc desc'")
-    console.print(f"  plinth runs show {best.id}")
-    console.print(f"  plinth artifacts download {best.id} model.skops ./out")
-    console.print("  plinth server          # then open http://127.0.0.1:8765")
+    for command in (
+        f"runs list --project {project} --filter \"tags.sweep = '{sweep}'\" "
+        "--order-by 'metrics.val_acc desc'",
+        f"runs show {best.id}",
+        f"artifacts download {best.id} model.skops ./out",
+        "server    # then open http://127.0.0.1:8765 in a browser",
+    ):
+        console.print(f"  {plinth} {command}", soft_wrap=True, highlight=False)
+
+
+def _command() -> str:
+    """``plinth`` if the shell finds it, else its path in this environment."""
+    if shutil.which("plinth"):
+        return "plinth"
+    beside = Path(sys.executable).parent / "plinth"
+    if not beside.exists():
+        return "python -m plinth"
+    relative = os.path.relpath(beside)
+    return relative if not relative.startswith("..") else str(beside)
