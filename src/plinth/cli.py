@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from plinth.errors import PlinthError
+from plinth.errors import InvalidInput, PlinthError
 from plinth.tracking.cli import artifacts_app, projects_app, runs_app
 
 app = typer.Typer(
@@ -24,9 +24,14 @@ app.add_typer(artifacts_app, name="artifacts")
 def server(
     host: Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default 8765).")] = None,
+    allow_unauthenticated: Annotated[
+        bool,
+        typer.Option(help="Serve beyond loopback without authentication (trusted networks only)."),
+    ] = False,
 ) -> None:
     """Serve the web UI and the REST API over this machine's Plinth home."""
     import uvicorn
+    from sqlalchemy.engine import make_url
 
     from plinth.server.app import create_app
     from plinth.settings import Settings
@@ -34,12 +39,30 @@ def server(
     settings = Settings()
     host = host or settings.server.host
     port = port or settings.server.port
+    if not _is_loopback(host) and not allow_unauthenticated:
+        raise InvalidInput(
+            f"refusing to serve on {host} without authentication: anyone who can reach it "
+            "could read and change every run. Keep the default 127.0.0.1 (reach it through "
+            "an SSH tunnel or an authenticating proxy), or pass --allow-unauthenticated on a "
+            "network you trust."
+        )
     app_ = create_app(settings)
+    database = make_url(settings.resolved_database_url()).render_as_string(hide_password=True)
     Console(stderr=True).print(
-        f"Plinth serving {settings.resolved_database_url()} at "
-        f"[bold]http://{host}:{port}[/] (API docs at /api/v1/docs)"
+        f"Plinth serving {database} at [bold]http://{host}:{port}[/] (API docs at /api/v1/docs)"
     )
     uvicorn.run(app_, host=host, port=port, log_level="warning")
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 @app.command()

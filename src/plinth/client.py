@@ -44,7 +44,7 @@ class Transport:
             from plinth.transport import InProcessTransport
 
             app = create_app(settings, embedded=True)
-            app.state.tracking.reap_stale_runs()
+            app.state.tracking.recover()
             self.embedded = True
             self.http = httpx.Client(
                 base_url="http://embedded.plinth",
@@ -56,7 +56,9 @@ class Transport:
     def request(self, method: str, path: str, *, retry: bool = False, **kwargs: Any) -> Any:
         """JSON in, JSON out. ``retry`` is for requests that are idempotent."""
         if "json" in kwargs:  # NaN and infinities are legitimate metric values
-            kwargs["content"] = json.dumps(kwargs.pop("json"), separators=(",", ":"))
+            kwargs["content"] = json.dumps(
+                kwargs.pop("json"), separators=(",", ":"), default=_plain
+            )
             kwargs["headers"] = {**kwargs.get("headers", {}), "Content-Type": "application/json"}
         response = self._send(method, path, retry=retry, **kwargs)
         if response.status_code == 204 or not response.content:
@@ -80,14 +82,25 @@ class Transport:
 
     @contextmanager
     def stream(self, method: str, path: str, **kwargs: Any) -> Iterator[httpx.Response]:
-        with self.http.stream(method, path, **kwargs) as response:
-            if response.status_code >= 400:
-                response.read()
-                raise_for_error(response)
-            yield response
+        try:
+            with self.http.stream(method, path, **kwargs) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise_for_error(response)
+                yield response
+        except httpx.TransportError as exc:
+            raise errors.ServiceUnavailable(f"connection to Plinth lost: {exc}") from exc
 
     def close(self) -> None:
         self.http.close()
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars and arrays (and the like) as plain JSON values."""
+    for method in ("item", "tolist"):
+        if callable(getattr(value, method, None)):
+            return getattr(value, method)()
+    raise errors.InvalidInput(f"cannot send a {type(value).__name__} as JSON")
 
 
 def raise_for_error(response: httpx.Response) -> None:

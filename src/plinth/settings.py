@@ -26,6 +26,9 @@ class TrackingSettings(BaseModel):
     stale_after_seconds: float = Field(120.0, description="a silent running run is killed")
     flush_interval_seconds: float = 0.2
     flush_batch_points: int = 5000
+    flush_timeout_seconds: float = Field(
+        120.0, description="how long end() waits for an unreachable server"
+    )
     queue_points: int = Field(100_000, description="points buffered before log() waits")
     system_metrics_seconds: float = 0.0
 

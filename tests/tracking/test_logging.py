@@ -90,3 +90,68 @@ def test_log_after_a_refused_batch_raises(tmp_path: Path, project: str) -> None:
         with pytest.raises(plinth.InvalidInput):
             run.end()  # reports the lost batch, yet still ends the run
         assert client.get_run(run.id).status == "finished"
+
+
+def test_an_outage_delays_points_but_loses_none(tmp_path: Path, project: str) -> None:
+    settings = make_settings(tmp_path / "home")
+    settings.tracking.flush_batch_points = 100
+    with Client(settings=settings) as client:
+        real_send_batch = client.send_batch
+        attempts: list[str] = []
+
+        def flaky(run_id, batch_id, *args, **kwargs):  # type: ignore[no-untyped-def]
+            attempts.append(batch_id)
+            if len(attempts) <= 3:  # the server is down for the first three tries
+                raise plinth.errors.ServiceUnavailable("cannot reach Plinth")
+            return real_send_batch(run_id, batch_id, *args, **kwargs)
+
+        client.send_batch = flaky  # type: ignore[method-assign]
+        with plinth.start_run(project, client=client) as run:
+            for step in range(300):
+                run.log({"m": float(step)}, step=step)
+        assert attempts[0] == attempts[1] == attempts[2] == attempts[3]  # one batch, resent
+        steps = [p.step for p in client.metric_history(run.id, "m")]
+        assert steps == list(range(300))
+        assert client.get_run(run.id).status == "finished"
+
+
+def test_logging_to_an_ended_run_is_an_error(tmp_path: Path, project: str) -> None:
+    with Client(settings=make_settings(tmp_path / "home")) as client:
+        with plinth.start_run(project, client=client) as run:
+            run.log({"m": 1.0})
+        with pytest.raises(plinth.InvalidInput, match="has ended"):
+            run.log({"m": 2.0})
+
+
+def test_the_users_exception_survives_a_failing_end(tmp_path: Path, project: str) -> None:
+    with Client(settings=make_settings(tmp_path / "home")) as client:
+
+        def refuse(*_a, **_k):  # type: ignore[no-untyped-def]
+            raise plinth.InvalidInput("refused")
+
+        with pytest.raises(KeyError), plinth.start_run(project, client=client) as run:
+            client.send_batch = refuse  # type: ignore[method-assign]
+            run.log({"m": 1.0})
+            raise KeyError("the user's own error")
+        assert client.get_run(run.id).status == "failed"
+
+
+def test_a_run_dropped_without_end_is_still_flushed_at_exit(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    out = _script(
+        home,
+        """
+        def train():
+            inner = plinth.start_run("exit-test", name="dropped")
+            print(inner.id, flush=True)
+            inner.log({"x": 1.0}, step=0)
+        del run
+        train()
+        import gc; gc.collect()
+    """,
+    )
+    assert out.returncode == 0, out.stderr
+    with Client(settings=Settings(home=home, url=None, token=None)) as client:
+        for run_id in out.stdout.split():
+            assert client.get_run(run_id).status == "finished"
+        assert [p.value for p in client.metric_history(out.stdout.split()[1], "x")] == [1.0]

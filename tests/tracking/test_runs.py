@@ -144,3 +144,35 @@ def test_gpu_readings_are_parsed_from_nvidia_smi() -> None:
     assert values["system/gpu0/memory_percent"] == pytest.approx(1.25)
     assert "system/gpu1/utilization_percent" not in values
     assert values["system/gpu1/memory_used_gb"] == 0.0
+
+
+@pytest.mark.parametrize(
+    "series",
+    [
+        {"key": "m", "steps": [2**63], "values": [1.0], "timestamps": [1.0]},
+        {"key": "m", "steps": [0], "values": [1.0], "timestamps": [float("nan")]},
+        {"key": "m", "steps": [0, 1], "values": [1.0], "timestamps": [1.0, 2.0]},
+        {"key": "bad key!", "steps": [0], "values": [1.0], "timestamps": [1.0]},
+    ],
+)
+def test_malformed_series_are_refused(client: Client, project: str, series: dict) -> None:  # type: ignore[type-arg]
+    run = client.create_run(project)
+    with pytest.raises(plinth.InvalidInput):
+        client.send_batch(run.id, "batch-bad-0001", [series])
+    assert client.get_run(run.id).metrics == {}
+
+
+def test_runs_are_found_by_a_unique_id_prefix(client: Client, project: str) -> None:
+    run = client.create_run(project)
+    assert client.get_run(run.id[:8]).id == run.id
+    with pytest.raises(plinth.NotFound):
+        client.get_run(run.id[:7])  # too short to be taken as a prefix
+
+
+def test_numpy_values_are_sent_as_plain_numbers(client: Client, project: str) -> None:
+    import numpy as np
+
+    run = client.create_run(project, params={"lr": np.float32(0.5), "layers": np.int64(3)})
+    assert client.get_run(run.id).params == {"lr": 0.5, "layers": 3}
+    with pytest.raises(plinth.InvalidInput):
+        client.search_runs(project, limit=0)

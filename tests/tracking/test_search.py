@@ -123,3 +123,55 @@ def test_parser_builds_the_tree() -> None:
     ]
     with pytest.raises(plinth.InvalidInput):
         parse_order_by("metrics.acc sideways")
+
+
+def test_numeric_comparisons_skip_values_that_are_not_numbers(client: Client, project: str) -> None:
+    values = [("text", "vision"), ("five", 5), ("huge", 10**400), ("flag", True), ("neg", -2.5)]
+    for name, value in values:
+        client.create_run(project, name=name, params={"v": value}, tags={"v": str(value)[:20]})
+    assert names(client.search_runs(project, filter="params.v > 0", order_by="name")) == ["five"]
+    assert names(client.search_runs(project, filter="params.v != 5", order_by="name")) == ["neg"]
+    assert names(client.search_runs(project, filter="tags.v < 10", order_by="name")) == [
+        "five",
+        "neg",
+    ]
+    assert names(client.search_runs(project, filter="tags.v = 'vision'")) == ["text"]
+    assert names(client.search_runs(project, filter="params.v = 'vision'")) == ["text"]
+    with pytest.raises(plinth.InvalidInput):  # true is not a literal of the language
+        client.search_runs(project, filter="params.v = true")
+    ascending = names(client.search_runs(project, order_by="params.v asc"))
+    descending = names(client.search_runs(project, order_by="params.v desc"))
+    assert ascending[:2] == ["neg", "five"] and descending[:2] == ["five", "neg"]
+    assert set(ascending[2:]) == set(descending[2:]) == {"text", "huge", "flag"}
+
+
+def test_long_param_values_are_stored_and_oversized_ones_refused(
+    client: Client, project: str
+) -> None:
+    run = client.create_run(project, params={"prompt": "x" * 10_000})
+    assert client.get_run(run.id).params["prompt"] == "x" * 10_000
+    with pytest.raises(plinth.InvalidInput, match="over"):
+        client.create_run(project, params={"prompt": "x" * 70_000})
+
+
+def test_like_is_case_sensitive_everywhere(client: Client, project: str) -> None:
+    client.create_run(project, name="upper", tags={"team": "Vision"}, params={"m": "Vit"})
+    client.create_run(project, name="lower", tags={"team": "vision"}, params={"m": "vit"})
+    assert names(client.search_runs(project, filter="tags.team like 'vis%'")) == ["lower"]
+    assert names(client.search_runs(project, filter="params.m like 'V%'")) == ["upper"]
+
+
+@pytest.mark.parametrize("bad", ["(" * 200 + "status = 'x'" + ")" * 200, "(status = 'x' ("])
+def test_deep_or_unbalanced_parentheses_are_refused(client: Client, project: str, bad: str) -> None:
+    client.create_run(project)
+    with pytest.raises(plinth.InvalidInput):
+        client.search_runs(project, filter=bad)
+
+
+def test_bad_page_tokens_are_refused(client: Client, project: str) -> None:
+    from plinth.tracking.search import encode_page_token
+
+    client.create_run(project)
+    for token in (encode_page_token(2**63), "not-base64!", encode_page_token(True)):  # type: ignore[arg-type]
+        with pytest.raises(plinth.InvalidInput):
+            client.search_runs(project, page_token=token)

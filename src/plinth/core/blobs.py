@@ -153,13 +153,20 @@ class BlobStore:
             return self.put(iter(lambda: f.read(CHUNK), b""), expected=info.digest)
 
     def read(self, digest: str, *, verify: bool = True) -> Iterator[bytes]:
-        """Yield the blob's bytes; with ``verify``, raise CorruptArtifact at the end
-        if they do not hash to the digest (callers write to a temp file first)."""
+        """The blob's bytes, chunk by chunk; with ``verify``, CorruptArtifact at the end
+        if they do not hash to the digest (callers write to a temp file first).
+
+        The blob is opened now, so a missing one is NotFound before any byte is sent.
+        """
         key = self.key(digest)
         try:
             f = self.backend.open_read(key)
         except FileNotFoundError:
             raise NotFound(f"no blob sha256:{digest}") from None
+        return self._chunks(f, digest, verify)
+
+    @staticmethod
+    def _chunks(f: IO[bytes], digest: str, verify: bool) -> Iterator[bytes]:
         h = hashlib.sha256() if verify else None
         with f:
             while chunk := f.read(CHUNK):

@@ -125,14 +125,6 @@ class Database:
             where=where(stmt.excluded) if where is not None else None,
         )
 
-    def json_number(self, column: Any) -> Any:
-        """A JSON-encoded text column as a float where it holds a number, else NULL."""
-        as_float = sa.cast(column, sa.Float)
-        if self.dialect == "sqlite":
-            return sa.case((sa.func.json_type(column).in_(("integer", "real")), as_float))
-        number = r"^-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?$"
-        return sa.case((column.op("~")(number), as_float))
-
     def migrate(self) -> None:
         """Bring the schema to the newest revision, once, even with many processes."""
         from plinth.core import migrations
@@ -175,6 +167,7 @@ def _configure_sqlite(engine: Engine, synchronous: str) -> None:
         cur.execute(f"PRAGMA synchronous={synchronous}")
         cur.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
         cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA case_sensitive_like=ON")  # LIKE as on Postgres
         cur.close()
 
     @event.listens_for(engine, "begin")

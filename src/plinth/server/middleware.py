@@ -3,7 +3,6 @@ never subclass the app."""
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from typing import Any
@@ -11,23 +10,10 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.exceptions import HTTPException
 
+from plinth.server.errors import error_response
+
 Scope = dict[str, Any]
 _UPLOAD = re.compile(r"^/api/v1/runs/[^/]+/artifacts/.+")
-
-
-async def _send_error(send: Any, status: int, kind: str, message: str) -> None:
-    body = json.dumps({"error": {"type": kind, "message": message}}).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
 
 
 class BodyLimit:
@@ -47,7 +33,8 @@ class BodyLimit:
         limit = self.upload_limit if upload else self.limit
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            await _send_error(send, 413, "PayloadTooLarge", f"request body exceeds {limit} bytes")
+            message = f"request body exceeds {limit} bytes"
+            await error_response("PayloadTooLarge", message, 413)(scope, receive, send)
             return
         received = 0
 

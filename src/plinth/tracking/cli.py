@@ -22,6 +22,7 @@ artifacts_app = typer.Typer(help="List, upload and download run artifacts.", no_
 console = Console()
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+RunId = Annotated[str, typer.Argument(help="Run id, or its first 8+ characters.")]
 
 
 def _client() -> Client:
@@ -113,13 +114,11 @@ def list_runs(
 
 
 @runs_app.command("show")
-def show_run(
-    run_id: Annotated[str, typer.Argument(help="Run id.")], as_json: JsonFlag = False
-) -> None:
+def show_run(run_id: RunId, as_json: JsonFlag = False) -> None:
     """Show one run: status, times, params, tags, latest metrics and artifacts."""
     client = _client()
     run = client.get_run(run_id)
-    artifacts = client.list_artifacts(run_id)
+    artifacts = client.list_artifacts(run.id)
     if as_json:
         _print_json({**run.model_dump(), "artifacts": [a.model_dump() for a in artifacts]})
         return
@@ -141,9 +140,10 @@ def show_run(
 
 
 @artifacts_app.command("list")
-def list_artifacts(run_id: str, as_json: JsonFlag = False) -> None:
+def list_artifacts(run_id: RunId, as_json: JsonFlag = False) -> None:
     """List the artifacts of a run."""
-    artifacts = _client().list_artifacts(run_id)
+    client = _client()
+    artifacts = client.list_artifacts(client.get_run(run_id).id)
     if as_json:
         _print_json([a.model_dump() for a in artifacts])
         return
@@ -155,19 +155,25 @@ def list_artifacts(run_id: str, as_json: JsonFlag = False) -> None:
 
 @artifacts_app.command("upload")
 def upload(
-    run_id: str,
-    path: Path,
+    run_id: RunId,
+    path: Annotated[Path, typer.Argument(help="A file, or a directory to upload whole.")],
     name: Annotated[
         str | None, typer.Option(help="Artifact name (default: the file or directory name).")
     ] = None,
 ) -> None:
     """Upload a file or a directory as artifacts of a run."""
-    for a in _client().log_artifact(run_id, path, name, progress=None):
+    client = _client()
+    for a in client.log_artifact(client.get_run(run_id).id, path, name, progress=None):
         console.print(f"stored {a.path} ({a.size:,} bytes, sha256 {a.digest[:16]})")
 
 
 @artifacts_app.command("download")
-def download(run_id: str, name: str, dest: Annotated[Path, typer.Argument()] = Path(".")) -> None:
+def download(
+    run_id: RunId,
+    name: Annotated[str, typer.Argument(help="Artifact name, or a directory of them.")],
+    dest: Annotated[Path, typer.Argument(help="Folder to download into.")] = Path("."),
+) -> None:
     """Download an artifact (or a directory of them) into DEST, verified."""
-    target = _client().download_artifact(run_id, name, dest)
+    client = _client()
+    target = client.download_artifact(client.get_run(run_id).id, name, dest)
     console.print(f"downloaded to {target}")

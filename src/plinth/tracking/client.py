@@ -33,10 +33,8 @@ class TrackingCalls:
         params: dict[str, Any] | None = None,
         tags: dict[str, str] | None = None,
     ) -> s.Run:
-        body = s.RunCreate(project=project, name=name, params=params or {}, tags=tags or {})
-        return s.Run(
-            **self._transport.request("POST", "/api/v1/runs", json=body.model_dump(mode="json"))
-        )
+        body = {"project": project, "name": name, "params": params or {}, "tags": tags or {}}
+        return s.Run(**self._transport.request("POST", "/api/v1/runs", json=body))
 
     def get_run(self, run_id: str) -> s.Run:
         return s.Run(**self._transport.request("GET", f"/api/v1/runs/{_seg(run_id)}"))
@@ -95,12 +93,14 @@ class TrackingCalls:
         limit: int = 100,
         page_token: str | None = None,
     ) -> s.RunPage:
-        query = s.SearchQuery(
-            project=project, filter=filter, order_by=order_by, limit=limit, page_token=page_token
-        )
-        return s.RunPage(
-            **self._transport.request("POST", "/api/v1/runs/search", json=query.model_dump())
-        )
+        query = {
+            "project": project,
+            "filter": filter,
+            "order_by": order_by,
+            "limit": limit,
+            "page_token": page_token,
+        }
+        return s.RunPage(**self._transport.request("POST", "/api/v1/runs/search", json=query))
 
     def metric_history(self, run_id: str, key: str) -> list[s.HistoryPoint]:
         data = self._transport.request(

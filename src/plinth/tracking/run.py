@@ -15,11 +15,11 @@ import sys
 import threading
 import time
 import uuid
-import weakref
 from collections.abc import Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from plinth.errors import InvalidInput, PlinthError, ServiceUnavailable
 from plinth.tracking import schemas as s
 from plinth.tracking.client import to_series
 
@@ -28,15 +28,26 @@ if TYPE_CHECKING:
     from plinth.settings import TrackingSettings
 
 log = logging.getLogger(__name__)
-_live_runs: weakref.WeakSet[Run] = weakref.WeakSet()
+_live_runs: set[Run] = set()  # strong: a run dropped without end() is still flushed
+
+
+Point = tuple[str, float, int, float]  # key, value, step, timestamp
 
 
 class BatchLogger:
+    """Buffer points and send them from a thread; see the module docstring.
+
+    A batch keeps its id until the server acknowledges it: when the server cannot be
+    reached (or answers 5xx) the same batch is sent again, with back-off, for as long
+    as it takes, and is applied once. A batch the server refuses (4xx) is dropped and
+    the error raised to the caller at its next ``log``, ``flush`` or ``end``.
+    """
+
     def __init__(self, client: Client, run_id: str, settings: TrackingSettings) -> None:
         self.client, self.run_id, self.settings = client, run_id, settings
-        self.buffer: list[tuple[str, float, int, float]] = []
+        self.buffer: list[Point] = []
+        self.pending: tuple[str, list[Point]] | None = None  # sent, not yet acknowledged
         self.cond = threading.Condition()
-        self.sending = 0  # points taken from the buffer and not yet acknowledged
         self.closed = False
         self.error: BaseException | None = None
         self.last_sent = time.monotonic()
@@ -45,67 +56,97 @@ class BatchLogger:
         )
         self.thread.start()
 
-    def add(self, points: list[tuple[str, float, int, float]]) -> None:
+    def add(self, points: list[Point]) -> None:
         with self.cond:
             if self.error is not None:
                 raise self.error
-            while len(self.buffer) >= self.settings.queue_points and not self.closed:
+            if self.closed:
+                raise InvalidInput(f"run {self.run_id} has ended; start a new run to log more")
+            while len(self.buffer) >= self.settings.queue_points:  # back-pressure
                 self.cond.notify_all()
                 self.cond.wait(0.5)
             self.buffer.extend(points)
             if len(self.buffer) >= self.settings.flush_batch_points:
                 self.cond.notify_all()
 
+    def unsent(self) -> int:
+        return len(self.buffer) + (len(self.pending[1]) if self.pending else 0)
+
     def flush(self, timeout: float | None = None) -> None:
+        """Wait until every point is stored; raise if one was refused or time ran out."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self.cond:
             self.cond.notify_all()
-            while (self.buffer or self.sending) and self.error is None:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    break
-                self.cond.wait(remaining if remaining is not None else 1.0)
+            while self.unsent() and self.error is None:
+                remaining = 1.0 if deadline is None else deadline - time.monotonic()
+                if remaining <= 0:
+                    raise ServiceUnavailable(
+                        f"{self.unsent()} points of run {self.run_id} are not stored yet: "
+                        "the server has not answered"
+                    )
+                self.cond.wait(min(remaining, 1.0))
             if self.error is not None:
                 raise self.error
 
-    def close(self) -> None:
+    def close(self, timeout: float | None = None) -> None:
         try:
-            self.flush()
+            self.flush(timeout)
         finally:
             with self.cond:
                 self.closed = True
                 self.cond.notify_all()
             self.thread.join(timeout=10)
 
-    def _loop(self) -> None:
-        while True:
-            with self.cond:
+    def _next_batch(self) -> tuple[str, list[Point]] | None:
+        with self.cond:
+            if self.pending is None:
                 if not self.buffer and not self.closed:
                     self.cond.wait(self.settings.flush_interval_seconds)
-                if self.closed and not self.buffer:
-                    return
                 batch = self.buffer[: self.settings.flush_batch_points]
                 del self.buffer[: len(batch)]
-                self.sending = len(batch)
-                self.cond.notify_all()
-            try:
                 if batch:
-                    self._send(batch)
+                    self.pending = (uuid.uuid4().hex, batch)
+            return self.pending
+
+    def _loop(self) -> None:
+        delay = 0.0
+        while not self.closed:
+            pending = self._next_batch()
+            try:
+                if pending is not None:
+                    batch_id, batch = pending
+                    self.client.send_batch(self.run_id, batch_id, to_series(batch))
+                    self.last_sent = time.monotonic()
+                    with self.cond:
+                        self.pending = None
+                        self.cond.notify_all()
                 elif time.monotonic() - self.last_sent > self.settings.heartbeat_seconds:
                     self.client.heartbeat(self.run_id)
                     self.last_sent = time.monotonic()
-            except BaseException as exc:  # surfaced to the caller on the next log/flush
-                log.error("plinth: could not log to run %s: %s", self.run_id, exc)
+                delay = 0.0
+            except PlinthError as exc:
+                if exc.status_code < 500:  # refused: sending it again cannot help
+                    self._fail(exc)
+                    continue
+                if delay == 0.0:
+                    log.warning(
+                        "plinth: run %s: %s; %d points wait, will retry",
+                        self.run_id,
+                        exc.message,
+                        self.unsent(),
+                    )
+                delay = min(max(2 * delay, 0.5), 30.0)
                 with self.cond:
-                    self.error = exc
-            finally:
-                with self.cond:
-                    self.sending = 0
-                    self.cond.notify_all()
+                    self.cond.wait(delay)
+            except BaseException as exc:
+                self._fail(exc)
 
-    def _send(self, batch: list[tuple[str, float, int, float]]) -> None:
-        self.client.send_batch(self.run_id, uuid.uuid4().hex, to_series(batch))
-        self.last_sent = time.monotonic()
+    def _fail(self, exc: BaseException) -> None:
+        log.error("plinth: could not log to run %s: %s", self.run_id, exc)
+        with self.cond:
+            self.error = exc
+            self.pending = None
+            self.cond.notify_all()
 
 
 class Run:
@@ -169,10 +210,10 @@ class Run:
         if self._sampler is not None:
             self._sampler.stop()
         try:
-            self._logger.close()
+            self._logger.close(self.client.settings.tracking.flush_timeout_seconds)
         finally:
-            self.info = self.client.end_run(self.id, status)
             _live_runs.discard(self)
+            self.info = self.client.end_run(self.id, status)
 
     def __enter__(self) -> Run:
         return self
@@ -185,10 +226,11 @@ class Run:
     ) -> None:
         if exc_type is None:
             self.end("finished")
-        elif issubclass(exc_type, KeyboardInterrupt):
-            self.end("killed")
-        else:
-            self.end("failed")
+            return
+        try:
+            self.end("killed" if issubclass(exc_type, KeyboardInterrupt) else "failed")
+        except Exception as end_error:  # the user's exception matters more: let it through
+            log.error("plinth: could not end run %s: %s", self.id, end_error)
 
 
 def start_run(

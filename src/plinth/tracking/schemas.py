@@ -76,11 +76,14 @@ class Project(BaseModel):
     created_at: float
 
 
+TagValue = Annotated[str, Field(max_length=65_536)]
+
+
 class RunCreate(BaseModel):
     project: ProjectName
     name: str | None = Field(None, max_length=250)
     params: dict[Key, Any] = {}
-    tags: dict[Key, str] = {}
+    tags: dict[Key, TagValue] = {}
 
 
 class RunUpdate(BaseModel):
@@ -104,9 +107,9 @@ class MetricSeries(BaseModel):
     far faster than thousands of small objects."""
 
     key: Key
-    steps: list[int]
+    steps: list[Annotated[int, Field(ge=-(2**63), lt=2**63)]]
     values: list[float]
-    timestamps: list[float]
+    timestamps: list[Annotated[float, Field(allow_inf_nan=False)]]
 
     @model_validator(mode="after")
     def _same_lengths(self) -> MetricSeries:
@@ -121,7 +124,7 @@ class LogBatch(BaseModel):
     batch_id: str = Field(min_length=8, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
     metrics: list[MetricSeries] = []
     params: dict[Key, Any] = {}
-    tags: dict[Key, str] = {}
+    tags: dict[Key, TagValue] = {}
 
 
 class LogResult(BaseModel):

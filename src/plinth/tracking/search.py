@@ -103,10 +103,14 @@ def _tokenize(text: str) -> list[tuple[str, str]]:
     return tokens
 
 
+MAX_DEPTH = 32
+
+
 class _Parser:
     def __init__(self, text: str) -> None:
         self.tokens = _tokenize(text)
         self.i = 0
+        self.depth = 0
 
     def peek(self) -> tuple[str, str] | None:
         return self.tokens[self.i] if self.i < len(self.tokens) else None
@@ -142,8 +146,12 @@ class _Parser:
         tok = self.peek()
         if tok == ("paren", "("):
             self.take()
+            self.depth += 1
+            if self.depth > MAX_DEPTH:
+                raise InvalidInput(f"filter: parentheses nest deeper than {MAX_DEPTH}")
             node = self.expr()
-            self.take("paren")
+            self.take("paren", ")")
+            self.depth -= 1
             return node
         field = self.field()
         op = self.operator()
@@ -235,22 +243,21 @@ _COMPARE: dict[str, Callable[[Any, Any], Any]] = {
 }
 
 
-def to_sql(node: Node, json_number: Callable[[Any], Any]) -> Any:
+def to_sql(node: Node) -> Any:
     """The WHERE clause over ``runs`` for a parsed filter."""
     if isinstance(node, BoolOp):
-        parts = [to_sql(item, json_number) for item in node.items]
+        parts = [to_sql(item) for item in node.items]
         return sa.and_(*parts) if node.op == "and" else sa.or_(*parts)
-    return _comparison(node, json_number)
+    return _comparison(node)
 
 
-def _comparison(c: Comparison, json_number: Callable[[Any], Any]) -> Any:
+def _comparison(c: Comparison) -> Any:
     compare = _COMPARE[c.op]
     kind, key, value = c.field.kind, c.field.key, c.value
     if kind == "attr":
-        col: Any = t.runs.c[key]
         if (ATTRIBUTES[key] == "number") != isinstance(value, float):
             raise InvalidInput(f"filter: {key} compares with a {ATTRIBUTES[key]}")
-        return compare(col, value)
+        return compare(t.runs.c[key], value)
     if kind == "metrics":
         if not isinstance(value, float) or c.op == "like":
             raise InvalidInput("filter: metrics compare with numbers")
@@ -261,39 +268,37 @@ def _comparison(c: Comparison, json_number: Callable[[Any], Any]) -> Any:
     if isinstance(value, float):
         if c.op == "like":
             raise InvalidInput("filter: like needs a quoted pattern")
-        col = json_number(table.c.value) if kind == "params" else sa.cast(table.c.value, sa.Float)
-        cond = compare(col, value)
-    elif kind == "params":
-        literal = json.dumps(value)
-        cond = compare(table.c.value, literal if c.op != "like" else f'"{value}"')
-    else:
-        cond = compare(table.c.value, value)
+        cond = compare(table.c.number, value)  # values that are not numbers never match
+    else:  # params hold JSON text: the string "adam" is stored as "\"adam\""
+        cond = compare(table.c.value, json.dumps(value) if kind == "params" else value)
     sub = sa.select(table.c.run_id).where(table.c.key == key, cond)
     return t.runs.c.id.in_(sub)
 
 
-def order_columns(
-    keys: list[OrderKey], json_number: Callable[[Any], Any]
-) -> tuple[list[Any], list[Any]]:
-    """ORDER BY terms and the outer joins they need; runs lacking a value sort last."""
+def order_columns(keys: list[OrderKey]) -> tuple[list[Any], list[Any]]:
+    """ORDER BY terms and the outer joins they need.
+
+    Runs lacking the field sort last; for params and tags, numbers sort before text,
+    by value, in either direction.
+    """
     terms, joins = [], []
     for n, k in enumerate(keys):
+        direction: Callable[[Any], Any] = sa.desc if k.descending else sa.asc
         if k.field.kind == "attr":
-            col: Any = t.runs.c[k.field.key]
-        else:
-            table = {"metrics": t.latest_metrics, "params": t.params, "tags": t.tags}[k.field.kind]
-            alias = table.alias(f"o{n}")
-            joins.append(
-                (alias, sa.and_(alias.c.run_id == t.runs.c.id, alias.c.key == k.field.key))
-            )
-            col = alias.c.value
-        terms.append(col.is_(None))
-        if k.field.kind == "params":  # numbers by value, then anything else by text
-            number = json_number(col)
-            terms.append(number.desc() if k.descending else number.asc())
-        terms.append(col.desc() if k.descending else col.asc())
+            terms.append(direction(t.runs.c[k.field.key]))
+            continue
+        table = {"metrics": t.latest_metrics, "params": t.params, "tags": t.tags}[k.field.kind]
+        alias = table.alias(f"o{n}")
+        joins.append((alias, sa.and_(alias.c.run_id == t.runs.c.id, alias.c.key == k.field.key)))
+        terms.append(alias.c.value.is_(None))
+        if k.field.kind != "metrics":
+            terms += [alias.c.number.is_(None), direction(alias.c.number)]
+        terms.append(direction(alias.c.value))
     terms += [t.runs.c.start_time.desc(), t.runs.c.id]
     return terms, joins
+
+
+MAX_OFFSET = 10**9
 
 
 def encode_page_token(offset: int) -> str:
@@ -307,6 +312,6 @@ def decode_page_token(token: str | None) -> int:
         offset = json.loads(base64.urlsafe_b64decode(token.encode()))["offset"]
     except Exception:
         raise InvalidInput("invalid page_token") from None
-    if not isinstance(offset, int) or offset < 0:
+    if type(offset) is not int or not 0 <= offset <= MAX_OFFSET:
         raise InvalidInput("invalid page_token")
     return offset

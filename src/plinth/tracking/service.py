@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
@@ -23,6 +24,26 @@ from plinth.tracking import tables as t
 
 def _now() -> float:
     return time.time()
+
+
+MAX_VALUE_CHARS = 65_536
+_ID_PREFIX = re.compile(r"^[0-9a-f]{8,31}$")
+_NUMBER_TEXT = re.compile(r"^-?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?$")
+
+
+def _number(value: Any) -> float | None:
+    """A param's value as a float for numeric search, when it is a finite number."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _number_in_text(text: str) -> float | None:
+    return _number(float(text)) if _NUMBER_TEXT.match(text) else None
 
 
 def _nan(value: float | None) -> float:
@@ -91,8 +112,14 @@ class TrackingService:
         return run
 
     def get_run(self, run_id: str) -> s.Run:
+        """A run by id, or by a unique prefix of 8 or more characters (as ids are shown)."""
         with self.db.read() as conn:
             runs = self._load_runs(conn, sa.select(t.runs).where(t.runs.c.id == run_id))
+            if not runs and _ID_PREFIX.match(run_id):
+                matching = sa.select(t.runs).where(t.runs.c.id.startswith(run_id)).limit(2)
+                runs = self._load_runs(conn, matching)
+                if len(runs) > 1:
+                    raise InvalidInput(f"run id prefix {run_id!r} is ambiguous; give more of it")
         if not runs:
             raise NotFound(f"no run {run_id!r}")
         return runs[0]
@@ -132,6 +159,11 @@ class TrackingService:
             .values(status="running", end_time=None)
         )
         conn.execute(t.runs.update().where(t.runs.c.id == run_id).values(heartbeat_at=_now()))
+
+    def recover(self) -> None:
+        """On start: end runs whose process died, drop uploads a crash cut short."""
+        self.reap_stale_runs()
+        self.blobs.sweep_partial()
 
     def reap_stale_runs(self) -> int:
         """Mark runs whose process went silent as killed, ended at their last heartbeat."""
@@ -173,13 +205,16 @@ class TrackingService:
         if not params:
             return
         encoded = {k: json.dumps(v, sort_keys=True) for k, v in params.items()}
+        too_long = [k for k, v in encoded.items() if len(v) > MAX_VALUE_CHARS]
+        if too_long:
+            raise InvalidInput(f"param {too_long[0]!r} is over {MAX_VALUE_CHARS} characters")
         existing = {} if new_run else self._params_of(conn, run_id, list(encoded))
         changed = [k for k, v in encoded.items() if k in existing and existing[k] != v]
         if changed:
             key = changed[0]
             raise Conflict(f"params are immutable once logged; {key!r} is already {existing[key]}")
         new = [
-            {"run_id": run_id, "key": k, "value": v}
+            {"run_id": run_id, "key": k, "value": v, "number": _number(params[k])}
             for k, v in encoded.items()
             if k not in existing
         ]
@@ -197,8 +232,11 @@ class TrackingService:
     def _write_tags(self, conn: Connection, run_id: str, tags: dict[str, str]) -> None:
         if tags:
             conn.execute(
-                self.db.upsert(t.tags, ["run_id", "key"], ["value"]),
-                [{"run_id": run_id, "key": k, "value": v} for k, v in tags.items()],
+                self.db.upsert(t.tags, ["run_id", "key"], ["value", "number"]),
+                [
+                    {"run_id": run_id, "key": k, "value": v, "number": _number_in_text(v)}
+                    for k, v in tags.items()
+                ],
             )
 
     def _write_metrics(
@@ -250,7 +288,7 @@ class TrackingService:
         where = search.parse_filter(query.filter)
         order = search.parse_order_by(query.order_by)
         offset = search.decode_page_token(query.page_token)
-        terms, joins = search.order_columns(order, self.db.json_number)
+        terms, joins = search.order_columns(order)
         with self.db.read() as conn:
             project_id = self._project_id(conn, query.project, create=False)
             source: Any = t.runs
@@ -258,7 +296,7 @@ class TrackingService:
                 source = source.outerjoin(alias, on)
             stmt = sa.select(t.runs).select_from(source).where(t.runs.c.project_id == project_id)
             if where is not None:
-                stmt = stmt.where(search.to_sql(where, self.db.json_number))
+                stmt = stmt.where(search.to_sql(where))
             stmt = stmt.order_by(*terms).limit(query.limit + 1).offset(offset)
             runs = self._load_runs(conn, stmt, project=query.project)
         more = len(runs) > query.limit

@@ -28,13 +28,16 @@ runs = sa.Table(
     sa.Index("ix_runs_status_heartbeat", "status", "heartbeat_at"),
 )
 
+# Params hold JSON text; tags plain text. ``number`` is the value as a float where it
+# is a finite number (else NULL), so numeric filters and sorts need no casts.
 params = sa.Table(
     "params",
     metadata,
     sa.Column("run_id", sa.String(32), sa.ForeignKey("runs.id"), primary_key=True),
     sa.Column("key", sa.String(250), primary_key=True),
     sa.Column("value", sa.Text, nullable=False),
-    sa.Index("ix_params_key_value", "key", "value"),
+    sa.Column("number", sa.Float),
+    sa.Index("ix_params_key_number", "key", "number"),
 )
 
 tags = sa.Table(
@@ -43,6 +46,7 @@ tags = sa.Table(
     sa.Column("run_id", sa.String(32), sa.ForeignKey("runs.id"), primary_key=True),
     sa.Column("key", sa.String(250), primary_key=True),
     sa.Column("value", sa.Text, nullable=False),
+    sa.Column("number", sa.Float),
 )
 
 metrics = sa.Table(

@@ -21,6 +21,7 @@ from pydantic import ValidationError
 
 from plinth import __version__
 from plinth.errors import InvalidInput, NotFound
+from plinth.server.errors import describe
 from plinth.tracking import schemas as s
 from plinth.tracking.service import TrackingService
 from plinth.ui import views
@@ -60,15 +61,9 @@ class PageRoute(APIRoute):
             except (NotFound, InvalidInput) as exc:
                 return error_page(exc.message, exc.status_code)
             except (RequestValidationError, ValidationError) as exc:
-                return error_page(_describe(exc.errors()), 400)
+                return error_page(describe(exc.errors()), 400)
 
         return page
-
-
-def _describe(errors: Any) -> str:
-    return "; ".join(
-        f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in list(errors)[:5]
-    )
 
 
 router = APIRouter(include_in_schema=False, route_class=PageRoute)

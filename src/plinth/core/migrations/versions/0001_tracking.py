@@ -41,8 +41,9 @@ def upgrade() -> None:
             sa.Column("run_id", sa.String(32), _run_fk(), primary_key=True),
             sa.Column("key", sa.String(250), primary_key=True),
             sa.Column("value", sa.Text, nullable=False),
+            sa.Column("number", sa.Float),
         )
-    op.create_index("ix_params_key_value", "params", ["key", "value"])
+    op.create_index("ix_params_key_number", "params", ["key", "number"])
     op.create_table(
         "metrics",
         sa.Column("run_id", sa.String(32), _run_fk(), nullable=False),
