@@ -53,13 +53,13 @@ def runs_table(
 ) -> Table:
     """A table of runs with every param and metric they carry as columns.
 
-    ``compact`` drops the id and status columns, for narrow terminals.
+    ``compact`` shortens ids to 8 characters (still accepted by ``runs show``) and
+    drops the status column, for narrow terminals.
     """
     params = sorted({k for r in runs for k in r.params})
     metrics = sorted({k for r in runs for k in r.metrics if not k.startswith("system/")})
     table = Table(title=title)
-    if not compact:
-        table.add_column("run", style="cyan", no_wrap=True)
+    table.add_column("run", style="cyan", no_wrap=True)
     table.add_column("name", no_wrap=compact)
     if not compact:
         table.add_column("status")
@@ -68,9 +68,11 @@ def runs_table(
     for m in metrics:
         table.add_column(m, style="bold green" if m == highlight else "green", justify="right")
     for r in runs:
-        fixed = [r.name] if compact else [r.id[:12], r.name, f"[{_STATUS[r.status]}]{r.status}[/]"]
+        status = [] if compact else [f"[{_STATUS[r.status]}]{r.status}[/]"]
         table.add_row(
-            *fixed,
+            r.id[: 8 if compact else 12],
+            r.name,
+            *status,
             *[_fmt(r.params.get(p, "")) for p in params],
             *[_fmt(r.metrics.get(m, ""), 4) for m in metrics],
         )
@@ -108,7 +110,8 @@ def list_runs(
     if as_json:
         _print_json([r.model_dump() for r in page.runs])
         return
-    console.print(runs_table(page.runs, title=f"runs of {project}"))
+    narrow = console.width < 120  # ids and status columns would squeeze the rest
+    console.print(runs_table(page.runs, title=f"runs of {project}", compact=narrow))
     if page.next_page_token:
         console.print(f"[dim]more runs match; raise --limit (now {limit})[/]")
 
