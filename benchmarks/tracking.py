@@ -358,6 +358,8 @@ def plinth_search_timings(client: Any, project: str, repeats: int) -> tuple[list
         page = client.search_runs(project, filter=SEARCH_FILTER, order_by=SEARCH_ORDER, limit=100)
         ms.append((time.perf_counter() - t0) * 1e3)
         found = len(page.runs)
+    if found == 0:  # a fast search that finds nothing measures nothing
+        raise SystemExit(f"search in {project} matched no run: the benchmark's data is wrong")
     return ms, found
 
 
@@ -445,6 +447,7 @@ def clone_runs(db_path: Path, template: str, count: int, rng: random.Random) -> 
                         new["run_id"] = run_id
                     if name == "params" and new.get("key") == "lr":
                         new["value"] = json.dumps(lr)
+                        new["number"] = lr  # what numeric filters compare
                     if name in ("metrics", "latest_metrics") and new.get("key") == "acc":
                         new["value"] = acc
                     if "batch_id" in new:
