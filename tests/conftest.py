@@ -13,8 +13,16 @@ from tests import services
 
 
 @pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    with services.postgres_database() as url:
+def postgres_server_url() -> Iterator[str]:
+    """A PostgreSQL server for the session: CI's, or one started from the wheel."""
+    with services.postgres_server() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres_server_url: str) -> Iterator[str]:
+    """One database shared by the session's tests (they use projects of their own)."""
+    with services.postgres_database(postgres_server_url) as url:
         yield url
 
 

@@ -51,24 +51,21 @@ def postgres_server() -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def postgres_database() -> Iterator[str]:
-    """A fresh, empty database on the test server; dropped afterwards."""
-    with postgres_server() as admin_url:
-        name = f"plinth_test_{uuid.uuid4().hex[:12]}"
-        admin_url = admin_url.replace("postgresql://", "postgresql+psycopg://", 1)
-        admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+def postgres_database(admin_url: str) -> Iterator[str]:
+    """A fresh, empty database on the server at ``admin_url``; dropped afterwards."""
+    name = f"plinth_test_{uuid.uuid4().hex[:12]}"
+    admin_url = admin_url.replace("postgresql://", "postgresql+psycopg://", 1)
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield (
+            sa.engine.make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+        )
+    finally:
         with admin.connect() as conn:
-            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-        try:
-            yield (
-                sa.engine.make_url(admin_url)
-                .set(database=name)
-                .render_as_string(hide_password=False)
-            )
-        finally:
-            with admin.connect() as conn:
-                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            admin.dispose()
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
 
 
 def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float) -> None:

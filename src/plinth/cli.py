@@ -8,6 +8,7 @@ import typer
 from rich.console import Console
 
 from plinth.errors import InvalidInput, PlinthError
+from plinth.governance.cli import audit_app
 from plinth.tracking.cli import artifacts_app, projects_app, runs_app
 
 app = typer.Typer(
@@ -18,6 +19,7 @@ app = typer.Typer(
 app.add_typer(projects_app, name="projects")
 app.add_typer(runs_app, name="runs")
 app.add_typer(artifacts_app, name="artifacts")
+app.add_typer(audit_app, name="audit")
 
 
 @app.command()

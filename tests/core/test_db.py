@@ -10,9 +10,10 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
+import plinth.core.audit
+import plinth.tracking.tables  # noqa: F401
 from plinth.core import migrations
-from plinth.core.db import Database
-from plinth.tracking.tables import metadata
+from plinth.core.db import Database, metadata
 
 
 def test_head_constant_matches_the_tree() -> None:
@@ -27,7 +28,7 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> Database:
         return Database(f"sqlite:///{tmp_path / 'db.sqlite'}")
     from tests import services
 
-    ctx = services.postgres_database()
+    ctx = services.postgres_database(request.getfixturevalue("postgres_server_url"))
     url = ctx.__enter__()
     request.addfinalizer(lambda: ctx.__exit__(None, None, None))
     db = Database(url)

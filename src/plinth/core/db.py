@@ -22,6 +22,7 @@ from sqlalchemy.engine import Connection, Engine
 from plinth.errors import InvalidInput, MissingDependency
 
 BUSY_TIMEOUT_S = 60.0
+metadata = sa.MetaData()  # every capability's tables; the migrations must produce them all
 _LOCKED_RETRIES = 20
 
 

@@ -13,6 +13,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from plinth import __version__
 from plinth.core.blobs import open_store
 from plinth.core.db import Database
+from plinth.governance.routes import router as governance_router
+from plinth.governance.service import AuditService
 from plinth.server.blocking import Blocking
 from plinth.server.errors import CatchAll, PlinthJSONResponse, install_error_handlers
 from plinth.server.middleware import BodyLimit, RequestMetrics
@@ -69,10 +71,12 @@ def create_app(settings: Settings | None = None, *, embedded: bool = False) -> F
     )
     app.state.settings = settings
     app.state.tracking = tracking
+    app.state.audit = AuditService(tracking.db)
     app.state.blocking = blocking
     registry = CollectorRegistry()
     install_error_handlers(app)
     app.include_router(tracking_router)
+    app.include_router(governance_router)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

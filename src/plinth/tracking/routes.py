@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from typing import Annotated
 
@@ -9,6 +10,8 @@ import anyio
 from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 
+from plinth.core.access import Principal
+from plinth.server.auth import principal_of
 from plinth.server.blocking import Blocking
 from plinth.tracking import schemas as s
 from plinth.tracking.service import TrackingService
@@ -17,11 +20,12 @@ router = APIRouter(prefix="/api/v1", tags=["tracking"])
 
 
 class Tracking:
-    """The service and the way to call it, for one request."""
+    """The service, the way to call it, and who is calling, for one request."""
 
     def __init__(self, request: Request) -> None:
         self.service: TrackingService = request.app.state.tracking
         self.blocking: Blocking = request.app.state.blocking
+        self.principal: Principal = principal_of(request)
 
 
 async def tracking(request: Request) -> Tracking:  # async: no thread hand-off
@@ -38,7 +42,7 @@ async def list_projects(t: Svc) -> list[s.Project]:
 
 @router.post("/runs", response_model=s.Run, status_code=status.HTTP_201_CREATED)
 async def create_run(req: s.RunCreate, t: Svc) -> s.Run:
-    return await t.blocking.run(t.service.create_run, req)
+    return await t.blocking.run(t.service.create_run, req, principal=t.principal)
 
 
 @router.post("/runs/search", response_model=s.RunPage)
@@ -53,7 +57,7 @@ async def get_run(run_id: str, t: Svc) -> s.Run:
 
 @router.patch("/runs/{run_id}", response_model=s.Run)
 async def end_run(run_id: str, update: s.RunUpdate, t: Svc) -> s.Run:
-    return await t.blocking.run(t.service.end_run, run_id, update)
+    return await t.blocking.run(t.service.end_run, run_id, update, principal=t.principal)
 
 
 @router.post("/runs/{run_id}/heartbeat", status_code=status.HTTP_204_NO_CONTENT)
@@ -64,7 +68,7 @@ async def heartbeat(run_id: str, t: Svc) -> Response:
 
 @router.post("/runs/{run_id}/batches", response_model=s.LogResult)
 async def log_batch(run_id: str, batch: s.LogBatch, t: Svc) -> s.LogResult:
-    return await t.blocking.run(t.service.log_batch, run_id, batch)
+    return await t.blocking.run(t.service.log_batch, run_id, batch, principal=t.principal)
 
 
 @router.get("/runs/{run_id}/metrics", response_model=s.MetricHistory)
@@ -83,7 +87,7 @@ async def list_artifacts(run_id: str, t: Svc) -> list[s.Artifact]:
     "/runs/{run_id}/artifacts", response_model=s.Artifact, status_code=status.HTTP_201_CREATED
 )
 async def register_artifact(run_id: str, req: s.ArtifactRegister, t: Svc) -> s.Artifact:
-    return await t.blocking.run(t.service.register_artifact, run_id, req)
+    return await t.blocking.run(t.service.register_artifact, run_id, req, principal=t.principal)
 
 
 @router.put(
@@ -115,7 +119,10 @@ async def upload_artifact(
             except StopAsyncIteration:
                 return
 
-    return await anyio.to_thread.run_sync(t.service.upload_artifact, run_id, path, chunks(), digest)
+    upload = functools.partial(
+        t.service.upload_artifact, run_id, path, chunks(), digest, principal=t.principal
+    )
+    return await anyio.to_thread.run_sync(upload)
 
 
 @router.get(

@@ -13,9 +13,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from plinth.core import audit
+from plinth.core.access import Principal
 from plinth.core.blobs import BlobStore
 from plinth.core.db import Database
-from plinth.errors import BlobMissing, Conflict, InvalidInput, NotFound
+from plinth.errors import BlobMissing, Conflict, InvalidInput, NotFound, PlinthError
 from plinth.settings import Settings
 from plinth.tracking import schemas as s
 from plinth.tracking import search
@@ -26,6 +28,8 @@ def _now() -> float:
     return time.time()
 
 
+SYSTEM = Principal(name="plinth")  # the platform itself, e.g. reaping silent runs
+ARTIFACT_PUT = "artifacts.put"
 MAX_VALUE_CHARS = 65_536
 _ID_PREFIX = re.compile(r"^[0-9a-f]{8,31}$")
 _NUMBER_TEXT = re.compile(r"^-?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?$")
@@ -81,7 +85,7 @@ class TrackingService:
 
     # runs -----------------------------------------------------------------------------
 
-    def create_run(self, req: s.RunCreate) -> s.Run:
+    def create_run(self, req: s.RunCreate, *, principal: Principal) -> s.Run:
         run = s.Run(
             id=uuid.uuid4().hex,
             project=req.project,
@@ -93,7 +97,14 @@ class TrackingService:
             tags=req.tags,
         )
         run.name = req.name or f"run-{run.id[:8]}"
-        with self.db.write() as conn:
+        with audit.recorded(
+            self.db, principal, "runs.create", project=req.project, object=run.id
+        ) as (conn, change):
+            change.details = {
+                "name": run.name,
+                "params": sorted(req.params),
+                "tags": sorted(req.tags),
+            }
             project_id = self._project_id(conn, req.project, create=True)
             conn.execute(
                 t.runs.insert(),
@@ -124,15 +135,26 @@ class TrackingService:
             raise NotFound(f"no run {run_id!r}")
         return runs[0]
 
-    def _require_run(self, conn: Connection, run_id: str) -> Any:
-        row = conn.execute(sa.select(t.runs.c.status).where(t.runs.c.id == run_id)).first()
+    def _require_run(
+        self, conn: Connection, run_id: str, change: audit.Change | None = None
+    ) -> Any:
+        """The run's status and project name, or NotFound; names the project in the
+        change being recorded."""
+        row = conn.execute(
+            sa.select(t.runs.c.status, t.projects.c.name.label("project"))
+            .join(t.projects, t.projects.c.id == t.runs.c.project_id)
+            .where(t.runs.c.id == run_id)
+        ).first()
         if row is None:
             raise NotFound(f"no run {run_id!r}")
+        if change is not None:
+            change.project = row.project
         return row
 
-    def end_run(self, run_id: str, update: s.RunUpdate) -> s.Run:
-        with self.db.write() as conn:
-            self._require_run(conn, run_id)
+    def end_run(self, run_id: str, update: s.RunUpdate, *, principal: Principal) -> s.Run:
+        with audit.recorded(self.db, principal, "runs.end", object=run_id) as (conn, change):
+            self._require_run(conn, run_id, change)
+            change.details = {"status": update.status}
             conn.execute(
                 t.runs.update()
                 .where(t.runs.c.id == run_id)
@@ -168,30 +190,39 @@ class TrackingService:
     def reap_stale_runs(self) -> int:
         """Mark runs whose process went silent as killed, ended at their last heartbeat."""
         cutoff = _now() - self.settings.tracking.stale_after_seconds
-        with self.db.write() as conn:
-            result = conn.execute(
-                t.runs.update()
-                .where(
-                    t.runs.c.status == "running",
-                    t.runs.c.heartbeat_at < cutoff,
+        stale = sa.and_(t.runs.c.status == "running", t.runs.c.heartbeat_at < cutoff)
+        with audit.recorded(self.db, SYSTEM, "runs.reap") as (conn, change):
+            ids = list(conn.execute(sa.select(t.runs.c.id).where(stale)).scalars())
+            change.record = bool(ids)
+            change.details = {"runs": ids}
+            if ids:
+                conn.execute(
+                    t.runs.update()
+                    .where(stale, t.runs.c.id.in_(ids))
+                    .values(status="killed", end_time=t.runs.c.heartbeat_at)
                 )
-                .values(status="killed", end_time=t.runs.c.heartbeat_at)
-            )
-            return int(result.rowcount or 0)
+        return len(ids)
 
     # logging --------------------------------------------------------------------------
 
-    def log_batch(self, run_id: str, batch: s.LogBatch) -> s.LogResult:
+    def log_batch(self, run_id: str, batch: s.LogBatch, *, principal: Principal) -> s.LogResult:
         """Apply params, tags and metric points in one transaction, once per batch id."""
-        with self.db.write() as conn:
-            self._require_run(conn, run_id)
+        with audit.recorded(self.db, principal, "runs.log", object=run_id) as (conn, change):
+            self._require_run(conn, run_id, change)
+            change.details = {
+                "batch": batch.batch_id,
+                "points": sum(len(m.steps) for m in batch.metrics),
+                "params": sorted(batch.params),
+                "tags": sorted(batch.tags),
+            }
             first_time = conn.execute(
                 self.db.insert_ignoring_duplicates(t.log_batches).returning(
                     t.log_batches.c.batch_id
                 ),
                 {"run_id": run_id, "batch_id": batch.batch_id},
             ).first()
-            if first_time is None:
+            if first_time is None:  # a retry of a batch already applied: nothing changes
+                change.record = False
                 return s.LogResult(applied=False)
             self._write_params(conn, run_id, batch.params)
             self._write_tags(conn, run_id, batch.tags)
@@ -355,29 +386,47 @@ class TrackingService:
     # artifacts ------------------------------------------------------------------------
 
     def upload_artifact(
-        self, run_id: str, path: str, chunks: Iterable[bytes], expected: str | None = None
+        self,
+        run_id: str,
+        path: str,
+        chunks: Iterable[bytes],
+        expected: str | None = None,
+        *,
+        principal: Principal,
     ) -> s.Artifact:
         s.check_artifact_path(path)
         with self.db.read() as conn:
             self._require_run(conn, run_id)
-        info = self.blobs.put(
-            chunks, expected=expected, max_bytes=self.settings.server.max_artifact_bytes
-        )
-        return self._record_artifact(run_id, path, info.digest, info.size)
+        try:  # outside any transaction: an upload can take minutes
+            info = self.blobs.put(
+                chunks, expected=expected, max_bytes=self.settings.server.max_artifact_bytes
+            )
+        except PlinthError as exc:
+            audit.record_refusal(self.db, principal, ARTIFACT_PUT, exc, object=f"{run_id}/{path}")
+            raise
+        return self._record_artifact(run_id, path, info.digest, info.size, principal)
 
-    def register_artifact(self, run_id: str, req: s.ArtifactRegister) -> s.Artifact:
+    def register_artifact(
+        self, run_id: str, req: s.ArtifactRegister, *, principal: Principal
+    ) -> s.Artifact:
         """Name content the store already has; ``BlobMissing`` asks for an upload."""
         if not self.blobs.exists(req.digest):
             raise BlobMissing(f"content sha256:{req.digest} is not stored; upload it")
         if self.blobs.size(req.digest) != req.size:
             raise InvalidInput("size does not match the stored content")
-        return self._record_artifact(run_id, req.path, req.digest, req.size)
+        return self._record_artifact(run_id, req.path, req.digest, req.size, principal)
 
-    def _record_artifact(self, run_id: str, path: str, digest: str, size: int) -> s.Artifact:
+    def _record_artifact(
+        self, run_id: str, path: str, digest: str, size: int, principal: Principal
+    ) -> s.Artifact:
         now = _now()
         row = {"run_id": run_id, "path": path, "digest": digest, "size": size, "created_at": now}
-        with self.db.write() as conn:
-            self._require_run(conn, run_id)
+        with audit.recorded(self.db, principal, ARTIFACT_PUT, object=f"{run_id}/{path}") as (
+            conn,
+            change,
+        ):
+            self._require_run(conn, run_id, change)
+            change.details = {"digest": digest, "size": size}
             conn.execute(
                 self.db.upsert(t.artifacts, ["run_id", "path"], ["digest", "size", "created_at"]),
                 row,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-metadata = sa.MetaData()
+from plinth.core.db import metadata
 
 projects = sa.Table(
     "projects",

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-HEAD = "0001"
+HEAD = "0002"
 _HERE = Path(__file__).parent
 
 

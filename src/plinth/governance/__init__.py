@@ -1,0 +1,1 @@
+"""Governance: the audit trail today; identities, roles and encryption next."""

@@ -1,0 +1,114 @@
+"""``plinth audit``: list, export and verify the audit trail."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from plinth.errors import InvalidInput
+
+audit_app = typer.Typer(
+    help="Read and verify the tamper-evident audit trail.", no_args_is_help=True
+)
+console = Console()
+
+
+def _client() -> Any:
+    from plinth.client import Client
+
+    return Client()
+
+
+def _time(value: str | None) -> float | None:
+    """ISO 8601 (``2026-11-28``, ``2026-11-28T17:00``) or seconds since the epoch."""
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        when = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidInput(f"not a time: {value!r}; use ISO 8601 or epoch seconds") from None
+    return when.timestamp()
+
+
+Project = Annotated[str | None, typer.Option(help="Only this project.")]
+Actor = Annotated[str | None, typer.Option(help="Only this user or token owner.")]
+Action = Annotated[str | None, typer.Option(help="Only this action, e.g. runs.create.")]
+Since = Annotated[str | None, typer.Option(help="From this time (ISO 8601 or epoch).")]
+Until = Annotated[str | None, typer.Option(help="Before this time (ISO 8601 or epoch).")]
+
+
+@audit_app.command("list")
+def list_events(
+    project: Project = None,
+    actor: Actor = None,
+    action: Action = None,
+    since: Since = None,
+    until: Until = None,
+    limit: Annotated[int, typer.Option(help="Most events to show.")] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+) -> None:
+    """Show audit events, oldest first."""
+    events = list(
+        _client().audit_events(
+            project=project,
+            actor=actor,
+            action=action,
+            since=_time(since),
+            until=_time(until),
+            limit=limit,
+        )
+    )
+    if as_json:
+        typer.echo(json.dumps([e.model_dump() for e in events], indent=2))
+        return
+    table = Table("id", "time", "actor", "source", "project", "action", "object", "outcome")
+    for e in events:
+        when = dt.datetime.fromtimestamp(e.at).strftime("%m-%d %H:%M:%S")
+        outcome = "[green]ok[/]" if e.outcome == "ok" else f"[red]{e.outcome}[/]"
+        table.add_row(
+            str(e.id), when, e.actor, e.source, e.project or "", e.action, e.object or "", outcome
+        )
+    console.print(table)
+
+
+@audit_app.command("export")
+def export(
+    project: Project = None,
+    actor: Actor = None,
+    action: Action = None,
+    since: Since = None,
+    until: Until = None,
+) -> None:
+    """Write every matching event to stdout as JSON lines (for a SIEM or an archive)."""
+    for event in _client().audit_events(
+        project=project, actor=actor, action=action, since=_time(since), until=_time(until)
+    ):
+        sys.stdout.write(event.model_dump_json() + "\n")
+
+
+@audit_app.command("verify")
+def verify() -> None:
+    """Check the whole hash chain; exit 1 and name the first bad event if it is broken."""
+    verdict = _client().verify_audit()
+    if verdict.ok:
+        console.print(
+            f"[green]audit trail intact[/]: {verdict.checked} events, head {verdict.head}",
+            soft_wrap=True,
+        )
+        return
+    Console(stderr=True).print(
+        f"[red]audit trail broken[/] at event {verdict.broken_at}: {verdict.reason} "
+        f"({verdict.checked} events verified before it)",
+        soft_wrap=True,
+    )
+    raise typer.Exit(1)

@@ -1,0 +1,55 @@
+"""Governance's SDK calls, reached as methods of ``plinth.Client``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from plinth.governance import schemas as s
+
+if TYPE_CHECKING:
+    from plinth.client import Transport
+
+
+class GovernanceCalls:
+    _transport: Transport
+
+    def audit_events(
+        self,
+        *,
+        project: str | None = None,
+        actor: str | None = None,
+        action: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int | None = None,
+    ) -> Iterator[s.AuditEvent]:
+        """Audit events, oldest first, page by page; at most ``limit`` of them."""
+        params: dict[str, Any] = {
+            k: v
+            for k, v in {
+                "project": project,
+                "actor": actor,
+                "action": action,
+                "since": since,
+                "until": until,
+            }.items()
+            if v is not None
+        }
+        after, left = 0, limit
+        while left is None or left > 0:
+            page_size = 1000 if left is None else min(left, 1000)
+            page = s.AuditPage(
+                **self._transport.request(
+                    "GET", "/api/v1/audit", params={**params, "after_id": after, "limit": page_size}
+                )
+            )
+            yield from page.events
+            if left is not None:
+                left -= len(page.events)
+            if page.next_after_id is None:
+                return
+            after = page.next_after_id
+
+    def verify_audit(self) -> s.AuditVerdict:
+        return s.AuditVerdict(**self._transport.request("GET", "/api/v1/audit/verify"))

@@ -1,0 +1,44 @@
+"""Wire types of governance."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class AuditEvent(BaseModel):
+    id: int
+    at: float
+    actor: str
+    token_id: str | None
+    source: str
+    project: str | None
+    action: str = Field(description="e.g. runs.create, runs.log, artifacts.put")
+    object: str | None
+    outcome: str = Field(description="ok, or refused (with the error in details)")
+    details: dict[str, Any]
+    hash: str
+
+
+class AuditQuery(BaseModel):
+    project: str | None = Field(None, max_length=200)
+    actor: str | None = Field(None, max_length=200)
+    action: str | None = Field(None, max_length=100)
+    since: float | None = Field(None, description="seconds since the epoch")
+    until: float | None = None
+    after_id: int = Field(0, ge=0, description="continue after this event id")
+    limit: int = Field(1000, ge=1, le=10_000)
+
+
+class AuditPage(BaseModel):
+    events: list[AuditEvent]
+    next_after_id: int | None = Field(None, description="pass as after_id for more")
+
+
+class AuditVerdict(BaseModel):
+    ok: bool
+    checked: int = Field(description="events verified before the verdict")
+    head: str = Field(description="hash of the last good event: keep it elsewhere too")
+    broken_at: int | None = Field(None, description="id of the first event that fails")
+    reason: str = ""
