@@ -78,9 +78,7 @@ def append(
     details: dict[str, Any] | None = None,
 ) -> None:
     """Add one event inside the caller's transaction: it commits with the change."""
-    prev = conn.execute(  # the row lock serialises appends (SQLite: BEGIN IMMEDIATE)
-        sa.select(audit_head.c.hash).where(audit_head.c.id == 1).with_for_update()
-    ).scalar_one()
+    prev = conn.execute(_LOCK_HEAD).scalar_one()  # the lock serialises appends
     row: dict[str, Any] = {
         "at": time.time(),
         "actor": principal.name,
@@ -94,11 +92,18 @@ def append(
     }
     row["prev_hash"] = prev
     row["hash"] = event_hash(prev, row)
-    inserted = conn.execute(audit_events.insert().values(**row)).inserted_primary_key
-    new_id = inserted[0] if inserted else None
-    conn.execute(
-        audit_head.update().where(audit_head.c.id == 1).values(last_id=new_id, hash=row["hash"])
-    )
+    inserted = conn.execute(_INSERT, row).inserted_primary_key
+    conn.execute(_ADVANCE, {"new_id": inserted[0] if inserted else None, "new_hash": row["hash"]})
+
+
+# Built once: constructing statements per event costs more than running them.
+_LOCK_HEAD = sa.select(audit_head.c.hash).where(audit_head.c.id == 1).with_for_update()
+_INSERT = audit_events.insert()
+_ADVANCE = (
+    audit_head.update()
+    .where(audit_head.c.id == 1)
+    .values(last_id=sa.bindparam("new_id"), hash=sa.bindparam("new_hash"))
+)
 
 
 @dataclass(frozen=True)
