@@ -8,6 +8,16 @@ so that authorization and audit have a single place to land.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from enum import StrEnum
+
+
+class Permission(StrEnum):
+    """What a route needs; every route declares one (a test walks them all)."""
+
+    PUBLIC = "public"  # anyone, even without credentials: /healthz
+    PROJECT_READ = "project:read"  # a project's runs, metrics and artifacts
+    PROJECT_WRITE = "project:write"  # create and change them
+    PLATFORM_READ = "platform:read"  # the audit trail, Prometheus metrics
 
 
 @dataclass(frozen=True)
@@ -21,3 +31,9 @@ class Principal:
 
 
 LOCAL = Principal(name="local")
+
+
+def allows(principal: Principal, permission: Permission) -> bool:
+    """Whether the principal holds the permission. The local user holds them all; roles
+    per project decide for everyone else once identities exist."""
+    return principal.name == LOCAL.name or permission is Permission.PUBLIC

@@ -6,11 +6,15 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 
+from plinth.core.access import Permission
 from plinth.governance import schemas as s
 from plinth.governance.service import AuditService
+from plinth.server.auth import requires
 from plinth.server.blocking import Blocking
 
-router = APIRouter(prefix="/api/v1", tags=["governance"])
+router = APIRouter(
+    prefix="/api/v1", tags=["governance"], dependencies=[requires(Permission.PLATFORM_READ)]
+)
 
 
 class Governance:

@@ -11,10 +11,12 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from plinth import __version__
+from plinth.core.access import Permission
 from plinth.core.blobs import open_store
 from plinth.core.db import Database
 from plinth.governance.routes import router as governance_router
 from plinth.governance.service import AuditService
+from plinth.server.auth import requires
 from plinth.server.blocking import Blocking
 from plinth.server.errors import CatchAll, PlinthJSONResponse, install_error_handlers
 from plinth.server.middleware import BodyLimit, RequestMetrics
@@ -78,11 +80,11 @@ def create_app(settings: Settings | None = None, *, embedded: bool = False) -> F
     app.include_router(tracking_router)
     app.include_router(governance_router)
 
-    @app.get("/healthz", include_in_schema=False)
+    @app.get("/healthz", include_in_schema=False, dependencies=[requires(Permission.PUBLIC)])
     async def healthz() -> dict[str, str]:
         return {"status": "ok", "version": __version__}
 
-    @app.get("/metrics", include_in_schema=False)
+    @app.get("/metrics", include_in_schema=False, dependencies=[requires(Permission.PLATFORM_READ)])
     async def metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 

@@ -20,7 +20,9 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import ValidationError
 
 from plinth import __version__
+from plinth.core.access import Permission
 from plinth.errors import InvalidInput, NotFound
+from plinth.server.auth import requires
 from plinth.server.errors import describe
 from plinth.tracking import schemas as s
 from plinth.tracking.service import TrackingService
@@ -66,7 +68,11 @@ class PageRoute(APIRoute):
         return page
 
 
-router = APIRouter(include_in_schema=False, route_class=PageRoute)
+router = APIRouter(
+    include_in_schema=False,
+    route_class=PageRoute,
+    dependencies=[requires(Permission.PROJECT_READ)],
+)
 router.mount("/ui/static", StaticFiles(directory=_HERE / "static"), name="ui-static")
 
 

@@ -1,0 +1,65 @@
+"""Deny by default: every route the app has declares the permission it needs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
+from starlette.routing import Mount, Route
+
+from plinth.core.access import Permission
+from plinth.server.app import create_app
+from plinth.server.auth import Requires
+from tests.conftest import make_settings
+
+# Routes FastAPI itself adds for the API docs, and static files: nothing to protect.
+ALLOWED_WITHOUT_DECLARATION = {
+    "/api/v1/openapi.json",
+    "/api/v1/docs",
+    "/docs/oauth2-redirect",
+    "/ui/static",
+}
+
+
+def _declared(dependant: Dependant) -> list[Permission]:
+    found = [d.call.permission for d in dependant.dependencies if isinstance(d.call, Requires)]
+    for sub in dependant.dependencies:
+        found += _declared(sub)
+    return found
+
+
+def _routes(routes: list[Any]) -> Iterator[Any]:
+    """Every route, looking into included routers (FastAPI keeps each as one entry)."""
+    for route in routes:
+        included = getattr(route, "original_router", None)
+        if included is not None:
+            yield from _routes(included.routes)
+        else:
+            yield route
+
+
+def test_every_route_declares_exactly_one_permission(tmp_path: Path) -> None:
+    app = create_app(make_settings(tmp_path / "home"))
+    undeclared, declared = [], {}
+    for route in _routes(app.routes):  # the routers' own lists, not the OpenAPI document
+        if isinstance(route, APIRoute):
+            permissions = _declared(route.dependant)
+            if len(permissions) != 1:
+                undeclared.append((sorted(route.methods), route.path, permissions))
+            else:
+                for method in route.methods:
+                    declared[(method, route.path)] = permissions[0]
+        elif isinstance(route, Route | Mount) and route.path not in ALLOWED_WITHOUT_DECLARATION:
+            undeclared.append((sorted(getattr(route, "methods", None) or []), route.path, []))
+    assert undeclared == []
+    assert declared[("GET", "/healthz")] is Permission.PUBLIC
+    assert declared[("POST", "/api/v1/runs")] is Permission.PROJECT_WRITE
+    assert declared[("GET", "/api/v1/runs/{run_id}")] is Permission.PROJECT_READ
+    assert declared[("GET", "/api/v1/audit")] is Permission.PLATFORM_READ
+    # nothing that changes state is declared as a mere read
+    for (method, path), permission in declared.items():
+        if method in {"POST", "PUT", "PATCH", "DELETE"} and path != "/api/v1/runs/search":
+            assert permission is Permission.PROJECT_WRITE, (method, path)
