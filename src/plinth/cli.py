@@ -9,6 +9,7 @@ from rich.console import Console
 
 from plinth.errors import InvalidInput, PlinthError
 from plinth.governance.cli import audit_app
+from plinth.governance.identity_cli import admin_app, tokens_app, users_app
 from plinth.tracking.cli import artifacts_app, projects_app, runs_app
 
 app = typer.Typer(
@@ -20,6 +21,9 @@ app.add_typer(projects_app, name="projects")
 app.add_typer(runs_app, name="runs")
 app.add_typer(artifacts_app, name="artifacts")
 app.add_typer(audit_app, name="audit")
+app.add_typer(admin_app, name="admin")
+app.add_typer(users_app, name="users")
+app.add_typer(tokens_app, name="tokens")
 
 
 @app.command()
@@ -41,14 +45,14 @@ def server(
     settings = Settings()
     host = host or settings.server.host
     port = port or settings.server.port
-    if not _is_loopback(host) and not allow_unauthenticated:
+    app_ = create_app(settings)
+    if not (_is_loopback(host) or allow_unauthenticated or app_.state.identity.auth_enabled()):
         raise InvalidInput(
             f"refusing to serve on {host} without authentication: anyone who can reach it "
-            "could read and change every run. Keep the default 127.0.0.1 (reach it through "
-            "an SSH tunnel or an authenticating proxy), or pass --allow-unauthenticated on a "
-            "network you trust."
+            "could read and change every run. Create the first admin with 'plinth admin "
+            "init' (then every request needs a token), keep the default 127.0.0.1, or "
+            "pass --allow-unauthenticated on a network you trust."
         )
-    app_ = create_app(settings)
     database = make_url(settings.resolved_database_url()).render_as_string(hide_password=True)
     Console(stderr=True).print(
         f"Plinth serving {database} at [bold]http://{host}:{port}[/] (API docs at /api/v1/docs)"

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 
 from plinth import errors
-from plinth.governance.client import GovernanceCalls
+from plinth.governance.client import GovernanceCalls, IdentityCalls
 from plinth.settings import Settings
 from plinth.tracking.client import TrackingCalls
 
@@ -115,7 +115,7 @@ def raise_for_error(response: httpx.Response) -> None:
     raise errors.from_response(kind, message, response.status_code)
 
 
-class Client(TrackingCalls, GovernanceCalls):
+class Client(TrackingCalls, GovernanceCalls, IdentityCalls):
     """Plinth's SDK in one flat API: ``Client().search_runs(...)``.
 
     Reads ``PLINTH_*`` settings unless given some; ``url``/``token``/``home`` override.

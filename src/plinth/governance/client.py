@@ -53,3 +53,34 @@ class GovernanceCalls:
 
     def verify_audit(self) -> s.AuditVerdict:
         return s.AuditVerdict(**self._transport.request("GET", "/api/v1/audit/verify"))
+
+
+class IdentityCalls:
+    _transport: Transport
+
+    def init_admin(self, name: str = "admin") -> s.NewUser:
+        return s.NewUser(
+            **self._transport.request("POST", "/api/v1/admin/init", json={"name": name})
+        )
+
+    def create_user(self, name: str, *, is_admin: bool = False) -> s.NewUser:
+        return s.NewUser(
+            **self._transport.request(
+                "POST", "/api/v1/users", json={"name": name, "is_admin": is_admin}
+            )
+        )
+
+    def create_token(
+        self, name: str = "token", *, expires_in_days: float | None = None
+    ) -> s.NewToken:
+        return s.NewToken(
+            **self._transport.request(
+                "POST", "/api/v1/tokens", json={"name": name, "expires_in_days": expires_in_days}
+            )
+        )
+
+    def list_tokens(self) -> list[s.Token]:
+        return [s.Token(**t) for t in self._transport.request("GET", "/api/v1/tokens")]
+
+    def revoke_token(self, token_id: str) -> s.Token:
+        return s.Token(**self._transport.request("DELETE", f"/api/v1/tokens/{token_id}"))

@@ -1,15 +1,16 @@
-"""HTTP routes of governance. The audit trail is read-only over the API."""
+"""HTTP routes of governance: the audit trail (read-only), users and tokens."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 
-from plinth.core.access import Permission
+from plinth.core.access import Permission, Principal
 from plinth.governance import schemas as s
+from plinth.governance.identity import IdentityService
 from plinth.governance.service import AuditService
-from plinth.server.auth import requires
+from plinth.server.auth import Requires, requires
 from plinth.server.blocking import Blocking
 
 router = APIRouter(
@@ -38,3 +39,50 @@ async def list_audit_events(g: Gov, query: Annotated[s.AuditQuery, Depends()]) -
 @router.get("/audit/verify", response_model=s.AuditVerdict)
 async def verify_audit(g: Gov) -> s.AuditVerdict:
     return await g.blocking.run(g.audit.verify)
+
+
+class Identities:
+    def __init__(self, request: Request, principal: Principal) -> None:
+        self.identity: IdentityService = request.app.state.identity
+        self.blocking: Blocking = request.app.state.blocking
+        self.principal = principal
+
+
+def _identities(permission: Permission) -> Any:
+    async def dependency(
+        request: Request, principal: Principal = Depends(Requires(permission))
+    ) -> Identities:
+        return Identities(request, principal)
+
+    return Depends(dependency)
+
+
+identity_router = APIRouter(prefix="/api/v1", tags=["governance"])
+Admin = Annotated[Identities, _identities(Permission.PLATFORM_ADMIN)]
+Signed = Annotated[Identities, _identities(Permission.AUTHENTICATED)]
+
+
+@identity_router.post("/admin/init", response_model=s.NewUser, status_code=201)
+async def init_admin(req: s.AdminInit, i: Admin) -> s.NewUser:
+    """Create the first admin (only while there is none) and their first token."""
+    return await i.blocking.run(i.identity.init_admin, req, principal=i.principal)
+
+
+@identity_router.post("/users", response_model=s.NewUser, status_code=201)
+async def create_user(req: s.UserCreate, i: Admin) -> s.NewUser:
+    return await i.blocking.run(i.identity.create_user, req, principal=i.principal)
+
+
+@identity_router.get("/tokens", response_model=list[s.Token])
+async def list_tokens(i: Signed) -> list[s.Token]:
+    return await i.blocking.run(i.identity.list_tokens, principal=i.principal)
+
+
+@identity_router.post("/tokens", response_model=s.NewToken, status_code=201)
+async def create_token(req: s.TokenCreate, i: Signed) -> s.NewToken:
+    return await i.blocking.run(i.identity.create_token, req, principal=i.principal)
+
+
+@identity_router.delete("/tokens/{token_id}", response_model=s.Token)
+async def revoke_token(token_id: str, i: Signed) -> s.Token:
+    return await i.blocking.run(i.identity.revoke_token, token_id, principal=i.principal)

@@ -42,3 +42,45 @@ class AuditVerdict(BaseModel):
     head: str = Field(description="hash of the last good event: keep it elsewhere too")
     broken_at: int | None = Field(None, description="id of the first event that fails")
     reason: str = ""
+
+
+class User(BaseModel):
+    id: str
+    name: str
+    is_admin: bool
+    created_at: float
+
+
+class UserCreate(BaseModel):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,99}$")
+    is_admin: bool = False
+
+
+class TokenCreate(BaseModel):
+    name: str = Field("token", min_length=1, max_length=100)
+    expires_in_days: float | None = Field(None, gt=0, le=3650)
+
+
+class Token(BaseModel):
+    id: str
+    name: str
+    user: str
+    created_at: float
+    expires_at: float | None
+    revoked_at: float | None
+
+
+class NewToken(BaseModel):
+    """The only time a token's secret is ever shown."""
+
+    token: str = Field(description="send as 'Authorization: Bearer <token>'; kept nowhere")
+    info: Token
+
+
+class AdminInit(BaseModel):
+    name: str = Field("admin", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,99}$")
+
+
+class NewUser(BaseModel):
+    user: User
+    token: NewToken

@@ -14,6 +14,8 @@ from plinth import __version__
 from plinth.core.access import Permission
 from plinth.core.blobs import open_store
 from plinth.core.db import Database
+from plinth.governance.identity import IdentityService
+from plinth.governance.routes import identity_router
 from plinth.governance.routes import router as governance_router
 from plinth.governance.service import AuditService
 from plinth.server.auth import requires
@@ -74,11 +76,13 @@ def create_app(settings: Settings | None = None, *, embedded: bool = False) -> F
     app.state.settings = settings
     app.state.tracking = tracking
     app.state.audit = AuditService(tracking.db)
+    app.state.identity = IdentityService(tracking.db)
     app.state.blocking = blocking
     registry = CollectorRegistry()
     install_error_handlers(app)
     app.include_router(tracking_router)
     app.include_router(governance_router)
+    app.include_router(identity_router)
 
     @app.get("/healthz", include_in_schema=False, dependencies=[requires(Permission.PUBLIC)])
     async def healthz() -> dict[str, str]:

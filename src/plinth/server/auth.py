@@ -1,10 +1,9 @@
-"""Who a request comes from.
+"""Who a request comes from, and whether the route lets them in.
 
 Every route declares the permission it needs with ``requires`` (a test fails on a route
-that does not). Today every request is the home's single local user, who holds every
-permission: the server binds loopback only (``plinth server`` refuses other addresses).
-Tokens, sessions and roles replace the body of ``Requires`` when identities land;
-routes and services already pass its principal on.
+that does not). Until the first admin exists every request is the home's local user,
+who holds every permission (the server binds loopback only); from then on a request
+needs a token, except for the public routes. Denials are in the audit trail.
 """
 
 from __future__ import annotations
@@ -14,7 +13,8 @@ from typing import Any
 from fastapi import Depends
 from starlette.requests import Request
 
-from plinth.core.access import LOCAL, Permission, Principal, allows
+from plinth.core import audit
+from plinth.core.access import ANONYMOUS, Permission, Principal, allows
 from plinth.errors import PermissionDenied
 
 
@@ -25,9 +25,24 @@ class Requires:
         self.permission = permission
 
     async def __call__(self, request: Request) -> Principal:
-        principal = LOCAL.from_address(request.client.host if request.client else "")
+        source = request.client.host if request.client else ""
+        if self.permission is Permission.PUBLIC:
+            return ANONYMOUS.from_address(source)
+        identity = request.app.state.identity
+        blocking = request.app.state.blocking
+        principal: Principal = await blocking.run(
+            identity.authenticate, request.headers.get("authorization"), source
+        )
         if not allows(principal, self.permission):
-            raise PermissionDenied(f"{principal.name} may not {self.permission.value}")
+            denied = PermissionDenied(f"{principal.name} may not {self.permission.value}")
+            await blocking.run(
+                audit.record_refusal,
+                identity.db,
+                principal,
+                f"{request.method} {request.url.path}",
+                denied,
+            )
+            raise denied
         request.state.principal = principal
         return principal
 

@@ -1,0 +1,190 @@
+"""Users and API tokens, and turning a request's token into a principal.
+
+There is no default credential. Until ``init_admin`` creates the first admin, Plinth
+is single-user and every request is the local user (the server binds loopback only);
+from then on every request but the public ones needs a token, on loopback too.
+
+Tokens are ``plt_<id>_<secret>`` with a 256-bit random secret. Only its sha256 is
+stored: for a secret that random a slow password hash (argon2) adds nothing but
+tens of milliseconds to every request. Comparison is constant-time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+import uuid
+from typing import Any
+
+import sqlalchemy as sa
+
+from plinth.core import audit
+from plinth.core.access import ANONYMOUS, LOCAL, Principal
+from plinth.core.db import Database
+from plinth.errors import Conflict, InvalidInput, NotFound, Unauthenticated
+from plinth.governance import schemas as s
+from plinth.governance import tables as t
+
+_AUTH_CACHE_S = 1.0
+
+
+class IdentityService:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._enabled_until = 0.0  # auth, once on, never turns off: cache only "on"
+
+    # authentication -------------------------------------------------------------------
+
+    def auth_enabled(self) -> bool:
+        if time.monotonic() < self._enabled_until:
+            return True
+        with self.db.read() as conn:
+            enabled = conn.execute(sa.select(sa.func.count()).select_from(t.users)).scalar_one()
+        if enabled:
+            self._enabled_until = time.monotonic() + 3600
+        return bool(enabled)
+
+    def authenticate(self, authorization: str | None, source: str) -> Principal:
+        """The principal a request acts as; Unauthenticated (audited) if it has none."""
+        if not self.auth_enabled():
+            return LOCAL.from_address(source)
+        try:
+            return self._principal_for(authorization, source)
+        except Unauthenticated as exc:
+            audit.record_refusal(self.db, ANONYMOUS.from_address(source), "auth", exc)
+            raise
+
+    def _principal_for(self, authorization: str | None, source: str) -> Principal:
+        scheme, _, text = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not text:
+            raise Unauthenticated(
+                "this server needs a token: 'Authorization: Bearer plt_…' "
+                "(PLINTH_TOKEN for the SDK and CLI)"
+            )
+        parts = text.strip().split("_")
+        if len(parts) != 3 or parts[0] != "plt":
+            raise Unauthenticated("malformed token")
+        with self.db.read() as conn:
+            row = (
+                conn.execute(
+                    sa.select(t.tokens, t.users.c.name.label("user"), t.users.c.is_admin)
+                    .join(t.users, t.users.c.id == t.tokens.c.user_id)
+                    .where(t.tokens.c.id == parts[1])
+                )
+                .mappings()
+                .first()
+            )
+        digest = _sha256(parts[2])
+        if row is None or not hmac.compare_digest(row["secret_sha256"], digest):
+            raise Unauthenticated("unknown token")
+        if row["revoked_at"] is not None:
+            raise Unauthenticated(f"token {row['id']} was revoked")
+        if row["expires_at"] is not None and row["expires_at"] < time.time():
+            raise Unauthenticated(f"token {row['id']} has expired")
+        return Principal(
+            name=row["user"],
+            user_id=row["user_id"],
+            token_id=row["id"],
+            is_admin=row["is_admin"],
+            source=source,
+        )
+
+    # users ----------------------------------------------------------------------------
+
+    def init_admin(self, req: s.AdminInit, *, principal: Principal) -> s.NewUser:
+        """Create the first admin; refused once any user exists."""
+        with audit.recorded(self.db, principal, "admin.init", object=req.name) as (conn, _):
+            if conn.execute(sa.select(sa.func.count()).select_from(t.users)).scalar_one():
+                raise Conflict("an admin already exists; ask them for a token")
+            return self._create_user(conn, req.name, True, "initial admin token")
+
+    def create_user(self, req: s.UserCreate, *, principal: Principal) -> s.NewUser:
+        with audit.recorded(self.db, principal, "users.create", object=req.name) as (conn, ch):
+            ch.details = {"admin": req.is_admin}
+            if conn.execute(sa.select(t.users.c.id).where(t.users.c.name == req.name)).first():
+                raise Conflict(f"user {req.name!r} exists")
+            return self._create_user(conn, req.name, req.is_admin, "first token")
+
+    def _create_user(self, conn: Any, name: str, is_admin: bool, token_name: str) -> s.NewUser:
+        user = s.User(id=uuid.uuid4().hex, name=name, is_admin=is_admin, created_at=time.time())
+        conn.execute(t.users.insert(), user.model_dump())
+        return s.NewUser(user=user, token=self._issue(conn, user, token_name, None))
+
+    # tokens ---------------------------------------------------------------------------
+
+    def create_token(self, req: s.TokenCreate, *, principal: Principal) -> s.NewToken:
+        """A new token for the caller's own user."""
+        user_id = self._user_of(principal)
+        with audit.recorded(self.db, principal, "tokens.create", object=req.name) as (conn, ch):
+            user = conn.execute(sa.select(t.users).where(t.users.c.id == user_id)).mappings().one()
+            expires = time.time() + req.expires_in_days * 86400 if req.expires_in_days else None
+            token = self._issue(conn, s.User(**user), req.name, expires)
+            ch.object = token.info.id
+            return token
+
+    def list_tokens(self, *, principal: Principal) -> list[s.Token]:
+        """The caller's tokens (an admin sees everyone's)."""
+        stmt = sa.select(t.tokens, t.users.c.name.label("user")).join(
+            t.users, t.users.c.id == t.tokens.c.user_id
+        )
+        if not principal.is_admin:
+            stmt = stmt.where(t.tokens.c.user_id == self._user_of(principal))
+        with self.db.read() as conn:
+            rows = conn.execute(stmt.order_by(t.tokens.c.created_at)).mappings().all()
+        return [_token(row) for row in rows]
+
+    def revoke_token(self, token_id: str, *, principal: Principal) -> s.Token:
+        with audit.recorded(self.db, principal, "tokens.revoke", object=token_id) as (conn, _):
+            row = (
+                conn.execute(
+                    sa.select(t.tokens, t.users.c.name.label("user"))
+                    .join(t.users, t.users.c.id == t.tokens.c.user_id)
+                    .where(t.tokens.c.id == token_id)
+                )
+                .mappings()
+                .first()
+            )
+            if row is None or not (principal.is_admin or row["user_id"] == principal.user_id):
+                raise NotFound(f"no token {token_id!r}")
+            now = row["revoked_at"] or time.time()
+            conn.execute(t.tokens.update().where(t.tokens.c.id == token_id).values(revoked_at=now))
+            return _token({**row, "revoked_at": now})
+
+    def _issue(self, conn: Any, user: s.User, name: str, expires_at: float | None) -> s.NewToken:
+        token_id, secret = secrets.token_hex(8), secrets.token_urlsafe(32).replace("_", "-")
+        row = {
+            "id": token_id,
+            "user_id": user.id,
+            "name": name,
+            "created_at": time.time(),
+            "secret_sha256": _sha256(secret),
+            "expires_at": expires_at,
+            "revoked_at": None,
+        }
+        conn.execute(t.tokens.insert(), row)
+        return s.NewToken(token=f"plt_{token_id}_{secret}", info=_token({**row, "user": user.name}))
+
+    @staticmethod
+    def _user_of(principal: Principal) -> str:
+        if principal.user_id is None:
+            raise InvalidInput(
+                "tokens belong to users: create the first admin with 'plinth admin init'"
+            )
+        return principal.user_id
+
+
+def _sha256(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def _token(row: Any) -> s.Token:
+    return s.Token(
+        id=row["id"],
+        name=row["name"],
+        user=row["user"],
+        created_at=row["created_at"],
+        expires_at=row["expires_at"],
+        revoked_at=row["revoked_at"],
+    )

@@ -1,0 +1,106 @@
+"""``plinth admin``, ``plinth users`` and ``plinth tokens``."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from plinth.errors import InvalidInput
+from plinth.governance import schemas as s
+
+admin_app = typer.Typer(help="Set up a server's first admin.", no_args_is_help=True)
+users_app = typer.Typer(help="Create users (platform admins only).", no_args_is_help=True)
+tokens_app = typer.Typer(help="Create, list and revoke your API tokens.", no_args_is_help=True)
+console = Console()
+
+
+def _client() -> Any:
+    from plinth.client import Client
+
+    return Client()
+
+
+def _show_new_token(new: s.NewToken) -> None:
+    console.print(f"token [bold]{new.info.id}[/] for {new.info.user} — shown once, keep it:")
+    typer.echo(new.token)
+    console.print("use it as PLINTH_TOKEN=… (SDK, CLI) or 'Authorization: Bearer …'", style="dim")
+
+
+@admin_app.command("init")
+def init(name: Annotated[str, typer.Option(help="The admin's user name.")] = "admin") -> None:
+    """Create the first admin and print their token. From then on every request needs a
+    token, on loopback too; there is no default credential."""
+    created = _client().init_admin(name)
+    console.print(f"admin [bold]{created.user.name}[/] created")
+    _show_new_token(created.token)
+
+
+@users_app.command("create")
+def create_user(
+    name: str,
+    admin: Annotated[bool, typer.Option("--admin", help="Make a platform admin.")] = False,
+) -> None:
+    """Create a user and print their first token."""
+    created = _client().create_user(name, is_admin=admin)
+    console.print(f"user [bold]{created.user.name}[/] created")
+    _show_new_token(created.token)
+
+
+def _days(text: str | None) -> float | None:
+    """``30d``, ``12h`` or a number of days."""
+    if text is None:
+        return None
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)([dh]?)", text.strip())
+    if not match:
+        raise InvalidInput(f"--expires takes e.g. 30d or 12h, not {text!r}")
+    value = float(match.group(1))
+    return value / 24 if match.group(2) == "h" else value
+
+
+@tokens_app.command("create")
+def create_token(
+    name: Annotated[str, typer.Option(help="What the token is for.")] = "token",
+    expires: Annotated[str | None, typer.Option(help="Lifetime, e.g. 30d or 12h.")] = None,
+) -> None:
+    """Create an API token for yourself; it is printed once and stored only hashed."""
+    _show_new_token(_client().create_token(name, expires_in_days=_days(expires)))
+
+
+@tokens_app.command("list")
+def list_tokens(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+) -> None:
+    """Your tokens (an admin sees everyone's); secrets are never shown again."""
+    tokens = _client().list_tokens()
+    if as_json:
+        typer.echo(json.dumps([t.model_dump() for t in tokens], indent=2))
+        return
+    table = Table("id", "name", "user", "created", "expires", "state")
+    for token in tokens:
+        state = "[red]revoked[/]" if token.revoked_at else "[green]active[/]"
+        table.add_row(
+            token.id,
+            token.name,
+            token.user,
+            _when(token.created_at),
+            _when(token.expires_at),
+            state,
+        )
+    console.print(table)
+
+
+@tokens_app.command("revoke")
+def revoke(token_id: str) -> None:
+    """Revoke a token at once."""
+    token = _client().revoke_token(token_id)
+    console.print(f"token {token.id} ({token.name}) revoked")
+
+
+def _when(ts: float | None) -> str:
+    return dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M") if ts else "-"
