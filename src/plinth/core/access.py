@@ -8,7 +8,14 @@ then on a request carries a token, and the principal is its user.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from enum import StrEnum
+from enum import IntEnum, StrEnum
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from plinth.core.db import metadata
+from plinth.errors import PermissionDenied, PlinthError
 
 
 class Permission(StrEnum):
@@ -47,3 +54,78 @@ def allows(principal: Principal, permission: Permission) -> bool:
     if principal is ANONYMOUS or principal.user_id is None:
         return False
     return permission not in _ADMIN_ONLY
+
+
+class Role(StrEnum):
+    """A user's role in one project; each includes the ones before it."""
+
+    VIEWER = "viewer"  # read
+    EDITOR = "editor"  # write runs, artifacts
+    ADMIN = "admin"  # members
+
+
+class Need(IntEnum):
+    READ = 1
+    WRITE = 2
+    ADMIN = 3
+
+
+_RANK = {Role.VIEWER: Need.READ, Role.EDITOR: Need.WRITE, Role.ADMIN: Need.ADMIN}
+
+# Roles per project. Project ids come from tracking's projects; core names no capability.
+memberships = sa.Table(
+    "memberships",
+    metadata,
+    sa.Column("project_id", sa.String(32), primary_key=True),
+    sa.Column("user_id", sa.String(32), primary_key=True),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Index("ix_memberships_user", "user_id"),
+)
+
+
+def role_of(conn: Connection, principal: Principal, project_id: str) -> Role | None:
+    if principal.user_id is None:
+        return None
+    role = conn.execute(
+        sa.select(memberships.c.role).where(
+            memberships.c.project_id == project_id, memberships.c.user_id == principal.user_id
+        )
+    ).scalar()
+    return Role(role) if role else None
+
+
+def authorize(
+    conn: Connection, principal: Principal, project_id: str, need: Need, hidden: PlinthError
+) -> None:
+    """Allow, or raise: ``hidden`` (the caller's NotFound, worded as for an object that
+    does not exist, so a project one has no role in is no existence oracle) or
+    PermissionDenied for a role too small."""
+    if principal.is_admin:
+        return
+    role = role_of(conn, principal, project_id)
+    if role is None:
+        raise hidden
+    if _RANK[role] < need:
+        raise PermissionDenied(
+            f"{principal.name} is a {role.value} of this project; that cannot {need.name.lower()}"
+        )
+
+
+def grant(conn: Connection, project_id: str, user_id: str, role: Role) -> None:
+    conn.execute(
+        memberships.delete().where(
+            memberships.c.project_id == project_id, memberships.c.user_id == user_id
+        )
+    )
+    conn.execute(
+        memberships.insert().values(project_id=project_id, user_id=user_id, role=role.value)
+    )
+
+
+def visible_projects(principal: Principal) -> Any:
+    """A WHERE clause on project ids the principal may read, or None for all."""
+    if principal.is_admin:
+        return None
+    return sa.select(memberships.c.project_id).where(
+        memberships.c.user_id == (principal.user_id or "")
+    )

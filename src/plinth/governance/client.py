@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from plinth.governance import schemas as s
 
@@ -84,3 +85,21 @@ class IdentityCalls:
 
     def revoke_token(self, token_id: str) -> s.Token:
         return s.Token(**self._transport.request("DELETE", f"/api/v1/tokens/{token_id}"))
+
+    def list_members(self, project: str) -> list[s.Member]:
+        data = self._transport.request("GET", f"/api/v1/projects/{quote(project)}/members")
+        return [s.Member(**m) for m in data]
+
+    def add_member(self, project: str, user: str, role: str) -> s.Member:
+        return s.Member(
+            **self._transport.request(
+                "POST",
+                f"/api/v1/projects/{quote(project)}/members",
+                json={"user": user, "role": role},
+            )
+        )
+
+    def remove_member(self, project: str, user: str) -> None:
+        self._transport.request(
+            "DELETE", f"/api/v1/projects/{quote(project)}/members/{quote(user, safe='')}"
+        )

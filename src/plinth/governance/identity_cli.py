@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from plinth.core.access import Role
 from plinth.errors import InvalidInput
 from plinth.governance import schemas as s
 
@@ -104,3 +105,40 @@ def revoke(token_id: str) -> None:
 
 def _when(ts: float | None) -> str:
     return dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M") if ts else "-"
+
+
+members_app = typer.Typer(help="Roles in a project: viewer, editor, admin.", no_args_is_help=True)
+
+
+@members_app.command("list")
+def list_members(
+    project: str,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+) -> None:
+    """Who has which role in a project."""
+    members = _client().list_members(project)
+    if as_json:
+        typer.echo(json.dumps([m.model_dump() for m in members], indent=2))
+        return
+    table = Table("user", "role")
+    for member in members:
+        table.add_row(member.user, member.role.value)
+    console.print(table)
+
+
+@members_app.command("add")
+def add_member(
+    project: str,
+    user: str,
+    role: Annotated[Role, typer.Option(help="viewer reads; editor writes; admin manages.")],
+) -> None:
+    """Give a user a role in a project (or change it); project admins only."""
+    member = _client().add_member(project, user, role.value)
+    console.print(f"{member.user} is now {member.role.value} of {project}")
+
+
+@members_app.command("remove")
+def remove_member(project: str, user: str) -> None:
+    """Take a user's role in a project away."""
+    _client().remove_member(project, user)
+    console.print(f"{user} removed from {project}")

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Request, Response
 
 from plinth.core.access import Permission, Principal
 from plinth.governance import schemas as s
 from plinth.governance.identity import IdentityService
+from plinth.governance.members import MembersService
 from plinth.governance.service import AuditService
 from plinth.server.auth import Requires, requires
 from plinth.server.blocking import Blocking
@@ -86,3 +87,40 @@ async def create_token(req: s.TokenCreate, i: Signed) -> s.NewToken:
 @identity_router.delete("/tokens/{token_id}", response_model=s.Token)
 async def revoke_token(token_id: str, i: Signed) -> s.Token:
     return await i.blocking.run(i.identity.revoke_token, token_id, principal=i.principal)
+
+
+class Members:
+    def __init__(self, request: Request, principal: Principal) -> None:
+        self.members: MembersService = request.app.state.members
+        self.blocking: Blocking = request.app.state.blocking
+        self.principal = principal
+
+
+def _members(permission: Permission) -> Any:
+    async def dependency(
+        request: Request, principal: Principal = Depends(Requires(permission))
+    ) -> Members:
+        return Members(request, principal)
+
+    return Depends(dependency)
+
+
+MembersRead = Annotated[Members, _members(Permission.PROJECT_READ)]
+MembersWrite = Annotated[Members, _members(Permission.PROJECT_WRITE)]
+
+
+@identity_router.get("/projects/{project}/members", response_model=list[s.Member])
+async def list_members(project: str, g: MembersRead) -> list[s.Member]:
+    return await g.blocking.run(g.members.list_members, project, principal=g.principal)
+
+
+@identity_router.post("/projects/{project}/members", response_model=s.Member, status_code=201)
+async def add_member(project: str, req: s.MemberAdd, g: MembersWrite) -> s.Member:
+    """Give a user a role (viewer, editor, admin) in a project; project admins only."""
+    return await g.blocking.run(g.members.add_member, project, req, principal=g.principal)
+
+
+@identity_router.delete("/projects/{project}/members/{user}", status_code=204)
+async def remove_member(project: str, user: str, g: MembersWrite) -> Response:
+    await g.blocking.run(g.members.remove_member, project, user, principal=g.principal)
+    return Response(status_code=204)

@@ -6,6 +6,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from plinth.core.access import Role
+
 
 class AuditEvent(BaseModel):
     id: int
@@ -84,3 +86,13 @@ class AdminInit(BaseModel):
 class NewUser(BaseModel):
     user: User
     token: NewToken
+
+
+class Member(BaseModel):
+    user: str
+    role: Role
+
+
+class MemberAdd(BaseModel):
+    user: str = Field(max_length=100)
+    role: Role

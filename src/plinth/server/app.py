@@ -15,6 +15,7 @@ from plinth.core.access import Permission
 from plinth.core.blobs import open_store
 from plinth.core.db import Database
 from plinth.governance.identity import IdentityService
+from plinth.governance.members import MembersService
 from plinth.governance.routes import identity_router
 from plinth.governance.routes import router as governance_router
 from plinth.governance.service import AuditService
@@ -77,6 +78,7 @@ def create_app(settings: Settings | None = None, *, embedded: bool = False) -> F
     app.state.tracking = tracking
     app.state.audit = AuditService(tracking.db)
     app.state.identity = IdentityService(tracking.db)
+    app.state.members = MembersService(tracking.db, tracking)
     app.state.blocking = blocking
     registry = CollectorRegistry()
     install_error_handlers(app)

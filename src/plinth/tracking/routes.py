@@ -43,7 +43,7 @@ Write = Annotated[Tracking, _tracking(Permission.PROJECT_WRITE)]
 
 @router.get("/projects", response_model=list[s.Project])
 async def list_projects(t: Read) -> list[s.Project]:
-    return await t.blocking.run(t.service.list_projects)
+    return await t.blocking.run(t.service.list_projects, principal=t.principal)
 
 
 @router.post("/runs", response_model=s.Run, status_code=status.HTTP_201_CREATED)
@@ -53,12 +53,12 @@ async def create_run(req: s.RunCreate, t: Write) -> s.Run:
 
 @router.post("/runs/search", response_model=s.RunPage)
 async def search_runs(query: s.SearchQuery, t: Read) -> s.RunPage:
-    return await t.blocking.run(t.service.search_runs, query)
+    return await t.blocking.run(t.service.search_runs, query, principal=t.principal)
 
 
 @router.get("/runs/{run_id}", response_model=s.Run)
 async def get_run(run_id: str, t: Read) -> s.Run:
-    return await t.blocking.run(t.service.get_run, run_id)
+    return await t.blocking.run(t.service.get_run, run_id, principal=t.principal)
 
 
 @router.patch("/runs/{run_id}", response_model=s.Run)
@@ -68,7 +68,7 @@ async def end_run(run_id: str, update: s.RunUpdate, t: Write) -> s.Run:
 
 @router.post("/runs/{run_id}/heartbeat", status_code=status.HTTP_204_NO_CONTENT)
 async def heartbeat(run_id: str, t: Write) -> Response:
-    await t.blocking.run(t.service.heartbeat, run_id)
+    await t.blocking.run(t.service.heartbeat, run_id, principal=t.principal)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -81,12 +81,12 @@ async def log_batch(run_id: str, batch: s.LogBatch, t: Write) -> s.LogResult:
 async def metric_history(
     run_id: str, t: Read, key: Annotated[str, Query(max_length=250)]
 ) -> s.MetricHistory:
-    return await t.blocking.run(t.service.metric_history, run_id, key)
+    return await t.blocking.run(t.service.metric_history, run_id, key, principal=t.principal)
 
 
 @router.get("/runs/{run_id}/artifacts", response_model=list[s.Artifact])
 async def list_artifacts(run_id: str, t: Read) -> list[s.Artifact]:
-    return await t.blocking.run(t.service.list_artifacts, run_id)
+    return await t.blocking.run(t.service.list_artifacts, run_id, principal=t.principal)
 
 
 @router.post(
@@ -137,7 +137,7 @@ async def upload_artifact(
     responses={200: {"content": {"application/octet-stream": {}}}},
 )
 async def download_artifact(run_id: str, path: str, t: Read) -> StreamingResponse:
-    artifact = await t.blocking.run(t.service.get_artifact, run_id, path)
+    artifact = await t.blocking.run(t.service.get_artifact, run_id, path, principal=t.principal)
     # The client verifies the digest end to end while it writes; hashing here too
     # would halve throughput and could only fail after the bytes were sent.
     chunks = t.service.read_artifact(artifact, verify=False)

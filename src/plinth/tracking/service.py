@@ -13,8 +13,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from plinth.core import audit
-from plinth.core.access import Principal
+from plinth.core import access, audit
+from plinth.core.access import Need, Principal, Role
 from plinth.core.blobs import BlobStore
 from plinth.core.db import Database
 from plinth.errors import BlobMissing, Conflict, InvalidInput, NotFound, PlinthError
@@ -63,25 +63,73 @@ class TrackingService:
 
     # projects -------------------------------------------------------------------------
 
-    def _project_id(self, conn: Connection, name: str, *, create: bool) -> str:
-        if name in self._project_ids:
-            return self._project_ids[name]
-        pid = conn.execute(sa.select(t.projects.c.id).where(t.projects.c.name == name)).scalar()
-        if pid is not None:
-            self._project_ids[name] = str(pid)
-            return str(pid)
-        if not create:
-            raise NotFound(f"no project {name!r}")
-        conn.execute(
-            self.db.insert_ignoring_duplicates(t.projects),
-            {"id": uuid.uuid4().hex, "name": name, "created_at": _now()},
-        )
-        return self._project_id(conn, name, create=False)
+    def _project_id(
+        self,
+        conn: Connection,
+        name: str,
+        principal: Principal,
+        need: Need,
+        *,
+        record_denial: bool | None = None,
+    ) -> str:
+        """The project's id if the principal may ``need`` it; a project that does not
+        exist yet is created for WRITE, with its creator as its admin."""
+        select = sa.select(t.projects.c.id).where(t.projects.c.name == name)
+        pid = self._project_ids.get(name) or conn.execute(select).scalar()
+        if pid is None and need is Need.WRITE:
+            created = conn.execute(
+                self.db.insert_ignoring_duplicates(t.projects).returning(t.projects.c.id),
+                {"id": uuid.uuid4().hex, "name": name, "created_at": _now()},
+            ).scalar()
+            if created is not None:  # ours, not a concurrent creator's
+                if principal.user_id is not None:
+                    access.grant(conn, created, principal.user_id, Role.ADMIN)
+                return str(created)
+            pid = conn.execute(select).scalar()
+        hidden = NotFound(f"no project {name!r}")
+        if pid is None:
+            raise hidden
+        self._project_ids[name] = str(pid)
+        record = need is Need.READ if record_denial is None else record_denial
+        self._authorize(conn, principal, str(pid), need, hidden, project=name, record=record)
+        return str(pid)
 
-    def list_projects(self) -> list[s.Project]:
+    def _authorize(
+        self,
+        conn: Connection,
+        principal: Principal,
+        project_id: str,
+        need: Need,
+        hidden: PlinthError,
+        *,
+        project: str | None,
+        object: str | None = None,
+        record: bool,
+    ) -> None:
+        """access.authorize; ``record`` puts a denial in the audit trail (denied changes
+        are recorded by the change they refused, so those pass False)."""
+        try:
+            access.authorize(conn, principal, project_id, need, hidden)
+        except PlinthError as exc:
+            if record:
+                audit.record_refusal(
+                    self.db, principal, f"{need.name.lower()}", exc, project=project, object=object
+                )
+            raise
+
+    def project_id(self, name: str, principal: Principal, need: Need) -> str:
+        """For other capabilities: a project's id, if the principal may ``need`` it
+        (a denial is recorded in the audit trail)."""
         with self.db.read() as conn:
-            rows = conn.execute(sa.select(t.projects).order_by(t.projects.c.name)).mappings()
-            return [s.Project(**row) for row in rows]
+            return self._project_id(conn, name, principal, need, record_denial=True)
+
+    def list_projects(self, *, principal: Principal) -> list[s.Project]:
+        stmt = sa.select(t.projects).order_by(t.projects.c.name)
+        visible = access.visible_projects(principal)
+        if visible is not None:
+            stmt = stmt.where(t.projects.c.id.in_(visible))
+        with self.db.read() as conn:
+            return [s.Project(**row) for row in conn.execute(stmt).mappings()]
 
     # runs -----------------------------------------------------------------------------
 
@@ -105,7 +153,7 @@ class TrackingService:
                 "params": sorted(req.params),
                 "tags": sorted(req.tags),
             }
-            project_id = self._project_id(conn, req.project, create=True)
+            project_id = self._project_id(conn, req.project, principal, Need.WRITE)
             conn.execute(
                 t.runs.insert(),
                 {
@@ -122,7 +170,7 @@ class TrackingService:
             self._write_tags(conn, run.id, req.tags)
         return run
 
-    def get_run(self, run_id: str) -> s.Run:
+    def get_run(self, run_id: str, *, principal: Principal) -> s.Run:
         """A run by id, or by a unique prefix of 8 or more characters (as ids are shown)."""
         with self.db.read() as conn:
             runs = self._load_runs(conn, sa.select(t.runs).where(t.runs.c.id == run_id))
@@ -131,41 +179,60 @@ class TrackingService:
                 runs = self._load_runs(conn, matching)
                 if len(runs) > 1:
                     raise InvalidInput(f"run id prefix {run_id!r} is ambiguous; give more of it")
-        if not runs:
-            raise NotFound(f"no run {run_id!r}")
+            if not runs:
+                raise NotFound(f"no run {run_id!r}")
+            self._require_run(conn, runs[0].id, principal, Need.READ, shown_as=run_id)
         return runs[0]
 
     def _require_run(
-        self, conn: Connection, run_id: str, change: audit.Change | None = None
+        self,
+        conn: Connection,
+        run_id: str,
+        principal: Principal,
+        need: Need,
+        change: audit.Change | None = None,
+        shown_as: str | None = None,
     ) -> Any:
-        """The run's status and project name, or NotFound; names the project in the
-        change being recorded."""
+        """The run's status and project, if the principal may ``need`` it; else the same
+        NotFound as for no run at all (or PermissionDenied for a role too small). Names
+        the project in the change being recorded."""
         row = conn.execute(
-            sa.select(t.runs.c.status, t.projects.c.name.label("project"))
+            sa.select(t.runs.c.status, t.runs.c.project_id, t.projects.c.name.label("project"))
             .join(t.projects, t.projects.c.id == t.runs.c.project_id)
             .where(t.runs.c.id == run_id)
         ).first()
+        hidden = NotFound(f"no run {shown_as or run_id!r}")
         if row is None:
-            raise NotFound(f"no run {run_id!r}")
+            raise hidden
         if change is not None:
             change.project = row.project
+        self._authorize(
+            conn,
+            principal,
+            row.project_id,
+            need,
+            hidden,
+            project=row.project,
+            object=run_id,
+            record=need is Need.READ,
+        )
         return row
 
     def end_run(self, run_id: str, update: s.RunUpdate, *, principal: Principal) -> s.Run:
         with audit.recorded(self.db, principal, "runs.end", object=run_id) as (conn, change):
-            self._require_run(conn, run_id, change)
+            self._require_run(conn, run_id, principal, Need.WRITE, change)
             change.details = {"status": update.status}
             conn.execute(
                 t.runs.update()
                 .where(t.runs.c.id == run_id)
                 .values(status=update.status, end_time=_now())
             )
-        return self.get_run(run_id)
+        return self.get_run(run_id, principal=principal)
 
-    def heartbeat(self, run_id: str) -> None:
+    def heartbeat(self, run_id: str, *, principal: Principal) -> None:
         """A live run says so; a run killed for silence comes back to life."""
         with self.db.write() as conn:
-            self._require_run(conn, run_id)
+            self._require_run(conn, run_id, principal, Need.WRITE)
             self._touch(conn, run_id)
 
     def _touch(self, conn: Connection, run_id: str) -> None:
@@ -208,7 +275,7 @@ class TrackingService:
     def log_batch(self, run_id: str, batch: s.LogBatch, *, principal: Principal) -> s.LogResult:
         """Apply params, tags and metric points in one transaction, once per batch id."""
         with audit.recorded(self.db, principal, "runs.log", object=run_id) as (conn, change):
-            self._require_run(conn, run_id, change)
+            self._require_run(conn, run_id, principal, Need.WRITE, change)
             change.details = {
                 "batch": batch.batch_id,
                 "points": sum(len(m.steps) for m in batch.metrics),
@@ -298,10 +365,10 @@ class TrackingService:
             ],
         )
 
-    def metric_history(self, run_id: str, key: str) -> s.MetricHistory:
+    def metric_history(self, run_id: str, key: str, *, principal: Principal) -> s.MetricHistory:
         m = t.metrics
         with self.db.read() as conn:
-            self._require_run(conn, run_id)
+            self._require_run(conn, run_id, principal, Need.READ)
             rows = conn.execute(
                 sa.select(m.c.step, m.c.timestamp, m.c.value)
                 .where(m.c.run_id == run_id, m.c.key == key)
@@ -315,13 +382,13 @@ class TrackingService:
 
     # search ---------------------------------------------------------------------------
 
-    def search_runs(self, query: s.SearchQuery) -> s.RunPage:
+    def search_runs(self, query: s.SearchQuery, *, principal: Principal) -> s.RunPage:
         where = search.parse_filter(query.filter)
         order = search.parse_order_by(query.order_by)
         offset = search.decode_page_token(query.page_token)
         terms, joins = search.order_columns(order)
         with self.db.read() as conn:
-            project_id = self._project_id(conn, query.project, create=False)
+            project_id = self._project_id(conn, query.project, principal, Need.READ)
             source: Any = t.runs
             for alias, on in joins:
                 source = source.outerjoin(alias, on)
@@ -336,9 +403,9 @@ class TrackingService:
             next_page_token=search.encode_page_token(offset + query.limit) if more else None,
         )
 
-    def count_runs(self, project: str) -> int:
+    def count_runs(self, project: str, *, principal: Principal) -> int:
         with self.db.read() as conn:
-            project_id = self._project_id(conn, project, create=False)
+            project_id = self._project_id(conn, project, principal, Need.READ)
             count = sa.select(sa.func.count()).select_from(t.runs)
             return int(conn.execute(count.where(t.runs.c.project_id == project_id)).scalar_one())
 
@@ -395,9 +462,8 @@ class TrackingService:
         principal: Principal,
     ) -> s.Artifact:
         s.check_artifact_path(path)
-        with self.db.read() as conn:
-            self._require_run(conn, run_id)
         try:  # outside any transaction: an upload can take minutes
+            self._may_write(run_id, principal)
             info = self.blobs.put(
                 chunks, expected=expected, max_bytes=self.settings.server.max_artifact_bytes
             )
@@ -406,10 +472,19 @@ class TrackingService:
             raise
         return self._record_artifact(run_id, path, info.digest, info.size, principal)
 
+    def _may_write(self, run_id: str, principal: Principal) -> None:
+        with self.db.read() as conn:
+            self._require_run(conn, run_id, principal, Need.WRITE)
+
     def register_artifact(
         self, run_id: str, req: s.ArtifactRegister, *, principal: Principal
     ) -> s.Artifact:
         """Name content the store already has; ``BlobMissing`` asks for an upload."""
+        try:  # before looking at the store: its contents are nobody else's business
+            self._may_write(run_id, principal)
+        except PlinthError as exc:
+            audit.record_refusal(self.db, principal, ARTIFACT_PUT, exc, object=run_id)
+            raise
         if not self.blobs.exists(req.digest):
             raise BlobMissing(f"content sha256:{req.digest} is not stored; upload it")
         if self.blobs.size(req.digest) != req.size:
@@ -425,7 +500,7 @@ class TrackingService:
             conn,
             change,
         ):
-            self._require_run(conn, run_id, change)
+            self._require_run(conn, run_id, principal, Need.WRITE, change)
             change.details = {"digest": digest, "size": size}
             conn.execute(
                 self.db.upsert(t.artifacts, ["run_id", "path"], ["digest", "size", "created_at"]),
@@ -433,10 +508,10 @@ class TrackingService:
             )
         return s.Artifact(path=path, digest=digest, size=size, created_at=now)
 
-    def list_artifacts(self, run_id: str) -> list[s.Artifact]:
+    def list_artifacts(self, run_id: str, *, principal: Principal) -> list[s.Artifact]:
         a = t.artifacts
         with self.db.read() as conn:
-            self._require_run(conn, run_id)
+            self._require_run(conn, run_id, principal, Need.READ)
             rows = conn.execute(
                 sa.select(a.c.path, a.c.digest, a.c.size, a.c.created_at)
                 .where(a.c.run_id == run_id)
@@ -444,11 +519,11 @@ class TrackingService:
             ).mappings()
             return [s.Artifact(**r) for r in rows]
 
-    def get_artifact(self, run_id: str, path: str) -> s.Artifact:
+    def get_artifact(self, run_id: str, path: str, *, principal: Principal) -> s.Artifact:
         s.check_artifact_path(path)
         a = t.artifacts
         with self.db.read() as conn:
-            self._require_run(conn, run_id)
+            self._require_run(conn, run_id, principal, Need.READ)
             row = (
                 conn.execute(
                     sa.select(a.c.path, a.c.digest, a.c.size, a.c.created_at).where(

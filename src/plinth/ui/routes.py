@@ -7,6 +7,7 @@ here, where the API would answer JSON.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Annotated, Any
@@ -76,9 +77,20 @@ router = APIRouter(
 router.mount("/ui/static", StaticFiles(directory=_HERE / "static"), name="ui-static")
 
 
-def _service(request: Request) -> TrackingService:
-    svc: TrackingService = request.app.state.tracking
-    return svc
+class _AsCaller:
+    """The tracking service with every call made as the request's principal (set by the
+    router's ``requires``), so pages show only what the API would."""
+
+    def __init__(self, request: Request) -> None:
+        self.service: TrackingService = request.app.state.tracking
+        self.principal = request.state.principal
+
+    def __getattr__(self, name: str) -> Any:
+        return functools.partial(getattr(self.service, name), principal=self.principal)
+
+
+def _service(request: Request) -> Any:
+    return _AsCaller(request)
 
 
 @router.get("/", response_class=HTMLResponse)

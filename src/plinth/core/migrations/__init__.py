@@ -10,7 +10,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-HEAD = "0003"
+HEAD = "0004"
 _HERE = Path(__file__).parent
 
 
