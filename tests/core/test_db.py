@@ -10,7 +10,11 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
+# Each of these registers its tables on the one metadata the migrations must match.
+import plinth.core.access
 import plinth.core.audit
+import plinth.core.encrypted
+import plinth.governance.tables
 import plinth.tracking.tables  # noqa: F401
 from plinth.core import migrations
 from plinth.core.db import Database, metadata

@@ -289,10 +289,12 @@ class LocalBackend:
 
     def sweep_partial(self, older_than_s: float) -> int:
         """Delete temp files older than ``older_than_s``: a live upload writes its temp
-        file all the time, so only one whose writer died looks old."""
+        file all the time, so only one whose writer died looks old. Stores layered on
+        this backend under ``enc/<project>/`` are swept too."""
         cutoff = time.time() - older_than_s
         removed = 0
-        for path in [*self.root.glob("sha256/*/.tmp-*"), *self.root.glob("tmp/*")]:
+        patterns = ("sha256/*/.tmp-*", "tmp/*", "enc/*/sha256/*/.tmp-*", "enc/*/tmp/*")
+        for path in [p for pattern in patterns for p in self.root.glob(pattern)]:
             with contextlib.suppress(FileNotFoundError):
                 if path.is_file() and path.stat().st_mtime < cutoff:
                     path.unlink()

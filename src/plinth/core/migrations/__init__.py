@@ -10,7 +10,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-HEAD = "0004"
+HEAD = "0005"
 _HERE = Path(__file__).parent
 
 
