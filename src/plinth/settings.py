@@ -50,6 +50,10 @@ class Settings(BaseSettings):
     token: str | None = None
     database_url: str | None = None
     artifacts_url: str | None = None
+    master_key: SecretStr | None = Field(
+        None, description="base64 AES-256 key: artifacts are then stored encrypted"
+    )
+    master_key_file: Path | None = Field(None, description="a file holding the master key")
     db_synchronous: str = Field("FULL", pattern="^(FULL|NORMAL|EXTRA)$")
     server: ServerSettings = ServerSettings()
     tracking: TrackingSettings = TrackingSettings()

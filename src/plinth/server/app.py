@@ -14,7 +14,9 @@ from plinth import __version__
 from plinth.core.access import Permission
 from plinth.core.blobs import open_store
 from plinth.core.db import Database
+from plinth.core.encrypted import Keyring
 from plinth.governance.identity import IdentityService
+from plinth.governance.keys import current_master_key
 from plinth.governance.members import MembersService
 from plinth.governance.routes import identity_router
 from plinth.governance.routes import router as governance_router
@@ -39,7 +41,8 @@ def build_services(settings: Settings) -> TrackingService:
         s3_access_key_id=settings.s3.access_key_id,
         s3_secret_access_key=secret.get_secret_value() if secret else None,
     )
-    return TrackingService(db, blobs, settings)
+    keyring = Keyring(db, current_master_key(settings))
+    return TrackingService(db, blobs, settings, keyring)
 
 
 def _reaper(svc: TrackingService, stop: threading.Event) -> None:

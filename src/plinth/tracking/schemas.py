@@ -158,9 +158,10 @@ class MetricHistory(BaseModel):
 
 class Artifact(BaseModel):
     path: str
-    digest: str
+    digest: str = Field(description="sha256 of the content (the plaintext, if encrypted)")
     size: int
     created_at: float
+    encrypted: bool = Field(False, description="stored encrypted at rest")
 
 
 class ArtifactRegister(BaseModel):

@@ -17,6 +17,7 @@ from plinth.core import access, audit
 from plinth.core.access import Need, Principal, Role
 from plinth.core.blobs import BlobStore
 from plinth.core.db import Database
+from plinth.core.encrypted import Keyring, encrypted_store
 from plinth.errors import BlobMissing, Conflict, InvalidInput, NotFound, PlinthError
 from plinth.settings import Settings
 from plinth.tracking import schemas as s
@@ -55,10 +56,13 @@ def _nan(value: float | None) -> float:
 
 
 class TrackingService:
-    def __init__(self, db: Database, blobs: BlobStore, settings: Settings) -> None:
+    def __init__(
+        self, db: Database, blobs: BlobStore, settings: Settings, keyring: Keyring | None = None
+    ) -> None:
         self.db = db
         self.blobs = blobs
         self.settings = settings
+        self.keyring = keyring or Keyring(db, None)
         self._project_ids: dict[str, str] = {}  # projects are never renamed or removed
 
     # projects -------------------------------------------------------------------------
@@ -452,6 +456,15 @@ class TrackingService:
 
     # artifacts ------------------------------------------------------------------------
 
+    def _store(self, project_id: str, encrypted: bool) -> BlobStore:
+        """Where a project's artifacts live: sealed under its data key, or in the clear."""
+        return encrypted_store(self.blobs, project_id, self.keyring) if encrypted else self.blobs
+
+    @property
+    def encrypting(self) -> bool:
+        """New artifacts are encrypted whenever a master key is configured."""
+        return self.keyring.master is not None
+
     def upload_artifact(
         self,
         run_id: str,
@@ -463,8 +476,9 @@ class TrackingService:
     ) -> s.Artifact:
         s.check_artifact_path(path)
         try:  # outside any transaction: an upload can take minutes
-            self._may_write(run_id, principal)
-            info = self.blobs.put(
+            project_id = self._may_write(run_id, principal)
+            store = self._store(project_id, self.encrypting)
+            info = store.put(
                 chunks, expected=expected, max_bytes=self.settings.server.max_artifact_bytes
             )
         except PlinthError as exc:
@@ -472,70 +486,81 @@ class TrackingService:
             raise
         return self._record_artifact(run_id, path, info.digest, info.size, principal)
 
-    def _may_write(self, run_id: str, principal: Principal) -> None:
+    def _may_write(self, run_id: str, principal: Principal) -> str:
+        """The run's project id, if the principal may write to it."""
         with self.db.read() as conn:
-            self._require_run(conn, run_id, principal, Need.WRITE)
+            return str(self._require_run(conn, run_id, principal, Need.WRITE).project_id)
 
     def register_artifact(
         self, run_id: str, req: s.ArtifactRegister, *, principal: Principal
     ) -> s.Artifact:
         """Name content the store already has; ``BlobMissing`` asks for an upload."""
         try:  # before looking at the store: its contents are nobody else's business
-            self._may_write(run_id, principal)
+            store = self._store(self._may_write(run_id, principal), self.encrypting)
         except PlinthError as exc:
             audit.record_refusal(self.db, principal, ARTIFACT_PUT, exc, object=run_id)
             raise
-        if not self.blobs.exists(req.digest):
+        if not store.exists(req.digest):
             raise BlobMissing(f"content sha256:{req.digest} is not stored; upload it")
-        if self.blobs.size(req.digest) != req.size:
+        if store.size(req.digest) != req.size:
             raise InvalidInput("size does not match the stored content")
         return self._record_artifact(run_id, req.path, req.digest, req.size, principal)
 
     def _record_artifact(
         self, run_id: str, path: str, digest: str, size: int, principal: Principal
     ) -> s.Artifact:
-        now = _now()
-        row = {"run_id": run_id, "path": path, "digest": digest, "size": size, "created_at": now}
+        artifact = s.Artifact(
+            path=path, digest=digest, size=size, created_at=_now(), encrypted=self.encrypting
+        )
         with audit.recorded(self.db, principal, ARTIFACT_PUT, object=f"{run_id}/{path}") as (
             conn,
             change,
         ):
             self._require_run(conn, run_id, principal, Need.WRITE, change)
-            change.details = {"digest": digest, "size": size}
+            change.details = {"digest": digest, "size": size, "encrypted": artifact.encrypted}
             conn.execute(
-                self.db.upsert(t.artifacts, ["run_id", "path"], ["digest", "size", "created_at"]),
-                row,
+                self.db.upsert(
+                    t.artifacts, ["run_id", "path"], ["digest", "size", "created_at", "encrypted"]
+                ),
+                {"run_id": run_id, **artifact.model_dump()},
             )
-        return s.Artifact(path=path, digest=digest, size=size, created_at=now)
+        return artifact
+
+    _ARTIFACT_COLUMNS = (
+        t.artifacts.c.path,
+        t.artifacts.c.digest,
+        t.artifacts.c.size,
+        t.artifacts.c.created_at,
+        t.artifacts.c.encrypted,
+    )
 
     def list_artifacts(self, run_id: str, *, principal: Principal) -> list[s.Artifact]:
         a = t.artifacts
         with self.db.read() as conn:
             self._require_run(conn, run_id, principal, Need.READ)
             rows = conn.execute(
-                sa.select(a.c.path, a.c.digest, a.c.size, a.c.created_at)
-                .where(a.c.run_id == run_id)
-                .order_by(a.c.path)
+                sa.select(*self._ARTIFACT_COLUMNS).where(a.c.run_id == run_id).order_by(a.c.path)
             ).mappings()
             return [s.Artifact(**r) for r in rows]
 
-    def get_artifact(self, run_id: str, path: str, *, principal: Principal) -> s.Artifact:
+    def get_artifact(
+        self, run_id: str, path: str, *, principal: Principal
+    ) -> tuple[s.Artifact, Iterator[bytes]]:
+        """An artifact and its bytes, opened now (a missing blob or master key is an
+        error before any byte is sent). The caller verifies the digest end to end."""
         s.check_artifact_path(path)
         a = t.artifacts
         with self.db.read() as conn:
-            self._require_run(conn, run_id, principal, Need.READ)
+            run = self._require_run(conn, run_id, principal, Need.READ)
             row = (
                 conn.execute(
-                    sa.select(a.c.path, a.c.digest, a.c.size, a.c.created_at).where(
-                        a.c.run_id == run_id, a.c.path == path
-                    )
+                    sa.select(*self._ARTIFACT_COLUMNS).where(a.c.run_id == run_id, a.c.path == path)
                 )
                 .mappings()
                 .first()
             )
         if row is None:
             raise NotFound(f"run {run_id} has no artifact {path!r}")
-        return s.Artifact(**row)
-
-    def read_artifact(self, artifact: s.Artifact, *, verify: bool = True) -> Iterator[bytes]:
-        return self.blobs.read(artifact.digest, verify=verify)
+        artifact = s.Artifact(**row)
+        store = self._store(run.project_id, artifact.encrypted)
+        return artifact, store.read(artifact.digest, verify=False)

@@ -88,4 +88,6 @@ artifacts = sa.Table(
     sa.Column("digest", sa.String(64), nullable=False),
     sa.Column("size", sa.BigInteger, nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
+    # sealed with the project's data key (core/encrypted.py), stored under enc/<project>/
+    sa.Column("encrypted", sa.Boolean, nullable=False, server_default=sa.false()),
 )
