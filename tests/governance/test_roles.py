@@ -36,7 +36,8 @@ OPERATIONS: dict[str, tuple[str, Op]] = {
     "log_artifact": ("write", _upload),
     "add_member": ("admin", lambda c, r, _: c.add_member("team-a", "outsider", "viewer")),
 }
-ROLES = ["viewer", "editor", "admin", "outsider"]
+ROLES = ["viewer", "editor", "admin", "outsider", "token-b"]  # token-b: root's, scoped to B
+ACTOR = {"token-b": "root"}
 RANK = {"viewer": 1, "editor": 2, "admin": 3}
 NEED = {"read": 1, "write": 2, "admin": 3}
 
@@ -48,7 +49,8 @@ def world(settings: Settings, tmp_path: Path) -> Iterator[dict[str, Any]]:
         root_token = anonymous.init_admin("root").token.token
     as_user = lambda token: Client(settings=settings.model_copy(update={"token": token}))  # noqa: E731
     with as_user(root_token) as root:
-        tokens = {name: root.create_user(name).token.token for name in ROLES}
+        tokens = {name: root.create_user(name).token.token for name in RANK}
+        tokens["outsider"] = root.create_user("outsider").token.token
         run = root.create_run("team-a")
         root.log_batch(run.id, metrics=[{**POINT[0], "step": 0}])
         (tmp_path / "a.txt").write_text("a")
@@ -57,6 +59,7 @@ def world(settings: Settings, tmp_path: Path) -> Iterator[dict[str, Any]]:
             root.add_member("team-a", role, role)
         root.create_run("team-b")
         root.add_member("team-b", "outsider", "admin")
+        tokens["token-b"] = root.create_token("b-only", project="team-b", role="admin").token
         yield {"root": root, "tokens": tokens, "run": run.id, "as_user": as_user}
 
 
@@ -70,15 +73,16 @@ def test_role_matrix(world: dict[str, Any], role: str, operation: str, tmp_path:
         root.list_artifacts(world["run"]),
         root.list_members("team-a"),
     )
-    audited_before = len(list(root.audit_events(actor=role)))
+    actor = ACTOR.get(role, role)
+    audited_before = len(list(root.audit_events(actor=actor)))
     with world["as_user"](world["tokens"][role]) as client:
-        if role != "outsider" and RANK[role] >= NEED[need]:
+        if role in RANK and RANK[role] >= NEED[need]:
             call(client, world["run"], tmp_path)
             return
-        expected = plinth.NotFound if role == "outsider" else plinth.PermissionDenied
+        expected = plinth.PermissionDenied if role in RANK else plinth.NotFound
         with pytest.raises(expected) as caught:
             call(client, world["run"], tmp_path)
-    if role == "outsider":  # the same answer as for something that does not exist
+    if role not in RANK:  # the same answer as for something that does not exist
         assert caught.value.message in (f"no run {world['run']!r}", "no project 'team-a'")
     after = (
         root.get_run(world["run"]),
@@ -86,7 +90,7 @@ def test_role_matrix(world: dict[str, Any], role: str, operation: str, tmp_path:
         root.list_members("team-a"),
     )
     assert after == before  # a denial changes nothing
-    denials = list(root.audit_events(actor=role))[audited_before:]
+    denials = list(root.audit_events(actor=actor))[audited_before:]
     assert [e.outcome for e in denials] == ["refused"], denials
 
 
@@ -106,3 +110,24 @@ def test_a_new_projects_creator_is_its_admin(world: dict[str, Any]) -> None:
         viewer.add_member("viewers-own", "editor", "editor")
         viewer.remove_member("viewers-own", "editor")
         assert [m.user for m in viewer.list_members("viewers-own")] == ["viewer"]
+
+
+def test_scoped_tokens_stay_in_their_project_and_role(world: dict[str, Any]) -> None:
+    root: Client = world["root"]
+    reader = root.create_token("a-reader", project="team-a", role="viewer").token
+    with world["as_user"](reader) as scoped:
+        assert [p.name for p in scoped.list_projects()] == ["team-a"]
+        scoped.get_run(world["run"])
+        with pytest.raises(plinth.PermissionDenied):
+            scoped.log_batch(world["run"], metrics=POINT)
+        with pytest.raises(plinth.NotFound):
+            scoped.search_runs("team-b")
+        with pytest.raises(plinth.PermissionDenied):  # no platform powers either
+            list(scoped.audit_events())
+    with world["as_user"](world["tokens"]["viewer"]) as viewer:
+        with pytest.raises(plinth.PermissionDenied):  # cannot grant more than one holds
+            viewer.create_token("escalate", project="team-a", role="editor")
+        with pytest.raises(plinth.InvalidInput):
+            viewer.create_token("half", project="team-a")
+        token = viewer.create_token("ok", project="team-a", role="viewer")
+        assert (token.info.project, token.info.role) == ("team-a", "viewer")

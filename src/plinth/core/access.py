@@ -36,6 +36,9 @@ class Principal:
     token_id: str | None = None
     is_admin: bool = False
     source: str = ""  # the client's address, for the audit trail
+    # A project-scoped token: only this project, with at most this role.
+    scope_project_id: str | None = None
+    scope_role: Role | None = None
 
     def from_address(self, source: str) -> Principal:
         return replace(self, source=source)
@@ -49,7 +52,9 @@ _ADMIN_ONLY = {Permission.PLATFORM_READ, Permission.PLATFORM_ADMIN}
 def allows(principal: Principal, permission: Permission) -> bool:
     """Whether the principal holds the permission on the platform. Roles per project
     (viewer, editor, admin) narrow project permissions further once memberships exist."""
-    if permission is Permission.PUBLIC or principal.is_admin:
+    if permission is Permission.PUBLIC:
+        return True
+    if principal.is_admin and principal.scope_project_id is None:
         return True
     if principal is ANONYMOUS or principal.user_id is None:
         return False
@@ -100,11 +105,16 @@ def authorize(
     """Allow, or raise: ``hidden`` (the caller's NotFound, worded as for an object that
     does not exist, so a project one has no role in is no existence oracle) or
     PermissionDenied for a role too small."""
+    if principal.scope_project_id not in (None, project_id):
+        raise hidden  # a project-scoped token sees nothing else
     if principal.is_admin:
-        return
-    role = role_of(conn, principal, project_id)
-    if role is None:
-        raise hidden
+        role = principal.scope_role or Role.ADMIN
+    else:
+        role = role_of(conn, principal, project_id)  # type: ignore[assignment]
+        if role is None:
+            raise hidden
+        if principal.scope_role is not None and _RANK[principal.scope_role] < _RANK[role]:
+            role = principal.scope_role
     if _RANK[role] < need:
         raise PermissionDenied(
             f"{principal.name} is a {role.value} of this project; that cannot {need.name.lower()}"
@@ -124,6 +134,8 @@ def grant(conn: Connection, project_id: str, user_id: str, role: Role) -> None:
 
 def visible_projects(principal: Principal) -> Any:
     """A WHERE clause on project ids the principal may read, or None for all."""
+    if principal.scope_project_id is not None:
+        return [principal.scope_project_id]
     if principal.is_admin:
         return None
     return sa.select(memberships.c.project_id).where(

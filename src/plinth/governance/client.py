@@ -72,13 +72,16 @@ class IdentityCalls:
         )
 
     def create_token(
-        self, name: str = "token", *, expires_in_days: float | None = None
+        self,
+        name: str = "token",
+        *,
+        expires_in_days: float | None = None,
+        project: str | None = None,
+        role: str | None = None,
     ) -> s.NewToken:
-        return s.NewToken(
-            **self._transport.request(
-                "POST", "/api/v1/tokens", json={"name": name, "expires_in_days": expires_in_days}
-            )
-        )
+        """A token for yourself; with ``project`` and ``role``, valid only there."""
+        body = {"name": name, "expires_in_days": expires_in_days, "project": project, "role": role}
+        return s.NewToken(**self._transport.request("POST", "/api/v1/tokens", json=body))
 
     def list_tokens(self) -> list[s.Token]:
         return [s.Token(**t) for t in self._transport.request("GET", "/api/v1/tokens")]

@@ -21,18 +21,23 @@ from typing import Any
 import sqlalchemy as sa
 
 from plinth.core import audit
-from plinth.core.access import ANONYMOUS, LOCAL, Principal
+from plinth.core.access import ANONYMOUS, LOCAL, Need, Principal, Role
 from plinth.core.db import Database
 from plinth.errors import Conflict, InvalidInput, NotFound, Unauthenticated
 from plinth.governance import schemas as s
 from plinth.governance import tables as t
+from plinth.tracking.service import TrackingService
 
 _AUTH_CACHE_S = 1.0
 
 
+_NEED_TO_GRANT = {Role.VIEWER: Need.READ, Role.EDITOR: Need.WRITE, Role.ADMIN: Need.ADMIN}
+
+
 class IdentityService:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, tracking: TrackingService) -> None:
         self.db = db
+        self.tracking = tracking  # projects belong to tracking
         self._enabled_until = 0.0  # auth, once on, never turns off: cache only "on"
 
     # authentication -------------------------------------------------------------------
@@ -89,6 +94,8 @@ class IdentityService:
             token_id=row["id"],
             is_admin=row["is_admin"],
             source=source,
+            scope_project_id=row["project_id"],
+            scope_role=Role(row["role"]) if row["role"] else None,
         )
 
     # users ----------------------------------------------------------------------------
@@ -115,12 +122,22 @@ class IdentityService:
     # tokens ---------------------------------------------------------------------------
 
     def create_token(self, req: s.TokenCreate, *, principal: Principal) -> s.NewToken:
-        """A new token for the caller's own user."""
+        """A new token for the caller's own user; scoped to a project, it works only
+        there, with at most ``role`` (which the caller must hold themselves)."""
         user_id = self._user_of(principal)
-        with audit.recorded(self.db, principal, "tokens.create", object=req.name) as (conn, ch):
+        scope = None
+        if req.project is not None or req.role is not None:
+            if req.project is None or req.role is None:
+                raise InvalidInput("a scoped token needs both a project and a role")
+            need = _NEED_TO_GRANT[req.role]
+            scope = (self.tracking.project_id(req.project, principal, need), req.project, req.role)
+        with audit.recorded(
+            self.db, principal, "tokens.create", object=req.name, project=req.project
+        ) as (conn, ch):
+            ch.details = {"role": req.role.value if req.role else None}
             user = conn.execute(sa.select(t.users).where(t.users.c.id == user_id)).mappings().one()
             expires = time.time() + req.expires_in_days * 86400 if req.expires_in_days else None
-            token = self._issue(conn, s.User(**user), req.name, expires)
+            token = self._issue(conn, s.User(**user), req.name, expires, scope)
             ch.object = token.info.id
             return token
 
@@ -152,8 +169,16 @@ class IdentityService:
             conn.execute(t.tokens.update().where(t.tokens.c.id == token_id).values(revoked_at=now))
             return _token({**row, "revoked_at": now})
 
-    def _issue(self, conn: Any, user: s.User, name: str, expires_at: float | None) -> s.NewToken:
+    def _issue(
+        self,
+        conn: Any,
+        user: s.User,
+        name: str,
+        expires_at: float | None,
+        scope: tuple[str, str, Role] | None = None,
+    ) -> s.NewToken:
         token_id, secret = secrets.token_hex(8), secrets.token_urlsafe(32).replace("_", "-")
+        project_id, project, role = scope or (None, None, None)
         row = {
             "id": token_id,
             "user_id": user.id,
@@ -162,6 +187,9 @@ class IdentityService:
             "secret_sha256": _sha256(secret),
             "expires_at": expires_at,
             "revoked_at": None,
+            "project_id": project_id,
+            "project": project,
+            "role": role.value if role else None,
         }
         conn.execute(t.tokens.insert(), row)
         return s.NewToken(token=f"plt_{token_id}_{secret}", info=_token({**row, "user": user.name}))
@@ -187,4 +215,6 @@ def _token(row: Any) -> s.Token:
         created_at=row["created_at"],
         expires_at=row["expires_at"],
         revoked_at=row["revoked_at"],
+        project=row["project"],
+        role=row["role"],
     )

@@ -68,9 +68,15 @@ def _days(text: str | None) -> float | None:
 def create_token(
     name: Annotated[str, typer.Option(help="What the token is for.")] = "token",
     expires: Annotated[str | None, typer.Option(help="Lifetime, e.g. 30d or 12h.")] = None,
+    project: Annotated[str | None, typer.Option(help="Valid only in this project.")] = None,
+    role: Annotated[Role | None, typer.Option(help="At most this role there.")] = None,
 ) -> None:
-    """Create an API token for yourself; it is printed once and stored only hashed."""
-    _show_new_token(_client().create_token(name, expires_in_days=_days(expires)))
+    """Create an API token for yourself (or for a job); it is printed once and stored
+    only hashed. With --project and --role it works only there, with at most that role."""
+    token = _client().create_token(
+        name, expires_in_days=_days(expires), project=project, role=role.value if role else None
+    )
+    _show_new_token(token)
 
 
 @tokens_app.command("list")
@@ -82,13 +88,14 @@ def list_tokens(
     if as_json:
         typer.echo(json.dumps([t.model_dump() for t in tokens], indent=2))
         return
-    table = Table("id", "name", "user", "created", "expires", "state")
+    table = Table("id", "name", "user", "scope", "created", "expires", "state")
     for token in tokens:
         state = "[red]revoked[/]" if token.revoked_at else "[green]active[/]"
         table.add_row(
             token.id,
             token.name,
             token.user,
+            f"{token.project} ({token.role})" if token.project else "all",
             _when(token.created_at),
             _when(token.expires_at),
             state,

@@ -61,6 +61,8 @@ class UserCreate(BaseModel):
 class TokenCreate(BaseModel):
     name: str = Field("token", min_length=1, max_length=100)
     expires_in_days: float | None = Field(None, gt=0, le=3650)
+    project: str | None = Field(None, max_length=200, description="scope to one project")
+    role: Role | None = Field(None, description="with at most this role (needs project)")
 
 
 class Token(BaseModel):
@@ -70,6 +72,8 @@ class Token(BaseModel):
     created_at: float
     expires_at: float | None
     revoked_at: float | None
+    project: str | None = None
+    role: Role | None = None
 
 
 class NewToken(BaseModel):

@@ -26,5 +26,9 @@ tokens = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("expires_at", sa.Float),
     sa.Column("revoked_at", sa.Float),
+    # A project-scoped token works in that one project with at most that role.
+    sa.Column("project_id", sa.String(32)),
+    sa.Column("project", sa.String(200)),
+    sa.Column("role", sa.String(16)),
     sa.Index("ix_tokens_user", "user_id"),
 )

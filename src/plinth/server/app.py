@@ -80,7 +80,7 @@ def create_app(settings: Settings | None = None, *, embedded: bool = False) -> F
     app.state.settings = settings
     app.state.tracking = tracking
     app.state.audit = AuditService(tracking.db)
-    app.state.identity = IdentityService(tracking.db)
+    app.state.identity = IdentityService(tracking.db, tracking)
     app.state.members = MembersService(tracking.db, tracking)
     app.state.blocking = blocking
     registry = CollectorRegistry()

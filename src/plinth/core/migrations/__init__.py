@@ -10,7 +10,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-HEAD = "0006"
+HEAD = "0007"
 _HERE = Path(__file__).parent
 
 
