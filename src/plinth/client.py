@@ -41,14 +41,14 @@ class Transport:
                 timeout=httpx.Timeout(60.0, connect=10.0),
             )
         else:
-            from plinth.server.app import create_app
+            from plinth.server.app import EMBEDDED_HOST, create_app
             from plinth.transport import InProcessTransport
 
             app = create_app(settings, embedded=True)
             app.state.tracking.recover()
             self.embedded = True
             self.http = httpx.Client(
-                base_url="http://embedded.plinth",
+                base_url=f"http://{EMBEDDED_HOST}",
                 headers=headers,
                 transport=InProcessTransport(app),
                 timeout=None,

@@ -19,6 +19,11 @@ class ServerSettings(BaseModel):
     port: int = 8765
     max_request_bytes: int = Field(64 << 20, description="largest JSON body accepted")
     max_artifact_bytes: int = Field(1 << 40, description="largest single artifact accepted")
+    allowed_hosts: list[str] = Field(
+        ["127.0.0.1", "localhost", "::1"],
+        description="Host headers served (DNS-rebinding defence); add the server's names",
+    )
+    cors_origins: list[str] = Field([], description="browser origins allowed to call the API")
 
 
 class TrackingSettings(BaseModel):

@@ -9,6 +9,8 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from starlette.middleware.cors import CORSMiddleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from plinth import __version__
 from plinth.core.access import Permission
@@ -24,10 +26,12 @@ from plinth.governance.service import AuditService
 from plinth.server.auth import requires
 from plinth.server.blocking import Blocking
 from plinth.server.errors import CatchAll, PlinthJSONResponse, install_error_handlers
-from plinth.server.middleware import BodyLimit, RequestMetrics
+from plinth.server.middleware import BodyLimit, RequestMetrics, SecurityHeaders
 from plinth.settings import Settings
 from plinth.tracking.routes import router as tracking_router
 from plinth.tracking.service import TrackingService
+
+EMBEDDED_HOST = "embedded.plinth"  # the Host the in-process client sends
 
 
 def build_services(settings: Settings) -> TrackingService:
@@ -106,5 +110,15 @@ def create_app(settings: Settings | None = None, *, embedded: bool = False) -> F
         limit=settings.server.max_request_bytes,
         upload_limit=settings.server.max_artifact_bytes,
     )
+    app.add_middleware(SecurityHeaders, docs_path=app.docs_url or "")
+    if settings.server.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.server.cors_origins,
+            allow_methods=["*"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
+    hosts = [*settings.server.allowed_hosts, *([EMBEDDED_HOST] if embedded else [])]
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=hosts)  # outermost
     app.add_middleware(RequestMetrics, registry=registry)
     return app
