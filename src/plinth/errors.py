@@ -9,6 +9,7 @@
     │   └── BlobMissing (404)      content not stored yet: upload it
     ├── Conflict (409)             e.g. a param logged again with another value
     ├── PayloadTooLarge (413)
+    ├── TooManyRequests (429)      e.g. too many failed logins
     ├── CorruptArtifact (500)      stored bytes no longer match their digest
     ├── MissingDependency (500)    an optional extra is not installed
     └── ServiceUnavailable (503)   the server could not be reached
@@ -59,6 +60,10 @@ class Conflict(PlinthError):
 
 class PayloadTooLarge(PlinthError):
     status_code = 413
+
+
+class TooManyRequests(PlinthError):
+    status_code = 429
 
 
 class CorruptArtifact(PlinthError):

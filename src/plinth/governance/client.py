@@ -106,3 +106,9 @@ class IdentityCalls:
         self._transport.request(
             "DELETE", f"/api/v1/projects/{quote(project)}/members/{quote(user, safe='')}"
         )
+
+    def set_password(self, user: str, password: str) -> None:
+        """A password for the web UI (yours, or anyone's if you are a platform admin)."""
+        self._transport.request(
+            "PUT", f"/api/v1/users/{quote(user, safe='')}/password", json={"password": password}
+        )

@@ -53,6 +53,21 @@ def create_user(
     _show_new_token(created.token)
 
 
+@users_app.command("password")
+def set_password(
+    name: str,
+    password: Annotated[
+        str,
+        typer.Option(
+            prompt=True, hide_input=True, confirmation_prompt=True, help="Asked for when not given."
+        ),
+    ],
+) -> None:
+    """Set a user's password for the web UI (yours, or anyone's as an admin)."""
+    _client().set_password(name, password)
+    console.print(f"password of {name} set")
+
+
 def _days(text: str | None) -> float | None:
     """``30d``, ``12h`` or a number of days."""
     if text is None:

@@ -124,3 +124,11 @@ async def add_member(project: str, req: s.MemberAdd, g: MembersWrite) -> s.Membe
 async def remove_member(project: str, user: str, g: MembersWrite) -> Response:
     await g.blocking.run(g.members.remove_member, project, user, principal=g.principal)
     return Response(status_code=204)
+
+
+@identity_router.put("/users/{user}/password", status_code=204)
+async def set_password(user: str, req: s.PasswordSet, i: Signed, request: Request) -> Response:
+    """Set a password for the web UI: one's own, or anyone's for a platform admin."""
+    sessions = request.app.state.sessions
+    await i.blocking.run(sessions.set_password, user, req.password, principal=i.principal)
+    return Response(status_code=204)

@@ -100,3 +100,7 @@ class Member(BaseModel):
 class MemberAdd(BaseModel):
     user: str = Field(max_length=100)
     role: Role
+
+
+class PasswordSet(BaseModel):
+    password: str = Field(min_length=1, max_length=1000)

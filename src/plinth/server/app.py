@@ -23,6 +23,7 @@ from plinth.governance.members import MembersService
 from plinth.governance.routes import identity_router
 from plinth.governance.routes import router as governance_router
 from plinth.governance.service import AuditService
+from plinth.governance.sessions import SessionService
 from plinth.server.auth import requires
 from plinth.server.blocking import Blocking
 from plinth.server.errors import CatchAll, PlinthJSONResponse, install_error_handlers
@@ -85,6 +86,7 @@ def create_app(settings: Settings | None = None, *, embedded: bool = False) -> F
     app.state.tracking = tracking
     app.state.audit = AuditService(tracking.db)
     app.state.identity = IdentityService(tracking.db, tracking)
+    app.state.sessions = SessionService(tracking.db)
     app.state.members = MembersService(tracking.db, tracking)
     app.state.blocking = blocking
     registry = CollectorRegistry()
@@ -101,8 +103,10 @@ def create_app(settings: Settings | None = None, *, embedded: bool = False) -> F
     async def metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
+    from plinth.ui.login import router as login_router
     from plinth.ui.routes import router as ui_router
 
+    app.include_router(login_router)
     app.include_router(ui_router)
     app.add_middleware(CatchAll)  # innermost: sees what the exception handlers did not
     app.add_middleware(

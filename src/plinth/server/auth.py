@@ -15,7 +15,8 @@ from starlette.requests import Request
 
 from plinth.core import audit
 from plinth.core.access import ANONYMOUS, Permission, Principal, allows
-from plinth.errors import PermissionDenied
+from plinth.errors import PermissionDenied, PlinthError
+from plinth.governance.sessions import SESSION_COOKIE
 
 
 class Requires:
@@ -30,9 +31,12 @@ class Requires:
             return ANONYMOUS.from_address(source)
         identity = request.app.state.identity
         blocking = request.app.state.blocking
-        principal: Principal = await blocking.run(
-            identity.authenticate, request.headers.get("authorization"), source
-        )
+        authorization = request.headers.get("authorization")
+        cookie = request.cookies.get(SESSION_COOKIE)
+        if authorization is None and cookie and await blocking.run(identity.auth_enabled):
+            principal = await blocking.run(_from_session, request, cookie, source)
+        else:
+            principal = await blocking.run(identity.authenticate, authorization, source)
         if not allows(principal, self.permission):
             denied = PermissionDenied(f"{principal.name} may not {self.permission.value}")
             await blocking.run(
@@ -45,6 +49,23 @@ class Requires:
             raise denied
         request.state.principal = principal
         return principal
+
+
+_SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+
+
+def _from_session(request: Request, cookie: str, source: str) -> Principal:
+    """The session's user; an unsafe request must also echo the session's CSRF token."""
+    sessions = request.app.state.sessions
+    try:
+        session = sessions.resolve(cookie, source)
+        if request.method not in _SAFE_METHODS:
+            sessions.check_csrf(session, request.headers.get("x-csrf-token"))
+    except PlinthError as exc:
+        audit.record_refusal(sessions.db, ANONYMOUS.from_address(source), "session", exc)
+        raise
+    principal: Principal = session.principal
+    return principal
 
 
 def requires(permission: Permission) -> Any:

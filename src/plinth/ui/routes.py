@@ -11,18 +11,19 @@ import functools
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import quote
 
 import jinja2
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from pydantic import ValidationError
 
 from plinth import __version__
 from plinth.core.access import Permission
-from plinth.errors import InvalidInput, NotFound
+from plinth.errors import InvalidInput, NotFound, PermissionDenied, Unauthenticated
 from plinth.server.auth import requires
 from plinth.server.errors import describe
 from plinth.tracking import schemas as s
@@ -61,7 +62,10 @@ class PageRoute(APIRoute):
         async def page(request: Request) -> Response:
             try:
                 return await handler(request)
-            except (NotFound, InvalidInput) as exc:
+            except Unauthenticated:
+                target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+                return RedirectResponse(f"/login?next={quote(target, safe='')}", status_code=303)
+            except (NotFound, InvalidInput, PermissionDenied) as exc:
                 return error_page(exc.message, exc.status_code)
             except (RequestValidationError, ValidationError) as exc:
                 return error_page(describe(exc.errors()), 400)
