@@ -9,7 +9,13 @@ from rich.console import Console
 
 from plinth.errors import InvalidInput, PlinthError
 from plinth.governance.cli import audit_app
-from plinth.governance.identity_cli import admin_app, members_app, tokens_app, users_app
+from plinth.governance.identity_cli import (
+    admin_app,
+    members_app,
+    secrets_app,
+    tokens_app,
+    users_app,
+)
 from plinth.governance.keys_cli import keys_app
 from plinth.tracking.cli import artifacts_app, projects_app, runs_app
 
@@ -24,6 +30,7 @@ app.add_typer(artifacts_app, name="artifacts")
 app.add_typer(audit_app, name="audit")
 app.add_typer(admin_app, name="admin")
 app.add_typer(keys_app, name="keys")
+app.add_typer(secrets_app, name="secrets")
 projects_app.add_typer(members_app, name="members")
 app.add_typer(users_app, name="users")
 app.add_typer(tokens_app, name="tokens")

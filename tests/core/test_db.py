@@ -14,6 +14,7 @@ from alembic.script import ScriptDirectory
 import plinth.core.access
 import plinth.core.audit
 import plinth.core.encrypted
+import plinth.governance.secrets
 import plinth.governance.tables
 import plinth.tracking.tables  # noqa: F401
 from plinth.core import migrations

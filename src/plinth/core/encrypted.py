@@ -14,11 +14,14 @@ from __future__ import annotations
 import io
 import os
 import re
+import struct
 import time
 from collections.abc import Iterator
 from typing import IO, Any
 
 import sqlalchemy as sa
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from plinth.core.blobs import CHUNK, Backend, BlobStore, Writer
 from plinth.core.crypto import (
@@ -268,3 +271,27 @@ def _read_up_to(f: IO[bytes], size: int) -> bytes:
     while len(data) < size and (chunk := f.read(size - len(data))):
         data += chunk
     return data
+
+
+_SEALED_VALUE = struct.Struct(">I12s")  # data key version, nonce
+
+
+def seal_value(keyring: Keyring, project_id: str, value: bytes, aad: bytes) -> bytes:
+    """A small value (a job's secret) sealed under the project's current data key."""
+    key = keyring.data_key(project_id)
+    nonce = os.urandom(12)
+    head = _SEALED_VALUE.pack(key.version, nonce)
+    return head + AESGCM(key.secret).encrypt(nonce, value, head + aad)
+
+
+def open_value(keyring: Keyring, project_id: str, sealed: bytes, aad: bytes) -> bytes:
+    version, nonce = _SEALED_VALUE.unpack(sealed[: _SEALED_VALUE.size])
+    key = keyring.key_for(project_id, version)
+    try:
+        return AESGCM(key).decrypt(
+            nonce, sealed[_SEALED_VALUE.size :], sealed[: _SEALED_VALUE.size] + aad
+        )
+    except InvalidTag:
+        raise CorruptArtifact(
+            "a sealed secret does not authenticate: it was altered or moved"
+        ) from None

@@ -112,3 +112,18 @@ class IdentityCalls:
         self._transport.request(
             "PUT", f"/api/v1/users/{quote(user, safe='')}/password", json={"password": password}
         )
+
+    def set_secret(self, project: str, name: str, value: str) -> None:
+        """Store a secret for the project's jobs, sealed; it cannot be read back."""
+        self._transport.request(
+            "PUT", f"/api/v1/projects/{quote(project)}/secrets", json={"name": name, "value": value}
+        )
+
+    def list_secrets(self, project: str) -> list[s.SecretInfo]:
+        data = self._transport.request("GET", f"/api/v1/projects/{quote(project)}/secrets")
+        return [s.SecretInfo(**item) for item in data]
+
+    def delete_secret(self, project: str, name: str) -> None:
+        self._transport.request(
+            "DELETE", f"/api/v1/projects/{quote(project)}/secrets/{quote(name, safe='')}"
+        )

@@ -164,3 +164,37 @@ def remove_member(project: str, user: str) -> None:
     """Take a user's role in a project away."""
     _client().remove_member(project, user)
     console.print(f"{user} removed from {project}")
+
+
+secrets_app = typer.Typer(
+    help="Secrets for a project's jobs: set, list names, delete.", no_args_is_help=True
+)
+
+
+@secrets_app.command("set")
+def set_secret(
+    project: str,
+    name: str,
+    value: Annotated[
+        str, typer.Option(prompt=True, hide_input=True, help="Asked for (hidden) when not given.")
+    ],
+) -> None:
+    """Store a secret sealed under the project's key; it can never be read back."""
+    _client().set_secret(project, name, value)
+    console.print(f"secret {name} of {project} stored")
+
+
+@secrets_app.command("list")
+def list_secrets(project: str) -> None:
+    """The names of a project's secrets (never their values)."""
+    table = Table("name", "updated")
+    for secret in _client().list_secrets(project):
+        table.add_row(secret.name, _when(secret.updated_at))
+    console.print(table)
+
+
+@secrets_app.command("delete")
+def delete_secret(project: str, name: str) -> None:
+    """Delete a secret."""
+    _client().delete_secret(project, name)
+    console.print(f"secret {name} of {project} deleted")

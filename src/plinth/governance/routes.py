@@ -132,3 +132,24 @@ async def set_password(user: str, req: s.PasswordSet, i: Signed, request: Reques
     sessions = request.app.state.sessions
     await i.blocking.run(sessions.set_password, user, req.password, principal=i.principal)
     return Response(status_code=204)
+
+
+@identity_router.get("/projects/{project}/secrets", response_model=list[s.SecretInfo])
+async def list_secrets(project: str, g: MembersRead, request: Request) -> list[s.SecretInfo]:
+    """Names and times only: a secret's value is never returned."""
+    service = request.app.state.secrets
+    return await g.blocking.run(service.list_secrets, project, principal=g.principal)
+
+
+@identity_router.put("/projects/{project}/secrets", status_code=204)
+async def set_secret(project: str, req: s.SecretSet, g: MembersWrite, request: Request) -> Response:
+    await g.blocking.run(request.app.state.secrets.set_secret, project, req, principal=g.principal)
+    return Response(status_code=204)
+
+
+@identity_router.delete("/projects/{project}/secrets/{name}", status_code=204)
+async def delete_secret(project: str, name: str, g: MembersWrite, request: Request) -> Response:
+    await g.blocking.run(
+        request.app.state.secrets.delete_secret, project, name, principal=g.principal
+    )
+    return Response(status_code=204)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr
 
 from plinth.core.access import Role
 
@@ -104,3 +104,13 @@ class MemberAdd(BaseModel):
 
 class PasswordSet(BaseModel):
     password: str = Field(min_length=1, max_length=1000)
+
+
+class SecretSet(BaseModel):
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,99}$", description="e.g. AWS_KEY")
+    value: SecretStr = Field(description="stored sealed; never returned")
+
+
+class SecretInfo(BaseModel):
+    name: str
+    updated_at: float

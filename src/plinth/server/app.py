@@ -22,6 +22,7 @@ from plinth.governance.keys import current_master_key
 from plinth.governance.members import MembersService
 from plinth.governance.routes import identity_router
 from plinth.governance.routes import router as governance_router
+from plinth.governance.secrets import SecretsService
 from plinth.governance.service import AuditService
 from plinth.governance.sessions import SessionService
 from plinth.server.auth import requires
@@ -87,6 +88,7 @@ def create_app(settings: Settings | None = None, *, embedded: bool = False) -> F
     app.state.audit = AuditService(tracking.db)
     app.state.identity = IdentityService(tracking.db, tracking)
     app.state.sessions = SessionService(tracking.db)
+    app.state.secrets = SecretsService(tracking.db, tracking, tracking.keyring)
     app.state.members = MembersService(tracking.db, tracking)
     app.state.blocking = blocking
     registry = CollectorRegistry()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-HEAD = "0008"
+HEAD = "0009"
 _HERE = Path(__file__).parent
 
 
