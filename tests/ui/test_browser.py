@@ -7,6 +7,7 @@ failure that says how to install it, never a skip.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import subprocess
@@ -43,10 +44,9 @@ HOW_TO_INSTALL = (
 )
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    home = tmp_path_factory.mktemp("browser-home")
-    _populate(home)
+@contextlib.contextmanager
+def _serve(home: Path) -> Iterator[str]:
+    """``plinth server`` over ``home`` on a free loopback port, until the block ends."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PLINTH_")}
     env["PLINTH_HOME"] = str(home)
@@ -70,6 +70,30 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             proc.wait()
         if proc.stderr:
             proc.stderr.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    home = tmp_path_factory.mktemp("browser-home")
+    _populate(home)
+    with _serve(home) as base:
+        yield base
+
+
+PASSWORD = "a long browser password"
+
+
+@pytest.fixture(scope="module")
+def secured_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A server whose home has an admin with a password: every page needs a login."""
+    home = tmp_path_factory.mktemp("secured-home")
+    _populate(home)
+    with Client(settings=make_settings(home)) as anonymous:
+        token = anonymous.init_admin("root").token.token
+    with Client(settings=make_settings(home).model_copy(update={"token": token})) as root:
+        root.set_password("root", PASSWORD)
+    with _serve(home) as base:
+        yield base
 
 
 def _populate(home: Path) -> None:
@@ -131,7 +155,14 @@ def page(browser: Any) -> Iterator[Any]:
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    # a refused login answers 401 with the form again: the browser notes it, rightly
+    expected = "the server responded with a status of 401"
+    page.on(
+        "console",
+        lambda msg: (
+            errors.append(msg.text) if msg.type == "error" and expected not in msg.text else None
+        ),
+    )
     yield page
     context.close()
     assert errors == [], errors
@@ -190,3 +221,24 @@ def test_select_runs_and_compare(server: str, page: Any, screenshots: Path) -> N
     assert charts.count() == 2
     assert charts.first.locator("polyline").count() == 2
     page.screenshot(path=str(screenshots / "compare.png"), full_page=True)
+
+
+def test_log_in_and_out(secured_server: str, page: Any, screenshots: Path) -> None:
+    page.goto(secured_server + "/projects/vision")
+    page.wait_for_url("**/login?next=*")
+    assert page.locator("#logout").is_hidden()  # nobody to log out yet
+    page.screenshot(path=str(screenshots / "login.png"))
+    page.fill("input[name=user]", "root")
+    page.fill("input[name=password]", "not the password")
+    page.click("button[type=submit]")
+    assert "wrong user name or password" in page.locator(".error").inner_text()
+    page.fill("input[name=user]", "root")
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url("**/projects/vision")
+    assert page.locator("table.runs tbody tr").count() == 4
+    assert page.locator("#logout").is_visible()
+    page.click("#logout")
+    page.wait_for_url("**/login")
+    page.goto(secured_server + "/")
+    page.wait_for_url("**/login?next=*")

@@ -1,4 +1,16 @@
 // Progressive enhancement only: every page works without it.
+// Log out: shown while there is a session; POSTs with the CSRF token the server set.
+document.addEventListener("DOMContentLoaded", () => {
+  const button = document.getElementById("logout");
+  const csrf = document.cookie.split("; ").find((c) => c.startsWith("plinth_csrf="));
+  if (!button || !csrf) return;
+  button.hidden = false;
+  button.addEventListener("click", async () => {
+    await fetch("/logout", { method: "POST", headers: { "X-CSRF-Token": csrf.split("=")[1] } });
+    window.location.href = "/login";
+  });
+});
+
 // Compare: enable the button once runs are checked and send ?runs=id1,id2.
 document.addEventListener("DOMContentLoaded", () => {
   const form = document.getElementById("compare-form");
