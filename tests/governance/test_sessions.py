@@ -58,11 +58,17 @@ def test_unsafe_requests_with_the_cookie_need_the_csrf_token(
     assert http.post("/api/v1/runs", json=body).status_code == 403
     forged = http.post("/api/v1/runs", json=body, headers={"X-CSRF-Token": "guess"})
     assert forged.status_code == 403
+    for method, path in (
+        ("DELETE", "/api/v1/tokens/x"),
+        ("PUT", "/api/v1/users/root/password"),
+        ("PATCH", "/api/v1/runs/x"),
+    ):
+        assert http.request(method, path, json={}).status_code == 403, method
     token = http.cookies["plinth_csrf"]
     assert http.post("/api/v1/runs", json=body, headers={"X-CSRF-Token": token}).status_code == 201
     assert len(root.search_runs("csrf").runs) == 1  # the refused ones changed nothing
     refused = [e for e in root.audit_events(action="session") if e.outcome == "refused"]
-    assert len(refused) == 2
+    assert len(refused) == 5
 
 
 def test_logout_ends_the_session(browser: tuple[Any, Client]) -> None:
