@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
 
@@ -11,7 +11,7 @@ from plinth.governance import schemas as s
 from plinth.governance.identity import IdentityService
 from plinth.governance.members import MembersService
 from plinth.governance.service import AuditService
-from plinth.server.auth import Requires, requires
+from plinth.server.auth import caller, requires
 from plinth.server.blocking import Blocking
 
 router = APIRouter(
@@ -49,18 +49,9 @@ class Identities:
         self.principal = principal
 
 
-def _identities(permission: Permission) -> Any:
-    async def dependency(
-        request: Request, principal: Principal = Depends(Requires(permission))
-    ) -> Identities:
-        return Identities(request, principal)
-
-    return Depends(dependency)
-
-
 identity_router = APIRouter(prefix="/api/v1", tags=["governance"])
-Admin = Annotated[Identities, _identities(Permission.PLATFORM_ADMIN)]
-Signed = Annotated[Identities, _identities(Permission.AUTHENTICATED)]
+Admin = Annotated[Identities, caller(Identities, Permission.PLATFORM_ADMIN)]
+Signed = Annotated[Identities, caller(Identities, Permission.AUTHENTICATED)]
 
 
 @identity_router.post("/admin/init", response_model=s.NewUser, status_code=201)
@@ -96,17 +87,8 @@ class Members:
         self.principal = principal
 
 
-def _members(permission: Permission) -> Any:
-    async def dependency(
-        request: Request, principal: Principal = Depends(Requires(permission))
-    ) -> Members:
-        return Members(request, principal)
-
-    return Depends(dependency)
-
-
-MembersRead = Annotated[Members, _members(Permission.PROJECT_READ)]
-MembersWrite = Annotated[Members, _members(Permission.PROJECT_WRITE)]
+MembersRead = Annotated[Members, caller(Members, Permission.PROJECT_READ)]
+MembersWrite = Annotated[Members, caller(Members, Permission.PROJECT_WRITE)]
 
 
 @identity_router.get("/projects/{project}/members", response_model=list[s.Member])

@@ -8,7 +8,8 @@ needs a token, except for the public routes. Denials are in the audit trail.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from fastapi import Depends
 from starlette.requests import Request
@@ -17,6 +18,8 @@ from plinth.core import audit
 from plinth.core.access import ANONYMOUS, Permission, Principal, allows
 from plinth.errors import PermissionDenied, PlinthError
 from plinth.governance.sessions import SESSION_COOKIE
+
+T = TypeVar("T")
 
 
 class Requires:
@@ -71,3 +74,15 @@ def _from_session(request: Request, cookie: str, source: str) -> Principal:
 def requires(permission: Permission) -> Any:
     """``dependencies=[requires(Permission.PROJECT_READ)]`` on a route."""
     return Depends(Requires(permission))
+
+
+def caller(context: Callable[[Request, Principal], T], permission: Permission) -> Any:
+    """``Depends`` that builds a route's ``context(request, principal)`` once the request
+    holds ``permission``: how a router hands its routes their services and caller."""
+
+    async def dependency(
+        request: Request, principal: Principal = Depends(Requires(permission))
+    ) -> T:
+        return context(request, principal)
+
+    return Depends(dependency)

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterator
-from typing import Annotated, Any
+from typing import Annotated
 
 import anyio
-from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
+from fastapi import APIRouter, Header, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 
 from plinth.core.access import Permission, Principal
-from plinth.server.auth import Requires
+from plinth.server.auth import caller
 from plinth.server.blocking import Blocking
 from plinth.tracking import schemas as s
 from plinth.tracking.service import TrackingService
@@ -28,17 +28,8 @@ class Tracking:
         self.principal = principal
 
 
-def _tracking(permission: Permission) -> Any:
-    async def dependency(
-        request: Request, principal: Principal = Depends(Requires(permission))
-    ) -> Tracking:
-        return Tracking(request, principal)
-
-    return Depends(dependency)
-
-
-Read = Annotated[Tracking, _tracking(Permission.PROJECT_READ)]
-Write = Annotated[Tracking, _tracking(Permission.PROJECT_WRITE)]
+Read = Annotated[Tracking, caller(Tracking, Permission.PROJECT_READ)]
+Write = Annotated[Tracking, caller(Tracking, Permission.PROJECT_WRITE)]
 
 
 @router.get("/projects", response_model=list[s.Project])
