@@ -28,7 +28,9 @@ from plinth.governance import schemas as s
 from plinth.governance import tables as t
 from plinth.tracking.service import TrackingService
 
-_AUTH_CACHE_S = 1.0
+# While there is no user, whether one appeared (made by another process) is asked at
+# most this often: an embedded home otherwise pays a query on every request.
+_NO_USERS_RECHECK_S = 1.0
 
 
 _NEED_TO_GRANT = {Role.VIEWER: Need.READ, Role.EDITOR: Need.WRITE, Role.ADMIN: Need.ADMIN}
@@ -38,18 +40,19 @@ class IdentityService:
     def __init__(self, db: Database, tracking: TrackingService) -> None:
         self.db = db
         self.tracking = tracking  # projects belong to tracking
-        self._enabled_until = 0.0  # auth, once on, never turns off: cache only "on"
+        self._enabled = False  # once on, auth never turns off
+        self._recheck_at = 0.0
 
     # authentication -------------------------------------------------------------------
 
     def auth_enabled(self) -> bool:
-        if time.monotonic() < self._enabled_until:
-            return True
+        if self._enabled or time.monotonic() < self._recheck_at:
+            return self._enabled
         with self.db.read() as conn:
-            enabled = conn.execute(sa.select(sa.func.count()).select_from(t.users)).scalar_one()
-        if enabled:
-            self._enabled_until = time.monotonic() + 3600
-        return bool(enabled)
+            users = conn.execute(sa.select(sa.func.count()).select_from(t.users)).scalar_one()
+        self._enabled = bool(users)
+        self._recheck_at = time.monotonic() + _NO_USERS_RECHECK_S
+        return self._enabled
 
     def authenticate(self, authorization: str | None, source: str) -> Principal:
         """The principal a request acts as; Unauthenticated (audited) if it has none."""
@@ -105,7 +108,9 @@ class IdentityService:
         with audit.recorded(self.db, principal, "admin.init", object=req.name) as (conn, _):
             if conn.execute(sa.select(sa.func.count()).select_from(t.users)).scalar_one():
                 raise Conflict("an admin already exists; ask them for a token")
-            return self._create_user(conn, req.name, True, "initial admin token")
+            created = self._create_user(conn, req.name, True, "initial admin token")
+        self._enabled = True  # committed: from this request on, credentials are needed
+        return created
 
     def create_user(self, req: s.UserCreate, *, principal: Principal) -> s.NewUser:
         with audit.recorded(self.db, principal, "users.create", object=req.name) as (conn, ch):
