@@ -34,7 +34,6 @@ class Transport:
         if settings.token:
             headers["Authorization"] = f"Bearer {settings.token}"
         if settings.url:
-            self.embedded = False
             self.http = httpx.Client(
                 base_url=settings.url.rstrip("/"),
                 headers=headers,
@@ -46,7 +45,6 @@ class Transport:
 
             app = create_app(settings, embedded=True)
             app.state.tracking.recover()
-            self.embedded = True
             self.http = httpx.Client(
                 base_url=f"http://{EMBEDDED_HOST}",
                 headers=headers,
