@@ -5,9 +5,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from plinth.client import Client
+from plinth.core.platform import Platform
 from plinth.settings import Settings
 from tests import services
 
@@ -42,9 +44,38 @@ def settings(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Se
 
 
 @pytest.fixture
+def own_settings(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Settings]:
+    """Settings over a database of this test's own: for tests that turn on auth or
+    break the audit chain, which span a whole database."""
+    if backend == "sqlite":
+        yield make_settings(tmp_path / "own-home")
+        return
+    server = request.getfixturevalue("postgres_server_url")
+    with services.postgres_database(server) as url:
+        yield make_settings(tmp_path / "own-home", url)
+
+
+@pytest.fixture
 def client(settings: Settings) -> Iterator[Client]:
     with Client(settings=settings) as c:
         yield c
+
+
+@pytest.fixture
+def platform(settings: Settings) -> Iterator[Platform]:
+    """The kernel over the same home as ``client``: its database, stores, guard."""
+    opened = Platform.open(settings)
+    yield opened
+    opened.close()
+
+
+def raw_http(client: Client) -> httpx.Client:
+    """The client's own connection (embedded: to its in-process app), for requests
+    the SDK never makes."""
+    http: httpx.Client = client._transport.http
+    return http
 
 
 @pytest.fixture

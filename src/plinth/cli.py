@@ -1,4 +1,10 @@
-"""The ``plinth`` command: mounts each capability's commands."""
+"""The ``plinth`` command: each capability's commands, mounted from the declarations,
+and the few that belong to the platform itself (server, demo, version).
+
+Start-up stays light: a command group's module is imported to mount it, but nothing
+imports the web framework, the database or a capability's service until a command
+needs one.
+"""
 
 from __future__ import annotations
 
@@ -7,33 +13,31 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from plinth.capabilities import declared
+from plinth.core.capability import load
 from plinth.errors import InvalidInput, PlinthError
-from plinth.governance.cli import audit_app
-from plinth.governance.identity_cli import (
-    admin_app,
-    members_app,
-    secrets_app,
-    tokens_app,
-    users_app,
-)
-from plinth.governance.keys_cli import keys_app
-from plinth.tracking.cli import artifacts_app, projects_app, runs_app
 
 app = typer.Typer(
     help="Plinth: track experiments, store artifacts and serve models, on a laptop or a cluster.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-app.add_typer(projects_app, name="projects")
-app.add_typer(runs_app, name="runs")
-app.add_typer(artifacts_app, name="artifacts")
-app.add_typer(audit_app, name="audit")
-app.add_typer(admin_app, name="admin")
-app.add_typer(keys_app, name="keys")
-app.add_typer(secrets_app, name="secrets")
-projects_app.add_typer(members_app, name="members")
-app.add_typer(users_app, name="users")
-app.add_typer(tokens_app, name="tokens")
+
+
+def _mount(root: typer.Typer) -> None:
+    """Mount every capability's command groups: ``"runs"`` at the top, ``"projects
+    members"`` inside the ``projects`` group (which must be declared before it)."""
+    groups: dict[str, typer.Typer] = {}
+    for capability in declared():
+        for name, path in capability.commands:
+            *parents, leaf = name.split()
+            group = load(path)
+            parent = groups[" ".join(parents)] if parents else root
+            parent.add_typer(group, name=leaf)
+            groups[name] = group
+
+
+_mount(app)
 
 
 @app.command()
@@ -49,6 +53,7 @@ def server(
     import uvicorn
     from sqlalchemy.engine import make_url
 
+    from plinth.core.access import Authenticator
     from plinth.server.app import create_app
     from plinth.settings import Settings
 
@@ -56,7 +61,8 @@ def server(
     host = host or settings.server.host
     port = port or settings.server.port
     app_ = create_app(settings)
-    if not (_is_loopback(host) or allow_unauthenticated or app_.state.identity.auth_enabled()):
+    identity = app_.state.services.get(Authenticator)
+    if not (_is_loopback(host) or allow_unauthenticated or identity.auth_enabled()):
         raise InvalidInput(
             f"refusing to serve on {host} without authentication: anyone who can reach it "
             "could read and change every run. Create the first admin with 'plinth admin "

@@ -18,9 +18,9 @@ from typing import Any
 import httpx
 
 from plinth import errors
-from plinth.governance.client import GovernanceCalls, IdentityCalls
+from plinth.capabilities import declared
+from plinth.core.capability import load
 from plinth.settings import Settings
-from plinth.tracking.client import TrackingCalls
 
 _RETRY_STATUSES = {502, 503, 504}
 
@@ -44,7 +44,6 @@ class Transport:
             from plinth.transport import InProcessTransport
 
             app = create_app(settings, embedded=True)
-            app.state.tracking.recover()
             self.http = httpx.Client(
                 base_url=f"http://{EMBEDDED_HOST}",
                 headers=headers,
@@ -113,7 +112,13 @@ def raise_for_error(response: httpx.Response) -> None:
     raise errors.from_response(kind, message, response.status_code)
 
 
-class Client(TrackingCalls, GovernanceCalls, IdentityCalls):
+def _calls() -> tuple[type, ...]:
+    """Every capability's SDK calls, mixed into ``Client``; a test checks no two
+    capabilities define the same method name."""
+    return tuple(load(path) for capability in declared() for path in capability.calls)
+
+
+class Client(*_calls()):  # type: ignore[misc]
     """Plinth's SDK in one flat API: ``Client().search_runs(...)``.
 
     Reads ``PLINTH_*`` settings unless given some; ``url``/``token``/``home`` override.

@@ -24,6 +24,11 @@ class ServerSettings(BaseModel):
         description="Host headers served (DNS-rebinding defence); add the server's names",
     )
     cors_origins: list[str] = Field([], description="browser origins allowed to call the API")
+    upload_idle_seconds: float = Field(
+        30.0, gt=0, description="a request body that sends nothing this long is cut off (408)"
+    )
+    upload_threads: int = Field(32, ge=1, description="threads that write uploads")
+    uploads_per_principal: int = Field(8, ge=1, description="uploads one principal runs at once")
 
 
 class TrackingSettings(BaseModel):
@@ -60,6 +65,9 @@ class Settings(BaseSettings):
     )
     master_key_file: Path | None = Field(None, description="a file holding the master key")
     db_synchronous: str = Field("FULL", pattern="^(FULL|NORMAL|EXTRA)$")
+    projects_by_admins_only: bool = Field(
+        False, description="only platform admins create projects (default: any user)"
+    )
     server: ServerSettings = ServerSettings()
     tracking: TrackingSettings = TrackingSettings()
     s3: S3Settings = S3Settings()

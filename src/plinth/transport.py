@@ -4,6 +4,10 @@ httpx's own ASGITransport is async-only and buffers whole responses; the SDK is
 synchronous and moves multi-GB artifacts, so this transport runs the app on an event
 loop in a background thread and hands bytes across with back-pressure: at most
 ``WINDOW`` response chunks wait for the caller at any time.
+
+The app's lifespan runs as under a server, as Starlette's TestClient runs it: start-up
+recovery and background work (the stale-run reaper, later schedulers and monitors)
+happen embedded exactly as served, and stop when the transport closes.
 """
 
 from __future__ import annotations
@@ -28,6 +32,12 @@ class InProcessTransport(httpx.BaseTransport):
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="plinth-app", daemon=True)
         self.thread.start()
+        self.lifespan = _Lifespan(app, self.loop)
+        try:
+            self.lifespan.start()
+        except BaseException:
+            self._stop_loop()
+            raise
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         exchange = _Exchange(request, self.loop)
@@ -37,8 +47,67 @@ class InProcessTransport(httpx.BaseTransport):
 
     def close(self) -> None:
         if self.loop.is_running():
+            self.lifespan.stop()
+        self._stop_loop()
+
+    def _stop_loop(self) -> None:
+        if self.loop.is_running():
             self.loop.call_soon_threadsafe(self.loop.stop)
             self.thread.join(timeout=5)
+
+
+class _Lifespan:
+    """The ASGI lifespan protocol, driven from the caller's thread."""
+
+    def __init__(self, app: Any, loop: asyncio.AbstractEventLoop) -> None:
+        self.app, self.loop = app, loop
+        self.messages: queue.Queue[dict[str, Any]] = queue.Queue()
+        self.shutdown: asyncio.Event | None = None
+        self.done: Any = None
+
+    def start(self) -> None:
+        self.done = asyncio.run_coroutine_threadsafe(self._run(), self.loop)
+        self._expect("lifespan.startup")
+
+    def stop(self, timeout: float = 30.0) -> None:
+        if self.shutdown is not None:
+            self.loop.call_soon_threadsafe(self.shutdown.set)
+            self._expect("lifespan.shutdown", timeout)
+
+    def _expect(self, phase: str, timeout: float | None = None) -> None:
+        try:
+            message = self.messages.get(timeout=timeout)
+        except queue.Empty:
+            log.warning("the app's %s did not finish within %s s", phase, timeout)
+            return
+        if message["type"] == f"{phase}.failed":
+            raise RuntimeError(f"{phase} failed: {message.get('message', '')}")
+        if "error" in message:
+            raise message["error"]
+
+    async def _run(self) -> None:
+        self.shutdown = asyncio.Event()
+        started = False
+        # A client never closed lives until the interpreter exits: that is no leak.
+        task: Any = asyncio.current_task()
+        task._log_destroy_pending = False
+
+        async def receive() -> dict[str, Any]:
+            nonlocal started
+            if not started:
+                started = True
+                return {"type": "lifespan.startup"}
+            await self.shutdown.wait()  # type: ignore[union-attr]
+            return {"type": "lifespan.shutdown"}
+
+        async def send(message: dict[str, Any]) -> None:
+            self.messages.put(message)
+
+        scope = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}
+        try:
+            await self.app(scope, receive, send)
+        except BaseException as exc:  # the app's start-up raised: the caller sees it
+            self.messages.put({"type": "error", "error": exc})
 
 
 class _Exchange(httpx.SyncByteStream):

@@ -34,7 +34,7 @@ from plinth.core.crypto import (
     wrap,
 )
 from plinth.core.db import Database, metadata
-from plinth.core.encrypted import Keyring, data_keys, encrypted_store
+from plinth.core.encrypted import ENC_PREFIX, Keyring, data_keys, encrypted_store
 from plinth.errors import CorruptArtifact, DigestMismatch, InvalidInput, PermissionDenied
 from tests import services
 from tests.conftest import s3_options
@@ -447,8 +447,5 @@ def test_partial_writes_are_swept(tmp_path: Path) -> None:
     stale.parent.mkdir(parents=True)
     stale.write_bytes(b"partial")
     os.utime(stale, (time.time() - 7200, time.time() - 7200))
-    keys_db = Database(f"sqlite:///{tmp_path / 'keys.sqlite'}")
-    store = encrypted_store(plain, P1, Keyring(keys_db, A))
-    assert store.sweep_partial(older_than_s=3600) == 1
+    assert plain.sweep_partial(older_than_s=3600, layers=[f"{ENC_PREFIX}*/"]) == 1
     assert objects() == {}
-    keys_db.dispose()

@@ -10,15 +10,11 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-# Each of these registers its tables on the one metadata the migrations must match.
-import plinth.core.access
-import plinth.core.audit
-import plinth.core.encrypted
-import plinth.governance.secrets
-import plinth.governance.tables
-import plinth.tracking.tables  # noqa: F401
+from plinth.capabilities import load_tables
 from plinth.core import migrations
 from plinth.core.db import Database, metadata
+
+load_tables()  # the kernel's and every capability's, on the one metadata
 
 
 def test_head_constant_matches_the_tree() -> None:

@@ -11,10 +11,8 @@ import sqlalchemy as sa
 import plinth
 from plinth.client import Client
 from plinth.core.audit import audit_events, audit_head
-
-
-def _db(client: Client):  # type: ignore[no-untyped-def]
-    return client._transport.http._transport.app.state.tracking.db  # type: ignore[attr-defined]
+from plinth.core.platform import Platform
+from tests.conftest import raw_http
 
 
 def _actions(client: Client, project: str) -> list[tuple[str, str]]:
@@ -33,6 +31,7 @@ def test_every_change_is_recorded_with_who_what_and_where(
     with pytest.raises(plinth.Conflict):
         run.client.log_batch(run.id, params={"lr": 0.2})
     assert _actions(client, project) == [
+        ("projects.create", "ok"),
         ("runs.create", "ok"),
         ("runs.log", "ok"),
         ("artifacts.put", "ok"),
@@ -41,10 +40,10 @@ def test_every_change_is_recorded_with_who_what_and_where(
     ]
     events = list(client.audit_events(project=project))
     assert {e.actor for e in events} == {"local"}
-    assert events[0].object == run.id and events[0].details["params"] == ["lr"]
-    assert events[1].details["points"] == 1
-    assert events[2].details["digest"] and events[2].object == f"{run.id}/model.bin"
-    assert events[4].details["error"] == "Conflict"
+    assert events[1].object == run.id and events[1].details["params"] == ["lr"]
+    assert events[2].details["points"] == 1
+    assert events[3].details["digest"] and events[3].object == f"{run.id}/model.bin"
+    assert events[5].details["error"] == "Conflict"
     assert client.verify_audit().ok
 
 
@@ -53,7 +52,11 @@ def test_a_retried_batch_is_not_recorded_twice(client: Client, project: str) -> 
     points = [{"key": "m", "value": 1.0, "step": 0, "timestamp": 1.0}]
     client.log_batch(run.id, metrics=points, batch_id="same-batch-1")
     client.log_batch(run.id, metrics=points, batch_id="same-batch-1")
-    assert _actions(client, project) == [("runs.create", "ok"), ("runs.log", "ok")]
+    assert _actions(client, project) == [
+        ("projects.create", "ok"),
+        ("runs.create", "ok"),
+        ("runs.log", "ok"),
+    ]
 
 
 def test_filters_and_paging(client: Client, project: str) -> None:
@@ -67,8 +70,8 @@ def test_filters_and_paging(client: Client, project: str) -> None:
     assert list(client.audit_events(project=project, actor="someone-else")) == []
 
 
-def _tamper(client: Client, statement: str, **params: object) -> None:
-    with _db(client).engine.begin() as conn:
+def _tamper(platform: Platform, statement: str, **params: object) -> None:
+    with platform.db.engine.begin() as conn:
         conn.execute(sa.text(statement), params)
 
 
@@ -78,20 +81,20 @@ def _ids(client: Client, project: str) -> list[int]:
 
 @pytest.mark.parametrize("attack", ["edit", "delete", "reorder", "insert", "truncate"])
 def test_tampering_with_sql_is_found_at_the_first_bad_event(
-    client: Client, project: str, attack: str
+    client: Client, platform: Platform, project: str, attack: str
 ) -> None:
     for _ in range(4):
         client.create_run(project)
     ids = _ids(client, project)
     assert client.verify_audit().ok
     if attack == "edit":
-        _tamper(client, "UPDATE audit_events SET actor = 'mallory' WHERE id = :id", id=ids[1])
+        _tamper(platform, "UPDATE audit_events SET actor = 'mallory' WHERE id = :id", id=ids[1])
         expected = ids[1]
     elif attack == "delete":
-        _tamper(client, "DELETE FROM audit_events WHERE id = :id", id=ids[1])
+        _tamper(platform, "DELETE FROM audit_events WHERE id = :id", id=ids[1])
         expected = ids[2]
     elif attack == "reorder":  # swap the contents of two rows
-        with _db(client).engine.begin() as conn:
+        with platform.db.engine.begin() as conn:
             rows = {
                 r.id: dict(r._mapping)
                 for r in conn.execute(
@@ -103,7 +106,7 @@ def test_tampering_with_sql_is_found_at_the_first_bad_event(
                 conn.execute(audit_events.update().where(audit_events.c.id == a).values(values))
         expected = ids[1]
     elif attack == "insert":  # a forged event between two real ones: shift the later ones
-        with _db(client).engine.begin() as conn:
+        with platform.db.engine.begin() as conn:
             last = dict(
                 conn.execute(sa.select(audit_events).where(audit_events.c.id == ids[-1]))
                 .one()
@@ -115,14 +118,16 @@ def test_tampering_with_sql_is_found_at_the_first_bad_event(
             conn.execute(audit_events.insert().values({**last, "id": ids[-1] + 1000}))
         expected = ids[-1]
     else:  # cut the newest event off the end
-        _tamper(client, "DELETE FROM audit_events WHERE id = :id", id=ids[-1])
+        _tamper(platform, "DELETE FROM audit_events WHERE id = :id", id=ids[-1])
         expected = ids[-2]
     verdict = client.verify_audit()
     assert not verdict.ok
     assert verdict.broken_at == expected, verdict
 
 
-def test_concurrent_writers_keep_one_unbroken_chain(client: Client, project: str) -> None:
+def test_concurrent_writers_keep_one_unbroken_chain(
+    client: Client, platform: Platform, project: str
+) -> None:
     errors: list[BaseException] = []
 
     def create() -> None:
@@ -138,15 +143,15 @@ def test_concurrent_writers_keep_one_unbroken_chain(client: Client, project: str
     for thread in threads:
         thread.join()
     assert errors == []
-    assert len(_ids(client, project)) == 40
+    assert len(_ids(client, project)) == 41  # the project's creation, then 40 runs
     verdict = client.verify_audit()
     assert verdict.ok, verdict
-    with _db(client).engine.connect() as conn:
+    with platform.db.engine.connect() as conn:
         assert conn.execute(sa.select(audit_head.c.hash)).scalar_one() == verdict.head
 
 
 @pytest.mark.parametrize("method", ["POST", "PUT", "PATCH", "DELETE"])
 def test_no_api_changes_the_trail(client: Client, method: str) -> None:
     for path in ("/api/v1/audit", "/api/v1/audit/1", "/api/v1/audit/verify"):
-        response = client._transport.http.request(method, path)
+        response = raw_http(client).request(method, path)
         assert response.status_code in (404, 405), (method, path, response.status_code)

@@ -13,30 +13,36 @@ import plinth
 from plinth.client import Client
 from plinth.core.access import LOCAL
 from plinth.core.crypto import MasterKey
-from tests.conftest import make_settings
+from plinth.core.platform import Platform
+from plinth.governance.secrets import SecretsService
+from plinth.settings import Settings
+from tests.conftest import make_settings, raw_http
 
 VALUE = "AKIA-super-secret-value-0123456789"
 
 
 @pytest.fixture
-def client(tmp_path: Path) -> Client:  # type: ignore[misc]
-    settings = make_settings(tmp_path / "home")
-    settings = settings.model_copy(update={"master_key": SecretStr(MasterKey.generate().to_text())})
+def settings(tmp_path: Path) -> Settings:
+    plain = make_settings(tmp_path / "home")
+    return plain.model_copy(update={"master_key": SecretStr(MasterKey.generate().to_text())})
+
+
+@pytest.fixture
+def client(settings: Settings) -> Client:  # type: ignore[misc]
     with Client(settings=settings) as c:
         c.create_run("jobs")
         yield c
 
 
 def test_a_secret_is_sealed_and_never_comes_back(
-    client: Client, caplog: pytest.LogCaptureFixture
+    client: Client, platform: Platform, caplog: pytest.LogCaptureFixture
 ) -> None:
     with caplog.at_level(logging.DEBUG):
         client.set_secret("jobs", "AWS_KEY", VALUE)
         listed = client.list_secrets("jobs")
     assert [s.name for s in listed] == ["AWS_KEY"]
     assert VALUE not in repr(listed) and VALUE not in caplog.text
-    app = client._transport.http._transport.app  # type: ignore[attr-defined]
-    with app.state.tracking.db.engine.connect() as conn:
+    with platform.db.engine.connect() as conn:
         for table in ("secrets", "audit_events"):
             assert (
                 VALUE.encode()
@@ -45,13 +51,13 @@ def test_a_secret_is_sealed_and_never_comes_back(
     events = list(client.audit_events(action="secrets.set"))
     assert [e.object for e in events] == ["AWS_KEY"] and VALUE not in repr(events)
     # only the job runner, in-process, may open it
-    assert app.state.secrets.reveal("jobs", "AWS_KEY", principal=LOCAL) == VALUE
+    assert SecretsService(platform).reveal("jobs", "AWS_KEY", principal=LOCAL) == VALUE
     for path in ("/api/v1/projects/jobs/secrets/AWS_KEY",):
-        assert client._transport.http.get(path).status_code in (404, 405)
+        assert raw_http(client).get(path).status_code in (404, 405)
 
 
 def test_bad_input_never_echoes_the_value(client: Client) -> None:
-    response = client._transport.http.put(
+    response = raw_http(client).put(
         "/api/v1/projects/jobs/secrets", json={"name": "bad name!", "value": VALUE}
     )
     assert response.status_code == 400 and VALUE not in response.text

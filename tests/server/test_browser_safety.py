@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from plinth.client import Client
-from tests.conftest import make_settings
+from tests.conftest import make_settings, raw_http
 
 
 @pytest.fixture
@@ -17,7 +17,7 @@ def http(tmp_path: Path) -> Iterator[object]:
     settings = make_settings(tmp_path / "home")
     settings.server.cors_origins = ["https://ui.example"]
     with Client(settings=settings) as client:
-        yield client._transport.http
+        yield raw_http(client)
 
 
 def test_requests_for_other_hosts_are_refused(http) -> None:  # type: ignore[no-untyped-def]

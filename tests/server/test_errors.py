@@ -10,7 +10,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from plinth.server.errors import CatchAll, install_error_handlers
+from plinth.api.errors import CatchAll, install_error_handlers
 
 
 def test_an_unexpected_error_is_a_json_500_without_details(

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from starlette.routing import Mount, Route
 
+from plinth.api.auth import Requires
+from plinth.api.context import all_routes
 from plinth.core.access import Permission
 from plinth.server.app import create_app
-from plinth.server.auth import Requires
 from tests.conftest import make_settings
 
 # Routes FastAPI itself adds for the API docs, and static files: nothing to protect.
@@ -31,20 +30,10 @@ def _declared(dependant: Dependant) -> list[Permission]:
     return found
 
 
-def _routes(routes: list[Any]) -> Iterator[Any]:
-    """Every route, looking into included routers (FastAPI keeps each as one entry)."""
-    for route in routes:
-        included = getattr(route, "original_router", None)
-        if included is not None:
-            yield from _routes(included.routes)
-        else:
-            yield route
-
-
 def test_every_route_declares_exactly_one_permission(tmp_path: Path) -> None:
     app = create_app(make_settings(tmp_path / "home"))
     undeclared, declared = [], {}
-    for route in _routes(app.routes):  # the routers' own lists, not the OpenAPI document
+    for route in all_routes(app.routes):  # the routers' own lists, not the OpenAPI document
         if isinstance(route, APIRoute):
             permissions = _declared(route.dependant)
             if len(permissions) != 1:

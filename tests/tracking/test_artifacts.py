@@ -9,6 +9,7 @@ import pytest
 
 import plinth
 from plinth.client import Client
+from tests.conftest import raw_http
 
 
 def test_upload_download_file_and_directory(client: Client, project: str, tmp_path: Path) -> None:
@@ -77,7 +78,7 @@ def test_bad_artifact_names_are_refused_and_write_nothing(
 ) -> None:
     run = client.create_run(project)
     before = sorted(p for p in tmp_path.rglob("*"))
-    http = client._transport.http
+    http = raw_http(client)
     from urllib.parse import quote
 
     # every character escaped, so no client-side normalisation hides the traversal
@@ -104,7 +105,7 @@ def test_artifact_path_rules(name: str) -> None:
 
 def test_upload_with_wrong_digest_is_refused(client: Client, project: str) -> None:
     run = client.create_run(project)
-    response = client._transport.http.put(
+    response = raw_http(client).put(
         f"/api/v1/runs/{run.id}/artifacts/x.bin",
         content=b"hello",
         headers={"X-Plinth-Digest": "0" * 64},
@@ -117,11 +118,7 @@ def test_upload_with_wrong_digest_is_refused(client: Client, project: str) -> No
 def test_register_unknown_digest_asks_for_upload(client: Client, project: str) -> None:
     run = client.create_run(project)
     with pytest.raises(plinth.BlobMissing):
-        client._transport.request(
-            "POST",
-            f"/api/v1/runs/{run.id}/artifacts",
-            json={"path": "x", "digest": "a" * 64, "size": 1},
-        )
+        client.register_artifact(run.id, "x", "a" * 64, 1)
 
 
 def test_upload_to_unknown_run_is_404(client: Client, tmp_path: Path) -> None:
@@ -146,7 +143,7 @@ def test_oversized_json_body_is_413(settings, project: str) -> None:  # type: ig
             client.log_batch(run.id, metrics=points)
         # chunked (no Content-Length) bodies are counted as they arrive
         body = (b'{"batch_id":"abcdefgh","metrics":[' + b" " * 20_000 + b"]}",)
-        response = client._transport.http.post(
+        response = raw_http(client).post(
             f"/api/v1/runs/{run.id}/batches",
             content=iter(body),
             headers={"Content-Type": "application/json"},
@@ -156,10 +153,10 @@ def test_oversized_json_body_is_413(settings, project: str) -> None:  # type: ig
 
 
 def test_errors_are_json_with_type_and_message(client: Client) -> None:
-    response = client._transport.http.get("/api/v1/runs/" + "0" * 32)
+    response = raw_http(client).get("/api/v1/runs/" + "0" * 32)
     assert response.status_code == 404
     assert response.json() == {"error": {"type": "NotFound", "message": f"no run {'0' * 32!r}"}}
-    response = client._transport.http.post("/api/v1/runs", json={"project": 5})
+    response = raw_http(client).post("/api/v1/runs", json={"project": 5})
     assert response.status_code == 400
     assert response.json()["error"]["type"] == "InvalidInput"
     assert isinstance(response, httpx.Response)

@@ -8,6 +8,8 @@ import pytest
 
 import plinth
 from plinth.client import Client
+from plinth.core.platform import Platform
+from plinth.tracking.service import TrackingService
 
 
 def test_run_lifecycle_params_tags_and_metrics(client: Client, project: str) -> None:
@@ -103,11 +105,13 @@ def test_bad_keys_are_refused_before_sending(client: Client, project: str) -> No
         client.create_run("../etc")
 
 
-def test_stale_running_run_is_reaped_and_revived_by_heartbeat(client: Client, project: str) -> None:
+def test_stale_running_run_is_reaped_and_revived_by_heartbeat(
+    client: Client, platform: Platform, project: str
+) -> None:
     from plinth.tracking import tables as t
 
     run = client.create_run(project)
-    svc = client._transport.http._transport.app.state.tracking  # type: ignore[attr-defined]
+    svc = TrackingService(platform)
     with svc.db.write() as conn:
         conn.execute(t.runs.update().where(t.runs.c.id == run.id).values(heartbeat_at=1.0))
     assert svc.reap_stale_runs() >= 1

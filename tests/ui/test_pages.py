@@ -13,7 +13,7 @@ import pytest
 
 import plinth
 from plinth.client import Client
-from tests.conftest import make_settings
+from tests.conftest import make_settings, raw_http
 
 EVIL = "<script>alert(1)</script>"
 
@@ -42,7 +42,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         artifact = home / "weights.bin"
         artifact.write_bytes(b"w" * 2048)
         client.log_artifact(runs["lr-0.1"], artifact, name="model dir/weights.bin")
-        yield Site(client._transport.http, runs)
+        yield Site(raw_http(client), runs)
 
 
 def _points(key: str, values: list[float]) -> list[dict[str, object]]:
@@ -171,5 +171,5 @@ def test_stylesheet_and_script_are_served(site: Site) -> None:
 
 def test_empty_home_invites_a_first_run(tmp_path: Path) -> None:
     with Client(settings=make_settings(tmp_path)) as client:
-        page = client._transport.http.get("/")
+        page = raw_http(client).get("/")
     assert page.status_code == 200 and "No projects yet" in page.text

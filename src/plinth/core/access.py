@@ -7,14 +7,13 @@ then on a request carries a token, and the principal is its user.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from enum import IntEnum, StrEnum
-from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from plinth.core.db import metadata
 from plinth.errors import PermissionDenied, PlinthError
 
 
@@ -25,6 +24,7 @@ class Permission(StrEnum):
     AUTHENTICATED = "authenticated"  # any signed-in user: their own tokens
     PROJECT_READ = "project:read"  # a project's runs, metrics and artifacts
     PROJECT_WRITE = "project:write"  # create and change them
+    PROJECT_ADMIN = "project:admin"  # a project's members
     PLATFORM_READ = "platform:read"  # the audit trail, Prometheus metrics
     PLATFORM_ADMIN = "platform:admin"  # users, the first admin
 
@@ -47,6 +47,7 @@ class Principal:
 LOCAL = Principal(name="local", is_admin=True)
 ANONYMOUS = Principal(name="anonymous")
 _ADMIN_ONLY = {Permission.PLATFORM_READ, Permission.PLATFORM_ADMIN}
+_PROJECT_WORK = {Permission.PROJECT_READ, Permission.PROJECT_WRITE, Permission.PROJECT_ADMIN}
 
 
 def allows(principal: Principal, permission: Permission) -> bool:
@@ -58,6 +59,8 @@ def allows(principal: Principal, permission: Permission) -> bool:
         return True
     if principal is ANONYMOUS or principal.user_id is None:
         return False
+    if principal.scope_project_id is not None:  # a scoped token does project work only
+        return permission in _PROJECT_WORK
     return permission not in _ADMIN_ONLY
 
 
@@ -77,30 +80,14 @@ class Need(IntEnum):
 
 _RANK = {Role.VIEWER: Need.READ, Role.EDITOR: Need.WRITE, Role.ADMIN: Need.ADMIN}
 
-# Roles per project. Project ids come from tracking's projects; core names no capability.
-memberships = sa.Table(
-    "memberships",
-    metadata,
-    sa.Column("project_id", sa.String(32), primary_key=True),
-    sa.Column("user_id", sa.String(32), primary_key=True),
-    sa.Column("role", sa.String(16), nullable=False),
-    sa.Index("ix_memberships_user", "user_id"),
-)
-
-
-def role_of(conn: Connection, principal: Principal, project_id: str) -> Role | None:
-    if principal.user_id is None:
-        return None
-    role = conn.execute(
-        sa.select(memberships.c.role).where(
-            memberships.c.project_id == project_id, memberships.c.user_id == principal.user_id
-        )
-    ).scalar()
-    return Role(role) if role else None
-
 
 def authorize(
-    conn: Connection, principal: Principal, project_id: str, need: Need, hidden: PlinthError
+    conn: Connection,
+    principal: Principal,
+    project_id: str,
+    need: Need,
+    hidden: PlinthError,
+    role_of: Callable[[Connection, Principal, str], Role | None],
 ) -> None:
     """Allow, or raise: ``hidden`` (the caller's NotFound, worded as for an object that
     does not exist, so a project one has no role in is no existence oracle) or
@@ -110,34 +97,43 @@ def authorize(
     if principal.is_admin:
         role = principal.scope_role or Role.ADMIN
     else:
-        role = role_of(conn, principal, project_id)  # type: ignore[assignment]
-        if role is None:
+        found = role_of(conn, principal, project_id)
+        if found is None:
             raise hidden
+        role = found
         if principal.scope_role is not None and _RANK[principal.scope_role] < _RANK[role]:
             role = principal.scope_role
     if _RANK[role] < need:
         raise PermissionDenied(
-            f"{principal.name} is a {role.value} of this project; that cannot {need.name.lower()}"
+            f"{principal.name} is {article(role.value)} {role.value} of this project; "
+            f"that cannot {need.name.lower()}"
         )
 
 
-def grant(conn: Connection, project_id: str, user_id: str, role: Role) -> None:
-    conn.execute(
-        memberships.delete().where(
-            memberships.c.project_id == project_id, memberships.c.user_id == user_id
-        )
-    )
-    conn.execute(
-        memberships.insert().values(project_id=project_id, user_id=user_id, role=role.value)
-    )
+def article(word: str) -> str:
+    return "an" if word[:1] in "aeiou" else "a"
 
 
-def visible_projects(principal: Principal) -> Any:
-    """A WHERE clause on project ids the principal may read, or None for all."""
-    if principal.scope_project_id is not None:
-        return [principal.scope_project_id]
-    if principal.is_admin:
-        return None
-    return sa.select(memberships.c.project_id).where(
-        memberships.c.user_id == (principal.user_id or "")
-    )
+@dataclass(frozen=True)
+class Credentials:
+    """What a request presents: a bearer token, or a web session's cookie and the
+    CSRF token an unsafe request must echo."""
+
+    authorization: str | None
+    session_cookie: str | None
+    csrf_token: str | None
+    method: str
+    source: str  # the client's address
+
+
+class Authenticator(ABC):
+    """Turns credentials into a principal; the identity service is the one the app
+    uses. The HTTP layer asks for it by this type, and so knows no capability."""
+
+    @abstractmethod
+    def authenticate(self, credentials: Credentials) -> Principal:
+        """The principal, or Unauthenticated (recorded in the audit trail)."""
+
+    @abstractmethod
+    def auth_enabled(self) -> bool:
+        """Whether requests need credentials (false only before the first admin)."""

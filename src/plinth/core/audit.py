@@ -224,3 +224,33 @@ def record_refusal(
             object=object,
             details={"error": type(exc).__name__, "message": exc.message},
         )
+
+
+class AuditLog:
+    """The trail of one database, as the platform hands it to every service."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    append = staticmethod(append)
+
+    def recorded(
+        self,
+        principal: Principal,
+        action: str,
+        *,
+        project: str | None = None,
+        object: str | None = None,
+    ) -> contextlib.AbstractContextManager[tuple[Connection, Change]]:
+        return recorded(self.db, principal, action, project=project, object=object)
+
+    def refusal(
+        self,
+        principal: Principal,
+        action: str,
+        exc: PlinthError,
+        *,
+        project: str | None = None,
+        object: str | None = None,
+    ) -> None:
+        record_refusal(self.db, principal, action, exc, project=project, object=object)

@@ -13,12 +13,13 @@ that is completed only when the digest matches and aborted otherwise.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import os
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +35,10 @@ from plinth.errors import (
 )
 
 CHUNK = 1 << 20
-PARTIAL_MAX_AGE_S = 6 * 3600.0  # a temp file this old has no live writer
+PARTIAL_MAX_AGE_S = 3600.0  # an unfinished promotion this old has no live writer
+TMP_PREFIX = ".tmp-"  # a local writer's file until it commits
+TMP_KEYS = "tmp/"  # content whose digest is not known yet, until it is promoted
+_LOCK_GRACE_S = 2.0
 _DIGEST = re.compile(r"[0-9a-f]{64}")
 
 
@@ -105,8 +109,8 @@ class BlobStore:
         if expected is not None:
             check_digest(expected)
             if self.exists(expected):
-                return self._drain_and_check(chunks, expected)
-        key = self.key(expected) if expected else f"tmp/{uuid.uuid4().hex}"
+                return self._drain_and_check(chunks, expected, max_bytes)
+        key = self.key(expected) if expected else f"{TMP_KEYS}{uuid.uuid4().hex}"
         writer = self.backend.open_write(key)
         try:
             info = _copy_hashing(chunks, writer, max_bytes)
@@ -120,14 +124,20 @@ class BlobStore:
             self._promote(key, info)
         return info
 
-    def _drain_and_check(self, chunks: Iterable[bytes], expected: str) -> BlobInfo:
+    def _drain_and_check(
+        self, chunks: Iterable[bytes], expected: str, max_bytes: int | None
+    ) -> BlobInfo:
+        """The store has this content: the bytes are still read and must hash to the
+        digest, so naming a digest proves nothing and an empty body claims nothing."""
         h, size = hashlib.sha256(), 0
         for chunk in chunks:
             h.update(chunk)
             size += len(chunk)
-        if size and h.hexdigest() != expected:
+            if max_bytes is not None and size > max_bytes:
+                raise PayloadTooLarge(f"artifact exceeds {max_bytes} bytes")
+        if h.hexdigest() != expected:
             raise DigestMismatch(f"content hashes to {h.hexdigest()}, not {expected}")
-        return BlobInfo(expected, self.size(expected))
+        return BlobInfo(expected, size)
 
     def _promote(self, tmp_key: str, info: BlobInfo) -> None:
         final = self.key(info.digest)
@@ -179,14 +189,20 @@ class BlobStore:
     def delete(self, digest: str) -> None:
         self.backend.delete(self.key(digest))
 
-    def sweep_partial(self, older_than_s: float = PARTIAL_MAX_AGE_S) -> int:
+    def sweep_partial(
+        self, older_than_s: float = PARTIAL_MAX_AGE_S, layers: Sequence[str] = ()
+    ) -> int:
         """Remove what writers killed mid-write left behind; never a finished blob.
+        ``layers`` are key prefixes of stores layered on this one's backend (each
+        has its own ``tmp/``).
 
         Only backends that can leave such debris on their own storage have
         ``sweep_partial``; S3 multipart uploads need a bucket lifecycle rule.
         """
         sweep = getattr(self.backend, "sweep_partial", None)
-        return int(sweep(older_than_s)) if sweep is not None else 0
+        if sweep is None:
+            return 0
+        return int(sweep(older_than_s, [f"{layer}{TMP_KEYS}" for layer in ("", *layers)]))
 
 
 class PipelinedHash:
@@ -246,8 +262,11 @@ class _LocalWriter:
             final.parent.mkdir(parents=True, exist_ok=True)
             _fsync_dir(final.parent.parent)
         self.final = final
-        self.tmp = final.parent / f".tmp-{uuid.uuid4().hex}"
+        self.tmp = final.parent / f"{TMP_PREFIX}{uuid.uuid4().hex}"
         self.file = open(self.tmp, "xb")  # noqa: SIM115 - closed in commit/discard
+        # Held until the file is closed, or the process dies: a sweep that can take
+        # the lock knows the writer is gone (see LocalBackend.sweep_partial).
+        fcntl.flock(self.file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
 
     def write(self, data: bytes) -> None:
         self.file.write(data)
@@ -287,19 +306,42 @@ class LocalBackend:
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
 
-    def sweep_partial(self, older_than_s: float) -> int:
-        """Delete temp files older than ``older_than_s``: a live upload writes its temp
-        file all the time, so only one whose writer died looks old. Stores layered on
-        this backend under ``enc/<project>/`` are swept too."""
-        cutoff = time.time() - older_than_s
+    def sweep_partial(self, older_than_s: float, prefixes: Sequence[str]) -> int:
+        """Delete what dead writers left: a writer's temp file as soon as no process
+        holds its lock (the writer died), anywhere; and files under ``prefixes`` (glob
+        patterns of keys their owners use for unfinished work) older than
+        ``older_than_s``."""
         removed = 0
-        patterns = ("sha256/*/.tmp-*", "tmp/*", "enc/*/sha256/*/.tmp-*", "enc/*/tmp/*")
-        for path in [p for pattern in patterns for p in self.root.glob(pattern)]:
+        for path in self.root.rglob(f"{TMP_PREFIX}*"):
+            if _abandoned(path):
+                removed += _unlink(path)
+        cutoff = time.time() - older_than_s
+        for path in [p for prefix in prefixes for p in self.root.glob(f"{prefix}*")]:
             with contextlib.suppress(FileNotFoundError):
                 if path.is_file() and path.stat().st_mtime < cutoff:
-                    path.unlink()
-                    removed += 1
+                    removed += _unlink(path)
         return removed
+
+
+def _abandoned(path: Path) -> bool:
+    """No live writer: the file is a few seconds old (its writer had time to lock
+    it) and its lock is free."""
+    try:
+        with open(path, "rb") as f:
+            if time.time() - os.fstat(f.fileno()).st_mtime < _LOCK_GRACE_S:
+                return False
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+    except (BlockingIOError, FileNotFoundError, IsADirectoryError):
+        return False
+
+
+def _unlink(path: Path) -> int:
+    try:
+        path.unlink()
+        return 1
+    except FileNotFoundError:
+        return 0
 
 
 class _FsspecWriter:

@@ -49,6 +49,7 @@ data_keys = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
 )
 
+ENC_PREFIX = "enc/"  # then the project id: each project's sealed blobs apart
 _PROJECT_ID = re.compile(r"[A-Za-z0-9_-]{1,32}")  # a storage key part: no dots or slashes
 
 _pk = (data_keys.c.project_id == sa.bindparam("p"), data_keys.c.version == sa.bindparam("v"))
@@ -169,7 +170,7 @@ class EncryptedBackend:
         self.inner = inner
         self.project_id = check_project_id(project_id)
         self.keyring = keyring
-        self.prefix = f"enc/{project_id}/"
+        self.prefix = f"{ENC_PREFIX}{project_id}/"
         self.aad = f"plinth blob\0{project_id}".encode()
 
     def exists(self, key: str) -> bool:
@@ -203,11 +204,6 @@ class EncryptedBackend:
 
     def delete(self, key: str) -> None:
         self.inner.delete(self.prefix + key)
-
-    def sweep_partial(self, older_than_s: float) -> int:
-        """The plain store's sweep, which covers every project's partial writes."""
-        sweep = getattr(self.inner, "sweep_partial", None)
-        return int(sweep(older_than_s)) if sweep is not None else 0
 
 
 class _SealingWriter:

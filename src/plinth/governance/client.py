@@ -89,22 +89,31 @@ class IdentityCalls:
     def revoke_token(self, token_id: str) -> s.Token:
         return s.Token(**self._transport.request("DELETE", f"/api/v1/tokens/{token_id}"))
 
+    def list_projects(self) -> list[s.Project]:
+        """The projects you have a role in (a platform admin sees all)."""
+        return [s.Project(**p) for p in self._transport.request("GET", "/api/v1/projects")]
+
+    def create_project(self, name: str) -> s.Project:
+        """An empty project; you become its admin."""
+        data = self._transport.request("POST", "/api/v1/projects", json={"name": name})
+        return s.Project(**data)
+
     def list_members(self, project: str) -> list[s.Member]:
-        data = self._transport.request("GET", f"/api/v1/projects/{quote(project)}/members")
+        data = self._transport.request("GET", f"/api/v1/projects/{quote(project, safe='')}/members")
         return [s.Member(**m) for m in data]
 
     def add_member(self, project: str, user: str, role: str) -> s.Member:
         return s.Member(
             **self._transport.request(
                 "POST",
-                f"/api/v1/projects/{quote(project)}/members",
+                f"/api/v1/projects/{quote(project, safe='')}/members",
                 json={"user": user, "role": role},
             )
         )
 
     def remove_member(self, project: str, user: str) -> None:
         self._transport.request(
-            "DELETE", f"/api/v1/projects/{quote(project)}/members/{quote(user, safe='')}"
+            "DELETE", f"/api/v1/projects/{quote(project, safe='')}/members/{quote(user, safe='')}"
         )
 
     def set_password(self, user: str, password: str) -> None:
@@ -116,14 +125,16 @@ class IdentityCalls:
     def set_secret(self, project: str, name: str, value: str) -> None:
         """Store a secret for the project's jobs, sealed; it cannot be read back."""
         self._transport.request(
-            "PUT", f"/api/v1/projects/{quote(project)}/secrets", json={"name": name, "value": value}
+            "PUT",
+            f"/api/v1/projects/{quote(project, safe='')}/secrets",
+            json={"name": name, "value": value},
         )
 
     def list_secrets(self, project: str) -> list[s.SecretInfo]:
-        data = self._transport.request("GET", f"/api/v1/projects/{quote(project)}/secrets")
+        data = self._transport.request("GET", f"/api/v1/projects/{quote(project, safe='')}/secrets")
         return [s.SecretInfo(**item) for item in data]
 
     def delete_secret(self, project: str, name: str) -> None:
         self._transport.request(
-            "DELETE", f"/api/v1/projects/{quote(project)}/secrets/{quote(name, safe='')}"
+            "DELETE", f"/api/v1/projects/{quote(project, safe='')}/secrets/{quote(name, safe='')}"
         )

@@ -20,13 +20,20 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from plinth.core import audit
-from plinth.core.access import ANONYMOUS, LOCAL, Need, Principal, Role
-from plinth.core.db import Database
-from plinth.errors import Conflict, InvalidInput, NotFound, Unauthenticated
+from plinth.core.access import (
+    ANONYMOUS,
+    LOCAL,
+    Authenticator,
+    Credentials,
+    Need,
+    Principal,
+    Role,
+)
+from plinth.core.platform import Platform
+from plinth.errors import Conflict, InvalidInput, NotFound, PermissionDenied, Unauthenticated
 from plinth.governance import schemas as s
 from plinth.governance import tables as t
-from plinth.tracking.service import TrackingService
+from plinth.governance.sessions import SessionService
 
 # While there is no user, whether one appeared (made by another process) is asked at
 # most this often: an embedded home otherwise pays a query on every request.
@@ -36,10 +43,15 @@ _NO_USERS_RECHECK_S = 1.0
 _NEED_TO_GRANT = {Role.VIEWER: Need.READ, Role.EDITOR: Need.WRITE, Role.ADMIN: Need.ADMIN}
 
 
-class IdentityService:
-    def __init__(self, db: Database, tracking: TrackingService) -> None:
-        self.db = db
-        self.tracking = tracking  # projects belong to tracking
+_SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+
+
+class IdentityService(Authenticator):
+    def __init__(self, platform: Platform, *, sessions: SessionService) -> None:
+        self.platform = platform
+        self.db = platform.db
+        self.audit = platform.audit
+        self.sessions = sessions
         self._enabled = False  # once on, auth never turns off
         self._recheck_at = 0.0
 
@@ -54,14 +66,25 @@ class IdentityService:
         self._recheck_at = time.monotonic() + _NO_USERS_RECHECK_S
         return self._enabled
 
-    def authenticate(self, authorization: str | None, source: str) -> Principal:
-        """The principal a request acts as; Unauthenticated (audited) if it has none."""
+    def authenticate(self, credentials: Credentials) -> Principal:
+        """The principal a request acts as: its token's user, or its web session's
+        (whose unsafe requests must echo the session's CSRF token). Unauthenticated,
+        recorded in the audit trail, when it has neither."""
+        source = credentials.source
         if not self.auth_enabled():
             return LOCAL.from_address(source)
+        by_session = credentials.authorization is None and bool(credentials.session_cookie)
         try:
-            return self._principal_for(authorization, source)
-        except Unauthenticated as exc:
-            audit.record_refusal(self.db, ANONYMOUS.from_address(source), "auth", exc)
+            if by_session:
+                assert credentials.session_cookie is not None
+                session = self.sessions.resolve(credentials.session_cookie, source)
+                if credentials.method not in _SAFE_METHODS:
+                    self.sessions.check_csrf(session, credentials.csrf_token)
+                return session.principal
+            return self._principal_for(credentials.authorization, source)
+        except (Unauthenticated, PermissionDenied) as exc:
+            action = "session" if by_session else "auth"
+            self.audit.refusal(ANONYMOUS.from_address(source), action, exc)
             raise
 
     def _principal_for(self, authorization: str | None, source: str) -> Principal:
@@ -105,7 +128,7 @@ class IdentityService:
 
     def init_admin(self, req: s.AdminInit, *, principal: Principal) -> s.NewUser:
         """Create the first admin; refused once any user exists."""
-        with audit.recorded(self.db, principal, "admin.init", object=req.name) as (conn, _):
+        with self.audit.recorded(principal, "admin.init", object=req.name) as (conn, _):
             if conn.execute(sa.select(sa.func.count()).select_from(t.users)).scalar_one():
                 raise Conflict("an admin already exists; ask them for a token")
             created = self._create_user(conn, req.name, True, "initial admin token")
@@ -113,7 +136,7 @@ class IdentityService:
         return created
 
     def create_user(self, req: s.UserCreate, *, principal: Principal) -> s.NewUser:
-        with audit.recorded(self.db, principal, "users.create", object=req.name) as (conn, ch):
+        with self.audit.recorded(principal, "users.create", object=req.name) as (conn, ch):
             ch.details = {"admin": req.is_admin}
             if conn.execute(sa.select(t.users.c.id).where(t.users.c.name == req.name)).first():
                 raise Conflict(f"user {req.name!r} exists")
@@ -135,9 +158,11 @@ class IdentityService:
             if req.project is None or req.role is None:
                 raise InvalidInput("a scoped token needs both a project and a role")
             need = _NEED_TO_GRANT[req.role]
-            scope = (self.tracking.project_id(req.project, principal, need), req.project, req.role)
-        with audit.recorded(
-            self.db, principal, "tokens.create", object=req.name, project=req.project
+            with self.db.read() as conn:
+                project_id = self.platform.projects.require(conn, req.project, principal, need)
+            scope = (project_id, req.project, req.role)
+        with self.audit.recorded(
+            principal, "tokens.create", object=req.name, project=req.project
         ) as (conn, ch):
             ch.details = {"role": req.role.value if req.role else None}
             user = conn.execute(sa.select(t.users).where(t.users.c.id == user_id)).mappings().one()
@@ -158,7 +183,7 @@ class IdentityService:
         return [_token(row) for row in rows]
 
     def revoke_token(self, token_id: str, *, principal: Principal) -> s.Token:
-        with audit.recorded(self.db, principal, "tokens.revoke", object=token_id) as (conn, _):
+        with self.audit.recorded(principal, "tokens.revoke", object=token_id) as (conn, _):
             row = (
                 conn.execute(
                     sa.select(t.tokens, t.users.c.name.label("user"))

@@ -1,32 +1,43 @@
 """Roles per project: who may read (viewer), write (editor) or manage members (admin).
 
-The creator of a project is its first admin; platform admins may do anything. The
-project itself belongs to tracking, reached only through its service.
+The creator of a project is its first admin; platform admins may do anything.
+Projects and memberships are the kernel's (``core/projects.py``); this service is how
+people manage them.
 """
 
 from __future__ import annotations
 
 import sqlalchemy as sa
 
-from plinth.core import access, audit
+from plinth.core import projects
 from plinth.core.access import Need, Principal, Role
-from plinth.core.db import Database
+from plinth.core.platform import Platform
 from plinth.errors import NotFound
 from plinth.governance import schemas as s
 from plinth.governance import tables as t
-from plinth.tracking.service import TrackingService
 
-m = access.memberships
+m = projects.memberships
 
 
 class MembersService:
-    def __init__(self, db: Database, tracking: TrackingService) -> None:
-        self.db = db
-        self.tracking = tracking
+    def __init__(self, platform: Platform) -> None:
+        self.db = platform.db
+        self.audit = platform.audit
+        self.projects = platform.projects
+
+    def list_projects(self, *, principal: Principal) -> list[s.Project]:
+        return [s.Project(**row) for row in self.projects.list(principal)]
+
+    def create_project(self, req: s.ProjectCreate, *, principal: Principal) -> s.Project:
+        """A new, empty project whose creator is its admin; Conflict if the name is taken."""
+        with self.audit.recorded(principal, "projects.create", project=req.name) as (conn, ch):
+            ch.record = False  # the guard records the creation itself
+            self.projects.create(conn, req.name, principal)
+        return next(p for p in self.list_projects(principal=principal) if p.name == req.name)
 
     def list_members(self, project: str, *, principal: Principal) -> list[s.Member]:
-        project_id = self.tracking.project_id(project, principal, Need.READ)
         with self.db.read() as conn:
+            project_id = self.projects.require(conn, project, principal, Need.READ)
             rows = conn.execute(
                 sa.select(t.users.c.name, m.c.role)
                 .join(t.users, t.users.c.id == m.c.user_id)
@@ -37,20 +48,21 @@ class MembersService:
 
     def add_member(self, project: str, req: s.MemberAdd, *, principal: Principal) -> s.Member:
         """Give a user a role in a project (or change it); project admins only."""
-        project_id = self.tracking.project_id(project, principal, Need.ADMIN)
-        with audit.recorded(
-            self.db, principal, "members.add", project=project, object=req.user
-        ) as (conn, change):
+        with self.audit.recorded(principal, "members.add", project=project, object=req.user) as (
+            conn,
+            change,
+        ):
             change.details = {"role": req.role.value}
-            access.grant(conn, project_id, self._user_id(conn, req.user), req.role)
+            project_id = self.projects.require(conn, project, principal, Need.ADMIN, record=False)
+            projects.grant(conn, project_id, self._user_id(conn, req.user), req.role)
         return s.Member(user=req.user, role=req.role)
 
     def remove_member(self, project: str, user: str, *, principal: Principal) -> None:
-        project_id = self.tracking.project_id(project, principal, Need.ADMIN)
-        with audit.recorded(self.db, principal, "members.remove", project=project, object=user) as (
+        with self.audit.recorded(principal, "members.remove", project=project, object=user) as (
             conn,
             _,
         ):
+            project_id = self.projects.require(conn, project, principal, Need.ADMIN, record=False)
             user_id = self._user_id(conn, user)
             conn.execute(m.delete().where(m.c.project_id == project_id, m.c.user_id == user_id))
 

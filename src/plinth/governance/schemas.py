@@ -7,6 +7,17 @@ from typing import Any
 from pydantic import BaseModel, Field, SecretStr
 
 from plinth.core.access import Role
+from plinth.core.names import PROJECT_NAME
+
+
+class Project(BaseModel):
+    id: str
+    name: str
+    created_at: float
+
+
+class ProjectCreate(BaseModel):
+    name: str = Field(pattern=PROJECT_NAME, description="global: one project per name")
 
 
 class AuditEvent(BaseModel):

@@ -12,13 +12,12 @@ import time
 
 import sqlalchemy as sa
 
-from plinth.core import audit
 from plinth.core.access import Need, Principal
-from plinth.core.db import Database, metadata
-from plinth.core.encrypted import Keyring, open_value, seal_value
+from plinth.core.db import metadata
+from plinth.core.encrypted import open_value, seal_value
+from plinth.core.platform import Platform
 from plinth.errors import NotFound
 from plinth.governance import schemas as s
-from plinth.tracking.service import TrackingService
 
 secrets_table = sa.Table(
     "secrets",
@@ -35,11 +34,17 @@ def _aad(project_id: str, name: str) -> bytes:
 
 
 class SecretsService:
-    def __init__(self, db: Database, tracking: TrackingService, keyring: Keyring) -> None:
-        self.db, self.tracking, self.keyring = db, tracking, keyring
+    def __init__(self, platform: Platform) -> None:
+        self.db, self.audit, self.keyring = platform.db, platform.audit, platform.keyring
+        self.projects = platform.projects
+
+    def _project_id(self, project: str, principal: Principal, need: Need) -> str:
+        """An existing project's id (secrets never create one), refusals recorded."""
+        with self.db.read() as conn:
+            return self.projects.require(conn, project, principal, need)
 
     def set_secret(self, project: str, req: s.SecretSet, *, principal: Principal) -> None:
-        project_id = self.tracking.project_id(project, principal, Need.WRITE)
+        project_id = self._project_id(project, principal, Need.WRITE)
         value = req.value.get_secret_value().encode()
         sealed = seal_value(self.keyring, project_id, value, _aad(project_id, req.name))
         row = {
@@ -48,15 +53,16 @@ class SecretsService:
             "sealed": sealed,
             "updated_at": time.time(),
         }
-        with audit.recorded(
-            self.db, principal, "secrets.set", project=project, object=req.name
-        ) as (conn, _):
+        with self.audit.recorded(principal, "secrets.set", project=project, object=req.name) as (
+            conn,
+            _,
+        ):
             conn.execute(
                 self.db.upsert(secrets_table, ["project_id", "name"], ["sealed", "updated_at"]), row
             )
 
     def list_secrets(self, project: str, *, principal: Principal) -> list[s.SecretInfo]:
-        project_id = self.tracking.project_id(project, principal, Need.READ)
+        project_id = self._project_id(project, principal, Need.READ)
         with self.db.read() as conn:
             rows = conn.execute(
                 sa.select(secrets_table.c.name, secrets_table.c.updated_at)
@@ -66,8 +72,8 @@ class SecretsService:
         return [s.SecretInfo(name=name, updated_at=at) for name, at in rows]
 
     def delete_secret(self, project: str, name: str, *, principal: Principal) -> None:
-        project_id = self.tracking.project_id(project, principal, Need.WRITE)
-        with audit.recorded(self.db, principal, "secrets.delete", project=project, object=name) as (
+        project_id = self._project_id(project, principal, Need.WRITE)
+        with self.audit.recorded(principal, "secrets.delete", project=project, object=name) as (
             conn,
             _,
         ):
@@ -81,7 +87,7 @@ class SecretsService:
 
     def reveal(self, project: str, name: str, *, principal: Principal) -> str:
         """The value, for the job runner in-process; no route calls this."""
-        project_id = self.tracking.project_id(project, principal, Need.WRITE)
+        project_id = self._project_id(project, principal, Need.WRITE)
         with self.db.read() as conn:
             sealed = conn.execute(
                 sa.select(secrets_table.c.sealed).where(

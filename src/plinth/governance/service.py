@@ -8,15 +8,16 @@ import json
 import sqlalchemy as sa
 
 from plinth.core import audit
-from plinth.core.db import Database
+from plinth.core.access import Principal
+from plinth.core.platform import Platform
 from plinth.governance import schemas as s
 
 
 class AuditService:
-    def __init__(self, db: Database) -> None:
-        self.db = db
+    def __init__(self, platform: Platform) -> None:
+        self.db = platform.db
 
-    def list_events(self, query: s.AuditQuery) -> s.AuditPage:
+    def list_events(self, query: s.AuditQuery, *, principal: Principal) -> s.AuditPage:
         e = audit.audit_events
         stmt = sa.select(e).where(e.c.id > query.after_id)
         for column, value in (
@@ -39,7 +40,7 @@ class AuditService:
         more = len(rows) > query.limit
         return s.AuditPage(events=events, next_after_id=events[-1].id if more else None)
 
-    def verify(self) -> s.AuditVerdict:
+    def verify(self, *, principal: Principal) -> s.AuditVerdict:
         with self.db.read() as conn:
             verdict = audit.verify(conn)
         return s.AuditVerdict(

@@ -20,13 +20,11 @@ import sqlalchemy as sa
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from plinth.core import audit
 from plinth.core.access import ANONYMOUS, Principal
-from plinth.core.db import Database
+from plinth.core.platform import Platform
 from plinth.errors import InvalidInput, NotFound, PermissionDenied, TooManyRequests, Unauthenticated
 from plinth.governance import tables as t
 
-SESSION_COOKIE = "plinth_session"
 SESSION_SECONDS = 12 * 3600
 MIN_PASSWORD = 12
 MAX_FAILURES, FAILURE_WINDOW_S = 5, 60.0
@@ -40,8 +38,9 @@ class Session:
 
 
 class SessionService:
-    def __init__(self, db: Database) -> None:
-        self.db = db
+    def __init__(self, platform: Platform) -> None:
+        self.db = platform.db
+        self.audit = platform.audit
         self.hasher = PasswordHasher()
         self._failures: dict[tuple[str, str], collections.deque[float]] = {}
         self._lock = threading.Lock()
@@ -50,7 +49,7 @@ class SessionService:
         """Set a user's password: their own, or anyone's for a platform admin."""
         if len(password) < MIN_PASSWORD:
             raise InvalidInput(f"a password has at least {MIN_PASSWORD} characters")
-        with audit.recorded(self.db, principal, "users.password", object=user) as (conn, _):
+        with self.audit.recorded(principal, "users.password", object=user) as (conn, _):
             row = conn.execute(sa.select(t.users.c.id).where(t.users.c.name == user)).first()
             if row is None or not (principal.is_admin or row.id == principal.user_id):
                 raise NotFound(f"no user {user!r}")
@@ -67,7 +66,7 @@ class SessionService:
         if row is None or not self._verify(row["password_hash"], password):
             self._record_failure(user, source)
             exc = Unauthenticated("wrong user name or password")
-            audit.record_refusal(self.db, ANONYMOUS.from_address(source), "login", exc, object=user)
+            self.audit.refusal(ANONYMOUS.from_address(source), "login", exc, object=user)
             raise exc
         session_id, secret, csrf = (
             secrets.token_hex(8),
@@ -77,7 +76,7 @@ class SessionService:
         principal = Principal(
             name=row["name"], user_id=row["id"], is_admin=row["is_admin"], source=source
         )
-        with audit.recorded(self.db, principal, "login", object=row["name"]) as (conn, _):
+        with self.audit.recorded(principal, "login", object=row["name"]) as (conn, _):
             now = time.time()
             conn.execute(
                 t.sessions.insert(),

@@ -1,10 +1,13 @@
-"""Build the app: services, routers, the one error→HTTP table, middleware, metrics."""
+"""Assemble the app from the capabilities: their services, routers and background
+work, over the HTTP plumbing of ``plinth.api``."""
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 from collections.abc import AsyncIterator
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import Response
@@ -13,66 +16,71 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from plinth import __version__
+from plinth.api.auth import requires
+from plinth.api.blocking import Blocking
+from plinth.api.context import Services, all_routes
+from plinth.api.errors import CatchAll, PlinthJSONResponse, install_error_handlers
+from plinth.api.middleware import BodyLimit, RequestMetrics, SecurityHeaders, declared_limits
+from plinth.api.uploads import Uploads
+from plinth.capabilities import declared
 from plinth.core.access import Permission
-from plinth.core.blobs import open_store
-from plinth.core.db import Database
-from plinth.core.encrypted import Keyring
-from plinth.governance.identity import IdentityService
-from plinth.governance.keys import current_master_key
-from plinth.governance.members import MembersService
-from plinth.governance.routes import identity_router
-from plinth.governance.routes import router as governance_router
-from plinth.governance.secrets import SecretsService
-from plinth.governance.service import AuditService
-from plinth.governance.sessions import SessionService
-from plinth.server.auth import requires
-from plinth.server.blocking import Blocking
-from plinth.server.errors import CatchAll, PlinthJSONResponse, install_error_handlers
-from plinth.server.middleware import BodyLimit, RequestMetrics, SecurityHeaders
+from plinth.core.capability import Periodic, build_service, load
+from plinth.core.platform import Platform
 from plinth.settings import Settings
-from plinth.tracking.routes import router as tracking_router
-from plinth.tracking.service import TrackingService
 
 EMBEDDED_HOST = "embedded.plinth"  # the Host the in-process client sends
+log = logging.getLogger("plinth.server")
 
 
-def build_services(settings: Settings) -> TrackingService:
-    db = Database(settings.resolved_database_url(), synchronous=settings.db_synchronous)
-    db.migrate()
-    secret = settings.s3.secret_access_key
-    blobs = open_store(
-        settings.resolved_artifacts_url(),
-        s3_endpoint_url=settings.s3.endpoint_url,
-        s3_region=settings.s3.region,
-        s3_access_key_id=settings.s3.access_key_id,
-        s3_secret_access_key=secret.get_secret_value() if secret else None,
-    )
-    keyring = Keyring(db, current_master_key(settings))
-    return TrackingService(db, blobs, settings, keyring)
+def build_services(platform: Platform, blocking: Blocking) -> Services:
+    """One instance of every capability's services, in declaration order."""
+    built: dict[type, Any] = {}
+    for capability in declared():
+        for path in capability.services:
+            cls = load(path)
+            built[cls] = build_service(cls, platform, built)
+    server = platform.settings.server
+    uploads = Uploads(threads=server.upload_threads, per_principal=server.uploads_per_principal)
+    return Services(platform, blocking, [*built.values(), uploads])
 
 
-def _reaper(svc: TrackingService, stop: threading.Event) -> None:
-    interval = max(1.0, svc.settings.tracking.stale_after_seconds / 4)
+def _call(services: Services, path: str) -> Any:
+    """Run a service method named ``"module:Service.method"``."""
+    module, _, attribute = path.partition(":")
+    cls_name, _, method = attribute.rpartition(".")
+    return getattr(services.get(load(f"{module}:{cls_name}")), method)()
+
+
+def _every(services: Services, periodic: Periodic, stop: threading.Event) -> None:
+    interval = periodic.every(services.platform.settings)
     while not stop.wait(interval):
-        with contextlib.suppress(Exception):
-            svc.reap_stale_runs()
+        try:
+            _call(services, periodic.task)
+        except Exception as exc:  # the next round tries again
+            log.warning("%s failed: %s", periodic.task, exc)
 
 
 def create_app(settings: Settings | None = None, *, embedded: bool = False) -> FastAPI:
-    """The app; ``embedded`` runs service calls inline (see server/blocking.py)."""
+    """The app; ``embedded`` runs service calls inline (see api/blocking.py)."""
     settings = settings or Settings()
-    tracking = build_services(settings)
-    blocking = Blocking(inline=embedded)
+    platform = Platform.open(settings)
+    services = build_services(platform, Blocking(inline=embedded))
+    capabilities = declared()
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        for capability in capabilities:
+            for task in capability.startup:
+                _call(services, task)
         stop = threading.Event()
-        tracking.recover()
-        thread = threading.Thread(target=_reaper, args=(tracking, stop), daemon=True)
-        thread.start()
+        for capability in capabilities:
+            for periodic in capability.periodic:
+                threading.Thread(
+                    target=_every, args=(services, periodic, stop), daemon=True
+                ).start()
         yield
         stop.set()
-        blocking.shutdown()
+        services.blocking.shutdown()
 
     app = FastAPI(
         title="Plinth",
@@ -83,20 +91,18 @@ def create_app(settings: Settings | None = None, *, embedded: bool = False) -> F
         redoc_url=None,
         default_response_class=PlinthJSONResponse,
     )
-    app.state.settings = settings
-    app.state.tracking = tracking
-    app.state.audit = AuditService(tracking.db)
-    app.state.identity = IdentityService(tracking.db, tracking)
-    app.state.sessions = SessionService(tracking.db)
-    app.state.secrets = SecretsService(tracking.db, tracking, tracking.keyring)
-    app.state.members = MembersService(tracking.db, tracking)
-    app.state.blocking = blocking
-    registry = CollectorRegistry()
+    app.state.services = services
     install_error_handlers(app)
-    app.include_router(tracking_router)
-    app.include_router(governance_router)
-    app.include_router(identity_router)
+    for capability in capabilities:
+        for router in capability.routers:
+            app.include_router(load(router))
+    registry = CollectorRegistry()
+    _add_platform_routes(app, registry)
+    _add_middleware(app, settings, embedded, registry)
+    return app
 
+
+def _add_platform_routes(app: FastAPI, registry: CollectorRegistry) -> None:
     @app.get("/healthz", include_in_schema=False, dependencies=[requires(Permission.PUBLIC)])
     async def healthz() -> dict[str, str]:
         return {"status": "ok", "version": __version__}
@@ -105,26 +111,26 @@ def create_app(settings: Settings | None = None, *, embedded: bool = False) -> F
     async def metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    from plinth.ui.login import router as login_router
-    from plinth.ui.routes import router as ui_router
 
-    app.include_router(login_router)
-    app.include_router(ui_router)
+def _add_middleware(
+    app: FastAPI, settings: Settings, embedded: bool, registry: CollectorRegistry
+) -> None:
+    server = settings.server
     app.add_middleware(CatchAll)  # innermost: sees what the exception handlers did not
     app.add_middleware(
         BodyLimit,
-        limit=settings.server.max_request_bytes,
-        upload_limit=settings.server.max_artifact_bytes,
+        limit=server.max_request_bytes,
+        declared=declared_limits(list(all_routes(app.routes)), server),
+        idle_seconds=server.upload_idle_seconds,
     )
     app.add_middleware(SecurityHeaders, docs_path=app.docs_url or "")
-    if settings.server.cors_origins:
+    if server.cors_origins:
         app.add_middleware(
             CORSMiddleware,
-            allow_origins=settings.server.cors_origins,
+            allow_origins=server.cors_origins,
             allow_methods=["*"],
             allow_headers=["Authorization", "Content-Type"],
         )
-    hosts = [*settings.server.allowed_hosts, *([EMBEDDED_HOST] if embedded else [])]
+    hosts = [*server.allowed_hosts, *([EMBEDDED_HOST] if embedded else [])]
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=hosts)  # outermost
     app.add_middleware(RequestMetrics, registry=registry)
-    return app

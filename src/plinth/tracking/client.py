@@ -108,9 +108,6 @@ class TrackingCalls:
         )
         return s.MetricHistory(**data).points
 
-    def list_projects(self) -> list[s.Project]:
-        return [s.Project(**p) for p in self._transport.request("GET", "/api/v1/projects")]
-
     # artifacts ------------------------------------------------------------------------
 
     def list_artifacts(self, run_id: str) -> list[s.Artifact]:
@@ -143,20 +140,22 @@ class TrackingCalls:
             self._upload_one(run_id, path, artifact_name, progress) for path, artifact_name in pairs
         ]
 
+    def register_artifact(self, run_id: str, path: str, digest: str, size: int) -> s.Artifact:
+        """Name content this run's project already holds (``BlobMissing``: upload it)."""
+        body = {"path": path, "digest": digest, "size": size}
+        url = f"/api/v1/runs/{_seg(run_id)}/artifacts"
+        return s.Artifact(**self._transport.request("POST", url, json=body))
+
     def _upload_one(self, run_id: str, path: Path, name: str, progress: bool | None) -> s.Artifact:
         s.check_artifact_path(name)
         size = path.stat().st_size
         with _progress(f"hashing {name}", size, progress) as advance:
             info = file_digest(path, advance)
-        url = f"/api/v1/runs/{_seg(run_id)}/artifacts"
         try:
-            return s.Artifact(
-                **self._transport.request(
-                    "POST", url, json={"path": name, "digest": info.digest, "size": info.size}
-                )
-            )
+            return self.register_artifact(run_id, name, info.digest, info.size)
         except BlobMissing:
             pass
+        url = f"/api/v1/runs/{_seg(run_id)}/artifacts"
         with _progress(f"uploading {name}", size, progress) as advance, open(path, "rb") as f:
 
             def chunks() -> Iterator[bytes]:

@@ -8,20 +8,11 @@ from urllib.parse import unquote
 
 from pydantic import AfterValidator, BaseModel, Field, model_validator
 
+from plinth.core.names import check_project_name
 from plinth.errors import InvalidInput
 
-_PROJECT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$")
 _KEY = re.compile(r"^[\w\-./: ]{1,250}$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
-
-def check_project_name(name: str) -> str:
-    if not _PROJECT.match(name):
-        raise InvalidInput(
-            "a project name is 1-200 letters, digits, '_', '.', '-', starting with a letter "
-            f"or digit; got {name!r}"
-        )
-    return name
 
 
 def check_key(key: str) -> str:
@@ -68,12 +59,6 @@ Key = Annotated[str, AfterValidator(check_key)]
 ArtifactPath = Annotated[str, AfterValidator(check_artifact_path)]
 RunStatus = Literal["running", "finished", "failed", "killed"]
 TERMINAL: frozenset[str] = frozenset({"finished", "failed", "killed"})
-
-
-class Project(BaseModel):
-    id: str
-    name: str
-    created_at: float
 
 
 TagValue = Annotated[str, Field(max_length=65_536)]

@@ -13,13 +13,12 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from plinth.core import access, audit
-from plinth.core.access import Need, Principal, Role
-from plinth.core.blobs import BlobStore
-from plinth.core.db import Database
-from plinth.core.encrypted import Keyring, encrypted_store
+from plinth.core import audit
+from plinth.core.access import Need, Principal
+from plinth.core.artifacts import StoredContent
+from plinth.core.platform import Platform
+from plinth.core.projects import projects
 from plinth.errors import BlobMissing, Conflict, InvalidInput, NotFound, PlinthError
-from plinth.settings import Settings
 from plinth.tracking import schemas as s
 from plinth.tracking import search
 from plinth.tracking import tables as t
@@ -56,84 +55,13 @@ def _nan(value: float | None) -> float:
 
 
 class TrackingService:
-    def __init__(
-        self, db: Database, blobs: BlobStore, settings: Settings, keyring: Keyring | None = None
-    ) -> None:
-        self.db = db
-        self.blobs = blobs
-        self.settings = settings
-        self.keyring = keyring or Keyring(db, None)
-        self._project_ids: dict[str, str] = {}  # projects are never renamed or removed
-
-    # projects -------------------------------------------------------------------------
-
-    def _project_id(
-        self,
-        conn: Connection,
-        name: str,
-        principal: Principal,
-        need: Need,
-        *,
-        record_denial: bool | None = None,
-    ) -> str:
-        """The project's id if the principal may ``need`` it; a project that does not
-        exist yet is created for WRITE, with its creator as its admin."""
-        select = sa.select(t.projects.c.id).where(t.projects.c.name == name)
-        pid = self._project_ids.get(name) or conn.execute(select).scalar()
-        if pid is None and need is Need.WRITE:
-            created = conn.execute(
-                self.db.insert_ignoring_duplicates(t.projects).returning(t.projects.c.id),
-                {"id": uuid.uuid4().hex, "name": name, "created_at": _now()},
-            ).scalar()
-            if created is not None:  # ours, not a concurrent creator's
-                if principal.user_id is not None:
-                    access.grant(conn, created, principal.user_id, Role.ADMIN)
-                return str(created)
-            pid = conn.execute(select).scalar()
-        hidden = NotFound(f"no project {name!r}")
-        if pid is None:
-            raise hidden
-        self._project_ids[name] = str(pid)
-        record = need is Need.READ if record_denial is None else record_denial
-        self._authorize(conn, principal, str(pid), need, hidden, project=name, record=record)
-        return str(pid)
-
-    def _authorize(
-        self,
-        conn: Connection,
-        principal: Principal,
-        project_id: str,
-        need: Need,
-        hidden: PlinthError,
-        *,
-        project: str | None,
-        object: str | None = None,
-        record: bool,
-    ) -> None:
-        """access.authorize; ``record`` puts a denial in the audit trail (denied changes
-        are recorded by the change they refused, so those pass False)."""
-        try:
-            access.authorize(conn, principal, project_id, need, hidden)
-        except PlinthError as exc:
-            if record:
-                audit.record_refusal(
-                    self.db, principal, f"{need.name.lower()}", exc, project=project, object=object
-                )
-            raise
-
-    def project_id(self, name: str, principal: Principal, need: Need) -> str:
-        """For other capabilities: a project's id, if the principal may ``need`` it
-        (a denial is recorded in the audit trail)."""
-        with self.db.read() as conn:
-            return self._project_id(conn, name, principal, need, record_denial=True)
-
-    def list_projects(self, *, principal: Principal) -> list[s.Project]:
-        stmt = sa.select(t.projects).order_by(t.projects.c.name)
-        visible = access.visible_projects(principal)
-        if visible is not None:
-            stmt = stmt.where(t.projects.c.id.in_(visible))
-        with self.db.read() as conn:
-            return [s.Project(**row) for row in conn.execute(stmt).mappings()]
+    def __init__(self, platform: Platform) -> None:
+        self.platform = platform
+        self.db = platform.db
+        self.audit = platform.audit
+        self.projects = platform.projects
+        self.artifacts = platform.artifacts
+        self.settings = platform.settings
 
     # runs -----------------------------------------------------------------------------
 
@@ -149,15 +77,16 @@ class TrackingService:
             tags=req.tags,
         )
         run.name = req.name or f"run-{run.id[:8]}"
-        with audit.recorded(
-            self.db, principal, "runs.create", project=req.project, object=run.id
-        ) as (conn, change):
+        with self.audit.recorded(principal, "runs.create", project=req.project, object=run.id) as (
+            conn,
+            change,
+        ):
             change.details = {
                 "name": run.name,
                 "params": sorted(req.params),
                 "tags": sorted(req.tags),
             }
-            project_id = self._project_id(conn, req.project, principal, Need.WRITE)
+            project_id = self.projects.create_or_require(conn, req.project, principal)
             conn.execute(
                 t.runs.insert(),
                 {
@@ -200,30 +129,23 @@ class TrackingService:
         """The run's status and project, if the principal may ``need`` it; else the same
         NotFound as for no run at all (or PermissionDenied for a role too small). Names
         the project in the change being recorded."""
-        row = conn.execute(
-            sa.select(t.runs.c.status, t.runs.c.project_id, t.projects.c.name.label("project"))
-            .join(t.projects, t.projects.c.id == t.runs.c.project_id)
-            .where(t.runs.c.id == run_id)
-        ).first()
-        hidden = NotFound(f"no run {shown_as or run_id!r}")
-        if row is None:
-            raise hidden
-        if change is not None:
+        row = conn.execute(_RUN, {"run_id": run_id}).first()
+        if row is not None and change is not None:
             change.project = row.project
-        self._authorize(
+        self.projects.check(
             conn,
+            None if row is None else row.project_id,
             principal,
-            row.project_id,
             need,
-            hidden,
-            project=row.project,
+            NotFound(f"no run {shown_as or run_id!r}"),
+            project=None if row is None else row.project,
             object=run_id,
             record=need is Need.READ,
         )
         return row
 
     def end_run(self, run_id: str, update: s.RunUpdate, *, principal: Principal) -> s.Run:
-        with audit.recorded(self.db, principal, "runs.end", object=run_id) as (conn, change):
+        with self.audit.recorded(principal, "runs.end", object=run_id) as (conn, change):
             self._require_run(conn, run_id, principal, Need.WRITE, change)
             change.details = {"status": update.status}
             conn.execute(
@@ -256,13 +178,13 @@ class TrackingService:
     def recover(self) -> None:
         """On start: end runs whose process died, drop uploads a crash cut short."""
         self.reap_stale_runs()
-        self.blobs.sweep_partial()
+        self.artifacts.sweep_partial()
 
     def reap_stale_runs(self) -> int:
         """Mark runs whose process went silent as killed, ended at their last heartbeat."""
         cutoff = _now() - self.settings.tracking.stale_after_seconds
         stale = sa.and_(t.runs.c.status == "running", t.runs.c.heartbeat_at < cutoff)
-        with audit.recorded(self.db, SYSTEM, "runs.reap") as (conn, change):
+        with self.audit.recorded(SYSTEM, "runs.reap") as (conn, change):
             ids = list(conn.execute(sa.select(t.runs.c.id).where(stale)).scalars())
             change.record = bool(ids)
             change.details = {"runs": ids}
@@ -278,7 +200,7 @@ class TrackingService:
 
     def log_batch(self, run_id: str, batch: s.LogBatch, *, principal: Principal) -> s.LogResult:
         """Apply params, tags and metric points in one transaction, once per batch id."""
-        with audit.recorded(self.db, principal, "runs.log", object=run_id) as (conn, change):
+        with self.audit.recorded(principal, "runs.log", object=run_id) as (conn, change):
             self._require_run(conn, run_id, principal, Need.WRITE, change)
             change.details = {
                 "batch": batch.batch_id,
@@ -392,7 +314,7 @@ class TrackingService:
         offset = search.decode_page_token(query.page_token)
         terms, joins = search.order_columns(order)
         with self.db.read() as conn:
-            project_id = self._project_id(conn, query.project, principal, Need.READ)
+            project_id = self.projects.require(conn, query.project, principal, Need.READ)
             source: Any = t.runs
             for alias, on in joins:
                 source = source.outerjoin(alias, on)
@@ -409,7 +331,7 @@ class TrackingService:
 
     def count_runs(self, project: str, *, principal: Principal) -> int:
         with self.db.read() as conn:
-            project_id = self._project_id(conn, project, principal, Need.READ)
+            project_id = self.projects.require(conn, project, principal, Need.READ)
             count = sa.select(sa.func.count()).select_from(t.runs)
             return int(conn.execute(count.where(t.runs.c.project_id == project_id)).scalar_one())
 
@@ -432,15 +354,9 @@ class TrackingService:
                 sa.select(table.c.run_id, table.c.key, table.c.value).where(table.c.run_id.in_(ids))
             ):
                 extras[run_id][field][key] = _nan(value) if field == "metrics" else value
-        names = {project} if project else None
         project_names: dict[str, str] = {}
-        if names is None:
-            pids = {r["project_id"] for r in rows}
-            project_names = dict(
-                conn.execute(
-                    sa.select(t.projects.c.id, t.projects.c.name).where(t.projects.c.id.in_(pids))
-                ).all()
-            )
+        if project is None:
+            project_names = self.projects.names(conn, {r["project_id"] for r in rows})
         return [
             s.Run(
                 id=r["id"],
@@ -456,15 +372,6 @@ class TrackingService:
 
     # artifacts ------------------------------------------------------------------------
 
-    def _store(self, project_id: str, encrypted: bool) -> BlobStore:
-        """Where a project's artifacts live: sealed under its data key, or in the clear."""
-        return encrypted_store(self.blobs, project_id, self.keyring) if encrypted else self.blobs
-
-    @property
-    def encrypting(self) -> bool:
-        """New artifacts are encrypted whenever a master key is configured."""
-        return self.keyring.master is not None
-
     def upload_artifact(
         self,
         run_id: str,
@@ -477,14 +384,11 @@ class TrackingService:
         s.check_artifact_path(path)
         try:  # outside any transaction: an upload can take minutes
             project_id = self._may_write(run_id, principal)
-            store = self._store(project_id, self.encrypting)
-            info = store.put(
-                chunks, expected=expected, max_bytes=self.settings.server.max_artifact_bytes
-            )
+            content = self.artifacts.put(project_id, chunks, expected)
         except PlinthError as exc:
-            audit.record_refusal(self.db, principal, ARTIFACT_PUT, exc, object=f"{run_id}/{path}")
+            self.audit.refusal(principal, ARTIFACT_PUT, exc, object=f"{run_id}/{path}")
             raise
-        return self._record_artifact(run_id, path, info.digest, info.size, principal)
+        return self._record_artifact(run_id, path, content, principal)
 
     def _may_write(self, run_id: str, principal: Principal) -> str:
         """The run's project id, if the principal may write to it."""
@@ -494,52 +398,62 @@ class TrackingService:
     def register_artifact(
         self, run_id: str, req: s.ArtifactRegister, *, principal: Principal
     ) -> s.Artifact:
-        """Name content the store already has; ``BlobMissing`` asks for an upload."""
-        try:  # before looking at the store: its contents are nobody else's business
-            store = self._store(self._may_write(run_id, principal), self.encrypting)
+        """Name content this run's project already holds; ``BlobMissing`` asks for the
+        bytes (content elsewhere is nobody else's business)."""
+        try:
+            with self.db.read() as conn:
+                project_id = self._require_run(conn, run_id, principal, Need.WRITE).project_id
+                content = self.artifacts.claim(conn, project_id, req.digest, req.size)
+        except BlobMissing:
+            raise  # not a refusal: the client sends the bytes next
         except PlinthError as exc:
-            audit.record_refusal(self.db, principal, ARTIFACT_PUT, exc, object=run_id)
+            self.audit.refusal(principal, ARTIFACT_PUT, exc, object=f"{run_id}/{req.path}")
             raise
-        if not store.exists(req.digest):
-            raise BlobMissing(f"content sha256:{req.digest} is not stored; upload it")
-        if store.size(req.digest) != req.size:
-            raise InvalidInput("size does not match the stored content")
-        return self._record_artifact(run_id, req.path, req.digest, req.size, principal)
+        return self._record_artifact(run_id, req.path, content, principal)
 
     def _record_artifact(
-        self, run_id: str, path: str, digest: str, size: int, principal: Principal
+        self, run_id: str, path: str, content: StoredContent, principal: Principal
     ) -> s.Artifact:
+        """Name the content; a committed name is immutable: the same content again is
+        an idempotent success, other content a Conflict."""
         artifact = s.Artifact(
-            path=path, digest=digest, size=size, created_at=_now(), encrypted=self.encrypting
+            path=path,
+            digest=content.digest,
+            size=content.size,
+            created_at=_now(),
+            encrypted=content.encrypted,
         )
-        with audit.recorded(self.db, principal, ARTIFACT_PUT, object=f"{run_id}/{path}") as (
+        a = t.artifacts
+        with self.audit.recorded(principal, ARTIFACT_PUT, object=f"{run_id}/{path}") as (
             conn,
             change,
         ):
             self._require_run(conn, run_id, principal, Need.WRITE, change)
-            change.details = {"digest": digest, "size": size, "encrypted": artifact.encrypted}
-            conn.execute(
-                self.db.upsert(
-                    t.artifacts, ["run_id", "path"], ["digest", "size", "created_at", "encrypted"]
-                ),
-                {"run_id": run_id, **artifact.model_dump()},
-            )
+            change.details = {
+                "digest": content.digest,
+                "size": content.size,
+                "encrypted": content.encrypted,
+            }
+            existing = conn.execute(
+                sa.select(*_ARTIFACT_COLUMNS).where(a.c.run_id == run_id, a.c.path == path)
+            ).first()
+            if existing is not None:
+                if existing.digest != content.digest:
+                    raise Conflict(
+                        f"artifact {path!r} of run {run_id} exists with other content "
+                        f"(sha256:{existing.digest}); artifacts are immutable, log a new name"
+                    )
+                change.record = False  # the same content again: nothing changes
+                return s.Artifact(**existing._mapping)
+            conn.execute(a.insert(), {"run_id": run_id, **artifact.model_dump()})
         return artifact
-
-    _ARTIFACT_COLUMNS = (
-        t.artifacts.c.path,
-        t.artifacts.c.digest,
-        t.artifacts.c.size,
-        t.artifacts.c.created_at,
-        t.artifacts.c.encrypted,
-    )
 
     def list_artifacts(self, run_id: str, *, principal: Principal) -> list[s.Artifact]:
         a = t.artifacts
         with self.db.read() as conn:
             self._require_run(conn, run_id, principal, Need.READ)
             rows = conn.execute(
-                sa.select(*self._ARTIFACT_COLUMNS).where(a.c.run_id == run_id).order_by(a.c.path)
+                sa.select(*_ARTIFACT_COLUMNS).where(a.c.run_id == run_id).order_by(a.c.path)
             ).mappings()
             return [s.Artifact(**r) for r in rows]
 
@@ -554,7 +468,7 @@ class TrackingService:
             run = self._require_run(conn, run_id, principal, Need.READ)
             row = (
                 conn.execute(
-                    sa.select(*self._ARTIFACT_COLUMNS).where(a.c.run_id == run_id, a.c.path == path)
+                    sa.select(*_ARTIFACT_COLUMNS).where(a.c.run_id == run_id, a.c.path == path)
                 )
                 .mappings()
                 .first()
@@ -562,5 +476,19 @@ class TrackingService:
         if row is None:
             raise NotFound(f"run {run_id} has no artifact {path!r}")
         artifact = s.Artifact(**row)
-        store = self._store(run.project_id, artifact.encrypted)
-        return artifact, store.read(artifact.digest, verify=False)
+        content = StoredContent(artifact.digest, artifact.size, artifact.encrypted)
+        return artifact, self.artifacts.open(run.project_id, content)
+
+
+_ARTIFACT_COLUMNS = (
+    t.artifacts.c.path,
+    t.artifacts.c.digest,
+    t.artifacts.c.size,
+    t.artifacts.c.created_at,
+    t.artifacts.c.encrypted,
+)
+_RUN = (
+    sa.select(t.runs.c.status, t.runs.c.project_id, projects.c.name.label("project"))
+    .join(projects, projects.c.id == t.runs.c.project_id)
+    .where(t.runs.c.id == sa.bindparam("run_id"))
+)

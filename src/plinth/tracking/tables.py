@@ -5,20 +5,13 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from plinth.core.db import metadata
-
-projects = sa.Table(
-    "projects",
-    metadata,
-    sa.Column("id", sa.String(32), primary_key=True),
-    sa.Column("name", sa.String(200), nullable=False, unique=True),
-    sa.Column("created_at", sa.Float, nullable=False),
-)
+from plinth.core.projects import projects
 
 runs = sa.Table(
     "runs",
     metadata,
     sa.Column("id", sa.String(32), primary_key=True),
-    sa.Column("project_id", sa.String(32), sa.ForeignKey("projects.id"), nullable=False),
+    sa.Column("project_id", sa.String(32), sa.ForeignKey(projects.c.id), nullable=False),
     sa.Column("name", sa.String(250), nullable=False),
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("start_time", sa.Float, nullable=False),

@@ -7,10 +7,11 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from plinth.api.auth import CSRF_HEADER, SESSION_COOKIE, requires
+from plinth.api.context import services_of
 from plinth.core.access import Permission
 from plinth.errors import PlinthError
-from plinth.governance.sessions import SESSION_COOKIE, SESSION_SECONDS, SessionService
-from plinth.server.auth import requires
+from plinth.governance.sessions import SESSION_SECONDS, SessionService
 from plinth.ui.routes import render
 
 router = APIRouter(include_in_schema=False, dependencies=[requires(Permission.PUBLIC)])
@@ -33,10 +34,11 @@ async def login(
     password: Annotated[str, Form(max_length=1000)],
     next: Annotated[str, Form(max_length=2000)] = "/",
 ) -> Response:
-    sessions: SessionService = request.app.state.sessions
+    services = services_of(request)
+    sessions = services.get(SessionService)
     source = request.client.host if request.client else ""
     try:
-        session = await request.app.state.blocking.run(sessions.login, user, password, source)
+        session = await services.blocking.run(sessions.login, user, password, source)
     except PlinthError as exc:
         return render("login.html", exc.status_code, next=_safe_next(next), error=exc.message)
     response = RedirectResponse(_safe_next(next), status_code=303)
@@ -61,14 +63,14 @@ async def login(
 @router.post("/logout")
 async def logout(request: Request) -> Response:
     """Ends the session; needs the CSRF token like every unsafe request."""
-    sessions: SessionService = request.app.state.sessions
+    services = services_of(request)
+    sessions = services.get(SessionService)
     cookie = request.cookies.get(SESSION_COOKIE)
     if cookie:
-        session = await request.app.state.blocking.run(
-            sessions.resolve, cookie, request.client.host if request.client else ""
-        )
-        sessions.check_csrf(session, request.headers.get("x-csrf-token"))
-        await request.app.state.blocking.run(sessions.logout, cookie)
+        source = request.client.host if request.client else ""
+        session = await services.blocking.run(sessions.resolve, cookie, source)
+        sessions.check_csrf(session, request.headers.get(CSRF_HEADER))
+        await services.blocking.run(sessions.logout, cookie)
     response = RedirectResponse("/login", status_code=303)
     response.delete_cookie(SESSION_COOKIE)
     response.delete_cookie("plinth_csrf")

@@ -22,10 +22,13 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import ValidationError
 
 from plinth import __version__
+from plinth.api.auth import requires
+from plinth.api.context import services_of
+from plinth.api.errors import describe
+from plinth.capabilities import declared
 from plinth.core.access import Permission
 from plinth.errors import InvalidInput, NotFound, PermissionDenied, Unauthenticated
-from plinth.server.auth import requires
-from plinth.server.errors import describe
+from plinth.governance.members import MembersService
 from plinth.tracking import schemas as s
 from plinth.tracking.service import TrackingService
 from plinth.ui import views
@@ -40,7 +43,11 @@ _templates = jinja2.Environment(
     lstrip_blocks=True,
 )
 _templates.filters.update(views.FILTERS)
-_templates.globals.update(version=__version__, color_of=views.color_of)
+_templates.globals.update(
+    version=__version__,
+    color_of=views.color_of,
+    pages=[page for capability in declared() for page in capability.pages],
+)
 
 
 def render(template: str, status_code: int = 200, **context: Any) -> HTMLResponse:
@@ -82,25 +89,26 @@ router.mount("/ui/static", StaticFiles(directory=_HERE / "static"), name="ui-sta
 
 
 class _AsCaller:
-    """The tracking service with every call made as the request's principal (set by the
-    router's ``requires``), so pages show only what the API would."""
+    """A service with every call made as the request's principal (set by the router's
+    ``requires``), so pages show only what the API would."""
 
-    def __init__(self, request: Request) -> None:
-        self.service: TrackingService = request.app.state.tracking
+    def __init__(self, request: Request, service: type) -> None:
+        self.service: Any = services_of(request).get(service)
         self.principal = request.state.principal
 
     def __getattr__(self, name: str) -> Any:
         return functools.partial(getattr(self.service, name), principal=self.principal)
 
 
-def _service(request: Request) -> Any:
-    return _AsCaller(request)
+def _service(request: Request, service: type = TrackingService) -> Any:
+    return _AsCaller(request, service)
 
 
 @router.get("/", response_class=HTMLResponse)
 def projects_page(request: Request) -> HTMLResponse:
     svc = _service(request)
-    projects = [(p, svc.count_runs(p.name)) for p in svc.list_projects()]
+    listed = _service(request, MembersService).list_projects()
+    projects = [(p, svc.count_runs(p.name)) for p in listed]
     return render("projects.html", projects=projects)
 
 

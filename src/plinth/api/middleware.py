@@ -3,51 +3,90 @@ never subclass the app."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.exceptions import HTTPException
 
-from plinth.server.errors import error_response
+from plinth.api.errors import error_response
+from plinth.api.uploads import BODY_LIMIT
 
 Scope = dict[str, Any]
-_UPLOAD = re.compile(r"^/api/v1/runs/[^/]+/artifacts/.+")
+
+
+@dataclass(frozen=True)
+class DeclaredLimit:
+    """A route whose body streams, with a limit of its own (see api/uploads.py)."""
+
+    path: re.Pattern[str]
+    methods: frozenset[str]
+    limit: int
+
+
+def declared_limits(routes: list[Any], server: Any) -> list[DeclaredLimit]:
+    """The routes that declare ``streamed_body(setting)``, with that setting's value."""
+    found = []
+    for route in routes:
+        setting = (getattr(route, "openapi_extra", None) or {}).get(BODY_LIMIT)
+        if setting is not None:
+            limit = int(getattr(server, setting))
+            found.append(DeclaredLimit(route.path_regex, frozenset(route.methods), limit))
+    return found
 
 
 class BodyLimit:
-    """413 for bodies over the limit: at once from Content-Length, else while reading.
+    """413 for bodies over the limit: at once from Content-Length, else while reading;
+    408 for a body that stops sending bytes for ``idle_seconds``.
 
-    Artifact uploads stream to the blob store and have a limit of their own.
+    Routes that stream their body declare a limit of their own.
     """
 
-    def __init__(self, app: Any, limit: int, upload_limit: int) -> None:
-        self.app, self.limit, self.upload_limit = app, limit, upload_limit
+    def __init__(
+        self, app: Any, limit: int, declared: list[DeclaredLimit], idle_seconds: float
+    ) -> None:
+        self.app, self.limit, self.declared = app, limit, declared
+        self.idle_seconds = idle_seconds
+
+    def _limit(self, scope: Scope) -> int:
+        for route in self.declared:
+            if scope["method"] in route.methods and route.path.match(scope["path"]):
+                return route.limit
+        return self.limit
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        upload = scope["method"] == "PUT" and _UPLOAD.match(scope["path"])
-        limit = self.upload_limit if upload else self.limit
+        limit = self._limit(scope)
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             message = f"request body exceeds {limit} bytes"
             await error_response("PayloadTooLarge", message, 413)(scope, receive, send)
             return
-        received = 0
+        received, body_done = 0, False
 
-        async def counting_receive() -> Any:
-            nonlocal received
-            message = await receive()
-            received += len(message.get("body", b""))
-            if received > limit:
+        async def guarded_receive() -> Any:
+            nonlocal received, body_done
+            if body_done:  # after the body: waiting for a disconnect is no stall
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.idle_seconds)
+            except TimeoutError:
                 # HTTPException passes through FastAPI's body parsing unchanged.
+                raise HTTPException(
+                    408, f"no request bytes for {self.idle_seconds:g} s; send faster or retry"
+                ) from None
+            received += len(message.get("body", b""))
+            body_done = not message.get("more_body", False)
+            if received > limit:
                 raise HTTPException(413, f"request body exceeds {limit} bytes")
             return message
 
-        await self.app(scope, counting_receive, send)
+        await self.app(scope, guarded_receive, send)
 
 
 class RequestMetrics:

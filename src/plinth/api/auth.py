@@ -1,0 +1,83 @@
+"""Every route declares the permission it needs, through one dependency.
+
+``Requires(permission)`` authenticates the request (through the app's
+``Authenticator``), checks the principal holds the permission on the platform, and
+records a refusal in the audit trail. Roles per project are checked further by the
+services, which know the project. A test walks every route and fails on one that
+declares no permission, or more than one.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from fastapi import Depends
+from starlette.requests import HTTPConnection
+
+from plinth.api.context import Caller, services_of
+from plinth.core.access import (
+    ANONYMOUS,
+    Authenticator,
+    Credentials,
+    Permission,
+    Principal,
+    allows,
+)
+from plinth.errors import PermissionDenied
+
+S = TypeVar("S")
+SESSION_COOKIE = "plinth_session"
+CSRF_HEADER = "x-csrf-token"
+
+
+class Requires:
+    """The dependency through which a route declares, and enforces, its permission."""
+
+    def __init__(self, permission: Permission) -> None:
+        self.permission = permission
+
+    async def __call__(self, connection: HTTPConnection) -> Principal:
+        source = connection.client.host if connection.client else ""
+        if self.permission is Permission.PUBLIC:
+            return ANONYMOUS.from_address(source)
+        services = services_of(connection)
+        credentials = Credentials(
+            authorization=connection.headers.get("authorization"),
+            session_cookie=connection.cookies.get(SESSION_COOKIE),
+            csrf_token=connection.headers.get(CSRF_HEADER),
+            method=connection.scope.get("method", "GET"),
+            source=source,
+        )
+        authenticator = services.get(Authenticator)  # type: ignore[type-abstract]
+        principal = await services.blocking.run(authenticator.authenticate, credentials)
+        if not allows(principal, self.permission):
+            denied = PermissionDenied(_refusal(principal, self.permission))
+            action = f"{credentials.method} {connection.url.path}"
+            await services.blocking.run(services.platform.audit.refusal, principal, action, denied)
+            raise denied
+        connection.state.principal = principal
+        return principal
+
+
+def _refusal(principal: Principal, permission: Permission) -> str:
+    if principal.scope_project_id is not None:
+        return f"this token is limited to one project; it cannot reach {permission.value} routes"
+    return f"{principal.name} may not {permission.value}"
+
+
+def requires(permission: Permission) -> Any:
+    """``dependencies=[requires(Permission.PROJECT_READ)]`` on a route."""
+    return Depends(Requires(permission))
+
+
+def caller(service: type[S], permission: Permission) -> Any:
+    """``Annotated[Caller[X], caller(X, Permission.PROJECT_READ)]`` on a route: it
+    declares (and enforces) the permission, then builds the route's ``Caller``."""
+
+    async def dependency(
+        connection: HTTPConnection, principal: Principal = Depends(Requires(permission))
+    ) -> Caller[S]:
+        services = services_of(connection)
+        return Caller(services.get(service), principal, services.blocking)
+
+    return Depends(dependency)
