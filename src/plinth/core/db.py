@@ -36,32 +36,110 @@ def _normalize_url(url: str) -> str:
     raise InvalidInput("database URL must be sqlite:///PATH or postgresql://…")
 
 
+class Dialect:
+    """What differs between SQLite and Postgres, and nothing else: the SQL itself is
+    written once, in ``Database`` and the services."""
+
+    name = ""
+    marker = "%s"  # the DB-API parameter marker
+
+    def create_engine(self, url: str, synchronous: str) -> Engine:
+        raise NotImplementedError
+
+    def insert(self, table: sa.Table) -> Any:
+        """An INSERT that supports ON CONFLICT clauses."""
+        raise NotImplementedError
+
+    def connection_options(self, *, write: bool) -> dict[str, Any]:
+        return {}
+
+    def lock_rows(self, stmt: Any, *, skip_locked: bool = False) -> Any:
+        """``SELECT … FOR UPDATE [SKIP LOCKED]``: claim rows for this transaction
+        (a work queue claims with ``skip_locked``)."""
+        return stmt.with_for_update(skip_locked=skip_locked)
+
+    @contextlib.contextmanager
+    def migration_lock(self, engine: Engine, url: str) -> Iterator[None]:
+        raise NotImplementedError
+        yield
+
+
+class SQLiteDialect(Dialect):
+    name = "sqlite"
+    marker = "?"
+
+    def create_engine(self, url: str, synchronous: str) -> Engine:
+        path = sa.engine.make_url(url).database
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(
+            url,
+            connect_args={"timeout": BUSY_TIMEOUT_S, "check_same_thread": False},
+            pool_size=8,
+            max_overflow=16,
+        )
+        _configure_sqlite(engine, synchronous)
+        return engine
+
+    def insert(self, table: sa.Table) -> Any:
+        from sqlalchemy.dialects.sqlite import insert
+
+        return insert(table)
+
+    def connection_options(self, *, write: bool) -> dict[str, Any]:
+        return {"plinth_write": write}  # read by the "begin" listener: BEGIN IMMEDIATE or not
+
+    def lock_rows(self, stmt: Any, *, skip_locked: bool = False) -> Any:
+        # A write transaction already holds the one writer lock (BEGIN IMMEDIATE), so
+        # no other writer can claim the same rows meanwhile.
+        return stmt
+
+    @contextlib.contextmanager
+    def migration_lock(self, engine: Engine, url: str) -> Iterator[None]:
+        path = sa.engine.make_url(url).database
+        if not path or path == ":memory:":
+            yield
+            return
+        with open(f"{path}.migrate-lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
+
+class PostgresDialect(Dialect):
+    name = "postgresql"
+
+    def create_engine(self, url: str, synchronous: str) -> Engine:
+        try:
+            import psycopg  # noqa: F401
+        except ImportError as exc:
+            raise MissingDependency("psycopg", "postgres") from exc
+        return sa.create_engine(url, pool_size=8, max_overflow=16, pool_pre_ping=True)
+
+    def insert(self, table: sa.Table) -> Any:
+        from sqlalchemy.dialects.postgresql import insert
+
+        return insert(table)
+
+    @contextlib.contextmanager
+    def migration_lock(self, engine: Engine, url: str) -> Iterator[None]:
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT pg_advisory_lock(7265746)"))
+            conn.commit()
+            try:
+                yield
+            finally:
+                conn.execute(sa.text("SELECT pg_advisory_unlock(7265746)"))
+                conn.commit()
+
+
 class Database:
     """An engine plus the two transaction kinds the services use: read and write."""
 
     def __init__(self, url: str, *, synchronous: str = "FULL") -> None:
         self.url = _normalize_url(url)
-        self.engine = self._create_engine(synchronous)
-        self.dialect = self.engine.dialect.name
-
-    def _create_engine(self, synchronous: str) -> Engine:
-        if self.url.startswith("sqlite"):
-            path = sa.engine.make_url(self.url).database
-            if path and path != ":memory:":
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
-            engine = sa.create_engine(
-                self.url,
-                connect_args={"timeout": BUSY_TIMEOUT_S, "check_same_thread": False},
-                pool_size=8,
-                max_overflow=16,
-            )
-            _configure_sqlite(engine, synchronous)
-            return engine
-        try:
-            import psycopg  # noqa: F401
-        except ImportError as exc:
-            raise MissingDependency("psycopg", "postgres") from exc
-        return sa.create_engine(self.url, pool_size=8, max_overflow=16, pool_pre_ping=True)
+        self.sql: Dialect = SQLiteDialect() if self.url.startswith("sqlite") else PostgresDialect()
+        self.engine = self.sql.create_engine(self.url, synchronous)
+        self.dialect = self.sql.name
 
     @contextlib.contextmanager
     def write(self) -> Iterator[Connection]:
@@ -78,21 +156,14 @@ class Database:
     def _connect(self, *, write: bool) -> Iterator[Connection]:
         conn = self.engine.connect()
         try:
-            if self.dialect == "sqlite":
-                conn = conn.execution_options(plinth_write=write)
-            yield conn
+            options = self.sql.connection_options(write=write)
+            yield conn.execution_options(**options) if options else conn
         finally:
             conn.close()
 
     def insert_ignoring_duplicates(self, table: sa.Table) -> Any:
         """INSERT that skips rows whose primary key already exists."""
-        if self.dialect == "sqlite":
-            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-            return sqlite_insert(table).on_conflict_do_nothing()
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-        return pg_insert(table).on_conflict_do_nothing()
+        return self.sql.insert(table).on_conflict_do_nothing()
 
     def bulk_insert(self, conn: Connection, table: sa.Table, rows: list[tuple[Any, ...]]) -> None:
         """Insert many rows given as tuples in column order, as one executemany.
@@ -101,9 +172,8 @@ class Database:
         on the metric hot path.
         """
         quote = self.engine.dialect.identifier_preparer.quote
-        marker = "?" if self.dialect == "sqlite" else "%s"
         columns = ", ".join(quote(c.name) for c in table.columns)
-        markers = ", ".join([marker] * len(table.columns))
+        markers = ", ".join([self.sql.marker] * len(table.columns))
         conn.exec_driver_sql(
             f"INSERT INTO {quote(table.name)} ({columns}) VALUES ({markers})", rows
         )
@@ -112,14 +182,7 @@ class Database:
         self, table: sa.Table, keys: Sequence[str], update: Sequence[str], where: Any = None
     ) -> Any:
         """INSERT … ON CONFLICT (keys) DO UPDATE SET update-columns [WHERE where]."""
-        if self.dialect == "sqlite":
-            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-            stmt: Any = sqlite_insert(table)
-        else:
-            from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-            stmt = pg_insert(table)
+        stmt = self.sql.insert(table)
         return stmt.on_conflict_do_update(
             index_elements=list(keys),
             set_={c: stmt.excluded[c] for c in update},
@@ -132,28 +195,8 @@ class Database:
 
         if migrations.current_revision(self.engine) == migrations.HEAD:
             return
-        with self._migration_lock():
+        with self.sql.migration_lock(self.engine, self.url):
             migrations.upgrade(self.engine)
-
-    @contextlib.contextmanager
-    def _migration_lock(self) -> Iterator[None]:
-        if self.dialect == "sqlite":
-            path = sa.engine.make_url(self.url).database
-            if not path or path == ":memory:":
-                yield
-                return
-            with open(f"{path}.migrate-lock", "a") as lock:
-                fcntl.flock(lock, fcntl.LOCK_EX)
-                yield
-            return
-        with self.engine.connect() as conn:
-            conn.execute(sa.text("SELECT pg_advisory_lock(7265746)"))
-            conn.commit()
-            try:
-                yield
-            finally:
-                conn.execute(sa.text("SELECT pg_advisory_unlock(7265746)"))
-                conn.commit()
 
     def dispose(self) -> None:
         self.engine.dispose()
