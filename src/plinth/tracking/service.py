@@ -157,8 +157,9 @@ class TrackingService:
 
     def heartbeat(self, run_id: str, *, principal: Principal) -> None:
         """A live run says so; a run killed for silence comes back to life."""
-        with self.db.write() as conn:
-            self._require_run(conn, run_id, principal, Need.WRITE)
+        with self.audit.recorded(principal, "runs.heartbeat", object=run_id) as (conn, change):
+            change.record = False  # a heartbeat changes nothing worth a record; a refusal is
+            self._require_run(conn, run_id, principal, Need.WRITE, change)
             self._touch(conn, run_id)
 
     def _touch(self, conn: Connection, run_id: str) -> None:

@@ -1,0 +1,336 @@
+"""Declared permission equals enforced permission, for every route the app has.
+
+The matrix is generated: every API route and page (walked from the app's routers) must
+have an entry in ``REQUESTS``, or the test fails. Each entry makes that route's request
+as each of five callers — viewer, editor and admin of project A, a user with no role in
+A, and a token scoped to project B — and the expected answer comes from the route's
+declared permission: a role too small is 403, an outsider gets the same 404 as for
+something that does not exist, platform routes are for platform admins only. A refusal
+changes nothing and writes exactly one audit record.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.routing import APIRoute
+from pydantic import SecretStr
+
+from plinth.api.context import all_routes
+from plinth.client import Client
+from plinth.core.access import Permission
+from plinth.core.crypto import MasterKey
+from plinth.server.app import create_app
+from plinth.settings import Settings
+from tests import services
+from tests.conftest import make_settings, raw_http
+from tests.server.test_permissions import _declared
+
+ROLES = ["viewer", "editor", "admin", "outsider", "token-b"]  # token-b: root's, scoped to B
+RANK = {"viewer": 1, "editor": 2, "admin": 3}
+NEED = {Permission.PROJECT_READ: 1, Permission.PROJECT_WRITE: 2, Permission.PROJECT_ADMIN: 3}
+PLATFORM = {Permission.PLATFORM_READ, Permission.PLATFORM_ADMIN}
+
+
+@dataclass
+class World:
+    """Project A with a run, a metric, an artifact and a secret; project B; a user per
+    role; each caller's own client."""
+
+    settings: Settings
+    root: Client
+    run: str
+    digest: str
+    users: dict[str, Client] = field(default_factory=dict)  # role → the role's user
+    callers: dict[str, Client] = field(default_factory=dict)  # role → how it calls
+
+    def fresh_run(self) -> str:
+        return self.root.create_run("team-a").id
+
+    def close(self) -> None:
+        for c in [self.root, *self.users.values(), *self.callers.values()]:
+            c.close()
+
+
+def _unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def _own_token(w: World, role: str) -> str:
+    """A token of the caller's own user, made by that user, to be revoked."""
+    return w.users[role].create_token(_unique("spare")).info.id
+
+
+def _spare_member(w: World) -> str:
+    name = _unique("spare")
+    w.root.create_user(name)
+    w.root.add_member("team-a", name, "viewer")
+    return name
+
+
+Call = tuple[str, str, dict[str, Any]]  # method, URL, httpx keyword arguments
+Make = Callable[[World, str], Call]  # (world, role) → the request; may set up as root
+
+# (method, route path) → (scope, request). Scope "project" is about project A; "own"
+# is about the caller's own things (their tokens, their new project).
+REQUESTS: dict[tuple[str, str], tuple[str, Make]] = {
+    ("POST", "/api/v1/runs"): (
+        "project",
+        lambda w, r: ("POST", "/api/v1/runs", {"json": {"project": "team-a"}}),
+    ),
+    ("POST", "/api/v1/runs/search"): (
+        "project",
+        lambda w, r: ("POST", "/api/v1/runs/search", {"json": {"project": "team-a"}}),
+    ),
+    ("GET", "/api/v1/runs/{run_id}"): (
+        "project",
+        lambda w, r: ("GET", f"/api/v1/runs/{w.run}", {}),
+    ),
+    ("PATCH", "/api/v1/runs/{run_id}"): (
+        "project",
+        lambda w, r: ("PATCH", f"/api/v1/runs/{w.fresh_run()}", {"json": {"status": "killed"}}),
+    ),
+    ("POST", "/api/v1/runs/{run_id}/heartbeat"): (
+        "project",
+        lambda w, r: ("POST", f"/api/v1/runs/{w.run}/heartbeat", {}),
+    ),
+    ("POST", "/api/v1/runs/{run_id}/batches"): (
+        "project",
+        lambda w, r: (
+            "POST",
+            f"/api/v1/runs/{w.run}/batches",
+            {"json": {"batch_id": uuid.uuid4().hex, "tags": {"t": r}}},
+        ),
+    ),
+    ("GET", "/api/v1/runs/{run_id}/metrics"): (
+        "project",
+        lambda w, r: ("GET", f"/api/v1/runs/{w.run}/metrics", {"params": {"key": "m"}}),
+    ),
+    ("GET", "/api/v1/runs/{run_id}/artifacts"): (
+        "project",
+        lambda w, r: ("GET", f"/api/v1/runs/{w.run}/artifacts", {}),
+    ),
+    ("POST", "/api/v1/runs/{run_id}/artifacts"): (
+        "project",
+        lambda w, r: (
+            "POST",
+            f"/api/v1/runs/{w.run}/artifacts",
+            {"json": {"path": _unique("copy"), "digest": w.digest, "size": 1}},
+        ),
+    ),
+    ("PUT", "/api/v1/runs/{run_id}/artifacts/{path:path}"): (
+        "project",
+        lambda w, r: (
+            "PUT",
+            f"/api/v1/runs/{w.run}/artifacts/{_unique('new')}.bin",
+            {"content": b"new content", "headers": {"Content-Type": "application/octet-stream"}},
+        ),
+    ),
+    ("GET", "/api/v1/runs/{run_id}/artifacts/{path:path}"): (
+        "project",
+        lambda w, r: ("GET", f"/api/v1/runs/{w.run}/artifacts/a.txt", {}),
+    ),
+    ("GET", "/api/v1/audit"): ("project", lambda w, r: ("GET", "/api/v1/audit", {})),
+    ("GET", "/api/v1/audit/verify"): ("project", lambda w, r: ("GET", "/api/v1/audit/verify", {})),
+    ("POST", "/api/v1/admin/init"): (
+        "project",
+        lambda w, r: ("POST", "/api/v1/admin/init", {"json": {"name": _unique("usurper")}}),
+    ),
+    ("POST", "/api/v1/users"): (
+        "project",
+        lambda w, r: ("POST", "/api/v1/users", {"json": {"name": _unique("new")}}),
+    ),
+    ("PUT", "/api/v1/users/{user}/password"): (
+        "own",
+        lambda w, r: (
+            "PUT",
+            f"/api/v1/users/{'root' if r == 'token-b' else r}/password",
+            {"json": {"password": "a long enough password", "current_password": None}},
+        ),
+    ),
+    ("GET", "/api/v1/tokens"): ("own", lambda w, r: ("GET", "/api/v1/tokens", {})),
+    ("POST", "/api/v1/tokens"): (
+        "own",
+        lambda w, r: ("POST", "/api/v1/tokens", {"json": {"name": "mine"}}),
+    ),
+    ("DELETE", "/api/v1/tokens/{token_id}"): (
+        "own",
+        lambda w, r: ("DELETE", f"/api/v1/tokens/{_own_token(w, r)}", {}),
+    ),
+    ("GET", "/api/v1/projects"): ("own", lambda w, r: ("GET", "/api/v1/projects", {})),
+    ("POST", "/api/v1/projects"): (
+        "own",
+        lambda w, r: ("POST", "/api/v1/projects", {"json": {"name": _unique("mine")}}),
+    ),
+    ("GET", "/api/v1/projects/{project}/members"): (
+        "project",
+        lambda w, r: ("GET", "/api/v1/projects/team-a/members", {}),
+    ),
+    ("POST", "/api/v1/projects/{project}/members"): (
+        "project",
+        lambda w, r: (
+            "POST",
+            "/api/v1/projects/team-a/members",
+            {"json": {"user": _spare_member(w), "role": "editor"}},
+        ),
+    ),
+    ("DELETE", "/api/v1/projects/{project}/members/{user}"): (
+        "project",
+        lambda w, r: ("DELETE", f"/api/v1/projects/team-a/members/{_spare_member(w)}", {}),
+    ),
+    ("GET", "/api/v1/projects/{project}/secrets"): (
+        "project",
+        lambda w, r: ("GET", "/api/v1/projects/team-a/secrets", {}),
+    ),
+    ("PUT", "/api/v1/projects/{project}/secrets"): (
+        "project",
+        lambda w, r: (
+            "PUT",
+            "/api/v1/projects/team-a/secrets",
+            {"json": {"name": "NEW_KEY", "value": "v"}},
+        ),
+    ),
+    ("DELETE", "/api/v1/projects/{project}/secrets/{name}"): (
+        "project",
+        lambda w, r: ("DELETE", f"/api/v1/projects/team-a/secrets/{_spare_secret(w)}", {}),
+    ),
+    ("GET", "/metrics"): ("project", lambda w, r: ("GET", "/metrics", {})),
+    ("GET", "/"): ("own", lambda w, r: ("GET", "/", {})),
+    ("GET", "/projects/{name}"): ("project", lambda w, r: ("GET", "/projects/team-a", {})),
+    ("GET", "/runs/{run_id}"): ("project", lambda w, r: ("GET", f"/runs/{w.run}", {})),
+    ("GET", "/compare"): ("project", lambda w, r: ("GET", "/compare", {"params": {"runs": w.run}})),
+}
+
+
+def _spare_secret(w: World) -> str:
+    name = _unique("SPARE").replace("-", "_")
+    w.root.set_secret("team-a", name, "spare value")
+    return name
+
+
+def _routes(settings: Settings) -> dict[tuple[str, str], Permission]:
+    """Every route that is not public, with the permission it declares."""
+    found = {}
+    for route in all_routes(create_app(settings).routes):
+        if isinstance(route, APIRoute):
+            [permission] = _declared(route.dependant)
+            if permission is not Permission.PUBLIC:
+                found.update({(m, route.path): permission for m in route.methods})
+    return found
+
+
+def expected_status(role: str, permission: Permission, scope: str) -> int:
+    """200 for allowed (any 2xx), 403 or 404."""
+    if permission in PLATFORM:
+        return 403
+    if scope == "own":
+        if role == "token-b":  # a scoped token: project work only, no identity routes
+            return 200 if permission is Permission.PROJECT_READ else 403
+        return 200
+    if permission is Permission.AUTHENTICATED:
+        return 403 if role == "token-b" else 200
+    if role not in RANK:
+        return 404
+    return 200 if RANK[role] >= NEED[permission] else 403
+
+
+@pytest.fixture(
+    scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def world(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[World]:
+    home = tmp_path_factory.mktemp("matrix") / "home"
+    key = SecretStr(MasterKey.generate().to_text())
+    with _database(request) as database_url:
+        settings = make_settings(home, database_url).model_copy(update={"master_key": key})
+        yield from _build(settings, tmp_path_factory.mktemp("files"))
+
+
+def _database(request: pytest.FixtureRequest) -> Any:
+    """A database of the module's own (auth is on in it), or SQLite in the home."""
+    if request.param == "sqlite":
+        return contextlib.nullcontext(None)
+    server = request.getfixturevalue("postgres_server_url")
+    return services.postgres_database(server, request.getfixturevalue("postgres_template"))
+
+
+def _build(settings: Settings, files: Path) -> Iterator[World]:
+    with Client(settings=settings) as anonymous:
+        root_token = anonymous.init_admin("root").token.token
+    as_user = lambda token: Client(settings=settings.model_copy(update={"token": token}))  # noqa: E731
+    root = as_user(root_token)
+    tokens = {name: root.create_user(name).token.token for name in [*RANK, "outsider"]}
+    run = root.create_run("team-a")
+    root.log_batch(run.id, metrics=[{"key": "m", "value": 1.0, "step": 0}])
+    (files / "a.txt").write_text("a")
+    [artifact] = root.log_artifact(run.id, files / "a.txt")
+    for role in RANK:
+        root.add_member("team-a", role, role)
+    root.create_run("team-b")
+    root.add_member("team-b", "outsider", "admin")
+    root.set_secret("team-a", "API_KEY", "secret value")
+    tokens["token-b"] = root.create_token("b-only", project="team-b", role="admin").token
+    world = World(settings, root, run.id, artifact.digest)
+    for role, token in tokens.items():
+        world.callers[role] = as_user(token)
+        world.users[role] = root if role == "token-b" else world.callers[role]
+    try:
+        yield world
+    finally:
+        world.close()
+
+
+def _snapshot(w: World) -> tuple[Any, ...]:
+    return (
+        w.root.get_run(w.run),
+        w.root.list_artifacts(w.run),
+        w.root.list_members("team-a"),
+        w.root.list_secrets("team-a"),
+    )
+
+
+def _refusals(w: World, role: str) -> int:
+    actor = "root" if role == "token-b" else role
+    return sum(e.outcome == "refused" for e in w.root.audit_events(actor=actor))
+
+
+def test_every_route_is_in_the_matrix(tmp_path: Path) -> None:
+    routes = _routes(make_settings(tmp_path / "home"))
+    assert set(routes) - set(REQUESTS) == set(), "add these routes to REQUESTS"
+    assert set(REQUESTS) - set(routes) == set(), "these routes are gone"
+
+
+@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize("route", sorted(REQUESTS), ids=lambda r: f"{r[0]} {r[1]}")
+def test_declared_permission_is_enforced(world: World, role: str, route: tuple[str, str]) -> None:
+    scope, make = REQUESTS[route]
+    permission = _routes_of(world)[route]
+    want = expected_status(role, permission, scope)
+    method, url, kwargs = make(world, role)
+    before, refused_before = _snapshot(world), _refusals(world, role)
+    http: httpx.Client = raw_http(world.callers[role])
+    response = http.request(method, url, **kwargs)
+    if want == 200:
+        assert 200 <= response.status_code < 300, (route, role, response.text[:300])
+        return
+    assert response.status_code == want, (route, role, response.text[:300])
+    assert _snapshot(world) == before  # a refusal changes nothing
+    assert _refusals(world, role) == refused_before + 1  # and is recorded once
+
+
+_PERMISSIONS: dict[str, dict[tuple[str, str], Permission]] = {}
+
+
+def _routes_of(world: World) -> dict[tuple[str, str], Permission]:
+    key = str(world.settings.home)
+    if key not in _PERMISSIONS:
+        _PERMISSIONS[key] = _routes(world.settings)
+    return _PERMISSIONS[key]
