@@ -155,3 +155,15 @@ def test_a_run_dropped_without_end_is_still_flushed_at_exit(tmp_path: Path) -> N
         for run_id in out.stdout.split():
             assert client.get_run(run_id).status == "finished"
         assert [p.value for p in client.metric_history(out.stdout.split()[1], "x")] == [1.0]
+
+
+def test_importing_plinth_leaves_sys_excepthook_alone(tmp_path: Path) -> None:
+    code = (
+        "import sys; before = sys.excepthook; import plinth; "
+        "assert sys.excepthook is before, 'import replaced sys.excepthook'; "
+        "run = plinth.start_run('p'); assert sys.excepthook is not before; run.end()"
+    )
+    env = {**os.environ, "PLINTH_HOME": str(tmp_path / "home")}
+    env.pop("PLINTH_URL", None)
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

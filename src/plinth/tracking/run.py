@@ -166,6 +166,7 @@ class Run:
 
             self._sampler = SystemSampler(self, client.settings.tracking.system_metrics_seconds)
         _live_runs.add(self)
+        _watch_for_crashes()
 
     def __repr__(self) -> str:
         return f"<Run {self.id} project={self.info.project!r} name={self.info.name!r}>"
@@ -251,7 +252,7 @@ def start_run(
 
 
 _crashed = False
-_previous_hook = sys.excepthook
+_previous_hook: Any = None
 
 
 def _excepthook(*args: Any) -> None:
@@ -260,7 +261,13 @@ def _excepthook(*args: Any) -> None:
     _previous_hook(*args)
 
 
-sys.excepthook = _excepthook
+def _watch_for_crashes() -> None:
+    """Learn whether the program dies of an exception, to end its runs as failed.
+    Installed at the first run, not on import: ``import plinth`` changes nothing."""
+    global _previous_hook
+    if _previous_hook is None:
+        _previous_hook = sys.excepthook
+        sys.excepthook = _excepthook
 
 
 @atexit.register
