@@ -8,7 +8,7 @@ needs one.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -16,6 +16,9 @@ from rich.console import Console
 from plinth.capabilities import declared
 from plinth.core.capability import load
 from plinth.errors import InvalidInput, PlinthError
+
+if TYPE_CHECKING:
+    from plinth.settings import Settings
 
 app = typer.Typer(
     help="Plinth: track experiments, store artifacts and serve models, on a laptop or a cluster.",
@@ -48,6 +51,14 @@ def server(
         bool,
         typer.Option(help="Serve beyond loopback without authentication (trusted networks only)."),
     ] = False,
+    trusted_proxy: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="ADDR",
+            help="A reverse proxy (address or network) whose X-Forwarded-For is believed; "
+            "repeatable. By default nobody's is.",
+        ),
+    ] = None,
 ) -> None:
     """Serve the web UI and the REST API over this machine's Plinth home."""
     import uvicorn
@@ -55,9 +66,8 @@ def server(
 
     from plinth.core.access import Authenticator
     from plinth.server.app import create_app
-    from plinth.settings import Settings
 
-    settings = Settings()
+    settings = _with_proxies(trusted_proxy or [])
     host = host or settings.server.host
     port = port or settings.server.port
     app_ = create_app(settings)
@@ -73,7 +83,35 @@ def server(
     Console(stderr=True).print(
         f"Plinth serving {database} at [bold]http://{host}:{port}[/] (API docs at /api/v1/docs)"
     )
-    uvicorn.run(app_, host=host, port=port, log_level="warning")
+    proxies = settings.server.trusted_proxies
+    uvicorn.run(
+        app_,
+        host=host,
+        port=port,
+        log_level="warning",
+        # uvicorn believes X-Forwarded-For from loopback unless told otherwise
+        proxy_headers=bool(proxies),
+        forwarded_allow_ips=proxies,
+    )
+
+
+def _with_proxies(proxies: list[str]) -> Settings:
+    """The settings, with ``--trusted-proxy`` addresses added to the configured ones."""
+    from pydantic import ValidationError
+
+    from plinth.settings import ServerSettings, Settings
+
+    settings = Settings()
+    if not proxies:
+        return settings
+    server = {
+        **settings.server.model_dump(),
+        "trusted_proxies": [*settings.server.trusted_proxies, *proxies],
+    }
+    try:
+        return settings.model_copy(update={"server": ServerSettings.model_validate(server)})
+    except ValidationError as exc:
+        raise InvalidInput(exc.errors()[0]["msg"].removeprefix("Value error, ")) from None
 
 
 def _is_loopback(host: str) -> bool:

@@ -8,9 +8,10 @@ Nested groups follow the variable names: ``PLINTH_SERVER__PORT`` sets
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -24,11 +25,29 @@ class ServerSettings(BaseModel):
         description="Host headers served (DNS-rebinding defence); add the server's names",
     )
     cors_origins: list[str] = Field([], description="browser origins allowed to call the API")
+    trusted_proxies: list[str] = Field(
+        [],
+        description="addresses or networks of reverse proxies whose X-Forwarded-For and "
+        "X-Forwarded-Proto are believed; none by default, so no client can claim another "
+        "address (to dodge the login rate limit, or forge the audit trail's source)",
+    )
     upload_idle_seconds: float = Field(
         30.0, gt=0, description="a request body that sends nothing this long is cut off (408)"
     )
     upload_threads: int = Field(32, ge=1, description="threads that write uploads")
     uploads_per_principal: int = Field(8, ge=1, description="uploads one principal runs at once")
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _addresses(cls, proxies: list[str]) -> list[str]:
+        for proxy in proxies:
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"a trusted proxy is an IP address or network, not {proxy!r}"
+                ) from None
+        return proxies
 
 
 class TrackingSettings(BaseModel):

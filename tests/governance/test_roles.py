@@ -77,3 +77,26 @@ def test_scoped_tokens_stay_in_their_project_and_role(world: dict[str, Any]) -> 
             viewer.create_token("half", project="team-a")
         token = viewer.create_token("ok", project="team-a", role="viewer")
         assert (token.info.project, token.info.role) == ("team-a", "viewer")
+
+
+def test_refusals_say_which_role_falls_short(world: dict[str, Any]) -> None:
+    root: Client = world["root"]
+    run, tokens = world["run"], world["tokens"]
+    reader = root.create_token("a-reader", project="team-a", role="viewer").token
+    write: Callable[[Client], Any] = lambda c: c.log_batch(run, metrics=POINT)  # noqa: E731
+    administer: Callable[[Client], Any] = lambda c: c.add_member("team-a", "outsider", "viewer")  # noqa: E731
+    for token, call, message in (
+        (reader, write, "this token is limited to viewer in project 'team-a', and a viewer "),
+        (tokens["viewer"], write, "viewer is a viewer of this project, and a viewer "),
+        (tokens["editor"], administer, "editor is an editor of this project, and an editor "),
+    ):
+        with world["as_user"](token) as client, pytest.raises(plinth.PermissionDenied) as caught:
+            call(client)
+        verb = "cannot write" if call is write else "cannot administer it"
+        assert caught.value.message == message + verb
+    with (
+        world["as_user"](tokens["viewer"]) as viewer,
+        pytest.raises(plinth.PermissionDenied) as caught,
+    ):
+        list(viewer.audit_events())
+    assert caught.value.message == "viewer is not a platform admin"

@@ -22,6 +22,7 @@ from plinth.core.access import (
     Permission,
     Principal,
     allows,
+    scope_limit,
 )
 from plinth.errors import PermissionDenied
 
@@ -59,9 +60,18 @@ class Requires:
         return principal
 
 
+_OUT_OF_SCOPE = {
+    Permission.AUTHENTICATED: "it cannot manage tokens, passwords or users",
+    Permission.PLATFORM_READ: "it cannot read the platform's audit trail or metrics",
+    Permission.PLATFORM_ADMIN: "it cannot manage users",
+}
+
+
 def _refusal(principal: Principal, permission: Permission) -> str:
     if principal.scope_project_id is not None:
-        return f"this token is limited to one project; it cannot reach {permission.value} routes"
+        return f"{scope_limit(principal)}: {_OUT_OF_SCOPE[permission]}"
+    if permission in (Permission.PLATFORM_READ, Permission.PLATFORM_ADMIN):
+        return f"{principal.name} is not a platform admin"
     return f"{principal.name} may not {permission.value}"
 
 

@@ -36,9 +36,12 @@ class Principal:
     token_id: str | None = None
     is_admin: bool = False
     source: str = ""  # the client's address, for the audit trail
-    # A project-scoped token: only this project, with at most this role.
+    # A project-scoped token: only this project (id, and name for messages), with at
+    # most this role.
     scope_project_id: str | None = None
+    scope_project: str | None = None
     scope_role: Role | None = None
+    session_id: str | None = None  # the web session a request came with, if any
 
     def from_address(self, source: str) -> Principal:
         return replace(self, source=source)
@@ -104,10 +107,23 @@ def authorize(
         if principal.scope_role is not None and _RANK[principal.scope_role] < _RANK[role]:
             role = principal.scope_role
     if _RANK[role] < need:
-        raise PermissionDenied(
-            f"{principal.name} is {article(role.value)} {role.value} of this project; "
-            f"that cannot {need.name.lower()}"
+        who = (
+            scope_limit(principal)
+            if role is principal.scope_role
+            else f"{principal.name} is {article(role.value)} {role.value} of this project"
         )
+        raise PermissionDenied(
+            f"{who}, and {article(role.value)} {role.value} cannot {_VERB[need]}"
+        )
+
+
+_VERB = {Need.READ: "read", Need.WRITE: "write", Need.ADMIN: "administer it"}
+
+
+def scope_limit(principal: Principal) -> str:
+    """How a refusal names a project-scoped token's limits."""
+    role = principal.scope_role.value if principal.scope_role else "its role"
+    return f"this token is limited to {role} in project {principal.scope_project!r}"
 
 
 def article(word: str) -> str:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from plinth.core.access import Need, Principal, Role, authorize
+from plinth.core.access import Need, Principal, Role, authorize, scope_limit
 from plinth.core.db import Database, metadata
 from plinth.core.names import check_project_name, is_project_name
 from plinth.errors import Conflict, NotFound, PermissionDenied, PlinthError
@@ -194,9 +194,7 @@ class Projects:
 
     def _may_create(self, principal: Principal, name: str) -> None:
         if principal.scope_project_id is not None:
-            raise PermissionDenied(
-                f"this token is limited to one project; it cannot create project {name!r}"
-            )
+            raise PermissionDenied(f"{scope_limit(principal)}: it cannot create project {name!r}")
         if principal.user_id is None and not principal.is_admin:
             raise PermissionDenied("only signed-in users create projects")
         if self.admins_create and not principal.is_admin:

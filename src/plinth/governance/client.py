@@ -6,10 +6,12 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+from plinth.errors import PermissionDenied
 from plinth.governance import schemas as s
 
 if TYPE_CHECKING:
     from plinth.client import Transport
+    from plinth.settings import Settings
 
 
 class GovernanceCalls:
@@ -58,11 +60,23 @@ class GovernanceCalls:
 
 class IdentityCalls:
     _transport: Transport
+    settings: Settings
 
     def init_admin(self, name: str = "admin") -> s.NewUser:
-        return s.NewUser(
-            **self._transport.request("POST", "/api/v1/admin/init", json={"name": name})
-        )
+        """Create the first admin of this client's local home and their first token.
+
+        The one call that is not a request: the first admin is made over the home
+        itself, never over HTTP, so a client of a server (``PLINTH_URL``) is refused;
+        run ``plinth admin init`` where the server's home is. Other clients already
+        open on this home need credentials within a second."""
+        if self.settings.url:
+            raise PermissionDenied(
+                "the first admin is made where the home is, not over HTTP: run "
+                "'plinth admin init' on the machine that holds the server's home"
+            )
+        from plinth.governance.identity import init_admin
+
+        return init_admin(self.settings, name)
 
     def create_user(self, name: str, *, is_admin: bool = False) -> s.NewUser:
         return s.NewUser(
@@ -83,11 +97,17 @@ class IdentityCalls:
         body = {"name": name, "expires_in_days": expires_in_days, "project": project, "role": role}
         return s.NewToken(**self._transport.request("POST", "/api/v1/tokens", json=body))
 
+    def current_user(self) -> s.User:
+        """Who this client's token (or the local home, before the first admin) is."""
+        return s.User(**self._transport.request("GET", "/api/v1/users/me"))
+
     def list_tokens(self) -> list[s.Token]:
         return [s.Token(**t) for t in self._transport.request("GET", "/api/v1/tokens")]
 
     def revoke_token(self, token_id: str) -> s.Token:
-        return s.Token(**self._transport.request("DELETE", f"/api/v1/tokens/{token_id}"))
+        """Revoke a token by id, or by a unique prefix of 8 or more characters."""
+        path = f"/api/v1/tokens/{quote(token_id, safe='')}"
+        return s.Token(**self._transport.request("DELETE", path))
 
     def list_projects(self) -> list[s.Project]:
         """The projects you have a role in (a platform admin sees all)."""
@@ -116,11 +136,11 @@ class IdentityCalls:
             "DELETE", f"/api/v1/projects/{quote(project, safe='')}/members/{quote(user, safe='')}"
         )
 
-    def set_password(self, user: str, password: str) -> None:
-        """A password for the web UI (yours, or anyone's if you are a platform admin)."""
-        self._transport.request(
-            "PUT", f"/api/v1/users/{quote(user, safe='')}/password", json={"password": password}
-        )
+    def set_password(self, user: str, password: str, current_password: str | None = None) -> None:
+        """A password for the web UI: yours (give the current one, once one is set), or
+        anyone's if you are a platform admin. Every other session of that user ends."""
+        body = {"password": password, "current_password": current_password}
+        self._transport.request("PUT", f"/api/v1/users/{quote(user, safe='')}/password", json=body)
 
     def set_secret(self, project: str, name: str, value: str) -> None:
         """Store a secret for the project's jobs, sealed; it cannot be read back."""

@@ -4,6 +4,11 @@ There is no default credential. Until ``init_admin`` creates the first admin, Pl
 is single-user and every request is the local user (the server binds loopback only);
 from then on every request but the public ones needs a token, on loopback too.
 
+The first admin is made only where the home is (``plinth admin init``, or
+``init_admin(settings)`` here), never over HTTP: until it exists, creating users and
+tokens over HTTP is refused, so whoever reaches a fresh server first cannot make
+themselves its admin. Whoever can open the home owns it anyway.
+
 Tokens are ``plt_<id>_<secret>`` with a 256-bit random secret. Only its sha256 is
 stored: for a secret that random a slow password hash (argon2) adds nothing but
 tens of milliseconds to every request. Comparison is constant-time.
@@ -13,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 import time
 import uuid
@@ -33,7 +39,8 @@ from plinth.core.platform import Platform
 from plinth.errors import Conflict, InvalidInput, NotFound, PermissionDenied, Unauthenticated
 from plinth.governance import schemas as s
 from plinth.governance import tables as t
-from plinth.governance.sessions import SessionService
+from plinth.governance.sessions import SessionService, acting_user
+from plinth.settings import Settings
 
 # While there is no user, whether one appeared (made by another process) is asked at
 # most this often: an embedded home otherwise pays a query on every request.
@@ -44,6 +51,20 @@ _NEED_TO_GRANT = {Role.VIEWER: Need.READ, Role.EDITOR: Need.WRITE, Role.ADMIN: N
 
 
 _SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+_ID_PREFIX = re.compile(r"^[0-9a-f]{8,15}$")  # token ids are 16 hex digits
+
+
+def init_admin(settings: Settings, name: str = "admin") -> s.NewUser:
+    """Create the first admin of the home ``settings`` names, and their first token,
+    directly over that home (its database): the one way in, which needs the home."""
+    if not re.fullmatch(s.USER_NAME, name):
+        raise InvalidInput(f"a user name is letters, digits, '_', '.', '@', '-'; got {name!r}")
+    platform = Platform.open(settings)
+    try:
+        identity = IdentityService(platform, sessions=SessionService(platform))
+        return identity.init_admin(name, principal=LOCAL)
+    finally:
+        platform.close()
 
 
 class IdentityService(Authenticator):
@@ -121,30 +142,43 @@ class IdentityService(Authenticator):
             is_admin=row["is_admin"],
             source=source,
             scope_project_id=row["project_id"],
+            scope_project=row["project"],
             scope_role=Role(row["role"]) if row["role"] else None,
         )
 
     # users ----------------------------------------------------------------------------
 
-    def init_admin(self, req: s.AdminInit, *, principal: Principal) -> s.NewUser:
-        """Create the first admin; refused once any user exists."""
-        with self.audit.recorded(principal, "admin.init", object=req.name) as (conn, _):
+    def init_admin(self, name: str, *, principal: Principal) -> s.NewUser:
+        """Create the first admin; refused once any user exists. Not a route: see
+        the module-level ``init_admin``."""
+        with self.audit.recorded(principal, "admin.init", object=name) as (conn, _):
             if conn.execute(sa.select(sa.func.count()).select_from(t.users)).scalar_one():
-                raise Conflict("an admin already exists; ask them for a token")
-            created = self._create_user(conn, req.name, True, "initial admin token")
+                raise Conflict("an admin already exists: ask them for a token")
+            created = self._create_user(conn, name, True, "initial admin token")
         self._enabled = True  # committed: from this request on, credentials are needed
         return created
 
     def create_user(self, req: s.UserCreate, *, principal: Principal) -> s.NewUser:
         with self.audit.recorded(principal, "users.create", object=req.name) as (conn, ch):
+            acting_user(principal)  # before the first admin: 'plinth admin init' only
             ch.details = {"admin": req.is_admin}
             if conn.execute(sa.select(t.users.c.id).where(t.users.c.name == req.name)).first():
                 raise Conflict(f"user {req.name!r} exists")
             return self._create_user(conn, req.name, req.is_admin, "first token")
 
+    def current_user(self, *, principal: Principal) -> s.User:
+        """The user a request acts as."""
+        with self.db.read() as conn:
+            row = (
+                conn.execute(sa.select(t.users).where(t.users.c.id == acting_user(principal)))
+                .mappings()
+                .one()
+            )
+        return _user(row)
+
     def _create_user(self, conn: Any, name: str, is_admin: bool, token_name: str) -> s.NewUser:
         user = s.User(id=uuid.uuid4().hex, name=name, is_admin=is_admin, created_at=time.time())
-        conn.execute(t.users.insert(), user.model_dump())
+        conn.execute(t.users.insert(), user.model_dump(exclude={"has_password"}))
         return s.NewUser(user=user, token=self._issue(conn, user, token_name, None))
 
     # tokens ---------------------------------------------------------------------------
@@ -152,52 +186,66 @@ class IdentityService(Authenticator):
     def create_token(self, req: s.TokenCreate, *, principal: Principal) -> s.NewToken:
         """A new token for the caller's own user; scoped to a project, it works only
         there, with at most ``role`` (which the caller must hold themselves)."""
-        user_id = self._user_of(principal)
-        scope = None
-        if req.project is not None or req.role is not None:
-            if req.project is None or req.role is None:
-                raise InvalidInput("a scoped token needs both a project and a role")
-            need = _NEED_TO_GRANT[req.role]
-            with self.db.read() as conn:
-                project_id = self.platform.projects.require(conn, req.project, principal, need)
-            scope = (project_id, req.project, req.role)
         with self.audit.recorded(
             principal, "tokens.create", object=req.name, project=req.project
         ) as (conn, ch):
+            user_id = acting_user(principal)
             ch.details = {"role": req.role.value if req.role else None}
+            scope = self._scope(conn, req, principal)
             user = conn.execute(sa.select(t.users).where(t.users.c.id == user_id)).mappings().one()
             expires = time.time() + req.expires_in_days * 86400 if req.expires_in_days else None
-            token = self._issue(conn, s.User(**user), req.name, expires, scope)
+            token = self._issue(conn, _user(user), req.name, expires, scope)
             ch.object = token.info.id
             return token
 
+    def _scope(
+        self, conn: Any, req: s.TokenCreate, principal: Principal
+    ) -> tuple[str, str, Role] | None:
+        if req.project is None and req.role is None:
+            return None
+        if req.project is None or req.role is None:
+            raise InvalidInput("a scoped token needs both a project and a role")
+        need = _NEED_TO_GRANT[req.role]
+        project_id = self.platform.projects.require(
+            conn, req.project, principal, need, record=False
+        )
+        return project_id, req.project, req.role
+
     def list_tokens(self, *, principal: Principal) -> list[s.Token]:
         """The caller's tokens (an admin sees everyone's)."""
-        stmt = sa.select(t.tokens, t.users.c.name.label("user")).join(
-            t.users, t.users.c.id == t.tokens.c.user_id
-        )
-        if not principal.is_admin:
-            stmt = stmt.where(t.tokens.c.user_id == self._user_of(principal))
+        try:
+            user_id = acting_user(principal)
+        except PermissionDenied as exc:
+            self.audit.refusal(principal, "tokens.list", exc)
+            raise
         with self.db.read() as conn:
-            rows = conn.execute(stmt.order_by(t.tokens.c.created_at)).mappings().all()
+            rows = conn.execute(_visible_tokens(principal, user_id)).mappings().all()
         return [_token(row) for row in rows]
 
     def revoke_token(self, token_id: str, *, principal: Principal) -> s.Token:
-        with self.audit.recorded(principal, "tokens.revoke", object=token_id) as (conn, _):
-            row = (
-                conn.execute(
-                    sa.select(t.tokens, t.users.c.name.label("user"))
-                    .join(t.users, t.users.c.id == t.tokens.c.user_id)
-                    .where(t.tokens.c.id == token_id)
-                )
-                .mappings()
-                .first()
-            )
-            if row is None or not (principal.is_admin or row["user_id"] == principal.user_id):
-                raise NotFound(f"no token {token_id!r}")
+        """Revoke a token by id, or by a unique prefix of 8 or more characters. Someone
+        else's token answers as one that does not exist, at the same cost."""
+        with self.audit.recorded(principal, "tokens.revoke", object=token_id) as (conn, ch):
+            row = self._find_token(conn, token_id, principal, acting_user(principal))
+            ch.object = row["id"]
             now = row["revoked_at"] or time.time()
-            conn.execute(t.tokens.update().where(t.tokens.c.id == token_id).values(revoked_at=now))
+            conn.execute(t.tokens.update().where(t.tokens.c.id == row["id"]).values(revoked_at=now))
             return _token({**row, "revoked_at": now})
+
+    @staticmethod
+    def _find_token(conn: Any, token_id: str, principal: Principal, user_id: str) -> Any:
+        """Among the tokens the caller may see, so that neither an id nor an ambiguous
+        prefix tells anything about anyone else's."""
+        visible = _visible_tokens(principal, user_id)
+        rows = conn.execute(visible.where(t.tokens.c.id == token_id)).mappings().all()
+        if not rows and _ID_PREFIX.match(token_id):
+            by_prefix = visible.where(t.tokens.c.id.startswith(token_id, autoescape=True))
+            rows = conn.execute(by_prefix.limit(2)).mappings().all()
+            if len(rows) > 1:
+                raise InvalidInput(f"token id prefix {token_id!r} is ambiguous; give more of it")
+        if not rows:
+            raise NotFound(f"no token {token_id!r}")
+        return rows[0]
 
     def _issue(
         self,
@@ -224,17 +272,28 @@ class IdentityService(Authenticator):
         conn.execute(t.tokens.insert(), row)
         return s.NewToken(token=f"plt_{token_id}_{secret}", info=_token({**row, "user": user.name}))
 
-    @staticmethod
-    def _user_of(principal: Principal) -> str:
-        if principal.user_id is None:
-            raise InvalidInput(
-                "tokens belong to users: create the first admin with 'plinth admin init'"
-            )
-        return principal.user_id
+
+def _visible_tokens(principal: Principal, user_id: str) -> Any:
+    stmt = sa.select(t.tokens, t.users.c.name.label("user")).join(
+        t.users, t.users.c.id == t.tokens.c.user_id
+    )
+    if not principal.is_admin:
+        stmt = stmt.where(t.tokens.c.user_id == user_id)
+    return stmt.order_by(t.tokens.c.created_at)
 
 
 def _sha256(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def _user(row: Any) -> s.User:
+    return s.User(
+        id=row["id"],
+        name=row["name"],
+        is_admin=row["is_admin"],
+        created_at=row["created_at"],
+        has_password=row["password_hash"] is not None,
+    )
 
 
 def _token(row: Any) -> s.Token:

@@ -35,10 +35,19 @@ def _show_new_token(new: s.NewToken) -> None:
 
 @admin_app.command("init")
 def init(name: Annotated[str, typer.Option(help="The admin's user name.")] = "admin") -> None:
-    """Create the first admin and print their token. From then on every request needs a
-    token, on loopback too; there is no default credential."""
-    created = _client().init_admin(name)
-    console.print(f"admin [bold]{created.user.name}[/] created")
+    """Create the first admin and print their token. It works on this machine's home
+    (PLINTH_HOME, or PLINTH_DATABASE_URL), never over the network, so run it where the
+    server's home is. From then on every request needs a token, on loopback too; there
+    is no default credential."""
+    from sqlalchemy.engine import make_url
+
+    from plinth.governance.identity import init_admin
+    from plinth.settings import Settings
+
+    settings = Settings()
+    created = init_admin(settings, name)
+    home = make_url(settings.resolved_database_url()).render_as_string(hide_password=True)
+    console.print(f"admin [bold]{created.user.name}[/] created in {home}", highlight=False)
     _show_new_token(created.token)
 
 
@@ -54,18 +63,17 @@ def create_user(
 
 
 @users_app.command("password")
-def set_password(
-    name: str,
-    password: Annotated[
-        str,
-        typer.Option(
-            prompt=True, hide_input=True, confirmation_prompt=True, help="Asked for when not given."
-        ),
-    ],
-) -> None:
-    """Set a user's password for the web UI (yours, or anyone's as an admin)."""
-    _client().set_password(name, password)
-    console.print(f"password of {name} set")
+def set_password(name: str) -> None:
+    """Set a user's password for the web UI: yours (asks for the current one first, once
+    you have one), or anyone's as an admin. Every other session of that user ends."""
+    client = _client()
+    me = client.current_user()
+    current = None
+    if me.name == name and me.has_password:
+        current = typer.prompt("Current password", hide_input=True)
+    password = typer.prompt("New password", hide_input=True, confirmation_prompt=True)
+    client.set_password(name, password, current_password=current)
+    console.print(f"password of {name} set; their other web sessions are logged out")
 
 
 def _days(text: str | None) -> float | None:
@@ -119,7 +127,9 @@ def list_tokens(
 
 
 @tokens_app.command("revoke")
-def revoke(token_id: str) -> None:
+def revoke(
+    token_id: Annotated[str, typer.Argument(help="Its id, or a unique prefix (8+ characters).")],
+) -> None:
     """Revoke a token at once."""
     token = _client().revoke_token(token_id)
     console.print(f"token {token.id} ({token.name}) revoked")

@@ -40,21 +40,26 @@ async def verify_audit(c: Audit) -> s.AuditVerdict:
     return await c(c.service.verify)
 
 
-@router.post("/admin/init", response_model=s.NewUser, status_code=201)
-async def init_admin(req: s.AdminInit, c: Admin) -> s.NewUser:
-    """Create the first admin (only while there is none) and their first token."""
-    return await c(c.service.init_admin, req)
+# The first admin has no route: 'plinth admin init' makes it over the home itself.
 
 
 @router.post("/users", response_model=s.NewUser, status_code=201)
 async def create_user(req: s.UserCreate, c: Admin) -> s.NewUser:
+    """Create a user and their first token (refused until the first admin exists)."""
     return await c(c.service.create_user, req)
+
+
+@router.get("/users/me", response_model=s.User)
+async def current_user(c: Signed) -> s.User:
+    """The user this request's token or session acts as."""
+    return await c(c.service.current_user)
 
 
 @router.put("/users/{user}/password", status_code=204)
 async def set_password(user: str, req: s.PasswordSet, c: Passwords) -> Response:
-    """Set a password for the web UI: one's own, or anyone's for a platform admin."""
-    await c(c.service.set_password, user, req.password)
+    """Set a password for the web UI: one's own (with ``current_password``, once one is
+    set), or anyone's for a platform admin. Ends every other session of that user."""
+    await c(c.service.set_password, user, req.password, req.current_password)
     return Response(status_code=204)
 
 

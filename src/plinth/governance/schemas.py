@@ -9,6 +9,8 @@ from pydantic import BaseModel, Field, SecretStr
 from plinth.core.access import Role
 from plinth.core.names import PROJECT_NAME
 
+USER_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,99}$"
+
 
 class Project(BaseModel):
     id: str
@@ -62,10 +64,11 @@ class User(BaseModel):
     name: str
     is_admin: bool
     created_at: float
+    has_password: bool = Field(False, description="whether a password for the web UI is set")
 
 
 class UserCreate(BaseModel):
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,99}$")
+    name: str = Field(pattern=USER_NAME)
     is_admin: bool = False
 
 
@@ -94,10 +97,6 @@ class NewToken(BaseModel):
     info: Token
 
 
-class AdminInit(BaseModel):
-    name: str = Field("admin", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,99}$")
-
-
 class NewUser(BaseModel):
     user: User
     token: NewToken
@@ -115,6 +114,9 @@ class MemberAdd(BaseModel):
 
 class PasswordSet(BaseModel):
     password: str = Field(min_length=1, max_length=1000)
+    current_password: str | None = Field(
+        None, max_length=1000, description="needed to change one's own password, once one is set"
+    )
 
 
 class SecretSet(BaseModel):

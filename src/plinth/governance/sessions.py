@@ -3,7 +3,12 @@
 Passwords are hashed with argon2id. Logging in gives a session cookie (HttpOnly,
 SameSite=Strict) holding ``<id>.<secret>``, of which only the secret's sha256 is kept,
 and a CSRF token that every unsafe request made with the cookie must echo in
-``X-CSRF-Token``. Failed logins are limited per user and address.
+``X-CSRF-Token``. Failed logins, and wrong current passwords, are limited per user and
+address.
+
+Changing one's own password needs the current one (whoever holds a stolen session or
+token cannot lock its owner out); a platform admin resets anyone else's without it.
+Either way every other session of that user ends.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import sqlalchemy as sa
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from plinth.core.access import ANONYMOUS, Principal
+from plinth.core.access import ANONYMOUS, Principal, scope_limit
 from plinth.core.platform import Platform
 from plinth.errors import InvalidInput, NotFound, PermissionDenied, TooManyRequests, Unauthenticated
 from plinth.governance import tables as t
@@ -28,6 +33,23 @@ from plinth.governance import tables as t
 SESSION_SECONDS = 12 * 3600
 MIN_PASSWORD = 12
 MAX_FAILURES, FAILURE_WINDOW_S = 5, 60.0
+NO_ADMIN_YET = (
+    "there is no admin yet: create the first one with 'plinth admin init' on the "
+    "machine that holds this Plinth home"
+)
+
+
+def acting_user(principal: Principal) -> str:
+    """The id of the user a request acts as, for what concerns that user's identity
+    (tokens, password, account). A project-scoped token does project work only, and
+    before the first admin there is no user to act as."""
+    if principal.scope_project_id is not None:
+        raise PermissionDenied(
+            f"{scope_limit(principal)}: it cannot manage tokens, passwords or users"
+        )
+    if principal.user_id is None:
+        raise PermissionDenied(NO_ADMIN_YET)
+    return principal.user_id
 
 
 @dataclass(frozen=True)
@@ -45,19 +67,46 @@ class SessionService:
         self._failures: dict[tuple[str, str], collections.deque[float]] = {}
         self._lock = threading.Lock()
 
-    def set_password(self, user: str, password: str, *, principal: Principal) -> None:
-        """Set a user's password: their own, or anyone's for a platform admin."""
+    def set_password(
+        self,
+        user: str,
+        password: str,
+        current_password: str | None = None,
+        *,
+        principal: Principal,
+    ) -> None:
+        """Set a user's password: one's own (giving the current one, if one is set), or
+        anyone's for a platform admin. Ends every other session of that user."""
         if len(password) < MIN_PASSWORD:
             raise InvalidInput(f"a password has at least {MIN_PASSWORD} characters")
-        with self.audit.recorded(principal, "users.password", object=user) as (conn, _):
-            row = conn.execute(sa.select(t.users.c.id).where(t.users.c.name == user)).first()
-            if row is None or not (principal.is_admin or row.id == principal.user_id):
+        new_hash = self.hasher.hash(password)  # slow on purpose: before the write lock
+        with self.audit.recorded(principal, "users.password", object=user) as (conn, ch):
+            acting_user(principal)
+            row = conn.execute(_PASSWORD_OF, {"name": user}).first()
+            own = row is not None and row.id == principal.user_id
+            if row is None or not (own or principal.is_admin):
                 raise NotFound(f"no user {user!r}")
+            if own and row.password_hash is not None:
+                self._check_current(user, row.password_hash, current_password, principal.source)
             conn.execute(
-                t.users.update()
-                .where(t.users.c.id == row.id)
-                .values(password_hash=self.hasher.hash(password))
+                t.users.update().where(t.users.c.id == row.id).values(password_hash=new_hash)
             )
+            ended = conn.execute(
+                t.sessions.delete().where(
+                    t.sessions.c.user_id == row.id, t.sessions.c.id != (principal.session_id or "")
+                )
+            )
+            ch.details = {"reset_by_admin": not own, "sessions_ended": ended.rowcount}
+
+    def _check_current(self, user: str, stored: str, current: str | None, source: str) -> None:
+        if not current:
+            raise InvalidInput(
+                "changing your own password needs the current one (current_password)"
+            )
+        self._check_rate(user, source)
+        if not self._verify(stored, current):
+            self._record_failure(user, source)
+            raise PermissionDenied("the current password is wrong")
 
     def login(self, user: str, password: str, source: str) -> Session:
         self._check_rate(user, source)
@@ -74,7 +123,11 @@ class SessionService:
             secrets.token_urlsafe(32),
         )
         principal = Principal(
-            name=row["name"], user_id=row["id"], is_admin=row["is_admin"], source=source
+            name=row["name"],
+            user_id=row["id"],
+            is_admin=row["is_admin"],
+            source=source,
+            session_id=session_id,
         )
         with self.audit.recorded(principal, "login", object=row["name"]) as (conn, _):
             now = time.time()
@@ -109,7 +162,11 @@ class SessionService:
         if row["expires_at"] < time.time():
             raise Unauthenticated("your session has expired; log in again")
         principal = Principal(
-            name=row["name"], user_id=row["user_id"], is_admin=row["is_admin"], source=source
+            name=row["name"],
+            user_id=row["user_id"],
+            is_admin=row["is_admin"],
+            source=source,
+            session_id=row["id"],
         )
         return Session(cookie, row["csrf"], principal)
 
@@ -142,6 +199,11 @@ class SessionService:
     def _record_failure(self, user: str, source: str) -> None:
         with self._lock:
             self._failures.setdefault((user, source), collections.deque()).append(time.monotonic())
+
+
+_PASSWORD_OF = sa.select(t.users.c.id, t.users.c.password_hash).where(
+    t.users.c.name == sa.bindparam("name")
+)
 
 
 def _sha256(secret: str) -> str:

@@ -1,7 +1,15 @@
-"""Logging in and out of the web UI (public routes: they are how one gets a session)."""
+"""Logging in and out of the web UI (public routes: they are how one gets a session).
+
+The form is protected against login CSRF (another site logging the browser in as the
+attacker, to collect what the victim then does): each form carries a random value that
+must match a SameSite=Strict cookie set with it, which another site's form can neither
+read nor make the browser send.
+"""
 
 from __future__ import annotations
 
+import hmac
+import secrets
 from typing import Annotated
 
 from fastapi import APIRouter, Form, Request
@@ -15,6 +23,8 @@ from plinth.governance.sessions import SESSION_SECONDS, SessionService
 from plinth.ui.routes import render
 
 router = APIRouter(include_in_schema=False, dependencies=[requires(Permission.PUBLIC)])
+LOGIN_CSRF_COOKIE = "plinth_login_csrf"
+LOGIN_FORM_SECONDS = 3600
 
 
 def _safe_next(target: str) -> str:
@@ -22,9 +32,32 @@ def _safe_next(target: str) -> str:
     return target if target.startswith("/") and not target.startswith("//") else "/"
 
 
+def _form(
+    request: Request, next: str, status_code: int = 200, error: str | None = None
+) -> Response:
+    """The login form, with a fresh anti-CSRF value in a hidden field and in a cookie."""
+    token = secrets.token_urlsafe(32)
+    response = render("login.html", status_code, next=_safe_next(next), error=error, csrf=token)
+    response.set_cookie(
+        LOGIN_CSRF_COOKIE,
+        token,
+        max_age=LOGIN_FORM_SECONDS,
+        path="/login",
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+    )
+    return response
+
+
+def _from_our_form(request: Request, sent: str) -> bool:
+    expected = request.cookies.get(LOGIN_CSRF_COOKIE, "")
+    return bool(sent and expected) and hmac.compare_digest(sent, expected)
+
+
 @router.get("/login", response_class=HTMLResponse)
-def login_page(next: str = "/") -> HTMLResponse:
-    return render("login.html", next=_safe_next(next), error=None)
+def login_page(request: Request, next: str = "/") -> Response:
+    return _form(request, next)
 
 
 @router.post("/login")
@@ -33,15 +66,19 @@ async def login(
     user: Annotated[str, Form(max_length=100)],
     password: Annotated[str, Form(max_length=1000)],
     next: Annotated[str, Form(max_length=2000)] = "/",
+    csrf: Annotated[str, Form(max_length=100)] = "",
 ) -> Response:
+    if not _from_our_form(request, csrf):  # checked first: a forged login counts as no try
+        return _form(request, next, 403, "this login form has expired; please log in again")
     services = services_of(request)
     sessions = services.get(SessionService)
     source = request.client.host if request.client else ""
     try:
         session = await services.blocking.run(sessions.login, user, password, source)
     except PlinthError as exc:
-        return render("login.html", exc.status_code, next=_safe_next(next), error=exc.message)
+        return _form(request, next, exc.status_code, exc.message)
     response = RedirectResponse(_safe_next(next), status_code=303)
+    response.delete_cookie(LOGIN_CSRF_COOKIE, path="/login")
     response.set_cookie(
         SESSION_COOKIE,
         session.cookie,
