@@ -139,10 +139,6 @@ REQUESTS: dict[tuple[str, str], tuple[str, Make]] = {
     ),
     ("GET", "/api/v1/audit"): ("project", lambda w, r: ("GET", "/api/v1/audit", {})),
     ("GET", "/api/v1/audit/verify"): ("project", lambda w, r: ("GET", "/api/v1/audit/verify", {})),
-    ("POST", "/api/v1/admin/init"): (
-        "project",
-        lambda w, r: ("POST", "/api/v1/admin/init", {"json": {"name": _unique("usurper")}}),
-    ),
     ("POST", "/api/v1/users"): (
         "project",
         lambda w, r: ("POST", "/api/v1/users", {"json": {"name": _unique("new")}}),
@@ -152,9 +148,10 @@ REQUESTS: dict[tuple[str, str], tuple[str, Make]] = {
         lambda w, r: (
             "PUT",
             f"/api/v1/users/{'root' if r == 'token-b' else r}/password",
-            {"json": {"password": "a long enough password", "current_password": None}},
+            {"json": {"password": "a long enough password"}},  # none was set before
         ),
     ),
+    ("GET", "/api/v1/users/me"): ("own", lambda w, r: ("GET", "/api/v1/users/me", {})),
     ("GET", "/api/v1/tokens"): ("own", lambda w, r: ("GET", "/api/v1/tokens", {})),
     ("POST", "/api/v1/tokens"): (
         "own",
