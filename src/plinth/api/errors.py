@@ -14,9 +14,11 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import ValidationError
+from pydantic import BaseModel, Field, ValidationError
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 
+from plinth.api.context import all_routes
 from plinth.errors import PlinthError
 
 log = logging.getLogger("plinth.server")
@@ -28,6 +30,17 @@ class PlinthJSONResponse(JSONResponse):
 
     def render(self, content: Any) -> bytes:
         return json.dumps(content, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+class ErrorDetail(BaseModel):
+    type: str = Field(description="the error's class, e.g. NotFound; the SDK raises the same")
+    message: str
+
+
+class ErrorBody(BaseModel):
+    """The body of every error answer."""
+
+    error: ErrorDetail
 
 
 def error_response(kind: str, message: str, status: int, **kwargs: Any) -> PlinthJSONResponse:
@@ -49,14 +62,35 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(type(exc).__name__, exc.message, exc.status_code)
 
     @app.exception_handler(HTTPException)
-    async def http_error(_req: Request, exc: HTTPException) -> Response:
+    async def http_error(req: Request, exc: HTTPException) -> Response:
         kind = _HTTP_KINDS.get(exc.status_code, "PlinthError")
-        return error_response(kind, str(exc.detail), exc.status_code, headers=exc.headers)
+        message, headers = str(exc.detail), exc.headers
+        if exc.status_code == 405 and (allow := allow_header(req)):
+            message = f"{req.method} is not allowed here; use {allow['Allow']}"
+            headers = {**(headers or {}), **allow}
+        return error_response(kind, message, exc.status_code, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     @app.exception_handler(ValidationError)
     async def invalid(_req: Request, exc: RequestValidationError | ValidationError) -> Response:
         return error_response("InvalidInput", describe(exc.errors()), 400)
+
+
+def allow_header(request: Request) -> dict[str, str]:
+    """``Allow`` listing every method the path serves: Starlette names only those of
+    the first route whose path matched, though another route may serve the same path
+    with other methods."""
+    probe = {
+        "type": "http",
+        "path": request.scope["path"],
+        "root_path": request.scope.get("root_path", ""),
+        "method": request.method,
+    }
+    methods: set[str] = set()
+    for route in all_routes(request.app.routes):
+        if getattr(route, "methods", None) and route.matches(probe)[0] is not Match.NONE:
+            methods |= route.methods
+    return {"Allow": ", ".join(sorted(methods))} if methods else {}
 
 
 class CatchAll:

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Path, Response
 
 from plinth.api.auth import caller
 from plinth.api.context import Caller
 from plinth.core.access import Permission
+from plinth.core.names import PROJECT_NAME
 from plinth.governance import schemas as s
 from plinth.governance.identity import IdentityService
 from plinth.governance.members import MembersService
@@ -28,6 +29,12 @@ MembersWrite = Annotated[Caller[MembersService], caller(MembersService, Permissi
 MembersAdmin = Annotated[Caller[MembersService], caller(MembersService, Permission.PROJECT_ADMIN)]
 SecretsRead = Annotated[Caller[SecretsService], caller(SecretsService, Permission.PROJECT_READ)]
 SecretsWrite = Annotated[Caller[SecretsService], caller(SecretsService, Permission.PROJECT_WRITE)]
+
+ProjectName = Annotated[str, Path(pattern=PROJECT_NAME, max_length=200)]
+UserName = Annotated[str, Path(pattern=s.USER_NAME, max_length=100)]
+# An id's form is documented, not enforced: one not of that form names no token (404).
+TokenId = Annotated[str, Path(json_schema_extra={"pattern": s.TOKEN_ID, "maxLength": 16})]
+SecretName = Annotated[str, Path(pattern=s.SECRET_NAME, max_length=100)]
 
 
 @router.get("/audit", response_model=s.AuditPage)
@@ -56,7 +63,7 @@ async def current_user(c: Signed) -> s.User:
 
 
 @router.put("/users/{user}/password", status_code=204)
-async def set_password(user: str, req: s.PasswordSet, c: Passwords) -> Response:
+async def set_password(user: UserName, req: s.PasswordSet, c: Passwords) -> Response:
     """Set a password for the web UI: one's own (with ``current_password``, once one is
     set), or anyone's for a platform admin. Ends every other session of that user."""
     await c(c.service.set_password, user, req.password, req.current_password)
@@ -74,7 +81,7 @@ async def create_token(req: s.TokenCreate, c: Signed) -> s.NewToken:
 
 
 @router.delete("/tokens/{token_id}", response_model=s.Token)
-async def revoke_token(token_id: str, c: Signed) -> s.Token:
+async def revoke_token(token_id: TokenId, c: Signed) -> s.Token:
     return await c(c.service.revoke_token, token_id)
 
 
@@ -92,35 +99,35 @@ async def create_project(req: s.ProjectCreate, c: MembersWrite) -> s.Project:
 
 
 @router.get("/projects/{project}/members", response_model=list[s.Member])
-async def list_members(project: str, c: MembersRead) -> list[s.Member]:
+async def list_members(project: ProjectName, c: MembersRead) -> list[s.Member]:
     return await c(c.service.list_members, project)
 
 
 @router.post("/projects/{project}/members", response_model=s.Member, status_code=201)
-async def add_member(project: str, req: s.MemberAdd, c: MembersAdmin) -> s.Member:
+async def add_member(project: ProjectName, req: s.MemberAdd, c: MembersAdmin) -> s.Member:
     """Give a user a role (viewer, editor, admin) in a project; project admins only."""
     return await c(c.service.add_member, project, req)
 
 
 @router.delete("/projects/{project}/members/{user}", status_code=204)
-async def remove_member(project: str, user: str, c: MembersAdmin) -> Response:
+async def remove_member(project: ProjectName, user: UserName, c: MembersAdmin) -> Response:
     await c(c.service.remove_member, project, user)
     return Response(status_code=204)
 
 
 @router.get("/projects/{project}/secrets", response_model=list[s.SecretInfo])
-async def list_secrets(project: str, c: SecretsRead) -> list[s.SecretInfo]:
+async def list_secrets(project: ProjectName, c: SecretsRead) -> list[s.SecretInfo]:
     """Names and times only: a secret's value is never returned."""
     return await c(c.service.list_secrets, project)
 
 
 @router.put("/projects/{project}/secrets", status_code=204)
-async def set_secret(project: str, req: s.SecretSet, c: SecretsWrite) -> Response:
+async def set_secret(project: ProjectName, req: s.SecretSet, c: SecretsWrite) -> Response:
     await c(c.service.set_secret, project, req)
     return Response(status_code=204)
 
 
 @router.delete("/projects/{project}/secrets/{name}", status_code=204)
-async def delete_secret(project: str, name: str, c: SecretsWrite) -> Response:
+async def delete_secret(project: ProjectName, name: SecretName, c: SecretsWrite) -> Response:
     await c(c.service.delete_secret, project, name)
     return Response(status_code=204)

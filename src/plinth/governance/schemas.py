@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, StrictBool
 
 from plinth.core.access import Role
 from plinth.core.names import PROJECT_NAME
 
 USER_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,99}$"
+SECRET_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,99}$"
+TOKEN_ID = r"^[0-9a-f]{8,16}$"  # an id, or a unique prefix of one
 
 
 class Project(BaseModel):
@@ -69,13 +71,15 @@ class User(BaseModel):
 
 class UserCreate(BaseModel):
     name: str = Field(pattern=USER_NAME)
-    is_admin: bool = False
+    is_admin: StrictBool = False
 
 
 class TokenCreate(BaseModel):
     name: str = Field("token", min_length=1, max_length=100)
     expires_in_days: float | None = Field(None, gt=0, le=3650)
-    project: str | None = Field(None, max_length=200, description="scope to one project")
+    project: str | None = Field(
+        None, pattern=PROJECT_NAME, max_length=200, description="scope to one project"
+    )
     role: Role | None = Field(None, description="with at most this role (needs project)")
 
 
@@ -108,7 +112,7 @@ class Member(BaseModel):
 
 
 class MemberAdd(BaseModel):
-    user: str = Field(max_length=100)
+    user: str = Field(pattern=USER_NAME)
     role: Role
 
 
@@ -120,7 +124,7 @@ class PasswordSet(BaseModel):
 
 
 class SecretSet(BaseModel):
-    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,99}$", description="e.g. AWS_KEY")
+    name: str = Field(pattern=SECRET_NAME, description="e.g. AWS_KEY")
     value: SecretStr = Field(description="stored sealed; never returned")
 
 

@@ -21,6 +21,7 @@ from plinth.api.blocking import Blocking
 from plinth.api.context import Services, all_routes
 from plinth.api.errors import CatchAll, PlinthJSONResponse, install_error_handlers
 from plinth.api.middleware import BodyLimit, RequestMetrics, SecurityHeaders, declared_limits
+from plinth.api.openapi import document_errors
 from plinth.api.uploads import Uploads
 from plinth.capabilities import declared
 from plinth.core.access import Permission
@@ -96,6 +97,7 @@ def create_app(settings: Settings | None = None, *, embedded: bool = False) -> F
     for capability in capabilities:
         for router in capability.routers:
             app.include_router(load(router))
+    document_errors(app)
     registry = CollectorRegistry()
     _add_platform_routes(app, registry)
     _add_middleware(app, settings, embedded, registry)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Request, Response, status
+from fastapi import APIRouter, Header, Path, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 
 from plinth.api.auth import caller
@@ -17,6 +17,9 @@ from plinth.tracking.service import TrackingService
 router = APIRouter(prefix="/api/v1", tags=["tracking"])
 Read = Annotated[Caller[TrackingService], caller(TrackingService, Permission.PROJECT_READ)]
 Write = Annotated[Caller[TrackingService], caller(TrackingService, Permission.PROJECT_WRITE)]
+# An id's form is documented, not enforced: one not of that form names no run (404).
+RunId = Annotated[str, Path(json_schema_extra={"pattern": s.RUN_ID, "maxLength": 32})]
+ArtifactName = Annotated[str, Path(max_length=1000, description="relative, '/'-separated")]
 
 
 @router.post("/runs", response_model=s.Run, status_code=status.HTTP_201_CREATED)
@@ -30,42 +33,42 @@ async def search_runs(query: s.SearchQuery, c: Read) -> s.RunPage:
 
 
 @router.get("/runs/{run_id}", response_model=s.Run)
-async def get_run(run_id: str, c: Read) -> s.Run:
+async def get_run(run_id: RunId, c: Read) -> s.Run:
     return await c(c.service.get_run, run_id)
 
 
 @router.patch("/runs/{run_id}", response_model=s.Run)
-async def end_run(run_id: str, update: s.RunUpdate, c: Write) -> s.Run:
+async def end_run(run_id: RunId, update: s.RunUpdate, c: Write) -> s.Run:
     return await c(c.service.end_run, run_id, update)
 
 
 @router.post("/runs/{run_id}/heartbeat", status_code=status.HTTP_204_NO_CONTENT)
-async def heartbeat(run_id: str, c: Write) -> Response:
+async def heartbeat(run_id: RunId, c: Write) -> Response:
     await c(c.service.heartbeat, run_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.post("/runs/{run_id}/batches", response_model=s.LogResult)
-async def log_batch(run_id: str, batch: s.LogBatch, c: Write) -> s.LogResult:
+async def log_batch(run_id: RunId, batch: s.LogBatch, c: Write) -> s.LogResult:
     return await c(c.service.log_batch, run_id, batch)
 
 
 @router.get("/runs/{run_id}/metrics", response_model=s.MetricHistory)
 async def metric_history(
-    run_id: str, c: Read, key: Annotated[str, Query(max_length=250)]
+    run_id: RunId, c: Read, key: Annotated[str, Query(max_length=250)]
 ) -> s.MetricHistory:
     return await c(c.service.metric_history, run_id, key)
 
 
 @router.get("/runs/{run_id}/artifacts", response_model=list[s.Artifact])
-async def list_artifacts(run_id: str, c: Read) -> list[s.Artifact]:
+async def list_artifacts(run_id: RunId, c: Read) -> list[s.Artifact]:
     return await c(c.service.list_artifacts, run_id)
 
 
 @router.post(
     "/runs/{run_id}/artifacts", response_model=s.Artifact, status_code=status.HTTP_201_CREATED
 )
-async def register_artifact(run_id: str, req: s.ArtifactRegister, c: Write) -> s.Artifact:
+async def register_artifact(run_id: RunId, req: s.ArtifactRegister, c: Write) -> s.Artifact:
     return await c(c.service.register_artifact, run_id, req)
 
 
@@ -76,11 +79,11 @@ async def register_artifact(run_id: str, req: s.ArtifactRegister, c: Write) -> s
     openapi_extra=streamed_body("max_artifact_bytes"),
 )
 async def upload_artifact(
-    run_id: str,
-    path: str,
+    run_id: RunId,
+    path: ArtifactName,
     request: Request,
     c: Write,
-    digest: Annotated[str | None, Header(alias="X-Plinth-Digest")] = None,
+    digest: Annotated[str | None, Header(alias="X-Plinth-Digest", pattern=s.DIGEST)] = None,
 ) -> s.Artifact:
     """Stream the body into the store; with ``X-Plinth-Digest`` it must hash to it."""
     s.check_artifact_path(path)
@@ -98,7 +101,7 @@ async def upload_artifact(
     response_class=StreamingResponse,
     responses={200: {"content": {"application/octet-stream": {}}}},
 )
-async def download_artifact(run_id: str, path: str, c: Read) -> StreamingResponse:
+async def download_artifact(run_id: RunId, path: ArtifactName, c: Read) -> StreamingResponse:
     artifact, chunks = await c(c.service.get_artifact, run_id, path)
     # The client verifies the digest end to end while it writes; hashing here too
     # would halve throughput and could only fail after the bytes were sent.

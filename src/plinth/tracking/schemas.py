@@ -8,9 +8,11 @@ from urllib.parse import unquote
 
 from pydantic import AfterValidator, BaseModel, Field, model_validator
 
-from plinth.core.names import check_project_name
+from plinth.core.names import PROJECT_NAME, check_project_name
 from plinth.errors import InvalidInput
 
+RUN_ID = r"^[0-9a-f]{8,32}$"  # 32 hex digits; GET takes a unique prefix of 8 or more
+DIGEST = r"^[0-9a-f]{64}$"  # sha256, hex
 _KEY = re.compile(r"^[\w\-./: ]{1,250}$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -54,7 +56,12 @@ def _check_plain_path(path: str) -> None:
         raise InvalidInput(f"artifact path may not contain empty, '.' or '..' segments: {path!r}")
 
 
-ProjectName = Annotated[str, AfterValidator(check_project_name)]
+# The check words its refusal better than a pattern would; the schema shows the pattern.
+ProjectName = Annotated[
+    str,
+    AfterValidator(check_project_name),
+    Field(json_schema_extra={"pattern": PROJECT_NAME, "maxLength": 200}),
+]
 Key = Annotated[str, AfterValidator(check_key)]
 ArtifactPath = Annotated[str, AfterValidator(check_artifact_path)]
 RunStatus = Literal["running", "finished", "failed", "killed"]
@@ -153,5 +160,5 @@ class ArtifactRegister(BaseModel):
     """Record content the store already holds under a new name (no upload)."""
 
     path: ArtifactPath
-    digest: str = Field(pattern=r"^[0-9a-f]{64}$")
+    digest: str = Field(pattern=DIGEST)
     size: int = Field(ge=0)
