@@ -33,6 +33,7 @@ OPERATIONS: dict[str, tuple[str, Op]] = {
     "create_run": ("write", lambda c, r, _: c.create_run("team-a")),
     "log_batch": ("write", lambda c, r, _: c.log_batch(r, metrics=POINT)),
     "end_run": ("write", lambda c, r, _: c.end_run(r, "killed")),
+    "resume_run": ("write", lambda c, r, _: c.resume_run(r)),
     "log_artifact": ("write", _upload),
     "add_member": ("admin", lambda c, r, _: c.add_member("team-a", "outsider", "viewer")),
 }
