@@ -97,6 +97,10 @@ REQUESTS: dict[tuple[str, str], tuple[str, Make]] = {
         "project",
         lambda w, r: ("PATCH", f"/api/v1/runs/{w.fresh_run()}", {"json": {"status": "killed"}}),
     ),
+    ("POST", "/api/v1/runs/{run_id}/resume"): (
+        "project",
+        lambda w, r: ("POST", f"/api/v1/runs/{w.fresh_run()}/resume", {}),
+    ),
     ("POST", "/api/v1/runs/{run_id}/heartbeat"): (
         "project",
         lambda w, r: ("POST", f"/api/v1/runs/{w.run}/heartbeat", {}),

@@ -119,7 +119,7 @@ def test_logging_to_an_ended_run_is_an_error(tmp_path: Path, project: str) -> No
     with Client(settings=make_settings(tmp_path / "home")) as client:
         with plinth.start_run(project, client=client) as run:
             run.log({"m": 1.0})
-        with pytest.raises(plinth.InvalidInput, match="has ended"):
+        with pytest.raises(plinth.Conflict, match="has ended"):
             run.log({"m": 2.0})
 
 

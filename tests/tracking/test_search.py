@@ -137,8 +137,7 @@ def test_numeric_comparisons_skip_values_that_are_not_numbers(client: Client, pr
     ]
     assert names(client.search_runs(project, filter="tags.v = 'vision'")) == ["text"]
     assert names(client.search_runs(project, filter="params.v = 'vision'")) == ["text"]
-    with pytest.raises(plinth.InvalidInput):  # true is not a literal of the language
-        client.search_runs(project, filter="params.v = true")
+    assert names(client.search_runs(project, filter="params.v = true")) == ["flag"]
     ascending = names(client.search_runs(project, order_by="params.v asc"))
     descending = names(client.search_runs(project, order_by="params.v desc"))
     assert ascending[:2] == ["neg", "five"] and descending[:2] == ["five", "neg"]
@@ -175,3 +174,107 @@ def test_bad_page_tokens_are_refused(client: Client, project: str) -> None:
     for token in (encode_page_token(2**63), "not-base64!", encode_page_token(True)):  # type: ignore[arg-type]
         with pytest.raises(plinth.InvalidInput):
             client.search_runs(project, page_token=token)
+
+
+def test_a_page_is_a_sequence_of_runs(client: Client, project: str) -> None:
+    _sweep(client, project)
+    page = client.search_runs(project, order_by="name", limit=4)
+    assert len(page) == 4
+    assert [run.name for run in page] == names(page)
+    assert page[0].name == "adam-0.01" and page[-1] is page.runs[-1]
+    assert [run.name for run in page[1:3]] == ["adam-0.1", "adam-1.0"]
+    assert page.next_page_token is not None and page.token == page.next_page_token
+    rest = client.search_runs(project, order_by="name", limit=4, page_token=page.token)
+    assert [run.name for run in rest] == ["sgd-0.1", "sgd-1.0"] and rest.next_page_token is None
+    assert not client.search_runs(project, filter="params.opt = 'none'")  # empty is falsy
+
+
+def _found(client: Client, project: str, filter: str) -> list[str]:
+    return sorted(names(client.search_runs(project, filter=filter)))
+
+
+def test_quoted_numbers_and_booleans_match_typed_values(client: Client, project: str) -> None:
+    """MLflow keeps params as text, so its users quote numbers and booleans."""
+    client.create_run(
+        project, name="typed", params={"alpha": 0.01, "flag": True, "n": 3}, tags={"ok": "True"}
+    )
+    client.create_run(
+        project, name="text", params={"alpha": "0.01", "flag": "false", "n": "3"}, tags={"ok": "x"}
+    )
+    client.create_run(
+        project, name="other", params={"alpha": 0.5, "flag": False, "n": 30}, tags={"ok": "false"}
+    )
+    assert _found(client, project, "params.alpha = '0.01'") == ["text", "typed"]
+    assert _found(client, project, "params.alpha = 0.01") == ["typed"]
+    assert _found(client, project, "params.alpha != '0.01'") == ["other"]
+    assert _found(client, project, "params.n < '10'") == ["typed"]  # as numbers, not text
+    assert _found(client, project, "params.flag = true") == ["typed"]
+    assert _found(client, project, "params.flag = 'True'") == ["typed"]
+    assert _found(client, project, "params.flag = FALSE") == ["other"]
+    assert _found(client, project, "params.flag = 'false'") == ["other", "text"]
+    assert _found(client, project, "params.flag != true") == ["other", "text"]
+    assert _found(client, project, "tags.ok = true") == ["typed"]  # set_tag(k, True) is "True"
+    assert _found(client, project, "tags.ok = 'false'") == ["other"]
+    assert _found(client, project, "params.n = 3") == ["typed"]  # a bare number is a number
+    with pytest.raises(plinth.InvalidInput, match="true and false compare with = or !="):
+        client.search_runs(project, filter="params.flag < true")
+
+
+def test_status_compares_regardless_of_case(client: Client, project: str) -> None:
+    done = client.create_run(project, name="done")
+    client.end_run(done.id)
+    client.create_run(project, name="live")
+    assert _found(client, project, "status = 'FINISHED'") == ["done"]
+    assert _found(client, project, "attributes.status != 'Finished'") == ["live"]
+    with pytest.raises(plinth.InvalidInput, match="status is one of running, finished, failed"):
+        client.search_runs(project, filter="status = 'DONE'")
+
+
+def test_a_key_no_run_has_is_named_with_the_keys_there_are(client: Client, project: str) -> None:
+    run = client.create_run(project, params={"lr": 0.1}, tags={"team": "a"})
+    points = [{"key": k, "value": 0.5, "step": 0, "timestamp": 1.0} for k in ("val_acc", "loss")]
+    client.log_batch(run.id, metrics=points)
+    elsewhere = client.create_run(f"{project}-b", params={"alpha": 1})
+    client.log_batch(elsewhere.id, metrics=[{"key": "acc", "value": 1.0}])
+    with pytest.raises(plinth.InvalidInput) as caught:
+        client.search_runs(project, filter="params.lr > 0 and metrics.acc > 0.5")
+    assert caught.value.message == (
+        f"filter: no run in project {project} has metric 'acc'; known metrics: loss, val_acc"
+    )
+    with pytest.raises(plinth.InvalidInput, match=r"^order_by: .* 'alpha'; known params: lr$"):
+        client.search_runs(project, order_by="params.alpha")
+    with pytest.raises(plinth.InvalidInput, match=r"has tag 'tem'; known tags: team$"):
+        client.search_runs(project, filter="tags.tem = 'a'")
+    assert len(client.search_runs(project, filter="metrics.loss > 100")) == 0  # known, no match
+
+
+@pytest.mark.parametrize(
+    "bad", ["metrics.acc sideways", "bogus.x", "nope", "name desc more", "metrics.`acc", "name ="]
+)
+def test_order_by_errors_say_order_by(client: Client, project: str, bad: str) -> None:
+    client.create_run(project)
+    with pytest.raises(plinth.InvalidInput, match=r"^order_by: "):
+        client.search_runs(project, order_by=bad)
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        ("params.lr =", "filter: params.lr = needs a value: a number or a quoted string"),
+        (
+            "params.lr = and status = 'running'",
+            "filter: params.lr = needs a value: a number or a quoted string, got 'and'",
+        ),
+        (
+            "metrics.`val/acc` >=",
+            "filter: metrics.`val/acc` >= needs a value: a number or a quoted string",
+        ),
+    ],
+)
+def test_an_empty_right_hand_side_says_what_is_missing(
+    client: Client, project: str, bad: str, message: str
+) -> None:
+    client.create_run(project, params={"lr": 0.1})
+    with pytest.raises(plinth.InvalidInput) as caught:
+        client.search_runs(project, filter=bad)
+    assert caught.value.message == message

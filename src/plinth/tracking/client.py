@@ -32,8 +32,10 @@ class TrackingCalls:
         name: str | None = None,
         params: dict[str, Any] | None = None,
         tags: dict[str, str] | None = None,
+        parent_id: str | None = None,
     ) -> s.Run:
         body = {"project": project, "name": name, "params": params or {}, "tags": tags or {}}
+        body["parent_id"] = parent_id
         return s.Run(**self._transport.request("POST", "/api/v1/runs", json=body))
 
     def get_run(self, run_id: str) -> s.Run:
@@ -45,6 +47,11 @@ class TrackingCalls:
                 "PATCH", f"/api/v1/runs/{_seg(run_id)}", json={"status": status}, retry=True
             )
         )
+
+    def resume_run(self, run_id: str) -> s.ResumedRun:
+        """Set a run running again, whatever state it ended in (as MLflow does)."""
+        url = f"/api/v1/runs/{_seg(run_id)}/resume"
+        return s.ResumedRun(**self._transport.request("POST", url, retry=True))
 
     def heartbeat(self, run_id: str) -> None:
         self._transport.request("POST", f"/api/v1/runs/{_seg(run_id)}/heartbeat", retry=True)
@@ -110,9 +117,11 @@ class TrackingCalls:
 
     # artifacts ------------------------------------------------------------------------
 
-    def list_artifacts(self, run_id: str) -> list[s.Artifact]:
-        data = self._transport.request("GET", f"/api/v1/runs/{_seg(run_id)}/artifacts")
-        return [s.Artifact(**a) for a in data]
+    def list_artifacts(self, run_id: str, path: str | None = None) -> list[s.Artifact]:
+        """A run's artifacts, or only those under ``path/`` when it is given."""
+        params = {"path": path} if path else None
+        url = f"/api/v1/runs/{_seg(run_id)}/artifacts"
+        return [s.Artifact(**a) for a in self._transport.request("GET", url, params=params)]
 
     def log_artifact(
         self,
@@ -124,21 +133,38 @@ class TrackingCalls:
     ) -> list[s.Artifact]:
         """Upload a file, or every file under a directory, as artifacts of a run.
 
-        Content the store already holds is not sent again: the file is hashed here
-        and only named on the server when its digest is known there.
+        Without ``name`` a file or directory keeps its own name (that of the folder
+        itself for ``.`` or ``out/``). Content the store already holds is not sent
+        again: the file is hashed here and only named on the server when its digest is
+        known there.
         """
         local = Path(local_path)
         if not local.exists():
             raise InvalidInput(f"no such file or directory: {local}")
-        base = s.check_artifact_path(name or local.name)
-        if local.is_dir():
-            files = sorted(p for p in local.rglob("*") if p.is_file())
-            pairs = [(p, f"{base}/{p.relative_to(local).as_posix()}") for p in files]
-        else:
-            pairs = [(local, base)]
-        return [
-            self._upload_one(run_id, path, artifact_name, progress) for path, artifact_name in pairs
-        ]
+        base = s.check_artifact_path(name.rstrip("/") if name else _own_name(local))
+        pairs = _files_under(local, f"{base}/") if local.is_dir() else [(local, base)]
+        return self._upload_all(run_id, pairs, progress)
+
+    def log_artifacts(
+        self,
+        run_id: str,
+        local_dir: str | os.PathLike[str],
+        name: str | None = None,
+        *,
+        progress: bool | None = None,
+    ) -> list[s.Artifact]:
+        """Upload the files a directory holds, under ``name/`` or at the top (as
+        MLflow's ``log_artifacts`` does; ``log_artifact`` keeps the folder's name)."""
+        local = Path(local_dir)
+        if not local.is_dir():
+            raise InvalidInput(f"no such directory: {local}")
+        prefix = f"{s.check_artifact_path(name.rstrip('/'))}/" if name else ""
+        return self._upload_all(run_id, _files_under(local, prefix), progress)
+
+    def _upload_all(
+        self, run_id: str, pairs: list[tuple[Path, str]], progress: bool | None
+    ) -> list[s.Artifact]:
+        return [self._upload_one(run_id, path, name, progress) for path, name in pairs]
 
     def register_artifact(self, run_id: str, path: str, digest: str, size: int) -> s.Artifact:
         """Name content this run's project already holds (``BlobMissing``: upload it)."""
@@ -226,6 +252,20 @@ class TrackingCalls:
             os.replace(tmp, target)
         finally:
             tmp.unlink(missing_ok=True)
+
+
+def _own_name(local: Path) -> str:
+    """The name a path has as the user sees it: ``.`` is the folder they are in."""
+    name = Path(os.path.abspath(local)).name
+    if not name:
+        raise InvalidInput(f"{local} has no name of its own to log it under; pass a name")
+    return name
+
+
+def _files_under(folder: Path, prefix: str) -> list[tuple[Path, str]]:
+    """Each file under a folder, with its artifact name: ``prefix`` + its relative path."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    return [(p, prefix + p.relative_to(folder).as_posix()) for p in files]
 
 
 def to_series(points: Iterable[tuple[str, float, int, float]]) -> list[dict[str, Any]]:

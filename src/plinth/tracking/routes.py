@@ -42,6 +42,11 @@ async def end_run(run_id: RunId, update: s.RunUpdate, c: Write) -> s.Run:
     return await c(c.service.end_run, run_id, update)
 
 
+@router.post("/runs/{run_id}/resume", response_model=s.ResumedRun)
+async def resume_run(run_id: RunId, c: Write) -> s.ResumedRun:
+    return await c(c.service.resume_run, run_id)
+
+
 @router.post("/runs/{run_id}/heartbeat", status_code=status.HTTP_204_NO_CONTENT)
 async def heartbeat(run_id: RunId, c: Write) -> Response:
     await c(c.service.heartbeat, run_id)
@@ -61,8 +66,14 @@ async def metric_history(
 
 
 @router.get("/runs/{run_id}/artifacts", response_model=list[s.Artifact])
-async def list_artifacts(run_id: RunId, c: Read) -> list[s.Artifact]:
-    return await c(c.service.list_artifacts, run_id)
+async def list_artifacts(
+    run_id: RunId,
+    c: Read,
+    path: Annotated[
+        str | None, Query(max_length=1000, description="only the artifacts under path/")
+    ] = None,
+) -> list[s.Artifact]:
+    return await c(c.service.list_artifacts, run_id, path)
 
 
 @router.post(

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from plinth.errors import InvalidInput, PlinthError, ServiceUnavailable
+from plinth.errors import Conflict, InvalidInput, PlinthError, ServiceUnavailable
 from plinth.tracking import schemas as s
 from plinth.tracking.client import to_series
 
@@ -61,7 +61,10 @@ class BatchLogger:
             if self.error is not None:
                 raise self.error
             if self.closed:
-                raise InvalidInput(f"run {self.run_id} has ended; start a new run to log more")
+                raise Conflict(
+                    f"run {self.run_id} has ended; resume it with "
+                    "plinth.start_run(run_id=...) or start a new run to log more"
+                )
             while len(self.buffer) >= self.settings.queue_points:  # back-pressure
                 self.cond.notify_all()
                 self.cond.wait(0.5)
@@ -152,11 +155,12 @@ class BatchLogger:
 class Run:
     """A live run. Use as a context manager, or call ``end()``."""
 
-    def __init__(self, client: Client, info: s.Run) -> None:
+    def __init__(self, client: Client, info: s.Run, steps: Mapping[str, int] | None = None) -> None:
         self.client = client
         self.info = info
         self.id = info.id
-        self._step = 0
+        # the next automatic step of each metric: after its latest, in a resumed run
+        self._next_step = {key: step + 1 for key, step in (steps or {}).items()}
         self._known_keys: set[str] = set()
         self._ended = False
         self._logger = BatchLogger(client, info.id, client.settings.tracking)
@@ -174,31 +178,54 @@ class Run:
     def log(
         self, metrics: Mapping[str, float], step: int | None = None, timestamp: float | None = None
     ) -> None:
-        """Record metric values; returns at once. ``step`` defaults to a counter."""
-        if step is None:
-            step = self._step
-        self._step = step + 1
+        """Record metric values; returns at once. Without ``step``, each key counts
+        its own steps: 0, 1, 2, … (an explicit step moves that key's count on)."""
         ts = time.time() if timestamp is None else timestamp
-        known = self._known_keys
-        points = []
-        for key, value in metrics.items():
-            if key not in known:
-                s.check_key(key)
-                known.add(key)
-            points.append((key, float(value), step, ts))
+        points = [
+            (key, _metric_value(key, value), self._step_of(key, step), ts)
+            for key, value in metrics.items()
+        ]
         self._logger.add(points)
+        for key, _, used, _ in points:
+            self._next_step[key] = used + 1
+
+    def _step_of(self, key: str, step: int | None) -> int:
+        if key not in self._known_keys:
+            s.check_key(key)
+            self._known_keys.add(key)
+        return self._next_step.get(key, 0) if step is None else step
+
+    def log_metric(
+        self, key: str, value: float, step: int | None = None, timestamp: float | None = None
+    ) -> None:
+        """``log({key: value}, step, timestamp)``, as MLflow spells it."""
+        self.log({key: value}, step, timestamp)
+
+    def log_param(self, key: str, value: Any) -> None:
+        self.log_params({key: value})
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         """Record params now; a param already logged with another value is a Conflict."""
         self.client.log_batch(self.id, params=dict(params))
 
-    def set_tags(self, tags: Mapping[str, str]) -> None:
+    def set_tag(self, key: str, value: Any) -> None:
+        self.set_tags({key: value})
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        """Record tags now (as text); a tag logged again takes the new value."""
         self.client.log_batch(self.id, tags={k: str(v) for k, v in tags.items()})
 
     def log_artifact(
         self, local_path: str, name: str | None = None, *, progress: bool | None = None
     ) -> list[s.Artifact]:
+        """Upload a file, or a directory under its own name (or ``name``)."""
         return self.client.log_artifact(self.id, local_path, name, progress=progress)
+
+    def log_artifacts(
+        self, local_dir: str, name: str | None = None, *, progress: bool | None = None
+    ) -> list[s.Artifact]:
+        """Upload the files a directory holds, under ``name/`` or at the top."""
+        return self.client.log_artifacts(self.id, local_dir, name, progress=progress)
 
     def flush(self) -> None:
         """Block until every point logged so far is committed on the server."""
@@ -234,21 +261,78 @@ class Run:
             log.error("plinth: could not end run %s: %s", self.id, end_error)
 
 
+def _metric_value(key: str, value: Any) -> float:
+    if not isinstance(value, str | bytes):  # text that spells a number is still text
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            pass
+    raise InvalidInput(f"metric {key!r} must be a number; got {type(value).__name__} {value!r:.80}")
+
+
 def start_run(
-    project: str,
+    project: str | None = None,
     name: str | None = None,
     params: Mapping[str, Any] | None = None,
     tags: Mapping[str, str] | None = None,
     *,
+    run_id: str | None = None,
+    parent: Run | s.Run | str | None = None,
     client: Client | None = None,
 ) -> Run:
-    """Create a run and return its live handle (use it in a ``with`` block)."""
+    """Create a run and return its live handle (use it in a ``with`` block).
+
+    ``run_id`` continues that run instead, whatever state it ended in, as MLflow's
+    ``start_run(run_id=...)`` does: it is running again, ``params`` and ``tags`` are
+    added to it and automatic steps go on after each metric's latest step.
+    ``parent`` (a ``Run``, its ``info`` or its id) nests the new run under another
+    run of the same project; ``project`` then defaults to the parent's.
+    """
     if client is None:
         from plinth.client import default_client
 
         client = default_client()
-    info = client.create_run(project, name, dict(params or {}), dict(tags or {}))
+    if run_id is not None:
+        return _resume(client, run_id, project, name, params, tags, parent)
+    parent_info = _run_info(client, parent)
+    project = project or (parent_info.project if parent_info else None)
+    if not project:
+        raise InvalidInput("start_run needs a project (or run_id= to resume a run)")
+    parent_id = parent_info.id if parent_info else None
+    info = client.create_run(project, name, dict(params or {}), dict(tags or {}), parent_id)
     return Run(client, info)
+
+
+def _run_info(client: Client, run: Run | s.Run | str | None) -> s.Run | None:
+    if run is None or isinstance(run, s.Run):
+        return run
+    return run.info if isinstance(run, Run) else client.get_run(run)
+
+
+def _resume(
+    client: Client,
+    run_id: str,
+    project: str | None,
+    name: str | None,
+    params: Mapping[str, Any] | None,
+    tags: Mapping[str, str] | None,
+    parent: Run | s.Run | str | None,
+) -> Run:
+    info = client.get_run(run_id)  # also takes a unique prefix of the id
+    given = {"project": project, "name": name}
+    for field, value in given.items():
+        if value is not None and value != getattr(info, field):
+            raise InvalidInput(
+                f"run {info.id} has {field} {getattr(info, field)!r}, not {value!r}; "
+                "a resumed run keeps its own"
+            )
+    parent_info = _run_info(client, parent)
+    if parent_info is not None and parent_info.id != info.parent_id:
+        raise InvalidInput(f"run {info.id} is not nested in {parent_info.id}; its parent stays")
+    resumed = client.resume_run(info.id)
+    if params or tags:
+        client.log_batch(info.id, params=dict(params or {}), tags=dict(tags or {}))
+    return Run(client, resumed, resumed.steps)
 
 
 _crashed = False

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from collections.abc import Iterator
+from typing import Annotated, Any, Literal, SupportsIndex, overload
 from urllib.parse import unquote
 
 from pydantic import AfterValidator, BaseModel, Field, model_validator
@@ -69,6 +70,7 @@ TERMINAL: frozenset[str] = frozenset({"finished", "failed", "killed"})
 
 
 TagValue = Annotated[str, Field(max_length=65_536)]
+PARENT = "the run this one is nested in, a run of the same project"
 
 
 class RunCreate(BaseModel):
@@ -76,6 +78,7 @@ class RunCreate(BaseModel):
     name: str | None = Field(None, max_length=250)
     params: dict[Key, Any] = {}
     tags: dict[Key, TagValue] = {}
+    parent_id: str | None = Field(None, max_length=32, description=PARENT)
 
 
 class RunUpdate(BaseModel):
@@ -89,9 +92,16 @@ class Run(BaseModel):
     status: RunStatus
     start_time: float
     end_time: float | None
+    parent_id: str | None = Field(None, description=PARENT)
     params: dict[str, Any] = {}
     tags: dict[str, str] = {}
     metrics: dict[str, float] = Field({}, description="the latest value of each metric")
+
+
+class ResumedRun(Run):
+    steps: dict[str, int] = Field(
+        {}, description="the latest step of each metric, so automatic steps continue after it"
+    )
 
 
 class MetricSeries(BaseModel):
@@ -132,8 +142,29 @@ class SearchQuery(BaseModel):
 
 
 class RunPage(BaseModel):
+    """One page of runs, which is also a sequence of them (``for run in page``,
+    ``len(page)``, ``page[0]``, ``page[:3]``), as MLflow's ``PagedList`` is."""
+
     runs: list[Run]
     next_page_token: str | None = None
+
+    def __iter__(self) -> Iterator[Run]:  # type: ignore[override]
+        return iter(self.runs)
+
+    def __len__(self) -> int:
+        return len(self.runs)
+
+    @overload
+    def __getitem__(self, index: SupportsIndex) -> Run: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[Run]: ...
+    def __getitem__(self, index: SupportsIndex | slice) -> Run | list[Run]:
+        return self.runs[index]
+
+    @property
+    def token(self) -> str | None:
+        """``next_page_token`` by the name MLflow's ``PagedList`` gives it."""
+        return self.next_page_token
 
 
 class HistoryPoint(BaseModel):

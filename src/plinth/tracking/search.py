@@ -4,24 +4,34 @@
 
 A comparison is ``FIELD OP VALUE``: FIELD is ``metrics.KEY`` (the latest value),
 ``params.KEY``, ``tags.KEY`` or an attribute (``status``, ``name``, ``id``,
-``start_time``, ``end_time``, also written ``attributes.NAME``); a KEY with other
-characters goes in backticks. OP is one of ``= != < <= > >= like``; VALUE a number or a
-quoted string. Comparisons join with ``and``/``or`` and parentheses. Nothing the user
-writes is pasted into SQL: every value becomes a bound parameter.
+``parent_id``, ``start_time``, ``end_time``, also written ``attributes.NAME``); a KEY
+with other characters goes in backticks. OP is one of ``= != < <= > >= like``; VALUE a
+number, a quoted string, ``true`` or ``false``. Comparisons join with ``and``/``or``
+and parentheses. Nothing the user writes is pasted into SQL: every value becomes a
+bound parameter.
+
+MLflow habits hold: MLflow keeps every param as text, so its users quote numbers and
+booleans. A quoted value that reads as a number or a boolean therefore also matches a
+param or tag of that type (``params.alpha = '0.01'`` finds ``alpha=0.01``), and
+``status`` compares regardless of case (``status = 'FINISHED'``). A key that no run of
+the project has is refused with the keys there are, since it is most likely a typo.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, get_args
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 
 from plinth.errors import InvalidInput
+from plinth.tracking import schemas as s
 from plinth.tracking import tables as t
 
 KINDS = {
@@ -40,14 +50,22 @@ ATTRIBUTES = {
     "status": "text",
     "name": "text",
     "id": "text",
+    "parent_id": "text",
     "start_time": "number",
     "end_time": "number",
 }
+STATUSES: tuple[str, ...] = get_args(s.RunStatus)
+# The table that holds each kind's keys, and the kind's name in the singular.
+KEYED = {"metrics": t.latest_metrics, "params": t.params, "tags": t.tags}
+NOUNS = {"metrics": "metric", "params": "param", "tags": "tag"}
+_NUMBER = r"-?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
+_NUMBER_TEXT = re.compile(f"^{_NUMBER}$")
+_PLAIN_KEY = re.compile(r"^[A-Za-z_][\w-]*$")
 OPS = ("<=", ">=", "!=", "==", "=", "<", ">", "like")
 
 _TOKEN = re.compile(
-    r"""\s*(?:
-        (?P<number>-?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)(?![\w.])
+    rf"""\s*(?:
+        (?P<number>{_NUMBER})(?![\w.])
       | (?P<string>'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")
       | (?P<backtick>`[^`]+`)
       | (?P<op><=|>=|!=|==|=|<|>)
@@ -65,12 +83,20 @@ class Field:
     kind: str  # metrics | params | tags | attr
     key: str
 
+    def __str__(self) -> str:
+        """As the user would write it, for error messages."""
+        key = self.key if _PLAIN_KEY.match(self.key) else f"`{self.key}`"
+        return key if self.kind == "attr" else f"{self.kind}.{key}"
+
+
+Value = float | str | bool
+
 
 @dataclass(frozen=True)
 class Comparison:
     field: Field
     op: str
-    value: float | str
+    value: Value
 
 
 @dataclass(frozen=True)
@@ -88,14 +114,14 @@ class OrderKey:
     descending: bool
 
 
-def _tokenize(text: str) -> list[tuple[str, str]]:
+def _tokenize(text: str, label: str) -> list[tuple[str, str]]:
     tokens, pos = [], 0
     text = text.rstrip()
     while pos < len(text):
         m = _TOKEN.match(text, pos)
         if not m or m.end() == pos:
             raise InvalidInput(
-                f"filter: unexpected text at position {pos}: {text[pos : pos + 20]!r}"
+                f"{label}: unexpected text at position {pos}: {text[pos : pos + 20]!r}"
             )
         kind = m.lastgroup or ""
         tokens.append((kind, m.group(kind)))
@@ -107,10 +133,17 @@ MAX_DEPTH = 32
 
 
 class _Parser:
-    def __init__(self, text: str) -> None:
-        self.tokens = _tokenize(text)
+    """Recursive descent over the tokens; ``label`` (filter or order_by) starts every
+    error message, so the user knows which of the two to fix."""
+
+    def __init__(self, text: str, label: str = "filter") -> None:
+        self.label = label
+        self.tokens = _tokenize(text, label)
         self.i = 0
         self.depth = 0
+
+    def error(self, message: str) -> InvalidInput:
+        return InvalidInput(f"{self.label}: {message}")
 
     def peek(self) -> tuple[str, str] | None:
         return self.tokens[self.i] if self.i < len(self.tokens) else None
@@ -118,9 +151,9 @@ class _Parser:
     def take(self, kind: str | None = None, word: str | None = None) -> str:
         tok = self.peek()
         if tok is None:
-            raise InvalidInput("filter: unexpected end")
+            raise self.error("unexpected end")
         if (kind and tok[0] != kind) or (word and tok[1].lower() != word):
-            raise InvalidInput(f"filter: expected {word or kind}, got {tok[1]!r}")
+            raise self.error(f"expected {word or kind}, got {tok[1]!r}")
         self.i += 1
         return tok[1]
 
@@ -148,14 +181,14 @@ class _Parser:
             self.take()
             self.depth += 1
             if self.depth > MAX_DEPTH:
-                raise InvalidInput(f"filter: parentheses nest deeper than {MAX_DEPTH}")
+                raise self.error(f"parentheses nest deeper than {MAX_DEPTH}")
             node = self.expr()
             self.take("paren", ")")
             self.depth -= 1
             return node
         field = self.field()
         op = self.operator()
-        return Comparison(field, op, self.literal())
+        return Comparison(field, op, self.literal(field, op))
 
     def field(self) -> Field:
         first = self.name()
@@ -163,14 +196,14 @@ class _Parser:
             self.take()
             kind = KINDS.get(first.lower())
             if kind is None:
-                raise InvalidInput(
-                    f"filter: unknown field kind {first!r}; use metrics, params, tags or attributes"
+                raise self.error(
+                    f"unknown field kind {first!r}; use metrics, params, tags or attributes"
                 )
             key = self.name()
         else:
             kind, key = "attr", first
         if kind == "attr" and key not in ATTRIBUTES:
-            raise InvalidInput(f"filter: unknown attribute {key!r}; known: {', '.join(ATTRIBUTES)}")
+            raise self.error(f"unknown attribute {key!r}; known: {', '.join(ATTRIBUTES)}")
         return Field(kind, key)
 
     def name(self) -> str:
@@ -188,11 +221,9 @@ class _Parser:
         if self.at_word("like"):
             self.take()
             return "like"
-        raise InvalidInput(
-            f"filter: expected a comparison operator, got {tok[1] if tok else 'end'!r}"
-        )
+        raise self.error(f"expected a comparison operator, got {tok[1] if tok else 'end'!r}")
 
-    def literal(self) -> float | str:
+    def literal(self, field: Field, op: str) -> Value:
         tok = self.peek()
         if tok and tok[0] == "number":
             self.take()
@@ -200,9 +231,11 @@ class _Parser:
         if tok and tok[0] == "string":
             self.take()
             return re.sub(r"\\(.)", r"\1", tok[1][1:-1])
-        raise InvalidInput(
-            f"filter: expected a number or a quoted string, got {tok[1] if tok else 'end'!r}"
-        )
+        if tok and tok[0] == "word" and tok[1].lower() in ("true", "false"):
+            self.take()
+            return tok[1].lower() == "true"
+        got = f", got {tok[1]!r}" if tok else ""
+        raise self.error(f"{field} {op} needs a value: a number or a quoted string{got}")
 
 
 def parse_filter(text: str) -> Node | None:
@@ -211,25 +244,92 @@ def parse_filter(text: str) -> Node | None:
     parser = _Parser(text)
     node = parser.expr()
     if parser.peek() is not None:
-        raise InvalidInput(f"filter: unexpected {parser.peek()[1]!r}")  # type: ignore[index]
+        raise parser.error(f"unexpected {parser.peek()[1]!r}")  # type: ignore[index]
     return node
 
 
 def parse_order_by(text: str) -> list[OrderKey]:
     keys = []
     for part in filter(None, (p.strip() for p in text.split(","))):
-        parser = _Parser(part)
+        parser = _Parser(part, "order_by")
         field = parser.field()
         descending = False
         if parser.peek() is not None:
             direction = parser.take("word").lower()
             if direction not in ("asc", "desc"):
-                raise InvalidInput(f"order_by: expected asc or desc, got {direction!r}")
+                raise parser.error(f"expected asc or desc, got {direction!r}")
             descending = direction == "desc"
         if parser.peek() is not None:
-            raise InvalidInput(f"order_by: unexpected {parser.peek()[1]!r}")  # type: ignore[index]
+            raise parser.error(f"unexpected {parser.peek()[1]!r}")  # type: ignore[index]
         keys.append(OrderKey(field, descending))
     return keys
+
+
+def fields(node: Node | None) -> list[Field]:
+    """Every field a filter names, in order."""
+    if node is None:
+        return []
+    if isinstance(node, Comparison):
+        return [node.field]
+    return [f for item in node.items for f in fields(item)]
+
+
+KNOWN_SHOWN = 20  # keys listed when a search names one that no run has
+
+
+def require_known_keys(
+    conn: Connection, project: str, project_id: str, where: Node | None, order: list[OrderKey]
+) -> None:
+    """A key that no run of the project has is most likely a typo: say so, with the
+    keys there are, instead of quietly matching nothing."""
+    named = [("filter", f) for f in fields(where)] + [("order_by", k.field) for k in order]
+    checked: set[Field] = set()
+    for label, field in named:
+        if field.kind == "attr" or field in checked:
+            continue
+        checked.add(field)
+        if not _key_used(conn, project_id, field):
+            known = _keys_used(conn, project_id, field.kind)
+            shown = ", ".join(known[:KNOWN_SHOWN]) + (", …" if len(known) > KNOWN_SHOWN else "")
+            raise InvalidInput(
+                f"{label}: no run in project {project} has {NOUNS[field.kind]} "
+                f"{field.key!r}; known {field.kind}: {shown or 'none'}"
+            )
+
+
+def _key_used(conn: Connection, project_id: str, field: Field) -> bool:
+    table = KEYED[field.kind]
+    stmt = (
+        sa.select(table.c.run_id)
+        .join(t.runs, t.runs.c.id == table.c.run_id)
+        .where(table.c.key == field.key, t.runs.c.project_id == project_id)
+        .limit(1)
+    )
+    return conn.execute(stmt).first() is not None
+
+
+def _keys_used(conn: Connection, project_id: str, kind: str) -> list[str]:
+    table = KEYED[kind]
+    stmt = (
+        sa.select(table.c.key)
+        .distinct()
+        .join(t.runs, t.runs.c.id == table.c.run_id)
+        .where(t.runs.c.project_id == project_id)
+        .order_by(table.c.key)
+    )
+    return list(conn.execute(stmt).scalars())
+
+
+def number_in_text(text: str) -> float | None:
+    """The number a text spells, if it spells a finite one (as the filter reads it)."""
+    if not _NUMBER_TEXT.match(text):
+        return None
+    number = float(text)
+    return number if math.isfinite(number) else None
+
+
+def _bool_in_text(text: str) -> bool | None:
+    return {"true": True, "false": False}.get(text.lower())
 
 
 _COMPARE: dict[str, Callable[[Any, Any], Any]] = {
@@ -248,31 +348,79 @@ def to_sql(node: Node) -> Any:
     if isinstance(node, BoolOp):
         parts = [to_sql(item) for item in node.items]
         return sa.and_(*parts) if node.op == "and" else sa.or_(*parts)
-    return _comparison(node)
+    if isinstance(node.value, bool) and node.op not in ("=", "!="):
+        raise InvalidInput(
+            f"filter: {node.field} {node.op} {node.value}: true and false compare with = or !="
+        )
+    if node.field.kind == "attr":
+        return _attribute(node)
+    if node.field.kind == "metrics":
+        return _metric(node)
+    return _param_or_tag(node)
 
 
-def _comparison(c: Comparison) -> Any:
-    compare = _COMPARE[c.op]
-    kind, key, value = c.field.kind, c.field.key, c.value
-    if kind == "attr":
-        if (ATTRIBUTES[key] == "number") != isinstance(value, float):
-            raise InvalidInput(f"filter: {key} compares with a {ATTRIBUTES[key]}")
-        return compare(t.runs.c[key], value)
-    if kind == "metrics":
-        if not isinstance(value, float) or c.op == "like":
-            raise InvalidInput("filter: metrics compare with numbers")
-        lm = t.latest_metrics
-        sub = sa.select(lm.c.run_id).where(lm.c.key == key, compare(lm.c.value, value))
-        return t.runs.c.id.in_(sub)
-    table = t.params if kind == "params" else t.tags
-    if isinstance(value, float):
-        if c.op == "like":
-            raise InvalidInput("filter: like needs a quoted pattern")
-        cond = compare(table.c.number, value)  # values that are not numbers never match
-    else:  # params hold JSON text: the string "adam" is stored as "\"adam\""
-        cond = compare(table.c.value, json.dumps(value) if kind == "params" else value)
-    sub = sa.select(table.c.run_id).where(table.c.key == key, cond)
+def _attribute(c: Comparison) -> Any:
+    key, value = c.field.key, c.value
+    expected = ATTRIBUTES[key]
+    if isinstance(value, bool) or (expected == "number") != isinstance(value, float):
+        raise InvalidInput(f"filter: {key} compares with a {expected}")
+    if key == "status":  # stored in lower case; MLflow users write FINISHED
+        value = str(value).lower()
+        if c.op in ("=", "!=") and value not in STATUSES:
+            raise InvalidInput(f"filter: status is one of {', '.join(STATUSES)}; got {c.value!r}")
+    return _COMPARE[c.op](t.runs.c[key], value)
+
+
+def _metric(c: Comparison) -> Any:
+    value = number_in_text(c.value) if isinstance(c.value, str) else c.value
+    if not isinstance(value, float) or c.op == "like":
+        raise InvalidInput(f"filter: {c.field} compares with a number")
+    lm = t.latest_metrics
+    sub = sa.select(lm.c.run_id).where(lm.c.key == c.field.key, _COMPARE[c.op](lm.c.value, value))
     return t.runs.c.id.in_(sub)
+
+
+def _param_or_tag(c: Comparison) -> Any:
+    kind, value = c.field.kind, c.value
+    table = KEYED[kind]
+    if isinstance(value, bool):
+        cond = _is_bool(table, kind, value)
+        cond = cond if c.op == "=" else sa.not_(cond)
+    elif isinstance(value, float):
+        if c.op == "like":
+            raise InvalidInput(f"filter: {c.field} like needs a quoted pattern")
+        cond = _COMPARE[c.op](table.c.number, value)  # values that are not numbers never match
+    else:
+        cond = _quoted(table, kind, c.op, value)
+    return t.runs.c.id.in_(sa.select(table.c.run_id).where(table.c.key == c.field.key, cond))
+
+
+def _is_bool(table: sa.Table, kind: str, value: bool) -> Any:
+    """Params hold JSON (``true``); tags hold text, as ``str(True)`` or typed by hand."""
+    word = "true" if value else "false"
+    return table.c.value == word if kind == "params" else sa.func.lower(table.c.value) == word
+
+
+def _quoted(table: sa.Table, kind: str, op: str, text: str) -> Any:
+    """A quoted value matches as text, and also as the number or boolean it spells;
+    compared in order, a quoted number is a number."""
+    stored = json.dumps(text) if kind == "params" else text  # params: "adam" is "\"adam\""
+    if op == "like":
+        return table.c.value.like(stored)
+    number, flag = number_in_text(text), _bool_in_text(text)
+    if op in ("=", "!="):
+        same = [table.c.value == stored]
+        if number is not None:  # guarded: a NULL would make "!=" drop the row
+            same.append(sa.and_(table.c.number.is_not(None), table.c.number == number))
+        if flag is not None:
+            same.append(_is_bool(table, kind, flag))
+        return sa.or_(*same) if op == "=" else sa.not_(sa.or_(*same))
+    if number is not None:  # '10' > '9' as numbers: ordering numbers as text misleads
+        return _COMPARE[op](table.c.number, number)
+    as_text = _COMPARE[op](table.c.value, stored)
+    if kind == "params":  # order text among strings only, not against JSON numbers
+        as_text = sa.and_(sa.func.substr(table.c.value, 1, 1) == '"', as_text)
+    return as_text
 
 
 def order_columns(keys: list[OrderKey]) -> tuple[list[Any], list[Any]]:
@@ -287,8 +435,7 @@ def order_columns(keys: list[OrderKey]) -> tuple[list[Any], list[Any]]:
         if k.field.kind == "attr":
             terms.append(direction(t.runs.c[k.field.key]))
             continue
-        table = {"metrics": t.latest_metrics, "params": t.params, "tags": t.tags}[k.field.kind]
-        alias = table.alias(f"o{n}")
+        alias = KEYED[k.field.kind].alias(f"o{n}")
         joins.append((alias, sa.and_(alias.c.run_id == t.runs.c.id, alias.c.key == k.field.key)))
         terms.append(alias.c.value.is_(None))
         if k.field.kind != "metrics":

@@ -32,7 +32,6 @@ SYSTEM = Principal(name="plinth")  # the platform itself, e.g. reaping silent ru
 ARTIFACT_PUT = "artifacts.put"
 MAX_VALUE_CHARS = 65_536
 _ID_PREFIX = re.compile(r"^[0-9a-f]{8,31}$")
-_NUMBER_TEXT = re.compile(r"^-?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?$")
 
 
 def _number(value: Any) -> float | None:
@@ -44,10 +43,6 @@ def _number(value: Any) -> float | None:
     except OverflowError:
         return None
     return number if math.isfinite(number) else None
-
-
-def _number_in_text(text: str) -> float | None:
-    return _number(float(text)) if _NUMBER_TEXT.match(text) else None
 
 
 def _nan(value: float | None) -> float:
@@ -75,6 +70,7 @@ class TrackingService:
             end_time=None,
             params=req.params,
             tags=req.tags,
+            parent_id=req.parent_id,
         )
         run.name = req.name or f"run-{run.id[:8]}"
         with self.audit.recorded(principal, "runs.create", project=req.project, object=run.id) as (
@@ -87,6 +83,7 @@ class TrackingService:
                 "tags": sorted(req.tags),
             }
             project_id = self.projects.create_or_require(conn, req.project, principal)
+            self._check_parent(conn, req, project_id)
             conn.execute(
                 t.runs.insert(),
                 {
@@ -97,11 +94,28 @@ class TrackingService:
                     "start_time": run.start_time,
                     "end_time": None,
                     "heartbeat_at": run.start_time,
+                    "parent_id": run.parent_id,
                 },
             )
             self._write_params(conn, run.id, req.params, new_run=True)
             self._write_tags(conn, run.id, req.tags)
         return run
+
+    @staticmethod
+    def _check_parent(conn: Connection, req: s.RunCreate, project_id: str) -> None:
+        """A nested run's parent is a run of the same project. A parent elsewhere and
+        no parent at all get the same answer: other projects are nobody's business."""
+        if req.parent_id is None:
+            return
+        runs = t.runs
+        found = conn.execute(
+            sa.select(runs.c.id).where(runs.c.id == req.parent_id, runs.c.project_id == project_id)
+        ).first()
+        if found is None:
+            raise InvalidInput(
+                f"parent {req.parent_id!r} is not a run of project {req.project!r}; "
+                "a nested run belongs to its parent's project"
+            )
 
     def get_run(self, run_id: str, *, principal: Principal) -> s.Run:
         """A run by id, or by a unique prefix of 8 or more characters (as ids are shown)."""
@@ -155,6 +169,45 @@ class TrackingService:
             )
         return self.get_run(run_id, principal=principal)
 
+    def resume_run(self, run_id: str, *, principal: Principal) -> s.ResumedRun:
+        """Set a run running again, whatever state it ended in, as MLflow's
+        ``start_run(run_id=...)`` does; its end time is cleared."""
+        with self.audit.recorded(principal, "runs.resume", object=run_id) as (conn, change):
+            row = self._require_run(conn, run_id, principal, Need.WRITE, change)
+            change.details = {"was": row.status}
+            conn.execute(
+                t.runs.update()
+                .where(t.runs.c.id == run_id)
+                .values(status="running", end_time=None, heartbeat_at=_now())
+            )
+        lm = t.latest_metrics
+        with self.db.read() as conn:
+            [run] = self._load_runs(conn, sa.select(t.runs).where(t.runs.c.id == run_id))
+            steps = conn.execute(sa.select(lm.c.key, lm.c.step).where(lm.c.run_id == run_id))
+            return s.ResumedRun(**run.model_dump(), steps={key: step for key, step in steps})
+
+    def _require_open_run(
+        self,
+        conn: Connection,
+        run_id: str,
+        principal: Principal,
+        change: audit.Change | None = None,
+    ) -> Any:
+        """``_require_run`` for writing data: a run its owner ended takes no more
+        (Conflict) until resumed; one the reaper killed for silence does, and revives."""
+        row = self._require_run(conn, run_id, principal, Need.WRITE, change)
+        self._refuse_if_ended(run_id, row)
+        return row
+
+    @staticmethod
+    def _refuse_if_ended(run_id: str, row: Any) -> None:
+        reaped = row.status == "killed" and row.end_time == row.heartbeat_at  # as in _touch
+        if row.status != "running" and not reaped:
+            raise Conflict(
+                f"run {run_id} is {row.status} and takes no more data; "
+                "resume it with plinth.start_run(run_id=...) or start a new run"
+            )
+
     def heartbeat(self, run_id: str, *, principal: Principal) -> None:
         """A live run says so; a run killed for silence comes back to life."""
         with self.audit.recorded(principal, "runs.heartbeat", object=run_id) as (conn, change):
@@ -202,7 +255,7 @@ class TrackingService:
     def log_batch(self, run_id: str, batch: s.LogBatch, *, principal: Principal) -> s.LogResult:
         """Apply params, tags and metric points in one transaction, once per batch id."""
         with self.audit.recorded(principal, "runs.log", object=run_id) as (conn, change):
-            self._require_run(conn, run_id, principal, Need.WRITE, change)
+            row = self._require_run(conn, run_id, principal, Need.WRITE, change)
             change.details = {
                 "batch": batch.batch_id,
                 "points": sum(len(m.steps) for m in batch.metrics),
@@ -218,6 +271,7 @@ class TrackingService:
             if first_time is None:  # a retry of a batch already applied: nothing changes
                 change.record = False
                 return s.LogResult(applied=False)
+            self._refuse_if_ended(run_id, row)  # after: a retry of an applied batch succeeds
             self._write_params(conn, run_id, batch.params)
             self._write_tags(conn, run_id, batch.tags)
             self._write_metrics(conn, run_id, batch.metrics)
@@ -259,7 +313,7 @@ class TrackingService:
             conn.execute(
                 self.db.upsert(t.tags, ["run_id", "key"], ["value", "number"]),
                 [
-                    {"run_id": run_id, "key": k, "value": v, "number": _number_in_text(v)}
+                    {"run_id": run_id, "key": k, "value": v, "number": search.number_in_text(v)}
                     for k, v in tags.items()
                 ],
             )
@@ -316,6 +370,7 @@ class TrackingService:
         terms, joins = search.order_columns(order)
         with self.db.read() as conn:
             project_id = self.projects.require(conn, query.project, principal, Need.READ)
+            search.require_known_keys(conn, query.project, project_id, where, order)
             source: Any = t.runs
             for alias, on in joins:
                 source = source.outerjoin(alias, on)
@@ -366,6 +421,7 @@ class TrackingService:
                 status=r["status"],
                 start_time=r["start_time"],
                 end_time=r["end_time"],
+                parent_id=r["parent_id"],
                 **extras[r["id"]],
             )
             for r in rows
@@ -394,7 +450,7 @@ class TrackingService:
     def _may_write(self, run_id: str, principal: Principal) -> str:
         """The run's project id, if the principal may write to it."""
         with self.db.read() as conn:
-            return str(self._require_run(conn, run_id, principal, Need.WRITE).project_id)
+            return str(self._require_open_run(conn, run_id, principal).project_id)
 
     def register_artifact(
         self, run_id: str, req: s.ArtifactRegister, *, principal: Principal
@@ -403,7 +459,7 @@ class TrackingService:
         bytes (content elsewhere is nobody else's business)."""
         try:
             with self.db.read() as conn:
-                project_id = self._require_run(conn, run_id, principal, Need.WRITE).project_id
+                project_id = self._require_open_run(conn, run_id, principal).project_id
                 content = self.artifacts.claim(conn, project_id, req.digest, req.size)
         except BlobMissing:
             raise  # not a refusal: the client sends the bytes next
@@ -429,7 +485,8 @@ class TrackingService:
             conn,
             change,
         ):
-            self._require_run(conn, run_id, principal, Need.WRITE, change)
+            self._require_open_run(conn, run_id, principal, change)
+            self._touch(conn, run_id)
             change.details = {
                 "digest": content.digest,
                 "size": content.size,
@@ -449,14 +506,18 @@ class TrackingService:
             conn.execute(a.insert(), {"run_id": run_id, **artifact.model_dump()})
         return artifact
 
-    def list_artifacts(self, run_id: str, *, principal: Principal) -> list[s.Artifact]:
+    def list_artifacts(
+        self, run_id: str, path: str | None = None, *, principal: Principal
+    ) -> list[s.Artifact]:
+        """A run's artifacts, or only those under ``path/`` when it is given."""
         a = t.artifacts
+        stmt = sa.select(*_ARTIFACT_COLUMNS).where(a.c.run_id == run_id).order_by(a.c.path)
+        if path:
+            folder = s.check_artifact_path(path.rstrip("/"))
+            stmt = stmt.where(a.c.path.startswith(f"{folder}/", autoescape=True))
         with self.db.read() as conn:
             self._require_run(conn, run_id, principal, Need.READ)
-            rows = conn.execute(
-                sa.select(*_ARTIFACT_COLUMNS).where(a.c.run_id == run_id).order_by(a.c.path)
-            ).mappings()
-            return [s.Artifact(**r) for r in rows]
+            return [s.Artifact(**r) for r in conn.execute(stmt).mappings()]
 
     def get_artifact(
         self, run_id: str, path: str, *, principal: Principal
@@ -489,7 +550,13 @@ _ARTIFACT_COLUMNS = (
     t.artifacts.c.encrypted,
 )
 _RUN = (
-    sa.select(t.runs.c.status, t.runs.c.project_id, projects.c.name.label("project"))
+    sa.select(
+        t.runs.c.status,
+        t.runs.c.end_time,
+        t.runs.c.heartbeat_at,
+        t.runs.c.project_id,
+        projects.c.name.label("project"),
+    )
     .join(projects, projects.c.id == t.runs.c.project_id)
     .where(t.runs.c.id == sa.bindparam("run_id"))
 )

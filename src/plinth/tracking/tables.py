@@ -17,8 +17,12 @@ runs = sa.Table(
     sa.Column("start_time", sa.Float, nullable=False),
     sa.Column("end_time", sa.Float),
     sa.Column("heartbeat_at", sa.Float, nullable=False),
+    # the run this one is nested in; checked by the service (same project), not by a
+    # foreign key, which SQLite cannot add to an existing table in place
+    sa.Column("parent_id", sa.String(32)),
     sa.Index("ix_runs_project_start", "project_id", "start_time"),
     sa.Index("ix_runs_status_heartbeat", "status", "heartbeat_at"),
+    sa.Index("ix_runs_parent", "parent_id"),
 )
 
 # Params hold JSON text; tags plain text. ``number`` is the value as a float where it

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-HEAD = "0010"
+HEAD = "0011"
 _HERE = Path(__file__).parent
 
 
