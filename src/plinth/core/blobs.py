@@ -38,6 +38,7 @@ CHUNK = 1 << 20
 PARTIAL_MAX_AGE_S = 3600.0  # an unfinished promotion this old has no live writer
 TMP_PREFIX = ".tmp-"  # a local writer's file until it commits
 TMP_KEYS = "tmp/"  # content whose digest is not known yet, until it is promoted
+PROBE_KEY = "readyz-probe"  # never written: looking it up proves the store answers
 _DIGEST = re.compile(r"[0-9a-f]{64}")
 
 
@@ -94,6 +95,10 @@ class BlobStore:
 
     def exists(self, digest: str) -> bool:
         return self.backend.exists(self.key(digest))
+
+    def ping(self) -> None:
+        """Raise unless the storage answers a lookup (for readiness)."""
+        self.backend.exists(PROBE_KEY)
 
     def size(self, digest: str) -> int:
         try:
