@@ -7,7 +7,10 @@ validation and services answer, so embedded and remote behave alike.
 
 from __future__ import annotations
 
+import itertools
 import json
+import logging
+import random
 import threading
 import time
 from collections.abc import Iterator
@@ -22,20 +25,37 @@ from plinth.capabilities import declared
 from plinth.core.capability import load
 from plinth.settings import Settings
 
-_RETRY_STATUSES = {502, 503, 504}
+log = logging.getLogger("plinth.client")
+_RETRY_STATUSES = frozenset({502, 503, 504})
+_READS = frozenset({"GET", "HEAD", "OPTIONS"})
+BACKOFF_FIRST_S = 0.25
+BACKOFF_MAX_S = 5.0
 
 
 class Transport:
-    """Sends requests, retries what is safe to retry, raises Plinth errors."""
+    """Sends requests, retries what is safe to retry, raises Plinth errors.
+
+    An idempotent request (every read; a write that carries an idempotency key says
+    so with ``retry=True``) is sent again on 502, 503, 504 and on connection errors,
+    with jittered exponential back-off, for ``settings.client.retry_seconds``: long
+    enough to ride out a server or database restart. Any other request is sent again
+    only when it provably never left (the connection could not be made). A server
+    this transport has never reached is reported at once, naming its URL: a wrong
+    ``PLINTH_URL`` should not look like a hang.
+    """
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.url = server_url(settings.url) if settings.url else None
+        self.where = self.url or f"{settings.home} (embedded)"  # for messages
+        self._reached = self.url is None  # embedded: the app is right here
+        self._retrying = False
         headers = {"User-Agent": "plinth-sdk"}
         if settings.token:
             headers["Authorization"] = f"Bearer {settings.token}"
-        if settings.url:
+        if self.url:
             self.http = httpx.Client(
-                base_url=settings.url.rstrip("/"),
+                base_url=self.url,
                 headers=headers,
                 timeout=httpx.Timeout(60.0, connect=10.0),
             )
@@ -51,8 +71,9 @@ class Transport:
                 timeout=None,
             )
 
-    def request(self, method: str, path: str, *, retry: bool = False, **kwargs: Any) -> Any:
-        """JSON in, JSON out. ``retry`` is for requests that are idempotent."""
+    def request(self, method: str, path: str, *, retry: bool | None = None, **kwargs: Any) -> Any:
+        """JSON in, JSON out. ``retry``: whether the request is idempotent (by default,
+        whether it is a read)."""
         if "json" in kwargs:  # NaN and infinities are legitimate metric values
             kwargs["content"] = json.dumps(
                 kwargs.pop("json"), separators=(",", ":"), default=_plain
@@ -61,36 +82,106 @@ class Transport:
         response = self._send(method, path, retry=retry, **kwargs)
         if response.status_code == 204 or not response.content:
             return None
-        return response.json()
-
-    def _send(self, method: str, path: str, *, retry: bool, **kwargs: Any) -> httpx.Response:
-        attempts = 8 if retry else 1
-        for attempt in range(attempts):
-            try:
-                response = self.http.request(method, path, **kwargs)
-            except httpx.TransportError as exc:
-                if attempt == attempts - 1:
-                    raise errors.ServiceUnavailable(f"cannot reach Plinth: {exc}") from exc
-            else:
-                if response.status_code not in _RETRY_STATUSES or attempt == attempts - 1:
-                    raise_for_error(response)
-                    return response
-            time.sleep(min(0.1 * 2**attempt, 5.0))
-        raise AssertionError("unreachable")
+        try:
+            return response.json()
+        except ValueError:
+            raise not_plinth(response, self.where) from None
 
     @contextmanager
     def stream(self, method: str, path: str, **kwargs: Any) -> Iterator[httpx.Response]:
+        """A response whose body is read as it arrives; opening it retries like
+        ``request``, a connection lost mid-way is ``ServiceUnavailable``."""
+        response = self._send(method, path, retry=None, stream=True, **kwargs)
         try:
-            with self.http.stream(method, path, **kwargs) as response:
-                if response.status_code >= 400:
-                    response.read()
-                    raise_for_error(response)
-                yield response
+            yield response
         except httpx.TransportError as exc:
-            raise errors.ServiceUnavailable(f"connection to Plinth lost: {exc}") from exc
+            raise errors.ServiceUnavailable(
+                f"connection to Plinth at {self.where} lost: {_reason(exc)}"
+            ) from exc
+        finally:
+            response.close()
+
+    def _send(
+        self, method: str, path: str, *, retry: bool | None, stream: bool = False, **kwargs: Any
+    ) -> httpx.Response:
+        idempotent = method in _READS if retry is None else retry
+        window = self.settings.client.retry_seconds
+        deadline = time.monotonic() + window
+        for attempt in itertools.count():
+            request = self.http.build_request(method, path, **kwargs)
+            try:
+                response = self.http.send(request, stream=stream)
+            except httpx.TransportError as exc:
+                unsent = isinstance(exc, httpx.ConnectError)
+                again = self._reached and (idempotent or unsent)
+                if not again or time.monotonic() >= deadline:
+                    raise errors.ServiceUnavailable(
+                        f"cannot reach Plinth at {self.where}: {_reason(exc)}"
+                    ) from exc
+                why = _reason(exc)
+            else:
+                self._reached = True
+                failed = response.status_code in _RETRY_STATUSES
+                self._retrying = self._retrying and failed  # any other answer ends it
+                if not (idempotent and failed) or time.monotonic() >= deadline:
+                    return _checked(response, self.where)
+                response.close()
+                why = f"HTTP {response.status_code}"
+            self._back_off(attempt, deadline, why, window)
+        raise AssertionError("unreachable")
+
+    def _back_off(self, attempt: int, deadline: float, why: str, window: float) -> None:
+        """Sleep before trying again: exponential, capped, jittered so that clients
+        that failed together do not all come back together."""
+        if not self._retrying:  # once per outage, not once per request
+            self._retrying = True
+            log.warning(
+                "plinth: Plinth at %s: %s; retrying for up to %g s", self.where, why, window
+            )
+        delay = random.uniform(0.5, 1.0) * min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2**attempt)
+        time.sleep(max(0.0, min(delay, deadline - time.monotonic())))
 
     def close(self) -> None:
         self.http.close()
+
+
+def server_url(url: str) -> str:
+    """A server URL checked once, up front: ``http(s)://host[:port][/prefix]``."""
+    try:
+        parsed: httpx.URL | None = httpx.URL(url)
+    except httpx.InvalidURL:
+        parsed = None
+    if (
+        parsed is None
+        or parsed.scheme not in ("http", "https")
+        or not parsed.host
+        or not 0 < (parsed.port or 80) < 65536
+    ):
+        raise errors.InvalidInput(
+            f"not a Plinth server URL: {url!r}; PLINTH_URL looks like http://HOST:PORT"
+        )
+    return url.rstrip("/")
+
+
+_REASONS = (
+    ("refused", "connection refused"),
+    ("name or service not known", "unknown host"),
+    ("nodename nor servname", "unknown host"),
+    ("name resolution", "unknown host"),
+    ("disconnected without sending a response", "the server closed the connection"),
+    ("wrong_version_number", "it does not speak TLS (try http://)"),
+)
+
+
+def _reason(exc: httpx.TransportError) -> str:
+    """Why a connection failed, in a few words."""
+    if isinstance(exc, httpx.TimeoutException):
+        return "no answer in time"
+    text = str(exc).strip()
+    for needle, reason in _REASONS:
+        if needle in text.lower():
+            return reason
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _plain(value: Any) -> Any:
@@ -101,15 +192,36 @@ def _plain(value: Any) -> Any:
     raise errors.InvalidInput(f"cannot send a {type(value).__name__} as JSON")
 
 
-def raise_for_error(response: httpx.Response) -> None:
+def _checked(response: httpx.Response, where: str) -> httpx.Response:
+    if response.status_code >= 400:
+        response.read()
+        response.close()
+        raise_for_error(response, where)
+    return response
+
+
+def raise_for_error(response: httpx.Response, where: str = "the server") -> None:
     if response.status_code < 400:
         return
     try:
         err = response.json()["error"]
         kind, message = err["type"], err["message"]
     except Exception:
-        kind, message = "PlinthError", response.text[:500] or response.reason_phrase
+        raise not_plinth(response, where) from None
     raise errors.from_response(kind, message, response.status_code)
+
+
+def not_plinth(response: httpx.Response, where: str) -> errors.PlinthError:
+    """An answer without Plinth's JSON: a proxy's error page, or another server."""
+    status = response.status_code
+    if status in _RETRY_STATUSES:
+        return errors.ServiceUnavailable(f"Plinth at {where} is unavailable (HTTP {status})")
+    kind = response.headers.get("content-type", "no content type").split(";")[0]
+    return errors.from_response(
+        "PlinthError",
+        f"{where} did not answer as a Plinth server (HTTP {status}, {kind}); check PLINTH_URL",
+        status if status >= 400 else 502,
+    )
 
 
 def _calls() -> tuple[type, ...]:

@@ -12,7 +12,9 @@
     ├── TooManyRequests (429)      e.g. too many failed logins
     ├── CorruptArtifact (500)      stored bytes no longer match their digest
     ├── MissingDependency (500)    an optional extra is not installed
-    └── ServiceUnavailable (503)   the server could not be reached
+    ├── ServiceUnavailable (503)   the server, its database or its object store cannot
+    │                              be reached now: try again (answered with Retry-After)
+    └── InsufficientStorage (507)  the disk under the database or the artifacts is full
 
 The server turns any of these into a JSON response ``{"error": {"type", "message"}}``
 with the class's status; the SDK turns such a response back into the same class, so
@@ -79,6 +81,10 @@ class MissingDependency(PlinthError):
 
 class ServiceUnavailable(PlinthError):
     status_code = 503
+
+
+class InsufficientStorage(PlinthError):
+    status_code = 507
 
 
 _BY_NAME: dict[str, type[PlinthError]] = {}

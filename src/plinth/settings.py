@@ -62,6 +62,15 @@ class TrackingSettings(BaseModel):
     system_metrics_seconds: float = 0.0
 
 
+class ClientSettings(BaseModel):
+    retry_seconds: float = Field(
+        90.0,
+        ge=0,
+        description="how long the SDK retries an idempotent call while the server, its "
+        "database or its object store is unavailable (longer than a database restart)",
+    )
+
+
 class S3Settings(BaseModel):
     endpoint_url: str | None = None
     region: str | None = None
@@ -89,6 +98,7 @@ class Settings(BaseSettings):
     )
     server: ServerSettings = ServerSettings()
     tracking: TrackingSettings = TrackingSettings()
+    client: ClientSettings = ClientSettings()
     s3: S3Settings = S3Settings()
 
     def resolved_database_url(self) -> str:

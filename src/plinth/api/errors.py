@@ -1,16 +1,24 @@
 """Errors become HTTP responses here, and only here.
 
 A ``PlinthError`` answers with its class's status and ``{"error": {"type", "message"}}``;
-request validation failures are 400s of type ``InvalidInput``; anything unexpected is
-a JSON 500 whose details go to the server log, never to the caller.
+request validation failures are 400s of type ``InvalidInput``. A failing backend is
+a fault of the service, not a bug: a database that is down or restarting, an object
+store that does not answer, a full disk become 503 (507 for a full disk) with
+``Retry-After`` and one line in the log (see ``backend_fault``). Anything else
+unexpected is a JSON 500 whose details go to the server log, never to the caller.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import sqlite3
+import sys
+from collections.abc import Callable, Iterator
 from typing import Any
 
+import sqlalchemy as sa
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -19,10 +27,17 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
 from plinth.api.context import all_routes
-from plinth.errors import PlinthError
+from plinth.errors import InsufficientStorage, PlinthError, ServiceUnavailable
 
 log = logging.getLogger("plinth.server")
 _HTTP_KINDS = {404: "NotFound", 405: "MethodNotAllowed", 413: "PayloadTooLarge"}
+# Seconds a client should wait before asking again: a database restart or a
+# fail-over takes a few; a full disk needs someone to free space.
+RETRY_AFTER = {503: 5, 507: 60}
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+_SQLITE_FULL = "database or disk is full"
+_SQLITE_UNAVAILABLE = ("disk i/o error", "unable to open database", "database is locked")
+_PG_DISK_FULL = "53100"
 
 
 class PlinthJSONResponse(JSONResponse):
@@ -44,7 +59,82 @@ class ErrorBody(BaseModel):
 
 
 def error_response(kind: str, message: str, status: int, **kwargs: Any) -> PlinthJSONResponse:
+    if status in RETRY_AFTER:
+        kwargs["headers"] = {"Retry-After": str(RETRY_AFTER[status]), **kwargs.get("headers", {})}
     return PlinthJSONResponse({"error": {"type": kind, "message": message}}, status, **kwargs)
+
+
+def backend_fault(exc: BaseException) -> PlinthError | None:
+    """The service error a backend failure stands for, or None for a bug.
+
+    Looks down the chain of causes, since drivers and libraries wrap what failed:
+    SQLAlchemy wraps the DB-API error, s3fs a botocore one, botocore aiohttp's.
+    """
+    causes = list(_causes(exc))
+    for failed, error, message in _FAULTS:  # the most specific first
+        if any(failed(cause) for cause in causes):
+            return error(message)
+    return None
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        if isinstance(current, sa.exc.DBAPIError) and isinstance(current.orig, BaseException):
+            yield current.orig
+        suppressed = current.__suppress_context__
+        current = current.__cause__ or (None if suppressed else current.__context__)
+
+
+def _full_disk(exc: BaseException) -> bool:
+    return (
+        (isinstance(exc, OSError) and exc.errno in _FULL)
+        or (isinstance(exc, sqlite3.Error) and _SQLITE_FULL in str(exc))
+        or getattr(exc, "sqlstate", None) == _PG_DISK_FULL
+    )
+
+
+def _database_down(exc: BaseException) -> bool:
+    if isinstance(exc, sqlite3.Error):  # SQLite's OperationalError also means bad SQL
+        return any(text in str(exc).lower() for text in _SQLITE_UNAVAILABLE)
+    if isinstance(exc, sa.exc.DBAPIError):
+        return exc.connection_invalidated or (
+            isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError)
+            and not isinstance(exc.orig, sqlite3.Error)
+        )
+    psycopg = sys.modules.get("psycopg")  # loaded if, and only if, Postgres is used
+    return isinstance(exc, sa.exc.TimeoutError) or (
+        psycopg is not None and isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
+    )
+
+
+def _object_store_down(exc: BaseException) -> bool:
+    botocore = sys.modules.get("botocore.exceptions")  # loaded if an S3 store is used
+    aiohttp = sys.modules.get("aiohttp")
+    fsspec = sys.modules.get("fsspec.exceptions")
+    if botocore is not None:
+        if isinstance(exc, botocore.ConnectionError | botocore.HTTPClientError):
+            return True
+        if isinstance(exc, botocore.ClientError):  # an answer: a 5xx is the store failing
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+            return int(status) >= 500
+    return (aiohttp is not None and isinstance(exc, aiohttp.ClientError)) or (
+        fsspec is not None and isinstance(exc, fsspec.FSTimeoutError)
+    )
+
+
+_FAULTS: tuple[tuple[Callable[[BaseException], bool], type[PlinthError], str], ...] = (
+    (_full_disk, InsufficientStorage, "the server's disk is full; try again when space is freed"),
+    (_database_down, ServiceUnavailable, "the database is unavailable; try again shortly"),
+    (
+        _object_store_down,
+        ServiceUnavailable,
+        "the artifact store is unavailable; try again shortly",
+    ),
+)
 
 
 def describe(errors: Any) -> str:
@@ -113,9 +203,22 @@ class CatchAll:
 
         try:
             await self.app(scope, receive, watching_send)
-        except Exception:
-            log.exception("unexpected error in %s %s", scope["method"], scope["path"])
+        except Exception as exc:
+            where = f"{scope['method']} {scope['path']}"
+            fault = backend_fault(exc)
+            if fault is None:
+                log.exception("unexpected error in %s", where)
+            else:  # an outage: one line per request, not a traceback
+                log.warning("%s: %s (%s)", where, fault.message, one_line(exc))
             if started:  # the response is under way: nothing better can be sent
                 raise
-            response = error_response("PlinthError", "internal error; see the server log", 500)
+            if fault is None:
+                fault = PlinthError("internal error; see the server log")
+            response = error_response(type(fault).__name__, fault.message, fault.status_code)
             await response(scope, receive, send)
+
+
+def one_line(exc: BaseException) -> str:
+    """What failed, briefly: the exception's type and the first line of its text."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__

@@ -38,7 +38,7 @@ CHUNK = 1 << 20
 PARTIAL_MAX_AGE_S = 3600.0  # an unfinished promotion this old has no live writer
 TMP_PREFIX = ".tmp-"  # a local writer's file until it commits
 TMP_KEYS = "tmp/"  # content whose digest is not known yet, until it is promoted
-_LOCK_GRACE_S = 2.0
+PROBE_KEY = "readyz-probe"  # never written: looking it up proves the store answers
 _DIGEST = re.compile(r"[0-9a-f]{64}")
 
 
@@ -95,6 +95,10 @@ class BlobStore:
 
     def exists(self, digest: str) -> bool:
         return self.backend.exists(self.key(digest))
+
+    def ping(self) -> None:
+        """Raise unless the storage answers a lookup (for readiness)."""
+        self.backend.exists(PROBE_KEY)
 
     def size(self, digest: str) -> int:
         try:
@@ -262,11 +266,7 @@ class _LocalWriter:
             final.parent.mkdir(parents=True, exist_ok=True)
             _fsync_dir(final.parent.parent)
         self.final = final
-        self.tmp = final.parent / f"{TMP_PREFIX}{uuid.uuid4().hex}"
-        self.file = open(self.tmp, "xb")  # noqa: SIM115 - closed in commit/discard
-        # Held until the file is closed, or the process dies: a sweep that can take
-        # the lock knows the writer is gone (see LocalBackend.sweep_partial).
-        fcntl.flock(self.file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        self.tmp, self.file = _locked_temp(final.parent)
 
     def write(self, data: bytes) -> None:
         self.file.write(data)
@@ -323,13 +323,30 @@ class LocalBackend:
         return removed
 
 
+def _locked_temp(directory: Path) -> tuple[Path, IO[bytes]]:
+    """A new temp file in ``directory``, locked for as long as it is open (a process
+    that dies lets go): a sweep deletes only temp files whose lock it can take.
+
+    A sweep can take the lock between this writer's create and its lock; the writer
+    then finds its lock refused, or its name gone, and starts again with another name.
+    So a temp file a sweep can lock has no writer, however new it is.
+    """
+    while True:
+        tmp = directory / f"{TMP_PREFIX}{uuid.uuid4().hex}"
+        file = open(tmp, "xb")  # noqa: SIM115 - the writer closes it in commit/discard
+        try:
+            fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if os.stat(tmp).st_ino == os.fstat(file.fileno()).st_ino:
+                return tmp, file
+        except (BlockingIOError, FileNotFoundError):
+            pass  # a sweep took it first
+        file.close()
+
+
 def _abandoned(path: Path) -> bool:
-    """No live writer: the file is a few seconds old (its writer had time to lock
-    it) and its lock is free."""
+    """No live writer: the file's lock is free (see ``_locked_temp``)."""
     try:
         with open(path, "rb") as f:
-            if time.time() - os.fstat(f.fileno()).st_mtime < _LOCK_GRACE_S:
-                return False
             fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
             return True
     except (BlockingIOError, FileNotFoundError, IsADirectoryError):

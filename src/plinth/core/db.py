@@ -161,6 +161,11 @@ class Database:
         finally:
             conn.close()
 
+    def ping(self) -> None:
+        """Raise unless the database answers a trivial query (for readiness)."""
+        with self.engine.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+
     def insert_ignoring_duplicates(self, table: sa.Table) -> Any:
         """INSERT that skips rows whose primary key already exists."""
         return self.sql.insert(table).on_conflict_do_nothing()

@@ -22,6 +22,7 @@ from plinth.api.context import Services, all_routes
 from plinth.api.errors import CatchAll, PlinthJSONResponse, install_error_handlers
 from plinth.api.middleware import BodyLimit, RequestMetrics, SecurityHeaders, declared_limits
 from plinth.api.openapi import document_errors
+from plinth.api.readiness import Readiness
 from plinth.api.uploads import Uploads
 from plinth.capabilities import declared
 from plinth.core.access import Permission
@@ -99,15 +100,20 @@ def create_app(settings: Settings | None = None, *, embedded: bool = False) -> F
             app.include_router(load(router))
     document_errors(app)
     registry = CollectorRegistry()
-    _add_platform_routes(app, registry)
+    readiness = Readiness({"database": platform.db.ping, "blob store": platform.blobs.ping})
+    _add_platform_routes(app, registry, readiness)
     _add_middleware(app, settings, embedded, registry)
     return app
 
 
-def _add_platform_routes(app: FastAPI, registry: CollectorRegistry) -> None:
+def _add_platform_routes(app: FastAPI, registry: CollectorRegistry, readiness: Readiness) -> None:
     @app.get("/healthz", include_in_schema=False, dependencies=[requires(Permission.PUBLIC)])
     async def healthz() -> dict[str, str]:
         return {"status": "ok", "version": __version__}
+
+    @app.get("/readyz", include_in_schema=False, dependencies=[requires(Permission.PUBLIC)])
+    async def readyz() -> Response:
+        return await readiness.answer()
 
     @app.get("/metrics", include_in_schema=False, dependencies=[requires(Permission.PLATFORM_READ)])
     async def metrics() -> Response:

@@ -33,10 +33,21 @@ class TrackingCalls:
         params: dict[str, Any] | None = None,
         tags: dict[str, str] | None = None,
         parent_id: str | None = None,
+        *,
+        id: str | None = None,
     ) -> s.Run:
-        body = {"project": project, "name": name, "params": params or {}, "tags": tags or {}}
-        body["parent_id"] = parent_id
-        return s.Run(**self._transport.request("POST", "/api/v1/runs", json=body))
+        """Create a run. Its ``id`` is chosen here (unless given), so the call is safe
+        to retry: the same id again returns the run it made. A ``parent_id`` nests it
+        under another run of the same project."""
+        body = {
+            "id": id or uuid.uuid4().hex,
+            "project": project,
+            "name": name,
+            "params": params or {},
+            "tags": tags or {},
+            "parent_id": parent_id,
+        }
+        return s.Run(**self._transport.request("POST", "/api/v1/runs", json=body, retry=True))
 
     def get_run(self, run_id: str) -> s.Run:
         return s.Run(**self._transport.request("GET", f"/api/v1/runs/{_seg(run_id)}"))
@@ -107,7 +118,8 @@ class TrackingCalls:
             "limit": limit,
             "page_token": page_token,
         }
-        return s.RunPage(**self._transport.request("POST", "/api/v1/runs/search", json=query))
+        data = self._transport.request("POST", "/api/v1/runs/search", json=query, retry=True)
+        return s.RunPage(**data)
 
     def metric_history(self, run_id: str, key: str) -> list[s.HistoryPoint]:
         data = self._transport.request(
@@ -170,7 +182,7 @@ class TrackingCalls:
         """Name content this run's project already holds (``BlobMissing``: upload it)."""
         body = {"path": path, "digest": digest, "size": size}
         url = f"/api/v1/runs/{_seg(run_id)}/artifacts"
-        return s.Artifact(**self._transport.request("POST", url, json=body))
+        return s.Artifact(**self._transport.request("POST", url, json=body, retry=True))
 
     def _upload_one(self, run_id: str, path: Path, name: str, progress: bool | None) -> s.Artifact:
         s.check_artifact_path(name)

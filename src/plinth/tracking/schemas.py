@@ -74,6 +74,12 @@ PARENT = "the run this one is nested in, a run of the same project"
 
 
 class RunCreate(BaseModel):
+    id: str | None = Field(
+        None,
+        pattern=r"^[0-9a-f]{32}$",
+        description="chosen by the client (32 lowercase hex) so that a retried create "
+        "returns the run it made instead of making another",
+    )
     project: ProjectName
     name: str | None = Field(None, max_length=250)
     params: dict[Key, Any] = {}

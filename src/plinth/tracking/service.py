@@ -49,6 +49,14 @@ def _nan(value: float | None) -> float:
     return math.nan if value is None else value
 
 
+def _created_before(conn: Connection, run_id: str, project_id: str) -> bool:
+    """Whether the run exists in this project; a Conflict if it is another's."""
+    owner = conn.execute(sa.select(t.runs.c.project_id).where(t.runs.c.id == run_id)).scalar()
+    if owner is not None and owner != project_id:
+        raise Conflict(f"run id {run_id} is taken; choose another")
+    return owner is not None
+
+
 class TrackingService:
     def __init__(self, platform: Platform) -> None:
         self.platform = platform
@@ -61,8 +69,21 @@ class TrackingService:
     # runs -----------------------------------------------------------------------------
 
     def create_run(self, req: s.RunCreate, *, principal: Principal) -> s.Run:
+        """A new run. With an id chosen by the client, creating it again returns that
+        run (a retry whose first answer was lost), so a retry never makes an orphan;
+        an id another project's run has is a Conflict."""
+        try:
+            created = self._insert_run(req, principal)
+        except sa.exc.IntegrityError:
+            if req.id is None:
+                raise
+            created = self._insert_run(req, principal)  # the same id committed meanwhile
+        return created or self.get_run(str(req.id), principal=principal)
+
+    def _insert_run(self, req: s.RunCreate, principal: Principal) -> s.Run | None:
+        """The run made, or None when one with ``req.id`` exists in this project."""
         run = s.Run(
-            id=uuid.uuid4().hex,
+            id=req.id or uuid.uuid4().hex,
             project=req.project,
             name="",
             status="running",
@@ -83,6 +104,9 @@ class TrackingService:
                 "tags": sorted(req.tags),
             }
             project_id = self.projects.create_or_require(conn, req.project, principal)
+            if req.id is not None and _created_before(conn, req.id, project_id):
+                change.record = False  # nothing changed
+                return None
             self._check_parent(conn, req, project_id)
             conn.execute(
                 t.runs.insert(),
