@@ -83,6 +83,7 @@ def create_app(settings: Settings | None = None, *, embedded: bool = False) -> F
         yield
         stop.set()
         services.blocking.shutdown()
+        platform.close()  # its connections go back now, not when collected
 
     app = FastAPI(
         title="Plinth",

@@ -4,7 +4,10 @@ from plinth.core.capability import Capability, Periodic
 
 CAPABILITY = Capability(
     name="tracking",
-    services=("plinth.tracking.service:TrackingService",),
+    services=(
+        "plinth.tracking.service:TrackingService",
+        "plinth.tracking.artifacts:RunArtifactsService",
+    ),
     routers=("plinth.tracking.routes:router",),
     commands=(
         ("runs", "plinth.tracking.cli:runs_app"),

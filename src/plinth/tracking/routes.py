@@ -12,11 +12,18 @@ from plinth.api.context import Caller
 from plinth.api.uploads import download_headers, receive_upload, streamed_body
 from plinth.core.access import Permission
 from plinth.tracking import schemas as s
+from plinth.tracking.artifacts import RunArtifactsService
 from plinth.tracking.service import TrackingService
 
 router = APIRouter(prefix="/api/v1", tags=["tracking"])
 Read = Annotated[Caller[TrackingService], caller(TrackingService, Permission.PROJECT_READ)]
 Write = Annotated[Caller[TrackingService], caller(TrackingService, Permission.PROJECT_WRITE)]
+ArtifactsRead = Annotated[
+    Caller[RunArtifactsService], caller(RunArtifactsService, Permission.PROJECT_READ)
+]
+ArtifactsWrite = Annotated[
+    Caller[RunArtifactsService], caller(RunArtifactsService, Permission.PROJECT_WRITE)
+]
 # An id's form is documented, not enforced: one not of that form names no run (404).
 RunId = Annotated[str, Path(json_schema_extra={"pattern": s.RUN_ID, "maxLength": 32})]
 ArtifactName = Annotated[str, Path(max_length=1000, description="relative, '/'-separated")]
@@ -68,7 +75,7 @@ async def metric_history(
 @router.get("/runs/{run_id}/artifacts", response_model=list[s.Artifact])
 async def list_artifacts(
     run_id: RunId,
-    c: Read,
+    c: ArtifactsRead,
     path: Annotated[
         str | None, Query(max_length=1000, description="only the artifacts under path/")
     ] = None,
@@ -79,7 +86,9 @@ async def list_artifacts(
 @router.post(
     "/runs/{run_id}/artifacts", response_model=s.Artifact, status_code=status.HTTP_201_CREATED
 )
-async def register_artifact(run_id: RunId, req: s.ArtifactRegister, c: Write) -> s.Artifact:
+async def register_artifact(
+    run_id: RunId, req: s.ArtifactRegister, c: ArtifactsWrite
+) -> s.Artifact:
     return await c(c.service.register_artifact, run_id, req)
 
 
@@ -93,7 +102,7 @@ async def upload_artifact(
     run_id: RunId,
     path: ArtifactName,
     request: Request,
-    c: Write,
+    c: ArtifactsWrite,
     digest: Annotated[str | None, Header(alias="X-Plinth-Digest", pattern=s.DIGEST)] = None,
 ) -> s.Artifact:
     """Stream the body into the store; with ``X-Plinth-Digest`` it must hash to it."""
@@ -112,7 +121,9 @@ async def upload_artifact(
     response_class=StreamingResponse,
     responses={200: {"content": {"application/octet-stream": {}}}},
 )
-async def download_artifact(run_id: RunId, path: ArtifactName, c: Read) -> StreamingResponse:
+async def download_artifact(
+    run_id: RunId, path: ArtifactName, c: ArtifactsRead
+) -> StreamingResponse:
     artifact, chunks = await c(c.service.get_artifact, run_id, path)
     # The client verifies the digest end to end while it writes; hashing here too
     # would halve throughput and could only fail after the bytes were sent.

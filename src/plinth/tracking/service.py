@@ -7,7 +7,7 @@ import math
 import re
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -15,10 +15,9 @@ from sqlalchemy.engine import Connection
 
 from plinth.core import audit
 from plinth.core.access import Need, Principal
-from plinth.core.artifacts import StoredContent
 from plinth.core.platform import Platform
 from plinth.core.projects import projects
-from plinth.errors import BlobMissing, Conflict, InvalidInput, NotFound, PlinthError
+from plinth.errors import Conflict, InvalidInput, NotFound
 from plinth.tracking import schemas as s
 from plinth.tracking import search
 from plinth.tracking import tables as t
@@ -29,7 +28,6 @@ def _now() -> float:
 
 
 SYSTEM = Principal(name="plinth")  # the platform itself, e.g. reaping silent runs
-ARTIFACT_PUT = "artifacts.put"
 MAX_VALUE_CHARS = 65_536
 _ID_PREFIX = re.compile(r"^[0-9a-f]{8,31}$")
 
@@ -63,7 +61,7 @@ class TrackingService:
         self.db = platform.db
         self.audit = platform.audit
         self.projects = platform.projects
-        self.artifacts = platform.artifacts
+        self.artifacts = platform.artifacts  # for the start-up sweep
         self.settings = platform.settings
 
     # runs -----------------------------------------------------------------------------
@@ -152,10 +150,10 @@ class TrackingService:
                     raise InvalidInput(f"run id prefix {run_id!r} is ambiguous; give more of it")
             if not runs:
                 raise NotFound(f"no run {run_id!r}")
-            self._require_run(conn, runs[0].id, principal, Need.READ, shown_as=run_id)
+            self.require_run(conn, runs[0].id, principal, Need.READ, shown_as=run_id)
         return runs[0]
 
-    def _require_run(
+    def require_run(
         self,
         conn: Connection,
         run_id: str,
@@ -184,7 +182,7 @@ class TrackingService:
 
     def end_run(self, run_id: str, update: s.RunUpdate, *, principal: Principal) -> s.Run:
         with self.audit.recorded(principal, "runs.end", object=run_id) as (conn, change):
-            self._require_run(conn, run_id, principal, Need.WRITE, change)
+            self.require_run(conn, run_id, principal, Need.WRITE, change)
             change.details = {"status": update.status}
             conn.execute(
                 t.runs.update()
@@ -197,7 +195,7 @@ class TrackingService:
         """Set a run running again, whatever state it ended in, as MLflow's
         ``start_run(run_id=...)`` does; its end time is cleared."""
         with self.audit.recorded(principal, "runs.resume", object=run_id) as (conn, change):
-            row = self._require_run(conn, run_id, principal, Need.WRITE, change)
+            row = self.require_run(conn, run_id, principal, Need.WRITE, change)
             change.details = {"was": row.status}
             conn.execute(
                 t.runs.update()
@@ -210,16 +208,16 @@ class TrackingService:
             steps = conn.execute(sa.select(lm.c.key, lm.c.step).where(lm.c.run_id == run_id))
             return s.ResumedRun(**run.model_dump(), steps={key: step for key, step in steps})
 
-    def _require_open_run(
+    def require_open_run(
         self,
         conn: Connection,
         run_id: str,
         principal: Principal,
         change: audit.Change | None = None,
     ) -> Any:
-        """``_require_run`` for writing data: a run its owner ended takes no more
+        """``require_run`` for writing data: a run its owner ended takes no more
         (Conflict) until resumed; one the reaper killed for silence does, and revives."""
-        row = self._require_run(conn, run_id, principal, Need.WRITE, change)
+        row = self.require_run(conn, run_id, principal, Need.WRITE, change)
         self._refuse_if_ended(run_id, row)
         return row
 
@@ -236,10 +234,10 @@ class TrackingService:
         """A live run says so; a run killed for silence comes back to life."""
         with self.audit.recorded(principal, "runs.heartbeat", object=run_id) as (conn, change):
             change.record = False  # a heartbeat changes nothing worth a record; a refusal is
-            self._require_run(conn, run_id, principal, Need.WRITE, change)
-            self._touch(conn, run_id)
+            self.require_run(conn, run_id, principal, Need.WRITE, change)
+            self.touch(conn, run_id)
 
-    def _touch(self, conn: Connection, run_id: str) -> None:
+    def touch(self, conn: Connection, run_id: str) -> None:
         # A run the reaper killed ended exactly at its last heartbeat; one ended by
         # its owner did not, and stays ended.
         conn.execute(
@@ -279,7 +277,7 @@ class TrackingService:
     def log_batch(self, run_id: str, batch: s.LogBatch, *, principal: Principal) -> s.LogResult:
         """Apply params, tags and metric points in one transaction, once per batch id."""
         with self.audit.recorded(principal, "runs.log", object=run_id) as (conn, change):
-            row = self._require_run(conn, run_id, principal, Need.WRITE, change)
+            row = self.require_run(conn, run_id, principal, Need.WRITE, change)
             change.details = {
                 "batch": batch.batch_id,
                 "points": sum(len(m.steps) for m in batch.metrics),
@@ -299,7 +297,7 @@ class TrackingService:
             self._write_params(conn, run_id, batch.params)
             self._write_tags(conn, run_id, batch.tags)
             self._write_metrics(conn, run_id, batch.metrics)
-            self._touch(conn, run_id)
+            self.touch(conn, run_id)
         return s.LogResult(applied=True)
 
     def _write_params(
@@ -373,7 +371,7 @@ class TrackingService:
     def metric_history(self, run_id: str, key: str, *, principal: Principal) -> s.MetricHistory:
         m = t.metrics
         with self.db.read() as conn:
-            self._require_run(conn, run_id, principal, Need.READ)
+            self.require_run(conn, run_id, principal, Need.READ)
             rows = conn.execute(
                 sa.select(m.c.step, m.c.timestamp, m.c.value)
                 .where(m.c.run_id == run_id, m.c.key == key)
@@ -451,128 +449,7 @@ class TrackingService:
             for r in rows
         ]
 
-    # artifacts ------------------------------------------------------------------------
 
-    def upload_artifact(
-        self,
-        run_id: str,
-        path: str,
-        chunks: Iterable[bytes],
-        expected: str | None = None,
-        *,
-        principal: Principal,
-    ) -> s.Artifact:
-        s.check_artifact_path(path)
-        try:  # outside any transaction: an upload can take minutes
-            project_id = self._may_write(run_id, principal)
-            content = self.artifacts.put(project_id, chunks, expected)
-        except PlinthError as exc:
-            self.audit.refusal(principal, ARTIFACT_PUT, exc, object=f"{run_id}/{path}")
-            raise
-        return self._record_artifact(run_id, path, content, principal)
-
-    def _may_write(self, run_id: str, principal: Principal) -> str:
-        """The run's project id, if the principal may write to it."""
-        with self.db.read() as conn:
-            return str(self._require_open_run(conn, run_id, principal).project_id)
-
-    def register_artifact(
-        self, run_id: str, req: s.ArtifactRegister, *, principal: Principal
-    ) -> s.Artifact:
-        """Name content this run's project already holds; ``BlobMissing`` asks for the
-        bytes (content elsewhere is nobody else's business)."""
-        try:
-            with self.db.read() as conn:
-                project_id = self._require_open_run(conn, run_id, principal).project_id
-                content = self.artifacts.claim(conn, project_id, req.digest, req.size)
-        except BlobMissing:
-            raise  # not a refusal: the client sends the bytes next
-        except PlinthError as exc:
-            self.audit.refusal(principal, ARTIFACT_PUT, exc, object=f"{run_id}/{req.path}")
-            raise
-        return self._record_artifact(run_id, req.path, content, principal)
-
-    def _record_artifact(
-        self, run_id: str, path: str, content: StoredContent, principal: Principal
-    ) -> s.Artifact:
-        """Name the content; a committed name is immutable: the same content again is
-        an idempotent success, other content a Conflict."""
-        artifact = s.Artifact(
-            path=path,
-            digest=content.digest,
-            size=content.size,
-            created_at=_now(),
-            encrypted=content.encrypted,
-        )
-        a = t.artifacts
-        with self.audit.recorded(principal, ARTIFACT_PUT, object=f"{run_id}/{path}") as (
-            conn,
-            change,
-        ):
-            self._require_open_run(conn, run_id, principal, change)
-            self._touch(conn, run_id)
-            change.details = {
-                "digest": content.digest,
-                "size": content.size,
-                "encrypted": content.encrypted,
-            }
-            existing = conn.execute(
-                sa.select(*_ARTIFACT_COLUMNS).where(a.c.run_id == run_id, a.c.path == path)
-            ).first()
-            if existing is not None:
-                if existing.digest != content.digest:
-                    raise Conflict(
-                        f"artifact {path!r} of run {run_id} exists with other content "
-                        f"(sha256:{existing.digest}); artifacts are immutable, log a new name"
-                    )
-                change.record = False  # the same content again: nothing changes
-                return s.Artifact(**existing._mapping)
-            conn.execute(a.insert(), {"run_id": run_id, **artifact.model_dump()})
-        return artifact
-
-    def list_artifacts(
-        self, run_id: str, path: str | None = None, *, principal: Principal
-    ) -> list[s.Artifact]:
-        """A run's artifacts, or only those under ``path/`` when it is given."""
-        a = t.artifacts
-        stmt = sa.select(*_ARTIFACT_COLUMNS).where(a.c.run_id == run_id).order_by(a.c.path)
-        if path:
-            folder = s.check_artifact_path(path.rstrip("/"))
-            stmt = stmt.where(a.c.path.startswith(f"{folder}/", autoescape=True))
-        with self.db.read() as conn:
-            self._require_run(conn, run_id, principal, Need.READ)
-            return [s.Artifact(**r) for r in conn.execute(stmt).mappings()]
-
-    def get_artifact(
-        self, run_id: str, path: str, *, principal: Principal
-    ) -> tuple[s.Artifact, Iterator[bytes]]:
-        """An artifact and its bytes, opened now (a missing blob or master key is an
-        error before any byte is sent). The caller verifies the digest end to end."""
-        s.check_artifact_path(path)
-        a = t.artifacts
-        with self.db.read() as conn:
-            run = self._require_run(conn, run_id, principal, Need.READ)
-            row = (
-                conn.execute(
-                    sa.select(*_ARTIFACT_COLUMNS).where(a.c.run_id == run_id, a.c.path == path)
-                )
-                .mappings()
-                .first()
-            )
-        if row is None:
-            raise NotFound(f"run {run_id} has no artifact {path!r}")
-        artifact = s.Artifact(**row)
-        content = StoredContent(artifact.digest, artifact.size, artifact.encrypted)
-        return artifact, self.artifacts.open(run.project_id, content)
-
-
-_ARTIFACT_COLUMNS = (
-    t.artifacts.c.path,
-    t.artifacts.c.digest,
-    t.artifacts.c.size,
-    t.artifacts.c.created_at,
-    t.artifacts.c.encrypted,
-)
 _RUN = (
     sa.select(
         t.runs.c.status,

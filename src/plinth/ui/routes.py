@@ -30,6 +30,7 @@ from plinth.core.access import Permission
 from plinth.errors import InvalidInput, NotFound, PermissionDenied, Unauthenticated
 from plinth.governance.members import MembersService
 from plinth.tracking import schemas as s
+from plinth.tracking.artifacts import RunArtifactsService
 from plinth.tracking.service import TrackingService
 from plinth.ui import views
 
@@ -156,7 +157,7 @@ def run_page(request: Request, run_id: str) -> HTMLResponse:
     return render(
         "run.html",
         run=run,
-        artifacts=svc.list_artifacts(run_id),
+        artifacts=_service(request, RunArtifactsService).list_artifacts(run.id),
         charts=views.metric_charts(svc, [run]),
     )
 
