@@ -208,7 +208,13 @@ def test_help_is_rewrapped_and_shows_no_bool_placeholders() -> None:
 @pytest.fixture
 def home_with_odd_params(tmp_path: Path) -> tuple[Path, str]:
     home = tmp_path / "home"
-    params = {"flag": True, "nothing": None, "nested": {"a": 1, "b": [1, 2]}, "lr": 0.1}
+    params = {
+        "flag": True,
+        "nothing": None,
+        "nested": {"a": 1, "b": [1, 2]},
+        "lr": 0.1,
+        "style": "[red]as typed[/red]",  # a value, not markup for the terminal
+    }
     with (
         plinth.Client(settings=Settings(home=home, url=None, token=None)) as client,
         plinth.start_run("odd", name="odd-run", params=params, client=client) as run,
@@ -225,6 +231,7 @@ def test_params_print_as_json_not_python_repr(home_with_odd_params: tuple[Path, 
         assert '{"a": 1, "b": [1, 2]}' in out.stdout, out.stdout
         assert "true" in out.stdout and "null" in out.stdout
         assert "True" not in out.stdout and "None" not in out.stdout and "{'a'" not in out.stdout
+        assert "[red]as typed[/red]" in out.stdout
 
 
 @pytest.mark.parametrize("columns", [60, 80])

@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.cells import cell_len
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 if TYPE_CHECKING:
@@ -60,7 +62,7 @@ class _Column:
 
     @property
     def width(self) -> int:
-        return min(_CELL, max(len(v) for v in [self.key, *self.cells]))
+        return min(_CELL, max(cell_len(v) for v in [self.key, *self.cells]))
 
 
 def runs_table(
@@ -82,7 +84,7 @@ def runs_table(
     columns = [_Column(k, False, [_cell(r.params, k) for r in runs]) for k in params]
     columns += [_Column(k, True, [_cell(r.metrics, k, 4) for r in runs]) for k in metrics]
     id_width = 8 if compact or (width is not None and width < 120) else 12
-    name_width = min(_CELL, max([4, *(len(r.name) for r in runs)]))
+    name_width = min(_CELL, max([4, *(cell_len(r.name) for r in runs)]))
     fixed = [id_width, name_width, *([] if compact else [8])]
     shown = _fitting(columns, highlight, width, used=1 + sum(w + 3 for w in fixed))
     table = Table(title=title)
@@ -93,7 +95,7 @@ def runs_table(
     for c in shown:
         style = "bold green" if c.key == highlight else "green" if c.is_metric else "magenta"
         table.add_column(
-            c.key,
+            escape(c.key),
             style=style,
             justify="right" if c.is_metric else "left",
             no_wrap=True,
@@ -102,8 +104,9 @@ def runs_table(
         )
     for i, r in enumerate(runs):
         status = [] if compact else [f"[{_STATUS[r.status]}]{r.status}[/]"]
-        table.add_row(r.id[:id_width], r.name, *status, *[c.cells[i] for c in shown])
-    if hidden := [c.key for c in columns if c not in shown]:
+        cells = [escape(c.cells[i]) for c in shown]
+        table.add_row(r.id[:id_width], escape(r.name), *status, *cells)
+    if hidden := [escape(c.key) for c in columns if c not in shown]:
         table.caption = f"not shown, for want of width: {', '.join(hidden)} (try --json)"
         table.caption_justify = "left"
     return table
@@ -140,7 +143,7 @@ def list_projects(as_json: JsonFlag = False) -> None:
         return
     table = Table("name", "created")
     for p in projects:
-        table.add_row(p.name, _when(p.created_at))
+        table.add_row(escape(p.name), _when(p.created_at))
     console.print(table)
 
 
@@ -173,7 +176,7 @@ def show_run(run_id: RunId, as_json: JsonFlag = False) -> None:
     if as_json:
         _print_json({**run.model_dump(), "artifacts": [a.model_dump() for a in artifacts]})
         return
-    console.print(f"[bold]{run.name}[/]  [cyan]{run.id}[/]  project [bold]{run.project}[/]")
+    console.print(f"[bold]{escape(run.name)}[/]  [cyan]{run.id}[/]  project [bold]{run.project}[/]")
     console.print(
         f"status {run.status}, started {_when(run.start_time)}, ended {_when(run.end_time)}"
     )
@@ -181,12 +184,12 @@ def show_run(run_id: RunId, as_json: JsonFlag = False) -> None:
         if values:
             table = Table("key", "value", title=title, title_justify="left")
             for k, v in sorted(values.items()):
-                table.add_row(k, _fmt(v))
+                table.add_row(escape(k), escape(_fmt(v)))
             console.print(table)
     if artifacts:
         table = Table("path", "size", "sha256", title="artifacts", title_justify="left")
         for a in artifacts:
-            table.add_row(a.path, f"{a.size:,}", a.digest[:16])
+            table.add_row(escape(a.path), f"{a.size:,}", a.digest[:16])
         console.print(table)
 
 
@@ -200,7 +203,7 @@ def list_artifacts(run_id: RunId, as_json: JsonFlag = False) -> None:
         return
     table = Table("path", "size", "sha256")
     for a in artifacts:
-        table.add_row(a.path, f"{a.size:,}", a.digest)
+        table.add_row(escape(a.path), f"{a.size:,}", a.digest)
     console.print(table)
 
 
@@ -215,7 +218,7 @@ def upload(
     """Upload a file or a directory as artifacts of a run."""
     client = _client()
     for a in client.log_artifact(client.get_run(run_id).id, path, name, progress=None):
-        console.print(f"stored {a.path} ({a.size:,} bytes, sha256 {a.digest[:16]})")
+        console.print(f"stored {escape(a.path)} ({a.size:,} bytes, sha256 {a.digest[:16]})")
 
 
 @artifacts_app.command("download")
@@ -227,4 +230,4 @@ def download(
     """Download an artifact (or a directory of them) into DEST, verified."""
     client = _client()
     target = client.download_artifact(client.get_run(run_id).id, name, dest)
-    console.print(f"downloaded to {target}")
+    console.print(f"downloaded to {escape(str(target))}")
