@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: setup browser demo test check format bench clean
+.PHONY: setup browser demo test check format bench bench-startup clean
 
 $(VENV)/bin/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -55,6 +55,9 @@ format: setup
 
 bench: setup
 	$(PY) benchmarks/tracking.py
+
+bench-startup: setup
+	$(PY) benchmarks/startup.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build src/*.egg-info

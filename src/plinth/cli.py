@@ -8,7 +8,8 @@ needs one.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+import sys
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -18,12 +19,17 @@ from plinth.core.capability import load
 from plinth.errors import InvalidInput, PlinthError
 
 if TYPE_CHECKING:
+    import socket
+
     from plinth.settings import Settings
 
 app = typer.Typer(
     help="Plinth: track experiments, store artifacts and serve models, on a laptop or a cluster.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    # Click's plain help, for every group: it rewraps docstrings to the terminal and
+    # shows no `<bool>` after flags, as Rich's panels do; it also loads faster.
+    rich_markup_mode=None,
 )
 
 
@@ -43,13 +49,38 @@ def _mount(root: typer.Typer) -> None:
 _mount(app)
 
 
+def _print_version(wanted: bool) -> None:
+    if wanted:
+        from plinth import __version__
+
+        typer.echo(f"plinth {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(  # the root's own options; the help above describes the command
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    pass
+
+
 @app.command()
 def server(
     host: Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1).")] = None,
-    port: Annotated[int | None, typer.Option(help="Port (default 8765).")] = None,
+    port: Annotated[
+        int | None, typer.Option(help="Port (default 8765; 0 picks a free one).")
+    ] = None,
     allow_unauthenticated: Annotated[
         bool,
-        typer.Option(help="Serve beyond loopback without authentication (trusted networks only)."),
+        typer.Option(
+            "--allow-unauthenticated",
+            help="Serve beyond loopback without authentication (trusted networks only).",
+        ),
     ] = False,
     trusted_proxy: Annotated[
         list[str] | None,
@@ -60,8 +91,7 @@ def server(
         ),
     ] = None,
 ) -> None:
-    """Serve the web UI and the REST API over this machine's Plinth home."""
-    import uvicorn
+    """Serve the web UI and the REST API over the Plinth home."""
     from sqlalchemy.engine import make_url
 
     from plinth.core.access import Authenticator
@@ -69,7 +99,8 @@ def server(
 
     settings = _with_proxies(trusted_proxy or [])
     host = host or settings.server.host
-    port = port or settings.server.port
+    port = settings.server.port if port is None else port
+    _check_port(port)
     app_ = create_app(settings)
     identity = app_.state.services.get(Authenticator)
     if not (_is_loopback(host) or allow_unauthenticated or identity.auth_enabled()):
@@ -79,20 +110,15 @@ def server(
             "init' (then every request needs a token), keep the default 127.0.0.1, or "
             "pass --allow-unauthenticated on a network you trust."
         )
+    listener = _bind(host, port)
     database = make_url(settings.resolved_database_url()).render_as_string(hide_password=True)
+    url = _url(host, listener.getsockname()[1])
     Console(stderr=True).print(
-        f"Plinth serving {database} at [bold]http://{host}:{port}[/] (API docs at /api/v1/docs)"
+        f"Plinth serving {database} at [bold]{url}[/] (API docs at /api/v1/docs)", soft_wrap=True
     )
     proxies = settings.server.trusted_proxies
-    uvicorn.run(
-        app_,
-        host=host,
-        port=port,
-        log_level="warning",
-        # uvicorn believes X-Forwarded-For from loopback unless told otherwise
-        proxy_headers=bool(proxies),
-        forwarded_allow_ips=proxies,
-    )
+    # uvicorn believes X-Forwarded-For from loopback unless told otherwise
+    _serve(app_, listener, proxy_headers=bool(proxies), forwarded_allow_ips=proxies)
 
 
 def _with_proxies(proxies: list[str]) -> Settings:
@@ -114,6 +140,59 @@ def _with_proxies(proxies: list[str]) -> Settings:
         raise InvalidInput(exc.errors()[0]["msg"].removeprefix("Value error, ")) from None
 
 
+def _check_port(port: int) -> None:
+    if not 0 <= port <= 65535:
+        raise InvalidInput(f"port {port} is out of range: use 1 to 65535 (or 0 for any free one)")
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port``, before anything says the server is up; a
+    failure is one line that names the port."""
+    import errno
+    import socket
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except socket.gaierror as exc:
+        raise InvalidInput(f"cannot serve on host {host!r}: {exc.strerror}") from None
+    listener = socket.socket(family, kind, proto)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # restarts reuse the port
+    try:
+        listener.bind(address)
+    except OSError as exc:
+        listener.close()
+        if exc.errno == errno.EADDRINUSE:
+            message = (
+                f"port {port} is in use (on {host}): stop what holds it, or pass another --port"
+            )
+            raise InvalidInput(message) from None
+        raise InvalidInput(f"cannot serve on {host} port {port}: {exc.strerror}") from None
+    return listener
+
+
+def _url(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def _serve(app_: Any, listener: socket.socket, **options: Any) -> None:
+    """Run uvicorn on the bound socket; every request leaves a line on stderr."""
+    import logging
+
+    import uvicorn
+
+    from plinth.api.access_log import AccessLog, log
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    config = uvicorn.Config(AccessLog(app_), log_level="warning", access_log=False, **options)
+    uvicorn.Server(config).run(sockets=[listener])
+
+
 def _is_loopback(host: str) -> bool:
     import ipaddress
 
@@ -129,7 +208,7 @@ def _is_loopback(host: str) -> bool:
 def demo(
     project: Annotated[str, typer.Option(help="Project to track the sweep in.")] = "demo",
 ) -> None:
-    """A guided tour: track a small sweep of scikit-learn models, then rank the runs."""
+    """A guided tour: track a scikit-learn sweep, then rank the runs."""
     from plinth.demo import run_demo
 
     run_demo(project)
@@ -137,10 +216,8 @@ def demo(
 
 @app.command()
 def version() -> None:
-    """Print Plinth's version."""
-    from plinth import __version__
-
-    typer.echo(__version__)
+    """Print Plinth's version (as --version does)."""
+    _print_version(True)
 
 
 def main() -> None:

@@ -46,20 +46,25 @@ HOW_TO_INSTALL = (
 
 @contextlib.contextmanager
 def _serve(home: Path) -> Iterator[str]:
-    """``plinth server`` over ``home`` on a free loopback port, until the block ends."""
+    """``plinth server`` over ``home`` on a free loopback port, until the block ends.
+
+    Its stderr (the access log: a line per request) goes to a file, not a pipe that
+    nobody reads: a full pipe would block the server."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PLINTH_")}
     env["PLINTH_HOME"] = str(home)
     plinth_cmd = Path(sys.executable).with_name("plinth")
-    proc = subprocess.Popen(
-        [str(plinth_cmd), "server", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    log = home / "server.log"
+    with open(log, "wb") as stderr:
+        proc = subprocess.Popen(
+            [str(plinth_cmd), "server", "--host", "127.0.0.1", "--port", str(port)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
     base = f"http://127.0.0.1:{port}"
     try:
-        _wait_until_up(base, proc)
+        _wait_until_up(base, proc, log)
         yield base
     finally:
         proc.terminate()
@@ -68,8 +73,6 @@ def _serve(home: Path) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-        if proc.stderr:
-            proc.stderr.close()
 
 
 @pytest.fixture(scope="module")
@@ -118,12 +121,11 @@ def _populate(home: Path) -> None:
         client.create_run("nlp", name="bert-base")
 
 
-def _wait_until_up(base: str, proc: subprocess.Popen[bytes]) -> None:
+def _wait_until_up(base: str, proc: subprocess.Popen[bytes], log: Path) -> None:
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            err = proc.stderr.read().decode() if proc.stderr else ""
-            pytest.fail(f"plinth server exited with {proc.returncode}: {err}")
+            pytest.fail(f"plinth server exited with {proc.returncode}: {log.read_text()}")
         try:
             if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
                 return

@@ -11,10 +11,12 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from enum import IntEnum, StrEnum
-
-from sqlalchemy.engine import Connection
+from typing import TYPE_CHECKING
 
 from plinth.errors import PermissionDenied, PlinthError
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
 
 
 class Permission(StrEnum):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -13,7 +13,9 @@ from rich.table import Table
 
 from plinth.core.access import Role
 from plinth.errors import InvalidInput
-from plinth.governance import schemas as s
+
+if TYPE_CHECKING:
+    from plinth.governance import schemas as s
 
 admin_app = typer.Typer(help="Set up a server's first admin.", no_args_is_help=True)
 users_app = typer.Typer(help="Create users (platform admins only).", no_args_is_help=True)

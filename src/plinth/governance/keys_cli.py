@@ -8,7 +8,6 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from plinth.core.crypto import MasterKey, load_master_key
 from plinth.errors import InvalidInput
 
 keys_app = typer.Typer(help="Master key for artifacts encrypted at rest.", no_args_is_help=True)
@@ -20,6 +19,8 @@ def generate(
     output: Annotated[Path, typer.Option(help="File to write the key to (mode 600).")],
 ) -> None:
     """Write a new random master key to a file; point PLINTH_MASTER_KEY_FILE at it."""
+    from plinth.core.crypto import MasterKey  # cryptography: only when a key is made
+
     if output.exists():
         raise InvalidInput(f"{output} exists; refusing to overwrite a key")
     key = MasterKey.generate()
@@ -35,6 +36,7 @@ def rotate(
     """Re-wrap every project's data key under a new master key (no artifact is
     rewritten). Run it where the server runs, with the current key configured; then
     restart the server with the new one."""
+    from plinth.core.crypto import load_master_key
     from plinth.governance.keys import rotate_master_key
     from plinth.settings import Settings
 

@@ -4,13 +4,15 @@ work, over the HTTP plumbing of ``plinth.api``."""
 from __future__ import annotations
 
 import contextlib
+import importlib.resources
 import logging
 import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.responses import Response
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.middleware.cors import CORSMiddleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
@@ -28,9 +30,17 @@ from plinth.capabilities import declared
 from plinth.core.access import Permission
 from plinth.core.capability import Periodic, build_service, load
 from plinth.core.platform import Platform
+from plinth.errors import NotFound
 from plinth.settings import Settings
 
 EMBEDDED_HOST = "embedded.plinth"  # the Host the in-process client sends
+DOCS_PATH = "/api/v1/docs"
+# Swagger UI's files, served from the fastapi-offline package: the docs page works offline.
+_DOCS_ASSETS = {
+    "swagger-ui-bundle.js": "text/javascript",
+    "swagger-ui.css": "text/css",
+    "favicon.png": "image/png",
+}
 log = logging.getLogger("plinth.server")
 
 
@@ -90,7 +100,7 @@ def create_app(settings: Settings | None = None, *, embedded: bool = False) -> F
         version=__version__,
         lifespan=lifespan,
         openapi_url="/api/v1/openapi.json",
-        docs_url="/api/v1/docs",
+        docs_url=None,  # our own page below, with Swagger UI from the package, not a CDN
         redoc_url=None,
         default_response_class=PlinthJSONResponse,
     )
@@ -103,6 +113,7 @@ def create_app(settings: Settings | None = None, *, embedded: bool = False) -> F
     registry = CollectorRegistry()
     readiness = Readiness({"database": platform.db.ping, "blob store": platform.blobs.ping})
     _add_platform_routes(app, registry, readiness)
+    _add_docs_routes(app)
     _add_middleware(app, settings, embedded, registry)
     return app
 
@@ -121,6 +132,27 @@ def _add_platform_routes(app: FastAPI, registry: CollectorRegistry, readiness: R
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
 
+def _add_docs_routes(app: FastAPI) -> None:
+    public = [requires(Permission.PUBLIC)]
+
+    @app.get(DOCS_PATH, include_in_schema=False, dependencies=public)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "",
+            title="Plinth API",
+            swagger_js_url=f"{DOCS_PATH}/swagger-ui-bundle.js",
+            swagger_css_url=f"{DOCS_PATH}/swagger-ui.css",
+            swagger_favicon_url=f"{DOCS_PATH}/favicon.png",
+        )
+
+    @app.get(DOCS_PATH + "/{asset}", include_in_schema=False, dependencies=public)
+    async def docs_asset(asset: str) -> FileResponse:
+        if asset not in _DOCS_ASSETS:
+            raise NotFound(f"no API docs asset {asset!r}")
+        path = importlib.resources.files("fastapi_offline") / "static" / asset
+        return FileResponse(str(path), media_type=_DOCS_ASSETS[asset])
+
+
 def _add_middleware(
     app: FastAPI, settings: Settings, embedded: bool, registry: CollectorRegistry
 ) -> None:
@@ -132,7 +164,7 @@ def _add_middleware(
         declared=declared_limits(list(all_routes(app.routes)), server),
         idle_seconds=server.upload_idle_seconds,
     )
-    app.add_middleware(SecurityHeaders, docs_path=app.docs_url or "")
+    app.add_middleware(SecurityHeaders, docs_path=DOCS_PATH)
     if server.cors_origins:
         app.add_middleware(
             CORSMiddleware,

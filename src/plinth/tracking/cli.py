@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.cells import cell_len
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
-
-from plinth.tracking import schemas as s
 
 if TYPE_CHECKING:
     from plinth.client import Client
+    from plinth.tracking import schemas as s
 
 runs_app = typer.Typer(help="Search and inspect runs.", no_args_is_help=True)
 projects_app = typer.Typer(help="List projects.", no_args_is_help=True)
@@ -40,9 +42,27 @@ def _when(ts: float | None) -> str:
 
 
 def _fmt(value: Any, digits: int = 6) -> str:
+    """A param, tag or metric value as people read it: numbers short, strings bare,
+    everything else as JSON (``true``, ``null``, ``{"a": 1}``), never Python's repr."""
     if isinstance(value, float):
         return f"{value:.{digits}g}"
-    return str(value)
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False, sort_keys=True)
+
+
+_CELL = 24  # widest a param or metric column gets; longer values end in "…"
+
+
+@dataclass(frozen=True)
+class _Column:
+    key: str
+    is_metric: bool
+    cells: list[str]
+
+    @property
+    def width(self) -> int:
+        return min(_CELL, max(cell_len(v) for v in [self.key, *self.cells]))
 
 
 def runs_table(
@@ -50,33 +70,65 @@ def runs_table(
     title: str | None = None,
     highlight: str | None = None,
     compact: bool = False,
+    width: int | None = None,
 ) -> Table:
-    """A table of runs with every param and metric they carry as columns.
+    """A table of runs with the params and metrics they carry as columns.
 
-    ``compact`` shortens ids to 8 characters (still accepted by ``runs show``) and
-    drops the status column, for narrow terminals.
+    ``compact`` (for a list whose runs all finished) shortens ids to 8 characters (still
+    accepted by ``runs show``) and drops the status column. Given a ``width``, the params
+    and metrics that do not fit are left out and the caption names them: id, name and
+    status are never squeezed out, and ``highlight`` is the first metric kept.
     """
     params = sorted({k for r in runs for k in r.params})
     metrics = sorted({k for r in runs for k in r.metrics if not k.startswith("system/")})
+    columns = [_Column(k, False, [_cell(r.params, k) for r in runs]) for k in params]
+    columns += [_Column(k, True, [_cell(r.metrics, k, 4) for r in runs]) for k in metrics]
+    id_width = 8 if compact or (width is not None and width < 120) else 12
+    name_width = min(_CELL, max([4, *(cell_len(r.name) for r in runs)]))
+    fixed = [id_width, name_width, *([] if compact else [8])]
+    shown = _fitting(columns, highlight, width, used=1 + sum(w + 3 for w in fixed))
     table = Table(title=title)
     table.add_column("run", style="cyan", no_wrap=True)
-    table.add_column("name", no_wrap=compact)
+    table.add_column("name", no_wrap=True, max_width=_CELL, overflow="ellipsis")
     if not compact:
-        table.add_column("status")
-    for p in params:
-        table.add_column(p, style="magenta")
-    for m in metrics:
-        table.add_column(m, style="bold green" if m == highlight else "green", justify="right")
-    for r in runs:
-        status = [] if compact else [f"[{_STATUS[r.status]}]{r.status}[/]"]
-        table.add_row(
-            r.id[: 8 if compact else 12],
-            r.name,
-            *status,
-            *[_fmt(r.params.get(p, "")) for p in params],
-            *[_fmt(r.metrics.get(m, ""), 4) for m in metrics],
+        table.add_column("status", no_wrap=True, min_width=8)
+    for c in shown:
+        style = "bold green" if c.key == highlight else "green" if c.is_metric else "magenta"
+        table.add_column(
+            escape(c.key),
+            style=style,
+            justify="right" if c.is_metric else "left",
+            no_wrap=True,
+            max_width=_CELL,
+            overflow="ellipsis",
         )
+    for i, r in enumerate(runs):
+        status = [] if compact else [f"[{_STATUS[r.status]}]{r.status}[/]"]
+        cells = [escape(c.cells[i]) for c in shown]
+        table.add_row(r.id[:id_width], escape(r.name), *status, *cells)
+    if hidden := [escape(c.key) for c in columns if c not in shown]:
+        table.caption = f"not shown, for want of width: {', '.join(hidden)} (try --json)"
+        table.caption_justify = "left"
     return table
+
+
+def _cell(values: dict[str, Any], key: str, digits: int = 6) -> str:
+    return _fmt(values[key], digits) if key in values else ""  # absent, unlike null
+
+
+def _fitting(
+    columns: list[_Column], highlight: str | None, width: int | None, used: int
+) -> list[_Column]:
+    """The columns that fit in ``width`` beside ``used``, in table order. Room goes to
+    the highlighted metric first, then to metrics, then to params."""
+    if width is None:
+        return columns
+    kept: list[_Column] = []
+    for column in sorted(columns, key=lambda c: (c.key != highlight, not c.is_metric)):
+        if column not in kept and used + column.width + 3 <= width:
+            kept.append(column)
+            used += column.width + 3
+    return [c for c in columns if c in kept]
 
 
 _STATUS = {"finished": "green", "failed": "red", "killed": "yellow", "running": "blue"}
@@ -91,7 +143,7 @@ def list_projects(as_json: JsonFlag = False) -> None:
         return
     table = Table("name", "created")
     for p in projects:
-        table.add_row(p.name, _when(p.created_at))
+        table.add_row(escape(p.name), _when(p.created_at))
     console.print(table)
 
 
@@ -110,8 +162,7 @@ def list_runs(
     if as_json:
         _print_json([r.model_dump() for r in page.runs])
         return
-    narrow = console.width < 120  # ids and status columns would squeeze the rest
-    console.print(runs_table(page.runs, title=f"runs of {project}", compact=narrow))
+    console.print(runs_table(page.runs, title=f"runs of {project}", width=console.width))
     if page.next_page_token:
         console.print(f"[dim]more runs match; raise --limit (now {limit})[/]")
 
@@ -125,7 +176,7 @@ def show_run(run_id: RunId, as_json: JsonFlag = False) -> None:
     if as_json:
         _print_json({**run.model_dump(), "artifacts": [a.model_dump() for a in artifacts]})
         return
-    console.print(f"[bold]{run.name}[/]  [cyan]{run.id}[/]  project [bold]{run.project}[/]")
+    console.print(f"[bold]{escape(run.name)}[/]  [cyan]{run.id}[/]  project [bold]{run.project}[/]")
     console.print(
         f"status {run.status}, started {_when(run.start_time)}, ended {_when(run.end_time)}"
     )
@@ -133,12 +184,12 @@ def show_run(run_id: RunId, as_json: JsonFlag = False) -> None:
         if values:
             table = Table("key", "value", title=title, title_justify="left")
             for k, v in sorted(values.items()):
-                table.add_row(k, _fmt(v))
+                table.add_row(escape(k), escape(_fmt(v)))
             console.print(table)
     if artifacts:
         table = Table("path", "size", "sha256", title="artifacts", title_justify="left")
         for a in artifacts:
-            table.add_row(a.path, f"{a.size:,}", a.digest[:16])
+            table.add_row(escape(a.path), f"{a.size:,}", a.digest[:16])
         console.print(table)
 
 
@@ -152,7 +203,7 @@ def list_artifacts(run_id: RunId, as_json: JsonFlag = False) -> None:
         return
     table = Table("path", "size", "sha256")
     for a in artifacts:
-        table.add_row(a.path, f"{a.size:,}", a.digest)
+        table.add_row(escape(a.path), f"{a.size:,}", a.digest)
     console.print(table)
 
 
@@ -167,7 +218,7 @@ def upload(
     """Upload a file or a directory as artifacts of a run."""
     client = _client()
     for a in client.log_artifact(client.get_run(run_id).id, path, name, progress=None):
-        console.print(f"stored {a.path} ({a.size:,} bytes, sha256 {a.digest[:16]})")
+        console.print(f"stored {escape(a.path)} ({a.size:,} bytes, sha256 {a.digest[:16]})")
 
 
 @artifacts_app.command("download")
@@ -179,4 +230,4 @@ def download(
     """Download an artifact (or a directory of them) into DEST, verified."""
     client = _client()
     target = client.download_artifact(client.get_run(run_id).id, name, dest)
-    console.print(f"downloaded to {target}")
+    console.print(f"downloaded to {escape(str(target))}")
