@@ -202,7 +202,7 @@ def test_help_is_rewrapped_and_shows_no_bool_placeholders() -> None:
         assert "<bool>" not in out.output, (path, out.output)
         if path in {("tokens", "create"), ("keys", "rotate"), ("admin", "init")}:  # long docstrings
             lines = [line.strip() for line in out.output.splitlines() if line.strip()]
-            assert any(line.endswith(".") and len(line) > 100 for line in lines), out.output
+            assert any(len(line) > 100 for line in lines), out.output  # not cut at 80
 
 
 @pytest.fixture
