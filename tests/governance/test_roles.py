@@ -100,3 +100,15 @@ def test_refusals_say_which_role_falls_short(world: dict[str, Any]) -> None:
     ):
         list(viewer.audit_events())
     assert caught.value.message == "viewer is not a platform admin"
+
+
+def test_a_taken_name_is_all_a_collision_reveals(world: dict[str, Any]) -> None:
+    with world["as_user"](world["tokens"]["outsider"]) as outsider:
+        with pytest.raises(plinth.NotFound, match="the name is taken"):
+            outsider.create_run("team-a")
+        with pytest.raises(plinth.Conflict, match="exists"):
+            outsider.create_project("team-a")
+        with pytest.raises(plinth.NotFound) as hidden:  # reads learn nothing more
+            outsider.search_runs("team-a")
+        assert hidden.value.message == "no project 'team-a'"
+        assert "team-a" not in [p.name for p in outsider.list_projects()]

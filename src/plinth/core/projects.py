@@ -154,15 +154,10 @@ class Projects:
             if created is not None:
                 return created
             pid = self.id_of(conn, name)  # a concurrent creator won
-        self.check(
-            conn,
-            pid,
-            principal,
-            Need.WRITE,
-            NotFound(f"no project {name!r}"),
-            project=name,
-            record=False,
-        )
+        # Creating would have worked for a free name, so saying it is taken reveals
+        # nothing that trying did not: the one thing a name collision tells.
+        taken = NotFound(f"no project {name!r} of yours: the name is taken; choose another")
+        self.check(conn, pid, principal, Need.WRITE, taken, project=name, record=False)
         assert pid is not None
         return pid
 
