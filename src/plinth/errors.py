@@ -2,7 +2,8 @@
 
     PlinthError (500)
     ├── InvalidInput (400)         bad name, bad filter, malformed request
-    │   └── DigestMismatch (400)   uploaded bytes do not hash to the claimed digest
+    │   ├── DigestMismatch (400)   uploaded bytes do not hash to the claimed digest
+    │   └── Unprocessable (422)    text no store can keep: NUL, a lone surrogate
     ├── Unauthenticated (401)
     ├── PermissionDenied (403)
     ├── NotFound (404)             unknown run, project, artifact or blob
@@ -38,6 +39,10 @@ class InvalidInput(PlinthError):
 
 class DigestMismatch(InvalidInput):
     pass
+
+
+class Unprocessable(InvalidInput):
+    status_code = 422
 
 
 class Unauthenticated(PlinthError):

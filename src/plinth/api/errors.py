@@ -30,7 +30,12 @@ from plinth.api.context import all_routes
 from plinth.errors import InsufficientStorage, PlinthError, ServiceUnavailable
 
 log = logging.getLogger("plinth.server")
-_HTTP_KINDS = {404: "NotFound", 405: "MethodNotAllowed", 413: "PayloadTooLarge"}
+_HTTP_KINDS = {
+    404: "NotFound",
+    405: "MethodNotAllowed",
+    413: "PayloadTooLarge",
+    422: "Unprocessable",
+}
 # Seconds a client should wait before asking again: a database restart or a
 # fail-over takes a few; a full disk needs someone to free space.
 RETRY_AFTER = {503: 5, 507: 60}

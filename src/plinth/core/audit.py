@@ -81,12 +81,12 @@ def append(
     prev = conn.execute(_LOCK_HEAD).scalar_one()  # the lock serialises appends
     row: dict[str, Any] = {
         "at": time.time(),
-        "actor": principal.name,
-        "token_id": principal.token_id,
-        "source": principal.source,
-        "project": project,
-        "action": action,
-        "object": object,
+        "actor": _fit("actor", principal.name),
+        "token_id": _fit("token_id", principal.token_id),
+        "source": _fit("source", principal.source),
+        "project": _fit("project", project),
+        "action": _fit("action", action),
+        "object": _fit("object", object),
         "outcome": outcome,
         "details": json.dumps(details or {}, sort_keys=True, separators=(",", ":")),
     }
@@ -94,6 +94,15 @@ def append(
     row["hash"] = event_hash(prev, row)
     inserted = conn.execute(_INSERT, row).inserted_primary_key
     conn.execute(_ADVANCE, {"new_id": inserted[0] if inserted else None, "new_hash": row["hash"]})
+
+
+def _fit(column: str, text: str | None) -> str | None:
+    """``text`` clipped to its column: a refusal of an over-long name (a run id of
+    8 KB in a URL) is recorded, not turned into a database error."""
+    length = audit_events.c[column].type.length
+    if text is None or len(text) <= length:
+        return text
+    return text[: length - 1] + "\u2026"
 
 
 # Built once: constructing statements per event costs more than running them.

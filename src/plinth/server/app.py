@@ -25,6 +25,7 @@ from plinth.api.errors import CatchAll, PlinthJSONResponse, install_error_handle
 from plinth.api.middleware import BodyLimit, RequestMetrics, SecurityHeaders, declared_limits
 from plinth.api.openapi import document_errors
 from plinth.api.readiness import Readiness
+from plinth.api.text import StorableText
 from plinth.api.uploads import Uploads
 from plinth.capabilities import declared
 from plinth.core.access import Permission
@@ -158,6 +159,7 @@ def _add_middleware(
 ) -> None:
     server = settings.server
     app.add_middleware(CatchAll)  # innermost: sees what the exception handlers did not
+    app.add_middleware(StorableText)  # inside BodyLimit: scans only bodies within limits
     app.add_middleware(
         BodyLimit,
         limit=server.max_request_bytes,
