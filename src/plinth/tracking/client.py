@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 import uuid
@@ -75,10 +76,12 @@ class TrackingCalls:
         tags: dict[str, str] | None = None,
         batch_id: str | None = None,
     ) -> bool:
-        """Send one all-or-nothing batch; retried safely. Returns False if it was a repeat.
+        """Send one batch; retried safely. Returns False if it was a repeat.
 
         ``metrics`` are points ``{"key", "value", "step", "timestamp"}`` (step defaults
-        to 0, timestamp to now).
+        to 0, timestamp to now). A batch within the server's limits (``schemas.py``:
+        10,000 points, 1,000 series, params or tags) is all-or-nothing; a larger one
+        is split into chunks that are each all-or-nothing and each applied once.
         """
         now = time.time()
         points = [
@@ -96,12 +99,27 @@ class TrackingCalls:
         params: dict[str, Any] | None = None,
         tags: dict[str, str] | None = None,
     ) -> bool:
-        """``log_batch`` with the metrics already in the wire's columnar form."""
-        body = {"batch_id": batch_id, "metrics": series, "params": params or {}, "tags": tags or {}}
-        result = self._transport.request(
-            "POST", f"/api/v1/runs/{_seg(run_id)}/batches", json=body, retry=True
-        )
-        return bool(result["applied"])
+        """``log_batch`` with the metrics already in the wire's columnar form.
+
+        A batch over the limits is sent as several, applied chunk by chunk: each
+        chunk has an id of its own, derived from ``batch_id``, so resending the whole
+        batch applies none of its chunks twice.
+        """
+        applied = False
+        for i, (chunk_series, chunk_params, chunk_tags) in enumerate(
+            split_batch(series, params or {}, tags or {})
+        ):
+            body = {
+                "batch_id": chunk_id(batch_id, i),
+                "metrics": chunk_series,
+                "params": chunk_params,
+                "tags": chunk_tags,
+            }
+            result = self._transport.request(
+                "POST", f"/api/v1/runs/{_seg(run_id)}/batches", json=body, retry=True
+            )
+            applied = bool(result["applied"]) or applied
+        return applied
 
     def search_runs(
         self,
@@ -293,6 +311,70 @@ def to_series(points: Iterable[tuple[str, float, int, float]]) -> list[dict[str,
     return [
         {"key": k, "steps": c[0], "values": c[1], "timestamps": c[2]} for k, c in columns.items()
     ]
+
+
+Chunk = tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any]]
+
+
+def split_batch(
+    series: list[dict[str, Any]], params: dict[str, Any], tags: dict[str, Any]
+) -> list[Chunk]:
+    """A batch's content as chunks within the server's limits: the first chunk takes
+    the first slice of metrics, of params and of tags, and so on. A batch within the
+    limits is one chunk, as it was."""
+    metric_chunks = _series_chunks(series, s.MAX_BATCH_POINTS, s.MAX_BATCH_SERIES)
+    param_chunks = _dict_chunks(params, s.MAX_BATCH_PARAMS)
+    tag_chunks = _dict_chunks(tags, s.MAX_BATCH_TAGS)
+    count = max(len(metric_chunks), len(param_chunks), len(tag_chunks), 1)
+    return [
+        (_nth(metric_chunks, i, []), _nth(param_chunks, i, {}), _nth(tag_chunks, i, {}))
+        for i in range(count)
+    ]
+
+
+def chunk_id(batch_id: str, index: int) -> str:
+    """The id of a batch's ``index``-th chunk: the batch's own for the first, so a
+    batch that needs no split is sent as it always was; derived for the others."""
+    if index == 0:
+        return batch_id
+    return hashlib.sha256(f"{batch_id}/{index}".encode()).hexdigest()[:32]
+
+
+def _series_chunks(
+    series: list[dict[str, Any]], max_points: int, max_series: int
+) -> list[list[dict[str, Any]]]:
+    """Columnar series cut into chunks of at most ``max_points`` points and
+    ``max_series`` series; a long series is cut into slices."""
+    chunks: list[list[dict[str, Any]]] = []
+    chunk: list[dict[str, Any]] = []
+    room = max_points
+    for one in series:
+        start, total = 0, len(one["steps"])
+        while True:
+            if len(chunk) == max_series or (room == 0 and total > start):
+                chunks.append(chunk)
+                chunk, room = [], max_points
+            take = min(room, total - start)
+            cut = slice(start, start + take)
+            chunk.append({"key": one["key"], **{c: one[c][cut] for c in _COLUMNS}})
+            start, room = start + take, room - take
+            if start == total:
+                break
+    if chunk:
+        chunks.append(chunk)
+    return chunks
+
+
+_COLUMNS = ("steps", "values", "timestamps")
+
+
+def _dict_chunks(items: dict[str, Any], size: int) -> list[dict[str, Any]]:
+    pairs = list(items.items())
+    return [dict(pairs[i : i + size]) for i in range(0, len(pairs), size)]
+
+
+def _nth(chunks: list[Any], index: int, empty: Any) -> Any:
+    return chunks[index] if index < len(chunks) else empty
 
 
 def _seg(value: str) -> str:

@@ -4,7 +4,10 @@
 flusher thread sends the buffer in batches, each with an id, so a retried batch is
 applied once. The buffer is bounded: when it is full, ``log`` waits for the flusher
 (back-pressure) rather than growing without limit. Everything is flushed on
-``run.end()``, on leaving the ``with`` block and at interpreter exit.
+``run.end()``, on leaving the ``with`` block and at interpreter exit. A batch holds at
+most ``flush_batch_points`` points, and never more than the server accepts in one
+(``schemas.MAX_BATCH_POINTS``); one with more series than a batch may hold is sent
+as several chunks, each with an id of its own and each applied once.
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ class BatchLogger:
         self.closed = False
         self.error: BaseException | None = None
         self.last_sent = time.monotonic()
+        self.batch_points = min(settings.flush_batch_points, s.MAX_BATCH_POINTS)
         self.thread = threading.Thread(
             target=self._loop, name=f"plinth-log-{run_id[:8]}", daemon=True
         )
@@ -69,7 +73,7 @@ class BatchLogger:
                 self.cond.notify_all()
                 self.cond.wait(0.5)
             self.buffer.extend(points)
-            if len(self.buffer) >= self.settings.flush_batch_points:
+            if len(self.buffer) >= self.batch_points:
                 self.cond.notify_all()
 
     def unsent(self) -> int:
@@ -105,7 +109,7 @@ class BatchLogger:
             if self.pending is None:
                 if not self.buffer and not self.closed:
                     self.cond.wait(self.settings.flush_interval_seconds)
-                batch = self.buffer[: self.settings.flush_batch_points]
+                batch = self.buffer[: self.batch_points]
                 del self.buffer[: len(batch)]
                 if batch:
                     self.pending = (uuid.uuid4().hex, batch)

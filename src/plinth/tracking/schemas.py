@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from typing import Annotated, Any, Literal, SupportsIndex, overload
@@ -10,7 +11,7 @@ from urllib.parse import unquote
 from pydantic import AfterValidator, BaseModel, Field, model_validator
 
 from plinth.core.names import PROJECT_NAME, check_project_name
-from plinth.errors import InvalidInput
+from plinth.errors import InvalidInput, PayloadTooLarge
 
 RUN_ID = r"^[0-9a-f]{8,32}$"  # 32 hex digits; GET takes a unique prefix of 8 or more
 DIGEST = r"^[0-9a-f]{64}$"  # sha256, hex
@@ -57,6 +58,57 @@ def _check_plain_path(path: str) -> None:
         raise InvalidInput(f"artifact path may not contain empty, '.' or '..' segments: {path!r}")
 
 
+def check_batch_size(data: dict[str, Any], holds: str, advice: str) -> None:
+    """Refuse (413) a request over the limits below, naming the limit, before a
+    million points are validated one by one. ``holds`` and ``advice`` word the
+    message: "a batch holds at most 10,000 points; got 1,000,000: split it"."""
+    series = data.get("metrics")
+    series = [m for m in series if isinstance(m, dict)] if isinstance(series, list) else []
+    points = sum(max(_length(m.get(c)) for c in ("steps", "values", "timestamps")) for m in series)
+    params, tags = _mapping(data.get("params")), _mapping(data.get("tags"))
+    for what, got, limit in (
+        ("metric series", len(series), MAX_BATCH_SERIES),
+        ("points", points, MAX_BATCH_POINTS),
+        ("params", len(params), MAX_BATCH_PARAMS),
+        ("tags", len(tags), MAX_BATCH_TAGS),
+    ):
+        if got > limit:
+            raise PayloadTooLarge(f"{holds} at most {limit:,} {what}; got {got:,}: {advice}")
+    keys = [*params, *tags, *(m.get("key") for m in series)]
+    for key in keys:
+        if isinstance(key, str) and len(key) > MAX_KEY_LENGTH:
+            raise PayloadTooLarge(
+                f"a key holds at most {MAX_KEY_LENGTH:,} characters; got {len(key):,}"
+            )
+    for key, value in params.items():
+        _value_fits(f"params.{key}: a param value (as JSON)", _json_length(value))
+    for key, value in tags.items():
+        _value_fits(f"tags.{key}: a tag value", len(value) if isinstance(value, str) else 0)
+
+
+def _value_fits(what: str, length: int) -> None:
+    if length > MAX_VALUE_LENGTH:
+        raise PayloadTooLarge(
+            f"{what} holds at most {MAX_VALUE_LENGTH:,} characters; got {length:,}"
+        )
+
+
+def _length(value: Any) -> int:
+    return len(value) if isinstance(value, list) else 0
+
+
+def _mapping(value: Any) -> dict[Any, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _json_length(value: Any) -> int:
+    """The length of the JSON text the service stores for a param."""
+    try:
+        return len(json.dumps(value, sort_keys=True))
+    except (TypeError, ValueError):  # not JSON: validation refuses it elsewhere
+        return 0
+
+
 # The check words its refusal better than a pattern would; the schema shows the pattern.
 ProjectName = Annotated[
     str,
@@ -69,7 +121,29 @@ RunStatus = Literal["running", "finished", "failed", "killed"]
 TERMINAL: frozenset[str] = frozenset({"finished", "failed", "killed"})
 
 
-TagValue = Annotated[str, Field(max_length=65_536)]
+# What one request may carry. A batch holds the database's single writer (SQLite has
+# one) while it is stored, so none may be large enough to make other writers wait for
+# seconds. The limits are part of the wire contract: the SDK splits larger batches
+# itself (tracking/client.py), so they are constants both sides know.
+MAX_BATCH_POINTS = 10_000
+MAX_BATCH_SERIES = 1_000
+MAX_BATCH_PARAMS = 1_000
+MAX_BATCH_TAGS = 1_000
+MAX_KEY_LENGTH = 250
+MAX_VALUE_LENGTH = 65_536  # characters of a tag value, or of a param value as JSON
+
+TagValue = Annotated[str, Field(max_length=MAX_VALUE_LENGTH)]
+Params = Annotated[
+    dict[Key, Any],
+    Field(
+        max_length=MAX_BATCH_PARAMS,
+        description=f"at most {MAX_BATCH_PARAMS:,}, each at most {MAX_VALUE_LENGTH:,} "
+        "characters as JSON",
+    ),
+]
+Tags = Annotated[
+    dict[Key, TagValue], Field(max_length=MAX_BATCH_TAGS, description=f"at most {MAX_BATCH_TAGS:,}")
+]
 PARENT = "the run this one is nested in, a run of the same project"
 
 
@@ -82,9 +156,16 @@ class RunCreate(BaseModel):
     )
     project: ProjectName
     name: str | None = Field(None, max_length=250)
-    params: dict[Key, Any] = {}
-    tags: dict[Key, TagValue] = {}
+    params: Params = {}
+    tags: Tags = {}
     parent_id: str | None = Field(None, max_length=32, description=PARENT)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bounded(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            check_batch_size(data, "a run is created with", "log the rest with log_batch")
+        return data
 
 
 class RunUpdate(BaseModel):
@@ -115,9 +196,13 @@ class MetricSeries(BaseModel):
     far faster than thousands of small objects."""
 
     key: Key
-    steps: list[Annotated[int, Field(ge=-(2**63), lt=2**63)]]
-    values: list[float]
-    timestamps: list[Annotated[float, Field(allow_inf_nan=False)]]
+    steps: Annotated[
+        list[Annotated[int, Field(ge=-(2**63), lt=2**63)]], Field(max_length=MAX_BATCH_POINTS)
+    ]
+    values: Annotated[list[float], Field(max_length=MAX_BATCH_POINTS)]
+    timestamps: Annotated[
+        list[Annotated[float, Field(allow_inf_nan=False)]], Field(max_length=MAX_BATCH_POINTS)
+    ]
 
     @model_validator(mode="after")
     def _same_lengths(self) -> MetricSeries:
@@ -127,12 +212,28 @@ class MetricSeries(BaseModel):
 
 
 class LogBatch(BaseModel):
-    """All-or-nothing; a batch whose ``batch_id`` was applied before is applied once."""
+    """All-or-nothing; a batch whose ``batch_id`` was applied before is applied once.
+
+    A batch over the limits its fields state is refused (413) and must be split; the
+    SDK splits them itself.
+    """
 
     batch_id: str = Field(min_length=8, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
-    metrics: list[MetricSeries] = []
-    params: dict[Key, Any] = {}
-    tags: dict[Key, TagValue] = {}
+    metrics: list[MetricSeries] = Field(
+        [],
+        max_length=MAX_BATCH_SERIES,
+        description=f"at most {MAX_BATCH_SERIES:,} series of at most {MAX_BATCH_POINTS:,} "
+        "points in all",
+    )
+    params: Params = {}
+    tags: Tags = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bounded(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            check_batch_size(data, "a batch holds", "split it")
+        return data
 
 
 class LogResult(BaseModel):
