@@ -3,7 +3,7 @@
     PlinthError (500)
     ├── InvalidInput (400)         bad name, bad filter, malformed request
     │   ├── DigestMismatch (400)   uploaded bytes do not hash to the claimed digest
-    │   └── Unprocessable (422)    text no store can keep: NUL, a lone surrogate
+    │   └── Unprocessable (422)    text no store keeps (NUL, lone surrogates); over a limit
     ├── Unauthenticated (401)
     ├── PermissionDenied (403)
     ├── NotFound (404)             unknown run, project, artifact or blob

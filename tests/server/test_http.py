@@ -126,10 +126,10 @@ def test_traversal_names_are_refused_and_write_nothing(server: Server) -> None:
     for name in BAD_NAMES:
         for method in ("PUT", "GET"):
             status, _, raw = call(server, method, base + name, body if method == "PUT" else None)
-            if status not in (400, 404):
+            if status not in (400, 404, 422):  # 422: a NUL (%00), refused for every route
                 accepted.append((method, name, status, raw[:200]))
             else:
-                assert error_type(raw) in ("InvalidInput", "NotFound"), raw
+                assert error_type(raw) in ("InvalidInput", "NotFound", "Unprocessable"), raw
     assert not accepted, accepted
 
     # The JSON route names content by digest: the same names are refused there too.

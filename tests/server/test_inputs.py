@@ -30,6 +30,7 @@ from fastapi.params import Form
 from fastapi.routing import APIRoute
 from pydantic import SecretStr, TypeAdapter
 
+import plinth
 from plinth.api.context import all_routes
 from plinth.capabilities import declared
 from plinth.client import Client
@@ -38,7 +39,10 @@ from plinth.core.capability import load
 from plinth.core.crypto import MasterKey
 from plinth.core.db import metadata
 from plinth.core.platform import Platform
+from plinth.errors import Unprocessable
 from plinth.server.app import create_app
+from plinth.tracking import schemas as s
+from plinth.tracking.client import chunk_id, split_batch
 from tests import services
 from tests.conftest import make_settings, raw_http
 from tests.server.test_permissions import _declared
@@ -69,7 +73,7 @@ CORPUS: dict[str, str] = {
 URL_TEXT = 8192  # servers refuse longer URLs and headers (414, 431) before any route
 KEY, VALUE, ITEM = "{key}", "{value}", "[]"  # steps into a dict's keys, values, a list
 READS = {Permission.PUBLIC, Permission.PROJECT_READ, Permission.PLATFORM_READ}
-NOT_RETURNED = {"password", "batch_id"}  # stored, never shown: nothing to read back
+NOT_RETURNED = ("password", "batch_id")  # stored, never shown: nothing to read back
 # The audit trail repeats what requests named: a value must read back from its own place.
 NOT_READ_BACK_FROM = {"/api/v1/audit"}
 
@@ -139,7 +143,7 @@ def fields_of(route: APIRoute) -> Iterator[Field]:
     schema = body_schema(route)
     if schema is not None:
         for at, slot in _slots(schema, schema.get("$defs", {})):
-            returned = not slot.get("writeOnly") and at[-1] not in NOT_RETURNED
+            returned = not slot.get("writeOnly") and not at[-1].endswith(NOT_RETURNED)
             yield Field(route, "form" if is_form(route) else "body", at, returned)
 
 
@@ -420,7 +424,8 @@ def world(
         url = None
         if request.param == "postgres":
             server = request.getfixturevalue("postgres_server_url")
-            url = stack.enter_context(services.postgres_database(server))
+            template = request.getfixturevalue("postgres_template")
+            url = stack.enter_context(services.postgres_database(server, template))
         # Durability is not what this module is about: fewer fsyncs, a shorter run.
         settings = make_settings(tmp / "home", url, db_synchronous="NORMAL")
         with Client(settings=settings) as anonymous:
@@ -479,3 +484,223 @@ def test_every_string_field_takes_any_text_or_refuses_it(world: World, route: st
             ]
         problems += world.pages_render(scene)
     assert problems == [], "\n".join(problems[:40])
+
+
+# -- text no store can keep, however it arrives -----------------------------------------
+
+
+def test_a_lone_surrogate_is_refused_and_the_project_still_renders(client: Client) -> None:
+    """The issue's case: a param "\\ud800" was committed, then every search and page of
+    the project answered 500 for everyone."""
+    run = client.create_run("p-surrogate", params={"ok": "fine"})
+    with pytest.raises(Unprocessable, match=r"params\.alpha: .*lone surrogate \(U\+D800\)"):
+        client.create_run("p-surrogate", params={"alpha": "\ud800"})
+    with pytest.raises(Unprocessable, match=r"tags\.note: .*NUL"):
+        client.log_batch(run.id, tags={"note": "a\x00b"})
+    with pytest.raises(Unprocessable, match=r"metrics\[0\]\.key"):
+        client.send_batch(run.id, uuid.uuid4().hex, [_series("m\udc00", 1)])
+    assert [r.id for r in client.search_runs("p-surrogate").runs] == [run.id]
+    assert client.get_run(run.id).tags == {}
+    http = raw_http(client)
+    for page in ("/", "/projects/p-surrogate", f"/runs/{run.id}"):
+        assert http.get(page).status_code == 200, page
+
+
+def _json(body: bytes, **headers: str) -> dict[str, Any]:
+    return {"content": body, "headers": {"content-type": "application/json", **headers}}
+
+
+@pytest.mark.parametrize(
+    ("where", "request_args"),
+    [
+        ("name", _json(b'{"project": "p-raw", "name": "\xed\xa0\x80"}')),  # UTF-8 of U+D800
+        ("name", _json('{"project": "p-raw", "name": "\ud83d"}'.encode("utf-16", "surrogatepass"))),
+        ("params.x[1]", _json(b'{"project": "p-raw", "params": {"x": ["ok", "\\u0000"]}}')),
+        ("a key in tags", _json(b'{"project": "p-raw", "tags": {"\\uDBFF": "v"}}')),
+    ],
+)
+def test_unstorable_text_in_a_json_body_is_a_422_naming_the_field(
+    client: Client, where: str, request_args: dict[str, Any]
+) -> None:
+    response = raw_http(client).post("/api/v1/runs", **request_args)
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["type"] == "Unprocessable"
+    assert response.json()["error"]["message"].startswith(f"{where}: ")
+    assert not _project_exists(client, "p-raw")  # nor a run in it
+
+
+def _project_exists(client: Client, name: str) -> bool:
+    return name in [p.name for p in client.list_projects()]
+
+
+def test_an_escape_split_between_two_chunks_is_still_found(client: Client) -> None:
+    body = b'{"project": "p-chunks", "name": "x\\u0000y"}'
+    cut = body.index(b"\\u0000") + 3  # "\u0" | "000"
+    chunks = iter([body[:cut], body[cut:]])
+    response = raw_http(client).post(
+        "/api/v1/runs", content=chunks, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 422, response.text
+    assert not _project_exists(client, "p-chunks")
+
+
+def test_nul_in_a_url_a_form_or_a_header_is_a_422_naming_it(client: Client) -> None:
+    http = raw_http(client)
+    run = client.create_run("p-nul")
+    cases = [
+        ("path", http.get(f"/api/v1/runs/{run.id}%00")),
+        ("query.key", http.get(f"/api/v1/runs/{run.id}/metrics?key=m%00")),
+        ("query.filter", http.get("/projects/p-nul?filter=%00")),
+        ("user", http.post("/login", content=b"user=a%00&password=x", headers=_FORM)),
+        ("user", http.post("/login", files={"user": (None, b"a\x00"), "password": (None, b"x")})),
+        ("header.x-anything", http.get("/", headers={"x-anything": b"a\x00b"})),
+    ]
+    for where, response in cases:
+        assert response.status_code == 422, (where, response.text)
+        assert response.json()["error"]["message"].startswith(f"{where}: "), response.text
+
+
+_FORM = {"content-type": "application/x-www-form-urlencoded"}
+
+
+def test_awkward_credentials_are_refused_not_a_500(client: Client) -> None:
+    """Headers and cookies the routes read themselves (not declared fields)."""
+    http = raw_http(client)
+    run = client.create_run("p-credentials")
+    awkward = ["é", "\u202e", "x" * 10_000, "Bearer \xff\xfe", "Bearer plt_é_é"]
+    for value in awkward:
+        raw = value.encode("utf-8")
+        for headers in (
+            {"authorization": raw},
+            {"authorization": b"Bearer " + raw},
+            {"x-csrf-token": raw, "cookie": b"plinth_session=" + raw},
+            {"cookie": b"plinth_login_csrf=" + raw},
+        ):
+            for method, path in (("GET", f"/api/v1/runs/{run.id}"), ("POST", "/logout")):
+                response = http.request(method, path, headers=headers)
+                assert response.status_code < 500, (headers, path, response.text)
+            form = b"user=a&password=b&csrf=" + quote(value).encode()
+            login = http.post("/login", content=form, headers={**_FORM, **headers})
+            assert login.status_code < 500, (headers, login.text)
+
+
+def test_normalization_sensitive_keys_and_values_stay_distinct(client: Client) -> None:
+    """Nothing is normalised: canonically equivalent text stays two keys, two values."""
+    nfc, nfd = "\u00e9", "e\u0301"  # é composed, and e with a combining accent
+    letter, sign = "\u00c5", "\u212b"  # Å, and the Angstrom sign NFC turns into it
+    params = {letter: nfc, sign: nfd}
+    run = client.create_run("p-nfc", params=params, tags={letter: nfd, sign: nfc})
+    stored = client.get_run(run.id)
+    assert (stored.params, stored.tags) == (params, {letter: nfd, sign: nfc})
+    page = client.search_runs("p-nfc", filter=f"params.`{sign}` = '{nfd}'")
+    assert [r.id for r in page.runs] == [run.id]
+    assert client.search_runs("p-nfc", filter=f"params.`{sign}` = '{nfc}'").runs == []
+
+
+# -- bounded batches ---------------------------------------------------------------------
+
+
+def _series(key: str, points: int) -> dict[str, Any]:
+    return {
+        "key": key,
+        "steps": list(range(points)),
+        "values": [0.5] * points,
+        "timestamps": [1.0] * points,
+    }
+
+
+@pytest.mark.parametrize(
+    ("batch", "message"),
+    [
+        (
+            {"metrics": [_series("m", 1_000_000)]},
+            "a batch holds at most 10,000 points; got 1,000,000: split it",
+        ),
+        (
+            {"metrics": [_series(f"m{i}", 1) for i in range(1_001)]},
+            "a batch holds at most 1,000 metric series; got 1,001: split it",
+        ),
+        (
+            {"params": {f"p{i}": i for i in range(100_000)}},
+            "a batch holds at most 1,000 params; got 100,000: split it",
+        ),
+        (
+            {"tags": {f"t{i}": "v" for i in range(1_001)}},
+            "a batch holds at most 1,000 tags; got 1,001: split it",
+        ),
+        ({"tags": {"k" * 300: "v"}}, "a key holds at most 250 characters; got 300"),
+        (
+            {"tags": {"note": "x" * 70_000}},
+            "tags.note: a tag value holds at most 65,536 characters; got 70,000",
+        ),
+        (
+            {"params": {"config": ["x" * 70_000]}},
+            "params.config: a param value (as JSON) holds at most 65,536 characters; got 70,004",
+        ),
+    ],
+)
+def test_a_batch_over_a_limit_is_a_422_naming_it(
+    client: Client, batch: dict[str, Any], message: str
+) -> None:
+    run = client.create_run("p-limits")
+    body = {"batch_id": uuid.uuid4().hex, **batch}
+    response = raw_http(client).post(f"/api/v1/runs/{run.id}/batches", json=body)
+    assert response.status_code == 422, response.text
+    assert response.json()["error"] == {"type": "Unprocessable", "message": message}
+    stored = client.get_run(run.id)
+    assert (stored.params, stored.tags, stored.metrics) == ({}, {}, {})
+
+
+def test_a_run_is_created_with_bounded_params(client: Client) -> None:
+    with pytest.raises(Unprocessable, match="at most 1,000 params; got 1,001"):
+        client.create_run("p-limits", params={f"p{i}": i for i in range(1_001)})
+
+
+def test_the_schema_documents_the_limits(client: Client) -> None:
+    schemas = raw_http(client).get("/api/v1/openapi.json").json()["components"]["schemas"]
+    batch, series = schemas["LogBatch"]["properties"], schemas["MetricSeries"]["properties"]
+    assert batch["metrics"]["maxItems"] == s.MAX_BATCH_SERIES
+    assert "10,000 points" in batch["metrics"]["description"]
+    assert batch["params"]["maxProperties"] == s.MAX_BATCH_PARAMS
+    assert batch["tags"]["maxProperties"] == s.MAX_BATCH_TAGS
+    assert batch["tags"]["additionalProperties"]["maxLength"] == s.MAX_VALUE_LENGTH
+    assert series["steps"]["maxItems"] == s.MAX_BATCH_POINTS
+    create = schemas["RunCreate"]["properties"]
+    assert create["params"]["maxProperties"] == s.MAX_BATCH_PARAMS
+
+
+def test_the_sdk_splits_a_large_batch_and_applies_each_chunk_once(client: Client) -> None:
+    run = client.create_run("p-split")
+    points = [
+        {"key": f"m{k}", "value": float(step), "step": step, "timestamp": 1.0}
+        for k in range(2_500)
+        for step in range(10)
+    ]  # 25,000 points in 2,500 series: three chunks by points and by series
+    params = {f"p{i}": i for i in range(2_500)}
+    tags = {f"t{i}": str(i) for i in range(1_200)}
+    assert client.log_batch(run.id, points, params, tags, batch_id="big-batch-1") is True
+    stored = client.get_run(run.id)
+    assert (len(stored.params), len(stored.tags), len(stored.metrics)) == (2_500, 1_200, 2_500)
+    assert [p.step for p in client.metric_history(run.id, "m2499")] == list(range(10))
+    # Sent again whole (a retry after a lost answer): every chunk is recognised.
+    assert client.log_batch(run.id, points, params, tags, batch_id="big-batch-1") is False
+    assert [p.step for p in client.metric_history(run.id, "m0")] == list(range(10))
+
+
+def test_a_long_series_is_cut_into_slices_within_the_limits() -> None:
+    series = [_series("long", s.MAX_BATCH_POINTS + 1), _series("short", 1)]
+    chunks = split_batch(series, {}, {})
+    assert [[(m["key"], len(m["steps"])) for m in chunk[0]] for chunk in chunks] == [
+        [("long", s.MAX_BATCH_POINTS)],
+        [("long", 1), ("short", 1)],
+    ]
+    assert chunks[1][0][0]["steps"] == [s.MAX_BATCH_POINTS]  # the slice, not a copy
+    ids = [chunk_id("batch-0001", i) for i in range(3)]
+    assert ids[0] == "batch-0001" and len(set(ids)) == 3
+    assert all(re.fullmatch(r"[A-Za-z0-9_-]{8,64}", i) for i in ids)
+
+
+def test_a_run_logs_more_keys_at_one_step_than_a_batch_may_hold(client: Client) -> None:
+    with plinth.start_run("p-many-keys", client=client) as run:
+        run.log({f"m{i}": float(i) for i in range(2_500)}, step=0)
+    assert len(client.get_run(run.id).metrics) == 2_500

@@ -44,7 +44,8 @@ _MEANING = {
     408: "The request body stopped arriving",
     409: "Conflicts with what is stored (Conflict)",
     413: "The request body is over a limit (PayloadTooLarge)",
-    422: "Content that cannot be stored, such as a lone surrogate or a NUL character",
+    422: "Content that cannot be stored, such as a lone surrogate or a NUL character, "
+    "or a batch over its limits (Unprocessable)",
     429: "Too many requests of this kind from the caller at once (TooManyRequests)",
     503: "A backend (database or blob store) is unavailable: retry later",
     507: "The server's storage is full",

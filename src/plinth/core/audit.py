@@ -96,10 +96,18 @@ def append(
     conn.execute(_ADVANCE, {"new_id": inserted[0] if inserted else None, "new_hash": row["hash"]})
 
 
+# The most each text column holds: Postgres refuses longer text where SQLite keeps it.
+_LENGTHS = {
+    c.name: c.type.length
+    for c in audit_events.c
+    if isinstance(c.type, sa.String) and c.type.length is not None
+}
+
+
 def _fit(column: str, text: str | None) -> str | None:
     """``text`` clipped to its column: a refusal of an over-long name (a run id of
     8 KB in a URL) is recorded, not turned into a database error."""
-    length = audit_events.c[column].type.length
+    length = _LENGTHS[column]
     if text is None or len(text) <= length:
         return text
     return text[: length - 1] + "\u2026"

@@ -176,7 +176,8 @@ class SessionService:
 
     @staticmethod
     def check_csrf(session: Session, sent: str | None) -> None:
-        if not sent or not hmac.compare_digest(sent, session.csrf):
+        # As bytes: compare_digest refuses str with non-ASCII characters (a 500).
+        if not sent or not hmac.compare_digest(sent.encode(), session.csrf.encode()):
             raise PermissionDenied("missing or wrong CSRF token (X-CSRF-Token)")
 
     def _verify(self, stored: str | None, password: str) -> bool:

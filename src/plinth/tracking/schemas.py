@@ -11,7 +11,7 @@ from urllib.parse import unquote
 from pydantic import AfterValidator, BaseModel, Field, model_validator
 
 from plinth.core.names import PROJECT_NAME, check_project_name
-from plinth.errors import InvalidInput, PayloadTooLarge
+from plinth.errors import InvalidInput, Unprocessable
 
 RUN_ID = r"^[0-9a-f]{8,32}$"  # 32 hex digits; GET takes a unique prefix of 8 or more
 DIGEST = r"^[0-9a-f]{64}$"  # sha256, hex
@@ -59,7 +59,7 @@ def _check_plain_path(path: str) -> None:
 
 
 def check_batch_size(data: dict[str, Any], holds: str, advice: str) -> None:
-    """Refuse (413) a request over the limits below, naming the limit, before a
+    """Refuse (422) a request over the limits below, naming the limit, before a
     million points are validated one by one. ``holds`` and ``advice`` word the
     message: "a batch holds at most 10,000 points; got 1,000,000: split it"."""
     series = data.get("metrics")
@@ -73,11 +73,11 @@ def check_batch_size(data: dict[str, Any], holds: str, advice: str) -> None:
         ("tags", len(tags), MAX_BATCH_TAGS),
     ):
         if got > limit:
-            raise PayloadTooLarge(f"{holds} at most {limit:,} {what}; got {got:,}: {advice}")
+            raise Unprocessable(f"{holds} at most {limit:,} {what}; got {got:,}: {advice}")
     keys = [*params, *tags, *(m.get("key") for m in series)]
     for key in keys:
         if isinstance(key, str) and len(key) > MAX_KEY_LENGTH:
-            raise PayloadTooLarge(
+            raise Unprocessable(
                 f"a key holds at most {MAX_KEY_LENGTH:,} characters; got {len(key):,}"
             )
     for key, value in params.items():
@@ -88,9 +88,7 @@ def check_batch_size(data: dict[str, Any], holds: str, advice: str) -> None:
 
 def _value_fits(what: str, length: int) -> None:
     if length > MAX_VALUE_LENGTH:
-        raise PayloadTooLarge(
-            f"{what} holds at most {MAX_VALUE_LENGTH:,} characters; got {length:,}"
-        )
+        raise Unprocessable(f"{what} holds at most {MAX_VALUE_LENGTH:,} characters; got {length:,}")
 
 
 def _length(value: Any) -> int:
@@ -214,7 +212,7 @@ class MetricSeries(BaseModel):
 class LogBatch(BaseModel):
     """All-or-nothing; a batch whose ``batch_id`` was applied before is applied once.
 
-    A batch over the limits its fields state is refused (413) and must be split; the
+    A batch over the limits its fields state is refused (422) and must be split; the
     SDK splits them itself.
     """
 

@@ -52,7 +52,8 @@ def _form(
 
 def _from_our_form(request: Request, sent: str) -> bool:
     expected = request.cookies.get(LOGIN_CSRF_COOKIE, "")
-    return bool(sent and expected) and hmac.compare_digest(sent, expected)
+    # As bytes: compare_digest refuses str with non-ASCII characters (a TypeError, a 500).
+    return bool(sent and expected) and hmac.compare_digest(sent.encode(), expected.encode())
 
 
 @router.get("/login", response_class=HTMLResponse)
