@@ -15,8 +15,9 @@ import itertools
 import json
 import os
 import re
+import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,10 +33,8 @@ from pydantic import SecretStr, TypeAdapter
 
 import plinth
 from plinth.api.context import all_routes
-from plinth.capabilities import declared
 from plinth.client import Client
 from plinth.core.access import Permission
-from plinth.core.capability import load
 from plinth.core.crypto import MasterKey
 from plinth.core.db import metadata
 from plinth.core.platform import Platform
@@ -43,6 +42,7 @@ from plinth.errors import Unprocessable
 from plinth.server.app import create_app
 from plinth.tracking import schemas as s
 from plinth.tracking.client import chunk_id, split_batch
+from plinth.ui.login import LOGIN_CSRF_COOKIE
 from tests import services
 from tests.conftest import make_settings, raw_http
 from tests.server.test_permissions import _declared
@@ -99,11 +99,12 @@ class Field:
         return f"{self.method} {self.route.path} {self.where} {'.'.join(self.at)}"
 
 
-def capability_routes() -> list[APIRoute]:
-    """Every route the capabilities declare (the app adds only /healthz and /metrics,
-    which take no text: a test below checks the two lists agree)."""
-    routers = [load(path) for capability in declared() for path in capability.routers]
-    return [r for router in routers for r in all_routes(router.routes) if isinstance(r, APIRoute)]
+def app_routes() -> list[APIRoute]:
+    """Every route of the app (the capabilities' and the app's own), from an app built
+    over a throwaway home."""
+    with tempfile.TemporaryDirectory(prefix="plinth-routes-") as home:
+        app = create_app(make_settings(Path(home) / "home"), embedded=True)
+        return [r for r in all_routes(app.routes) if isinstance(r, APIRoute)]
 
 
 def method_of(route: APIRoute) -> str:
@@ -182,12 +183,14 @@ def _slots(
 @dataclass
 class Scene:
     """What plausible requests name: a project of this field's own, with a run that
-    has a metric ``m`` and an artifact ``a.txt``, and a secret named like the project."""
+    has a metric ``m`` and an artifact ``a.txt``, and a secret named like the project;
+    and the login form's CSRF token (its cookie is in the client)."""
 
     project: str
     run_id: str
     digest: str
     size: int
+    csrf: Callable[[], str]  # the current one: each answer to a login sets a new one
 
     def value_for(self, name: str) -> Any:
         return {
@@ -198,10 +201,12 @@ class Scene:
             "path": "a.txt",
             "key": "m",
             "user": "member",
+            "role": "viewer",
             "digest": self.digest,
             "size": self.size,
             "token_id": "0" * 16,
             "next": "/",
+            "csrf": self.csrf(),
         }.get(name)
 
 
@@ -222,9 +227,17 @@ def plausible(schema: Any, defs: dict[str, Any], name: str, scene: Scene) -> Any
     if kind == "array":
         return [plausible(resolved.get("items", {}), defs, "", scene)]
     if kind == "object":
-        props = resolved.get("properties", {})
-        return {p: plausible(props[p], defs, p, scene) for p in resolved.get("required", [])}
+        return _plausible_object(resolved, defs, scene, leave_out="")
     return "v"
+
+
+def _plausible_object(
+    schema: dict[str, Any], defs: dict[str, Any], scene: Scene, leave_out: str
+) -> dict[str, Any]:
+    """The required properties, and the optional ones that name the scene's objects."""
+    props, required = schema.get("properties", {}), schema.get("required", [])
+    chosen = [p for p in props if p in required or scene.value_for(p) is not None]
+    return {p: plausible(props[p], defs, p, scene) for p in chosen if p != leave_out}
 
 
 def _fresh_text(schema: dict[str, Any]) -> str:
@@ -244,8 +257,7 @@ def with_value(
     if head == ITEM:
         return [with_value(resolved.get("items", {}), defs, rest, value, scene)]
     props = resolved.get("properties", {})
-    required = [p for p in resolved.get("required", []) if p != head]
-    body = {p: plausible(props[p], defs, p, scene) for p in required}
+    body = _plausible_object(resolved, defs, scene, leave_out=head)
     extra = resolved.get("additionalProperties", {})
     if head == KEY:
         body[value] = plausible(extra, defs, "", scene)
@@ -331,7 +343,7 @@ class World:
         self.http = raw_http(root)
         self.reads = [
             r
-            for r in capability_routes()
+            for r in APP_ROUTES
             if r.path.startswith("/api/")
             and r.path not in NOT_READ_BACK_FROM
             and r.response_model is not None  # JSON, not a download
@@ -347,7 +359,9 @@ class World:
         artifact = self.root.log_artifact(run.id, self.tmp / "a.txt")[0]
         self.root.set_secret(project, project, "a secret")
         self.stored = self.snapshot()  # as of the last write; reads change nothing
-        return Scene(project, run.id, artifact.digest, artifact.size)
+        self.http.get("/login")  # the form's CSRF cookie, for the login form's fields
+        csrf = lambda: self.http.cookies.get(LOGIN_CSRF_COOKIE, "")  # noqa: E731
+        return Scene(project, run.id, artifact.digest, artifact.size, csrf)
 
     def snapshot(self) -> Any:
         """Everything stored but the audit trail (refusals are audited by design)."""
@@ -442,15 +456,13 @@ def world(
 
 # -- the tests ---------------------------------------------------------------------------
 
-ROUTES = {f"{method_of(r)} {r.path}": r for r in capability_routes() if any(fields_of(r))}
+APP_ROUTES = app_routes()
+ROUTES = {f"{method_of(r)} {r.path}": r for r in APP_ROUTES if any(fields_of(r))}
 
 
-def test_the_corpus_reaches_every_route_and_every_kind_of_field(tmp_path: Path) -> None:
-    """A guard against walking nothing: every route of the app that takes text is in
-    the corpus test, and the generator finds fields of every kind."""
-    app = create_app(make_settings(tmp_path / "home"), embedded=True)
-    in_app = [r for r in all_routes(app.routes) if isinstance(r, APIRoute) and any(fields_of(r))]
-    assert sorted(f"{method_of(r)} {r.path}" for r in in_app) == sorted(ROUTES)
+def test_the_corpus_reaches_every_kind_of_field() -> None:
+    """A guard against walking nothing: the generator finds fields of every kind, in
+    the capabilities' routes and in the app's own."""
     found = {(str(f), f.returned) for r in ROUTES.values() for f in fields_of(r)}
     for expected in (
         "POST /api/v1/runs body params.{value}",
@@ -460,6 +472,7 @@ def test_the_corpus_reaches_every_route_and_every_kind_of_field(tmp_path: Path) 
         "GET /api/v1/audit query actor",  # a Depends() model's fields
         "PUT /api/v1/runs/{run_id}/artifacts/{path:path} header X-Plinth-Digest",
         "POST /login form user",
+        "GET /api/v1/docs/{asset} path asset",  # the app's own, not a capability's
     ):
         assert (expected, True) in found
     assert ("PUT /api/v1/projects/{project}/secrets body value", False) in found  # writeOnly
