@@ -459,7 +459,11 @@ def open_store(
             # the same bucket, so a cached listing would go stale
             skip_instance_cache=True,
             use_listings_cache=False,
+            # An outage should answer 503 within seconds, not after a minute of
+            # retries inside one request: the SDK retries 503s for its own window.
+            config_kwargs={"retries": {"max_attempts": 3, "mode": "standard"}},
         )
+        fs.retries = 2  # s3fs's own retries, on top of botocore's
         return BlobStore(FsspecBackend(fs, url.removeprefix("s3://")))
     if "://" in url and not url.startswith("file://"):
         raise InvalidInput("artifacts URL must be a local path, file://… or s3://…")
