@@ -12,6 +12,8 @@ from plinth.client import Client
 from plinth.core.platform import Platform
 from plinth.settings import Settings
 from tests import services
+from tests.processes import Processes
+from tests.processes import started as processes_started
 
 
 @pytest.fixture(scope="session")
@@ -137,3 +139,9 @@ def s3_bucket(s3_fs: Any) -> Iterator[str]:
     s3_fs.mkdir(name)
     yield name
     s3_fs.rm(name, recursive=True)
+
+
+@pytest.fixture
+def processes(tmp_path: Path) -> Iterator[Processes]:
+    with processes_started(tmp_path) as procs:
+        yield procs

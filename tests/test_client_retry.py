@@ -31,7 +31,7 @@ from plinth.settings import ClientSettings
 from plinth.tracking import schemas as s
 from plinth.tracking.service import TrackingService
 from tests.conftest import make_settings, raw_http
-from tests.server.conftest import REPO, child_env, started
+from tests.processes import REPO, child_env, started
 from tests.services import free_port, wait_for_port
 
 RUN = {"id": "a" * 32, "project": "p", "name": "n", "status": "running", "start_time": 1.0}

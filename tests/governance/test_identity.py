@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from fastapi.routing import APIRoute
 
 import plinth
+from plinth.api.auth import declared_permissions as _declared
 from plinth.api.context import all_routes
 from plinth.client import Client
 from plinth.core.access import Permission
@@ -23,7 +24,6 @@ from plinth.core.platform import Platform
 from plinth.server.app import create_app
 from plinth.settings import Settings
 from tests.conftest import make_settings, raw_http
-from tests.server.test_permissions import _declared
 from tests.test_cli import plinth_cmd
 
 

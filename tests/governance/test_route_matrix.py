@@ -23,6 +23,7 @@ import pytest
 from fastapi.routing import APIRoute
 from pydantic import SecretStr
 
+from plinth.api.auth import declared_permissions as _declared
 from plinth.api.context import all_routes
 from plinth.client import Client
 from plinth.core.access import Permission
@@ -31,7 +32,6 @@ from plinth.server.app import create_app
 from plinth.settings import Settings
 from tests import services
 from tests.conftest import make_settings, raw_http
-from tests.server.test_permissions import _declared
 
 ROLES = ["viewer", "editor", "admin", "outsider", "token-b"]  # token-b: root's, scoped to B
 RANK = {"viewer": 1, "editor": 2, "admin": 3}

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any, TypeVar
 
 from fastapi import Depends
+from fastapi.dependencies.models import Dependant
 from starlette.requests import HTTPConnection
 
 from plinth.api.context import Caller, services_of
@@ -73,6 +74,15 @@ def _refusal(principal: Principal, permission: Permission) -> str:
     if permission in (Permission.PLATFORM_READ, Permission.PLATFORM_ADMIN):
         return f"{principal.name} is not a platform admin"
     return f"{principal.name} may not {permission.value}"
+
+
+def declared_permissions(dependant: Dependant) -> list[Permission]:
+    """Every permission a route's dependencies declare through ``Requires`` (a test
+    checks that each route declares exactly one)."""
+    found = [d.call.permission for d in dependant.dependencies if isinstance(d.call, Requires)]
+    for sub in dependant.dependencies:
+        found += declared_permissions(sub)
+    return found
 
 
 def requires(permission: Permission) -> Any:

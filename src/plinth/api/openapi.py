@@ -27,7 +27,7 @@ from fastapi import FastAPI
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 
-from plinth.api.auth import Requires
+from plinth.api.auth import declared_permissions
 from plinth.api.context import all_routes
 from plinth.api.errors import ErrorBody
 from plinth.api.uploads import BODY_LIMIT
@@ -108,15 +108,9 @@ def errors_of(
 
 
 def permission_of(dependant: Dependant) -> Permission | None:
-    """The permission a route declares through ``Requires`` (exactly one, as a test
-    checks), or None."""
-    for dependency in dependant.dependencies:
-        if isinstance(dependency.call, Requires):
-            return dependency.call.permission
-        found = permission_of(dependency)
-        if found is not None:
-            return found
-    return None
+    """The permission a route declares, or None."""
+    found = declared_permissions(dependant)
+    return found[0] if found else None
 
 
 def _fields(body: dict[str, Any] | None, schemas: dict[str, Any]) -> set[str]:

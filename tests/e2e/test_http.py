@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.server.conftest import Server, started
+from tests.processes import Server, started
 
 pytestmark = pytest.mark.slow
 

@@ -32,6 +32,7 @@ from fastapi.routing import APIRoute
 from pydantic import SecretStr, TypeAdapter
 
 import plinth
+from plinth.api.auth import declared_permissions as _declared
 from plinth.api.context import all_routes
 from plinth.client import Client
 from plinth.core.access import Permission
@@ -45,7 +46,6 @@ from plinth.tracking.client import chunk_id, split_batch
 from plinth.ui.login import LOGIN_CSRF_COOKIE
 from tests import services
 from tests.conftest import make_settings, raw_http
-from tests.server.test_permissions import _declared
 
 CORPUS: dict[str, str] = {
     "lone high surrogate": "\ud800",

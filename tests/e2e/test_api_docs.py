@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.ui.test_browser import CHROMIUM_ARGS, DEBIAN_CHROMIUM, HOW_TO_INSTALL, _serve
+from tests.e2e.test_browser import CHROMIUM_ARGS, DEBIAN_CHROMIUM, HOW_TO_INSTALL, _serve
 
 pytestmark = pytest.mark.browser
 

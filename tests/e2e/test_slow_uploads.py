@@ -24,7 +24,7 @@ import pytest
 from plinth.client import Client
 from plinth.settings import ServerSettings
 from tests.conftest import make_settings
-from tests.server.conftest import Processes, Server
+from tests.processes import Processes, Server
 
 pytestmark = pytest.mark.slow
 

@@ -1,4 +1,4 @@
-"""Real processes for the server tests: a ``plinth server`` on a free loopback port,
+"""Real processes for the end-to-end tests: a ``plinth server`` on a free loopback port,
 worker scripts in their own interpreters, and a teardown that kills every one of them
 (by its own pid) whatever the test did."""
 
@@ -20,7 +20,7 @@ import pytest
 from tests.services import free_port
 
 PLINTH = Path(sys.executable).with_name("plinth")
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 
 
 def child_env(**extra: str) -> dict[str, str]:
@@ -175,9 +175,3 @@ def started(workdir: Path) -> Iterator[Processes]:
         yield procs
     finally:
         procs.kill_all()
-
-
-@pytest.fixture
-def processes(tmp_path: Path) -> Iterator[Processes]:
-    with started(tmp_path) as procs:
-        yield procs

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from starlette.routing import Mount, Route
 
-from plinth.api.auth import Requires
+from plinth.api.auth import declared_permissions
 from plinth.api.context import all_routes
 from plinth.core.access import Permission
 from plinth.server.app import create_app
@@ -18,19 +17,12 @@ from tests.conftest import make_settings
 ALLOWED_WITHOUT_DECLARATION = {"/api/v1/openapi.json", "/ui/static"}
 
 
-def _declared(dependant: Dependant) -> list[Permission]:
-    found = [d.call.permission for d in dependant.dependencies if isinstance(d.call, Requires)]
-    for sub in dependant.dependencies:
-        found += _declared(sub)
-    return found
-
-
 def test_every_route_declares_exactly_one_permission(tmp_path: Path) -> None:
     app = create_app(make_settings(tmp_path / "home"))
     undeclared, declared = [], {}
     for route in all_routes(app.routes):  # the routers' own lists, not the OpenAPI document
         if isinstance(route, APIRoute):
-            permissions = _declared(route.dependant)
+            permissions = declared_permissions(route.dependant)
             if len(permissions) != 1:
                 undeclared.append((sorted(route.methods), route.path, permissions))
             else:

@@ -36,7 +36,7 @@ from plinth.errors import InsufficientStorage, ServiceUnavailable
 from plinth.settings import ClientSettings, S3Settings
 from tests import services
 from tests.conftest import S3_KEY, S3_SECRET, make_settings, raw_http
-from tests.server.conftest import REPO, Processes, child_env
+from tests.processes import REPO, Processes, child_env
 
 # 1. what counts as a backend fault -------------------------------------------------------
 

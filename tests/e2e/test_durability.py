@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from plinth import Client
-from tests.server.conftest import Processes, Server, get, wait_all
+from tests.processes import Processes, Server, get, wait_all
 
 pytestmark = pytest.mark.slow
 

@@ -14,7 +14,7 @@ from plinth.governance.identity import init_admin
 from plinth.settings import Settings
 from tests.conftest import make_settings
 from tests.governance.test_sessions import form_token
-from tests.server.conftest import PLINTH, REPO, Server, child_env, started
+from tests.processes import PLINTH, REPO, Server, child_env, started
 from tests.services import free_port
 
 PASSWORD = "a long enough password"
