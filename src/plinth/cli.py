@@ -182,14 +182,14 @@ def _serve(app_: Any, listener: socket.socket, **options: Any) -> None:
 
     import uvicorn
 
-    from plinth.api.access_log import AccessLog, log
+    from plinth.api.middleware import access_log as log
 
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))
     log.addHandler(handler)
     log.setLevel(logging.INFO)
     log.propagate = False
-    config = uvicorn.Config(AccessLog(app_), log_level="warning", access_log=False, **options)
+    config = uvicorn.Config(app_, log_level="warning", access_log=False, **options)
     uvicorn.Server(config).run(sockets=[listener])
 
 

@@ -4,10 +4,12 @@ never subclass the app."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import time
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.exceptions import HTTPException
@@ -16,6 +18,7 @@ from plinth.api.errors import error_response
 from plinth.api.uploads import BODY_LIMIT
 
 Scope = dict[str, Any]
+access_log = logging.getLogger("plinth.access")
 
 
 @dataclass(frozen=True)
@@ -90,8 +93,15 @@ class BodyLimit:
 
 
 class RequestMetrics:
-    def __init__(self, app: Any, registry: CollectorRegistry) -> None:
+    """Prometheus counters and latencies per route and status; on a server, also one
+    access-log line per request on ``plinth.access``: method, path, status and
+    milliseconds. The path is the raw one as sent, without the query string (which may
+    carry values a log should not keep), with anything unprintable escaped so that a
+    request cannot forge lines of its own. Headers (tokens, cookies) are never logged."""
+
+    def __init__(self, app: Any, registry: CollectorRegistry, access_log: bool) -> None:
         self.app = app
+        self.access_log = access_log
         self.requests = Counter(
             "plinth_http_requests",
             "HTTP requests",
@@ -110,7 +120,7 @@ class RequestMetrics:
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
-        status = 500
+        status = 500  # what the server answers if the app fails before responding
 
         async def recording_send(message: Any) -> None:
             nonlocal status
@@ -121,9 +131,22 @@ class RequestMetrics:
         try:
             await self.app(scope, receive, recording_send)
         finally:
+            seconds = time.perf_counter() - start
             route = getattr(scope.get("route"), "path", "unmatched")
             self.requests.labels(scope["method"], route, str(status)).inc()
-            self.latency.labels(scope["method"], route).observe(time.perf_counter() - start)
+            self.latency.labels(scope["method"], route).observe(seconds)
+            if self.access_log:
+                access_log.info(
+                    "%s %s %d %.1f ms", scope["method"], request_path(scope), status, seconds * 1e3
+                )
+
+
+def request_path(scope: Scope) -> str:
+    """The path as the client sent it (percent-encoded, so printable), no query."""
+    raw = scope.get("raw_path")
+    path = raw.decode("latin-1") if raw else quote(scope["path"])
+    path = path.partition("?")[0]
+    return "".join(c if c.isprintable() and c.isascii() else quote(c) for c in path)
 
 
 # Pages may load only their own scripts and styles; nothing may frame them.

@@ -176,4 +176,4 @@ def _add_middleware(
         )
     hosts = [*server.allowed_hosts, *([EMBEDDED_HOST] if embedded else [])]
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=hosts)  # outermost
-    app.add_middleware(RequestMetrics, registry=registry)
+    app.add_middleware(RequestMetrics, registry=registry, access_log=not embedded)
