@@ -77,7 +77,8 @@ class BodyLimit:
             if body_done:  # after the body: waiting for a disconnect is no stall
                 return await receive()
             try:
-                message = await asyncio.wait_for(receive(), self.idle_seconds)
+                async with asyncio.timeout(self.idle_seconds):  # no task per chunk
+                    message = await receive()
             except TimeoutError:
                 # HTTPException passes through FastAPI's body parsing unchanged.
                 raise HTTPException(

@@ -185,19 +185,18 @@ class Run:
         """Record metric values; returns at once. Without ``step``, each key counts
         its own steps: 0, 1, 2, … (an explicit step moves that key's count on)."""
         ts = time.time() if timestamp is None else timestamp
-        points = [
-            (key, _metric_value(key, value), self._step_of(key, step), ts)
-            for key, value in metrics.items()
-        ]
+        known, next_step = self._known_keys, self._next_step
+        points = []
+        for key, value in metrics.items():  # the hot path: a few microseconds a call
+            if key not in known:
+                s.check_key(key)
+                known.add(key)
+            kind = value.__class__
+            number = float(value) if kind is float or kind is int else _metric_value(key, value)
+            at = next_step.get(key, 0) if step is None else step
+            next_step[key] = at + 1
+            points.append((key, number, at, ts))
         self._logger.add(points)
-        for key, _, used, _ in points:
-            self._next_step[key] = used + 1
-
-    def _step_of(self, key: str, step: int | None) -> int:
-        if key not in self._known_keys:
-            s.check_key(key)
-            self._known_keys.add(key)
-        return self._next_step.get(key, 0) if step is None else step
 
     def log_metric(
         self, key: str, value: float, step: int | None = None, timestamp: float | None = None

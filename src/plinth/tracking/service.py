@@ -47,14 +47,6 @@ def _nan(value: float | None) -> float:
     return math.nan if value is None else value
 
 
-def _created_before(conn: Connection, run_id: str, project_id: str) -> bool:
-    """Whether the run exists in this project; a Conflict if it is another's."""
-    owner = conn.execute(sa.select(t.runs.c.project_id).where(t.runs.c.id == run_id)).scalar()
-    if owner is not None and owner != project_id:
-        raise Conflict(f"run id {run_id} is taken; choose another")
-    return owner is not None
-
-
 class TrackingService:
     def __init__(self, platform: Platform) -> None:
         self.platform = platform
@@ -63,6 +55,7 @@ class TrackingService:
         self.projects = platform.projects
         self.artifacts = platform.artifacts  # for the start-up sweep
         self.settings = platform.settings
+        self._insert_new_run = self.db.insert_ignoring_duplicates(t.runs).returning(t.runs.c.id)
 
     # runs -----------------------------------------------------------------------------
 
@@ -70,12 +63,7 @@ class TrackingService:
         """A new run. With an id chosen by the client, creating it again returns that
         run (a retry whose first answer was lost), so a retry never makes an orphan;
         an id another project's run has is a Conflict."""
-        try:
-            created = self._insert_run(req, principal)
-        except sa.exc.IntegrityError:
-            if req.id is None:
-                raise
-            created = self._insert_run(req, principal)  # the same id committed meanwhile
+        created = self._insert_run(req, principal)
         return created or self.get_run(str(req.id), principal=principal)
 
     def _insert_run(self, req: s.RunCreate, principal: Principal) -> s.Run | None:
@@ -102,12 +90,9 @@ class TrackingService:
                 "tags": sorted(req.tags),
             }
             project_id = self.projects.create_or_require(conn, req.project, principal)
-            if req.id is not None and _created_before(conn, req.id, project_id):
-                change.record = False  # nothing changed
-                return None
             self._check_parent(conn, req, project_id)
-            conn.execute(
-                t.runs.insert(),
+            inserted = conn.execute(
+                self._insert_new_run,
                 {
                     "id": run.id,
                     "project_id": project_id,
@@ -118,7 +103,13 @@ class TrackingService:
                     "heartbeat_at": run.start_time,
                     "parent_id": run.parent_id,
                 },
-            )
+            ).first()
+            if inserted is None:  # the id exists: this create was made before
+                owner = conn.execute(_PROJECT_OF, {"run_id": run.id}).scalar()
+                if owner != project_id:
+                    raise Conflict(f"run id {run.id} is taken; choose another")
+                change.record = False  # nothing changed
+                return None
             self._write_params(conn, run.id, req.params, new_run=True)
             self._write_tags(conn, run.id, req.tags)
         return run
@@ -450,6 +441,7 @@ class TrackingService:
         ]
 
 
+_PROJECT_OF = sa.select(t.runs.c.project_id).where(t.runs.c.id == sa.bindparam("run_id"))
 _RUN = (
     sa.select(
         t.runs.c.status,
