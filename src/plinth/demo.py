@@ -107,6 +107,7 @@ def run_demo(project: str = "demo", client: Client | None = None) -> None:
             title=f"{len(grid)} runs in {elapsed:.1f}s, best first",
             highlight="val_acc",
             compact=True,
+            width=console.width,  # what does not fit is named below the table, not squeezed
         )
     )
     best = page.runs[0]
