@@ -101,3 +101,25 @@ def test_claiming_rows_never_hands_one_row_to_two_workers(db: Database) -> None:
         thread.join(timeout=60)
     everything = sorted(i for ids in claimed for i in ids)
     assert everything == list(range(40))  # each row once, none twice, none lost
+
+
+def test_each_dialect_reads_what_its_errors_say_of_the_database(tmp_path: Path) -> None:
+    """Full (507), down (503), or a bug (500): read from real driver errors."""
+    import sqlite3
+
+    import psycopg
+
+    from plinth.core.db import database_fault
+
+    assert database_fault(sqlite3.OperationalError("database or disk is full")) == "full"
+    assert database_fault(sqlite3.OperationalError("disk I/O error")) == "down"
+    broken = Database(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    with pytest.raises(sa.exc.OperationalError) as bad_sql, broken.read() as conn:
+        conn.exec_driver_sql("SELECT * FROM no_such_table")
+    assert database_fault(bad_sql.value) is None  # bad SQL is a bug, not an outage
+    broken.dispose()
+    with pytest.raises(psycopg.OperationalError) as refused:
+        psycopg.connect(
+            f"postgresql://postgres@127.0.0.1:{services.free_port()}/x", connect_timeout=5
+        )
+    assert database_fault(refused.value) == "down"

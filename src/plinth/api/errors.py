@@ -13,7 +13,6 @@ from __future__ import annotations
 import errno
 import json
 import logging
-import sqlite3
 import sys
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -27,6 +26,7 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
 from plinth.api.context import all_routes
+from plinth.core.db import database_fault
 from plinth.errors import InsufficientStorage, PlinthError, ServiceUnavailable
 
 log = logging.getLogger("plinth.server")
@@ -40,9 +40,6 @@ _HTTP_KINDS = {
 # fail-over takes a few; a full disk needs someone to free space.
 RETRY_AFTER = {503: 5, 507: 60}
 _FULL = (errno.ENOSPC, errno.EDQUOT)
-_SQLITE_FULL = "database or disk is full"
-_SQLITE_UNAVAILABLE = ("disk i/o error", "unable to open database", "database is locked")
-_PG_DISK_FULL = "53100"
 
 
 class PlinthJSONResponse(JSONResponse):
@@ -95,25 +92,11 @@ def _causes(exc: BaseException) -> Iterator[BaseException]:
 
 
 def _full_disk(exc: BaseException) -> bool:
-    return (
-        (isinstance(exc, OSError) and exc.errno in _FULL)
-        or (isinstance(exc, sqlite3.Error) and _SQLITE_FULL in str(exc))
-        or getattr(exc, "sqlstate", None) == _PG_DISK_FULL
-    )
+    return (isinstance(exc, OSError) and exc.errno in _FULL) or database_fault(exc) == "full"
 
 
 def _database_down(exc: BaseException) -> bool:
-    if isinstance(exc, sqlite3.Error):  # SQLite's OperationalError also means bad SQL
-        return any(text in str(exc).lower() for text in _SQLITE_UNAVAILABLE)
-    if isinstance(exc, sa.exc.DBAPIError):
-        return exc.connection_invalidated or (
-            isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError)
-            and not isinstance(exc.orig, sqlite3.Error)
-        )
-    psycopg = sys.modules.get("psycopg")  # loaded if, and only if, Postgres is used
-    return isinstance(exc, sa.exc.TimeoutError) or (
-        psycopg is not None and isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
-    )
+    return database_fault(exc) == "down"
 
 
 def _object_store_down(exc: BaseException) -> bool:

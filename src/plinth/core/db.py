@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import sqlite3
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -22,6 +24,10 @@ from sqlalchemy.engine import Connection, Engine
 from plinth.errors import InvalidInput, MissingDependency
 
 BUSY_TIMEOUT_S = 60.0
+Fault = Literal["full", "down"]
+_SQLITE_FULL = "database or disk is full"
+_SQLITE_UNAVAILABLE = ("disk i/o error", "unable to open database", "database is locked")
+_PG_DISK_FULL = "53100"
 metadata = sa.MetaData()  # every capability's tables; the migrations must produce them all
 _LOCKED_RETRIES = 20
 
@@ -63,10 +69,25 @@ class Dialect:
         raise NotImplementedError
         yield
 
+    @staticmethod
+    def fault(exc: BaseException) -> Fault | None:
+        """What a driver error says of the database itself: full, down, or nothing
+        (then it is a bug, or bad SQL)."""
+        return None
+
 
 class SQLiteDialect(Dialect):
     name = "sqlite"
     marker = "?"
+
+    @staticmethod
+    def fault(exc: BaseException) -> Fault | None:
+        if not isinstance(exc, sqlite3.Error):  # its OperationalError also means bad SQL
+            return None
+        text = str(exc).lower()
+        if _SQLITE_FULL in text:
+            return "full"
+        return "down" if any(words in text for words in _SQLITE_UNAVAILABLE) else None
 
     def create_engine(self, url: str, synchronous: str) -> Engine:
         path = sa.engine.make_url(url).database
@@ -108,6 +129,16 @@ class SQLiteDialect(Dialect):
 class PostgresDialect(Dialect):
     name = "postgresql"
 
+    @staticmethod
+    def fault(exc: BaseException) -> Fault | None:
+        if getattr(exc, "sqlstate", None) == _PG_DISK_FULL:
+            return "full"
+        psycopg = sys.modules.get("psycopg")  # loaded if, and only if, Postgres is used
+        down = psycopg is not None and isinstance(
+            exc, psycopg.OperationalError | psycopg.InterfaceError
+        )
+        return "down" if down else None
+
     def create_engine(self, url: str, synchronous: str) -> Engine:
         try:
             import psycopg  # noqa: F401
@@ -130,6 +161,23 @@ class PostgresDialect(Dialect):
             finally:
                 conn.execute(sa.text("SELECT pg_advisory_unlock(7265746)"))
                 conn.commit()
+
+
+def database_fault(exc: BaseException) -> Fault | None:
+    """A driver's or SQLAlchemy's error read as the state of the database: ``full``
+    (507 to the caller), ``down`` (503), or None. Either dialect's errors are read:
+    which one failed is in the exception, not in a setting."""
+    for dialect in (SQLiteDialect, PostgresDialect):
+        found = dialect.fault(exc)
+        if found is not None:
+            return found
+    if isinstance(exc, sa.exc.DBAPIError):
+        wrapped_driver = isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError)
+        if exc.connection_invalidated or (
+            wrapped_driver and not isinstance(exc.orig, sqlite3.Error)
+        ):
+            return "down"
+    return "down" if isinstance(exc, sa.exc.TimeoutError) else None  # an exhausted pool
 
 
 class Database:
