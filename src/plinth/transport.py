@@ -63,10 +63,9 @@ class _Lifespan:
         self.app, self.loop = app, loop
         self.messages: queue.Queue[dict[str, Any]] = queue.Queue()
         self.shutdown: asyncio.Event | None = None
-        self.done: Any = None
 
     def start(self) -> None:
-        self.done = asyncio.run_coroutine_threadsafe(self._run(), self.loop)
+        asyncio.run_coroutine_threadsafe(self._run(), self.loop)
         self._expect("lifespan.startup")
 
     def stop(self, timeout: float = 30.0) -> None:

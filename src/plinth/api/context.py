@@ -40,9 +40,6 @@ class Services:
             raise LookupError(f"no service {cls.__name__} in this app") from None
         return found
 
-    def __iter__(self) -> Any:
-        return iter({id(s): s for s in self._by_type.values()}.values())
-
 
 def services_of(connection: HTTPConnection) -> Services:
     """The app's services (set once by ``server.app``): the one typed way in."""

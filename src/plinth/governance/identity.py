@@ -16,7 +16,6 @@ tens of milliseconds to every request. Comparison is constant-time.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import re
 import secrets
@@ -39,7 +38,7 @@ from plinth.core.platform import Platform
 from plinth.errors import Conflict, InvalidInput, NotFound, PermissionDenied, Unauthenticated
 from plinth.governance import schemas as s
 from plinth.governance import tables as t
-from plinth.governance.sessions import SessionService, acting_user
+from plinth.governance.sessions import SessionService, acting_user, secret_digest
 from plinth.settings import Settings
 
 # While there is no user, whether one appeared (made by another process) is asked at
@@ -128,7 +127,7 @@ class IdentityService(Authenticator):
                 .mappings()
                 .first()
             )
-        digest = _sha256(parts[2])
+        digest = secret_digest(parts[2])
         if row is None or not hmac.compare_digest(row["secret_sha256"], digest):
             raise Unauthenticated("unknown token")
         if row["revoked_at"] is not None:
@@ -262,7 +261,7 @@ class IdentityService(Authenticator):
             "user_id": user.id,
             "name": name,
             "created_at": time.time(),
-            "secret_sha256": _sha256(secret),
+            "secret_sha256": secret_digest(secret),
             "expires_at": expires_at,
             "revoked_at": None,
             "project_id": project_id,
@@ -280,10 +279,6 @@ def _visible_tokens(principal: Principal, user_id: str) -> Any:
     if not principal.is_admin:
         stmt = stmt.where(t.tokens.c.user_id == user_id)
     return stmt.order_by(t.tokens.c.created_at)
-
-
-def _sha256(secret: str) -> str:
-    return hashlib.sha256(secret.encode()).hexdigest()
 
 
 def _user(row: Any) -> s.User:

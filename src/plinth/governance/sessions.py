@@ -136,7 +136,7 @@ class SessionService:
                 {
                     "id": session_id,
                     "user_id": row["id"],
-                    "secret_sha256": _sha256(secret),
+                    "secret_sha256": secret_digest(secret),
                     "csrf": csrf,
                     "created_at": now,
                     "expires_at": now + SESSION_SECONDS,
@@ -157,7 +157,7 @@ class SessionService:
                 .mappings()
                 .first()
             )
-        if row is None or not hmac.compare_digest(row["secret_sha256"], _sha256(secret)):
+        if row is None or not hmac.compare_digest(row["secret_sha256"], secret_digest(secret)):
             raise Unauthenticated("your session is unknown; log in again")
         if row["expires_at"] < time.time():
             raise Unauthenticated("your session has expired; log in again")
@@ -207,5 +207,6 @@ _PASSWORD_OF = sa.select(t.users.c.id, t.users.c.password_hash).where(
 )
 
 
-def _sha256(secret: str) -> str:
+def secret_digest(secret: str) -> str:
+    """What is kept of a random secret (a session's, a token's): its sha256."""
     return hashlib.sha256(secret.encode()).hexdigest()

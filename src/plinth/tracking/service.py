@@ -49,7 +49,6 @@ def _nan(value: float | None) -> float:
 
 class TrackingService:
     def __init__(self, platform: Platform) -> None:
-        self.platform = platform
         self.db = platform.db
         self.audit = platform.audit
         self.projects = platform.projects
