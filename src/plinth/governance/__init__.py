@@ -8,7 +8,7 @@ CAPABILITY = Capability(
     services=(
         "plinth.governance.sessions:SessionService",
         "plinth.governance.identity:IdentityService",
-        "plinth.governance.members:MembersService",
+        "plinth.governance.projects:ProjectsService",
         "plinth.governance.secrets:SecretsService",
         "plinth.governance.service:AuditService",
     ),

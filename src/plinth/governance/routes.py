@@ -13,7 +13,7 @@ from plinth.core.access import Permission
 from plinth.core.names import PROJECT_NAME
 from plinth.governance import schemas as s
 from plinth.governance.identity import IdentityService
-from plinth.governance.members import MembersService
+from plinth.governance.projects import ProjectsService
 from plinth.governance.secrets import SecretsService
 from plinth.governance.service import AuditService
 from plinth.governance.sessions import SessionService
@@ -24,9 +24,13 @@ Audit = Annotated[Caller[AuditService], caller(AuditService, Permission.PLATFORM
 Admin = Annotated[Caller[IdentityService], caller(IdentityService, Permission.PLATFORM_ADMIN)]
 Signed = Annotated[Caller[IdentityService], caller(IdentityService, Permission.AUTHENTICATED)]
 Passwords = Annotated[Caller[SessionService], caller(SessionService, Permission.AUTHENTICATED)]
-MembersRead = Annotated[Caller[MembersService], caller(MembersService, Permission.PROJECT_READ)]
-MembersWrite = Annotated[Caller[MembersService], caller(MembersService, Permission.PROJECT_WRITE)]
-MembersAdmin = Annotated[Caller[MembersService], caller(MembersService, Permission.PROJECT_ADMIN)]
+ProjectsRead = Annotated[Caller[ProjectsService], caller(ProjectsService, Permission.PROJECT_READ)]
+ProjectsWrite = Annotated[
+    Caller[ProjectsService], caller(ProjectsService, Permission.PROJECT_WRITE)
+]
+ProjectsAdmin = Annotated[
+    Caller[ProjectsService], caller(ProjectsService, Permission.PROJECT_ADMIN)
+]
 SecretsRead = Annotated[Caller[SecretsService], caller(SecretsService, Permission.PROJECT_READ)]
 SecretsWrite = Annotated[Caller[SecretsService], caller(SecretsService, Permission.PROJECT_WRITE)]
 
@@ -86,31 +90,31 @@ async def revoke_token(token_id: TokenId, c: Signed) -> s.Token:
 
 
 @router.get("/projects", response_model=list[s.Project])
-async def list_projects(c: MembersRead) -> list[s.Project]:
+async def list_projects(c: ProjectsRead) -> list[s.Project]:
     """The projects you have a role in (a platform admin sees all)."""
     return await c(c.service.list_projects)
 
 
 @router.post("/projects", response_model=s.Project, status_code=201)
-async def create_project(req: s.ProjectCreate, c: MembersWrite) -> s.Project:
+async def create_project(req: s.ProjectCreate, c: ProjectsWrite) -> s.Project:
     """Create an empty project; you become its admin. Names are global: a taken name
     is a 409 even when the project is not yours to see."""
     return await c(c.service.create_project, req)
 
 
 @router.get("/projects/{project}/members", response_model=list[s.Member])
-async def list_members(project: ProjectName, c: MembersRead) -> list[s.Member]:
+async def list_members(project: ProjectName, c: ProjectsRead) -> list[s.Member]:
     return await c(c.service.list_members, project)
 
 
 @router.post("/projects/{project}/members", response_model=s.Member, status_code=201)
-async def add_member(project: ProjectName, req: s.MemberAdd, c: MembersAdmin) -> s.Member:
+async def add_member(project: ProjectName, req: s.MemberAdd, c: ProjectsAdmin) -> s.Member:
     """Give a user a role (viewer, editor, admin) in a project; project admins only."""
     return await c(c.service.add_member, project, req)
 
 
 @router.delete("/projects/{project}/members/{user}", status_code=204)
-async def remove_member(project: ProjectName, user: UserName, c: MembersAdmin) -> Response:
+async def remove_member(project: ProjectName, user: UserName, c: ProjectsAdmin) -> Response:
     await c(c.service.remove_member, project, user)
     return Response(status_code=204)
 

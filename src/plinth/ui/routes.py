@@ -28,7 +28,7 @@ from plinth.api.errors import describe
 from plinth.capabilities import declared
 from plinth.core.access import Permission
 from plinth.errors import InvalidInput, NotFound, PermissionDenied, Unauthenticated
-from plinth.governance.members import MembersService
+from plinth.governance.projects import ProjectsService
 from plinth.tracking import schemas as s
 from plinth.tracking.artifacts import RunArtifactsService
 from plinth.tracking.service import TrackingService
@@ -108,7 +108,7 @@ def _service(request: Request, service: type = TrackingService) -> Any:
 @router.get("/", response_class=HTMLResponse)
 def projects_page(request: Request) -> HTMLResponse:
     svc = _service(request)
-    listed = _service(request, MembersService).list_projects()
+    listed = _service(request, ProjectsService).list_projects()
     projects = [(p, svc.count_runs(p.name)) for p in listed]
     return render("projects.html", projects=projects)
 

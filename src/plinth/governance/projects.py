@@ -1,4 +1,5 @@
-"""Roles per project: who may read (viewer), write (editor) or manage members (admin).
+"""Projects as people manage them: creating and listing them, and roles in them:
+who may read (viewer), write (editor) or manage members (admin).
 
 The creator of a project is its first admin; platform admins may do anything.
 Projects and memberships are the kernel's (``core/projects.py``); this service is how
@@ -19,7 +20,7 @@ from plinth.governance import tables as t
 m = projects.memberships
 
 
-class MembersService:
+class ProjectsService:
     def __init__(self, platform: Platform) -> None:
         self.db = platform.db
         self.audit = platform.audit
