@@ -57,6 +57,10 @@ def workload(name: str, home: Path, scratch: Path, args: argparse.Namespace) -> 
         pts = [{"key": "loss", "value": 1.0, "step": i, "timestamp": time.time()} for i in range(n)]
         for b in range(0, n, 5000):
             client.log_batch(run_id, metrics=pts[b : b + 5000])
+    elif name == "short":
+        for _ in range(args.n or 1000):
+            with plinth.start_run("p", params={"lr": 0.1, "bs": 32}, client=client) as run:
+                run.log({"loss": 0.5, "acc": 0.9})
     elif name == "create":
         for _ in range(args.n or 1000):
             client.create_run("p")
@@ -89,7 +93,7 @@ def workload(name: str, home: Path, scratch: Path, args: argparse.Namespace) -> 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("workload", choices=["log", "batch", "create", "search", "put", "get"])
+    ap.add_argument("workload", choices=["log", "batch", "short", "create", "search", "put", "get"])
     ap.add_argument("--n", type=int, help="points or runs (default: the benchmark's size)")
     ap.add_argument("--artifact-mb", type=int, default=1024)
     ap.add_argument("--top", type=int, default=25)

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 
@@ -50,6 +51,7 @@ class Transport:
         self.where = self.url or f"{settings.home} (embedded)"  # for messages
         self._reached = self.url is None  # embedded: the app is right here
         self._retrying = False
+        self._app: Any = None  # the in-process app, embedded
         headers = {"User-Agent": "plinth-sdk"}
         if settings.token:
             headers["Authorization"] = f"Bearer {settings.token}"
@@ -64,10 +66,11 @@ class Transport:
             from plinth.transport import InProcessTransport
 
             app = create_app(settings, embedded=True)
+            self._app = InProcessTransport(app, EMBEDDED_HOST)
             self.http = httpx.Client(
                 base_url=f"http://{EMBEDDED_HOST}",
                 headers=headers,
-                transport=InProcessTransport(app),
+                transport=self._app,
                 timeout=None,
             )
 
@@ -79,7 +82,7 @@ class Transport:
                 kwargs.pop("json"), separators=(",", ":"), default=_plain
             )
             kwargs["headers"] = {**kwargs.get("headers", {}), "Content-Type": "application/json"}
-        response = self._send(method, path, retry=retry, **kwargs)
+        response = self._send(method, path, retry=retry, whole=True, **kwargs)
         if response.status_code == 204 or not response.content:
             return None
         try:
@@ -102,15 +105,23 @@ class Transport:
             response.close()
 
     def _send(
-        self, method: str, path: str, *, retry: bool | None, stream: bool = False, **kwargs: Any
+        self,
+        method: str,
+        path: str,
+        *,
+        retry: bool | None,
+        stream: bool = False,
+        whole: bool = False,
+        **kwargs: Any,
     ) -> httpx.Response:
         idempotent = method in _READS if retry is None else retry
         window = self.settings.client.retry_seconds
         deadline = time.monotonic() + window
         for attempt in itertools.count():
-            request = self.http.build_request(method, path, **kwargs)
             try:
-                response = self.http.send(request, stream=stream)
+                response = (whole and self._in_process(method, path, **kwargs)) or self.http.send(
+                    self.http.build_request(method, path, **kwargs), stream=stream
+                )
             except httpx.TransportError as exc:
                 unsent = isinstance(exc, httpx.ConnectError)
                 again = self._reached and (idempotent or unsent)
@@ -129,6 +140,32 @@ class Transport:
                 why = f"HTTP {response.status_code}"
             self._back_off(attempt, deadline, why, window)
         raise AssertionError("unreachable")
+
+    def _in_process(
+        self,
+        method: str,
+        path: str,
+        *,
+        content: bytes | str | None = None,
+        params: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        **other: Any,
+    ) -> httpx.Response | None:
+        """Embedded, a request with its body at hand goes straight to the app, on this
+        thread (see ``transport``); None where it must go through httpx."""
+        if self._app is None or other or not isinstance(content, bytes | str | None):
+            return None
+        body = content.encode() if isinstance(content, str) else content or b""
+        fields = {
+            **self.http.headers,
+            **(headers or {}),
+            "host": self._app.host,
+            "content-length": str(len(body)),
+        }
+        raw = [(k.lower().encode(), v.encode()) for k, v in fields.items()]
+        query = urlencode(params or {}, doseq=True).encode()
+        response: httpx.Response | None = self._app.call(method, path, query, raw, body)
+        return response
 
     def _back_off(self, attempt: int, deadline: float, why: str, window: float) -> None:
         """Sleep before trying again: exponential, capped, jittered so that clients

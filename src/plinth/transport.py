@@ -5,6 +5,12 @@ synchronous and moves multi-GB artifacts, so this transport runs the app on an e
 loop in a background thread and hands bytes across with back-pressure: at most
 ``WINDOW`` response chunks wait for the caller at any time.
 
+A request whose body is at hand and whose answer the caller reads whole (every JSON
+call of the SDK: ``call``) skips httpx and runs on the caller's own thread, on an event
+loop borrowed from a small pool: the hand-off to the app's thread and back, and httpx's
+own machinery, cost more than most requests' work. A caller already inside a running
+event loop (a notebook) is sent the other way.
+
 The app's lifespan runs as under a server, as Starlette's TestClient runs it: start-up
 recovery and background work (the stale-run reaper, later schedulers and monitors)
 happen embedded exactly as served, and stop when the transport closes.
@@ -18,6 +24,7 @@ import queue
 import threading
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import unquote
 
 import httpx
 
@@ -27,11 +34,13 @@ _END = object()
 
 
 class InProcessTransport(httpx.BaseTransport):
-    def __init__(self, app: Any) -> None:
-        self.app = app
+    def __init__(self, app: Any, host: str) -> None:
+        self.app, self.host = app, host
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="plinth-app", daemon=True)
         self.thread.start()
+        self._loops: list[asyncio.AbstractEventLoop] = []  # for inline requests
+        self._pool_lock = threading.Lock()
         self.lifespan = _Lifespan(app, self.loop)
         try:
             self.lifespan.start()
@@ -45,10 +54,31 @@ class InProcessTransport(httpx.BaseTransport):
         status, headers = exchange.wait_start()
         return httpx.Response(status, headers=headers, stream=exchange, request=request)
 
+    def call(
+        self, method: str, path: str, query: bytes, headers: list[tuple[bytes, bytes]], body: bytes
+    ) -> httpx.Response | None:
+        """One request, whole, on the caller's thread; None from inside a running event
+        loop, where the caller must use ``handle_request`` (through httpx) instead."""
+        if asyncio._get_running_loop() is not None:
+            return None
+        scope = _scope(method, "http", self.host, unquote(path), path.encode(), query, headers)
+        with self._pool_lock:
+            loop = self._loops.pop() if self._loops else asyncio.new_event_loop()
+        try:
+            status, raw, content = loop.run_until_complete(_whole(self.app, scope, body))
+        finally:
+            with self._pool_lock:
+                self._loops.append(loop)
+        return httpx.Response(status, headers=raw, content=content)
+
     def close(self) -> None:
         if self.loop.is_running():
             self.lifespan.stop()
         self._stop_loop()
+        with self._pool_lock:
+            loops, self._loops = self._loops, []
+        for loop in loops:
+            loop.close()
 
     def _stop_loop(self) -> None:
         if self.loop.is_running():
@@ -109,6 +139,63 @@ class _Lifespan:
             self.messages.put({"type": "error", "error": exc})
 
 
+async def _whole(app: Any, scope: dict[str, Any], body: bytes) -> tuple[int, Any, bytes]:
+    """One request whose body is at hand; its response gathered in memory."""
+    start: dict[str, Any] = {}
+    chunks: list[bytes] = []
+    done = asyncio.Event()
+    sent = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal sent
+        if sent:
+            await done.wait()
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            start.update(message)
+        elif message["type"] == "http.response.body":
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                done.set()
+
+    try:
+        await app(scope, receive, send)
+    finally:
+        done.set()
+    if not start:
+        raise RuntimeError("the app returned no response")
+    return start["status"], start.get("headers", []), b"".join(chunks)
+
+
+def _scope(
+    method: str,
+    scheme: str,
+    host: str,
+    path: str,
+    raw_path: bytes,
+    query: bytes,
+    headers: list[tuple[bytes, bytes]],
+) -> dict[str, Any]:
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": scheme,
+        "path": path,
+        "raw_path": raw_path,
+        "query_string": query,
+        "root_path": "",
+        "headers": headers,
+        "client": ("127.0.0.1", 0),
+        "server": (host, 80),
+    }
+
+
 class _Exchange(httpx.SyncByteStream):
     """One request/response between the caller's thread and the app's loop."""
 
@@ -119,23 +206,6 @@ class _Exchange(httpx.SyncByteStream):
         self.window = threading.Semaphore(WINDOW)
         self.closed = threading.Event()
         self.finished: asyncio.Event | None = None
-
-    def scope(self) -> dict[str, Any]:
-        url = self.request.url
-        return {
-            "type": "http",
-            "asgi": {"version": "3.0"},
-            "http_version": "1.1",
-            "method": self.request.method,
-            "scheme": url.scheme,
-            "path": url.path,
-            "raw_path": url.raw_path.split(b"?")[0],
-            "query_string": url.query,
-            "root_path": "",
-            "headers": [(k.lower(), v) for k, v in self.request.headers.raw],
-            "client": ("127.0.0.1", 0),
-            "server": (url.host, url.port or 80),
-        }
 
     async def run(self, app: Any) -> None:
         self.finished = asyncio.Event()
@@ -170,8 +240,14 @@ class _Exchange(httpx.SyncByteStream):
                     self.items.put(_END)
                     self.finished.set()  # type: ignore[union-attr]
 
+        url = self.request.url
+        headers = [(k.lower(), v) for k, v in self.request.headers.raw]
+        raw_path = url.raw_path.split(b"?")[0]
+        scope = _scope(
+            self.request.method, url.scheme, url.host, url.path, raw_path, url.query, headers
+        )
         try:
-            await app(self.scope(), receive, send)
+            await app(scope, receive, send)
         except BaseException as exc:
             if started:  # the response already began: the caller sees it end early
                 log.exception("error while streaming a response")

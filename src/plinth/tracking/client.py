@@ -53,12 +53,20 @@ class TrackingCalls:
     def get_run(self, run_id: str) -> s.Run:
         return s.Run(**self._transport.request("GET", f"/api/v1/runs/{_seg(run_id)}"))
 
-    def end_run(self, run_id: str, status: str = "finished") -> s.Run:
-        return s.Run(
-            **self._transport.request(
-                "PATCH", f"/api/v1/runs/{_seg(run_id)}", json={"status": status}, retry=True
-            )
-        )
+    def end_run(
+        self,
+        run_id: str,
+        status: str = "finished",
+        *,
+        last_batch: tuple[str, list[dict[str, Any]]] | None = None,
+    ) -> s.Run:
+        """End a run. ``last_batch`` (an id and columnar series, within one batch's
+        limits) is applied with the end, in the same transaction, once by its id."""
+        body: dict[str, Any] = {"status": status}
+        if last_batch is not None:
+            body["batch"] = {"batch_id": last_batch[0], "metrics": last_batch[1]}
+        url = f"/api/v1/runs/{_seg(run_id)}"
+        return s.Run(**self._transport.request("PATCH", url, json=body, retry=True))
 
     def resume_run(self, run_id: str) -> s.ResumedRun:
         """Set a run running again, whatever state it ended in (as MLflow does)."""

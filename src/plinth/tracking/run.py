@@ -1,10 +1,12 @@
 """``start_run`` and the ``Run`` handle: logging that never makes training wait.
 
-``run.log`` validates and appends to an in-memory buffer (a few microseconds). A
-flusher thread sends the buffer in batches, each with an id, so a retried batch is
-applied once. The buffer is bounded: when it is full, ``log`` waits for the flusher
-(back-pressure) rather than growing without limit. Everything is flushed on
-``run.end()``, on leaving the ``with`` block and at interpreter exit. A batch holds at
+``run.log`` validates and appends to an in-memory buffer (a few microseconds). One
+flusher thread, shared by every live run of the process, sends each run's buffer in
+batches, each with an id, so a retried batch is applied once. The buffer is bounded:
+when it is full, ``log`` waits for the flusher (back-pressure) rather than growing
+without limit. Whatever is still buffered when the run ends travels with the request
+that ends it (a short run costs two requests: its start and its end); everything is
+also flushed on leaving the ``with`` block and at interpreter exit. A batch holds at
 most ``flush_batch_points`` points, and never more than the server accepts in one
 (``schemas.MAX_BATCH_POINTS``); one with more series than a batch may hold is sent
 as several chunks, each with an id of its own and each applied once.
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import math
 import sys
 import threading
 import time
@@ -24,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from plinth.errors import Conflict, InvalidInput, PlinthError, ServiceUnavailable
 from plinth.tracking import schemas as s
-from plinth.tracking.client import to_series
+from plinth.tracking.client import split_batch, to_series
 
 if TYPE_CHECKING:
     from plinth.client import Client
@@ -35,10 +38,69 @@ _live_runs: set[Run] = set()  # strong: a run dropped without end() is still flu
 
 
 Point = tuple[str, float, int, float]  # key, value, step, timestamp
+Batch = tuple[str, list[Point]]  # its id, its points
+
+
+class _Flusher:
+    """The one thread that sends every live run's batches and heartbeats, each when it
+    is due. Its condition guards the state of every ``BatchLogger`` too."""
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.loggers: list[BatchLogger] = []
+        self.thread: threading.Thread | None = None
+        self.wakes_at = math.inf  # when the thread, asleep, looks again
+
+    def register(self, logger: BatchLogger) -> None:
+        with self.cond:
+            self.loggers.append(logger)
+            if self.thread is None or not self.thread.is_alive():  # first run, or a fork
+                self.thread = threading.Thread(target=self._loop, name="plinth-flush", daemon=True)
+                self.thread.start()
+            self.cond.notify_all()
+
+    def unregister(self, logger: BatchLogger) -> None:
+        with self.cond:
+            if logger in self.loggers:
+                self.loggers.remove(logger)
+
+    def due_by(self, at: float) -> None:
+        """Some logger has work due at ``at``: wake the thread if it sleeps past it."""
+        if at < self.wakes_at:
+            self.cond.notify_all()
+
+    def _loop(self) -> None:
+        while True:
+            with self.cond:
+                now = time.monotonic()
+                due, soonest = None, math.inf
+                for logger in self.loggers:
+                    at = logger.due_at(now)
+                    if at <= now and not logger.busy:
+                        due = logger
+                        break
+                    soonest = min(soonest, at)
+                if due is None:
+                    self.wakes_at = soonest
+                    self.cond.wait(None if soonest == math.inf else soonest - now)
+                    self.wakes_at = math.inf
+                    continue
+                due.busy = True
+                self.loggers.remove(due)  # to the back: one run's backlog starves no other
+                self.loggers.append(due)
+            try:
+                due.send_due()
+            finally:
+                with self.cond:
+                    due.busy = False
+                    self.cond.notify_all()
+
+
+_flusher = _Flusher()
 
 
 class BatchLogger:
-    """Buffer points and send them from a thread; see the module docstring.
+    """A run's buffer of points, sent by the flusher; see the module docstring.
 
     A batch keeps its id until the server acknowledges it: when the server cannot be
     reached (or answers 5xx) the same batch is sent again, with back-off, for as long
@@ -49,16 +111,18 @@ class BatchLogger:
     def __init__(self, client: Client, run_id: str, settings: TrackingSettings) -> None:
         self.client, self.run_id, self.settings = client, run_id, settings
         self.buffer: list[Point] = []
-        self.pending: tuple[str, list[Point]] | None = None  # sent, not yet acknowledged
-        self.cond = threading.Condition()
+        self.pending: Batch | None = None  # sent, not yet acknowledged
+        self.cond = _flusher.cond
         self.closed = False
+        self.busy = False  # the flusher is sending for it
         self.error: BaseException | None = None
+        self.flush_now = False
+        self.oldest = 0.0  # when the oldest buffered point came
         self.last_sent = time.monotonic()
+        self.retry_at = 0.0
+        self.delay = 0.0
         self.batch_points = min(settings.flush_batch_points, s.MAX_BATCH_POINTS)
-        self.thread = threading.Thread(
-            target=self._loop, name=f"plinth-log-{run_id[:8]}", daemon=True
-        )
-        self.thread.start()
+        _flusher.register(self)
 
     def add(self, points: list[Point]) -> None:
         with self.cond:
@@ -70,19 +134,37 @@ class BatchLogger:
                     "plinth.start_run(run_id=...) or start a new run to log more"
                 )
             while len(self.buffer) >= self.settings.queue_points:  # back-pressure
+                self.flush_now = True
                 self.cond.notify_all()
                 self.cond.wait(0.5)
+            if not self.buffer:
+                self.oldest = time.monotonic()
+                _flusher.due_by(self.oldest + self.settings.flush_interval_seconds)
             self.buffer.extend(points)
             if len(self.buffer) >= self.batch_points:
-                self.cond.notify_all()
+                _flusher.due_by(0.0)
 
     def unsent(self) -> int:
         return len(self.buffer) + (len(self.pending[1]) if self.pending else 0)
+
+    def due_at(self, now: float) -> float:
+        """When the flusher should next send for this run (called under the lock)."""
+        if self.closed or self.error is not None:
+            return math.inf
+        if self.pending is not None:
+            at = self.retry_at
+        elif self.buffer:
+            full = self.flush_now or len(self.buffer) >= self.batch_points
+            at = now if full else self.oldest + self.settings.flush_interval_seconds
+        else:
+            at = self.last_sent + self.settings.heartbeat_seconds
+        return max(at, self.retry_at)
 
     def flush(self, timeout: float | None = None) -> None:
         """Wait until every point is stored; raise if one was refused or time ran out."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self.cond:
+            self.flush_now = True
             self.cond.notify_all()
             while self.unsent() and self.error is None:
                 remaining = 1.0 if deadline is None else deadline - time.monotonic()
@@ -92,61 +174,75 @@ class BatchLogger:
                         "the server has not answered"
                     )
                 self.cond.wait(min(remaining, 1.0))
+            self.flush_now = False
             if self.error is not None:
                 raise self.error
 
-    def close(self, timeout: float | None = None) -> None:
-        try:
-            self.flush(timeout)
-        finally:
+    def close(self, timeout: float | None = None) -> tuple[str, list[dict[str, Any]]] | None:
+        """Stop: the flusher sends no more for this run. What is left is returned (an id
+        and columnar series) for the request that ends the run to carry, or None. A
+        backlog (a batch awaiting its retry, more than one batch) is flushed first, by
+        the flusher, with its retries, within ``timeout``."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
             with self.cond:
-                self.closed = True
-                self.cond.notify_all()
-            self.thread.join(timeout=10)
+                while self.busy:
+                    self.cond.wait(1.0)
+                if self.error is not None or (
+                    self.pending is None and len(self.buffer) <= self.batch_points
+                ):
+                    self.closed = True
+                    _flusher.unregister(self)
+                    if self.error is not None:
+                        raise self.error
+                    rest, self.buffer = self.buffer, []
+                    break
+            self.flush(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        if not rest:
+            return None
+        batch_id, series = uuid.uuid4().hex, to_series(rest)
+        if len(split_batch(series, {}, {})) == 1:
+            return batch_id, series
+        self.client.send_batch(self.run_id, batch_id, series)  # over a batch's series
+        return None
 
-    def _next_batch(self) -> tuple[str, list[Point]] | None:
+    def send_due(self) -> None:
+        """Send what is due (a batch, or a heartbeat); called by the flusher only."""
         with self.cond:
-            if self.pending is None:
-                if not self.buffer and not self.closed:
-                    self.cond.wait(self.settings.flush_interval_seconds)
+            if self.pending is None and self.buffer:
                 batch = self.buffer[: self.batch_points]
                 del self.buffer[: len(batch)]
-                if batch:
-                    self.pending = (uuid.uuid4().hex, batch)
-            return self.pending
-
-    def _loop(self) -> None:
-        delay = 0.0
-        while not self.closed:
-            pending = self._next_batch()
-            try:
-                if pending is not None:
-                    batch_id, batch = pending
-                    self.client.send_batch(self.run_id, batch_id, to_series(batch))
-                    self.last_sent = time.monotonic()
-                    with self.cond:
-                        self.pending = None
-                        self.cond.notify_all()
-                elif time.monotonic() - self.last_sent > self.settings.heartbeat_seconds:
-                    self.client.heartbeat(self.run_id)
-                    self.last_sent = time.monotonic()
-                delay = 0.0
-            except PlinthError as exc:
-                if exc.status_code < 500:  # refused: sending it again cannot help
-                    self._fail(exc)
-                    continue
-                if delay == 0.0:
-                    log.warning(
-                        "plinth: run %s: %s; %d points wait, will retry",
-                        self.run_id,
-                        exc.message,
-                        self.unsent(),
-                    )
-                delay = min(max(2 * delay, 0.5), 30.0)
-                with self.cond:
-                    self.cond.wait(delay)
-            except BaseException as exc:
+                self.pending = (uuid.uuid4().hex, batch)
+                self.oldest = time.monotonic()
+            pending = self.pending
+        try:
+            if pending is not None:
+                self.client.send_batch(self.run_id, pending[0], to_series(pending[1]))
+            else:
+                self.client.heartbeat(self.run_id)
+        except PlinthError as exc:
+            if exc.status_code < 500:  # refused: sending it again cannot help
                 self._fail(exc)
+                return
+            if self.delay == 0.0:
+                log.warning(
+                    "plinth: run %s: %s; %d points wait, will retry",
+                    self.run_id,
+                    exc.message,
+                    self.unsent(),
+                )
+            self.delay = min(max(2 * self.delay, 0.5), 30.0)
+            self.retry_at = time.monotonic() + self.delay
+        except BaseException as exc:
+            self._fail(exc)
+        else:
+            with self.cond:
+                self.pending = None
+                self.last_sent = time.monotonic()
+                self.delay = self.retry_at = 0.0
+                if not self.buffer:
+                    self.flush_now = False
+                self.cond.notify_all()
 
     def _fail(self, exc: BaseException) -> None:
         log.error("plinth: could not log to run %s: %s", self.run_id, exc)
@@ -235,16 +331,25 @@ class Run:
         self._logger.flush()
 
     def end(self, status: str = "finished") -> None:
+        """Send what is left and end the run, in one request when what is left fits."""
         if self._ended:
             return
         self._ended = True
         if self._sampler is not None:
             self._sampler.stop()
+        _live_runs.discard(self)
         try:
-            self._logger.close(self.client.settings.tracking.flush_timeout_seconds)
-        finally:
-            _live_runs.discard(self)
+            last = self._logger.close(self.client.settings.tracking.flush_timeout_seconds)
+        except BaseException:
             self.info = self.client.end_run(self.id, status)
+            raise
+        try:
+            self.info = self.client.end_run(self.id, status, last_batch=last)
+        except PlinthError as exc:
+            if last is None or exc.status_code >= 500:
+                raise
+            self.info = self.client.end_run(self.id, status)  # the batch was refused: end
+            raise
 
     def __enter__(self) -> Run:
         return self

@@ -166,10 +166,6 @@ class RunCreate(BaseModel):
         return data
 
 
-class RunUpdate(BaseModel):
-    status: Literal["finished", "failed", "killed"]
-
-
 class Run(BaseModel):
     id: str
     project: str
@@ -232,6 +228,15 @@ class LogBatch(BaseModel):
         if isinstance(data, dict):
             check_batch_size(data, "a batch holds", "split it")
         return data
+
+
+class RunUpdate(BaseModel):
+    status: Literal["finished", "failed", "killed"]
+    batch: LogBatch | None = Field(
+        None,
+        description="a last batch to apply with the end, in the same transaction (applied "
+        "once by its id, as on /batches): a short run's end is one request",
+    )
 
 
 class LogResult(BaseModel):

@@ -54,7 +54,22 @@ class TrackingService:
         self.projects = platform.projects
         self.artifacts = platform.artifacts  # for the start-up sweep
         self.settings = platform.settings
-        self._insert_new_run = self.db.insert_ignoring_duplicates(t.runs).returning(t.runs.c.id)
+        # Built once: constructing a statement costs more than running it on SQLite.
+        db = self.db
+        self._insert_new_run = db.insert_ignoring_duplicates(t.runs).returning(t.runs.c.id)
+        self._insert_batch_id = db.insert_ignoring_duplicates(t.log_batches).returning(
+            t.log_batches.c.batch_id
+        )
+        self._upsert_tags = db.upsert(t.tags, ["run_id", "key"], ["value", "number"])
+        lm = t.latest_metrics
+        self._upsert_latest = db.upsert(
+            lm,
+            ["run_id", "key"],
+            ["step", "timestamp", "value"],
+            where=lambda ex: sa.or_(
+                ex.step > lm.c.step, sa.and_(ex.step == lm.c.step, ex.timestamp >= lm.c.timestamp)
+            ),
+        )
 
     # runs -----------------------------------------------------------------------------
 
@@ -132,7 +147,7 @@ class TrackingService:
     def get_run(self, run_id: str, *, principal: Principal) -> s.Run:
         """A run by id, or by a unique prefix of 8 or more characters (as ids are shown)."""
         with self.db.read() as conn:
-            runs = self._load_runs(conn, sa.select(t.runs).where(t.runs.c.id == run_id))
+            runs = self._load_runs(conn, _RUN_BY_ID, {"run_id": run_id})
             if not runs and _ID_PREFIX.match(run_id):
                 matching = sa.select(t.runs).where(t.runs.c.id.startswith(run_id)).limit(2)
                 runs = self._load_runs(conn, matching)
@@ -171,15 +186,16 @@ class TrackingService:
         return row
 
     def end_run(self, run_id: str, update: s.RunUpdate, *, principal: Principal) -> s.Run:
+        """End a run, applying its last batch first when the request carries one."""
         with self.audit.recorded(principal, "runs.end", object=run_id) as (conn, change):
-            self.require_run(conn, run_id, principal, Need.WRITE, change)
+            row = self.require_run(conn, run_id, principal, Need.WRITE, change)
             change.details = {"status": update.status}
-            conn.execute(
-                t.runs.update()
-                .where(t.runs.c.id == run_id)
-                .values(status=update.status, end_time=_now())
-            )
-        return self.get_run(run_id, principal=principal)
+            if update.batch is not None:
+                applied = self._apply_batch(conn, run_id, row, update.batch)
+                change.details |= {"batch": _summary(update.batch) | {"applied": applied}}
+            conn.execute(_END, {"run_id": run_id, "status": update.status, "now": _now()})
+            [run] = self._load_runs(conn, _RUN_BY_ID, {"run_id": run_id}, project=row.project)
+        return run
 
     def resume_run(self, run_id: str, *, principal: Principal) -> s.ResumedRun:
         """Set a run running again, whatever state it ended in, as MLflow's
@@ -194,7 +210,7 @@ class TrackingService:
             )
         lm = t.latest_metrics
         with self.db.read() as conn:
-            [run] = self._load_runs(conn, sa.select(t.runs).where(t.runs.c.id == run_id))
+            [run] = self._load_runs(conn, _RUN_BY_ID, {"run_id": run_id})
             steps = conn.execute(sa.select(lm.c.key, lm.c.step).where(lm.c.run_id == run_id))
             return s.ResumedRun(**run.model_dump(), steps={key: step for key, step in steps})
 
@@ -228,18 +244,8 @@ class TrackingService:
             self.touch(conn, run_id)
 
     def touch(self, conn: Connection, run_id: str) -> None:
-        # A run the reaper killed ended exactly at its last heartbeat; one ended by
-        # its owner did not, and stays ended.
-        conn.execute(
-            t.runs.update()
-            .where(
-                t.runs.c.id == run_id,
-                t.runs.c.status == "killed",
-                t.runs.c.end_time == t.runs.c.heartbeat_at,
-            )
-            .values(status="running", end_time=None)
-        )
-        conn.execute(t.runs.update().where(t.runs.c.id == run_id).values(heartbeat_at=_now()))
+        """The run is alive now; one the reaper killed is running again (see _TOUCH)."""
+        conn.execute(_TOUCH, {"run_id": run_id, "now": _now()})
 
     def recover(self) -> None:
         """On start: end runs whose process died, drop uploads a crash cut short."""
@@ -268,27 +274,24 @@ class TrackingService:
         """Apply params, tags and metric points in one transaction, once per batch id."""
         with self.audit.recorded(principal, "runs.log", object=run_id) as (conn, change):
             row = self.require_run(conn, run_id, principal, Need.WRITE, change)
-            change.details = {
-                "batch": batch.batch_id,
-                "points": sum(len(m.steps) for m in batch.metrics),
-                "params": sorted(batch.params),
-                "tags": sorted(batch.tags),
-            }
-            first_time = conn.execute(
-                self.db.insert_ignoring_duplicates(t.log_batches).returning(
-                    t.log_batches.c.batch_id
-                ),
-                {"run_id": run_id, "batch_id": batch.batch_id},
-            ).first()
-            if first_time is None:  # a retry of a batch already applied: nothing changes
-                change.record = False
-                return s.LogResult(applied=False)
-            self._refuse_if_ended(run_id, row)  # after: a retry of an applied batch succeeds
-            self._write_params(conn, run_id, batch.params)
-            self._write_tags(conn, run_id, batch.tags)
-            self._write_metrics(conn, run_id, batch.metrics)
-            self.touch(conn, run_id)
-        return s.LogResult(applied=True)
+            change.details = _summary(batch)
+            applied = self._apply_batch(conn, run_id, row, batch)
+            change.record = applied  # a retry of a batch already applied changes nothing
+        return s.LogResult(applied=applied)
+
+    def _apply_batch(self, conn: Connection, run_id: str, row: Any, batch: s.LogBatch) -> bool:
+        """Apply a batch the first time its id is seen; False for a repeat."""
+        first_time = conn.execute(
+            self._insert_batch_id, {"run_id": run_id, "batch_id": batch.batch_id}
+        ).first()
+        if first_time is None:
+            return False
+        self._refuse_if_ended(run_id, row)  # after: a retry of an applied batch succeeds
+        self._write_params(conn, run_id, batch.params)
+        self._write_tags(conn, run_id, batch.tags)
+        self._write_metrics(conn, run_id, batch.metrics)
+        self.touch(conn, run_id)
+        return True
 
     def _write_params(
         self, conn: Connection, run_id: str, params: dict[str, Any], *, new_run: bool = False
@@ -323,7 +326,7 @@ class TrackingService:
     def _write_tags(self, conn: Connection, run_id: str, tags: dict[str, str]) -> None:
         if tags:
             conn.execute(
-                self.db.upsert(t.tags, ["run_id", "key"], ["value", "number"]),
+                self._upsert_tags,
                 [
                     {"run_id": run_id, "key": k, "value": v, "number": search.number_in_text(v)}
                     for k, v in tags.items()
@@ -346,12 +349,8 @@ class TrackingService:
             current = latest.get(row[1])
             if current is None or row[2:4] >= current[2:4]:  # highest step, then newest
                 latest[row[1]] = row
-        lm = t.latest_metrics
-        newer = lambda ex: sa.or_(  # noqa: E731
-            ex.step > lm.c.step, sa.and_(ex.step == lm.c.step, ex.timestamp >= lm.c.timestamp)
-        )
         conn.execute(
-            self.db.upsert(lm, ["run_id", "key"], ["step", "timestamp", "value"], where=newer),
+            self._upsert_latest,
             [
                 dict(zip(("run_id", "key", "step", "timestamp", "value"), r, strict=True))
                 for r in latest.values()
@@ -403,25 +402,25 @@ class TrackingService:
             count = sa.select(sa.func.count()).select_from(t.runs)
             return int(conn.execute(count.where(t.runs.c.project_id == project_id)).scalar_one())
 
-    def _load_runs(self, conn: Connection, stmt: Any, project: str | None = None) -> list[s.Run]:
-        rows: Sequence[Any] = conn.execute(stmt).mappings().all()
+    def _load_runs(
+        self,
+        conn: Connection,
+        stmt: Any,
+        values: dict[str, Any] | None = None,
+        project: str | None = None,
+    ) -> list[s.Run]:
+        rows: Sequence[Any] = conn.execute(stmt, values).mappings().all()
         if not rows:
             return []
         ids = [r["id"] for r in rows]
         extras: dict[str, dict[str, dict[str, Any]]] = {
             i: {"params": {}, "tags": {}, "metrics": {}} for i in ids
         }
-        for run_id, key, value in conn.execute(
-            sa.select(t.params.c.run_id, t.params.c.key, t.params.c.value).where(
-                t.params.c.run_id.in_(ids)
-            )
-        ):
-            extras[run_id]["params"][key] = json.loads(value)
-        for table, field in ((t.tags, "tags"), (t.latest_metrics, "metrics")):
-            for run_id, key, value in conn.execute(
-                sa.select(table.c.run_id, table.c.key, table.c.value).where(table.c.run_id.in_(ids))
-            ):
-                extras[run_id][field][key] = _nan(value) if field == "metrics" else value
+        for run_id, field, key, text, number in conn.execute(_EXTRAS, {"ids": ids}):
+            if field == "params":
+                extras[run_id][field][key] = json.loads(text)
+            else:
+                extras[run_id][field][key] = text if field == "tags" else _nan(number)
         project_names: dict[str, str] = {}
         if project is None:
             project_names = self.projects.names(conn, {r["project_id"] for r in rows})
@@ -439,6 +438,53 @@ class TrackingService:
             for r in rows
         ]
 
+
+def _summary(batch: s.LogBatch) -> dict[str, Any]:
+    """What the audit trail says of a batch."""
+    return {
+        "batch": batch.batch_id,
+        "points": sum(len(m.steps) for m in batch.metrics),
+        "params": sorted(batch.params),
+        "tags": sorted(batch.tags),
+    }
+
+
+_RUN_BY_ID = sa.select(t.runs).where(t.runs.c.id == sa.bindparam("run_id"))
+_END = (
+    t.runs.update()
+    .where(t.runs.c.id == sa.bindparam("run_id"))
+    .values(status=sa.bindparam("status"), end_time=sa.bindparam("now"))
+)
+# A run the reaper killed ended exactly at its last heartbeat, and a touch revives it;
+# one ended by its owner did not, and stays ended. One statement: it runs per batch.
+_REAPED = sa.and_(t.runs.c.status == "killed", t.runs.c.end_time == t.runs.c.heartbeat_at)
+_TOUCH = (
+    t.runs.update()
+    .where(t.runs.c.id == sa.bindparam("run_id"))
+    .values(
+        heartbeat_at=sa.bindparam("now"),
+        status=sa.case((_REAPED, "running"), else_=t.runs.c.status),
+        end_time=sa.case((_REAPED, None), else_=t.runs.c.end_time),
+    )
+)
+
+
+def _extras(table: sa.Table, field: str) -> Any:
+    """One table's key/values of some runs, in the one shape ``_EXTRAS`` unites."""
+    numeric = field == "metrics"
+    return sa.select(
+        table.c.run_id,
+        sa.literal(field).label("field"),
+        table.c.key,
+        sa.cast(sa.null(), sa.Text) if numeric else table.c.value,
+        table.c.value if numeric else sa.cast(sa.null(), sa.Float),
+    ).where(table.c.run_id.in_(sa.bindparam("ids", expanding=True)))
+
+
+# params, tags and newest metric values of a page of runs, in one round trip
+_EXTRAS = sa.union_all(
+    _extras(t.params, "params"), _extras(t.tags, "tags"), _extras(t.latest_metrics, "metrics")
+)
 
 _PROJECT_OF = sa.select(t.runs.c.project_id).where(t.runs.c.id == sa.bindparam("run_id"))
 _RUN = (
