@@ -87,6 +87,26 @@ def create(cfg: dict[str, Any]) -> dict[str, list[float]]:
     return {"ms_per_run": ms_per_run}
 
 
+def short(cfg: dict[str, Any]) -> dict[str, list[float]]:
+    """A short run, as a sweep makes thousands: start, 2 params, 2 metrics, end."""
+    mlflow, _client, exp = _setup(Path(cfg["workdir"]))
+    n = cfg["n"]
+    for _ in range(5):  # warm
+        with mlflow.start_run(experiment_id=exp):
+            mlflow.log_params({"lr": 0.1, "batch": 32})
+    ms_per_run = []
+    for _ in range(cfg["repeats"]):
+        per_run = []
+        for i in range(n):
+            t0 = time.perf_counter()
+            with mlflow.start_run(experiment_id=exp):
+                mlflow.log_params({"lr": 0.1, "batch": 32})
+                mlflow.log_metrics({"loss": 1.0 / (i + 1), "acc": i / n})
+            per_run.append(time.perf_counter() - t0)
+        ms_per_run.append(statistics.median(per_run) * 1e3)
+    return {"ms_per_run": ms_per_run}
+
+
 def search(cfg: dict[str, Any]) -> dict[str, Any]:
     """Runs with a param ``lr`` and a metric ``acc``; a filtered, ordered first page."""
     from mlflow.entities import Metric, Param
@@ -150,7 +170,14 @@ def artifacts(cfg: dict[str, Any]) -> dict[str, list[float]]:
     return {"put_mb_s": put, "reput_mb_s": reput, "get_mb_s": get}
 
 
-WORKLOADS = {"log": log, "batch": batch, "create": create, "search": search, "artifacts": artifacts}
+WORKLOADS = {
+    "log": log,
+    "batch": batch,
+    "create": create,
+    "short": short,
+    "search": search,
+    "artifacts": artifacts,
+}
 
 
 def main() -> None:

@@ -44,7 +44,7 @@ WORKER = HERE / "mlflow_worker.py"
 MLFLOW_VENV = HERE / ".venv-mlflow"
 WORK_ROOT = HERE / ".work"
 CHUNK = 1 << 20
-WORKLOADS = ("log", "batch", "create", "search", "search30k", "artifacts")
+WORKLOADS = ("log", "batch", "create", "short", "sweep", "search", "search30k", "artifacts")
 
 err = Console(stderr=True)
 
@@ -63,6 +63,9 @@ class Sizes:
     mlflow_batch_size: int = 1_000  # MLflow's maximum metrics per log_batch
     create_runs: int = 1_000
     mlflow_create_runs: int = 200
+    short_runs: int = 1_000
+    mlflow_short_runs: int = 200
+    sweep_runs: int = 10_000
     search_runs: int = 1_000
     search_repeats: int = 15
     big_search_runs: int = 30_000
@@ -78,6 +81,9 @@ QUICK = Sizes(
     mlflow_batch_points=2_000,
     create_runs=200,
     mlflow_create_runs=50,
+    short_runs=200,
+    mlflow_short_runs=50,
+    sweep_runs=1_000,
     search_runs=200,
     search_repeats=5,
     big_search_runs=3_000,
@@ -345,6 +351,98 @@ def plinth_create(sz: Sizes, home: Path) -> dict[str, list[float]]:
     finally:
         client.close()
     return {"ms_per_run": ms}
+
+
+def short_run(client: Any, i: int, n: int) -> str:
+    """A run as a sweep makes thousands: start, 2 params, 2 metrics, end."""
+    import plinth
+
+    with plinth.start_run("bench-short", params={"lr": 0.1, "batch": 32}, client=client) as run:
+        run.log({"loss": 1.0 / (i + 1), "acc": i / n})
+    return str(run.id)
+
+
+def plinth_short(sz: Sizes, client: Any) -> dict[str, list[float]]:
+    """Short runs one after another: each run's own wall time, median per repeat."""
+    n = sz.short_runs
+    for i in range(20):  # warm: the project exists, the statements are compiled
+        short_run(client, i, n)
+    ms = []
+    for _ in range(sz.repeats):
+        per_run = []
+        for i in range(n):
+            t0 = time.perf_counter()
+            short_run(client, i, n)
+            per_run.append(time.perf_counter() - t0)
+        ms.append(statistics.median(per_run) * 1e3)
+    last = client.get_run(short_run(client, 0, n))
+    if last.status != "finished" or set(last.metrics) != {"loss", "acc"} or len(last.params) != 2:
+        raise AssertionError(f"a short run did not land whole: {last}")
+    return {"ms_per_run": ms}
+
+
+@contextlib.contextmanager
+def plinth_server(home: Path) -> Iterator[str]:
+    """``plinth server`` in a subprocess on a free loopback port; yields its URL."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PLINTH_")}
+    env["PLINTH_HOME"] = str(home)
+    cmd = [sys.executable, "-m", "plinth", "server", "--host", "127.0.0.1", "--port", str(port)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        import httpx
+
+        deadline = time.monotonic() + 60
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"plinth server did not start (exit {proc.poll()})")
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def process_state() -> tuple[float, int, int]:
+    """This process's resident memory (MiB), threads and open file descriptors."""
+    import psutil
+
+    me = psutil.Process()
+    return me.memory_info().rss / 2**20, me.num_threads(), me.num_fds()
+
+
+def plinth_sweep(sz: Sizes, home: Path) -> dict[str, Any]:
+    """``sweep_runs`` short runs in one process: the time, and what the process holds
+    after a tenth of them (warm) and after all of them."""
+    import gc
+
+    client = plinth_client(home)
+    n, tenth = sz.sweep_runs, sz.sweep_runs // 10
+    try:
+        start = time.perf_counter()
+        for i in range(tenth):
+            short_run(client, i, n)
+        gc.collect()
+        warm = process_state()
+        for i in range(tenth, n):
+            short_run(client, i, n)
+        seconds = time.perf_counter() - start
+        gc.collect()
+        end = process_state()
+        count = len(client.search_runs("bench-short", limit=10_000))
+        if count != min(n, 10_000):
+            raise AssertionError(f"sweep: {count} of {n} runs stored")
+    finally:
+        client.close()
+    return {"seconds": seconds, "warm": warm, "end": end}
 
 
 SEARCH_FILTER = "metrics.acc > 0.5 and params.lr = 0.1"
@@ -796,6 +894,79 @@ class Bench:
             )
         )
 
+    def short(self) -> None:
+        sz = self.sz
+
+        def embedded() -> dict[str, list[float]]:
+            client = plinth_client(self.home("plinth-short"))
+            try:
+                return plinth_short(sz, client)
+            finally:
+                client.close()
+
+        def served() -> dict[str, list[float]]:
+            import plinth
+
+            with plinth_server(self.home("plinth-short-server")) as url:
+                client = plinth.Client(url=url)
+                try:
+                    return plinth_short(sz, client)
+                finally:
+                    client.close()
+
+        p = self.timed("Plinth short runs, embedded", embedded)
+        h = self.timed("Plinth short runs, plinth server", served)
+        m = self.mlflow_result({"workload": "short", "n": sz.mlflow_short_runs})
+        mlflow = m and med(m["ms_per_run"])
+        name = f"short run x {sz.short_runs:,} (start, 2 params, 2 metrics, end)"
+        note = f"MLflow: {sz.mlflow_short_runs:,} runs, mlflow.start_run … log_params, log_metrics"
+        self.rows += [
+            Row(
+                name,
+                "ms/run, embedded",
+                "lower",
+                med(p["ms_per_run"]),
+                mlflow,
+                goal=3,
+                note=note,
+                samples={"plinth": p["ms_per_run"], "mlflow": (m or {}).get("ms_per_run", [])},
+            ),
+            Row(
+                name,
+                "ms/run, local plinth server",
+                "lower",
+                med(h["ms_per_run"]),
+                mlflow,
+                goal=6,
+                samples={"plinth": h["ms_per_run"]},
+            ),
+        ]
+
+    def sweep(self) -> None:
+        sz = self.sz
+        p = self.timed(
+            f"Plinth sweep of {sz.sweep_runs:,} short runs",
+            lambda: plinth_sweep(sz, self.home("plinth-sweep")),
+        )
+        (rss0, threads0, fds0), (rss1, threads1, fds1) = p["warm"], p["end"]
+        name = f"sweep: {sz.sweep_runs:,} short runs in one process"
+        self.rows += [
+            Row(name, "seconds", "lower", p["seconds"], samples={"plinth": [p["seconds"]]}),
+            Row(
+                name,
+                "RSS growth after the first tenth, %",
+                "lower",
+                100 * (rss1 - rss0) / rss0,
+                goal=10,
+                note=(
+                    f"RSS {rss0:.0f} → {rss1:.0f} MiB, threads {threads0} → {threads1}, "
+                    f"open files {fds0} → {fds1}"
+                ),
+            ),
+            Row(name, "threads gained", "lower", threads1 - threads0, goal=0),
+            Row(name, "file descriptors gained", "lower", fds1 - fds0, goal=0),
+        ]
+
     def search(self) -> None:
         sz = self.sz
         p = self.timed("Plinth search", lambda: plinth_search(sz, self.home("plinth-search")))
@@ -973,6 +1144,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, help="repeats per measurement (default 5; quick 3)")
     ap.add_argument("--artifact-mb", type=int, help="artifact size in MiB (default 1024)")
     ap.add_argument("--big-search-runs", type=int, help="runs in the big search (30,000)")
+    ap.add_argument("--sweep-runs", type=int, help="runs in the sweep (10,000)")
     ap.add_argument(
         "--sdk-populate", action="store_true", help="make every big-search run via the SDK"
     )
@@ -997,6 +1169,8 @@ def main(argv: list[str] | None = None) -> int:
         sz = replace(sz, artifact_bytes=args.artifact_mb << 20)
     if args.big_search_runs:
         sz = replace(sz, big_search_runs=args.big_search_runs)
+    if args.sweep_runs:
+        sz = replace(sz, sweep_runs=args.sweep_runs)
     # Embedded Plinth, always: no PLINTH_URL or other setting from the caller's shell.
     for key in [k for k in os.environ if k.startswith("PLINTH_")]:
         del os.environ[key]

@@ -67,35 +67,6 @@ def event_hash(prev_hash: str, row: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(fields, separators=(",", ":")).encode()).hexdigest()
 
 
-def append(
-    conn: Connection,
-    principal: Principal,
-    action: str,
-    *,
-    outcome: str = "ok",
-    project: str | None = None,
-    object: str | None = None,
-    details: dict[str, Any] | None = None,
-) -> None:
-    """Add one event inside the caller's transaction: it commits with the change."""
-    prev = conn.execute(_LOCK_HEAD).scalar_one()  # the lock serialises appends
-    row: dict[str, Any] = {
-        "at": time.time(),
-        "actor": _fit("actor", principal.name),
-        "token_id": _fit("token_id", principal.token_id),
-        "source": _fit("source", principal.source),
-        "project": _fit("project", project),
-        "action": _fit("action", action),
-        "object": _fit("object", object),
-        "outcome": outcome,
-        "details": json.dumps(details or {}, sort_keys=True, separators=(",", ":")),
-    }
-    row["prev_hash"] = prev
-    row["hash"] = event_hash(prev, row)
-    inserted = conn.execute(_INSERT, row).inserted_primary_key
-    conn.execute(_ADVANCE, {"new_id": inserted[0] if inserted else None, "new_hash": row["hash"]})
-
-
 # The most each text column holds: Postgres refuses longer text where SQLite keeps it.
 _LENGTHS = {
     c.name: c.type.length
@@ -113,9 +84,8 @@ def _fit(column: str, text: str | None) -> str | None:
     return text[: length - 1] + "\u2026"
 
 
-# Built once: constructing statements per event costs more than running them.
 _LOCK_HEAD = sa.select(audit_head.c.hash).where(audit_head.c.id == 1).with_for_update()
-_INSERT = audit_events.insert()
+_INSERT = audit_events.insert().returning(audit_events.c.id)
 _ADVANCE = (
     audit_head.update()
     .where(audit_head.c.id == 1)
@@ -190,67 +160,46 @@ class Change:
     record: bool = True  # False for a request that turned out to change nothing
 
 
-@contextlib.contextmanager
-def recorded(
-    db: Database,
-    principal: Principal,
-    action: str,
-    *,
-    project: str | None = None,
-    object: str | None = None,
-) -> Iterator[tuple[Connection, Change]]:
-    """A write transaction whose change is audited in it, before it commits.
-
-    A change refused with a Plinth error is recorded too, in a transaction of its own
-    (the refused one rolled back), and the error goes on to the caller.
-    """
-    change = Change(project, object)
-    try:
-        with db.write() as conn:
-            yield conn, change
-            if change.record:
-                append(
-                    conn,
-                    principal,
-                    action,
-                    project=change.project,
-                    object=change.object,
-                    details=change.details,
-                )
-    except PlinthError as exc:
-        record_refusal(db, principal, action, exc, project=change.project, object=change.object)
-        raise
-
-
-def record_refusal(
-    db: Database,
-    principal: Principal,
-    action: str,
-    exc: PlinthError,
-    *,
-    project: str | None = None,
-    object: str | None = None,
-) -> None:
-    with db.write() as conn:
-        append(
-            conn,
-            principal,
-            action,
-            outcome="refused",
-            project=project,
-            object=object,
-            details={"error": type(exc).__name__, "message": exc.message},
-        )
-
-
 class AuditLog:
-    """The trail of one database, as the platform hands it to every service."""
+    """The trail of one database, as the platform hands it to every service. Its three
+    statements are compiled once and run on the driver's cursor: every change pays them."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
+        self._lock_head = db.prepare(_LOCK_HEAD)
+        self._insert = db.prepare(_INSERT, keys=(*_HASHED, "prev_hash", "hash"))
+        self._advance = db.prepare(_ADVANCE)
 
-    append = staticmethod(append)
+    def append(
+        self,
+        conn: Connection,
+        principal: Principal,
+        action: str,
+        *,
+        outcome: str = "ok",
+        project: str | None = None,
+        object: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        """Add one event inside the caller's transaction: it commits with the change."""
+        [(prev,)] = self._lock_head.run(conn, {})  # the lock serialises appends
+        row: dict[str, Any] = {
+            "at": time.time(),
+            "actor": _fit("actor", principal.name),
+            "token_id": _fit("token_id", principal.token_id),
+            "source": _fit("source", principal.source),
+            "project": _fit("project", project),
+            "action": _fit("action", action),
+            "object": _fit("object", object),
+            "outcome": outcome,
+            "details": json.dumps(details or {}, sort_keys=True, separators=(",", ":")),
+        }
+        row["prev_hash"] = prev
+        row["hash"] = event_hash(prev, row)
+        [(new_id,)] = self._insert.run(conn, row)
+        self._advance.run(conn, {"new_id": new_id, "new_hash": row["hash"]})
 
+    @contextlib.contextmanager
     def recorded(
         self,
         principal: Principal,
@@ -258,8 +207,28 @@ class AuditLog:
         *,
         project: str | None = None,
         object: str | None = None,
-    ) -> contextlib.AbstractContextManager[tuple[Connection, Change]]:
-        return recorded(self.db, principal, action, project=project, object=object)
+    ) -> Iterator[tuple[Connection, Change]]:
+        """A write transaction whose change is audited in it, before it commits.
+
+        A change refused with a Plinth error is recorded too, in a transaction of its
+        own (the refused one rolled back), and the error goes on to the caller.
+        """
+        change = Change(project, object)
+        try:
+            with self.db.write() as conn:
+                yield conn, change
+                if change.record:
+                    self.append(
+                        conn,
+                        principal,
+                        action,
+                        project=change.project,
+                        object=change.object,
+                        details=change.details,
+                    )
+        except PlinthError as exc:
+            self.refusal(principal, action, exc, project=change.project, object=change.object)
+            raise
 
     def refusal(
         self,
@@ -270,4 +239,13 @@ class AuditLog:
         project: str | None = None,
         object: str | None = None,
     ) -> None:
-        record_refusal(self.db, principal, action, exc, project=project, object=object)
+        with self.db.write() as conn:
+            self.append(
+                conn,
+                principal,
+                action,
+                outcome="refused",
+                project=project,
+                object=object,
+                details={"error": type(exc).__name__, "message": exc.message},
+            )

@@ -163,6 +163,44 @@ class PostgresDialect(Dialect):
                 conn.commit()
 
 
+class Prepared:
+    """A statement compiled once for one database and run on the driver's own cursor.
+
+    SQLAlchemy's execution layer costs some 45 µs a statement here, ten times SQLite's
+    own work on a small write; the statements every run makes (its audit record, its
+    batch, its end) go this way. Raw driver errors reach the error table as they are
+    (``database_fault`` reads either dialect's), and the transaction is the caller's,
+    begun and committed by SQLAlchemy as ever. Only plain bound values: no expanding
+    ``IN``, no type processing beyond the driver's.
+    """
+
+    def __init__(self, db: Database, stmt: Any, keys: Sequence[str] | None = None) -> None:
+        compiled = stmt.compile(dialect=db.engine.dialect, column_keys=keys)
+        self.sql = str(compiled)
+        self.defaults = dict(compiled.params)  # values SQLAlchemy made into binds
+        self.order = compiled.positiontup  # positional paramstyle: the values' order
+
+    def _args(self, params: dict[str, Any]) -> Any:
+        merged = {**self.defaults, **params}
+        return merged if self.order is None else tuple(merged[k] for k in self.order)
+
+    def run(self, conn: Connection, params: dict[str, Any]) -> list[Any]:
+        """Execute once; the rows it returns (RETURNING, SELECT), else []."""
+        cursor = conn.connection.cursor()
+        try:
+            cursor.execute(self.sql, self._args(params))
+            return list(cursor.fetchall()) if cursor.description else []
+        finally:
+            cursor.close()
+
+    def run_many(self, conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+        cursor = conn.connection.cursor()
+        try:
+            cursor.executemany(self.sql, [self._args(row) for row in rows])
+        finally:
+            cursor.close()
+
+
 def database_fault(exc: BaseException) -> Fault | None:
     """A driver's or SQLAlchemy's error read as the state of the database: ``full``
     (507 to the caller), ``down`` (503), or None. Either dialect's errors are read:
@@ -213,6 +251,10 @@ class Database:
         """Raise unless the database answers a trivial query (for readiness)."""
         with self.engine.connect() as conn:
             conn.exec_driver_sql("SELECT 1")
+
+    def prepare(self, stmt: Any, keys: Sequence[str] | None = None) -> Prepared:
+        """``stmt`` compiled once for this database (``keys``: an INSERT's columns)."""
+        return Prepared(self, stmt, keys)
 
     def insert_ignoring_duplicates(self, table: sa.Table) -> Any:
         """INSERT that skips rows whose primary key already exists."""

@@ -8,7 +8,7 @@ import re
 import time
 import uuid
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -54,22 +54,37 @@ class TrackingService:
         self.projects = platform.projects
         self.artifacts = platform.artifacts  # for the start-up sweep
         self.settings = platform.settings
-        # Built once: constructing a statement costs more than running it on SQLite.
+        # Built once: constructing a statement costs more than running it on SQLite;
+        # the ones every run pays are also run on the driver's cursor (``Prepared``).
         db = self.db
-        self._insert_new_run = db.insert_ignoring_duplicates(t.runs).returning(t.runs.c.id)
-        self._insert_batch_id = db.insert_ignoring_duplicates(t.log_batches).returning(
-            t.log_batches.c.batch_id
-        )
-        self._upsert_tags = db.upsert(t.tags, ["run_id", "key"], ["value", "number"])
         lm = t.latest_metrics
-        self._upsert_latest = db.upsert(
-            lm,
-            ["run_id", "key"],
-            ["step", "timestamp", "value"],
-            where=lambda ex: sa.or_(
-                ex.step > lm.c.step, sa.and_(ex.step == lm.c.step, ex.timestamp >= lm.c.timestamp)
-            ),
+        self._insert_new_run = db.prepare(
+            db.insert_ignoring_duplicates(t.runs).returning(t.runs.c.id),
+            keys=[c.name for c in t.runs.c],
         )
+        self._insert_params = db.prepare(
+            t.params.insert(), keys=["run_id", "key", "value", "number"]
+        )
+        self._insert_batch_id = db.prepare(
+            db.insert_ignoring_duplicates(t.log_batches).returning(t.log_batches.c.batch_id)
+        )
+        self._upsert_tags = db.prepare(db.upsert(t.tags, ["run_id", "key"], ["value", "number"]))
+        self._upsert_latest = db.prepare(
+            db.upsert(
+                lm,
+                ["run_id", "key"],
+                ["step", "timestamp", "value"],
+                where=lambda ex: sa.or_(
+                    ex.step > lm.c.step,
+                    sa.and_(ex.step == lm.c.step, ex.timestamp >= lm.c.timestamp),
+                ),
+            )
+        )
+        self._run_access = db.prepare(_RUN)
+        self._run_by_id = db.prepare(_RUN_BY_ID)
+        self._extras_of_run = db.prepare(_EXTRAS_OF_RUN)
+        self._touch = db.prepare(_TOUCH)
+        self._end = db.prepare(_END)
 
     # runs -----------------------------------------------------------------------------
 
@@ -105,8 +120,8 @@ class TrackingService:
             }
             project_id = self.projects.create_or_require(conn, req.project, principal)
             self._check_parent(conn, req, project_id)
-            inserted = conn.execute(
-                self._insert_new_run,
+            inserted = self._insert_new_run.run(
+                conn,
                 {
                     "id": run.id,
                     "project_id": project_id,
@@ -117,8 +132,8 @@ class TrackingService:
                     "heartbeat_at": run.start_time,
                     "parent_id": run.parent_id,
                 },
-            ).first()
-            if inserted is None:  # the id exists: this create was made before
+            )
+            if not inserted:  # the id exists: this create was made before
                 owner = conn.execute(_PROJECT_OF, {"run_id": run.id}).scalar()
                 if owner != project_id:
                     raise Conflict(f"run id {run.id} is taken; choose another")
@@ -147,7 +162,7 @@ class TrackingService:
     def get_run(self, run_id: str, *, principal: Principal) -> s.Run:
         """A run by id, or by a unique prefix of 8 or more characters (as ids are shown)."""
         with self.db.read() as conn:
-            runs = self._load_runs(conn, _RUN_BY_ID, {"run_id": run_id})
+            runs = self._load_run(conn, run_id)
             if not runs and _ID_PREFIX.match(run_id):
                 matching = sa.select(t.runs).where(t.runs.c.id.startswith(run_id)).limit(2)
                 runs = self._load_runs(conn, matching)
@@ -170,7 +185,8 @@ class TrackingService:
         """The run's status and project, if the principal may ``need`` it; else the same
         NotFound as for no run at all (or PermissionDenied for a role too small). Names
         the project in the change being recorded."""
-        row = conn.execute(_RUN, {"run_id": run_id}).first()
+        found = self._run_access.run(conn, {"run_id": run_id})
+        row = _Access(*found[0]) if found else None
         if row is not None and change is not None:
             change.project = row.project
         self.projects.check(
@@ -191,10 +207,10 @@ class TrackingService:
             row = self.require_run(conn, run_id, principal, Need.WRITE, change)
             change.details = {"status": update.status}
             if update.batch is not None:
-                applied = self._apply_batch(conn, run_id, row, update.batch)
+                applied = self._apply_batch(conn, run_id, row, update.batch, touch=False)
                 change.details |= {"batch": _summary(update.batch) | {"applied": applied}}
-            conn.execute(_END, {"run_id": run_id, "status": update.status, "now": _now()})
-            [run] = self._load_runs(conn, _RUN_BY_ID, {"run_id": run_id}, project=row.project)
+            self._end.run(conn, {"run_id": run_id, "status": update.status, "now": _now()})
+            [run] = self._load_run(conn, run_id, project=row.project)
         return run
 
     def resume_run(self, run_id: str, *, principal: Principal) -> s.ResumedRun:
@@ -210,7 +226,7 @@ class TrackingService:
             )
         lm = t.latest_metrics
         with self.db.read() as conn:
-            [run] = self._load_runs(conn, _RUN_BY_ID, {"run_id": run_id})
+            [run] = self._load_run(conn, run_id)
             steps = conn.execute(sa.select(lm.c.key, lm.c.step).where(lm.c.run_id == run_id))
             return s.ResumedRun(**run.model_dump(), steps={key: step for key, step in steps})
 
@@ -245,7 +261,7 @@ class TrackingService:
 
     def touch(self, conn: Connection, run_id: str) -> None:
         """The run is alive now; one the reaper killed is running again (see _TOUCH)."""
-        conn.execute(_TOUCH, {"run_id": run_id, "now": _now()})
+        self._touch.run(conn, {"run_id": run_id, "now": _now()})
 
     def recover(self) -> None:
         """On start: end runs whose process died, drop uploads a crash cut short."""
@@ -279,18 +295,20 @@ class TrackingService:
             change.record = applied  # a retry of a batch already applied changes nothing
         return s.LogResult(applied=applied)
 
-    def _apply_batch(self, conn: Connection, run_id: str, row: Any, batch: s.LogBatch) -> bool:
-        """Apply a batch the first time its id is seen; False for a repeat."""
-        first_time = conn.execute(
-            self._insert_batch_id, {"run_id": run_id, "batch_id": batch.batch_id}
-        ).first()
-        if first_time is None:
+    def _apply_batch(
+        self, conn: Connection, run_id: str, row: Any, batch: s.LogBatch, *, touch: bool = True
+    ) -> bool:
+        """Apply a batch the first time its id is seen; False for a repeat. ``touch``:
+        the run is alive (not when the batch comes with its end)."""
+        first_time = self._insert_batch_id.run(conn, {"run_id": run_id, "batch_id": batch.batch_id})
+        if not first_time:
             return False
         self._refuse_if_ended(run_id, row)  # after: a retry of an applied batch succeeds
         self._write_params(conn, run_id, batch.params)
         self._write_tags(conn, run_id, batch.tags)
         self._write_metrics(conn, run_id, batch.metrics)
-        self.touch(conn, run_id)
+        if touch:
+            self.touch(conn, run_id)
         return True
 
     def _write_params(
@@ -313,7 +331,7 @@ class TrackingService:
             if k not in existing
         ]
         if new:
-            conn.execute(t.params.insert(), new)
+            self._insert_params.run_many(conn, new)
 
     @staticmethod
     def _params_of(conn: Connection, run_id: str, keys: list[str]) -> dict[str, str]:
@@ -325,8 +343,8 @@ class TrackingService:
 
     def _write_tags(self, conn: Connection, run_id: str, tags: dict[str, str]) -> None:
         if tags:
-            conn.execute(
-                self._upsert_tags,
+            self._upsert_tags.run_many(
+                conn,
                 [
                     {"run_id": run_id, "key": k, "value": v, "number": search.number_in_text(v)}
                     for k, v in tags.items()
@@ -349,8 +367,8 @@ class TrackingService:
             current = latest.get(row[1])
             if current is None or row[2:4] >= current[2:4]:  # highest step, then newest
                 latest[row[1]] = row
-        conn.execute(
-            self._upsert_latest,
+        self._upsert_latest.run_many(
+            conn,
             [
                 dict(zip(("run_id", "key", "step", "timestamp", "value"), r, strict=True))
                 for r in latest.values()
@@ -412,11 +430,27 @@ class TrackingService:
         rows: Sequence[Any] = conn.execute(stmt, values).mappings().all()
         if not rows:
             return []
-        ids = [r["id"] for r in rows]
+        extras = conn.execute(_EXTRAS, {"ids": [r["id"] for r in rows]})
+        return self._assemble(conn, rows, extras, project)
+
+    def _load_run(self, conn: Connection, run_id: str, project: str | None = None) -> list[s.Run]:
+        """``_load_runs`` of one run by its id, on the driver's cursor: every run's end
+        returns the run."""
+        found = self._run_by_id.run(conn, {"run_id": run_id})
+        if not found:
+            return []
+        rows = [dict(zip(_RUN_COLUMNS, found[0], strict=True))]
+        extras = self._extras_of_run.run(conn, {"run_id": run_id})
+        return self._assemble(conn, rows, extras, project)
+
+    def _assemble(
+        self, conn: Connection, rows: Sequence[Any], extras_rows: Any, project: str | None
+    ) -> list[s.Run]:
+        """Runs from their rows and the rows of their params, tags and latest metrics."""
         extras: dict[str, dict[str, dict[str, Any]]] = {
-            i: {"params": {}, "tags": {}, "metrics": {}} for i in ids
+            r["id"]: {"params": {}, "tags": {}, "metrics": {}} for r in rows
         }
-        for run_id, field, key, text, number in conn.execute(_EXTRAS, {"ids": ids}):
+        for run_id, field, key, text, number in extras_rows:
             if field == "params":
                 extras[run_id][field][key] = json.loads(text)
             else:
@@ -469,22 +503,45 @@ _TOUCH = (
 )
 
 
-def _extras(table: sa.Table, field: str) -> Any:
-    """One table's key/values of some runs, in the one shape ``_EXTRAS`` unites."""
+_RUN_COLUMNS = [c.name for c in t.runs.c]
+
+
+def _extras(table: sa.Table, field: str, *, one: bool) -> Any:
+    """One table's key/values of some runs (or ``one``), in the shape ``_EXTRAS`` unites."""
     numeric = field == "metrics"
+    which = (
+        table.c.run_id == sa.bindparam("run_id")
+        if one
+        else table.c.run_id.in_(sa.bindparam("ids", expanding=True))
+    )
     return sa.select(
         table.c.run_id,
         sa.literal(field).label("field"),
         table.c.key,
         sa.cast(sa.null(), sa.Text) if numeric else table.c.value,
         table.c.value if numeric else sa.cast(sa.null(), sa.Float),
-    ).where(table.c.run_id.in_(sa.bindparam("ids", expanding=True)))
+    ).where(which)
 
 
-# params, tags and newest metric values of a page of runs, in one round trip
-_EXTRAS = sa.union_all(
-    _extras(t.params, "params"), _extras(t.tags, "tags"), _extras(t.latest_metrics, "metrics")
-)
+def _all_extras(*, one: bool) -> Any:
+    """Params, tags and newest metric values of a page of runs, in one round trip."""
+    return sa.union_all(*(_extras(table, field, one=one) for table, field in _EXTRA_TABLES))
+
+
+_EXTRA_TABLES = ((t.params, "params"), (t.tags, "tags"), (t.latest_metrics, "metrics"))
+_EXTRAS = _all_extras(one=False)
+_EXTRAS_OF_RUN = _all_extras(one=True)
+
+
+class _Access(NamedTuple):
+    """What ``require_run`` learns of a run (the columns of ``_RUN``)."""
+
+    status: str
+    end_time: float | None
+    heartbeat_at: float
+    project_id: str
+    project: str
+
 
 _PROJECT_OF = sa.select(t.runs.c.project_id).where(t.runs.c.id == sa.bindparam("run_id"))
 _RUN = (
