@@ -1,0 +1,104 @@
+"""Short runs, as sweeps make thousands: one request to start, one to end; the end
+carries the last points and is still all-or-nothing and applied once."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+
+import psutil
+import pytest
+
+import plinth
+from plinth.client import Client
+
+
+def _series(value: float) -> list[dict[str, object]]:
+    return [{"key": "loss", "steps": [0], "values": [value], "timestamps": [time.time()]}]
+
+
+def _short_run(client: Client, project: str, i: int) -> plinth.Run:
+    with plinth.start_run(project, params={"lr": 0.1, "i": i}, client=client) as run:
+        run.log({"loss": 1.0 / (i + 1), "acc": i / 100})
+    return run
+
+
+def test_a_short_run_lands_whole_with_its_end(client: Client, project: str) -> None:
+    sent: list[tuple[str, str]] = []
+    real = client._transport.request
+
+    def counting(method: str, path: str, **kwargs):  # type: ignore[no-untyped-def]
+        sent.append((method, path.rsplit("/", 1)[-1] if "/runs/" in path else path))
+        return real(method, path, **kwargs)
+
+    client._transport.request = counting  # type: ignore[method-assign]
+    run = _short_run(client, project, 3)
+    assert [method for method, _ in sent] == ["POST", "PATCH"]  # start; end with the points
+    info = client.get_run(run.id)
+    assert info.status == "finished"
+    assert info.params == {"lr": 0.1, "i": 3}
+    assert info.metrics == {"loss": pytest.approx(0.25), "acc": pytest.approx(0.03)}
+    assert run.info.metrics == info.metrics  # the end answers with the run as it ended
+    ends = [e for e in client.audit_events(project=project) if e.action == "runs.end"]
+    assert len(ends) == 1 and ends[0].details["batch"]["points"] == 2
+
+
+def test_an_end_with_its_batch_retried_applies_the_batch_once(
+    client: Client, project: str
+) -> None:
+    run_id = client.create_run(project).id
+    batch = (uuid.uuid4().hex, _series(0.5))
+    first = client.end_run(run_id, "finished", last_batch=batch)
+    again = client.end_run(run_id, "finished", last_batch=batch)  # its answer was lost
+    assert first.metrics == again.metrics == {"loss": 0.5}
+    assert [p.value for p in client.metric_history(run_id, "loss")] == [0.5]
+
+
+def test_an_ended_run_refuses_a_new_batch_with_its_end_and_changes_nothing(
+    client: Client, project: str
+) -> None:
+    run_id = client.create_run(project).id
+    client.end_run(run_id, "failed")
+    with pytest.raises(plinth.Conflict, match="takes no more data"):
+        client.end_run(run_id, "finished", last_batch=(uuid.uuid4().hex, _series(1.0)))
+    info = client.get_run(run_id)
+    assert info.status == "failed" and info.metrics == {}
+    assert client.metric_history(run_id, "loss") == []
+
+
+def test_a_refused_last_batch_still_ends_the_run(client: Client, project: str) -> None:
+    with pytest.raises(plinth.Conflict), plinth.start_run(project, client=client) as run:
+        run.log({"loss": 1.0})
+        client.end_run(run.id, "killed")  # someone else ended it meanwhile
+    assert client.get_run(run.id).status == "finished"  # the end still happened
+
+
+def test_live_runs_share_one_flusher_and_each_keeps_its_points(
+    client: Client, project: str
+) -> None:
+    runs = [plinth.start_run(project, client=client) for _ in range(5)]
+    flushers = [t for t in threading.enumerate() if t.name == "plinth-flush"]
+    for step in range(300):
+        for i, run in enumerate(runs):
+            run.log({"m": float(i)}, step=step)
+    for run in runs:
+        run.flush()
+    for i, run in enumerate(runs):
+        run.end()
+        history = client.metric_history(run.id, "m")
+        assert [p.step for p in history] == list(range(300))
+        assert {p.value for p in history} == {float(i)}
+    assert len(flushers) == 1
+
+
+def test_a_sweep_holds_no_threads_or_files(client: Client, project: str) -> None:
+    for i in range(10):  # warm: the flusher, the connection pool, the event loops
+        _short_run(client, project, i)
+    me = psutil.Process()
+    threads, files = threading.active_count(), me.num_fds()
+    for i in range(10, 210):
+        _short_run(client, project, i)
+    assert threading.active_count() <= threads
+    assert me.num_fds() <= files
+    assert len(client.search_runs(project, limit=1000)) == 210
