@@ -44,9 +44,7 @@ def test_a_short_run_lands_whole_with_its_end(client: Client, project: str) -> N
     assert len(ends) == 1 and ends[0].details["batch"]["points"] == 2
 
 
-def test_an_end_with_its_batch_retried_applies_the_batch_once(
-    client: Client, project: str
-) -> None:
+def test_an_end_with_its_batch_retried_applies_the_batch_once(client: Client, project: str) -> None:
     run_id = client.create_run(project).id
     batch = (uuid.uuid4().hex, _series(0.5))
     first = client.end_run(run_id, "finished", last_batch=batch)
