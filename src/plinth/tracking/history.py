@@ -40,6 +40,7 @@ MAX_POINTS = 100_000  # the largest max_points: far more than any chart draws
 _MAGIC = b"PLMH"
 _VERSION = 1
 _HEADER = struct.Struct("<4sIQ")
+FIELDS = [("step", "<i8"), ("timestamp", "<f8"), ("value", "<f8")]  # a numpy dtype
 Shape = Literal["list", "numpy", "pandas"]
 SHAPES: tuple[Shape, ...] = ("list", "numpy", "pandas")
 
@@ -124,7 +125,7 @@ def shaped(columns: Columns, shape: str) -> Any:
     if shape == "numpy":
         return _structured(columns)
     pd = require("pandas", "pandas")
-    return pd.DataFrame({name: _array(columns, name) for name in ("step", "timestamp", "value")})
+    return pd.DataFrame({name: _array(columns, name) for name, _ in FIELDS}, copy=True)
 
 
 def check_shape(shape: str) -> None:
@@ -136,14 +137,17 @@ def _array(columns: Columns, name: str) -> np.ndarray:
     import numpy as np
 
     column = getattr(columns, f"{name}s")
-    return np.asarray(column, dtype=np.int64 if name == "step" else np.float64)
+    dtype = np.int64 if name == "step" else np.float64
+    if isinstance(column, array):  # as the SDK decoded it: no copy
+        return np.frombuffer(column, dtype=dtype)
+    return np.asarray(column, dtype=dtype)
 
 
 def _structured(columns: Columns) -> np.ndarray:
     import numpy as np
 
-    out = np.empty(len(columns), dtype=[("step", "i8"), ("timestamp", "f8"), ("value", "f8")])
-    for name in ("step", "timestamp", "value"):
+    out = np.empty(len(columns), dtype=FIELDS)
+    for name, _ in FIELDS:
         out[name] = _array(columns, name)
     return out
 
@@ -214,7 +218,7 @@ def from_rows(rows: Iterable[Any]) -> Columns:
     as columns ordered by step, then timestamp."""
     import numpy as np
 
-    table = np.fromiter(rows, dtype=[("step", "i8"), ("timestamp", "f8"), ("value", "f8")])
+    table = np.fromiter(rows, dtype=FIELDS)
     steps, stamps = table["step"], table["timestamp"]
     # The database orders by step only (its index does, at no cost); points sharing a
     # step are few, and are put in time order here only when they are out of it.
