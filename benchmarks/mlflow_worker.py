@@ -11,6 +11,7 @@ standard library and MLflow are imported here.
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import shutil
@@ -170,6 +171,31 @@ def artifacts(cfg: dict[str, Any]) -> dict[str, list[float]]:
     return {"put_mb_s": put, "reput_mb_s": reput, "get_mb_s": get}
 
 
+def history(cfg: dict[str, Any]) -> dict[str, Any]:
+    """``MlflowClient.get_metric_history`` of one metric of ``n`` points, logged with
+    ``log_batch`` 1,000 at a time (its maximum); every 10,000th value NaN, as Plinth's."""
+    from mlflow.entities import Metric
+
+    _mlflow, client, exp = _setup(Path(cfg["workdir"]))
+    n = cfg["n"]
+    run_id = client.create_run(exp).info.run_id
+    points = [
+        Metric("loss", math.nan if i % 10_000 == 9_999 else 1.0 / (i + 1), 1_700_000_000_000 + i, i)
+        for i in range(n)
+    ]
+    for b in range(0, n, 1_000):
+        client.log_batch(run_id, metrics=points[b : b + 1_000])
+    got = len(client.get_metric_history(run_id, "loss"))  # untimed: warms the cache
+    if got != n:
+        raise AssertionError(f"MLflow returned {got} of {n} points")
+    ms = []
+    for _ in range(cfg["repeats"]):
+        t0 = time.perf_counter()
+        client.get_metric_history(run_id, "loss")
+        ms.append((time.perf_counter() - t0) * 1e3)
+    return {"ms": ms}
+
+
 WORKLOADS = {
     "log": log,
     "batch": batch,
@@ -177,6 +203,7 @@ WORKLOADS = {
     "short": short,
     "search": search,
     "artifacts": artifacts,
+    "history": history,
 }
 
 

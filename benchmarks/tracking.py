@@ -24,6 +24,7 @@ import os
 import platform
 import random
 import shutil
+import socket
 import sqlite3
 import statistics
 import subprocess
@@ -44,7 +45,18 @@ WORKER = HERE / "mlflow_worker.py"
 MLFLOW_VENV = HERE / ".venv-mlflow"
 WORK_ROOT = HERE / ".work"
 CHUNK = 1 << 20
-WORKLOADS = ("log", "batch", "create", "short", "sweep", "search", "search30k", "artifacts")
+WORKLOADS = (
+    "log",
+    "batch",
+    "create",
+    "short",
+    "sweep",
+    "search",
+    "search30k",
+    "artifacts",
+    "history",
+    "pages",
+)
 
 err = Console(stderr=True)
 
@@ -71,6 +83,10 @@ class Sizes:
     big_search_runs: int = 30_000
     artifact_bytes: int = 1 << 30
     artifact_repeats: int = 3
+    history_points: int = 100_000
+    big_history_points: int = 1_000_000
+    page_runs: int = 10
+    page_points: int = 100_000
 
 
 QUICK = Sizes(
@@ -89,6 +105,10 @@ QUICK = Sizes(
     big_search_runs=3_000,
     artifact_bytes=64 << 20,
     artifact_repeats=2,
+    history_points=10_000,
+    big_history_points=100_000,
+    page_runs=3,
+    page_points=10_000,
 )
 
 
@@ -381,36 +401,6 @@ def plinth_short(sz: Sizes, client: Any) -> dict[str, list[float]]:
     return {"ms_per_run": ms}
 
 
-@contextlib.contextmanager
-def plinth_server(home: Path) -> Iterator[str]:
-    """``plinth server`` in a subprocess on a free loopback port; yields its URL."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PLINTH_")}
-    env["PLINTH_HOME"] = str(home)
-    cmd = [sys.executable, "-m", "plinth", "server", "--host", "127.0.0.1", "--port", str(port)]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        import httpx
-
-        deadline = time.monotonic() + 60
-        while True:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"plinth server did not start (exit {proc.poll()})")
-            time.sleep(0.2)
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(30)
-
-
 def process_state() -> tuple[float, int, int]:
     """This process's resident memory (MiB), threads and open file descriptors."""
     import psutil
@@ -563,6 +553,151 @@ def clone_runs(db_path: Path, template: str, count: int, rng: random.Random) -> 
         con.execute("COMMIT")
     finally:
         con.close()
+
+
+HISTORY_CHART_POINTS = 1_680  # what the run page asks for (plinth.ui.charts.MAX_POINTS)
+
+
+def history_run(client: Any, home: Path, project: str, key: str, n: int) -> str:
+    """A run whose metric ``key`` has ``n`` points: the first ``n - 1`` inserted in SQL
+    into Plinth's file in one transaction (the SDK would take minutes for a million),
+    the last one logged through the SDK so the run's latest value is set as usual.
+    Every 10,000th value is NaN (stored as NULL), as a diverged step would be."""
+    run_id: str = client.create_run(project).id
+    rows = [
+        (run_id, key, i, 1.7e9 + i * 0.01, None if i % 10_000 == 9_999 else 1.0 / (i + 1))
+        for i in range(n - 1)
+    ]
+    con = sqlite3.connect(home / "plinth.db", isolation_level=None, timeout=60)
+    try:
+        con.execute("BEGIN IMMEDIATE")
+        con.executemany("INSERT INTO metrics VALUES (?,?,?,?,?)", rows)
+        con.execute("COMMIT")
+    finally:
+        con.close()
+    last = {"key": key, "value": 1.0 / n, "step": n - 1, "timestamp": 1.7e9 + n * 0.01}
+    client.log_batch(run_id, metrics=[last])
+    return run_id
+
+
+def timings_ms(fn: Callable[[], Any], repeats: int, expect: int | None = None) -> list[float]:
+    """Milliseconds per call, after one call that is not timed (it warms the caches)."""
+    got = fn()
+    if expect is not None and len(got) != expect:
+        raise AssertionError(f"expected {expect:,} points, got {len(got):,}")
+    out = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        out.append((time.perf_counter() - t0) * 1e3)
+    return out
+
+
+def plinth_history(sz: Sizes, home: Path) -> dict[str, Any]:
+    """``client.metric_history(run_id, key)`` of a 100,000- and a 1,000,000-point
+    metric (the default list shape), and the 1,000,000 thinned to a chart's width."""
+    client = plinth_client(home)
+    try:
+        small = history_run(client, home, "bench-history", "loss", sz.history_points)
+        big = history_run(client, home, "bench-history", "loss", sz.big_history_points)
+        out = {
+            "small_ms": timings_ms(
+                lambda: client.metric_history(small, "loss"), sz.repeats, sz.history_points
+            ),
+            "big_ms": timings_ms(
+                lambda: client.metric_history(big, "loss"), sz.repeats, sz.big_history_points
+            ),
+            "big_numpy_ms": timings_ms(
+                lambda: client.metric_history(big, "loss", as_="numpy"), sz.repeats
+            ),
+            "big_thinned_ms": timings_ms(
+                lambda: client.metric_history(big, "loss", max_points=HISTORY_CHART_POINTS),
+                sz.repeats,
+            ),
+        }
+    finally:
+        client.close()
+    db = home / "plinth.db"
+    out["floor_small_ms"] = floor_history(db, small, sz.repeats)
+    out["floor_big_ms"] = floor_history(db, big, sz.repeats)
+    return out
+
+
+def floor_history(db_path: Path, run_id: str, repeats: int) -> list[float]:  # ms
+    """The same points read with plain ``sqlite3`` from Plinth's file: one query, all
+    rows fetched as tuples, nothing else."""
+    con = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    query = "SELECT step, timestamp, value FROM metrics WHERE run_id = ? AND key = ? ORDER BY step"
+    try:
+        return timings_ms(lambda: con.execute(query, (run_id, "loss")).fetchall(), repeats)
+    finally:
+        con.close()
+
+
+@contextlib.contextmanager
+def plinth_server(home: Path) -> Iterator[str]:
+    """``plinth server`` over ``home`` in a subprocess on a free loopback port."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PLINTH_")}
+    env |= {"PLINTH_HOME": str(home), "PYTHONPATH": str(HERE.parent / "src")}
+    cmd = [sys.executable, "-m", "plinth", "server", "--port", str(port)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        import httpx
+
+        deadline = time.monotonic() + 60
+        while True:
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                    break
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"plinth server did not start (exit code {proc.poll()})")
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def plinth_pages(sz: Sizes, home: Path) -> dict[str, Any]:
+    """The run page of a run with a 1,000,000-point metric and the compare page of 10
+    runs of 100,000 points each, fetched over HTTP from ``plinth server``."""
+    import httpx
+
+    client = plinth_client(home)
+    try:
+        big = history_run(client, home, "bench-pages", "loss", sz.big_history_points)
+        runs = [
+            history_run(client, home, "bench-pages", "loss", sz.page_points)
+            for _ in range(sz.page_runs)
+        ]
+    finally:
+        client.close()
+
+    def page(http: httpx.Client, path: str, charts: int) -> Callable[[], Any]:
+        def get() -> list[str]:
+            response = http.get(path)
+            response.raise_for_status()
+            drawn = response.text.count('<polyline class="series"')
+            if drawn != charts:
+                raise AssertionError(f"{path}: {drawn} lines drawn, expected {charts}")
+            return [response.text]
+
+        return get
+
+    with plinth_server(home) as url, httpx.Client(base_url=url, timeout=120) as http:
+        run_ms = timings_ms(page(http, f"/runs/{big}", 1), sz.repeats)
+        compare_ms = timings_ms(
+            page(http, f"/compare?runs={','.join(runs)}", sz.page_runs), sz.repeats
+        )
+    return {"run_ms": run_ms, "compare_ms": compare_ms}
 
 
 def settle() -> None:
@@ -1076,6 +1211,59 @@ class Bench:
                         "mlflow": (m or {}).get(f"{key}_mb_s", []),
                         "floor": floor[key],
                     },
+                )
+            )
+
+    def history(self) -> None:
+        sz = self.sz
+        p = self.timed(
+            "Plinth metric_history", lambda: plinth_history(sz, self.home("plinth-history"))
+        )
+        m = self.mlflow_result({"workload": "history", "n": sz.history_points})
+        small, big = f"{sz.history_points:,}", f"{sz.big_history_points:,}"
+        floor_note = "floor: sqlite3 fetchall of the same rows from Plinth's file"
+        mlflow_note = f"MLflow: MlflowClient.get_metric_history; goal ≥ 20x MLflow; {floor_note}"
+        rows = [  # key, points, measure, MLflow's samples, goal, floor's key
+            ("small_ms", small, "ms per call (list)", m and m["ms"], None, "floor_small_ms"),
+            ("big_ms", big, "ms per call (list)", None, 500, "floor_big_ms"),
+            ("big_numpy_ms", big, "ms per call (as_='numpy')", None, 500, "floor_big_ms"),
+            ("big_thinned_ms", big, f"ms, max_points={HISTORY_CHART_POINTS:,}", None, None, ""),
+        ]
+        for key, n, measure, mlflow_ms, goal, floor_key in rows:
+            floor = p[floor_key] if floor_key else []
+            note = mlflow_note if m and mlflow_ms else floor_note
+            self.rows.append(
+                Row(
+                    f"metric_history {n} pts",
+                    measure,
+                    "lower",
+                    med(p[key]),
+                    mlflow_ms and med(mlflow_ms),
+                    floor=med(floor) if floor else None,
+                    goal=goal,
+                    note=note if floor_key else "thinned on the server to a chart's width",
+                    samples={"plinth": p[key], "mlflow": mlflow_ms or [], "floor": floor},
+                )
+            )
+
+    def pages(self) -> None:
+        sz = self.sz
+        p = self.timed(
+            "Plinth pages over HTTP", lambda: plinth_pages(sz, self.home("plinth-pages"))
+        )
+        for key, name in (
+            ("run_ms", f"run page, 1 metric of {sz.big_history_points:,} pts"),
+            ("compare_ms", f"compare page, {sz.page_runs} runs x {sz.page_points:,} pts"),
+        ):
+            self.rows.append(
+                Row(
+                    name,
+                    "ms per page (HTTP, plinth server)",
+                    "lower",
+                    med(p[key]),
+                    goal=1000,
+                    note="GET of the whole HTML page from a plinth server subprocess",
+                    samples={"plinth": p[key]},
                 )
             )
 

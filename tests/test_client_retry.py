@@ -28,6 +28,7 @@ from plinth.core.access import LOCAL
 from plinth.core.platform import Platform
 from plinth.errors import Conflict, InvalidInput, PlinthError, ServiceUnavailable
 from plinth.settings import ClientSettings
+from plinth.tracking import history
 from plinth.tracking import schemas as s
 from plinth.tracking.service import TrackingService
 from tests.conftest import make_settings, raw_http
@@ -45,10 +46,12 @@ def _answer(request: httpx.Request) -> httpx.Response:
     path, method = request.url.path, request.method
     if path.endswith("/heartbeat"):
         return httpx.Response(204)
+    if path.endswith("/metrics"):
+        body = history.to_binary(history.Columns([], [], []))
+        return httpx.Response(200, content=body, headers={"Content-Type": history.MEDIA_TYPE})
     bodies: list[tuple[str, Any]] = [
         ("/batches", {"applied": True}),
         ("/search", {"runs": []}),
-        ("/metrics", {"run_id": "r1", "key": "m", "points": []}),
         ("/artifacts", [] if method == "GET" else ARTIFACT),
     ]
     body = next((b for suffix, b in bodies if path.endswith(suffix)), RUN)

@@ -1,11 +1,12 @@
-"""The SVG chart helper: axes, ticks, skipped non-finite points, thinning, escaping."""
+"""The SVG chart helper: axes, ticks, skipped non-finite points, escaping. (Thinning a
+long history is tracking's: tests/tracking/test_history.py.)"""
 
 from __future__ import annotations
 
 import math
 import re
 
-from plinth.ui.charts import MAX_POINTS, Line, downsample, line_chart, nice_ticks
+from plinth.ui.charts import Line, line_chart, nice_ticks
 
 
 def _polylines(svg: str) -> list[list[tuple[float, float]]]:
@@ -40,17 +41,6 @@ def test_only_non_finite_points_say_so() -> None:
 def test_a_single_point_is_a_dot() -> None:
     svg = str(line_chart([Line("m", [(3, 2.0)])]))
     assert "<circle" in svg and "<polyline" not in svg
-
-
-def test_long_lines_are_thinned_keeping_extremes() -> None:
-    points = [(float(i), math.sin(i / 100)) for i in range(100_000)]
-    points[54_321] = (54_321.0, 50.0)
-    thinned = downsample(points)
-    assert len(thinned) <= MAX_POINTS
-    assert (54_321.0, 50.0) in thinned
-    assert [p[0] for p in thinned] == sorted(p[0] for p in thinned)
-    (line,) = _polylines(str(line_chart([Line("m", points)])))
-    assert len(line) <= MAX_POINTS
 
 
 def test_ticks_are_round_and_cover_the_range() -> None:

@@ -13,6 +13,7 @@ import pytest
 
 import plinth
 from plinth.client import Client
+from plinth.ui.charts import MAX_POINTS
 from tests.conftest import make_settings, raw_http
 
 EVIL = "<script>alert(1)</script>"
@@ -174,3 +175,22 @@ def test_empty_home_invites_a_first_run(tmp_path: Path) -> None:
     with Client(settings=make_settings(tmp_path)) as client:
         page = raw_http(client).get("/")
     assert page.status_code == 200 and "No projects yet" in page.text
+
+
+def test_a_long_history_is_drawn_thinned_by_the_service_keeping_its_spike(
+    tmp_path: Path,
+) -> None:
+    values = [math.sin(i / 500) for i in range(30_000)]
+    values[12_345] = 50.0
+    with Client(settings=make_settings(tmp_path / "home")) as client:
+        run = client.create_run("long")
+        client.log_batch(run.id, metrics=_points("loss", values))
+        page = raw_http(client).get(f"/runs/{run.id}")
+    assert page.status_code == 200
+    (points,) = re.findall(r'<polyline[^>]* points="([^"]*)"', page.text)
+    assert 100 < len(points.split()) <= MAX_POINTS
+    ticks = [
+        float(t)
+        for t in re.findall(r'<text class="tick"[^>]*text-anchor="end">([^<]*)<', page.text)
+    ]
+    assert max(ticks) >= 50  # the y axis reaches the spike: it was drawn

@@ -9,14 +9,17 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 from urllib.parse import quote
 
 from plinth.core.blobs import CHUNK, PipelinedHash, file_digest
 from plinth.errors import BlobMissing, CorruptArtifact, InvalidInput
+from plinth.tracking import history
 from plinth.tracking import schemas as s
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from plinth.client import Transport
 
 PROGRESS_MIN_BYTES = 64 << 20
@@ -147,11 +150,45 @@ class TrackingCalls:
         data = self._transport.request("POST", "/api/v1/runs/search", json=query, retry=True)
         return s.RunPage(**data)
 
-    def metric_history(self, run_id: str, key: str) -> list[s.HistoryPoint]:
-        data = self._transport.request(
-            "GET", f"/api/v1/runs/{_seg(run_id)}/metrics", params={"key": key}
-        )
-        return s.MetricHistory(**data).points
+    @overload
+    def metric_history(
+        self,
+        run_id: str,
+        key: str,
+        *,
+        max_points: int | None = None,
+        as_: Literal["list"] = "list",
+    ) -> history.HistoryPoints: ...
+    @overload
+    def metric_history(
+        self, run_id: str, key: str, *, max_points: int | None = None, as_: Literal["numpy"]
+    ) -> np.ndarray: ...
+    @overload
+    def metric_history(
+        self, run_id: str, key: str, *, max_points: int | None = None, as_: Literal["pandas"]
+    ) -> Any: ...
+    def metric_history(
+        self, run_id: str, key: str, *, max_points: int | None = None, as_: str = "list"
+    ) -> Any:
+        """A metric's points by step, then time, sent as binary columns.
+
+        ``as_="list"``: a sequence of ``HistoryPoint(step, timestamp, value)`` that also
+        holds the columns (``.steps``, ``.timestamps``, ``.values``); ``"numpy"``: a
+        structured array with fields ``step``, ``timestamp`` and ``value``; ``"pandas"``:
+        a DataFrame with those columns. ``max_points`` thins the history on the server
+        (2 to 100,000; see ``history.downsample`` for what it keeps).
+        """
+        history.check_shape(as_)
+        if max_points is not None:
+            history.check_max_points(max_points)
+        params: dict[str, Any] = {"key": key}
+        if max_points is not None:
+            params["max_points"] = max_points
+        url = f"/api/v1/runs/{_seg(run_id)}/metrics"
+        headers = {"Accept": history.MEDIA_TYPE}
+        with self._transport.stream("GET", url, params=params, headers=headers) as response:
+            body = response.read()
+        return history.shaped(history.from_binary(body), as_)
 
     # artifacts ------------------------------------------------------------------------
 

@@ -10,7 +10,8 @@ from fastapi.responses import StreamingResponse
 from plinth.api.auth import caller
 from plinth.api.context import Caller
 from plinth.api.uploads import download_headers, receive_upload, streamed_body
-from plinth.core.access import Permission
+from plinth.core.access import Permission, Principal
+from plinth.tracking import history
 from plinth.tracking import schemas as s
 from plinth.tracking.artifacts import RunArtifactsService
 from plinth.tracking.service import TrackingService
@@ -65,11 +66,38 @@ async def log_batch(run_id: RunId, batch: s.LogBatch, c: Write) -> s.LogResult:
     return await c(c.service.log_batch, run_id, batch)
 
 
-@router.get("/runs/{run_id}/metrics", response_model=s.MetricHistory)
+@router.get(
+    "/runs/{run_id}/metrics",
+    response_model=s.MetricHistory,
+    responses={200: {"content": {history.MEDIA_TYPE: {"schema": {"format": "binary"}}}}},
+)
 async def metric_history(
-    run_id: RunId, c: Read, key: Annotated[str, Query(max_length=250)]
-) -> s.MetricHistory:
-    return await c(c.service.metric_history, run_id, key)
+    run_id: RunId,
+    c: Read,
+    request: Request,
+    key: Annotated[str, Query(max_length=250)],
+    max_points: Annotated[
+        int | None,
+        Query(
+            description=f"2 to {history.MAX_POINTS:,} (422 otherwise): thin the history on "
+            "the server to at most this many points plus the first and last of each "
+            "stretch of NaN or ±inf values, keeping the first and last points and each "
+            "bucket's extremes",
+            # checked by the service, so a number out of range is a 422 on every path
+            json_schema_extra={"minimum": 2, "maximum": history.MAX_POINTS},
+        ),
+    ] = None,
+) -> Response:
+    """JSON columns, or with ``Accept: application/vnd.plinth.metric-history`` the
+    same as little-endian binary arrays (``tracking/history.py`` has the layout)."""
+    binary = history.wants_binary(request.headers.get("accept", ""))
+
+    def answer(*, principal: Principal) -> bytes:  # read and encode in one hop to the pool
+        columns = c.service.metric_history(run_id, key, max_points, principal=principal)
+        return history.to_binary(columns) if binary else history.to_json(run_id, key, columns)
+
+    media_type = history.MEDIA_TYPE if binary else "application/json"
+    return Response(await c(answer), media_type=media_type)
 
 
 @router.get("/runs/{run_id}/artifacts", response_model=list[s.Artifact])

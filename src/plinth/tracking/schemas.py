@@ -277,16 +277,18 @@ class RunPage(BaseModel):
         return self.next_page_token
 
 
-class HistoryPoint(BaseModel):
-    step: int
-    timestamp: float
-    value: float
-
-
 class MetricHistory(BaseModel):
+    """A metric's points by step, then time, as three columns of one length (the JSON
+    form; ``Accept: application/vnd.plinth.metric-history`` gets the same as binary
+    arrays, see ``tracking/history.py``)."""
+
     run_id: str
     key: str
-    points: list[HistoryPoint]
+    steps: list[int]
+    timestamps: list[float]
+    values: list[float | Literal["NaN", "Infinity", "-Infinity"]] = Field(
+        description="non-finite values as the strings NaN, Infinity and -Infinity"
+    )
 
 
 class Artifact(BaseModel):

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
 import time
 import uuid
-from collections.abc import Sequence
-from typing import Any, NamedTuple
+from collections.abc import Iterable, Sequence
+from typing import Any, NamedTuple, cast
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -18,8 +19,8 @@ from plinth.core.access import Need, Principal
 from plinth.core.platform import Platform
 from plinth.core.projects import projects
 from plinth.errors import Conflict, InvalidInput, NotFound
+from plinth.tracking import history, search
 from plinth.tracking import schemas as s
-from plinth.tracking import search
 from plinth.tracking import tables as t
 
 
@@ -375,19 +376,31 @@ class TrackingService:
             ],
         )
 
-    def metric_history(self, run_id: str, key: str, *, principal: Principal) -> s.MetricHistory:
-        m = t.metrics
+    def metric_history(
+        self, run_id: str, key: str, max_points: int | None = None, *, principal: Principal
+    ) -> history.Columns:
+        """A metric's points as columns by step, then time; thinned on the server to
+        about ``max_points`` (``history.downsample``) when given."""
+        if max_points is not None:
+            history.check_max_points(max_points)
         with self.db.read() as conn:
             self.require_run(conn, run_id, principal, Need.READ)
-            rows = conn.execute(
-                sa.select(m.c.step, m.c.timestamp, m.c.value)
-                .where(m.c.run_id == run_id, m.c.key == key)
-                .order_by(m.c.step, m.c.timestamp)
-            ).all()
-        return s.MetricHistory(
-            run_id=run_id,
-            key=key,
-            points=[s.HistoryPoint(step=r[0], timestamp=r[1], value=_nan(r[2])) for r in rows],
+            # The DB-API cursor, read row by row into arrays: no Row object per point.
+            cursor = conn.connection.cursor()
+            try:
+                cursor.execute(self._history_sql, (run_id, key))
+                columns = history.from_rows(cast(Iterable[Any], cursor))  # row by row
+            finally:
+                cursor.close()
+        return history.downsample(columns, max_points) if max_points else columns
+
+    @functools.cached_property
+    def _history_sql(self) -> str:
+        q, marker = self.db.engine.dialect.identifier_preparer.quote, self.db.sql.marker
+        m = {name: q(name) for name in ("metrics", "step", "timestamp", "value", "run_id", "key")}
+        return (
+            f"SELECT {m['step']}, {m['timestamp']}, {m['value']} FROM {m['metrics']} "
+            f"WHERE {m['run_id']} = {marker} AND {m['key']} = {marker} ORDER BY {m['step']}"
         )
 
     # search ---------------------------------------------------------------------------

@@ -2,9 +2,10 @@
 
 ``line_chart`` takes one or more ``Line``s of ``(x, y)`` points and returns SVG markup
 with axes, ticks, grid lines and labels. Points whose x or y is NaN or infinite are
-skipped (a diverged loss should not blank the chart), and each line is thinned to at
-most ``MAX_POINTS`` points, keeping each bucket's lowest and highest value so spikes
-survive. Every piece of text is escaped here, since the markup is inserted unescaped.
+skipped (a diverged loss should not blank the chart). Lines are drawn as given: pages
+ask the tracking service for histories thinned to ``MAX_POINTS`` (its ``max_points``),
+which keeps each bucket's lowest and highest value so spikes survive. Every piece of
+text is escaped here, since the markup is inserted unescaped.
 """
 
 from __future__ import annotations
@@ -15,7 +16,10 @@ from dataclasses import dataclass
 
 from markupsafe import Markup, escape
 
-MAX_POINTS = 1000
+WIDTH = 560
+# The points a line needs at the default width: tracking's downsample keeps three per
+# bucket (lowest, highest, and the one that best keeps the shape), one bucket a pixel.
+MAX_POINTS = 3 * WIDTH
 PALETTE = (
     "#2563eb",
     "#ea580c",
@@ -63,22 +67,6 @@ def finite(points: Sequence[Point]) -> list[Point]:
     return [(x, y) for x, y in points if math.isfinite(x) and math.isfinite(y)]
 
 
-def downsample(points: Sequence[Point], limit: int = MAX_POINTS) -> list[Point]:
-    """At most ``limit`` points: each bucket's min and max, in their original order."""
-    if len(points) <= limit:
-        return list(points)
-    buckets = max(1, limit // 2)
-    out: list[Point] = []
-    for b in range(buckets):
-        chunk = points[b * len(points) // buckets : (b + 1) * len(points) // buckets]
-        if not chunk:
-            continue
-        low = min(range(len(chunk)), key=lambda i: chunk[i][1])
-        high = max(range(len(chunk)), key=lambda i: chunk[i][1])
-        out.extend(chunk[i] for i in sorted({low, high}))
-    return out
-
-
 def nice_ticks(lo: float, hi: float, count: int = 5, *, integer: bool = False) -> list[float]:
     """Round tick values (1, 2 or 5 times a power of ten) covering ``[lo, hi]``."""
     if hi < lo:
@@ -112,11 +100,11 @@ def line_chart(
     *,
     title: str = "",
     x_label: str = "step",
-    width: int = 560,
+    width: int = WIDTH,
     height: int = 260,
 ) -> Markup:
     """One chart, one polyline per line that has finite points."""
-    drawn = [(line, downsample(finite(line.points))) for line in lines]
+    drawn = [(line, finite(line.points)) for line in lines]
     drawn = [(line, pts) for line, pts in drawn if pts]
     parts = [
         f'<svg class="chart" viewBox="0 0 {width} {height}" role="img" '

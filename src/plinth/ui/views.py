@@ -16,7 +16,7 @@ from urllib.parse import quote, urlencode
 from markupsafe import Markup
 
 from plinth.tracking import schemas as s
-from plinth.ui.charts import PALETTE, Line, format_number, line_chart
+from plinth.ui.charts import MAX_POINTS, PALETTE, Line, format_number, line_chart
 
 _PLAIN_KEY = re.compile(r"^[A-Za-z_][\w-]*$")  # a key the filter language needs no backticks for
 
@@ -65,8 +65,9 @@ def metric_charts(svc: Any, runs: Sequence[s.Run]) -> list[Markup]:
 
 
 def history_points(svc: Any, run_id: str, key: str) -> list[tuple[float, float]]:
-    history = svc.metric_history(run_id, key)
-    return [(float(p.step), p.value) for p in history.points]
+    """A metric's ``(step, value)`` points, thinned by the service for a chart."""
+    history = svc.metric_history(run_id, key, max_points=MAX_POINTS)
+    return list(zip(history.steps.tolist(), history.values.tolist(), strict=True))
 
 
 def color_of(index: int) -> str:
