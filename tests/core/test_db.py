@@ -71,3 +71,51 @@ def test_unsupported_database_url_is_refused() -> None:
 
     with pytest.raises(plinth.InvalidInput):
         Database("mysql://root@localhost/db")
+
+
+def test_metric_rows_become_history_chunks_on_upgrade(database: Database) -> None:
+    """0013 packs each metric's rows into chunks in step, then time, order; NULL was NaN."""
+    from plinth.tracking import history
+
+    script = ScriptDirectory.from_config(migrations.alembic_config(database.engine))
+    before = script.get_revision("0013").down_revision
+    assert isinstance(before, str)
+    migrations.upgrade(database.engine, before)
+    points = [(i, 1000.0 + i, i / 2) for i in range(12_000)]
+    points[5] = (5, 1005.0, None)  # NaN, as the rows stored it
+    points += [(7, 999.0, -1.0)]  # a second point at step 7, earlier than the first
+    with database.engine.begin() as conn:
+        conn.execute(
+            sa.text("INSERT INTO projects (id, name, created_at) VALUES ('p1', 'p', 0)")
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO runs (id, project_id, name, status, start_time, heartbeat_at) "
+                "VALUES ('r1', 'p1', 'r', 'finished', 0, 0)"
+            )
+        )
+        conn.execute(
+            sa.text(
+                'INSERT INTO metrics (run_id, "key", step, "timestamp", "value") '
+                "VALUES ('r1', :key, :step, :ts, :value)"
+            ),
+            [{"key": "loss", "step": s, "ts": ts, "value": v} for s, ts, v in points]
+            + [{"key": "acc", "step": 0, "ts": 1.0, "value": 0.5}],
+        )
+    database.migrate()
+    with database.engine.connect() as conn:
+        assert not sa.inspect(conn).has_table("metrics")
+        rows = conn.execute(
+            sa.text(
+                'SELECT count, steps, timestamps, "values" FROM metric_chunks '
+                "WHERE run_id = 'r1' AND \"key\" = 'loss' ORDER BY id"
+            )
+        ).all()
+    assert [r[0] for r in rows] == [10_000, 2_001]
+    columns = history.from_chunks((bytes(r[1]), bytes(r[2]), bytes(r[3])) for r in rows)
+    expected = sorted(points, key=lambda p: (p[0], p[1]))
+    assert list(columns.steps) == [p[0] for p in expected]
+    assert list(columns.timestamps) == [p[1] for p in expected]
+    values = list(columns.values)
+    assert values[5] != values[5]  # NaN
+    assert values[:5] + values[6:] == [p[2] for p in expected[:5] + expected[6:]]

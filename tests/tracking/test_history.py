@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+import sqlalchemy as sa
 
 from plinth.client import Client
 from plinth.errors import InvalidInput, NotFound, Unprocessable
@@ -265,3 +266,31 @@ def test_an_outsider_gets_not_found_in_every_form(tmp_path: Path) -> None:
                 outsider.metric_history(run.id, "m", **kwargs)
         response = raw_http(outsider).get(f"/api/v1/runs/{run.id}/metrics", params={"key": "m"})
         assert response.status_code == 404
+
+
+def test_slow_logging_tops_up_one_chunk_and_big_batches_make_their_own(
+    client: Client, project: str
+) -> None:
+    from plinth.core.platform import Platform
+    from plinth.tracking import tables
+
+    run_id = client.create_run(project).id
+    for step in range(0, 150, 3):  # 50 small batches, as a slow training loop sends
+        points = [{"key": "loss", "value": s / 10, "step": s} for s in range(step, step + 3)]
+        client.log_batch(run_id, metrics=points)
+    big = [{"key": "loss", "value": 1.0, "step": s} for s in range(150, 5_150)]
+    client.log_batch(run_id, metrics=big)  # a chunk of its own
+    client.log_batch(run_id, metrics=[{"key": "loss", "value": 2.0, "step": 5_150}])
+    platform = Platform.open(client.settings)
+    try:
+        with platform.db.read() as conn:
+            mc = tables.metric_chunks
+            counts = conn.execute(
+                sa.select(mc.c.count).where(mc.c.run_id == run_id).order_by(mc.c.id)
+            ).scalars()
+            assert list(counts) == [150, 5_001]  # the last point joined the last chunk
+    finally:
+        platform.close()
+    history_ = client.metric_history(run_id, "loss")
+    assert list(history_.steps) == list(range(5_151))
+    assert history_[10].value == 1.0 and history_[-1].value == 2.0

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import re
 import time
 import uuid
-from collections.abc import Iterable, Sequence
-from typing import Any, NamedTuple, cast
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -28,6 +27,8 @@ def _now() -> float:
     return time.time()
 
 
+CHUNK_POINTS = 10_000  # the most points a chunk of history holds
+SMALL_CHUNK = 1_000  # a series this small joins its metric's last chunk if it has room
 SYSTEM = Principal(name="plinth")  # the platform itself, e.g. reaping silent runs
 MAX_VALUE_CHARS = 65_536
 _ID_PREFIX = re.compile(r"^[0-9a-f]{8,31}$")
@@ -85,6 +86,32 @@ class TrackingService:
         self._run_by_id = db.prepare(_RUN_BY_ID)
         self._extras_of_run = db.prepare(_EXTRAS_OF_RUN)
         self._touch = db.prepare(_TOUCH)
+        mc = t.metric_chunks
+        of_metric = sa.and_(mc.c.run_id == sa.bindparam("run_id"), mc.c.key == sa.bindparam("key"))
+        self._insert_chunks = db.prepare(
+            mc.insert(), keys=["run_id", "key", "count", "steps", "timestamps", "values"]
+        )
+        self._last_chunk = db.prepare(
+            sa.select(mc.c.id, mc.c.count, mc.c.steps, mc.c.timestamps, mc.c["values"])
+            .where(of_metric)
+            .order_by(mc.c.id.desc())
+            .limit(1)
+        )
+        self._grow_chunk = db.prepare(
+            mc.update()
+            .where(mc.c.id == sa.bindparam("chunk"))
+            .values(
+                count=sa.bindparam("new_count"),
+                steps=sa.bindparam("new_steps"),
+                timestamps=sa.bindparam("new_timestamps"),
+                values=sa.bindparam("new_values"),
+            )
+        )
+        self._chunks_of = db.prepare(
+            sa.select(mc.c.steps, mc.c.timestamps, mc.c["values"])
+            .where(of_metric)
+            .order_by(mc.c.id)
+        )
         self._end = db.prepare(_END)
 
     # runs -----------------------------------------------------------------------------
@@ -355,25 +382,65 @@ class TrackingService:
     def _write_metrics(
         self, conn: Connection, run_id: str, series: Sequence[s.MetricSeries]
     ) -> None:
-        rows = [
-            (run_id, m.key, step, ts, value if value == value else None)  # NaN is stored as NULL
-            for m in series
-            for step, ts, value in zip(m.steps, m.timestamps, m.values, strict=True)
-        ]
-        if not rows:
-            return
-        self.db.bulk_insert(conn, t.metrics, rows)
-        latest: dict[str, tuple[Any, ...]] = {}
-        for row in rows:
-            current = latest.get(row[1])
-            if current is None or row[2:4] >= current[2:4]:  # highest step, then newest
-                latest[row[1]] = row
-        self._upsert_latest.run_many(
-            conn,
-            [
-                dict(zip(("run_id", "key", "step", "timestamp", "value"), r, strict=True))
-                for r in latest.values()
-            ],
+        """Each series as a chunk of its metric's history (a small one tops up the
+        metric's last chunk), and each metric's newest point kept apart for search."""
+        new: list[dict[str, Any]] = []
+        latest: list[dict[str, Any]] = []
+        for m in series:
+            if not m.steps:
+                continue
+            self._add_chunk(conn, run_id, m, new)
+            newest = max(range(len(m.steps)), key=lambda i: (m.steps[i], m.timestamps[i]))
+            value = m.values[newest]
+            latest.append(
+                {
+                    "run_id": run_id,
+                    "key": m.key,
+                    "step": m.steps[newest],
+                    "timestamp": m.timestamps[newest],
+                    "value": value if value == value else None,  # NaN is stored as NULL
+                }
+            )
+        if new:
+            self._insert_chunks.run_many(conn, new)
+        if latest:
+            self._upsert_latest.run_many(conn, latest)
+
+    def _add_chunk(
+        self, conn: Connection, run_id: str, m: s.MetricSeries, new: list[dict[str, Any]]
+    ) -> None:
+        """A few points join the metric's last chunk while it has room, so a run that
+        logs slowly still reads back as a few chunks; more make a chunk of their own."""
+        columns: tuple[list[Any], ...] = (m.steps, m.timestamps, m.values)
+        if len(m.steps) <= SMALL_CHUNK:
+            last = self._last_chunk.run(conn, {"run_id": run_id, "key": m.key})
+            if last and last[0][1] + len(m.steps) <= CHUNK_POINTS:
+                chunk_id, count, *old = last[0]
+                joined = [
+                    bytes(o) + history.pack(k, c)
+                    for o, k, c in zip(old, "qdd", columns, strict=True)
+                ]
+                self._grow_chunk.run(
+                    conn,
+                    {
+                        "chunk": chunk_id,
+                        "new_count": count + len(m.steps),
+                        "new_steps": joined[0],
+                        "new_timestamps": joined[1],
+                        "new_values": joined[2],
+                    },
+                )
+                return
+        packed = [history.pack(k, c) for k, c in zip("qdd", columns, strict=True)]
+        new.append(
+            {
+                "run_id": run_id,
+                "key": m.key,
+                "count": len(m.steps),
+                "steps": packed[0],
+                "timestamps": packed[1],
+                "values": packed[2],
+            }
         )
 
     def metric_history(
@@ -385,23 +452,8 @@ class TrackingService:
             history.check_max_points(max_points)
         with self.db.read() as conn:
             self.require_run(conn, run_id, principal, Need.READ)
-            # The DB-API cursor, read row by row into arrays: no Row object per point.
-            cursor = conn.connection.cursor()
-            try:
-                cursor.execute(self._history_sql, (run_id, key))
-                columns = history.from_rows(cast(Iterable[Any], cursor))  # row by row
-            finally:
-                cursor.close()
+            columns = history.from_chunks(self._chunks_of.run(conn, {"run_id": run_id, "key": key}))
         return history.downsample(columns, max_points) if max_points else columns
-
-    @functools.cached_property
-    def _history_sql(self) -> str:
-        q, marker = self.db.engine.dialect.identifier_preparer.quote, self.db.sql.marker
-        m = {name: q(name) for name in ("metrics", "step", "timestamp", "value", "run_id", "key")}
-        return (
-            f"SELECT {m['step']}, {m['timestamp']}, {m['value']} FROM {m['metrics']} "
-            f"WHERE {m['run_id']} = {marker} AND {m['key']} = {marker} ORDER BY {m['step']}"
-        )
 
     # search ---------------------------------------------------------------------------
 

@@ -46,15 +46,27 @@ tags = sa.Table(
     sa.Column("number", sa.Float),
 )
 
-metrics = sa.Table(
-    "metrics",
+# A metric's history in column chunks: each holds some of its points as packed
+# little-endian arrays (steps int64, timestamps and values float64, NaN and ±inf as
+# they are). A million points are a few hundred rows, read in milliseconds; a row per
+# point costs a microsecond each to read back. Points arrive in batches: a batch's
+# series is one chunk, and a small one tops up the metric's last chunk instead.
+metric_chunks = sa.Table(
+    "metric_chunks",
     metadata,
+    sa.Column(
+        "id",
+        sa.BigInteger().with_variant(sa.Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
     sa.Column("run_id", sa.String(32), sa.ForeignKey("runs.id"), nullable=False),
     sa.Column("key", sa.String(250), nullable=False),
-    sa.Column("step", sa.BigInteger, nullable=False),
-    sa.Column("timestamp", sa.Float, nullable=False),
-    sa.Column("value", sa.Float),  # NULL is NaN: SQLite cannot store NaN
-    sa.Index("ix_metrics_run_key_step", "run_id", "key", "step"),
+    sa.Column("count", sa.Integer, nullable=False),
+    sa.Column("steps", sa.LargeBinary, nullable=False),
+    sa.Column("timestamps", sa.LargeBinary, nullable=False),
+    sa.Column("values", sa.LargeBinary, nullable=False),
+    sa.Index("ix_metric_chunks_run_key", "run_id", "key", "id"),
 )
 
 # The newest point of each (run, key), kept on write so search never scans history.
