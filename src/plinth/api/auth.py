@@ -51,7 +51,9 @@ class Requires:
             source=source,
         )
         authenticator = services.get(Authenticator)  # type: ignore[type-abstract]
-        principal = await services.blocking.run(authenticator.authenticate, credentials)
+        principal = authenticator.known(credentials)
+        if principal is None:  # a token or a session to look up: off the event loop
+            principal = await services.blocking.run(authenticator.authenticate, credentials)
         if not allows(principal, self.permission):
             denied = PermissionDenied(_refusal(principal, self.permission))
             action = f"{credentials.method} {connection.url.path}"

@@ -152,6 +152,12 @@ class Authenticator(ABC):
     def authenticate(self, credentials: Credentials) -> Principal:
         """The principal, or Unauthenticated (recorded in the audit trail)."""
 
+    def known(self, credentials: Credentials) -> Principal | None:
+        """The principal when it is known without I/O (say, auth is off), else None:
+        the caller then runs ``authenticate``, which may read the database, off its
+        event loop."""
+        return None
+
     @abstractmethod
     def auth_enabled(self) -> bool:
         """Whether requests need credentials (false only before the first admin)."""

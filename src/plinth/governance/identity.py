@@ -86,6 +86,11 @@ class IdentityService(Authenticator):
         self._recheck_at = time.monotonic() + _NO_USERS_RECHECK_S
         return self._enabled
 
+    def known(self, credentials: Credentials) -> Principal | None:
+        if not self._enabled and time.monotonic() < self._recheck_at:  # no users yet
+            return LOCAL.from_address(credentials.source)
+        return None
+
     def authenticate(self, credentials: Credentials) -> Principal:
         """The principal a request acts as: its token's user, or its web session's
         (whose unsafe requests must echo the session's CSRF token). Unauthenticated,
