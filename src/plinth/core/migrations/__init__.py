@@ -10,7 +10,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-HEAD = "0011"
+HEAD = "0012"
 _HERE = Path(__file__).parent
 
 
