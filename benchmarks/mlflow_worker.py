@@ -22,12 +22,12 @@ from pathlib import Path
 from typing import Any
 
 
-def _setup(workdir: Path) -> tuple[Any, Any, str]:
+def _setup(workdir: Path, db_url: str | None = None) -> tuple[Any, Any, str]:
     import mlflow
     from mlflow import MlflowClient
 
     workdir.mkdir(parents=True, exist_ok=True)
-    mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlflow.db'}")
+    mlflow.set_tracking_uri(db_url or f"sqlite:///{workdir / 'mlflow.db'}")
     client = MlflowClient()
     exp = client.create_experiment("bench", artifact_location=(workdir / "artifacts").as_uri())
     return mlflow, client, exp
@@ -123,8 +123,13 @@ def search(cfg: dict[str, Any]) -> dict[str, Any]:
             params=[Param("lr", str(rng.choice([0.1, 0.01])))],
         )
     populate_ms = (time.perf_counter() - start) / cfg["n"] * 1e3
+    ms, found = _search_timings(client, exp, cfg["repeats"])
+    return {"ms": ms, "populate_ms_per_run": [populate_ms], "found": found}
+
+
+def _search_timings(client: Any, exp: str, repeats: int) -> tuple[list[float], int]:
     ms, found = [], 0
-    for _ in range(cfg["repeats"]):
+    for _ in range(repeats):
         t0 = time.perf_counter()
         runs = client.search_runs(
             [exp],
@@ -134,7 +139,29 @@ def search(cfg: dict[str, Any]) -> dict[str, Any]:
         )
         ms.append((time.perf_counter() - t0) * 1e3)
         found = len(runs)
-    return {"ms": ms, "populate_ms_per_run": [populate_ms], "found": found}
+    return ms, found
+
+
+def search_clone(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The same search over ``n`` runs, one made through MLflow and the rest cloned in
+    SQL (``clone.py``), in SQLite or in the Postgres database ``db_url``."""
+    from mlflow.entities import Metric, Param
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import clone
+
+    workdir = Path(cfg["workdir"])
+    db_url = cfg.get("db_url") or f"sqlite:///{workdir / 'mlflow.db'}"
+    _mlflow, client, exp = _setup(workdir, db_url)
+    run_id = client.create_run(exp).info.run_id
+    client.log_batch(
+        run_id,
+        metrics=[Metric("acc", 0.7, int(time.time() * 1000), 0)],
+        params=[Param("lr", "0.1")],
+    )
+    populate_s = clone.clone_runs(db_url, clone.MLFLOW, run_id, cfg["n"] - 1)
+    ms, found = _search_timings(client, exp, cfg["repeats"])
+    return {"ms": ms, "populate_s": [populate_s], "found": found}
 
 
 def artifacts(cfg: dict[str, Any]) -> dict[str, list[float]]:
@@ -202,6 +229,7 @@ WORKLOADS = {
     "create": create,
     "short": short,
     "search": search,
+    "search_clone": search_clone,
     "artifacts": artifacts,
     "history": history,
 }

@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/tracking.py            # the full run (`make bench`)
     .venv/bin/python benchmarks/tracking.py --quick    # small sizes, a smoke run
     .venv/bin/python benchmarks/tracking.py --skip-mlflow --only search,search30k
+    .venv/bin/python benchmarks/tracking.py --only search1m,runstable
 
 Both run on this machine, one after the other: Plinth in this process (a temp
 ``PLINTH_HOME``, ``plinth.Client(home=...)``), MLflow in a subprocess of its own
@@ -12,6 +13,11 @@ makes sense a third column gives the floor: plain ``sqlite3`` (WAL, ``synchronou
 doing the same writes or the same query, or plain Python file I/O + sha256 for
 artifacts. Every figure is the median of several repeats. Temp files live under
 ``benchmarks/.work/`` (same disk as the repo, git-ignored) and are deleted at the end.
+
+``search1m`` also runs on Postgres (``--postgres-url``, default the local server): each
+side gets a fresh database there, populated by cloning rows in SQL (``clone.py``) and
+dropped at the end. MLflow reaches Postgres through ``psycopg``, installed into its
+virtualenv on first use.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import clone  # beside this file
 from rich.console import Console
 from rich.table import Table
 
@@ -54,10 +61,13 @@ WORKLOADS = (
     "sweep",
     "search",
     "search30k",
+    "search1m",
+    "runstable",
     "artifacts",
     "history",
     "pages",
 )
+POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 err = Console(stderr=True)
 
@@ -82,6 +92,10 @@ class Sizes:
     search_runs: int = 1_000
     search_repeats: int = 15
     big_search_runs: int = 30_000
+    huge_search_runs: int = 1_000_000
+    huge_search_repeats: int = 5
+    table_runs: int = 10_000
+    table_repeats: int = 30
     artifact_bytes: int = 1 << 30
     artifact_repeats: int = 3
     history_points: int = 100_000
@@ -104,6 +118,10 @@ QUICK = Sizes(
     search_runs=200,
     search_repeats=5,
     big_search_runs=3_000,
+    huge_search_runs=10_000,
+    huge_search_repeats=3,
+    table_runs=1_000,
+    table_repeats=10,
     artifact_bytes=64 << 20,
     artifact_repeats=2,
     history_points=10_000,
@@ -270,6 +288,14 @@ def mlflow_python(spec: str) -> Path:
         subprocess.run([*pip, "--upgrade", "pip"], check=True)
         subprocess.run([*pip, spec], check=True)
     return python
+
+
+def mlflow_postgres_driver(python: Path) -> None:
+    """psycopg in MLflow's virtualenv, for its store on Postgres (first use only)."""
+    probe = [str(python), "-c", "import psycopg"]
+    if subprocess.run(probe, capture_output=True).returncode != 0:
+        step("installing psycopg[binary] into MLflow's virtualenv (first use only)")
+        subprocess.run([str(python), "-m", "pip", "install", "-q", "psycopg[binary]"], check=True)
 
 
 def run_mlflow(python: Path, cfg: dict[str, Any], timeout: float = 1800) -> dict[str, Any]:
@@ -477,8 +503,8 @@ def plinth_search_big(sz: Sizes, home: Path, via_sdk: bool) -> dict[str, Any]:
     """The same search over ``big_search_runs`` runs.
 
     Populating 30,000 runs through the SDK costs two durable commits each (minutes), so
-    by default one run is made through the SDK and cloned, row for row in every table
-    that refers to it, straight into Plinth's SQLite file in one transaction.
+    by default one run is made through the SDK and cloned in SQL (``clone.py``), row
+    for row in every table that refers to it, straight into Plinth's SQLite file.
     ``--sdk-populate`` makes them all through the SDK instead.
     """
     client = plinth_client(home)
@@ -494,66 +520,111 @@ def plinth_search_big(sz: Sizes, home: Path, via_sdk: bool) -> dict[str, Any]:
                 run.id, metrics=[{"key": "acc", "value": acc, "step": 0, "timestamp": time.time()}]
             )
         if not via_sdk:
-            clone_runs(home / "plinth.db", run.id, n - 1, rng)
+            clone.clone_runs(sqlite_url(home), clone.PLINTH, run.id, n - 1)
         populate_s = time.perf_counter() - start
         ms, found = plinth_search_timings(client, "bench-search-big", sz.search_repeats)
     finally:
         client.close()
-    floor = floor_search(home / "plinth.db", "bench-search-big", sz.search_repeats)
+    floor = floor_search(sqlite_url(home), "bench-search-big", sz.search_repeats)
     return {"ms": ms, "populate_s": [populate_s], "found": found, "floor": floor}
 
 
-def clone_runs(db_path: Path, template: str, count: int, rng: random.Random) -> None:
-    """Copy one SDK-made run ``count`` times, in every table with its id, new values."""
-    con = sqlite3.connect(db_path, isolation_level=None, timeout=60)
-    con.row_factory = sqlite3.Row
+def sqlite_url(home: Path) -> str:
+    return f"sqlite:///{home / 'plinth.db'}"
+
+
+def sqlalchemy_url(url: str) -> str:
+    """A ``postgresql://`` URL with the driver both virtualenvs use (psycopg 3)."""
+    scheme, rest = url.split("://", 1)
+    return url if "+" in scheme else f"postgresql+psycopg://{rest}"
+
+
+def plinth_search_huge(sz: Sizes, home: Path, database_url: str | None) -> dict[str, Any]:
+    """The search of ``search`` over ``huge_search_runs`` runs of one project, on
+    SQLite (``database_url`` None: the home's file) or the given Postgres database:
+    one run made through the SDK, the rest cloned in SQL. The same runs exist in a
+    second project too, so a search that is not scoped to its project pays for both."""
+    import plinth
+    from plinth.settings import Settings
+
+    settings = Settings(home=home, database_url=database_url, url=None, token=None)
+    url = sqlalchemy_url(database_url) if database_url else sqlite_url(home)
+    client = plinth.Client(settings=settings)
+    populate_s = 0.0
     try:
-        tables = [
-            r[0]
-            for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")
-            if r[0] != "runs"
-            and "run_id" in [c[1] for c in con.execute(f'PRAGMA table_info("{r[0]}")')]
-        ]
-        templates: dict[str, list[dict[str, Any]]] = {
-            "runs": [dict(r) for r in con.execute("SELECT * FROM runs WHERE id=?", (template,))]
-        }
-        for table in tables:
-            rows = con.execute(f'SELECT * FROM "{table}" WHERE run_id=?', (template,))
-            templates[table] = [dict(r) for r in rows]
-        now = time.time()
-        out: dict[str, list[dict[str, Any]]] = {name: [] for name in templates}
-        for i in range(count):
-            run_id = uuid.uuid4().hex
-            acc, lr = rng.random(), rng.choice([0.1, 0.01])
-            stamp = now + i * 1e-3
-            for name, rows in templates.items():
-                for row in rows:
-                    new = dict(row)
-                    if name == "runs":
-                        new |= {"id": run_id, "name": f"run-{run_id[:8]}", "status": "finished"}
-                        new |= {"start_time": stamp, "end_time": stamp + 1, "heartbeat_at": stamp}
-                    else:
-                        new["run_id"] = run_id
-                    if name == "params" and new.get("key") == "lr":
-                        new["value"] = json.dumps(lr)
-                        new["number"] = lr  # what numeric filters compare
-                    if name in ("metrics", "latest_metrics") and new.get("key") == "acc":
-                        new["value"] = acc
-                    if "batch_id" in new:
-                        new["batch_id"] = uuid.uuid4().hex
-                    out[name].append(new)
-        con.execute("BEGIN IMMEDIATE")
-        for name, rows in out.items():
-            if rows:
-                cols = list(rows[0])
-                sql = (
-                    f'INSERT INTO "{name}" ({", ".join(cols)}) '
-                    f"VALUES ({', '.join('?' for _ in cols)})"
-                )
-                con.executemany(sql, [tuple(r[c] for c in cols) for r in rows])
-        con.execute("COMMIT")
+        for project in ("bench-search-1m-other", "bench-search-1m"):
+            run = client.create_run(project, params={"lr": 0.1})
+            point = {"key": "acc", "value": 0.7, "step": 0, "timestamp": time.time()}
+            client.log_batch(run.id, metrics=[point])
+            populate_s += clone.clone_runs(url, clone.PLINTH, run.id, sz.huge_search_runs - 1)
+        ms, found = plinth_search_timings(client, "bench-search-1m", sz.huge_search_repeats)
     finally:
-        con.close()
+        client.close()
+    floor = floor_search(url, "bench-search-1m", sz.huge_search_repeats)
+    return {"ms": ms, "populate_s": [populate_s / 2], "found": found, "floor": floor}
+
+
+def plinth_runs_table(sz: Sizes, home: Path) -> dict[str, Any]:
+    """The project page of a ``table_runs``-run project (2 params, 2 metrics, a tag
+    each), fetched over HTTP from a ``plinth server`` subprocess over the home."""
+    import httpx
+
+    client = plinth_client(home)
+    try:
+        run = client.create_run("bench-table", params={"lr": 0.1, "batch": 32}, tags={"t": "x"})
+        points = [
+            {"key": key, "value": 0.5, "step": 0, "timestamp": time.time()}
+            for key in ("acc", "loss")
+        ]
+        client.log_batch(run.id, metrics=points)
+    finally:
+        client.close()
+    clone.clone_runs(sqlite_url(home), clone.PLINTH, run.id, sz.table_runs - 1)
+    port = free_port()
+    env = {**os.environ, "PLINTH_HOME": str(home)}
+    log = open(home / "server.log", "wb")  # noqa: SIM115 (closed below)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "plinth", "server", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    out: dict[str, Any] = {}
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
+            deadline = time.monotonic() + 60
+            while True:
+                with contextlib.suppress(httpx.TransportError):
+                    if http.get("/healthz").status_code == 200:
+                        break
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise RuntimeError(f"plinth server did not start: see {home / 'server.log'}")
+                time.sleep(0.2)
+            for name, path in (
+                ("ms", "/projects/bench-table"),
+                ("sorted_ms", "/projects/bench-table?order_by=metrics.acc+desc"),
+            ):
+                http.get(path)  # warm: templates compiled, connections open
+                out[name] = []
+                for _ in range(sz.table_repeats):
+                    t0 = time.perf_counter()
+                    answer = http.get(path)
+                    out[name].append((time.perf_counter() - t0) * 1e3)
+                    if answer.status_code != 200 or answer.text.count('name="runs"') < 50:
+                        raise AssertionError(f"GET {path}: {answer.status_code}, not 50 runs")
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        log.close()
+    return out
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 HISTORY_CHART_POINTS = 1_680  # what the run page asks for (plinth.ui.charts.MAX_POINTS)
@@ -834,39 +905,43 @@ def floor_create(scratch: Path, n: int) -> float:
 
 
 FLOOR_SEARCH = """
-SELECT r.id, r.name, r.status, r.start_time, r.end_time FROM runs r
-JOIN projects pr ON pr.id = r.project_id
-JOIN latest_metrics m ON m.run_id = r.id AND m.key = 'acc'
-JOIN params p ON p.run_id = r.id AND p.key = 'lr'
-WHERE pr.name = ? AND m.value > 0.5 AND p.value = '0.1'
+SELECT r.id, r.name, r.status, r.start_time, r.end_time FROM latest_metrics m
+JOIN runs r ON r.id = m.run_id
+JOIN params p ON p.run_id = m.run_id AND p.key = 'lr'
+WHERE m.project_id = :project AND m.key = 'acc' AND m.value > 0.5 AND p.number = 0.1
 ORDER BY m.value DESC LIMIT 101
 """
 
 
-def floor_search(db_path: Path, project: str, repeats: int) -> dict[str, Any]:
-    """The same page with hand-written SQL on Plinth's own file: the query, then the
+def floor_search(url: str, project: str, repeats: int) -> dict[str, Any]:
+    """The same page with hand-written SQL on Plinth's own database: the query, then the
     params, tags and latest metrics of the 100 runs it returns."""
-    try:
-        con = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
-    except sqlite3.Error as exc:
-        return {"ms": [], "error": str(exc)}
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url)
     ms, found = [], 0
     try:
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            rows = con.execute(FLOOR_SEARCH, (project,)).fetchall()[:100]
-            ids = [r[0] for r in rows]
-            marks = ",".join("?" for _ in ids)
-            for table in ("params", "tags", "latest_metrics"):
-                con.execute(
-                    f"SELECT run_id, key, value FROM {table} WHERE run_id IN ({marks})", ids
-                ).fetchall()
-            ms.append((time.perf_counter() - t0) * 1e3)
-            found = len(ids)
-    except sqlite3.Error as exc:  # Plinth's schema moved on: no floor this time
+        with engine.connect() as con:
+            name = {"name": project}
+            project_id = con.execute(sa.text("SELECT id FROM projects WHERE name = :name"), name)
+            args = {"project": project_id.scalar_one()}
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                rows = con.execute(sa.text(FLOOR_SEARCH), args).fetchall()[:100]
+                ids = {"ids": [r[0] for r in rows]}
+                for table in ("params", "tags", "latest_metrics"):
+                    con.execute(
+                        sa.text(
+                            f"SELECT run_id, key, value FROM {table} WHERE run_id IN :ids"
+                        ).bindparams(sa.bindparam("ids", expanding=True)),
+                        ids,
+                    ).fetchall()
+                ms.append((time.perf_counter() - t0) * 1e3)
+                found = len(rows)
+    except sa.exc.DBAPIError as exc:  # Plinth's schema moved on: no floor this time
         return {"ms": [], "error": str(exc)}
     finally:
-        con.close()
+        engine.dispose()
     return {"ms": ms, "found": found}
 
 
@@ -915,6 +990,7 @@ class Bench:
     only: set[str]
     sdk_populate: bool
     prewarm: bool = True
+    postgres_url: str | None = POSTGRES_URL
     rows: list[Row] = field(default_factory=list)
 
     def home(self, name: str) -> Path:
@@ -926,7 +1002,7 @@ class Bench:
         if self.mlflow is None:
             return None
         cfg = {"repeats": self.sz.repeats, **cfg}
-        cfg["workdir"] = str(self.home(f"mlflow-{cfg['workload']}"))
+        cfg["workdir"] = str(self.home(f"mlflow-{cfg.pop('name', cfg['workload'])}"))
         step(f"MLflow {cfg['workload']} …")
         try:
             return run_mlflow(self.mlflow, cfg)
@@ -1168,6 +1244,71 @@ class Bench:
             )
         )
 
+    def search1m(self) -> None:
+        """Plinth and MLflow over the same number of cloned runs, on SQLite and on
+        Postgres (a fresh database each, dropped after)."""
+        sz = self.sz
+        n = sz.huge_search_runs
+        kinds: list[tuple[str, str | None]] = [("SQLite", None)]
+        if self.postgres_url:
+            kinds.append(("Postgres", sqlalchemy_url(self.postgres_url)))
+        for kind, server in kinds:
+            with contextlib.ExitStack() as stack:
+                db = server and stack.enter_context(clone.postgres_database(server, "plinth"))
+                p = self.timed(
+                    f"Plinth search over {n:,} runs ({kind})",
+                    lambda db=db, home=self.home(f"plinth-1m-{kind}"): plinth_search_huge(
+                        sz, home, db
+                    ),
+                )
+            with contextlib.ExitStack() as stack:
+                db = server and stack.enter_context(clone.postgres_database(server, "mlflow"))
+                cfg = {"workload": "search_clone", "n": n, "repeats": sz.huge_search_repeats}
+                m = self.mlflow_result(cfg | {"db_url": db, "name": f"search1m-{kind}"})
+            found = f"pages of {p['found']}" + (f" (MLflow {m['found']})" if m else "")
+            populated = f"populated in {p['populate_s'][0]:.0f} s" + (
+                f" (MLflow {m['populate_s'][0]:.0f} s)" if m else ""
+            )
+            self.rows.append(
+                Row(
+                    f"search {n:,} runs, {kind}",
+                    "ms/query (filter + order, 100/page)",
+                    "lower",
+                    med(p["ms"]),
+                    m and med(m["ms"]),
+                    floor=med(p["floor"]["ms"]) if p["floor"]["ms"] else None,
+                    goal=1000,
+                    note=(
+                        f"{found}; {populated} by cloning in SQL, plus as many in a second "
+                        "project (Plinth); floor: hand-written SQL on Plinth's database"
+                    ),
+                    samples={
+                        "plinth": p["ms"],
+                        "mlflow": (m or {}).get("ms", []),
+                        "floor": p["floor"]["ms"],
+                    },
+                )
+            )
+
+    def runstable(self) -> None:
+        sz = self.sz
+        p = self.timed(
+            f"Plinth runs table of {sz.table_runs:,} runs over HTTP",
+            lambda: plinth_runs_table(sz, self.home("plinth-table")),
+        )
+        for key, what in (("ms", "newest first"), ("sorted_ms", "order_by=metrics.acc desc")):
+            self.rows.append(
+                Row(
+                    f"runs table, {sz.table_runs:,}-run project",
+                    f"ms/page over HTTP ({what})",
+                    "lower",
+                    med(p[key]),
+                    goal=100,
+                    note="GET /projects/NAME (50 runs) from a `plinth server` subprocess",
+                    samples={"plinth": p[key]},
+                )
+            )
+
     def artifacts(self) -> None:
         sz = self.sz
         size = sz.artifact_bytes
@@ -1348,6 +1489,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--sdk-populate", action="store_true", help="make every big-search run via the SDK"
     )
+    ap.add_argument("--huge-search-runs", type=int, help="runs in search1m (1,000,000)")
+    ap.add_argument("--table-runs", type=int, help="runs in the runstable project (10,000)")
+    ap.add_argument(
+        "--postgres-url",
+        default=POSTGRES_URL,
+        help="a Postgres server for search1m ('' skips Postgres); a database is made there",
+    )
     ap.add_argument(
         "--no-prewarm",
         action="store_true",
@@ -1371,6 +1519,10 @@ def main(argv: list[str] | None = None) -> int:
         sz = replace(sz, big_search_runs=args.big_search_runs)
     if args.sweep_runs:
         sz = replace(sz, sweep_runs=args.sweep_runs)
+    if args.huge_search_runs:
+        sz = replace(sz, huge_search_runs=args.huge_search_runs)
+    if args.table_runs:
+        sz = replace(sz, table_runs=args.table_runs)
     # Embedded Plinth, always: no PLINTH_URL or other setting from the caller's shell.
     for key in [k for k in os.environ if k.startswith("PLINTH_")]:
         del os.environ[key]
@@ -1379,11 +1531,21 @@ def main(argv: list[str] | None = None) -> int:
     load_before = load_average()
     WORK_ROOT.mkdir(exist_ok=True)
     mlflow = None if args.skip_mlflow else mlflow_python(args.mlflow_spec)
+    if mlflow and "search1m" in only and args.postgres_url:
+        mlflow_postgres_driver(mlflow)
     version = run_mlflow(mlflow, {"workload": "version"})["version"] if mlflow else None
     if "tmpfs" in filesystem_of(WORK_ROOT):
         err.print(f"[yellow]warning: {WORK_ROOT} is on tmpfs; disk figures mean RAM[/yellow]")
     work = Path(tempfile.mkdtemp(prefix="tracking-", dir=WORK_ROOT))
-    bench = Bench(sz, work, mlflow, only, args.sdk_populate, prewarm=not args.no_prewarm)
+    bench = Bench(
+        sz,
+        work,
+        mlflow,
+        only,
+        args.sdk_populate,
+        prewarm=not args.no_prewarm,
+        postgres_url=args.postgres_url or None,
+    )
     try:
         bench.run()
     finally:

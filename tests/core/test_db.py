@@ -85,9 +85,7 @@ def test_metric_rows_become_history_chunks_on_upgrade(database: Database) -> Non
     points[5] = (5, 1005.0, None)  # NaN, as the rows stored it
     points += [(7, 999.0, -1.0)]  # a second point at step 7, earlier than the first
     with database.engine.begin() as conn:
-        conn.execute(
-            sa.text("INSERT INTO projects (id, name, created_at) VALUES ('p1', 'p', 0)")
-        )
+        conn.execute(sa.text("INSERT INTO projects (id, name, created_at) VALUES ('p1', 'p', 0)"))
         conn.execute(
             sa.text(
                 "INSERT INTO runs (id, project_id, name, status, start_time, heartbeat_at) "
@@ -119,3 +117,36 @@ def test_metric_rows_become_history_chunks_on_upgrade(database: Database) -> Non
     values = list(columns.values)
     assert values[5] != values[5]  # NaN
     assert values[:5] + values[6:] == [p[2] for p in expected[:5] + expected[6:]]
+
+
+def test_search_scope_migration_copies_each_run_project(database: Database) -> None:
+    """0012 fills the project_id it adds to params, tags and latest_metrics from runs."""
+    migrations.upgrade(database.engine, "0011")
+    rows = {
+        "projects": [("pa", "a", 1.0), ("pb", "b", 1.0)],
+        "runs": [
+            ("r1", "pa", "one", "running", 1.0, 1.0),
+            ("r2", "pb", "two", "running", 1.0, 1.0),
+        ],
+        "params": [("r1", "lr", "0.1", 0.1), ("r2", "lr", "0.2", 0.2), ("r2", "opt", '"x"', None)],
+        "tags": [("r1", "team", "a", None), ("r2", "team", "b", None)],
+        "latest_metrics": [("r1", "acc", 0, 1.0, 0.5), ("r2", "acc", 3, 2.0, None)],
+    }
+    columns = {
+        "projects": "id, name, created_at",
+        "runs": "id, project_id, name, status, start_time, heartbeat_at",
+        "params": "run_id, key, value, number",
+        "tags": "run_id, key, value, number",
+        "latest_metrics": "run_id, key, step, timestamp, value",
+    }
+    with database.engine.begin() as conn:
+        for table, values in rows.items():
+            marks = ", ".join(f":c{i}" for i in range(len(values[0])))
+            insert = sa.text(f"INSERT INTO {table} ({columns[table]}) VALUES ({marks})")
+            conn.execute(insert, [{f"c{i}": v for i, v in enumerate(row)} for row in values])
+    database.migrate()
+    owner = {"r1": "pa", "r2": "pb"}
+    with database.engine.connect() as conn:
+        for table in ("params", "tags", "latest_metrics"):
+            found = conn.execute(sa.text(f"SELECT run_id, key, project_id FROM {table}")).all()
+            assert sorted(found) == sorted((r[0], r[1], owner[r[0]]) for r in rows[table])

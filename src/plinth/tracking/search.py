@@ -298,26 +298,19 @@ def require_known_keys(
 
 
 def _key_used(conn: Connection, project_id: str, field: Field) -> bool:
+    """One probe of the (project, key, …) index."""
     table = KEYED[field.kind]
-    stmt = (
-        sa.select(table.c.run_id)
-        .join(t.runs, t.runs.c.id == table.c.run_id)
-        .where(table.c.key == field.key, t.runs.c.project_id == project_id)
-        .limit(1)
+    stmt = sa.select(table.c.run_id).where(
+        table.c.project_id == project_id, table.c.key == field.key
     )
-    return conn.execute(stmt).first() is not None
+    return conn.execute(stmt.limit(1)).first() is not None
 
 
 def _keys_used(conn: Connection, project_id: str, kind: str) -> list[str]:
+    """Only for the message of a refused search: it reads the project's whole index."""
     table = KEYED[kind]
-    stmt = (
-        sa.select(table.c.key)
-        .distinct()
-        .join(t.runs, t.runs.c.id == table.c.run_id)
-        .where(t.runs.c.project_id == project_id)
-        .order_by(table.c.key)
-    )
-    return list(conn.execute(stmt).scalars())
+    stmt = sa.select(table.c.key).distinct().where(table.c.project_id == project_id)
+    return list(conn.execute(stmt.order_by(table.c.key)).scalars())
 
 
 def number_in_text(text: str) -> float | None:
@@ -343,10 +336,10 @@ _COMPARE: dict[str, Callable[[Any, Any], Any]] = {
 }
 
 
-def to_sql(node: Node) -> Any:
-    """The WHERE clause over ``runs`` for a parsed filter."""
+def to_sql(node: Node, project_id: str) -> Any:
+    """The WHERE clause over ``runs`` of project ``project_id`` for a parsed filter."""
     if isinstance(node, BoolOp):
-        parts = [to_sql(item) for item in node.items]
+        parts = [to_sql(item, project_id) for item in node.items]
         return sa.and_(*parts) if node.op == "and" else sa.or_(*parts)
     if isinstance(node.value, bool) and node.op not in ("=", "!="):
         raise InvalidInput(
@@ -355,8 +348,8 @@ def to_sql(node: Node) -> Any:
     if node.field.kind == "attr":
         return _attribute(node)
     if node.field.kind == "metrics":
-        return _metric(node)
-    return _param_or_tag(node)
+        return _metric(node, project_id)
+    return _param_or_tag(node, project_id)
 
 
 def _attribute(c: Comparison) -> Any:
@@ -371,16 +364,24 @@ def _attribute(c: Comparison) -> Any:
     return _COMPARE[c.op](t.runs.c[key], value)
 
 
-def _metric(c: Comparison) -> Any:
+def _having(table: sa.Table, project_id: str, key: str, cond: Any) -> Any:
+    """Runs with a row of ``table`` under ``key`` that meets ``cond``: a semi-join on the
+    (run, key) primary key, or on the (project, key, …) index, as the planner finds
+    cheaper; either way it reads only this project's rows."""
+    return sa.exists().where(
+        table.c.run_id == t.runs.c.id, table.c.project_id == project_id, table.c.key == key, cond
+    )
+
+
+def _metric(c: Comparison, project_id: str) -> Any:
     value = number_in_text(c.value) if isinstance(c.value, str) else c.value
     if not isinstance(value, float) or c.op == "like":
         raise InvalidInput(f"filter: {c.field} compares with a number")
     lm = t.latest_metrics
-    sub = sa.select(lm.c.run_id).where(lm.c.key == c.field.key, _COMPARE[c.op](lm.c.value, value))
-    return t.runs.c.id.in_(sub)
+    return _having(lm, project_id, c.field.key, _COMPARE[c.op](lm.c.value, value))
 
 
-def _param_or_tag(c: Comparison) -> Any:
+def _param_or_tag(c: Comparison, project_id: str) -> Any:
     kind, value = c.field.kind, c.value
     table = KEYED[kind]
     if isinstance(value, bool):
@@ -392,7 +393,7 @@ def _param_or_tag(c: Comparison) -> Any:
         cond = _COMPARE[c.op](table.c.number, value)  # values that are not numbers never match
     else:
         cond = _quoted(table, kind, c.op, value)
-    return t.runs.c.id.in_(sa.select(table.c.run_id).where(table.c.key == c.field.key, cond))
+    return _having(table, project_id, c.field.key, cond)
 
 
 def _is_bool(table: sa.Table, kind: str, value: bool) -> Any:
@@ -443,6 +444,78 @@ def order_columns(keys: list[OrderKey]) -> tuple[list[Any], list[Any]]:
         terms.append(direction(alias.c.value))
     terms += [t.runs.c.start_time.desc(), t.runs.c.id]
     return terms, joins
+
+
+def statements(project_id: str, where: Node | None, order: list[OrderKey]) -> list[Any]:
+    """SELECTs of runs whose results, one after another, are the project's matching
+    runs in order (``page`` reads a page of them).
+
+    Ordered by a metric first, the runs with a value for it come from a join that walks
+    the (project, key, value) index in order, so a page stops after its rows instead of
+    sorting the project; the runs without one (or with NaN), which sort last, come from
+    a second statement, read only when a page gets that far.
+    """
+    runs = t.runs
+    base = sa.select(runs).where(runs.c.project_id == project_id)
+    if where is not None:
+        base = base.where(to_sql(where, project_id))
+    if not order or order[0].field.kind != "metrics":
+        return [_ordered(base, order)]
+    first, rest = order[0], order[1:]
+    lm = t.latest_metrics
+    lead = lm.alias("lead")
+    valued = base.join(
+        lead,
+        sa.and_(
+            lead.c.run_id == runs.c.id,
+            lead.c.project_id == project_id,
+            lead.c.key == first.field.key,
+            lead.c.value.is_not(None),
+        ),
+    )
+    direction = sa.desc if first.descending else sa.asc
+    stmts = [_ordered(valued, rest, direction(lead.c.value))]
+    if not _needs_value(where, first.field):  # else no run without one can match
+        unvalued = base.where(~_having(lm, project_id, first.field.key, lm.c.value.is_not(None)))
+        stmts.append(_ordered(unvalued, rest))
+    return stmts
+
+
+def _needs_value(node: Node | None, field: Field) -> bool:
+    """Whether only runs with a value (not NaN) for metric ``field`` can match: any
+    comparison with a metric is false without one, NaN included (stored as NULL)."""
+    if node is None:
+        return False
+    if isinstance(node, Comparison):
+        return node.field == field
+    check = any if node.op == "and" else all
+    return check(_needs_value(item, field) for item in node.items)
+
+
+def _ordered(stmt: Any, keys: list[OrderKey], *lead: Any) -> Any:
+    terms, joins = order_columns(keys)
+    for alias, on in joins:
+        stmt = stmt.outerjoin(alias, on)
+    return stmt.order_by(*lead, *terms)
+
+
+def page(conn: Connection, stmts: list[Any], offset: int, size: int) -> list[Any]:
+    """Up to ``size`` rows from ``offset`` on of the statements' results, one after
+    another. Each statement is asked only for the rows the page still lacks; one that
+    the offset passes over whole is counted to know where the next one starts."""
+    rows: list[Any] = []
+    for stmt in stmts:
+        want = size - len(rows)
+        if want <= 0:
+            break
+        got = conn.execute(stmt.limit(want).offset(offset)).mappings().all()
+        rows += got
+        if got or not offset:
+            offset = 0
+        else:
+            counted = sa.select(sa.func.count()).select_from(stmt.order_by(None).subquery())
+            offset -= conn.execute(counted).scalar_one()
+    return rows
 
 
 MAX_OFFSET = 10**9

@@ -65,7 +65,7 @@ class TrackingService:
             keys=[c.name for c in t.runs.c],
         )
         self._insert_params = db.prepare(
-            t.params.insert(), keys=["run_id", "key", "value", "number"]
+            t.params.insert(), keys=["run_id", "key", "value", "number", "project_id"]
         )
         self._insert_batch_id = db.prepare(
             db.insert_ignoring_duplicates(t.log_batches).returning(t.log_batches.c.batch_id)
@@ -167,8 +167,8 @@ class TrackingService:
                     raise Conflict(f"run id {run.id} is taken; choose another")
                 change.record = False  # nothing changed
                 return None
-            self._write_params(conn, run.id, req.params, new_run=True)
-            self._write_tags(conn, run.id, req.tags)
+            self._write_params(conn, run.id, project_id, req.params, new_run=True)
+            self._write_tags(conn, run.id, project_id, req.tags)
         return run
 
     @staticmethod
@@ -332,15 +332,21 @@ class TrackingService:
         if not first_time:
             return False
         self._refuse_if_ended(run_id, row)  # after: a retry of an applied batch succeeds
-        self._write_params(conn, run_id, batch.params)
-        self._write_tags(conn, run_id, batch.tags)
-        self._write_metrics(conn, run_id, batch.metrics)
+        self._write_params(conn, run_id, row.project_id, batch.params)
+        self._write_tags(conn, run_id, row.project_id, batch.tags)
+        self._write_metrics(conn, run_id, row.project_id, batch.metrics)
         if touch:
             self.touch(conn, run_id)
         return True
 
     def _write_params(
-        self, conn: Connection, run_id: str, params: dict[str, Any], *, new_run: bool = False
+        self,
+        conn: Connection,
+        run_id: str,
+        project_id: str,
+        params: dict[str, Any],
+        *,
+        new_run: bool = False,
     ) -> None:
         if not params:
             return
@@ -354,7 +360,13 @@ class TrackingService:
             key = changed[0]
             raise Conflict(f"params are immutable once logged; {key!r} is already {existing[key]}")
         new = [
-            {"run_id": run_id, "key": k, "value": v, "number": _number(params[k])}
+            {
+                "run_id": run_id,
+                "key": k,
+                "value": v,
+                "number": _number(params[k]),
+                "project_id": project_id,
+            }
             for k, v in encoded.items()
             if k not in existing
         ]
@@ -369,18 +381,26 @@ class TrackingService:
         )
         return {key: value for key, value in rows}
 
-    def _write_tags(self, conn: Connection, run_id: str, tags: dict[str, str]) -> None:
+    def _write_tags(
+        self, conn: Connection, run_id: str, project_id: str, tags: dict[str, str]
+    ) -> None:
         if tags:
             self._upsert_tags.run_many(
                 conn,
                 [
-                    {"run_id": run_id, "key": k, "value": v, "number": search.number_in_text(v)}
+                    {
+                        "run_id": run_id,
+                        "key": k,
+                        "value": v,
+                        "number": search.number_in_text(v),
+                        "project_id": project_id,
+                    }
                     for k, v in tags.items()
                 ],
             )
 
     def _write_metrics(
-        self, conn: Connection, run_id: str, series: Sequence[s.MetricSeries]
+        self, conn: Connection, run_id: str, project_id: str, series: Sequence[s.MetricSeries]
     ) -> None:
         """Each series as a chunk of its metric's history (a small one tops up the
         metric's last chunk), and each metric's newest point kept apart for search."""
@@ -399,6 +419,7 @@ class TrackingService:
                     "step": m.steps[newest],
                     "timestamp": m.timestamps[newest],
                     "value": value if value == value else None,  # NaN is stored as NULL
+                    "project_id": project_id,
                 }
             )
         if new:
@@ -461,18 +482,12 @@ class TrackingService:
         where = search.parse_filter(query.filter)
         order = search.parse_order_by(query.order_by)
         offset = search.decode_page_token(query.page_token)
-        terms, joins = search.order_columns(order)
         with self.db.read() as conn:
             project_id = self.projects.require(conn, query.project, principal, Need.READ)
             search.require_known_keys(conn, query.project, project_id, where, order)
-            source: Any = t.runs
-            for alias, on in joins:
-                source = source.outerjoin(alias, on)
-            stmt = sa.select(t.runs).select_from(source).where(t.runs.c.project_id == project_id)
-            if where is not None:
-                stmt = stmt.where(search.to_sql(where))
-            stmt = stmt.order_by(*terms).limit(query.limit + 1).offset(offset)
-            runs = self._load_runs(conn, stmt, project=query.project)
+            stmts = search.statements(project_id, where, order)
+            rows = search.page(conn, stmts, offset, query.limit + 1)
+            runs = self._runs(conn, rows, project=query.project)
         more = len(runs) > query.limit
         return s.RunPage(
             runs=runs[: query.limit],
@@ -492,7 +507,12 @@ class TrackingService:
         values: dict[str, Any] | None = None,
         project: str | None = None,
     ) -> list[s.Run]:
-        rows: Sequence[Any] = conn.execute(stmt, values).mappings().all()
+        return self._runs(conn, conn.execute(stmt, values).mappings().all(), project)
+
+    def _runs(
+        self, conn: Connection, rows: Sequence[Any], project: str | None = None
+    ) -> list[s.Run]:
+        """The runs of ``rows`` (of the runs table) with their params, tags and metrics."""
         if not rows:
             return []
         extras = conn.execute(_EXTRAS, {"ids": [r["id"] for r in rows]})

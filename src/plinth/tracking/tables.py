@@ -27,6 +27,9 @@ runs = sa.Table(
 
 # Params hold JSON text; tags plain text. ``number`` is the value as a float where it
 # is a finite number (else NULL), so numeric filters and sorts need no casts.
+# ``project_id`` in params, tags and latest_metrics is the run's, copied on write, so
+# that a search's lookups by key stay inside the project (its indexes lead with it):
+# a search costs what its project holds, not what the whole store holds.
 params = sa.Table(
     "params",
     metadata,
@@ -34,7 +37,8 @@ params = sa.Table(
     sa.Column("key", sa.String(250), primary_key=True),
     sa.Column("value", sa.Text, nullable=False),
     sa.Column("number", sa.Float),
-    sa.Index("ix_params_key_number", "key", "number"),
+    sa.Column("project_id", sa.String(32), nullable=False),
+    sa.Index("ix_params_project_key_number", "project_id", "key", "number", "run_id"),
 )
 
 tags = sa.Table(
@@ -44,6 +48,8 @@ tags = sa.Table(
     sa.Column("key", sa.String(250), primary_key=True),
     sa.Column("value", sa.Text, nullable=False),
     sa.Column("number", sa.Float),
+    sa.Column("project_id", sa.String(32), nullable=False),
+    sa.Index("ix_tags_project_key_number", "project_id", "key", "number", "run_id"),
 )
 
 # A metric's history in column chunks: each holds some of its points as packed
@@ -78,7 +84,8 @@ latest_metrics = sa.Table(
     sa.Column("step", sa.BigInteger, nullable=False),
     sa.Column("timestamp", sa.Float, nullable=False),
     sa.Column("value", sa.Float),  # NULL is NaN: SQLite cannot store NaN
-    sa.Index("ix_latest_metrics_key_value", "key", "value"),
+    sa.Column("project_id", sa.String(32), nullable=False),
+    sa.Index("ix_latest_metrics_project_key_value", "project_id", "key", "value", "run_id"),
 )
 
 # Batch ids already applied: a retried batch is recognised and applied once.

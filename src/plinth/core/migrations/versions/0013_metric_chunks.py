@@ -1,7 +1,7 @@
 """metric chunks: a metric's history as packed column chunks, not a row per point
 
 Revision ID: 0013
-Revises: 0011
+Revises: 0012
 """
 
 import sys
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0013"
-down_revision = "0011"
+down_revision = "0012"
 branch_labels = None
 depends_on = None
 
