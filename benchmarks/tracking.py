@@ -405,7 +405,7 @@ def plinth_search(sz: Sizes, home: Path) -> dict[str, Any]:
         ms, found = plinth_search_timings(client, "bench-search", sz.search_repeats)
     finally:
         client.close()
-    floor = floor_search(home / "plinth.db", "bench-search", sz.search_repeats)
+    floor = floor_search(sqlite_url(home), "bench-search", sz.search_repeats)
     return {"ms": ms, "populate_ms_per_run": [populate], "found": found, "floor": floor}
 
 
