@@ -43,7 +43,11 @@ Batch = tuple[str, list[Point]]  # its id, its points
 
 class _Flusher:
     """The one thread that sends every live run's batches and heartbeats, each when it
-    is due. Its condition guards the state of every ``BatchLogger`` too."""
+    is due. Its condition guards the state of every ``BatchLogger`` too.
+
+    While runs live it looks every ``flush_interval_seconds`` on its own, so new points
+    need not wake it: a sweep's thousands of short runs cost it no wake-up each (a wake
+    is a thread switch, and on a small machine a wait for the GIL)."""
 
     def __init__(self) -> None:
         self.cond = threading.Condition()
@@ -57,16 +61,17 @@ class _Flusher:
             if self.thread is None or not self.thread.is_alive():  # first run, or a fork
                 self.thread = threading.Thread(target=self._loop, name="plinth-flush", daemon=True)
                 self.thread.start()
-            self.cond.notify_all()
+            self.wake(urgent=False)
 
     def unregister(self, logger: BatchLogger) -> None:
         with self.cond:
             if logger in self.loggers:
                 self.loggers.remove(logger)
 
-    def due_by(self, at: float) -> None:
-        """Some logger has work due at ``at``: wake the thread if it sleeps past it."""
-        if at < self.wakes_at:
+    def wake(self, *, urgent: bool) -> None:
+        """New work (called under the lock): wake the thread now if it cannot wait for
+        the thread's next look (``urgent``: a full buffer), or if it sleeps without end."""
+        if urgent or self.wakes_at == math.inf:
             self.cond.notify_all()
 
     def _loop(self) -> None:
@@ -81,6 +86,9 @@ class _Flusher:
                         break
                     soonest = min(soonest, at)
                 if due is None:
+                    if self.loggers:  # look again within a tick: new points wake nobody
+                        tick = min(lg.settings.flush_interval_seconds for lg in self.loggers)
+                        soonest = min(soonest, now + tick)
                     self.wakes_at = soonest
                     self.cond.wait(None if soonest == math.inf else soonest - now)
                     self.wakes_at = math.inf
@@ -139,10 +147,10 @@ class BatchLogger:
                 self.cond.wait(0.5)
             if not self.buffer:
                 self.oldest = time.monotonic()
-                _flusher.due_by(self.oldest + self.settings.flush_interval_seconds)
+                _flusher.wake(urgent=False)
             self.buffer.extend(points)
             if len(self.buffer) >= self.batch_points:
-                _flusher.due_by(0.0)
+                _flusher.wake(urgent=True)
 
     def unsent(self) -> int:
         return len(self.buffer) + (len(self.pending[1]) if self.pending else 0)
