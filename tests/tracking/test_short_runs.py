@@ -100,3 +100,26 @@ def test_a_sweep_holds_no_threads_or_files(client: Client, project: str) -> None
     assert threading.active_count() <= threads
     assert me.num_fds() <= files
     assert len(client.search_runs(project, limit=1000)) == 210
+
+
+def test_a_server_that_ignores_an_ends_batch_still_gets_the_points(
+    client: Client, project: str
+) -> None:
+    """A server from before ends carried batches drops the field and says nothing of
+    it: the SDK sees no batch id in the answer, and sends the points the old way."""
+    real = client._transport.request
+
+    def old_server(method: str, path: str, **kwargs):  # type: ignore[no-untyped-def]
+        if method == "PATCH" and isinstance(kwargs.get("json"), dict):
+            kwargs["json"] = {k: v for k, v in kwargs["json"].items() if k != "batch"}
+        answer = real(method, path, **kwargs)
+        if method == "PATCH":
+            answer.pop("batch", None)
+        return answer
+
+    client._transport.request = old_server  # type: ignore[method-assign]
+    run = _short_run(client, project, 1)
+    info = client.get_run(run.id)
+    assert info.status == "finished"
+    assert info.metrics == {"loss": pytest.approx(0.5), "acc": pytest.approx(0.01)}
+    assert run.info.metrics == info.metrics

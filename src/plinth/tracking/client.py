@@ -69,7 +69,15 @@ class TrackingCalls:
         if last_batch is not None:
             body["batch"] = {"batch_id": last_batch[0], "metrics": last_batch[1]}
         url = f"/api/v1/runs/{_seg(run_id)}"
-        return s.Run(**self._transport.request("PATCH", url, json=body, retry=True))
+        ended = s.EndedRun(**self._transport.request("PATCH", url, json=body, retry=True))
+        if last_batch is not None and ended.batch != last_batch[0]:
+            # A server from before ends carried batches ended the run and dropped the
+            # batch: run again, send it (once, by its id), end again.
+            self.resume_run(run_id)
+            self.send_batch(run_id, last_batch[0], last_batch[1])
+            again = {"status": status}
+            ended = s.EndedRun(**self._transport.request("PATCH", url, json=again, retry=True))
+        return ended
 
     def resume_run(self, run_id: str) -> s.ResumedRun:
         """Set a run running again, whatever state it ended in (as MLflow does)."""

@@ -45,8 +45,8 @@ async def get_run(run_id: RunId, c: Read) -> s.Run:
     return await c(c.service.get_run, run_id)
 
 
-@router.patch("/runs/{run_id}", response_model=s.Run)
-async def end_run(run_id: RunId, update: s.RunUpdate, c: Write) -> s.Run:
+@router.patch("/runs/{run_id}", response_model=s.EndedRun)
+async def end_run(run_id: RunId, update: s.RunUpdate, c: Write) -> s.EndedRun:
     return await c(c.service.end_run, run_id, update)
 
 

@@ -185,6 +185,14 @@ class ResumedRun(Run):
     )
 
 
+class EndedRun(Run):
+    batch: str | None = Field(
+        None,
+        description="the id of the batch the end carried, applied with it (or before): "
+        "an SDK that sent one and gets no id back is talking to a server that ignores it",
+    )
+
+
 class MetricSeries(BaseModel):
     """Points of one metric, column by column: a few lists of numbers parse and store
     far faster than thousands of small objects."""

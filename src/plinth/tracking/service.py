@@ -229,7 +229,7 @@ class TrackingService:
         )
         return row
 
-    def end_run(self, run_id: str, update: s.RunUpdate, *, principal: Principal) -> s.Run:
+    def end_run(self, run_id: str, update: s.RunUpdate, *, principal: Principal) -> s.EndedRun:
         """End a run, applying its last batch first when the request carries one."""
         with self.audit.recorded(principal, "runs.end", object=run_id) as (conn, change):
             row = self.require_run(conn, run_id, principal, Need.WRITE, change)
@@ -239,7 +239,8 @@ class TrackingService:
                 change.details |= {"batch": _summary(update.batch) | {"applied": applied}}
             self._end.run(conn, {"run_id": run_id, "status": update.status, "now": _now()})
             [run] = self._load_run(conn, run_id, project=row.project)
-        return run
+        batch = None if update.batch is None else update.batch.batch_id
+        return s.EndedRun(**run.model_dump(), batch=batch)
 
     def resume_run(self, run_id: str, *, principal: Principal) -> s.ResumedRun:
         """Set a run running again, whatever state it ended in, as MLflow's
