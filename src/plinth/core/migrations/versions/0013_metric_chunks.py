@@ -46,11 +46,12 @@ def upgrade() -> None:
     op.create_index("ix_metric_chunks_run_key", "metric_chunks", ["run_id", "key", "id"])
     # Each metric's points, by step then time (NULL was NaN), become chunks in order.
     conn = op.get_bind()
+    # Streamed (a server-side cursor on Postgres): a store's history need not fit in memory.
     rows = conn.execute(
         sa.text(
             'SELECT run_id, "key", step, "timestamp", "value" FROM metrics '
             'ORDER BY run_id, "key", step, "timestamp"'
-        )
+        ).execution_options(stream_results=True, yield_per=10_000)
     )
     for (run_id, key), points in groupby(rows, key=lambda r: (r[0], r[1])):
         batch: list[Any] = []
