@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import psutil
 import pytest
@@ -123,3 +124,28 @@ def test_a_server_that_ignores_an_ends_batch_still_gets_the_points(
     assert info.status == "finished"
     assert info.metrics == {"loss": pytest.approx(0.5), "acc": pytest.approx(0.01)}
     assert run.info.metrics == info.metrics
+
+
+def test_an_end_that_gives_up_on_its_backlog_leaves_nothing_behind(
+    tmp_path: Path, project: str
+) -> None:
+    from plinth.tracking import run as run_module
+    from tests.conftest import make_settings
+
+    settings = make_settings(tmp_path / "home")
+    settings.tracking.flush_batch_points = 10
+    settings.tracking.flush_timeout_seconds = 0.5
+    with Client(settings=settings) as client:
+
+        def down(*_a, **_k):  # type: ignore[no-untyped-def]
+            raise plinth.errors.ServiceUnavailable("cannot reach Plinth")
+
+        client.send_batch = down  # type: ignore[method-assign]
+        run = plinth.start_run(project, client=client)
+        run.log_metric("m", 1.0)
+        for step in range(50):  # more than a batch: a backlog the flusher must send
+            run.log({"m": float(step)}, step=step)
+        with pytest.raises(plinth.errors.ServiceUnavailable):
+            run.end()
+        assert run._logger not in run_module._flusher.loggers
+        assert client.get_run(run.id).status == "finished"  # ended all the same

@@ -205,7 +205,13 @@ class BatchLogger:
                         raise self.error
                     rest, self.buffer = self.buffer, []
                     break
-            self.flush(None if deadline is None else max(0.0, deadline - time.monotonic()))
+            try:
+                self.flush(None if deadline is None else max(0.0, deadline - time.monotonic()))
+            except BaseException:
+                with self.cond:  # given up on: the flusher drops it too
+                    self.closed = True
+                    _flusher.unregister(self)
+                raise
         if not rest:
             return None
         batch_id, series = uuid.uuid4().hex, to_series(rest)
