@@ -89,7 +89,7 @@ class Projects:
         self.db = db
         self.audit = audit
         self.admins_create = admins_create
-        self._ids: dict[str, str] = {}  # projects are never renamed or removed
+        self._ids: dict[str, str] = {}  # committed ids: never renamed or removed
 
     def id_of(self, conn: Connection, name: str) -> str | None:
         pid = self._ids.get(name) or conn.execute(_BY_NAME, {"name": name}).scalar()
@@ -184,7 +184,8 @@ class Projects:
         if principal.user_id is not None:
             grant(conn, pid, principal.user_id, Role.ADMIN)
         self.audit.append(conn, principal, "projects.create", project=name, object=pid)
-        self._ids[name] = pid
+        # Not cached here: until this transaction commits, another request must not
+        # find the id (a run there would name a project that may yet roll back).
         return pid
 
     def _may_create(self, principal: Principal, name: str) -> None:
