@@ -58,10 +58,18 @@ def test_upsert_updates_only_where_the_condition_holds(db: Database) -> None:
     assert _all(db) == [(1, 9.0, "higher")]
 
 
-def test_bulk_insert_takes_tuples_in_column_order(db: Database) -> None:
+def _insert_many(db: Database, values: list[tuple[int, float | None, str]]) -> None:
+    insert = db.prepare(rows.insert())
     with db.write() as conn:
-        db.bulk_insert(conn, rows, [(i, i / 2, "new") for i in range(500)])
+        insert.run_many(conn, [dict(zip(("id", "value", "state"), v, strict=True)) for v in values])
+
+
+def test_prepared_statements_run_on_the_driver_in_either_paramstyle(db: Database) -> None:
+    _insert_many(db, [(i, i / 2, "new") for i in range(500)])
     assert len(_all(db)) == 500 and _all(db)[3] == (3, 1.5, "new")
+    one = db.prepare(sa.select(rows.c.value).where(rows.c.id == sa.bindparam("id")))
+    with db.read() as conn:
+        assert one.run(conn, {"id": 3}) == [(1.5,)]
 
 
 def test_a_rollback_leaves_nothing(db: Database) -> None:
@@ -73,8 +81,7 @@ def test_a_rollback_leaves_nothing(db: Database) -> None:
 
 def test_claiming_rows_never_hands_one_row_to_two_workers(db: Database) -> None:
     """The pattern a work queue uses: each worker claims what others have not."""
-    with db.write() as conn:
-        db.bulk_insert(conn, rows, [(i, None, "queued") for i in range(40)])
+    _insert_many(db, [(i, None, "queued") for i in range(40)])
     claimed: list[list[int]] = []
     barrier = threading.Barrier(4)
 

@@ -47,7 +47,6 @@ class Dialect:
     written once, in ``Database`` and the services."""
 
     name = ""
-    marker = "%s"  # the DB-API parameter marker
 
     def create_engine(self, url: str, synchronous: str) -> Engine:
         raise NotImplementedError
@@ -78,7 +77,6 @@ class Dialect:
 
 class SQLiteDialect(Dialect):
     name = "sqlite"
-    marker = "?"
 
     @staticmethod
     def fault(exc: BaseException) -> Fault | None:
@@ -259,19 +257,6 @@ class Database:
     def insert_ignoring_duplicates(self, table: sa.Table) -> Any:
         """INSERT that skips rows whose primary key already exists."""
         return self.sql.insert(table).on_conflict_do_nothing()
-
-    def bulk_insert(self, conn: Connection, table: sa.Table, rows: list[tuple[Any, ...]]) -> None:
-        """Insert many rows given as tuples in column order, as one executemany.
-
-        SQLAlchemy's ``insert()`` with dicts costs twice as much per row, which matters
-        on the metric hot path.
-        """
-        quote = self.engine.dialect.identifier_preparer.quote
-        columns = ", ".join(quote(c.name) for c in table.columns)
-        markers = ", ".join([self.sql.marker] * len(table.columns))
-        conn.exec_driver_sql(
-            f"INSERT INTO {quote(table.name)} ({columns}) VALUES ({markers})", rows
-        )
 
     def upsert(
         self, table: sa.Table, keys: Sequence[str], update: Sequence[str], where: Any = None

@@ -501,14 +501,8 @@ class TrackingService:
             count = sa.select(sa.func.count()).select_from(t.runs)
             return int(conn.execute(count.where(t.runs.c.project_id == project_id)).scalar_one())
 
-    def _load_runs(
-        self,
-        conn: Connection,
-        stmt: Any,
-        values: dict[str, Any] | None = None,
-        project: str | None = None,
-    ) -> list[s.Run]:
-        return self._runs(conn, conn.execute(stmt, values).mappings().all(), project)
+    def _load_runs(self, conn: Connection, stmt: Any, project: str | None = None) -> list[s.Run]:
+        return self._runs(conn, conn.execute(stmt).mappings().all(), project)
 
     def _runs(
         self, conn: Connection, rows: Sequence[Any], project: str | None = None
