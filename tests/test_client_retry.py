@@ -16,6 +16,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +27,12 @@ import plinth.client
 from plinth import Client
 from plinth.core.access import LOCAL
 from plinth.core.platform import Platform
-from plinth.errors import Conflict, InvalidInput, PlinthError, ServiceUnavailable
+from plinth.errors import Conflict, InvalidInput, NotFound, PlinthError, ServiceUnavailable
 from plinth.settings import ClientSettings
 from plinth.tracking import history
 from plinth.tracking import schemas as s
 from plinth.tracking.service import TrackingService
+from plinth.wire import KeepAlive
 from tests.conftest import make_settings, raw_http
 from tests.processes import REPO, child_env, started
 from tests.services import free_port, wait_for_port
@@ -93,6 +95,7 @@ def mocked(tmp_path: Path, fast_backoff: None) -> Iterator[Callable[..., tuple[C
         client._transport.http = httpx.Client(
             base_url="http://plinth.test", transport=httpx.MockTransport(record)
         )
+        client._transport._whole = None  # every request through the mock
         clients.append(client)
         return client, seen
 
@@ -245,6 +248,40 @@ def test_the_sdk_rides_out_a_server_restart_without_losing_or_doubling(tmp_path:
         )
         assert len(client.metric_history(run.id, "m")) == 1
         client.close()
+
+
+@pytest.mark.slow
+def test_served_json_calls_keep_their_connections_and_drop_the_ones_a_server_closed(
+    tmp_path: Path,
+) -> None:
+    with started(tmp_path) as processes:
+        server = processes.server(tmp_path / "home")
+        settings = make_settings(tmp_path / "sdk").model_copy(
+            update={"url": server.url, "client": ClientSettings(retry_seconds=0)}
+        )
+        client = Client(settings=settings)  # no retries: a stale connection would show
+        wire = client._transport._whole
+        assert isinstance(wire, KeepAlive)
+        run = client.create_run("wire")
+        [conn] = wire._idle
+        for _ in range(3):
+            assert client.get_run(run.id).id == run.id
+        assert wire._idle == [conn] and conn.sock is not None  # one connection, kept
+
+        with ThreadPoolExecutor(4) as pool:  # concurrent callers: a connection each
+            names = list(pool.map(lambda i: client.create_run("wire", f"r{i}").name, range(8)))
+        assert sorted(names) == [f"r{i}" for i in range(8)]
+        assert 1 <= len(wire._idle) <= 4
+
+        server.kill()
+        server.start()  # every kept connection is closed now, from the other end
+        client.log_batch(run.id, metrics=[{"key": "m", "value": 1.0, "step": 0}])
+        assert client.create_run("wire", "after").name == "after"
+        assert len(client.metric_history(run.id, "m")) == 1
+        with pytest.raises(NotFound):  # a path httpx must encode goes through httpx
+            client._transport.request("GET", "/api/v1/runs/caf\u00e9")
+        client.close()
+        assert wire._idle == []
 
 
 # 3. a create retried never makes a second run -----------------------------------------------

@@ -51,26 +51,27 @@ class Transport:
         self.where = self.url or f"{settings.home} (embedded)"  # for messages
         self._reached = self.url is None  # embedded: the app is right here
         self._retrying = False
-        self._app: Any = None  # the in-process app, embedded
+        self._whole: Any = None  # sends whole requests past httpx (see ``_direct``)
         headers = {"User-Agent": "plinth-sdk"}
         if settings.token:
             headers["Authorization"] = f"Bearer {settings.token}"
         if self.url:
-            self.http = httpx.Client(
-                base_url=self.url,
-                headers=headers,
-                timeout=httpx.Timeout(60.0, connect=10.0),
-            )
+            from plinth.wire import KeepAlive
+
+            timeout = httpx.Timeout(60.0, connect=10.0)
+            self.http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+            if KeepAlive.usable(self.http.base_url):
+                self._whole = KeepAlive(self.http.base_url, timeout=60.0, connect_timeout=10.0)
         else:
             from plinth.server.app import EMBEDDED_HOST, create_app
             from plinth.transport import InProcessTransport
 
             app = create_app(settings, embedded=True)
-            self._app = InProcessTransport(app, EMBEDDED_HOST)
+            self._whole = InProcessTransport(app, EMBEDDED_HOST)
             self.http = httpx.Client(
                 base_url=f"http://{EMBEDDED_HOST}",
                 headers=headers,
-                transport=self._app,
+                transport=self._whole,
                 timeout=None,
             )
 
@@ -119,7 +120,7 @@ class Transport:
         deadline = time.monotonic() + window
         for attempt in itertools.count():
             try:
-                response = (whole and self._in_process(method, path, **kwargs)) or self.http.send(
+                response = (whole and self._direct(method, path, **kwargs)) or self.http.send(
                     self.http.build_request(method, path, **kwargs), stream=stream
                 )
             except httpx.TransportError as exc:
@@ -141,7 +142,7 @@ class Transport:
             self._back_off(attempt, deadline, why, window)
         raise AssertionError("unreachable")
 
-    def _in_process(
+    def _direct(
         self,
         method: str,
         path: str,
@@ -151,20 +152,21 @@ class Transport:
         headers: dict[str, str] | None = None,
         **other: Any,
     ) -> httpx.Response | None:
-        """Embedded, a request with its body at hand goes straight to the app, on this
-        thread (see ``transport``); None where it must go through httpx."""
-        if self._app is None or other or not isinstance(content, bytes | str | None):
+        """A request with its body at hand, read whole, skips httpx: embedded it goes
+        straight to the app on this thread (``transport``), served over a kept-alive
+        connection (``wire``). None where it must go through httpx."""
+        if self._whole is None or other or not isinstance(content, bytes | str | None):
             return None
         body = content.encode() if isinstance(content, str) else content or b""
         fields = {
             **self.http.headers,
             **(headers or {}),
-            "host": self._app.host,
+            "host": self._whole.host,
             "content-length": str(len(body)),
         }
         raw = [(k.lower().encode(), v.encode()) for k, v in fields.items()]
         query = urlencode(params or {}, doseq=True).encode()
-        response: httpx.Response | None = self._app.call(method, path, query, raw, body)
+        response: httpx.Response | None = self._whole.call(method, path, query, raw, body)
         return response
 
     def _back_off(self, attempt: int, deadline: float, why: str, window: float) -> None:
@@ -179,6 +181,8 @@ class Transport:
         time.sleep(max(0.0, min(delay, deadline - time.monotonic())))
 
     def close(self) -> None:
+        if self.url and self._whole is not None:
+            self._whole.close()
         self.http.close()
 
 
