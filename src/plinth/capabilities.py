@@ -10,6 +10,7 @@ from plinth.core.capability import Capability, load
 
 CAPABILITIES = (
     "plinth.tracking",
+    "plinth.registry",
     "plinth.governance",
     "plinth.ui",
 )

@@ -91,6 +91,10 @@ class Transport:
         except ValueError:
             raise not_plinth(response, self.where) from None
 
+    def text(self, method: str, path: str, **kwargs: Any) -> str:
+        """A text answer (a rendered page or document), read whole."""
+        return self._send(method, path, retry=None, whole=True, **kwargs).text
+
     @contextmanager
     def stream(self, method: str, path: str, **kwargs: Any) -> Iterator[httpx.Response]:
         """A response whose body is read as it arrives; opening it retries like

@@ -32,6 +32,7 @@ from plinth.server.app import create_app
 from plinth.settings import Settings
 from tests import services
 from tests.conftest import make_settings, raw_http
+from tests.registry.files import model_files
 
 ROLES = ["viewer", "editor", "admin", "outsider", "token-b"]  # token-b: root's, scoped to B
 RANK = {"viewer": 1, "editor": 2, "admin": 3}
@@ -75,6 +76,7 @@ def _spare_member(w: World) -> str:
     return name
 
 
+MODELS = "/api/v1/projects/team-a/models"
 Call = tuple[str, str, dict[str, Any]]  # method, URL, httpx keyword arguments
 Make = Callable[[World, str], Call]  # (world, role) → the request; may set up as root
 
@@ -202,12 +204,92 @@ REQUESTS: dict[tuple[str, str], tuple[str, Make]] = {
         "project",
         lambda w, r: ("DELETE", f"/api/v1/projects/team-a/secrets/{_spare_secret(w)}", {}),
     ),
+    ("GET", "/api/v1/projects/{project}/models"): (
+        "project",
+        lambda w, r: ("GET", MODELS, {}),
+    ),
+    ("GET", "/api/v1/projects/{project}/models/{name}"): (
+        "project",
+        lambda w, r: ("GET", f"{MODELS}/churn", {}),
+    ),
+    ("POST", "/api/v1/projects/{project}/models/{name}/versions"): (
+        "project",
+        lambda w, r: (
+            "POST",
+            f"{MODELS}/churn/versions",
+            {"json": {"run_id": w.run, "artifact_path": "model"}},
+        ),
+    ),
+    ("GET", "/api/v1/projects/{project}/models/{name}/versions"): (
+        "project",
+        lambda w, r: ("GET", f"{MODELS}/churn/versions", {}),
+    ),
+    ("GET", "/api/v1/projects/{project}/models/{name}/versions/{version}"): (
+        "project",
+        lambda w, r: ("GET", f"{MODELS}/churn/versions/1", {}),
+    ),
+    ("PATCH", "/api/v1/projects/{project}/models/{name}/versions/{version}"): (
+        "project",
+        lambda w, r: ("PATCH", f"{MODELS}/churn/versions/1", {"json": {"description": r}}),
+    ),
+    ("PUT", "/api/v1/projects/{project}/models/{name}/versions/{version}/tags/{key}"): (
+        "project",
+        lambda w, r: ("PUT", f"{MODELS}/churn/versions/1/tags/t", {"json": {"value": r}}),
+    ),
+    ("DELETE", "/api/v1/projects/{project}/models/{name}/versions/{version}/tags/{key}"): (
+        "project",
+        lambda w, r: ("DELETE", f"{MODELS}/churn/versions/1/tags/{_spare_tag(w)}", {}),
+    ),
+    ("GET", "/api/v1/projects/{project}/models/{name}/versions/{version}/files"): (
+        "project",
+        lambda w, r: ("GET", f"{MODELS}/churn/versions/1/files", {}),
+    ),
+    ("GET", "/api/v1/projects/{project}/models/{name}/versions/{version}/files/{path:path}"): (
+        "project",
+        lambda w, r: ("GET", f"{MODELS}/churn/versions/1/files/MLmodel.json", {}),
+    ),
+    ("GET", "/api/v1/projects/{project}/models/{name}/versions/{version}/card"): (
+        "project",
+        lambda w, r: ("GET", f"{MODELS}/churn/versions/1/card", {}),
+    ),
+    ("GET", "/api/v1/projects/{project}/models/{name}/aliases/{alias}"): (
+        "project",
+        lambda w, r: ("GET", f"{MODELS}/churn/aliases/champion", {}),
+    ),
+    ("PUT", "/api/v1/projects/{project}/models/{name}/aliases/{alias}"): (
+        "project",
+        lambda w, r: (
+            "PUT",
+            f"{MODELS}/churn/aliases/{_unique('a')}",
+            {"json": {"version": 1, "reason": r}},
+        ),
+    ),
+    ("DELETE", "/api/v1/projects/{project}/models/{name}/aliases/{alias}"): (
+        "project",
+        lambda w, r: ("DELETE", f"{MODELS}/churn/aliases/{_spare_alias(w)}", {}),
+    ),
+    ("GET", "/api/v1/projects/{project}/models/{name}/alias-history"): (
+        "project",
+        lambda w, r: ("GET", f"{MODELS}/churn/alias-history", {}),
+    ),
     ("GET", "/metrics"): ("project", lambda w, r: ("GET", "/metrics", {})),
     ("GET", "/"): ("own", lambda w, r: ("GET", "/", {})),
     ("GET", "/projects/{name}"): ("project", lambda w, r: ("GET", "/projects/team-a", {})),
     ("GET", "/runs/{run_id}"): ("project", lambda w, r: ("GET", f"/runs/{w.run}", {})),
     ("GET", "/compare"): ("project", lambda w, r: ("GET", "/compare", {"params": {"runs": w.run}})),
 }
+
+
+def _spare_tag(w: World) -> str:
+    key = _unique("spare")
+    w.root.set_model_version_tag("team-a", "churn", 1, key=key, value="v")
+    return key
+
+
+def _spare_alias(w: World) -> str:
+    alias = _unique("spare")
+    w.root.set_model_alias("team-a", "churn", alias, 1)
+    return alias
 
 
 def _spare_secret(w: World) -> str:
@@ -273,6 +355,9 @@ def _build(settings: Settings, files: Path) -> Iterator[World]:
     root.log_batch(run.id, metrics=[{"key": "m", "value": 1.0, "step": 0}])
     (files / "a.txt").write_text("a")
     [artifact] = root.log_artifact(run.id, files / "a.txt")
+    root.log_artifacts(run.id, model_files(files / "model"), "model")
+    root.register_model(run.id, "model", "churn")
+    root.set_model_alias("team-a", "churn", "champion", 1)
     for role in RANK:
         root.add_member("team-a", role, role)
     root.create_run("team-b")
@@ -295,6 +380,8 @@ def _snapshot(w: World) -> tuple[Any, ...]:
         w.root.list_artifacts(w.run),
         w.root.list_members("team-a"),
         w.root.list_secrets("team-a"),
+        w.root.list_model_versions("team-a", "churn"),
+        w.root.model_alias_history("team-a", "churn"),
     )
 
 

@@ -313,13 +313,22 @@ class TrackingCalls:
         self, run_id: str, artifact: s.Artifact, target: Path, progress: bool | None
     ) -> None:
         s.check_artifact_path(artifact.path)
+        url = f"/api/v1/runs/{_seg(run_id)}/artifacts/{quote(artifact.path)}"
+        self._download_verified(
+            url, artifact.path, artifact.digest, artifact.size, target, progress
+        )
+
+    def _download_verified(
+        self, url: str, label: str, digest: str, size: int, target: Path, progress: bool | None
+    ) -> None:
+        """Stream ``url`` into a temp file beside ``target``, check it against
+        ``digest``, then rename: a failed or corrupt download leaves nothing behind."""
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.parent / f".{target.name}.plinth-{uuid.uuid4().hex[:8]}"
-        path = f"/api/v1/runs/{_seg(run_id)}/artifacts/{quote(artifact.path)}"
         try:
             with (
-                _progress(f"downloading {artifact.path}", artifact.size, progress) as advance,
-                self._transport.stream("GET", path) as response,
+                _progress(f"downloading {label}", size, progress) as advance,
+                self._transport.stream("GET", url) as response,
                 open(tmp, "wb") as out,
                 PipelinedHash() as h,
             ):
@@ -327,11 +336,9 @@ class TrackingCalls:
                     h.update(chunk)
                     out.write(chunk)
                     advance(len(chunk))
-                digest = h.hexdigest()
-            if digest != artifact.digest:
-                raise CorruptArtifact(
-                    f"{artifact.path}: downloaded bytes do not match sha256:{artifact.digest}"
-                )
+                got = h.hexdigest()
+            if got != digest:
+                raise CorruptArtifact(f"{label}: downloaded bytes do not match sha256:{digest}")
             os.replace(tmp, target)
         finally:
             tmp.unlink(missing_ok=True)

@@ -31,6 +31,7 @@ from plinth.tracking.client import split_batch, to_series
 
 if TYPE_CHECKING:
     from plinth.client import Client
+    from plinth.registry.schemas import ModelVersion
     from plinth.settings import TrackingSettings
 
 log = logging.getLogger(__name__)
@@ -339,6 +340,17 @@ class Run:
     ) -> list[s.Artifact]:
         """Upload the files a directory holds, under ``name/`` or at the top."""
         return self.client.log_artifacts(self.id, local_dir, name, progress=progress)
+
+    def log_model(
+        self, model: Any, name: str, *, input_example: Any = None, **options: Any
+    ) -> ModelVersion:
+        """Save the model in its flavor's safe format, log its files as artifacts of
+        this run and register them as the next version of ``name`` (see
+        ``Client.log_model``)."""
+        version: ModelVersion = self.client.log_model(
+            self.id, model, name, input_example=input_example, **options
+        )
+        return version
 
     def flush(self) -> None:
         """Block until every point logged so far is committed on the server."""

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-HEAD = "0013"
+HEAD = "0014"
 _HERE = Path(__file__).parent
 
 
