@@ -1,0 +1,1 @@
+"""Registry: model versions, flavors, aliases."""
