@@ -76,10 +76,10 @@ class Signature(BaseModel):
         if isinstance(instances, Mapping):
             return _from_columns(instances, names)
         if isinstance(instances, Sequence) and not isinstance(instances, str | bytes):
-            if len(instances) > 0 and all(isinstance(row, Mapping) for row in instances):
+            _check_rows(len(instances))
+            if all(isinstance(row, Mapping) for row in instances):
                 return _from_records(instances, names)
             if len(names) == 1:
-                _check_rows(len(instances))
                 return {names[0]: instances}
             raise InvalidInput(
                 f"instances must be records (a list of objects with {_quoted(names)}) "
@@ -192,7 +192,10 @@ def _column(spec: TensorSpec, values: Any) -> np.ndarray:
         array = np.asarray(values)
     except ValueError:  # ragged rows
         array = None
-    if array is not None and _fits(spec, array):
+    # NumPy turns [3, "a"] into two strings: a string column from a payload is checked
+    # value by value below.
+    checked = spec.dtype != "str" or isinstance(values, np.ndarray)
+    if array is not None and checked and _fits(spec, array):
         return array.astype(_numpy_dtype(spec), copy=False)
     problem = _explain(spec, values)
     if problem is None:
