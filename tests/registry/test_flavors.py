@@ -239,6 +239,12 @@ def test_a_damaged_file_fails_readably(trained: Trained, saved: Path, cut: str) 
         assert "empty" in message
 
 
+def test_a_model_that_cannot_answer_its_example_is_not_saved(tmp_path: Path) -> None:
+    with pytest.raises(InvalidInput, match="could not predict its input_example"):
+        save_model(flavor_models.Doubler(), tmp_path, input_example=[{"city": "Oslo"}])
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_saving_over_a_saved_model_is_refused(trained: Trained, saved: Path) -> None:
     with pytest.raises(Conflict):
         save_model(trained.model, saved)
@@ -462,4 +468,22 @@ def test_a_saved_model_without_a_serving_signature_is_refused(
 
     with pytest.raises(InvalidInput, match="no 'serving_default' signature"):
         save_model(tf.Module(), tmp_path)
-    assert not (tmp_path / "MLmodel.json").exists()
+    assert list(tmp_path.iterdir()) == []  # nothing half-saved is left behind
+
+
+# onnx
+
+
+def test_onnx_saves_from_a_path_and_reads_the_signature_from_the_graph(tmp_path: Path) -> None:
+    import onnx
+
+    source = tmp_path / "exported.onnx"
+    onnx.save_model(train_onnx().model, source)
+    meta = save_model(source, tmp_path / "model")
+    assert meta.flavor == "onnx" and meta.signature is not None
+    assert [(s.name, s.dtype, s.shape) for s in meta.signature.inputs] == [
+        ("x", "float32", [-1, 4])
+    ]
+    source.write_bytes(source.read_bytes()[:100])
+    with pytest.raises(InvalidInput, match="not a valid ONNX model"):
+        save_model(source, tmp_path / "truncated")

@@ -14,6 +14,7 @@ lazy table, so importing this package imports none of their libraries.
 from __future__ import annotations
 
 import importlib
+import shutil
 import threading
 from pathlib import Path
 from typing import Any
@@ -83,13 +84,18 @@ def save_model(
     if not chosen.handles(model):
         raise InvalidInput(f"the {chosen.name} flavor cannot save a {type(model).__name__}")
     directory.mkdir(parents=True, exist_ok=True)
-    files, flavor_options = chosen.save(model, directory, **options)
-    if input_example is not None:
-        signature: Signature | None = _signature_from_example(
-            chosen, model, directory, flavor_options, input_example
-        )
-    else:
-        signature = chosen.signature(directory, flavor_options)
+    before = set(directory.iterdir())
+    try:
+        files, flavor_options = chosen.save(model, directory, **options)
+        if input_example is not None:
+            signature: Signature | None = _signature_from_example(
+                chosen, model, directory, flavor_options, input_example
+            )
+        else:
+            signature = chosen.signature(directory, flavor_options)
+    except BaseException:
+        _remove_new(directory, before)  # no half-saved model is left to be mistaken for one
+        raise
     meta = ModelMeta(
         flavor=chosen.name,
         signature=signature,
@@ -100,6 +106,14 @@ def save_model(
     )
     write_meta(directory, meta)
     return meta
+
+
+def _remove_new(directory: Path, before: set[Path]) -> None:
+    for path in set(directory.iterdir()) - before:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def _signature_from_example(
