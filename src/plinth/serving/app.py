@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from plinth.errors import NotFound, PlinthError, ServiceUnavailable
@@ -24,7 +24,7 @@ RETRY_AFTER_SECONDS = 1  # shed load clears as fast as a batch runs
 
 @dataclass(frozen=True)
 class AppLimits:
-    batching: BatchLimits = BatchLimits()
+    batching: BatchLimits = field(default_factory=BatchLimits)
     max_body_bytes: int = 8 << 20
 
 
