@@ -46,7 +46,7 @@ class Served:
         finally:
             conn.close()
 
-    def post(self, path: str, body: Any, **kw: Any) -> tuple[int, dict[str, str], Any]:
+    def post(self, path: str, body: Any = None, **kw: Any) -> tuple[int, dict[str, str], Any]:
         return self.request("POST", path, body, **kw)
 
     def get(self, path: str) -> tuple[int, dict[str, str], Any]:
