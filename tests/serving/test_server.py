@@ -152,3 +152,29 @@ def test_a_directory_without_a_model_is_refused_in_one_line(tmp_path: Path) -> N
     assert result.returncode == 1
     assert "no saved model (no MLmodel.json)" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_pickled_model_loads_only_when_asked_and_only_in_a_worker(tmp_path: Path) -> None:
+    import subprocess
+
+    from plinth.registry.flavors import save_model
+    from tests.processes import REPO, child_env
+    from tests.serving.fakes import Adder
+
+    directory = tmp_path / "adder"
+    save_model(Adder(), directory, flavor="python")
+    refused = subprocess.run(
+        [sys.executable, "-m", "plinth.serving", str(directory), "--port", "0"],
+        cwd=REPO,
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert "unsafe_pickle" in refused.stderr and "--unsafe-pickle" in refused.stderr
+    args = [sys.executable, "-m", "plinth.serving", str(directory), "--unsafe-pickle"]
+    with served(args, tmp_path) as server:
+        assert server.get("/healthz")[2]["pid"] != server.proc.pid  # loaded in a worker
+        body = {"instances": [{"a": 1, "b": 2}]}
+        assert server.post("/v1/models/adder:predict", body)[2] == {"predictions": [3]}
