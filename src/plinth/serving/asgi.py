@@ -1,0 +1,101 @@
+"""The few HTTP mechanics the serving app needs, on raw ASGI: reading a bounded JSON
+body, refusing what it will never parse, and answering JSON.
+
+Raw ASGI because a prediction is a small request on the hot path: no framework
+request or response objects are built for it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from plinth.errors import InvalidInput, PayloadTooLarge, PlinthError
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class UnsupportedMediaType(PlinthError):
+    """A request body in a format the server never parses (pickle above all)."""
+
+    status_code = 415
+
+
+def header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+def check_content_type(scope: Scope) -> None:
+    """Only JSON is parsed. Pickle is refused outright: unpickling a request runs any
+    code the caller put in it."""
+    kind = (header(scope, b"content-type") or "").split(";")[0].strip().lower()
+    if "pickle" in kind or kind in ("application/python-serialize", "application/x-python"):
+        raise UnsupportedMediaType(
+            f"{kind} is refused: request bodies are never unpickled; send JSON "
+            "(Content-Type: application/json)"
+        )
+    if kind.startswith(("multipart/", "image/", "audio/", "video/")) or kind in (
+        "application/octet-stream",
+        "application/x-npy",
+        "application/msgpack",
+    ):
+        raise UnsupportedMediaType(f"{kind} is not accepted: send JSON")
+
+
+async def read_json(scope: Scope, receive: Receive, limit: int) -> Any:
+    """The request's JSON body, refused past ``limit`` bytes before it is all read."""
+    declared = header(scope, b"content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"the body is {declared} bytes; the limit is {limit}")
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise InvalidInput("the client went away before sending its body")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"the body is over the limit of {limit} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    if not size:
+        raise InvalidInput("the body is empty: send a JSON object")
+    try:
+        return json.loads(b"".join(chunks))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidInput(f"the body is not valid JSON: {exc}") from None
+
+
+async def send_json(
+    send: Send, status: int, content: Any, headers: list[tuple[bytes, bytes]]
+) -> None:
+    body = json.dumps(content, separators=(",", ":")).encode()
+    await send_bytes(send, status, body, b"application/json", headers)
+
+
+async def send_bytes(
+    send: Send, status: int, body: bytes, kind: bytes, headers: list[tuple[bytes, bytes]]
+) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", kind),
+                (b"content-length", str(len(body)).encode()),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def error_body(error: PlinthError) -> dict[str, Any]:
+    return {"error": {"type": type(error).__name__, "message": error.message}}

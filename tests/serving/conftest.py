@@ -1,0 +1,109 @@
+"""Real servers for the serving tests: each a process on a free loopback port, killed
+(by its own pid) at the end of the module whatever the tests did."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from tests.processes import REPO, child_env
+from tests.services import free_port
+
+
+class Served:
+    """A running server process and small helpers to call it."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], port: int, log: Path) -> None:
+        self.proc, self.port, self.log = proc, port, log
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        raw: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, dict[str, str], Any]:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+        try:
+            payload = raw if raw is not None else (None if body is None else json.dumps(body))
+            sent = {"Content-Type": "application/json", **(headers or {})}
+            conn.request(method, path, body=payload, headers=sent)
+            response = conn.getresponse()
+            data = response.read()
+            kind = response.getheader("content-type") or ""
+            parsed = json.loads(data) if kind.startswith("application/json") else data.decode()
+            return response.status, {k.lower(): v for k, v in response.getheaders()}, parsed
+        finally:
+            conn.close()
+
+    def post(self, path: str, body: Any = None, **kw: Any) -> tuple[int, dict[str, str], Any]:
+        return self.request("POST", path, body, **kw)
+
+    def get(self, path: str) -> tuple[int, dict[str, str], Any]:
+        return self.request("GET", path)
+
+    def concurrently(self, path: str, bodies: list[Any]) -> list[tuple[int, dict[str, str], Any]]:
+        with ThreadPoolExecutor(len(bodies)) as pool:
+            return list(pool.map(lambda body: self.post(path, body), bodies))
+
+    def metric(self, name: str) -> float:
+        """The value of one sample line of /metrics (0 when absent)."""
+        for line in self.get("/metrics")[2].splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[-1])
+        return 0.0
+
+
+@contextmanager
+def served(args: list[str], tmp: Path, timeout: float = 60.0) -> Iterator[Served]:
+    """Start ``args`` (a command that takes ``--port``), wait until /ready answers."""
+    port = free_port()
+    log = tmp / f"server-{port}.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [*args, "--port", str(port)],
+            cwd=REPO,
+            env=child_env(),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    server = Served(proc, port, log)
+    try:
+        _wait_ready(server, timeout)
+        yield server
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _wait_ready(server: Served, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.proc.poll() is not None:
+            raise RuntimeError(f"the server exited:\n{server.log.read_text()}")
+        try:
+            if server.get("/ready")[0] == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"the server was not ready in {timeout}s:\n{server.log.read_text()}")
+
+
+def fake_server(*options: str) -> list[str]:
+    return [sys.executable, "-m", "tests.serving.fake_server", *options]

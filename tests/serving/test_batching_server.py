@@ -1,0 +1,79 @@
+"""Batching, model failures and load shedding, shown on a real server process over a
+fake model that is slow or fails on purpose (see fakes.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.serving.conftest import Served, fake_server, served
+from tests.serving.fakes import POISON
+
+pytestmark = pytest.mark.slow
+PREDICT = "/v1/models/adder:predict"
+
+
+@pytest.fixture(scope="module")
+def adder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    # each predict takes 20 ms, so concurrent requests find the batcher busy and queue
+    args = fake_server("--delay", "0.02", "--max-wait-ms", "5")
+    with served(args, tmp_path_factory.mktemp("adder")) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def slow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    args = fake_server("--delay", "0.5", "--max-batch-size", "1", "--max-queue", "2")
+    with served(args, tmp_path_factory.mktemp("slow")) as server:
+        yield server
+
+
+def test_concurrent_requests_are_batched_each_getting_its_own_rows(adder: Served) -> None:
+    before = adder.metric("plinth_serving_batch_size_count")
+    singles = adder.metric('plinth_serving_batch_size_bucket{le="1.0"}')
+    bodies = [{"instances": [{"a": i, "b": 1000}]} for i in range(32)]
+    answers = adder.concurrently(PREDICT, bodies)
+    assert [status for status, _, _ in answers] == [200] * 32
+    assert [body["predictions"] for _, _, body in answers] == [[i + 1000.0] for i in range(32)]
+    batches = adder.metric("plinth_serving_batch_size_count") - before
+    grouped = batches - (adder.metric('plinth_serving_batch_size_bucket{le="1.0"}') - singles)
+    assert batches < 32 and grouped >= 1  # some predict calls served several requests
+
+
+def test_a_model_failure_fails_only_its_own_request(adder: Served) -> None:
+    bodies = [{"instances": [{"a": POISON if i == 7 else i, "b": 0}]} for i in range(24)]
+    answers = adder.concurrently(PREDICT, bodies)
+    for i, (status, headers, body) in enumerate(answers):
+        if i == 7:
+            assert status == 422
+            assert body["error"]["type"] == "Unprocessable"
+            assert "the model failed on this input" in body["error"]["message"]
+            assert "poisoned row" in body["error"]["message"]
+        else:
+            assert (status, body) == (200, {"predictions": [float(i)]})
+        assert headers["x-plinth-model-version"] == "adder/3"
+
+
+def test_past_the_queue_bound_requests_are_shed_with_retry_after(slow: Served) -> None:
+    answers = slow.concurrently(PREDICT, [{"instances": [{"a": 1, "b": 2}]}] * 12)
+    statuses = sorted(status for status, _, _ in answers)
+    assert set(statuses) == {200, 503}
+    shed = [(headers, body) for status, headers, body in answers if status == 503]
+    for headers, body in shed:
+        assert int(headers["retry-after"]) >= 1
+        assert body["error"]["type"] == "ServiceUnavailable"
+        assert "capacity" in body["error"]["message"]
+    assert slow.metric('plinth_serving_errors_total{code="503"}') == len(shed)
+
+
+def test_a_server_with_two_workers_answers_from_two_processes(tmp_path: Path) -> None:
+    with served(fake_server("--workers", "2"), tmp_path) as server:
+        pids = set()
+        for _ in range(400):  # new connections land on either worker, as the kernel picks
+            pids.add(server.get("/healthz")[2]["pid"])
+            if len(pids) == 2:
+                break
+        assert len(pids) == 2
+        assert server.post(PREDICT, {"instances": [{"a": 1, "b": 2}]})[2] == {"predictions": [3.0]}
