@@ -11,6 +11,7 @@ from plinth.core.capability import Capability, load
 CAPABILITIES = (
     "plinth.tracking",
     "plinth.registry",
+    "plinth.serving",
     "plinth.governance",
     "plinth.ui",
 )

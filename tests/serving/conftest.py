@@ -65,15 +65,16 @@ class Served:
 
 
 @contextmanager
-def served(args: list[str], tmp: Path, timeout: float = 60.0) -> Iterator[Served]:
-    """Start ``args`` (a command that takes ``--port``), wait until /ready answers."""
+def served(args: list[str], tmp: Path, timeout: float = 60.0, **env: str) -> Iterator[Served]:
+    """Start ``args`` (a command that takes ``--port``) with ``env`` added to its
+    environment, wait until /ready answers."""
     port = free_port()
     log = tmp / f"server-{port}.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [*args, "--port", str(port)],
             cwd=REPO,
-            env=child_env(),
+            env=child_env(**env),
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -3,6 +3,7 @@ fake model that is slow or fails on purpose (see fakes.py)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -71,9 +72,11 @@ def test_past_the_queue_bound_requests_are_shed_with_retry_after(slow: Served) -
 def test_a_server_with_two_workers_answers_from_two_processes(tmp_path: Path) -> None:
     with served(fake_server("--workers", "2"), tmp_path) as server:
         pids = set()
-        for _ in range(400):  # new connections land on either worker, as the kernel picks
+        deadline = time.monotonic() + 60  # the second worker may still be loading
+        while time.monotonic() < deadline:  # new connections land on either worker
             pids.add(server.get("/healthz")[2]["pid"])
             if len(pids) == 2:
                 break
+            time.sleep(0.02)
         assert len(pids) == 2
         assert server.post(PREDICT, {"instances": [{"a": 1, "b": 2}]})[2] == {"predictions": [3.0]}
