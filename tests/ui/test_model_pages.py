@@ -28,7 +28,6 @@ class Site:
     http: httpx.Client  # root's, with its token
     viewer: httpx.Client
     run_id: str
-    settings: object
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +54,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     root.add_member("shop", "viewer", "viewer")
     root.set_password("root", PASSWORD)
     try:
-        yield Site(root, raw_http(root), raw_http(viewer), run.id, settings)
+        yield Site(root, raw_http(root), raw_http(viewer), run.id)
     finally:
         viewer.close()
         root.close()
