@@ -277,6 +277,31 @@ REQUESTS: dict[tuple[str, str], tuple[str, Make]] = {
     ("GET", "/projects/{name}"): ("project", lambda w, r: ("GET", "/projects/team-a", {})),
     ("GET", "/runs/{run_id}"): ("project", lambda w, r: ("GET", f"/runs/{w.run}", {})),
     ("GET", "/compare"): ("project", lambda w, r: ("GET", "/compare", {"params": {"runs": w.run}})),
+    # The registry's pages; their forms redirect back to the page (followed: a 200).
+    ("GET", "/projects/{project}/models"): (
+        "project",
+        lambda w, r: ("GET", "/projects/team-a/models", {}),
+    ),
+    ("GET", "/projects/{project}/models/{name}/versions/{version}"): (
+        "project",
+        lambda w, r: ("GET", "/projects/team-a/models/churn/versions/1", {}),
+    ),
+    ("POST", "/projects/{project}/models/{name}/versions/{version}/alias"): (
+        "project",
+        lambda w, r: (
+            "POST",
+            "/projects/team-a/models/churn/versions/1/alias",
+            {"data": {"alias": _unique("a"), "reason": r}, "follow_redirects": True},
+        ),
+    ),
+    ("POST", "/projects/{project}/models/{name}/versions/{version}/status"): (
+        "project",
+        lambda w, r: (
+            "POST",
+            "/projects/team-a/models/churn/versions/1/status",
+            {"data": {"status": "ready"}, "follow_redirects": True},
+        ),
+    ),
 }
 
 

@@ -4,6 +4,6 @@ from plinth.core.capability import Capability
 
 CAPABILITY = Capability(
     name="ui",
-    routers=("plinth.ui.login:router", "plinth.ui.routes:router"),
+    routers=("plinth.ui.login:router", "plinth.ui.routes:router", "plinth.ui.models:router"),
     pages=(("Projects", "/"),),
 )
