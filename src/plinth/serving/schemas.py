@@ -9,12 +9,12 @@ then: an alias that moves later does not move a deployment.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
-URI = Field(max_length=500, pattern=r"^models:/")
+Uri = Annotated[str, Field(max_length=500, pattern=r"^models:/")]
 MAX_REPLICAS = 32
 Runtime = Literal["local", "memory"]
 
@@ -50,7 +50,7 @@ class DeploymentSpec(BaseModel):
 class DeploymentCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(pattern=NAME)
-    model: str = URI
+    model: Uri
     replicas: int = Field(1, ge=0, le=MAX_REPLICAS)
     min_replicas: int | None = Field(None, ge=0, le=MAX_REPLICAS)
     max_replicas: int | None = Field(None, ge=1, le=MAX_REPLICAS)
@@ -72,9 +72,9 @@ class DeploymentUpdate(BaseModel):
     where it is), a shadow (``shadow_off`` removes it), or new replica bounds."""
 
     model_config = ConfigDict(extra="forbid")
-    canary: str | None = URI
+    canary: Uri | None = None
     weight: int | None = Field(None, ge=0, le=100)
-    shadow: str | None = URI
+    shadow: Uri | None = None
     shadow_off: bool = False
     min_replicas: int | None = Field(None, ge=0, le=MAX_REPLICAS)
     max_replicas: int | None = Field(None, ge=1, le=MAX_REPLICAS)
