@@ -21,6 +21,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +42,11 @@ class ReplicaPlan:
     directory: Path  # the deployment's own folder under the home (config, sockets, logs)
 
     def socket_path(self, replica: int) -> Path:
-        return self.directory / f"replica-{replica}.sock"
+        """Short (a Unix socket's path has at most 107 bytes), in a folder of this
+        user's only."""
+        folder = Path(tempfile.gettempdir()) / f"plinth-{os.getuid()}"
+        folder.mkdir(mode=0o700, exist_ok=True)
+        return folder / f"{self.deployment_id}-{replica}.sock"
 
 
 class ReplicaRuntime(Protocol):
