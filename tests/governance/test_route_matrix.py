@@ -77,6 +77,9 @@ def _spare_member(w: World) -> str:
 
 
 MODELS = "/api/v1/projects/team-a/models"
+DEPLOY = "/api/v1/projects/{project}/deployments"
+DEPLOYS = "/api/v1/projects/team-a/deployments"
+_NEW_DEPLOYMENT = {"model": "models:/team-a/churn/1", "runtime": "memory"}
 Call = tuple[str, str, dict[str, Any]]  # method, URL, httpx keyword arguments
 Make = Callable[[World, str], Call]  # (world, role) → the request; may set up as root
 
@@ -272,6 +275,36 @@ REQUESTS: dict[tuple[str, str], tuple[str, Make]] = {
         "project",
         lambda w, r: ("GET", f"{MODELS}/churn/alias-history", {}),
     ),
+    # deployments (memory runtime: no replica processes in the matrix)
+    ("GET", DEPLOY): ("project", lambda w, r: ("GET", DEPLOYS, {})),
+    ("POST", DEPLOY): (
+        "project",
+        lambda w, r: ("POST", DEPLOYS, {"json": {**_NEW_DEPLOYMENT, "name": _unique("d")}}),
+    ),
+    ("GET", f"{DEPLOY}/{{name}}"): ("project", lambda w, r: ("GET", f"{DEPLOYS}/svc", {})),
+    ("GET", f"{DEPLOY}/{{name}}/history"): (
+        "project",
+        lambda w, r: ("GET", f"{DEPLOYS}/svc/history", {}),
+    ),
+    ("PATCH", f"{DEPLOY}/{{name}}"): (
+        "project",
+        lambda w, r: ("PATCH", f"{DEPLOYS}/{_spare_deployment(w)}", {"json": {"reason": r}}),
+    ),
+    **{
+        ("POST", f"{DEPLOY}/{{name}}/{verb}"): (
+            "project",
+            lambda w, r, verb=verb: (
+                "POST",
+                f"{DEPLOYS}/{_spare_deployment(w, canary=True)}/{verb}",
+                {"json": {"replicas": 1} if verb == "scale" else {}},
+            ),
+        )
+        for verb in ("promote", "rollback", "scale")
+    },
+    ("DELETE", f"{DEPLOY}/{{name}}"): (
+        "project",
+        lambda w, r: ("DELETE", f"{DEPLOYS}/{_spare_deployment(w)}", {}),
+    ),
     ("GET", "/metrics"): ("project", lambda w, r: ("GET", "/metrics", {})),
     ("GET", "/"): ("own", lambda w, r: ("GET", "/", {})),
     ("GET", "/projects/{name}"): ("project", lambda w, r: ("GET", "/projects/team-a", {})),
@@ -303,6 +336,14 @@ REQUESTS: dict[tuple[str, str], tuple[str, Make]] = {
         ),
     ),
 }
+
+
+def _spare_deployment(w: World, canary: bool = False) -> str:
+    name = _unique("d")
+    w.root.create_deployment("team-a", name, "models:/team-a/churn/1", runtime="memory")
+    if canary:
+        w.root.update_deployment("team-a", name, canary="models:/team-a/churn/2", weight=10)
+    return name
 
 
 def _spare_tag(w: World) -> str:
@@ -383,6 +424,9 @@ def _build(settings: Settings, files: Path) -> Iterator[World]:
     root.log_artifacts(run.id, model_files(files / "model"), "model")
     root.register_model(run.id, "model", "churn")
     root.set_model_alias("team-a", "churn", "champion", 1)
+    root.log_artifacts(run.id, model_files(files / "model2", b"v2"), "model2")
+    root.register_model(run.id, "model2", "churn")
+    root.create_deployment("team-a", "svc", "models:/team-a/churn/1", runtime="memory")
     for role in RANK:
         root.add_member("team-a", role, role)
     root.create_run("team-b")
