@@ -219,6 +219,8 @@ class Scene:
             "token_id": "0" * 16,
             "version": 1,  # of the model named like the project
             "alias": "champion",
+            "model": f"models:/{self.project}/{self.project}/1",
+            "runtime": "memory",  # a deployment's replicas on paper: no processes to leak
             "next": "/",
             "csrf": self.csrf(),
         }.get(name)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
 Uri = Annotated[str, Field(max_length=500, pattern=r"^models:/")]
@@ -75,7 +75,7 @@ class DeploymentUpdate(BaseModel):
     canary: Uri | None = None
     weight: int | None = Field(None, ge=0, le=100)
     shadow: Uri | None = None
-    shadow_off: bool = False
+    shadow_off: StrictBool = False
     min_replicas: int | None = Field(None, ge=0, le=MAX_REPLICAS)
     max_replicas: int | None = Field(None, ge=1, le=MAX_REPLICAS)
     reason: str = Field("", max_length=2000)
@@ -128,6 +128,7 @@ class Deployment(BaseModel):
     created_at: float
     updated_at: float
     created_by: str
+    last_change: DeploymentEvent | None = None  # what changed last, by whom, and why
 
 
 class DeploymentEvent(BaseModel):
@@ -137,3 +138,6 @@ class DeploymentEvent(BaseModel):
     actor: str
     at: float
     reason: str
+
+
+Deployment.model_rebuild()

@@ -174,14 +174,14 @@ class DeploymentService:
     def get_deployment(self, project: str, name: str, *, principal: Principal) -> s.Deployment:
         with self.db.read() as conn:
             row = self._require(conn, project, name, principal, Need.READ)
-        return self._deployment(project, row)
+            return self._deployment(conn, project, row)
 
     def list_deployments(self, project: str, *, principal: Principal) -> list[s.Deployment]:
         d = t.deployments
         with self.db.read() as conn:
             pid = self.projects.require(conn, project, principal, Need.READ)
             rows = conn.execute(sa.select(d).where(d.c.project_id == pid).order_by(d.c.name)).all()
-        return [self._deployment(project, row) for row in rows]
+            return [self._deployment(conn, project, row) for row in rows]
 
     def deployment_history(
         self, project: str, name: str, *, principal: Principal
@@ -196,17 +196,7 @@ class DeploymentService:
                 .order_by(ev.c.id.desc())
                 .limit(HISTORY_LIMIT)
             ).all()
-        return [
-            s.DeploymentEvent(
-                action=e.action,
-                before=None if e.before is None else json.loads(e.before),
-                after=None if e.after is None else json.loads(e.after),
-                actor=e.actor,
-                at=e.at,
-                reason=e.reason,
-            )
-            for e in rows
-        ]
+        return [_event(e) for e in rows]
 
     # shared -----------------------------------------------------------------------------
 
@@ -347,7 +337,11 @@ class DeploymentService:
             },
         )
 
-    def _deployment(self, project: str, row: Any) -> s.Deployment:
+    def _deployment(self, conn: Connection, project: str, row: Any) -> s.Deployment:
+        ev = t.deployment_events
+        last = conn.execute(
+            sa.select(ev).where(ev.c.deployment_id == row.id).order_by(ev.c.id.desc()).limit(1)
+        ).first()
         spec = s.DeploymentSpec.model_validate_json(row.spec)
         return s.Deployment(
             project=project,
@@ -367,7 +361,19 @@ class DeploymentService:
             created_at=row.created_at,
             updated_at=row.updated_at,
             created_by=row.created_by,
+            last_change=None if last is None else _event(last),
         )
+
+
+def _event(e: Any) -> s.DeploymentEvent:
+    return s.DeploymentEvent(
+        action=e.action,
+        before=None if e.before is None else json.loads(e.before),
+        after=None if e.after is None else json.loads(e.after),
+        actor=e.actor,
+        at=e.at,
+        reason=e.reason,
+    )
 
 
 def _with_canary(split: list[s.SplitEntry], canary: s.Pinned, weight: int) -> list[s.SplitEntry]:
