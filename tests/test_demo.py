@@ -11,7 +11,7 @@ from tests.conftest import make_settings
 
 def test_demo_tracks_a_sweep_with_models(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
     with Client(settings=make_settings(tmp_path / "home")) as client:
-        run_demo("demo", client=client)
+        run_demo("demo", client=client, keep_serving=False)
         runs = client.search_runs("demo", order_by="metrics.val_acc desc").runs
         assert len(runs) == len(SWEEP["alpha"]) * len(SWEEP["eta0"]) * len(SWEEP["penalty"])
         assert {r.status for r in runs} == {"finished"}
@@ -25,7 +25,8 @@ def test_demo_tracks_a_sweep_with_models(tmp_path: Path, capsys) -> None:  # typ
         assert model.predict([[0.0] * 30]).shape == (1,)
         champion = client.get_model_version(f"models:/demo/{MODEL}@champion")
         assert (champion.run_id, champion.flavor) == (best.id, "sklearn")
+        assert client.list_deployments("demo") == []  # stopped at the end, as asked
     shown = capsys.readouterr().out
     assert best.name in shown and "plinth server" in shown
-    assert f"answered by {MODEL}/{champion.version}" in shown  # served, over HTTP
-    assert f"serve models:/demo/{MODEL}@champion" in shown and "curl -s" in shown
+    assert f"{MODEL}/{champion.version}: " in shown  # the champion answered, over HTTP
+    assert f"serve models:/demo/{MODEL}@champion --port 9000" in shown and "curl -s" in shown

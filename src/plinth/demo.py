@@ -2,11 +2,13 @@
 
 Today: track a sweep of scikit-learn models (metrics per epoch, each model saved in a
 safe format), rank the runs, register the best as a model version with the
-``champion`` alias, serve it and send it traffic, then show where to look.
+``champion`` alias, deploy it with the runner-up as a 10% canary, send it traffic and
+count who answered, then show where to look.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import shutil
@@ -20,7 +22,7 @@ from rich.console import Console
 from rich.progress import Progress
 
 from plinth.client import Client
-from plinth.errors import require
+from plinth.errors import NotFound, ServiceUnavailable, require
 from plinth.tracking.cli import runs_table
 from plinth.tracking.run import start_run
 
@@ -73,7 +75,9 @@ def _train(run: Any, params: dict[str, Any], data: tuple[Any, ...], workdir: Pat
     run.log_artifacts(str(path), "model")
 
 
-def run_demo(project: str = "demo", client: Client | None = None) -> None:
+def run_demo(
+    project: str = "demo", client: Client | None = None, *, keep_serving: bool = True
+) -> None:
     console = Console()
     client = client or Client()
     where = (
@@ -130,8 +134,19 @@ def run_demo(project: str = "demo", client: Client | None = None) -> None:
         f"Registered [bold]{version.uri}[/] (sha256:{version.digest[:12]}…) "
         f"as [bold]models:/{project}/{MODEL}@champion[/]\n"
     )
-    _serve_and_call(console, client, version, data)
+    deployment = _deploy_with_canary(console, client, project, page.runs[1], data)
+    if not keep_serving:
+        client.delete_deployment(project, deployment.name, reason="the demo is over")
     plinth = _command()
+    url, name = deployment.url, deployment.name
+    serving = [
+        f"deployments status {name} --project {project}",
+        f"deployments promote {name} --project {project}   # or rollback",
+        f"deployments delete {name} --project {project}    # stop serving",
+    ]
+    if not keep_serving:  # stopped: serve the champion alone on a port of one's own
+        url = "http://127.0.0.1:9000"
+        serving = [f"serve models:/{project}/{MODEL}@champion --port 9000"]
     console.print("Look closer:")
     for command in (
         f"runs list --project {project} --filter \"tags.sweep = '{sweep}'\" "
@@ -139,114 +154,90 @@ def run_demo(project: str = "demo", client: Client | None = None) -> None:
         f"runs show {best.id}",
         f"models versions {MODEL} --project {project}",
         f"models card {MODEL} champion --project {project}",
-        f"serve models:/{project}/{MODEL}@champion --port 9000",
+        *serving,
         "server    # then open http://127.0.0.1:8765 in a browser",
     ):
         console.print(f"  {plinth} {command}", soft_wrap=True, highlight=False)
     row = ", ".join(f"{v:.3f}" for v in data[1][0])
     console.print(
-        f"  curl -s http://127.0.0.1:9000/v1/models/{MODEL}:predict "
+        f"  curl -s {url}/v1/models/{MODEL}:predict "
         f"-H 'Content-Type: application/json' -d '{{\"instances\": [[{row}]]}}'",
         soft_wrap=True,
         highlight=False,
     )
 
 
-def _serve_and_call(console: Console, client: Client, version: Any, data: tuple[Any, ...]) -> None:
-    """Serve the version (its files fetched and checked against its digest) on a free
-    port, send it every validation row as its own request, and stop it."""
+def _deploy_with_canary(
+    console: Console, client: Client, project: str, runner_up: Any, data: tuple[Any, ...]
+) -> Any:
+    """Deploy the champion, send 10% of traffic to the runner-up as a canary, send
+    every validation row as its own request, and count who answered."""
+    import collections
     import statistics
 
-    _, x_val, _, y_val = data
-    with tempfile.TemporaryDirectory() as tmp:
-        directory = Path(tmp) / "model"
-        client.download_model(version.uri, directory, progress=False)
-        with console.status(f"starting plinth serve {version.uri} …"):
-            server = _Served.start(directory, MODEL, str(version.version))
-        try:
-            latencies, right = [], 0
-            for row, label in zip(x_val.tolist(), y_val.tolist(), strict=True):
-                started = time.perf_counter()
-                answer, served_by = server.predict({"instances": [row]})
-                latencies.append((time.perf_counter() - started) * 1e3)
-                right += answer["predictions"][0] == label
-        finally:
-            server.stop()
-    console.print(
-        f"Served it at {server.url}: {len(latencies)} requests answered by {served_by}, "
-        f"accuracy {right / len(latencies):.4f}, median latency "
-        f"{statistics.median(latencies):.2f} ms (started in {server.started_in:.1f}s)\n"
-    )
-
-
-class _Served:
-    """``python -m plinth.serving`` on a free loopback port, called over one
-    kept-alive connection."""
-
-    def __init__(self, proc: Any, port: int, started_in: float) -> None:
-        import http.client
-
-        self.proc, self.port, self.started_in = proc, port, started_in
-        self.url = f"http://127.0.0.1:{port}"
-        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-
-    @classmethod
-    def start(cls, directory: Path, name: str, version: str, timeout: float = 120) -> _Served:
-        import socket
-        import subprocess
-
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        command = [sys.executable, "-m", "plinth.serving", str(directory), "--name", name]
-        command += ["--model-version", version, "--port", str(port)]
+    challenger = client.register_model(runner_up.id, "model", MODEL, project=project)
+    service = f"{MODEL}-svc"
+    with contextlib.suppress(NotFound):  # the demo run before this one
+        client.delete_deployment(project, service, reason="demo run again")
+    with console.status("starting the deployment's replica …"):
         started = time.perf_counter()
-        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        served = cls(proc, port, 0.0)
-        while served._status("/ready") != 200:
-            if proc.poll() is not None or time.perf_counter() - started > timeout:
-                served.stop()
-                why = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-                raise RuntimeError(f"plinth serve did not start: {why.strip()}")
-            time.sleep(0.1)
-        served.started_in = time.perf_counter() - started
-        return served
+        client.create_deployment(project, service, f"models:/{project}/{MODEL}@champion")
+        deployment = client.update_deployment(
+            project, service, canary=challenger.uri, weight=10, reason="try the runner-up"
+        )
+        deployment = _wait_ready(client, project, service)
+        ready_in = time.perf_counter() - started
+    _, x_val, _, y_val = data
+    answered_by: collections.Counter[str] = collections.Counter()
+    latencies, right = [], 0
+    for _ in range(2):
+        for row, label in zip(x_val.tolist(), y_val.tolist(), strict=True):
+            begun = time.perf_counter()
+            answer, version = _predict(deployment.port, {"instances": [row]})
+            latencies.append((time.perf_counter() - begun) * 1e3)
+            answered_by[version] += 1
+            right += answer["predictions"][0] == label
+    split = ", ".join(f"{v}: {n}" for v, n in sorted(answered_by.items()))
+    console.print(
+        f"Deployed [bold]{service}[/] at {deployment.url} (ready in {ready_in:.1f}s), "
+        f"90% champion, 10% canary {challenger.uri}.\n{len(latencies)} requests answered "
+        f"({split}), accuracy {right / len(latencies):.4f}, median latency "
+        f"{statistics.median(latencies):.2f} ms\n"
+    )
+    return deployment
 
-    def _status(self, path: str) -> int | None:
-        import http.client
 
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
-        try:
-            conn.request("GET", path)
-            return conn.getresponse().status
-        except OSError:
-            return None
-        finally:
-            conn.close()
+def _wait_ready(client: Client, project: str, name: str, timeout: float = 120) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        deployment = client.get_deployment(project, name)
+        if deployment.replicas and all(r.state == "ready" for r in deployment.replicas):
+            return deployment
+        if time.monotonic() > deadline:
+            raise ServiceUnavailable(f"deployment {name} not ready in {timeout:.0f}s")
+        time.sleep(0.2)
 
-    def predict(self, body: dict[str, Any]) -> tuple[dict[str, Any], str]:
-        """The answer, and the version that gave it."""
-        import json
 
-        path = f"/v1/models/{MODEL}:predict"
-        headers = {"Content-Type": "application/json"}
-        self.conn.request("POST", path, body=json.dumps(body), headers=headers)
-        response = self.conn.getresponse()
+def _predict(port: int, body: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """The answer, and the version that gave it."""
+    import http.client
+    import json
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request(
+            "POST",
+            f"/v1/models/{MODEL}:predict",
+            json.dumps(body),
+            {"Content-Type": "application/json"},
+        )
+        response = conn.getresponse()
         answer = json.loads(response.read())
         if response.status != 200:
-            raise RuntimeError(f"plinth serve answered {response.status}: {answer}")
+            raise ServiceUnavailable(f"the deployment answered {response.status}: {answer}")
         return answer, response.getheader("X-Plinth-Model-Version") or "?"
-
-    def stop(self) -> None:
-        import subprocess
-
-        self.conn.close()
-        self.proc.terminate()
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+    finally:
+        conn.close()
 
 
 def _command() -> str:
