@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -132,6 +133,7 @@ def scale(
     project: ProjectOpt = None,
     reason: Reason = "",
 ) -> None:
+    """Set the number of replicas (within the autoscaler's bounds)."""
     _show(_client().scale_deployment(_project(project), name, replicas, reason=reason))
 
 
@@ -143,6 +145,7 @@ def status(name: str, project: ProjectOpt = None, as_json: JsonFlag = False) -> 
 
 @deployments_app.command("list")
 def list_deployments(project: ProjectOpt = None, as_json: JsonFlag = False) -> None:
+    """A project's deployments: model, URL, traffic split, replicas ready."""
     found = _client().list_deployments(_project(project))
     if as_json:
         typer.echo(json.dumps([d.model_dump() for d in found], indent=2, default=str))
@@ -158,13 +161,15 @@ def list_deployments(project: ProjectOpt = None, as_json: JsonFlag = False) -> N
 
 @deployments_app.command("history")
 def history(name: str, project: ProjectOpt = None, as_json: JsonFlag = False) -> None:
+    """Every change of a deployment, newest first: what, who, when, why."""
     events = _client().deployment_history(_project(project), name)
     if as_json:
         typer.echo(json.dumps([e.model_dump() for e in events], indent=2, default=str))
         return
-    table = Table("action", "actor", "reason")
+    table = Table("when", "action", "actor", "reason")
     for e in events:
-        table.add_row(e.action, escape(e.actor), escape(e.reason))
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.at))
+        table.add_row(when, e.action, escape(e.actor), escape(e.reason))
     console.print(table)
 
 
