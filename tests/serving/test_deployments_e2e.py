@@ -108,3 +108,32 @@ def test_a_deployment_canaries_rolls_back_under_load_and_goes(tmp_path: Path) ->
             client.delete_deployment("iris", "iris-svc")
         assert not any(_alive(pid) for pid in pids)
         assert os.path.exists(tmp_path / "home")
+
+
+def test_a_killed_replica_is_restarted_and_serves_again(tmp_path: Path) -> None:
+    import signal
+
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    frame = load_iris(as_frame=True).frame
+    features = frame.drop(columns="target").set_axis(list(ROW), axis=1)
+    model = LogisticRegression(max_iter=500).fit(features, frame["target"])
+    with Client(settings=make_settings(tmp_path / "home")) as client:
+        run = client.create_run("iris")
+        client.log_model(run.id, model, "iris", input_example=features.iloc[:5])
+        d = client.create_deployment("iris", "crashy", "models:/iris/iris/1")
+        try:
+            d = _wait_ready(client, "iris", "crashy", d.generation)
+            [first] = [r.pid for r in d.replicas if r.pid]
+            os.kill(first, signal.SIGKILL)  # the OOM killer, say
+            deadline = time.monotonic() + 90
+            while time.monotonic() < deadline:  # the embedded supervisor ticks every second
+                [replica] = client.get_deployment("iris", "crashy").replicas
+                if replica.pid not in (None, first) and replica.state == "ready":
+                    break
+                time.sleep(0.3)
+            assert replica.pid != first and replica.restarts >= 1, replica
+            assert _predict(d.port) == (200, "iris/1")
+        finally:
+            client.delete_deployment("iris", "crashy")
