@@ -191,3 +191,64 @@ def test_the_reader_skips_a_torn_last_line_and_names_a_bad_one(tmp_path: Path) -
 def test_a_record_sample_out_of_range_is_refused(tmp_path: Path) -> None:
     with pytest.raises(InvalidInput, match=r"0\.0 to 1\.0"):
         RecordSettings(tmp_path, sample=1.5)
+
+
+@pytest.mark.slow
+def test_a_replica_records_to_its_config_dir_and_samples_as_told_live(
+    iris_dir: Path,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """A replica as runtime.py starts one: records under ``records_dir`` at
+    ``record_sample``; the control plane's config POST changes the sample live."""
+    import json
+    import subprocess
+    import sys
+
+    import httpx
+
+    from tests.processes import REPO, child_env
+    from tests.services import free_port
+    from tests.serving.conftest import Served, _wait_ready
+
+    records, port = tmp_path / "records", free_port()
+    config = {
+        "name": "iris",
+        "generation": 1,
+        "versions": [{"version": "1", "directory": str(iris_dir)}],
+        "split": [{"version": "1", "weight": 100}],
+        "shadow": None,
+        "port": port,
+        "records_dir": str(records),
+        "record_sample": 1.0,
+    }
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    sock = tmp_path / "admin.sock"
+    command = [sys.executable, "-m", "plinth.serving", "--replica", str(tmp_path / "config.json")]
+    command += ["--socket", str(sock), "--deployment", "records-test"]
+    with open(tmp_path / "replica.log", "wb") as log:
+        proc = subprocess.Popen(
+            command,
+            cwd=REPO,
+            env=child_env(PLINTH_REPLICA_SECRET="s3cret"),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    server = Served(proc, port, tmp_path / "replica.log")
+    try:
+        _wait_ready(server, 60)
+        first = server.post(PREDICT, {"instances": [ROW]})[1]["x-plinth-prediction-id"]
+        [record] = _wait_for(records, 1)
+        assert (record["prediction_id"], record["version"]) == (first, "1")
+        transport = httpx.HTTPTransport(uds=str(sock))
+        with httpx.Client(transport=transport) as http:
+            told = {**config, "record_sample": 0}
+            secret = {"Authorization": "Bearer s3cret"}
+            answer = http.post("http://replica/admin/config", json=told, headers=secret)
+            assert answer.status_code == 200, answer.text
+        for _ in range(3):
+            assert server.post(PREDICT, {"instances": [ROW]})[0] == 200
+    finally:
+        proc.terminate()
+        proc.wait(15)
+    assert [r["prediction_id"] for r in read_records(records)] == [first]
