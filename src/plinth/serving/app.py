@@ -5,6 +5,10 @@ metrics. Every answer names the version that produced it (``X-Plinth-Model-Versi
 The app serves a ``Split`` (see split.py): one version for ``plinth serve``, or a
 deployment replica's versions, each with its own batcher. A replica also answers
 ``/admin/config`` (GET, POST), for its control plane only (a secret it was given).
+
+Every prediction answer carries a prediction id (``X-Plinth-Prediction-Id``, and the
+v2 body's ``id`` when the request gave none); with a ``Recorder`` (records.py) a
+sample of answers, the shadow's included, is recorded under that id.
 """
 
 from __future__ import annotations
@@ -13,15 +17,17 @@ import asyncio
 import logging
 import os
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from plinth.errors import NotFound, PlinthError, ServiceUnavailable
+from plinth.errors import InvalidInput, NotFound, PlinthError, ServiceUnavailable
 from plinth.serving import asgi, frames, protocol
 from plinth.serving.asgi import Receive, Scope, Send
 from plinth.serving.batching import Batcher, BatchLimits
 from plinth.serving.metrics import ServingMetrics
 from plinth.serving.model import ServedModel
+from plinth.serving.records import Recorder
 from plinth.serving.split import Split, apply_config, authorized
 
 log = logging.getLogger("plinth.serving")
@@ -47,6 +53,7 @@ class ServingApp:
         limits: AppLimits = AppLimits(),
         *,
         admin_secret: str | None = None,
+        recorder: Recorder | None = None,
     ) -> None:
         self.split = model if isinstance(model, Split) else Split.single(model)
         self.limits = limits
@@ -55,6 +62,9 @@ class ServingApp:
         self._admin_secret = admin_secret
         self._pid = os.getpid()
         self._background: set[asyncio.Task[None]] = set()
+        self.recorder = recorder
+        if recorder is not None:
+            recorder.attach(self.metrics.registry)
 
     @property
     def model(self) -> ServedModel:
@@ -90,6 +100,8 @@ class ServingApp:
             elif message["type"] == "lifespan.shutdown":
                 for batcher in self._batchers.values():
                     await batcher.close()
+                if self.recorder is not None:  # what was answered is written before exit
+                    await asyncio.get_running_loop().run_in_executor(None, self.recorder.close)
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
@@ -140,9 +152,9 @@ class ServingApp:
     ) -> None:
         if scope["method"] != "POST":
             raise MethodNotAllowed(f"{scope['method']} {scope['path']} is not allowed: use POST")
-        started = time.perf_counter()
+        started, at = time.perf_counter(), time.time()
         self.metrics.in_flight.inc()
-        status = 500
+        status, body, model, answer = 500, None, self.model, None
         try:
             self._check_name(name)
             asgi.check_content_type(scope)
@@ -154,12 +166,19 @@ class ServingApp:
             status = exc.status_code
             raise
         finally:
+            elapsed = time.perf_counter() - started
             self.metrics.in_flight.dec()
             self.metrics.requests.labels(kind, str(status)).inc()
-            self.metrics.latency.labels(kind).observe(time.perf_counter() - started)
+            self.metrics.latency.labels(kind).observe(elapsed)
+            prediction_id = _prediction_id(kind, body, answer)
+            recorded = self.recorder is not None and self.recorder.sampled()
+            if recorded:
+                self._record(scope, prediction_id, at, model, body, answer, status, elapsed)
         if self.split.shadow is not None:
-            self._in_background(self._shadow(self.split.shadow, kind, body))
-        await asgi.send_json(send, 200, answer, [_header(model)])
+            linked = prediction_id if recorded else None  # the shadow is recorded alike
+            self._in_background(self._shadow(self.split.shadow, kind, body, linked))
+        headers = [_header(model), (b"x-plinth-prediction-id", prediction_id.encode())]
+        await asgi.send_json(send, 200, answer, headers)
 
     async def _answer(self, model: ServedModel, kind: str, body: Any) -> dict[str, Any]:
         batcher = self.batcher(model)
@@ -171,14 +190,43 @@ class ServingApp:
         predictions = await batcher.submit(inputs, frames.rows(inputs))
         return protocol.v2_answer(model, predictions, request_id)
 
-    async def _shadow(self, shadow: ServedModel, kind: str, body: Any) -> None:
-        """The shadow's answer to a copy of the request: recorded, never returned."""
+    async def _shadow(
+        self, shadow: ServedModel, kind: str, body: Any, prediction_id: str | None
+    ) -> None:
+        """The shadow's answer to a copy of the request: recorded, never returned (in
+        the prediction records too, under the answer's id, when that was sampled)."""
+        started, at = time.perf_counter(), time.time()
+        answer, status = None, 200
         try:
             answer = await self._answer(shadow, kind, body)
         except Exception as exc:  # the shadow's failure is the shadow's alone
+            status = exc.status_code if isinstance(exc, PlinthError) else 500
             self.split.record_shadow(False, str(exc))
-            return
-        self.split.record_shadow(True, answer)
+        else:
+            self.split.record_shadow(True, answer)
+        if prediction_id is not None and self.recorder is not None:
+            elapsed = time.perf_counter() - started
+            record = _record(prediction_id, at, shadow, body, answer, status, elapsed)
+            self.recorder.submit({**record, "shadow": True})
+
+    def _record(
+        self,
+        scope: Scope,
+        prediction_id: str,
+        at: float,
+        model: ServedModel,
+        body: Any,
+        answer: dict[str, Any] | None,
+        status: int,
+        elapsed: float,
+    ) -> None:
+        assert self.recorder is not None
+        record = _record(prediction_id, at, model, body, answer, status, elapsed)
+        size = asgi.header(scope, b"content-length") or ""
+        if size.isdigit() and int(size) > self.recorder.settings.max_field_bytes:
+            # never hold a large body in the queue: the writer would drop it anyway
+            record["inputs"], record["inputs_truncated"] = None, True
+        self.recorder.submit(record)
 
     def _in_background(self, coroutine: Any) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)
@@ -192,6 +240,8 @@ class ServingApp:
             raise NotFound(f"no such endpoint: {scope['path']}")  # no hint it exists
         if scope["method"] == "POST":
             body = await asgi.read_json(scope, receive, self.limits.max_body_bytes)
+            if self.recorder is not None and isinstance(body, dict) and "record_sample" in body:
+                self.recorder.sample = _share(body["record_sample"])
             loop = asyncio.get_running_loop()  # loading a version must not stall answers
             described = await loop.run_in_executor(None, apply_config, self.split, body)
         else:
@@ -211,6 +261,49 @@ class ServingApp:
             headers.append((b"retry-after", str(RETRY_AFTER_SECONDS).encode()))
         self.metrics.errors.labels(str(error.status_code)).inc()
         await asgi.send_json(send, error.status_code, asgi.error_body(error), headers)
+
+
+def _prediction_id(kind: str, body: Any, answer: dict[str, Any] | None) -> str:
+    """The v2 answer's own id when the request gave none (protocol.py made one);
+    otherwise a new one."""
+    if kind == "v2" and answer is not None and isinstance(body, dict) and body.get("id") is None:
+        return str(answer["id"])
+    return uuid.uuid4().hex
+
+
+def _record(
+    prediction_id: str,
+    at: float,
+    model: ServedModel,
+    body: Any,
+    answer: dict[str, Any] | None,
+    status: int,
+    elapsed: float,
+) -> dict[str, Any]:
+    """A prediction record as the writer takes it (records.line serializes it)."""
+    inputs = body.get("instances", body.get("inputs")) if isinstance(body, dict) else body
+    outputs = None
+    if answer is not None:
+        outputs = answer.get("predictions", answer.get("outputs"))
+    record = {
+        "prediction_id": prediction_id,
+        "at": at,
+        "model": model.name,
+        "version": model.version,
+        "status": status,
+        "latency_ms": round(elapsed * 1000, 3),
+        "inputs": inputs,
+        "outputs": outputs,
+    }
+    if isinstance(body, dict) and body.get("id") is not None:
+        record["request_id"] = str(body["id"])
+    return record
+
+
+def _share(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise InvalidInput(f"record_sample must be a number from 0 to 1, not {value!r}")
+    return float(value)
 
 
 def _header(model: ServedModel) -> tuple[bytes, bytes]:

@@ -9,6 +9,11 @@ its control plane on a Unix socket of its own. ``MemoryRuntime`` is the fake: re
 that exist only as records (for tests of the control plane). Ray Serve or Kubernetes
 runtimes would join here without touching the control plane.
 
+A replica records a sample of its answers (``record_sample`` in its config, 0 unless
+the control plane says otherwise; changed live through the admin endpoint) under the
+home's ``serving/records/DEPLOYMENT_ID/`` (``records_dir``), which outlives the
+deployment's own folder.
+
 The admin secret reaches a replica through its environment only (the child's, never
 this process's), and the replica removes it from its own environment at once.
 """
@@ -40,6 +45,12 @@ class ReplicaPlan:
     secret: str
     config: dict[str, Any]  # name, generation, versions (directories), split, shadow
     directory: Path  # the deployment's own folder under the home (config, sockets, logs)
+
+    @property
+    def records_dir(self) -> Path:
+        """Where the replicas' prediction records go: ``serving/records/ID`` beside
+        ``serving/deployments/ID``, kept when a deployment is deleted."""
+        return self.directory.parent.parent / "records" / self.deployment_id
 
     def socket_path(self, replica: int) -> Path:
         """Short (a Unix socket's path has at most 107 bytes), in a folder of this
@@ -94,7 +105,8 @@ class LocalProcessRuntime:
     def start(self, plan: ReplicaPlan, replica: int) -> int | None:
         plan.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         config = plan.directory / "config.json"
-        _write_private(config, json.dumps({**plan.config, "port": plan.port}))
+        written = {"records_dir": str(plan.records_dir), **plan.config, "port": plan.port}
+        _write_private(config, json.dumps(written))
         sock = plan.socket_path(replica)
         command = [sys.executable, "-m", "plinth.serving", "--replica", str(config)]
         command += ["--socket", str(sock), "--deployment", plan.deployment_id]
@@ -199,13 +211,18 @@ def replica_main(config_path: str, socket_path: str) -> None:
     import uvicorn
 
     from plinth.serving.app import ServingApp
+    from plinth.serving.records import Recorder, RecordSettings
     from plinth.serving.split import from_config
 
     secret = os.environ.pop(SECRET_ENV, None)
     if not secret:
         raise SystemExit("a replica needs its secret from the control plane")
     config = json.loads(Path(config_path).read_text())
-    app = ServingApp(from_config(config), admin_secret=secret)
+    recorder = None
+    if config.get("records_dir"):  # always there, so that sampling can start live
+        sample = float(config.get("record_sample") or 0.0)
+        recorder = Recorder(RecordSettings(Path(config["records_dir"]), sample))
+    app = ServingApp(from_config(config), admin_secret=secret, recorder=recorder)
     public = reuse_port_socket("127.0.0.1", int(config["port"]))
     Path(socket_path).unlink(missing_ok=True)
     admin = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
