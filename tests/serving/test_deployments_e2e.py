@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from plinth import Client
+from plinth.serving.records import read_records
 from tests.conftest import make_settings
 
 pytestmark = pytest.mark.slow
@@ -122,7 +123,7 @@ def test_a_killed_replica_is_restarted_and_serves_again(tmp_path: Path) -> None:
     with Client(settings=make_settings(tmp_path / "home")) as client:
         run = client.create_run("iris")
         client.log_model(run.id, model, "iris", input_example=features.iloc[:5])
-        d = client.create_deployment("iris", "crashy", "models:/iris/iris/1")
+        d = client.create_deployment("iris", "crashy", "models:/iris/iris/1", record_sample=1.0)
         try:
             d = _wait_ready(client, "iris", "crashy", d.generation)
             [first] = [r.pid for r in d.replicas if r.pid]
@@ -135,5 +136,12 @@ def test_a_killed_replica_is_restarted_and_serves_again(tmp_path: Path) -> None:
                 time.sleep(0.3)
             assert replica.pid != first and replica.restarts >= 1, replica
             assert _predict(d.port) == (200, "iris/1")
+            records: list[dict[str, Any]] = []
+            deadline = time.monotonic() + 30
+            while not records and time.monotonic() < deadline:  # written off the request path
+                time.sleep(0.3)
+                for folder in (tmp_path / "home" / "serving" / "records").glob("*"):
+                    records += list(read_records(folder))
+            assert records and {r["version"] for r in records} == {"1"}
         finally:
             client.delete_deployment("iris", "crashy")

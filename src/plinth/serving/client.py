@@ -30,6 +30,7 @@ class DeploymentCalls:
         max_replicas: int | None = None,
         port: int | None = None,
         runtime: str = "local",
+        record_sample: float = 0.0,
         reason: str = "",
     ) -> s.Deployment:
         """Serve ``model`` (``models:/PROJECT/NAME@ALIAS`` or ``/VERSION``) as ``name``."""
@@ -41,13 +42,15 @@ class DeploymentCalls:
             max_replicas=max_replicas,
             port=port,
             runtime=runtime,
+            record_sample=record_sample,
             reason=reason,
         ).model_dump()
         return s.Deployment(**self._transport.request("POST", _deployments(project), json=body))
 
     def update_deployment(self, project: str, name: str, **changes: Any) -> s.Deployment:
-        """``canary=URI, weight=10``, ``shadow=URI`` (``shadow_off=True``), or
-        ``min_replicas`` / ``max_replicas``; ``reason`` is kept in the history."""
+        """``canary=URI, weight=10``, ``shadow=URI`` (``shadow_off=True``),
+        ``min_replicas`` / ``max_replicas``, or ``record_sample`` (the share of
+        predictions recorded); ``reason`` is kept in the history."""
         body = s.DeploymentUpdate(**changes).model_dump(exclude_defaults=True)
         url = _deployments(project, name)
         return s.Deployment(**self._transport.request("PATCH", url, json=body))

@@ -26,6 +26,15 @@ ProjectOpt = Annotated[
 ]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 Reason = Annotated[str, typer.Option(help="Why: kept in the deployment's history.")]
+RecordSample = Annotated[
+    float | None,
+    typer.Option(
+        "--record-sample",
+        min=0.0,
+        max=1.0,
+        help="Share of predictions recorded (0 to 1) under the home's serving/records/.",
+    ),
+]
 
 
 def _client() -> Client:
@@ -69,6 +78,7 @@ def create(
     port: Annotated[int | None, typer.Option(help="Port (default: a free one).")] = None,
     min_replicas: Annotated[int | None, typer.Option("--min-replicas", min=0)] = None,
     max_replicas: Annotated[int | None, typer.Option("--max-replicas", min=1)] = None,
+    record_sample: RecordSample = 0.0,
     reason: Reason = "",
     as_json: JsonFlag = False,
 ) -> None:
@@ -81,6 +91,7 @@ def create(
         min_replicas=min_replicas,
         max_replicas=max_replicas,
         port=port,
+        record_sample=record_sample or 0.0,
         reason=reason,
     )
     _show(d, as_json)
@@ -96,10 +107,12 @@ def update(
     no_shadow: Annotated[bool, typer.Option("--no-shadow", help="Remove the shadow.")] = False,
     min_replicas: Annotated[int | None, typer.Option("--min-replicas", min=0)] = None,
     max_replicas: Annotated[int | None, typer.Option("--max-replicas", min=1)] = None,
+    record_sample: RecordSample = None,
     reason: Reason = "",
     as_json: JsonFlag = False,
 ) -> None:
-    """Move traffic to a canary, add a shadow, or change replica bounds."""
+    """Move traffic to a canary, add a shadow, change replica bounds or the share of
+    predictions recorded."""
     changes: dict[str, Any] = {"reason": reason, "shadow_off": no_shadow}
     for key, value in [
         ("canary", canary),
@@ -107,6 +120,7 @@ def update(
         ("shadow", shadow),
         ("min_replicas", min_replicas),
         ("max_replicas", max_replicas),
+        ("record_sample", record_sample),
     ]:
         if value is not None:
             changes[key] = value

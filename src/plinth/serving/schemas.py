@@ -38,6 +38,7 @@ class DeploymentSpec(BaseModel):
     replicas: int = Field(ge=0, le=MAX_REPLICAS)
     min_replicas: int = Field(ge=0, le=MAX_REPLICAS)
     max_replicas: int = Field(ge=1, le=MAX_REPLICAS)
+    record_sample: float = Field(0.0, ge=0.0, le=1.0)  # share of predictions recorded
 
     def versions(self) -> list[int]:
         """Every version a replica must hold (split and shadow), each once."""
@@ -56,6 +57,7 @@ class DeploymentCreate(BaseModel):
     max_replicas: int | None = Field(None, ge=1, le=MAX_REPLICAS)
     port: int | None = Field(None, ge=1024, le=65535)  # None: a free one
     runtime: Runtime = "local"
+    record_sample: float = Field(0.0, ge=0.0, le=1.0)
     reason: str = Field("", max_length=2000)
 
     @model_validator(mode="after")
@@ -78,6 +80,7 @@ class DeploymentUpdate(BaseModel):
     shadow_off: StrictBool = False
     min_replicas: int | None = Field(None, ge=0, le=MAX_REPLICAS)
     max_replicas: int | None = Field(None, ge=1, le=MAX_REPLICAS)
+    record_sample: float | None = Field(None, ge=0.0, le=1.0)
     reason: str = Field("", max_length=2000)
 
     @model_validator(mode="after")
@@ -122,6 +125,7 @@ class Deployment(BaseModel):
     split: list[SplitEntry]
     shadow: Pinned | None
     desired_replicas: int
+    record_sample: float  # share of predictions recorded (home/serving/records/)
     min_replicas: int
     max_replicas: int
     replicas: list[Replica] = Field(default_factory=list)  # what runs now

@@ -64,6 +64,7 @@ class DeploymentService:
             replicas=req.replicas,
             min_replicas=req.min_replicas if req.min_replicas is not None else min(1, req.replicas),
             max_replicas=req.max_replicas if req.max_replicas is not None else max(1, req.replicas),
+            record_sample=req.record_sample,
         )
         act = "deployments.create"
         with self.audit.recorded(principal, act, project=project, object=req.name) as (conn, ch):
@@ -113,6 +114,8 @@ class DeploymentService:
                 spec.min_replicas = req.min_replicas
             if req.max_replicas is not None:
                 spec.max_replicas = req.max_replicas
+            if req.record_sample is not None:
+                spec.record_sample = req.record_sample
             _check_bounds(spec)
             return spec
 
@@ -355,6 +358,7 @@ class DeploymentService:
             split=spec.split,
             shadow=spec.shadow,
             desired_replicas=spec.replicas,
+            record_sample=spec.record_sample,
             min_replicas=spec.min_replicas,
             max_replicas=spec.max_replicas,
             replicas=self.supervisor.replicas(row.id),

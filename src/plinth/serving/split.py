@@ -125,6 +125,7 @@ def load_versions(name: str, versions: list[dict[str, Any]], known: dict[str, Se
                 version=label,
                 allow_pickle=bool(entry.get("allow_pickle")),
                 timeout=float(entry.get("load_timeout", 120.0)),
+                digest=entry.get("digest"),
             )
 
 

@@ -24,7 +24,8 @@ import sqlalchemy as sa
 from plinth.core.access import Principal
 from plinth.core.platform import Platform
 from plinth.errors import DigestMismatch
-from plinth.registry.service import RegistryService, manifest_digest
+from plinth.registry.manifest import manifest_digest
+from plinth.registry.service import RegistryService
 from plinth.serving import autoscaler
 from plinth.serving import schemas as s
 from plinth.serving import tables as t
@@ -202,8 +203,8 @@ class DeploymentSupervisor:
         for version in spec.versions():
             entry: dict[str, Any] = {"version": version, "allow_pickle": False}
             if materialize and row.runtime == "local":
-                directory, allow = self._files(project, spec.model, version)
-                entry.update(directory=str(directory), allow_pickle=allow)
+                directory, allow, digest = self._files(project, spec.model, version)
+                entry.update(directory=str(directory), allow_pickle=allow, digest=digest)
             versions.append(entry)
         config = {
             "name": spec.model,
@@ -211,16 +212,18 @@ class DeploymentSupervisor:
             "versions": versions,
             "split": [{"version": e.version, "weight": e.weight} for e in spec.split],
             "shadow": None if spec.shadow is None else spec.shadow.version,
+            "record_sample": spec.record_sample,
         }
         directory = self.root / "deployments" / row.id
         return ReplicaPlan(row.id, row.port, row.secret, config, directory)
 
-    def _files(self, project: str, name: str, version: int) -> tuple[Path, bool]:
-        """The version's files in the home's cache, checked against its digest."""
+    def _files(self, project: str, name: str, version: int) -> tuple[Path, bool, str]:
+        """The version's files in the home's cache (a replica checks them against the
+        digest before it loads them), whether it may unpickle, and its digest."""
         found = self.registry.get_version(project, name, version, principal=SYSTEM)
         directory = self.root / "models" / project / name / str(version)
         if (directory / "MLmodel.json").is_file():
-            return directory, found.unsafe_pickle
+            return directory, found.unsafe_pickle, found.digest
         files = self.registry.version_files(project, name, version, principal=SYSTEM)
         if manifest_digest(files) != found.digest:
             raise DigestMismatch(f"version {version} of {name!r}: its files do not match")
@@ -234,12 +237,12 @@ class DeploymentSupervisor:
                 target = incoming / f.path
                 target.parent.mkdir(parents=True, exist_ok=True)
                 with open(target, "wb") as out:
-                    for chunk in chunks:  # verified against the file's digest as read
+                    for chunk in chunks:  # the replica checks the whole against the digest
                         out.write(chunk)
             incoming.rename(directory)
         finally:
             shutil.rmtree(incoming, ignore_errors=True)
-        return directory, found.unsafe_pickle
+        return directory, found.unsafe_pickle, found.digest
 
     # database --------------------------------------------------------------------------
 
