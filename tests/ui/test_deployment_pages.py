@@ -7,9 +7,11 @@ real Prometheus text from the serving data plane's own metrics."""
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -203,3 +205,52 @@ def test_two_replicas_sum_and_a_restart_counts_what_is_there() -> None:
     span = observe.between(both, restarted, 1.0, (0.5,))
     assert span.requests_per_second == pytest.approx(3.0)
     assert observe.between(restarted, restarted, 1.0, (0.5,)).latency_ms[0.5] is None
+
+
+@pytest.mark.slow
+def test_a_live_deployment_charts_its_traffic(tmp_path: Path) -> None:
+    """A real sklearn model on a real replica process: the page reads its /metrics
+    through the control plane and draws rate, latency and errors."""
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    frame = load_iris(as_frame=True).frame
+    features = frame.drop(columns="target").set_axis(list(ROW), axis=1)
+    model = LogisticRegression(max_iter=500).fit(features, frame["target"])
+    with Client(settings=make_settings(tmp_path / "home")) as client:
+        run = client.create_run("iris")
+        client.log_model(run.id, model, "iris", input_example=features.iloc[:5])
+        client.create_deployment("iris", "live", "models:/iris/iris/1")
+        try:
+            d = _ready(client, "iris", "live")
+            http, page = raw_http(client), "/projects/iris/deployments/live"
+            assert "the charts start with the next reading" in http.get(page).text
+            body = {"instances": [ROW]}
+            for _ in range(20):
+                answer = httpx.post(f"{d.url}/v1/models/iris:predict", json=body, timeout=30)
+                assert answer.status_code == 200
+            time.sleep(1.1)  # readings closer than a second apart are not kept twice
+            fragment = http.get(f"{page}/traffic").text
+            assert "Requests per second" in fragment and "Latency (ms)" in fragment
+            assert "from 1 replica" in fragment
+            # one interval so far: each chart has one point, its value in its title
+            rate = re.search(r"<title>requests/s: ([0-9.e+-]+)</title>", fragment)
+            errors = re.search(r"<title>errors/s: ([0-9.e+-]+)</title>", fragment)
+            assert rate is not None and float(rate.group(1)) > 0
+            assert errors is not None and float(errors.group(1)) == 0
+            assert re.search(r"<title>p99: [0-9.e+-]+</title>", fragment)
+        finally:
+            client.delete_deployment("iris", "live")
+
+
+ROW = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
+
+
+def _ready(client: Client, project: str, name: str) -> Any:
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        d = client.get_deployment(project, name)
+        if d.replicas and all(r.state == "ready" for r in d.replicas):
+            return d
+        time.sleep(0.3)
+    raise AssertionError(f"replicas not ready: {d.replicas}")
