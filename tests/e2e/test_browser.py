@@ -318,5 +318,10 @@ def test_roll_back_a_deployment(server: str, page: Any, screenshots: Path) -> No
     newest = page.locator("table.history tbody tr").first.locator("td").all_inner_texts()
     assert newest[1:] == ["rollback", newest[2], "v1 80% · v2 20% → v1 100%", "v2 answers slowly"]
     page.screenshot(path=str(screenshots / "deployment.png"), full_page=True)
+    # ui.js polls the traffic charts while the page is open, and swaps them in place
+    with page.expect_response(lambda r: r.url.endswith("/churn-svc/traffic")) as polled:
+        pass
+    assert polled.value.status == 200
+    assert page.locator("#traffic .traffic-charts").count() == 1
     history = httpx.get(f"{api}/churn-svc/history", timeout=30).json()
     assert history[0]["action"] == "rollback" and history[0]["reason"] == "v2 answers slowly"
