@@ -292,3 +292,36 @@ def test_move_an_alias_when_logged_in(secured_server: str, page: Any, screenshot
         secured_server + "/api/v1/projects/shop/models/churn/alias-history"
     ).json()
     assert history[0]["actor"] == "root" and history[0]["version"] == 2
+
+
+def test_roll_back_a_deployment(server: str, page: Any, screenshots: Path) -> None:
+    """A memory-runtime deployment with a canary: from the project's Deployments tab,
+    open it, roll back, and see the split and the history change."""
+    api = f"{server}/api/v1/projects/shop/deployments"
+    created = {"name": "churn-svc", "model": "models:/shop/churn/1", "runtime": "memory"}
+    httpx.post(api, json=created, timeout=30).raise_for_status()
+    canary = {"canary": "models:/shop/churn/2", "weight": 20, "reason": "try v2"}
+    httpx.patch(f"{api}/churn-svc", json=canary, timeout=30).raise_for_status()
+    page.goto(server + "/projects/shop")
+    page.get_by_role("link", name="Deployments").click()
+    page.wait_for_url("**/projects/shop/deployments")
+    page.get_by_role("link", name="churn-svc").click()
+    page.wait_for_url("**/deployments/churn-svc")
+    assert page.locator(".split-part").all_inner_texts() == ["v1", "v2"]
+    assert page.locator("table.split td.weight").all_inner_texts() == ["80%", "20%"]
+    page.fill("#rollback-form input[name=reason]", "v2 answers slowly")
+    with page.expect_navigation():
+        page.click("#rollback-form button[type=submit]")
+    assert page.url.endswith("/deployments/churn-svc")
+    assert page.locator(".split-part").all_inner_texts() == ["v1"]
+    assert page.locator("table.split td.weight").all_inner_texts() == ["100%"]
+    newest = page.locator("table.history tbody tr").first.locator("td").all_inner_texts()
+    assert newest[1:] == ["rollback", newest[2], "v1 80% · v2 20% → v1 100%", "v2 answers slowly"]
+    page.screenshot(path=str(screenshots / "deployment.png"), full_page=True)
+    # ui.js polls the traffic charts while the page is open, and swaps them in place
+    with page.expect_response(lambda r: r.url.endswith("/churn-svc/traffic")) as polled:
+        pass
+    assert polled.value.status == 200
+    assert page.locator("#traffic .traffic-charts").count() == 1
+    history = httpx.get(f"{api}/churn-svc/history", timeout=30).json()
+    assert history[0]["action"] == "rollback" and history[0]["reason"] == "v2 answers slowly"

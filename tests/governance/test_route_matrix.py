@@ -335,6 +335,30 @@ REQUESTS: dict[tuple[str, str], tuple[str, Make]] = {
             {"data": {"status": "ready"}, "follow_redirects": True},
         ),
     ),
+    # The deployments' pages (memory runtime); their forms redirect back (followed: a 200).
+    ("GET", "/projects/{project}/deployments"): (
+        "project",
+        lambda w, r: ("GET", "/projects/team-a/deployments", {}),
+    ),
+    ("GET", "/projects/{project}/deployments/{name}"): (
+        "project",
+        lambda w, r: ("GET", "/projects/team-a/deployments/svc", {}),
+    ),
+    ("GET", "/projects/{project}/deployments/{name}/traffic"): (
+        "project",
+        lambda w, r: ("GET", "/projects/team-a/deployments/svc/traffic", {}),
+    ),
+    **{
+        ("POST", f"/projects/{{project}}/deployments/{{name}}/{verb}"): (
+            "project",
+            lambda w, r, verb=verb: (
+                "POST",
+                f"/projects/team-a/deployments/{_spare_deployment(w, canary=True)}/{verb}",
+                {"data": {"reason": r}, "follow_redirects": True},
+            ),
+        )
+        for verb in ("promote", "rollback")
+    },
 }
 
 

@@ -64,3 +64,24 @@ document.addEventListener("DOMContentLoaded", () => {
   });
   update();
 });
+
+// Deployment page: while it is open, fetch fresh traffic charts every few seconds (the
+// server reads the replicas' metrics on each call). A failed fetch keeps the old ones.
+document.addEventListener("DOMContentLoaded", () => {
+  const box = document.querySelector("[data-poll]");
+  if (!box) return;
+  const seconds = Number(box.dataset.pollSeconds) || 5;
+  const refresh = async () => {
+    const target = document.querySelector("[data-poll]");
+    if (!target || document.hidden) return;
+    try {
+      const response = await fetch(target.dataset.poll, { headers: { Accept: "text/html" } });
+      if (!response.ok) return;
+      const charts = target.querySelector(".traffic-charts");
+      if (charts) charts.outerHTML = await response.text();
+    } catch (_) {
+      // offline for a moment: the next poll tries again
+    }
+  };
+  setInterval(refresh, seconds * 1000);
+});
