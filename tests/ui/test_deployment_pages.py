@@ -19,7 +19,7 @@ import pytest
 from plinth.client import Client
 from plinth.serving import observe
 from plinth.serving.metrics import ServingMetrics
-from plinth.ui.models import FORM_CSRF_COOKIE
+from plinth.ui.forms import FORM_CSRF_COOKIE
 from tests.conftest import make_settings, raw_http
 from tests.registry.files import model_files
 

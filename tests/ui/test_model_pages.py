@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from plinth.client import Client
-from plinth.ui.models import FORM_CSRF_COOKIE
+from plinth.ui.forms import FORM_CSRF_COOKIE
 from tests.conftest import make_settings, raw_http
 from tests.registry.files import model_files
 

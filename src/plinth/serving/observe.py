@@ -126,10 +126,7 @@ def replica_metrics(
         row = conn.execute(sa.select(d).where(d.c.project_id == pid, d.c.name == name)).first()
     if row is None:
         raise NotFound(f"no deployment {name!r} in project {project!r}")
-    runtime = supervisor.runtimes[row.runtime]
-    plan = supervisor._plan(row, materialize=False)  # addresses only: no model files
-    ready = [r.replica for r in supervisor.replicas(row.id) if r.state == "ready"]
-    return [runtime.metrics(plan, replica) for replica in ready]
+    return supervisor.replica_metrics(row.id)
 
 
 def deployment_totals(

@@ -106,6 +106,16 @@ class DeploymentSupervisor:
             self._set_replicas(deployment_id, spec, wanted)
             self.reconcile(deployment_id)
 
+    def replica_metrics(self, deployment_id: str) -> list[str | None]:
+        """Each ready replica's Prometheus text (None where one did not answer), read
+        through the deployment's runtime. The caller checks who may see it."""
+        row = self._deployment(deployment_id)
+        if row is None:
+            return []
+        plan = self._plan(row, materialize=False)  # addresses only: no model files
+        ready = [r.replica for r in self.replicas(row.id) if r.state == "ready"]
+        return [self.runtimes[row.runtime].metrics(plan, replica) for replica in ready]
+
     def replicas(self, deployment_id: str) -> list[s.Replica]:
         r = t.deployment_replicas
         with self.db.read() as conn:

@@ -17,7 +17,6 @@ fresh fragment every few seconds while it is open.
 from __future__ import annotations
 
 import functools
-import secrets
 from collections.abc import Callable
 from typing import Annotated, Any
 
@@ -30,14 +29,8 @@ from plinth.core.names import PROJECT_NAME
 from plinth.errors import PlinthError
 from plinth.serving import schemas as s
 from plinth.serving.service import DeploymentService
-from plinth.ui.models import (
-    FORM_CSRF_COOKIE,
-    FORM_CSRF_SECONDS,
-    SHOWN_ON_PAGE,
-    CsrfField,
-    _check_form_token,
-    version_url,
-)
+from plinth.ui.forms import SHOWN_ON_PAGE, CsrfField, check_form_token, form_token, keep_form_token
+from plinth.ui.models import version_url
 from plinth.ui.routes import PageRoute, _service, render
 from plinth.ui.traffic import TrafficHistory
 from plinth.ui.views import url_segment
@@ -117,7 +110,7 @@ def _change(
 ) -> Response:
     """Make the change and go back to the page; or show the page with why not."""
     try:
-        _check_form_token(request, csrf)
+        check_form_token(request, csrf)
         change()
     except SHOWN_ON_PAGE as exc:
         return _deployment_page(request, project, name, refusal=exc, reason=reason)
@@ -140,7 +133,7 @@ def _deployment_page(
 ) -> Response:
     service = _service(request, DeploymentService)
     deployment = service.get_deployment(project, name)
-    token = request.cookies.get(FORM_CSRF_COOKIE) or secrets.token_urlsafe(32)
+    token = form_token(request)
     here = deployment_url(project, name)
     response = render(
         "deployment.html",
@@ -156,14 +149,4 @@ def _deployment_page(
         version_url=version_url,
         split_text=split_text,
     )
-    if request.cookies.get(FORM_CSRF_COOKIE) != token:
-        response.set_cookie(
-            FORM_CSRF_COOKIE,
-            token,
-            max_age=FORM_CSRF_SECONDS,
-            path="/projects",
-            httponly=True,
-            samesite="strict",
-            secure=request.url.scheme == "https",
-        )
-    return response
+    return keep_form_token(request, response, token)

@@ -18,8 +18,6 @@ its own.
 from __future__ import annotations
 
 import functools
-import hmac
-import secrets
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
@@ -30,27 +28,23 @@ from markupsafe import Markup
 from plinth.api.auth import requires
 from plinth.core.access import Permission
 from plinth.core.names import PROJECT_NAME
-from plinth.errors import Conflict, InvalidInput, PermissionDenied, PlinthError
+from plinth.errors import PlinthError
 from plinth.registry import schemas as s
 from plinth.registry.aliases import AliasService
 from plinth.registry.card import ModelCardService
 from plinth.registry.service import RegistryService
 from plinth.registry.uri import MODEL_NAME
+from plinth.ui.forms import SHOWN_ON_PAGE, CsrfField, check_form_token, form_token, keep_form_token
 from plinth.ui.routes import PageRoute, _service, render
 from plinth.ui.views import url_segment
 
-FORM_CSRF_COOKIE = "plinth_form_csrf"
-FORM_CSRF_SECONDS = 12 * 3600
 READ = [requires(Permission.PROJECT_READ)]
 WRITE = [requires(Permission.PROJECT_WRITE)]
-# What the service may refuse a change with, shown on the page rather than on its own.
-SHOWN_ON_PAGE = (PermissionDenied, Conflict, InvalidInput)
 
 Project = Annotated[str, Path(pattern=PROJECT_NAME, max_length=200)]
 Name = Annotated[str, Path(pattern=MODEL_NAME, max_length=200)]
 Version = Annotated[int, Path(ge=1, lt=2**31)]
 # writeOnly: the token is checked, never stored or shown.
-CsrfField = Annotated[str, Form(max_length=100, json_schema_extra={"writeOnly": True})]
 
 router = APIRouter(include_in_schema=False, route_class=PageRoute)
 
@@ -120,20 +114,11 @@ def _change(
     """Make the change and go back to the page; or show the page with why not (and
     what was typed, to try again)."""
     try:
-        _check_form_token(request, csrf)
+        check_form_token(request, csrf)
         change()
     except SHOWN_ON_PAGE as exc:
         return _version_page(request, project, name, version, refusal=exc, typed=typed)
     return RedirectResponse(version_url(project, name, version), status_code=303)
-
-
-def _check_form_token(request: Request, sent: str) -> None:
-    if "authorization" in request.headers:  # a script's token: not a browser's cookie
-        return
-    expected = request.cookies.get(FORM_CSRF_COOKIE, "")
-    # As bytes: compare_digest refuses str with non-ASCII characters (a TypeError, a 500).
-    if not (sent and expected and hmac.compare_digest(sent.encode(), expected.encode())):
-        raise PermissionDenied("this form has expired or came from another site; try again")
 
 
 def _card(request: Request, project: str, name: str, version: int) -> Markup:
@@ -154,7 +139,7 @@ def _version_page(
 ) -> Response:
     registry = _service(request, RegistryService)
     found = registry.get_version(project, name, version)
-    token = request.cookies.get(FORM_CSRF_COOKIE) or secrets.token_urlsafe(32)
+    token = form_token(request)
     response = render(
         "model_version.html",
         refusal.status_code if refusal else 200,
@@ -169,14 +154,4 @@ def _version_page(
         version_url=version_url,
         here=version_url(project, name, version),
     )
-    if request.cookies.get(FORM_CSRF_COOKIE) != token:
-        response.set_cookie(
-            FORM_CSRF_COOKIE,
-            token,
-            max_age=FORM_CSRF_SECONDS,
-            path="/projects",
-            httponly=True,
-            samesite="strict",
-            secure=request.url.scheme == "https",
-        )
-    return response
+    return keep_form_token(request, response, token)

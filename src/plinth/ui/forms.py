@@ -1,0 +1,54 @@
+"""The UI's forms that change things: a form token bound to a cookie of this site.
+
+A page that holds a form sets ``plinth_form_csrf`` (SameSite=Strict, HttpOnly, under
+/projects) and puts the same value in a hidden field; the POST must bring both. That
+guards a server without logins too, where nothing else would stop a page on another
+site from posting to a local Plinth. A request carrying ``Authorization`` (a script's
+token, never sent by a browser on its own) needs no form token.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+from typing import Annotated
+
+from fastapi import Form, Request
+from fastapi.responses import Response
+
+from plinth.errors import Conflict, InvalidInput, PermissionDenied
+
+FORM_CSRF_COOKIE = "plinth_form_csrf"
+FORM_CSRF_SECONDS = 12 * 3600
+# What a service may refuse a change with, shown on the page rather than on its own.
+SHOWN_ON_PAGE = (PermissionDenied, Conflict, InvalidInput)
+CsrfField = Annotated[str, Form(max_length=100, json_schema_extra={"writeOnly": True})]
+
+
+def check_form_token(request: Request, sent: str) -> None:
+    if "authorization" in request.headers:  # a script's token: not a browser's cookie
+        return
+    expected = request.cookies.get(FORM_CSRF_COOKIE, "")
+    # As bytes: compare_digest refuses str with non-ASCII characters (a TypeError, a 500).
+    if not (sent and expected and hmac.compare_digest(sent.encode(), expected.encode())):
+        raise PermissionDenied("this form has expired or came from another site; try again")
+
+
+def form_token(request: Request) -> str:
+    """The token the page's forms carry: the cookie's, or a new one."""
+    return request.cookies.get(FORM_CSRF_COOKIE) or secrets.token_urlsafe(32)
+
+
+def keep_form_token(request: Request, response: Response, token: str) -> Response:
+    """Set the cookie when the page made a new token."""
+    if request.cookies.get(FORM_CSRF_COOKIE) != token:
+        response.set_cookie(
+            FORM_CSRF_COOKIE,
+            token,
+            max_age=FORM_CSRF_SECONDS,
+            path="/projects",
+            httponly=True,
+            samesite="strict",
+            secure=request.url.scheme == "https",
+        )
+    return response
