@@ -240,12 +240,15 @@ def peer_python(peer: str, log: Path) -> Path:
     return python
 
 
+PLINTH_SRC = ROOT / "src"  # --plinth-src measures another checkout (before/after)
+
+
 def make_server(name: str, port: int, work: Path) -> Server:
     """How to start ``name`` on ``port``; raises (with a reason) when it cannot."""
     scripts = work / "scripts"
     scripts.mkdir(exist_ok=True)
     if name == "plinth":
-        env = {"PYTHONPATH": str(ROOT / "src")}
+        env = {"PYTHONPATH": str(PLINTH_SRC)}
         command = [sys.executable, "-m", "plinth.serving", str(work / "iris")]
         command += ["--name", "iris", "--port", str(port)]
         return Server(name, command, "/v1/models/iris:predict", work, env)
@@ -572,6 +575,7 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--start-timeout", type=float, default=120)
     ap.add_argument("--json", type=Path, help="write the results here")
     ap.add_argument("--keep", action="store_true", help="keep the work dir (logs)")
+    ap.add_argument("--plinth-src", type=Path, help="serve Plinth from this src/ instead")
     args = ap.parse_args()
     args.connections = [int(c) for c in args.connections.split(",") if c]
     chosen = [s for s in args.only.split(",") if s] or list(SERVERS)
@@ -585,6 +589,9 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
+    if args.plinth_src:
+        global PLINTH_SRC
+        PLINTH_SRC = args.plinth_src.resolve()
     wrk = ensure_wrk()
     WORK_ROOT.mkdir(exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="serving-", dir=WORK_ROOT))
