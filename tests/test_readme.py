@@ -8,14 +8,17 @@ import subprocess
 import sys
 from pathlib import Path
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
 
 
-def test_readme_python_runs_as_pasted(tmp_path: Path) -> None:
-    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
-    assert blocks, "the README shows no Python"
+def _run_blocks(page: Path, tmp_path: Path) -> str:
+    """Run every Python block of ``page`` in order, in one home; their output."""
+    blocks = re.findall(r"```python\n(.*?)```", page.read_text(), flags=re.S)
+    assert blocks, f"{page.name} shows no Python"
     env = {k: v for k, v in os.environ.items() if not k.startswith("PLINTH_")}
     env["PLINTH_HOME"] = str(tmp_path / "home")
+    output = ""
     for code in blocks:
         done = subprocess.run(
             [sys.executable, "-c", code],
@@ -26,5 +29,16 @@ def test_readme_python_runs_as_pasted(tmp_path: Path) -> None:
             timeout=120,
         )
         assert done.returncode == 0, f"{code}\n{done.stderr[-3000:]}"
-    assert "lr-0.1" in done.stdout
+        output += done.stdout
+    return output
+
+
+def test_readme_python_runs_as_pasted(tmp_path: Path) -> None:
+    output = _run_blocks(README, tmp_path)
+    assert "lr-0.1" in output
     assert (tmp_path / "out" / "model.txt").read_text() == "weights"
+    assert "models:/iris/iris/1" in output
+
+
+def test_the_models_guide_runs_as_pasted(tmp_path: Path) -> None:
+    _run_blocks(ROOT / "docs" / "models.md", tmp_path)

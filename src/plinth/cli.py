@@ -207,11 +207,20 @@ def _is_loopback(host: str) -> bool:
 @app.command()
 def demo(
     project: Annotated[str, typer.Option(help="Project to track the sweep in.")] = "demo",
+    keep_serving: Annotated[
+        bool,
+        typer.Option(
+            "--keep-serving/--stop-serving",
+            help="Leave the deployment answering when the tour ends (stop it with "
+            "'plinth deployments delete').",
+        ),
+    ] = True,
 ) -> None:
-    """A guided tour: track a scikit-learn sweep, then rank the runs."""
+    """A guided tour: track a scikit-learn sweep, rank the runs, register the best
+    model, deploy it with the runner-up as a canary and send it traffic."""
     from plinth.demo import run_demo
 
-    run_demo(project)
+    run_demo(project, keep_serving=keep_serving)
 
 
 @app.command()

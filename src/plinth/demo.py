@@ -1,11 +1,14 @@
 """``plinth demo``: the guided tour of what Plinth does, on the embedded default.
 
-Today: track a sweep of scikit-learn models (metrics per epoch, the model as an
-artifact), then rank the runs and show where to look.
+Today: track a sweep of scikit-learn models (metrics per epoch, each model saved in a
+safe format), rank the runs, register the best as a model version with the
+``champion`` alias, deploy it with the runner-up as a 10% canary, send it traffic and
+count who answered, then show where to look.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import shutil
@@ -19,7 +22,7 @@ from rich.console import Console
 from rich.progress import Progress
 
 from plinth.client import Client
-from plinth.errors import require
+from plinth.errors import NotFound, ServiceUnavailable, require
 from plinth.tracking.cli import runs_table
 from plinth.tracking.run import start_run
 
@@ -44,11 +47,15 @@ def _data() -> tuple[Any, Any, Any, Any]:
     return scaler.transform(x_train), scaler.transform(x_val), y_train, y_val
 
 
+MODEL = "breast-cancer"
+
+
 def _train(run: Any, params: dict[str, Any], data: tuple[Any, ...], workdir: Path) -> None:
     import numpy as np
-    import skops.io as sio
     from sklearn.linear_model import SGDClassifier
     from sklearn.metrics import accuracy_score, log_loss
+
+    from plinth.registry.flavors import save_model
 
     x_train, x_val, y_train, y_val = data
     model = SGDClassifier(loss="log_loss", learning_rate="constant", random_state=0, **params)
@@ -63,12 +70,14 @@ def _train(run: Any, params: dict[str, Any], data: tuple[Any, ...], workdir: Pat
             },
             step=epoch,
         )
-    path = workdir / f"{run.id}.skops"
-    sio.dump(model, path)
-    run.log_artifact(str(path), "model.skops")
+    path = workdir / run.id
+    save_model(model, path, input_example=x_val[:5])  # skops, and its MLmodel.json
+    run.log_artifacts(str(path), "model")
 
 
-def run_demo(project: str = "demo", client: Client | None = None) -> None:
+def run_demo(
+    project: str = "demo", client: Client | None = None, *, keep_serving: bool = True
+) -> None:
     console = Console()
     client = client or Client()
     where = (
@@ -115,16 +124,120 @@ def run_demo(project: str = "demo", client: Client | None = None) -> None:
         f"\nBest: [bold]{best.name}[/] (val_acc {best.metrics['val_acc']:.4f}), "
         f"run [cyan]{best.id}[/]\n"
     )
+    version = client.register_model(
+        best.id, "model", MODEL, project=project, description=f"best of sweep {sweep}"
+    )
+    client.set_model_alias(
+        project, MODEL, "champion", version.version, reason=f"best val_acc of sweep {sweep}"
+    )
+    console.print(
+        f"Registered [bold]{version.uri}[/] (sha256:{version.digest[:12]}…) "
+        f"as [bold]models:/{project}/{MODEL}@champion[/]\n"
+    )
+    deployment = _deploy_with_canary(console, client, project, page.runs[1], data)
+    if not keep_serving:
+        client.delete_deployment(project, deployment.name, reason="the demo is over")
     plinth = _command()
+    url, name = deployment.url, deployment.name
+    serving = [
+        f"deployments status {name} --project {project}",
+        f"deployments promote {name} --project {project}   # or rollback",
+        f"deployments delete {name} --project {project}    # stop serving",
+    ]
+    if not keep_serving:  # stopped: serve the champion alone on a port of one's own
+        url = "http://127.0.0.1:9000"
+        serving = [f"serve models:/{project}/{MODEL}@champion --port 9000"]
     console.print("Look closer:")
     for command in (
         f"runs list --project {project} --filter \"tags.sweep = '{sweep}'\" "
         "--order-by 'metrics.val_acc desc'",
         f"runs show {best.id}",
-        f"artifacts download {best.id} model.skops ./out",
+        f"models versions {MODEL} --project {project}",
+        f"models card {MODEL} champion --project {project}",
+        *serving,
         "server    # then open http://127.0.0.1:8765 in a browser",
     ):
         console.print(f"  {plinth} {command}", soft_wrap=True, highlight=False)
+    row = ", ".join(f"{v:.3f}" for v in data[1][0])
+    console.print(
+        f"  curl -s {url}/v1/models/{MODEL}:predict "
+        f"-H 'Content-Type: application/json' -d '{{\"instances\": [[{row}]]}}'",
+        soft_wrap=True,
+        highlight=False,
+    )
+
+
+def _deploy_with_canary(
+    console: Console, client: Client, project: str, runner_up: Any, data: tuple[Any, ...]
+) -> Any:
+    """Deploy the champion, send 10% of traffic to the runner-up as a canary, send
+    every validation row as its own request, and count who answered."""
+    import collections
+    import statistics
+
+    challenger = client.register_model(runner_up.id, "model", MODEL, project=project)
+    service = f"{MODEL}-svc"
+    with contextlib.suppress(NotFound):  # the demo run before this one
+        client.delete_deployment(project, service, reason="demo run again")
+    with console.status("starting the deployment's replica …"):
+        started = time.perf_counter()
+        client.create_deployment(project, service, f"models:/{project}/{MODEL}@champion")
+        deployment = client.update_deployment(
+            project, service, canary=challenger.uri, weight=10, reason="try the runner-up"
+        )
+        deployment = _wait_ready(client, project, service)
+        ready_in = time.perf_counter() - started
+    _, x_val, _, y_val = data
+    answered_by: collections.Counter[str] = collections.Counter()
+    latencies, right = [], 0
+    for _ in range(2):
+        for row, label in zip(x_val.tolist(), y_val.tolist(), strict=True):
+            begun = time.perf_counter()
+            answer, version = _predict(deployment.port, {"instances": [row]})
+            latencies.append((time.perf_counter() - begun) * 1e3)
+            answered_by[version] += 1
+            right += answer["predictions"][0] == label
+    split = ", ".join(f"{v}: {n}" for v, n in sorted(answered_by.items()))
+    console.print(
+        f"Deployed [bold]{service}[/] at {deployment.url} (ready in {ready_in:.1f}s), "
+        f"90% champion, 10% canary {challenger.uri}.\n{len(latencies)} requests answered "
+        f"({split}), accuracy {right / len(latencies):.4f}, median latency "
+        f"{statistics.median(latencies):.2f} ms\n"
+    )
+    return deployment
+
+
+def _wait_ready(client: Client, project: str, name: str, timeout: float = 120) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        deployment = client.get_deployment(project, name)
+        if deployment.replicas and all(r.state == "ready" for r in deployment.replicas):
+            return deployment
+        if time.monotonic() > deadline:
+            raise ServiceUnavailable(f"deployment {name} not ready in {timeout:.0f}s")
+        time.sleep(0.2)
+
+
+def _predict(port: int, body: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """The answer, and the version that gave it."""
+    import http.client
+    import json
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request(
+            "POST",
+            f"/v1/models/{MODEL}:predict",
+            json.dumps(body),
+            {"Content-Type": "application/json"},
+        )
+        response = conn.getresponse()
+        answer = json.loads(response.read())
+        if response.status != 200:
+            raise ServiceUnavailable(f"the deployment answered {response.status}: {answer}")
+        return answer, response.getheader("X-Plinth-Model-Version") or "?"
+    finally:
+        conn.close()
 
 
 def _command() -> str:

@@ -219,6 +219,8 @@ class Scene:
             "token_id": "0" * 16,
             "version": 1,  # of the model named like the project
             "alias": "champion",
+            "model": f"models:/{self.project}/{self.project}/1",
+            "runtime": "memory",  # a deployment's replicas on paper: no processes to leak
             "next": "/",
             "csrf": self.csrf(),
         }.get(name)
@@ -372,8 +374,11 @@ class World:
         (self.tmp / "a.txt").write_text(f"an artifact of {project}")
         artifact = self.root.log_artifact(run.id, self.tmp / "a.txt")[0]
         self.root.set_secret(project, project, "a secret")
-        self.root.log_artifacts(run.id, model_files(self.tmp / project), "model")
-        self.root.register_model(run.id, "model", project)  # a model named like the project
+        # a model named like the project, its version 1 from "model-1"; the files under
+        # "model" (the default path) are left for a registration to make version 2
+        self.root.log_artifacts(run.id, model_files(self.tmp / project / "1", b"1"), "model-1")
+        self.root.log_artifacts(run.id, model_files(self.tmp / project / "2", b"2"), "model")
+        self.root.register_model(run.id, "model-1", project)
         self.root.set_model_alias(project, project, "champion", 1)
         self.stored = self.snapshot()  # as of the last write; reads change nothing
         self.http.get("/login")  # the form's CSRF cookie, for the login form's fields

@@ -23,6 +23,7 @@ import pytest
 import plinth
 from plinth.client import Client
 from tests.conftest import make_settings
+from tests.registry.files import model_files
 from tests.services import free_port
 
 pytestmark = pytest.mark.browser
@@ -119,6 +120,12 @@ def _populate(home: Path) -> None:
                         step=step,
                     )
         client.create_run("nlp", name="bert-base")
+        train = client.create_run("shop", name="train")
+        for version in (1, 2):
+            files = model_files(home / "model-files" / str(version), f"v{version}".encode())
+            client.log_artifacts(train.id, files, f"model-{version}")
+            client.register_model(train.id, f"model-{version}", "churn")
+        client.set_model_alias("shop", "churn", "champion", 1, reason="first good one")
 
 
 def _wait_until_up(base: str, proc: subprocess.Popen[bytes], log: Path) -> None:
@@ -244,3 +251,77 @@ def test_log_in_and_out(secured_server: str, page: Any, screenshots: Path) -> No
     page.wait_for_url("**/login")
     page.goto(secured_server + "/")
     page.wait_for_url("**/login?next=*")
+
+
+def _move_champion_to_version_2(page: Any, base: str, screenshots: Path) -> None:
+    """From the project's models, open version 2 and point champion at it."""
+    page.goto(base + "/projects/shop")
+    page.get_by_role("link", name="Models").click()
+    page.wait_for_url("**/projects/shop/models")
+    assert page.locator("table.models a.alias").inner_text() == "champion → 1"
+    page.get_by_role("link", name="version 2").click()
+    page.wait_for_url("**/models/churn/versions/2")
+    assert "churn" in page.locator(".run-header h1").inner_text()
+    page.fill("#alias-form input[name=alias]", "champion")
+    page.fill("#alias-form input[name=reason]", "v2 wins the A/B test")
+    with page.expect_navigation():
+        page.click("#alias-form button[type=submit]")
+    assert page.url.endswith("/models/churn/versions/2")
+    newest = page.locator("table.history tbody tr").first.locator("td").all_inner_texts()
+    assert newest[1:] == ["champion", "1 → 2", newest[3], "v2 wins the A/B test"]
+    assert page.locator(".aliases .alias").all_inner_texts() == ["champion"]
+    page.screenshot(path=str(screenshots / "model-version.png"), full_page=True)
+    page.goto(base + "/projects/shop/models")
+    assert page.locator("table.models a.alias").inner_text() == "champion → 2"
+
+
+def test_open_a_version_and_move_an_alias(server: str, page: Any, screenshots: Path) -> None:
+    """Without logins: the form posts as it is, with its own CSRF token."""
+    _move_champion_to_version_2(page, server, screenshots)
+
+
+def test_move_an_alias_when_logged_in(secured_server: str, page: Any, screenshots: Path) -> None:
+    """With a session: ui.js sends the form with the session's X-CSRF-Token."""
+    page.goto(secured_server + "/login?next=/projects/shop")
+    page.fill("input[name=user]", "root")
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url("**/projects/shop")
+    _move_champion_to_version_2(page, secured_server, screenshots)
+    history = page.request.get(
+        secured_server + "/api/v1/projects/shop/models/churn/alias-history"
+    ).json()
+    assert history[0]["actor"] == "root" and history[0]["version"] == 2
+
+
+def test_roll_back_a_deployment(server: str, page: Any, screenshots: Path) -> None:
+    """A memory-runtime deployment with a canary: from the project's Deployments tab,
+    open it, roll back, and see the split and the history change."""
+    api = f"{server}/api/v1/projects/shop/deployments"
+    created = {"name": "churn-svc", "model": "models:/shop/churn/1", "runtime": "memory"}
+    httpx.post(api, json=created, timeout=30).raise_for_status()
+    canary = {"canary": "models:/shop/churn/2", "weight": 20, "reason": "try v2"}
+    httpx.patch(f"{api}/churn-svc", json=canary, timeout=30).raise_for_status()
+    page.goto(server + "/projects/shop")
+    page.get_by_role("link", name="Deployments").click()
+    page.wait_for_url("**/projects/shop/deployments")
+    page.get_by_role("link", name="churn-svc").click()
+    page.wait_for_url("**/deployments/churn-svc")
+    assert page.locator(".split-part").all_inner_texts() == ["v1", "v2"]
+    assert page.locator("table.split td.weight").all_inner_texts() == ["80%", "20%"]
+    page.fill("#rollback-form input[name=reason]", "v2 answers slowly")
+    with page.expect_navigation():
+        page.click("#rollback-form button[type=submit]")
+    assert page.url.endswith("/deployments/churn-svc")
+    assert page.locator(".split-part").all_inner_texts() == ["v1"]
+    assert page.locator("table.split td.weight").all_inner_texts() == ["100%"]
+    newest = page.locator("table.history tbody tr").first.locator("td").all_inner_texts()
+    assert newest[1:] == ["rollback", newest[2], "v1 80% · v2 20% → v1 100%", "v2 answers slowly"]
+    page.screenshot(path=str(screenshots / "deployment.png"), full_page=True)
+    # ui.js polls the traffic charts while the page is open, and swaps them in place
+    with page.expect_response(lambda r: r.url.endswith("/churn-svc/traffic")) as polled:
+        pass
+    assert polled.value.status == 200
+    assert page.locator("#traffic .traffic-charts").count() == 1
+    history = httpx.get(f"{api}/churn-svc/history", timeout=30).json()
+    assert history[0]["action"] == "rollback" and history[0]["reason"] == "v2 answers slowly"

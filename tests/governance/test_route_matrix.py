@@ -77,6 +77,9 @@ def _spare_member(w: World) -> str:
 
 
 MODELS = "/api/v1/projects/team-a/models"
+DEPLOY = "/api/v1/projects/{project}/deployments"
+DEPLOYS = "/api/v1/projects/team-a/deployments"
+_NEW_DEPLOYMENT = {"model": "models:/team-a/churn/1", "runtime": "memory"}
 Call = tuple[str, str, dict[str, Any]]  # method, URL, httpx keyword arguments
 Make = Callable[[World, str], Call]  # (world, role) → the request; may set up as root
 
@@ -272,12 +275,99 @@ REQUESTS: dict[tuple[str, str], tuple[str, Make]] = {
         "project",
         lambda w, r: ("GET", f"{MODELS}/churn/alias-history", {}),
     ),
+    # deployments (memory runtime: no replica processes in the matrix)
+    ("GET", DEPLOY): ("project", lambda w, r: ("GET", DEPLOYS, {})),
+    ("POST", DEPLOY): (
+        "project",
+        lambda w, r: ("POST", DEPLOYS, {"json": {**_NEW_DEPLOYMENT, "name": _unique("d")}}),
+    ),
+    ("GET", f"{DEPLOY}/{{name}}"): ("project", lambda w, r: ("GET", f"{DEPLOYS}/svc", {})),
+    ("GET", f"{DEPLOY}/{{name}}/history"): (
+        "project",
+        lambda w, r: ("GET", f"{DEPLOYS}/svc/history", {}),
+    ),
+    ("PATCH", f"{DEPLOY}/{{name}}"): (
+        "project",
+        lambda w, r: ("PATCH", f"{DEPLOYS}/{_spare_deployment(w)}", {"json": {"reason": r}}),
+    ),
+    **{
+        ("POST", f"{DEPLOY}/{{name}}/{verb}"): (
+            "project",
+            lambda w, r, verb=verb: (
+                "POST",
+                f"{DEPLOYS}/{_spare_deployment(w, canary=True)}/{verb}",
+                {"json": {"replicas": 1} if verb == "scale" else {}},
+            ),
+        )
+        for verb in ("promote", "rollback", "scale")
+    },
+    ("DELETE", f"{DEPLOY}/{{name}}"): (
+        "project",
+        lambda w, r: ("DELETE", f"{DEPLOYS}/{_spare_deployment(w)}", {}),
+    ),
     ("GET", "/metrics"): ("project", lambda w, r: ("GET", "/metrics", {})),
     ("GET", "/"): ("own", lambda w, r: ("GET", "/", {})),
     ("GET", "/projects/{name}"): ("project", lambda w, r: ("GET", "/projects/team-a", {})),
     ("GET", "/runs/{run_id}"): ("project", lambda w, r: ("GET", f"/runs/{w.run}", {})),
     ("GET", "/compare"): ("project", lambda w, r: ("GET", "/compare", {"params": {"runs": w.run}})),
+    # The registry's pages; their forms redirect back to the page (followed: a 200).
+    ("GET", "/projects/{project}/models"): (
+        "project",
+        lambda w, r: ("GET", "/projects/team-a/models", {}),
+    ),
+    ("GET", "/projects/{project}/models/{name}/versions/{version}"): (
+        "project",
+        lambda w, r: ("GET", "/projects/team-a/models/churn/versions/1", {}),
+    ),
+    ("POST", "/projects/{project}/models/{name}/versions/{version}/alias"): (
+        "project",
+        lambda w, r: (
+            "POST",
+            "/projects/team-a/models/churn/versions/1/alias",
+            {"data": {"alias": _unique("a"), "reason": r}, "follow_redirects": True},
+        ),
+    ),
+    ("POST", "/projects/{project}/models/{name}/versions/{version}/status"): (
+        "project",
+        lambda w, r: (
+            "POST",
+            "/projects/team-a/models/churn/versions/1/status",
+            {"data": {"status": "ready"}, "follow_redirects": True},
+        ),
+    ),
+    # The deployments' pages (memory runtime); their forms redirect back (followed: a 200).
+    ("GET", "/projects/{project}/deployments"): (
+        "project",
+        lambda w, r: ("GET", "/projects/team-a/deployments", {}),
+    ),
+    ("GET", "/projects/{project}/deployments/{name}"): (
+        "project",
+        lambda w, r: ("GET", "/projects/team-a/deployments/svc", {}),
+    ),
+    ("GET", "/projects/{project}/deployments/{name}/traffic"): (
+        "project",
+        lambda w, r: ("GET", "/projects/team-a/deployments/svc/traffic", {}),
+    ),
+    **{
+        ("POST", f"/projects/{{project}}/deployments/{{name}}/{verb}"): (
+            "project",
+            lambda w, r, verb=verb: (
+                "POST",
+                f"/projects/team-a/deployments/{_spare_deployment(w, canary=True)}/{verb}",
+                {"data": {"reason": r}, "follow_redirects": True},
+            ),
+        )
+        for verb in ("promote", "rollback")
+    },
 }
+
+
+def _spare_deployment(w: World, canary: bool = False) -> str:
+    name = _unique("d")
+    w.root.create_deployment("team-a", name, "models:/team-a/churn/1", runtime="memory")
+    if canary:
+        w.root.update_deployment("team-a", name, canary="models:/team-a/churn/2", weight=10)
+    return name
 
 
 def _spare_tag(w: World) -> str:
@@ -358,6 +448,9 @@ def _build(settings: Settings, files: Path) -> Iterator[World]:
     root.log_artifacts(run.id, model_files(files / "model"), "model")
     root.register_model(run.id, "model", "churn")
     root.set_model_alias("team-a", "churn", "champion", 1)
+    root.log_artifacts(run.id, model_files(files / "model2", b"v2"), "model2")
+    root.register_model(run.id, "model2", "churn")
+    root.create_deployment("team-a", "svc", "models:/team-a/churn/1", runtime="memory")
     for role in RANK:
         root.add_member("team-a", role, role)
     root.create_run("team-b")

@@ -204,8 +204,9 @@ def test_download_checks_every_byte_against_the_digest(
 
 
 def test_marking_a_pickle_servable_takes_a_project_admin(
-    settings: Settings, project: str, tmp_path: Path
+    own_settings: Settings, project: str, tmp_path: Path
 ) -> None:
+    settings = own_settings  # logins turn on for the whole database
     with Client(settings=settings) as anonymous:
         root = Client(
             settings=settings.model_copy(update={"token": anonymous.init_admin("root").token.token})

@@ -154,7 +154,7 @@ class RegistryCalls:
     ) -> s.ModelVersion:
         """Write a version's files (MLmodel.json included) under ``dest``, each checked
         against its digest and the whole against the version's digest."""
-        from plinth.registry.service import manifest_digest
+        from plinth.registry.manifest import manifest_digest
         from plinth.tracking.schemas import check_artifact_path
 
         found = self.get_model_version(uri_or_project, name, version)

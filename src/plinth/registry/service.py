@@ -27,6 +27,7 @@ from plinth.core.platform import Platform
 from plinth.errors import InvalidInput, NotFound, PlinthError
 from plinth.registry import schemas as s
 from plinth.registry import tables as t
+from plinth.registry.manifest import manifest_digest
 from plinth.registry.uri import check_model_name
 from plinth.tracking import tables as tt
 from plinth.tracking.schemas import check_artifact_path
@@ -38,15 +39,6 @@ PICKLE_FLAVORS = frozenset({"python"})  # flavors whose load runs pickle
 
 def _now() -> float:
     return time.time()
-
-
-def manifest_digest(files: list[s.ModelFile]) -> str:
-    lines = "".join(f"{f.digest}  {f.size}  {f.path}\n" for f in sorted(files, key=_path))
-    return hashlib.sha256(lines.encode()).hexdigest()
-
-
-def _path(f: s.ModelFile) -> str:
-    return f.path
 
 
 class RegistryService:

@@ -1,22 +1,34 @@
 """The inference server's ASGI app: one loaded model version behind the v1 predict
 protocol, the Open Inference Protocol v2, health and readiness, and Prometheus
 metrics. Every answer names the version that produced it (``X-Plinth-Model-Version``).
+
+The app serves a ``Split`` (see split.py): one version for ``plinth serve``, or a
+deployment replica's versions, each with its own batcher. A replica also answers
+``/admin/config`` (GET, POST), for its control plane only (a secret it was given).
+
+Every prediction answer carries a prediction id (``X-Plinth-Prediction-Id``, and the
+v2 body's ``id`` when the request gave none); with a ``Recorder`` (records.py) a
+sample of answers, the shadow's included, is recorded under that id.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from plinth.errors import NotFound, PlinthError, ServiceUnavailable
+from plinth.errors import InvalidInput, NotFound, PlinthError, ServiceUnavailable
 from plinth.serving import asgi, frames, protocol
 from plinth.serving.asgi import Receive, Scope, Send
 from plinth.serving.batching import Batcher, BatchLimits
 from plinth.serving.metrics import ServingMetrics
 from plinth.serving.model import ServedModel
+from plinth.serving.records import Recorder
+from plinth.serving.split import Split, apply_config, authorized
 
 log = logging.getLogger("plinth.serving")
 RETRY_AFTER_SECONDS = 1  # shed load clears as fast as a batch runs
@@ -35,13 +47,44 @@ class MethodNotAllowed(PlinthError):
 class ServingApp:
     """``ServingApp(model, limits)`` is an ASGI application."""
 
-    def __init__(self, model: ServedModel, limits: AppLimits = AppLimits()) -> None:
-        self.model = model
+    def __init__(
+        self,
+        model: ServedModel | Split,
+        limits: AppLimits = AppLimits(),
+        *,
+        admin_secret: str | None = None,
+        recorder: Recorder | None = None,
+    ) -> None:
+        self.split = model if isinstance(model, Split) else Split.single(model)
         self.limits = limits
-        self.metrics = ServingMetrics(queue_depth=lambda: self.batcher.depth)
-        self.batcher = Batcher(model.predictor.predict, limits.batching, self.metrics.observe_batch)
-        self._version_header = (b"x-plinth-model-version", model.label.encode())
+        self.metrics = ServingMetrics(queue_depth=self._depth)
+        self._batchers: dict[str, Batcher] = {}
+        self._admin_secret = admin_secret
         self._pid = os.getpid()
+        self._background: set[asyncio.Task[None]] = set()
+        self.recorder = recorder
+        if recorder is not None:
+            recorder.attach(self.metrics.registry)
+
+    @property
+    def model(self) -> ServedModel:
+        """The version most traffic goes to: it names the server."""
+        return self.split.primary
+
+    @property
+    def _version_header(self) -> tuple[bytes, bytes]:
+        return _header(self.model)
+
+    def batcher(self, model: ServedModel) -> Batcher:
+        found = self._batchers.get(model.version)
+        if found is None:
+            observe = self.metrics.observe_batch
+            found = Batcher(model.predictor.predict, self.limits.batching, observe)
+            self._batchers[model.version] = found
+        return found
+
+    def _depth(self) -> int:
+        return sum(b.depth for b in self._batchers.values())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -55,7 +98,10 @@ class ServingApp:
             if message["type"] == "lifespan.startup":
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                await self.batcher.close()
+                for batcher in self._batchers.values():
+                    await batcher.close()
+                if self.recorder is not None:  # what was answered is written before exit
+                    await asyncio.get_running_loop().run_in_executor(None, self.recorder.close)
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
@@ -66,6 +112,8 @@ class ServingApp:
                 await self._predict(scope, receive, send, "v1", path[11:-8])
             elif path.startswith("/v2/models/") and path.endswith("/infer"):
                 await self._predict(scope, receive, send, "v2", path[11:-6])
+            elif path == "/admin/config" and self._admin_secret is not None:
+                await self._admin(scope, receive, send)
             else:
                 await self._read(method, path, send)
         except PlinthError as exc:
@@ -104,32 +152,101 @@ class ServingApp:
     ) -> None:
         if scope["method"] != "POST":
             raise MethodNotAllowed(f"{scope['method']} {scope['path']} is not allowed: use POST")
-        started = time.perf_counter()
+        started, at = time.perf_counter(), time.time()
         self.metrics.in_flight.inc()
-        status = 500
+        status, body, model, answer = 500, None, self.model, None
         try:
             self._check_name(name)
             asgi.check_content_type(scope)
             body = await asgi.read_json(scope, receive, self.limits.max_body_bytes)
-            answer = await self._answer(kind, body)
+            model = self.split.pick()
+            answer = await self._answer(model, kind, body)
             status = 200
         except PlinthError as exc:
             status = exc.status_code
             raise
         finally:
+            elapsed = time.perf_counter() - started
             self.metrics.in_flight.dec()
             self.metrics.requests.labels(kind, str(status)).inc()
-            self.metrics.latency.labels(kind).observe(time.perf_counter() - started)
-        await self._json(send, 200, answer)
+            self.metrics.latency.labels(kind).observe(elapsed)
+            prediction_id = _prediction_id(kind, body, answer)
+            recorded = self.recorder is not None and self.recorder.sampled()
+            if recorded:
+                self._record(scope, prediction_id, at, model, body, answer, status, elapsed)
+        if self.split.shadow is not None:
+            linked = prediction_id if recorded else None  # the shadow is recorded alike
+            self._in_background(self._shadow(self.split.shadow, kind, body, linked))
+        headers = [_header(model), (b"x-plinth-prediction-id", prediction_id.encode())]
+        await asgi.send_json(send, 200, answer, headers)
 
-    async def _answer(self, kind: str, body: Any) -> dict[str, Any]:
+    async def _answer(self, model: ServedModel, kind: str, body: Any) -> dict[str, Any]:
+        batcher = self.batcher(model)
         if kind == "v1":
-            inputs = self.model.coerce(protocol.v1_instances(body))
-            return protocol.v1_answer(await self.batcher.submit(inputs, frames.rows(inputs)))
-        payload, request_id = protocol.v2_instances(body, self.model)
-        inputs = self.model.coerce(payload)
-        predictions = await self.batcher.submit(inputs, frames.rows(inputs))
-        return protocol.v2_answer(self.model, predictions, request_id)
+            inputs = model.coerce(protocol.v1_instances(body))
+            return protocol.v1_answer(await batcher.submit(inputs, frames.rows(inputs)))
+        payload, request_id = protocol.v2_instances(body, model)
+        inputs = model.coerce(payload)
+        predictions = await batcher.submit(inputs, frames.rows(inputs))
+        return protocol.v2_answer(model, predictions, request_id)
+
+    async def _shadow(
+        self, shadow: ServedModel, kind: str, body: Any, prediction_id: str | None
+    ) -> None:
+        """The shadow's answer to a copy of the request: recorded, never returned (in
+        the prediction records too, under the answer's id, when that was sampled)."""
+        started, at = time.perf_counter(), time.time()
+        answer, status = None, 200
+        try:
+            answer = await self._answer(shadow, kind, body)
+        except Exception as exc:  # the shadow's failure is the shadow's alone
+            status = exc.status_code if isinstance(exc, PlinthError) else 500
+            self.split.record_shadow(False, str(exc))
+        else:
+            self.split.record_shadow(True, answer)
+        if prediction_id is not None and self.recorder is not None:
+            elapsed = time.perf_counter() - started
+            record = _record(prediction_id, at, shadow, body, answer, status, elapsed)
+            self.recorder.submit({**record, "shadow": True})
+
+    def _record(
+        self,
+        scope: Scope,
+        prediction_id: str,
+        at: float,
+        model: ServedModel,
+        body: Any,
+        answer: dict[str, Any] | None,
+        status: int,
+        elapsed: float,
+    ) -> None:
+        assert self.recorder is not None
+        record = _record(prediction_id, at, model, body, answer, status, elapsed)
+        size = asgi.header(scope, b"content-length") or ""
+        if size.isdigit() and int(size) > self.recorder.settings.max_field_bytes:
+            # never hold a large body in the queue: the writer would drop it anyway
+            record["inputs"], record["inputs_truncated"] = None, True
+        self.recorder.submit(record)
+
+    def _in_background(self, coroutine: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._background.add(task)  # held until done: the loop keeps weak references
+        task.add_done_callback(self._background.discard)
+
+    async def _admin(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The control plane reads or changes the split (weights, shadow, versions)."""
+        headers = dict(scope["headers"])
+        if not authorized(self._admin_secret, headers.get(b"authorization")):
+            raise NotFound(f"no such endpoint: {scope['path']}")  # no hint it exists
+        if scope["method"] == "POST":
+            body = await asgi.read_json(scope, receive, self.limits.max_body_bytes)
+            if self.recorder is not None and isinstance(body, dict) and "record_sample" in body:
+                self.recorder.sample = _share(body["record_sample"])
+            loop = asyncio.get_running_loop()  # loading a version must not stall answers
+            described = await loop.run_in_executor(None, apply_config, self.split, body)
+        else:
+            described = self.split.describe()
+        await self._json(send, 200, {**described, "pid": self._pid})
 
     def _check_name(self, name: str) -> None:
         if name != self.model.name:
@@ -144,6 +261,53 @@ class ServingApp:
             headers.append((b"retry-after", str(RETRY_AFTER_SECONDS).encode()))
         self.metrics.errors.labels(str(error.status_code)).inc()
         await asgi.send_json(send, error.status_code, asgi.error_body(error), headers)
+
+
+def _prediction_id(kind: str, body: Any, answer: dict[str, Any] | None) -> str:
+    """The v2 answer's own id when the request gave none (protocol.py made one);
+    otherwise a new one."""
+    if kind == "v2" and answer is not None and isinstance(body, dict) and body.get("id") is None:
+        return str(answer["id"])
+    return uuid.uuid4().hex
+
+
+def _record(
+    prediction_id: str,
+    at: float,
+    model: ServedModel,
+    body: Any,
+    answer: dict[str, Any] | None,
+    status: int,
+    elapsed: float,
+) -> dict[str, Any]:
+    """A prediction record as the writer takes it (records.line serializes it)."""
+    inputs = body.get("instances", body.get("inputs")) if isinstance(body, dict) else body
+    outputs = None
+    if answer is not None:
+        outputs = answer.get("predictions", answer.get("outputs"))
+    record = {
+        "prediction_id": prediction_id,
+        "at": at,
+        "model": model.name,
+        "version": model.version,
+        "status": status,
+        "latency_ms": round(elapsed * 1000, 3),
+        "inputs": inputs,
+        "outputs": outputs,
+    }
+    if isinstance(body, dict) and body.get("id") is not None:
+        record["request_id"] = str(body["id"])
+    return record
+
+
+def _share(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise InvalidInput(f"record_sample must be a number from 0 to 1, not {value!r}")
+    return float(value)
+
+
+def _header(model: ServedModel) -> tuple[bytes, bytes]:
+    return (b"x-plinth-model-version", model.label.encode())
 
 
 _READS = frozenset(("/healthz", "/ready", "/metrics", "/v2", "/v2/health/live", "/v2/health/ready"))

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import shlex
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from typer.core import TyperGroup
+
+from plinth.errors import InvalidInput
 
 
 class _Command(TyperGroup):
@@ -67,6 +70,24 @@ def serve(
     load_timeout: Annotated[
         float, typer.Option(min=1, help="Seconds a model load may take.")
     ] = 120.0,
+    record_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Record answered predictions (id, version, inputs, outputs, latency) "
+            "as JSON lines in files under this directory.",
+            show_default=False,
+        ),
+    ] = None,
+    record_sample: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="Share of answers recorded, 0.0 to 1.0 (default: all of them with "
+            "--record-dir, none without).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Serve one model version: POST /v1/models/NAME:predict, the Open Inference
     Protocol v2 (/v2/models/NAME/infer), /healthz, /ready and /metrics."""
@@ -75,17 +96,30 @@ def serve(
 
     from plinth.serving.app import AppLimits
     from plinth.serving.batching import BatchLimits
+    from plinth.serving.records import RecordSettings
     from plinth.serving.runner import WorkerSpec, bind, build_app
     from plinth.serving.runner import serve as run
     from plinth.serving.source import resolve
     from plinth.settings import Settings
 
+    records = None
+    if record_dir is not None:
+        share = 1.0 if record_sample is None else record_sample
+        records = RecordSettings(record_dir.resolve(), share)
+    elif record_sample:
+        raise InvalidInput("--record-sample needs --record-dir: where the records go")
     found = resolve(source, home=Settings().home, name=name, unsafe_pickle=unsafe_pickle)
     if model_version is not None:
         found = dataclasses.replace(found, version=model_version)
     limits = AppLimits(BatchLimits(max_batch_size, max_wait_ms, max_queue), max_body_bytes)
     spec = WorkerSpec(
-        found.directory, found.name, found.version, found.allow_pickle, load_timeout, limits
+        found.directory,
+        found.name,
+        found.version,
+        found.allow_pickle,
+        load_timeout,
+        limits,
+        records,
     )
     listener = bind(host, port)
     url = _url(host, listener.getsockname()[1])

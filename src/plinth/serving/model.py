@@ -72,9 +72,16 @@ def load(
     version: str,
     allow_pickle: bool = False,
     timeout: float | None = None,
+    digest: str | None = None,
 ) -> ServedModel:
-    """Load the version held in ``directory`` (its files and MLmodel.json)."""
+    """Load the version held in ``directory`` (its files and MLmodel.json); with
+    ``digest``, only if the files are still the registered version's."""
     from plinth.registry.flavors import load_model, read_meta
+
+    if digest is not None:
+        from plinth.registry.manifest import check_directory
+
+        check_directory(directory, digest, f"version {version} of {name!r}")
 
     meta = read_meta(directory)
     predictor = load_model(directory, allow_pickle=allow_pickle, timeout=timeout)

@@ -20,6 +20,7 @@ from typing import Any
 
 from plinth.errors import InvalidInput, PlinthError
 from plinth.serving.app import AppLimits, ServingApp
+from plinth.serving.records import RecordSettings
 
 STARTUP_FAILURE = 3  # uvicorn's exit code for "the app could not start": not restarted
 
@@ -35,11 +36,13 @@ class WorkerSpec:
     allow_pickle: bool = False
     load_timeout: float | None = 120.0
     limits: AppLimits = field(default_factory=AppLimits)
+    records: RecordSettings | None = None  # each worker records to files of its own
 
 
 def build_app(spec: WorkerSpec) -> ServingApp:
     """The app factory each worker calls: load the model, or say why not and exit."""
     from plinth.serving.model import load
+    from plinth.serving.records import Recorder
 
     try:
         model = load(
@@ -52,7 +55,12 @@ def build_app(spec: WorkerSpec) -> ServingApp:
     except PlinthError as exc:
         print(f"error: cannot load the model: {exc.message}", file=sys.stderr, flush=True)
         sys.exit(STARTUP_FAILURE)
-    return ServingApp(model, spec.limits)
+    try:
+        recorder = None if spec.records is None else Recorder(spec.records)
+    except PlinthError as exc:
+        print(f"error: {exc.message}", file=sys.stderr, flush=True)
+        sys.exit(STARTUP_FAILURE)
+    return ServingApp(model, spec.limits, recorder=recorder)
 
 
 def bind(host: str, port: int) -> socket.socket:

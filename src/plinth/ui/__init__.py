@@ -4,6 +4,13 @@ from plinth.core.capability import Capability
 
 CAPABILITY = Capability(
     name="ui",
-    routers=("plinth.ui.login:router", "plinth.ui.routes:router"),
+    # The traffic charts' readings, kept in this process (traffic.py).
+    services=("plinth.ui.traffic:TrafficHistory",),
+    routers=(
+        "plinth.ui.login:router",
+        "plinth.ui.routes:router",
+        "plinth.ui.models:router",
+        "plinth.ui.deployments:router",
+    ),
     pages=(("Projects", "/"),),
 )

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-HEAD = "0014"
+HEAD = "0015"
 _HERE = Path(__file__).parent
 
 

@@ -38,7 +38,7 @@ class SklearnFlavor:
 
     def save(self, model: Any, directory: Path, **options: Any) -> tuple[list[str], dict[str, Any]]:
         no_options(self.name, options)
-        sio = require("skops.io", "sklearn")
+        sio = _skops_io()
         path = directory / FILE
         sio.dump(model, path)
         untrusted = sorted(sio.get_untrusted_types(file=path))
@@ -53,7 +53,7 @@ class SklearnFlavor:
         return [FILE], {"trusted_types": untrusted, "sklearn_version": sklearn.__version__}
 
     def load(self, directory: Path, options: dict[str, Any]) -> Predictor:
-        sio = require("skops.io", "sklearn")
+        sio = _skops_io()
         path = model_file(directory, FILE)
         stored = set(options.get("trusted_types") or [])
         try:
@@ -79,6 +79,33 @@ class SklearnPredictor:
 
     def predict(self, inputs: Any) -> Any:
         return self.model.predict(inputs)
+
+
+def _skops_io() -> Any:
+    """``skops.io``, imported without importing torch.
+
+    skops lists scikit-learn's estimators at import (``all_estimators``), and the
+    package walk behind it imports every sub-package to look inside, among them
+    ``sklearn.externals.array_api_compat.torch``, which imports torch when it is
+    installed: seconds of start-up for a server that never touches it. While skops is
+    imported, an empty module stands in for that one package; it is removed after, so
+    a later real import of it works as usual."""
+    import sys
+    import types
+
+    if "skops.io" in sys.modules:
+        return sys.modules["skops.io"]
+    name = "sklearn.externals.array_api_compat.torch"
+    stand_in = None
+    if name not in sys.modules:
+        stand_in = types.ModuleType(name)
+        stand_in.__path__ = []  # a package with nothing inside: the walk stops here
+        sys.modules[name] = stand_in
+    try:
+        return require("skops.io", "sklearn")
+    finally:
+        if stand_in is not None and sys.modules.get(name) is stand_in:
+            del sys.modules[name]
 
 
 def allowed_type(name: str) -> bool:

@@ -1,0 +1,272 @@
+"""Prediction records: what each answered prediction was (its id, the version that
+answered, inputs, outputs, latency, status), kept for monitoring later.
+
+The data plane has no database: each serving process appends records as JSON lines
+to files of its own in a directory (named by host, pid and start time, so that
+workers and replicas never interleave), rotated by size. Recording never slows or
+fails a request: the request path samples, then puts a record on a bounded queue
+without waiting (a full queue drops the record and counts it in
+``plinth_serving_records_dropped_total``); a writer thread serializes, batches,
+writes and flushes, and fsyncs every few seconds. ``read_records`` reads a directory
+back, skipping the torn last line a killed process may leave.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import random
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+from prometheus_client import CollectorRegistry, Counter
+
+from plinth.errors import InvalidInput
+
+log = logging.getLogger("plinth.serving.records")
+SUFFIX = ".jsonl"
+_STOP = object()  # the writer's last item: drain, sync, close
+
+
+@dataclass(frozen=True)
+class RecordSettings:
+    """Where and how much a server records: plain values, so that they pickle into a
+    spawned worker (each worker builds its own ``Recorder``)."""
+
+    directory: Path
+    sample: float = 1.0  # the share of answers recorded, 0.0 to 1.0
+    max_queue: int = 10_000  # records waiting for the writer; past it they are dropped
+    max_batch: int = 1_000  # records joined into one write
+    max_field_bytes: int = 64 << 10  # inputs (or outputs) over this are left out
+    rotate_bytes: int = 64 << 20  # a file over this is closed and the next one opened
+    fsync_seconds: float = 2.0  # the most a power cut may lose of what was flushed
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.sample <= 1.0:
+            raise InvalidInput(f"the record sample must be 0.0 to 1.0, not {self.sample}")
+
+
+class Recorder:
+    """``submit`` from the request path (never blocks); a daemon thread writes.
+
+    ``before_write`` is called in the writer thread before each batch is written (a
+    test holds the writer with it to fill the queue)."""
+
+    def __init__(
+        self,
+        settings: RecordSettings,
+        *,
+        before_write: Callable[[int], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.sample = settings.sample
+        self.dropped = Counter(
+            "plinth_serving_records_dropped",
+            "Prediction records lost: the writer's queue was full or a write failed.",
+            registry=None,
+        )
+        self.written = Counter(
+            "plinth_serving_records_written",
+            "Prediction records written to the record files.",
+            registry=None,
+        )
+        self._queue: queue.Queue[Any] = queue.Queue(settings.max_queue)
+        self._files = _Files(settings)  # opens the first file now: a bad directory fails at start
+        self._before_write = before_write
+        self._thread = threading.Thread(target=self._run, daemon=True, name="plinth-records")
+        self._thread.start()
+
+    def attach(self, registry: CollectorRegistry) -> None:
+        """Show the recorder's counters in a server's ``/metrics``."""
+        registry.register(self.dropped)
+        registry.register(self.written)
+
+    def sampled(self) -> bool:
+        """Whether the next answer is recorded."""
+        return self.sample >= 1.0 or (self.sample > 0.0 and random.random() < self.sample)
+
+    def submit(self, record: dict[str, Any]) -> bool:
+        """Queue ``record`` for the writer; False (and counted) when the queue is full."""
+        try:
+            self._queue.put_nowait(record)
+        except queue.Full:
+            self.dropped.inc()
+            return False
+        return True
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Write what is queued, sync and close the file (a server's shutdown)."""
+        if not self._thread.is_alive():
+            return
+        try:
+            self._queue.put(_STOP, timeout=timeout)
+        except queue.Full:
+            log.warning("prediction records: the writer is stuck; closing without it")
+            return
+        self._thread.join(timeout)
+
+    # the writer thread ---------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            batch, stop = self._take()
+            if batch:
+                self._write(batch)
+            self._files.sync_if_due()
+            if stop:
+                self._files.close()
+                return
+
+    def _take(self) -> tuple[list[dict[str, Any]], bool]:
+        """The records waiting now (at least one, or none after a quiet interval)."""
+        try:
+            first = self._queue.get(timeout=self.settings.fsync_seconds)
+        except queue.Empty:
+            return [], False
+        batch: list[dict[str, Any]] = []
+        item = first
+        while True:
+            if item is _STOP:
+                return batch, True
+            batch.append(item)
+            if len(batch) >= self.settings.max_batch:
+                return batch, False
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return batch, False
+
+    def _write(self, batch: list[dict[str, Any]]) -> None:
+        try:
+            if self._before_write is not None:
+                self._before_write(len(batch))
+            limit = self.settings.max_field_bytes
+            data = "".join(line(record, limit) for record in batch).encode()
+            self._files.write(data)
+        except Exception:  # the writer must outlive a full disk or an odd record
+            log.exception("prediction records: %d records could not be written", len(batch))
+            self.dropped.inc(len(batch))
+            return
+        self.written.inc(len(batch))
+
+
+def line(record: dict[str, Any], limit: int) -> str:
+    """One record as a JSON line; inputs or outputs over ``limit`` bytes are left out
+    and marked ``inputs_truncated`` / ``outputs_truncated``."""
+    head = dict(record)
+    at = head.get("at")
+    if isinstance(at, float):
+        head["at"] = datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds")
+    tail = []
+    for field in ("inputs", "outputs"):
+        if field not in head:
+            continue
+        value = head.pop(field)
+        text = "null" if head.get(f"{field}_truncated") else _json(value)
+        if len(text) > limit:
+            text, head[f"{field}_truncated"] = "null", True
+        tail.append(f',"{field}":{text}')
+    # the bounded fields are serialized once, then spliced in after the small ones
+    return _json(head)[:-1] + "".join(tail) + "}\n"
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), default=str, allow_nan=False)
+
+
+class _Files:
+    """The process's record files: ``records-HOST-PID-START-SEQ.jsonl``, rotated."""
+
+    def __init__(self, settings: RecordSettings) -> None:
+        self.settings = settings
+        try:
+            settings.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InvalidInput(
+                f"cannot record predictions in {settings.directory}: {exc.strerror}"
+            ) from None
+        host = "".join(c if c.isalnum() or c in "-." else "-" for c in socket.gethostname())
+        started = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+        self._stem = f"records-{host}-{os.getpid()}-{started}"
+        self._sequence = 0
+        self._synced = time.monotonic()
+        self._dirty = False
+        self._out: IO[bytes] | None = None
+        self._size = 0
+        self._open()
+
+    @property
+    def path(self) -> Path:
+        return self.settings.directory / f"{self._stem}-{self._sequence:05d}{SUFFIX}"
+
+    def _open(self) -> None:
+        try:
+            self._out = open(self.path, "xb")  # noqa: SIM115 (held open across writes)
+        except OSError as exc:
+            message = f"cannot record predictions in {self.path}: {exc.strerror}"
+            raise InvalidInput(message) from None
+        self._size = 0
+
+    def write(self, data: bytes) -> None:
+        if self._out is None:  # a rotation failed earlier: try again
+            self._open()
+        assert self._out is not None
+        self._out.write(data)
+        self._out.flush()
+        self._size += len(data)
+        self._dirty = True
+        if self._size >= self.settings.rotate_bytes:
+            self.close()
+            self._sequence += 1
+            self._open()
+
+    def sync_if_due(self) -> None:
+        if self._dirty and time.monotonic() - self._synced >= self.settings.fsync_seconds:
+            self._sync()
+
+    def _sync(self) -> None:
+        if self._out is not None:
+            try:
+                os.fsync(self._out.fileno())
+            except OSError:
+                log.exception("prediction records: fsync of %s failed", self.path)
+        self._synced, self._dirty = time.monotonic(), False
+
+    def close(self) -> None:
+        if self._out is not None:
+            self._sync()
+            self._out.close()
+            self._out = None
+
+
+def record_files(directory: Path) -> list[Path]:
+    """The record files in ``directory``, oldest first within each process."""
+    return sorted(directory.glob(f"records-*{SUFFIX}"))
+
+
+def read_records(directory: Path) -> Iterator[dict[str, Any]]:
+    """Every record in ``directory``, file by file (each record gets ``file``, the
+    name of the file it came from). A torn last line (a process killed mid-write, or a
+    writer still writing) is skipped; a bad line elsewhere is an error naming the file
+    and line."""
+    for path in record_files(Path(directory)):
+        with open(path, "rb") as lines:
+            for number, raw in enumerate(lines, start=1):
+                try:
+                    record = json.loads(raw)
+                except ValueError:
+                    if not raw.endswith(b"\n"):
+                        break  # the torn last line: nothing follows it
+                    raise InvalidInput(f"{path.name} line {number} is not a record") from None
+                if not isinstance(record, dict):
+                    raise InvalidInput(f"{path.name} line {number} is not a record")
+                record["file"] = path.name
+                yield record

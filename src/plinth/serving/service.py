@@ -1,0 +1,404 @@
+"""Deployments, the control plane of serving: create one from a model version, move
+traffic (canary, shadow, promote, rollback), scale it, read its status and history,
+delete it. Editors change, viewers read, every change is audited and kept in the
+deployment's history with the spec before and after; the supervisor then makes the
+replicas match (supervisor.py).
+
+Every model is named by a ``models:/`` URI, resolved to a version number here, when
+the spec is written. A version that needs pickle is refused unless a project admin
+marked it ``unsafe_pickle``.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import socket
+import time
+import uuid
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from plinth.core.access import Need, Principal
+from plinth.core.platform import Platform
+from plinth.errors import Conflict, InvalidInput, NotFound
+from plinth.registry.aliases import AliasService
+from plinth.registry.service import RegistryService
+from plinth.registry.uri import parse
+from plinth.serving import schemas as s
+from plinth.serving import tables as t
+from plinth.serving.supervisor import DeploymentSupervisor
+
+HISTORY_LIMIT = 1000
+SPLIT_CHANGES = ("update", "promote", "rollback")
+
+
+class DeploymentService:
+    def __init__(
+        self,
+        platform: Platform,
+        *,
+        registry: RegistryService,
+        aliases: AliasService,
+        supervisor: DeploymentSupervisor,
+    ) -> None:
+        self.db = platform.db
+        self.audit = platform.audit
+        self.projects = platform.projects
+        self.registry = registry
+        self.aliases = aliases
+        self.supervisor = supervisor
+
+    # change -----------------------------------------------------------------------------
+
+    def create_deployment(
+        self, project: str, req: s.DeploymentCreate, *, principal: Principal
+    ) -> s.Deployment:
+        pinned = self._pin(project, req.model, None, principal)
+        name = parse(req.model).name
+        spec = s.DeploymentSpec(
+            model=name,
+            split=[s.SplitEntry(**pinned.model_dump(), weight=100)],
+            replicas=req.replicas,
+            min_replicas=req.min_replicas if req.min_replicas is not None else min(1, req.replicas),
+            max_replicas=req.max_replicas if req.max_replicas is not None else max(1, req.replicas),
+            record_sample=req.record_sample,
+        )
+        act = "deployments.create"
+        with self.audit.recorded(principal, act, project=project, object=req.name) as (conn, ch):
+            pid = self.projects.require(conn, project, principal, Need.WRITE, record=False)
+            d = t.deployments
+            taken = sa.select(d.c.id).where(d.c.project_id == pid, d.c.name == req.name)
+            if conn.execute(taken).first() is not None:
+                raise Conflict(f"project {project!r} has a deployment {req.name!r} already")
+            port = self._port(conn, req.port)
+            deployment_id, now = uuid.uuid4().hex, time.time()
+            conn.execute(
+                d.insert(),
+                {
+                    "id": deployment_id,
+                    "project_id": pid,
+                    "name": req.name,
+                    "spec": spec.model_dump_json(),
+                    "runtime": req.runtime,
+                    "port": port,
+                    "status": "active",
+                    "generation": 1,
+                    "secret": secrets.token_hex(32),
+                    "created_at": now,
+                    "updated_at": now,
+                    "created_by": principal.name,
+                },
+            )
+            self._event(conn, deployment_id, "create", None, spec, principal, req.reason)
+            ch.details = {"model": req.model, "version": pinned.version, "port": port}
+        return self._applied(project, req.name, deployment_id, principal)
+
+    def update_deployment(
+        self, project: str, name: str, req: s.DeploymentUpdate, *, principal: Principal
+    ) -> s.Deployment:
+        """A canary with ``weight`` percent (the heaviest version keeps the rest), a
+        shadow, or new replica bounds."""
+        canary = None if req.canary is None else self._pin(project, req.canary, name, principal)
+        shadow = None if req.shadow is None else self._pin(project, req.shadow, name, principal)
+
+        def change(spec: s.DeploymentSpec) -> s.DeploymentSpec:
+            spec = spec.model_copy(deep=True)
+            if canary is not None and req.weight is not None:
+                spec.split = _with_canary(spec.split, canary, req.weight)
+            if shadow is not None or req.shadow_off:
+                spec.shadow = shadow
+            if req.min_replicas is not None:
+                spec.min_replicas = req.min_replicas
+            if req.max_replicas is not None:
+                spec.max_replicas = req.max_replicas
+            if req.record_sample is not None:
+                spec.record_sample = req.record_sample
+            _check_bounds(spec)
+            return spec
+
+        return self._change(project, name, "update", change, req.reason, principal)
+
+    def promote_deployment(
+        self, project: str, name: str, reason: str = "", *, principal: Principal
+    ) -> s.Deployment:
+        """The canary (the version added last) takes the whole split."""
+
+        def change(spec: s.DeploymentSpec) -> s.DeploymentSpec:
+            if len(spec.split) < 2:
+                raise Conflict(f"deployment {name!r} has no canary to promote")
+            canary = spec.split[-1].model_copy(update={"weight": 100})
+            return spec.model_copy(update={"split": [canary]})
+
+        return self._change(project, name, "promote", change, reason, principal)
+
+    def rollback_deployment(
+        self, project: str, name: str, reason: str = "", *, principal: Principal
+    ) -> s.Deployment:
+        """Back to the split and shadow before the last change of them."""
+        holder: dict[str, Any] = {}
+
+        def change(spec: s.DeploymentSpec) -> s.DeploymentSpec:
+            before = holder["before"]
+            if before is None:
+                raise Conflict(f"deployment {name!r} has no change of its traffic to roll back")
+            return spec.model_copy(update={"split": before.split, "shadow": before.shadow})
+
+        return self._change(project, name, "rollback", change, reason, principal, holder)
+
+    def scale_deployment(
+        self, project: str, name: str, req: s.DeploymentScale, *, principal: Principal
+    ) -> s.Deployment:
+        def change(spec: s.DeploymentSpec) -> s.DeploymentSpec:
+            if not spec.min_replicas <= req.replicas <= spec.max_replicas:
+                raise InvalidInput(
+                    f"replicas must lie between min ({spec.min_replicas}) and max "
+                    f"({spec.max_replicas}): change them with update first"
+                )
+            return spec.model_copy(update={"replicas": req.replicas})
+
+        return self._change(project, name, "scale", change, req.reason, principal)
+
+    def delete_deployment(
+        self, project: str, name: str, reason: str = "", *, principal: Principal
+    ) -> None:
+        act = "deployments.delete"
+        with self.audit.recorded(principal, act, project=project, object=name) as (conn, _):
+            row = self._require(conn, project, name, principal, Need.WRITE, record=False)
+            spec = s.DeploymentSpec.model_validate_json(row.spec)
+            conn.execute(t.deployments.delete().where(t.deployments.c.id == row.id))
+            self._event(conn, row.id, "delete", spec, None, principal, reason)
+        self.supervisor.reconcile(row.id)  # its replicas stop now
+
+    # read -------------------------------------------------------------------------------
+
+    def get_deployment(self, project: str, name: str, *, principal: Principal) -> s.Deployment:
+        with self.db.read() as conn:
+            row = self._require(conn, project, name, principal, Need.READ)
+            return self._deployment(conn, project, row)
+
+    def list_deployments(self, project: str, *, principal: Principal) -> list[s.Deployment]:
+        d = t.deployments
+        with self.db.read() as conn:
+            pid = self.projects.require(conn, project, principal, Need.READ)
+            rows = conn.execute(sa.select(d).where(d.c.project_id == pid).order_by(d.c.name)).all()
+            return [self._deployment(conn, project, row) for row in rows]
+
+    def deployment_history(
+        self, project: str, name: str, *, principal: Principal
+    ) -> list[s.DeploymentEvent]:
+        """Every change of the deployment, newest first."""
+        ev = t.deployment_events
+        with self.db.read() as conn:
+            row = self._require(conn, project, name, principal, Need.READ)
+            rows = conn.execute(
+                sa.select(ev)
+                .where(ev.c.deployment_id == row.id)
+                .order_by(ev.c.id.desc())
+                .limit(HISTORY_LIMIT)
+            ).all()
+        return [_event(e) for e in rows]
+
+    # shared -----------------------------------------------------------------------------
+
+    def _change(
+        self,
+        project: str,
+        name: str,
+        action: str,
+        change: Any,
+        reason: str,
+        principal: Principal,
+        holder: dict[str, Any] | None = None,
+    ) -> s.Deployment:
+        with self.audit.recorded(
+            principal, f"deployments.{action}", project=project, object=name
+        ) as (conn, ch):
+            row = self._require(conn, project, name, principal, Need.WRITE, record=False)
+            before = s.DeploymentSpec.model_validate_json(row.spec)
+            if holder is not None:
+                holder["before"] = self._last_traffic(conn, row.id)
+            after = change(before)
+            d = t.deployments
+            conn.execute(
+                d.update()
+                .where(d.c.id == row.id)
+                .values(
+                    spec=after.model_dump_json(),
+                    generation=row.generation + 1,
+                    updated_at=time.time(),
+                )
+            )
+            self._event(conn, row.id, action, before, after, principal, reason)
+            ch.details = {"split": [[e.version, e.weight] for e in after.split], "reason": reason}
+            ch.details |= {"replicas": after.replicas}
+        return self._applied(project, name, row.id, principal)
+
+    def _last_traffic(self, conn: Connection, deployment_id: str) -> s.DeploymentSpec | None:
+        """The spec before the last change of the split or the shadow."""
+        ev = t.deployment_events
+        rows = conn.execute(
+            sa.select(ev.c.before, ev.c.after)
+            .where(ev.c.deployment_id == deployment_id, ev.c.action.in_(SPLIT_CHANGES))
+            .order_by(ev.c.id.desc())
+        )
+        for before, after in rows:
+            old = s.DeploymentSpec.model_validate_json(before)
+            new = s.DeploymentSpec.model_validate_json(after)
+            if (old.split, old.shadow) != (new.split, new.shadow):
+                return old
+        return None
+
+    def _applied(
+        self, project: str, name: str, deployment_id: str, principal: Principal
+    ) -> s.Deployment:
+        """After a change commits, the replicas follow; then the deployment as it is."""
+        self.supervisor.reconcile(deployment_id)
+        return self.get_deployment(project, name, principal=principal)
+
+    def _pin(self, project: str, uri: str, model: str | None, principal: Principal) -> s.Pinned:
+        """The version a URI names now; refused when it may not be served."""
+        ref = parse(uri)
+        if ref.project != project:
+            raise InvalidInput(f"{uri}: a deployment serves models of its own project {project!r}")
+        if model is not None:
+            with self.db.read() as conn:
+                current = self._require(conn, project, model, principal, Need.READ)
+            expected = s.DeploymentSpec.model_validate_json(current.spec).model
+            if ref.name != expected:
+                raise InvalidInput(f"{uri}: deployment {model!r} serves model {expected!r}")
+        if ref.alias is not None:
+            found = self.aliases.get_alias(project, ref.name, ref.alias, principal=principal)
+        else:
+            assert ref.version is not None
+            found = self.registry.get_version(project, ref.name, ref.version, principal=principal)
+        if found.status != "ready":
+            raise Conflict(f"version {found.version} of {ref.name!r} is {found.status}")
+        if found.needs_pickle and not found.unsafe_pickle:
+            raise Conflict(
+                f"version {found.version} of {ref.name!r} needs pickle to load: a project "
+                "admin must mark it unsafe_pickle before it can be deployed"
+            )
+        return s.Pinned(uri=uri, version=found.version, run_id=found.run_id)
+
+    def _require(
+        self,
+        conn: Connection,
+        project: str,
+        name: str,
+        principal: Principal,
+        need: Need,
+        *,
+        record: bool = True,
+    ) -> Any:
+        hidden = NotFound(f"no deployment {name!r} in project {project!r}")
+        try:
+            pid = self.projects.require(conn, project, principal, need, record=record)
+        except NotFound:
+            raise hidden from None
+        d = t.deployments
+        row = conn.execute(sa.select(d).where(d.c.project_id == pid, d.c.name == name)).first()
+        if row is None:
+            raise hidden
+        return row
+
+    def _port(self, conn: Connection, wanted: int | None) -> int:
+        d = t.deployments
+        used = set(conn.execute(sa.select(d.c.port)).scalars())
+        if wanted is not None:
+            if wanted in used:
+                raise Conflict(f"port {wanted} is taken by another deployment")
+            return wanted
+        for _ in range(20):
+            port = _free_port()
+            if port not in used:
+                return port
+        raise Conflict("no free port found for the deployment: pass one")
+
+    def _event(
+        self,
+        conn: Connection,
+        deployment_id: str,
+        action: str,
+        before: s.DeploymentSpec | None,
+        after: s.DeploymentSpec | None,
+        principal: Principal,
+        reason: str,
+    ) -> None:
+        conn.execute(
+            t.deployment_events.insert(),
+            {
+                "deployment_id": deployment_id,
+                "action": action,
+                "before": None if before is None else before.model_dump_json(),
+                "after": None if after is None else after.model_dump_json(),
+                "actor": principal.name,
+                "at": time.time(),
+                "reason": reason,
+            },
+        )
+
+    def _deployment(self, conn: Connection, project: str, row: Any) -> s.Deployment:
+        ev = t.deployment_events
+        last = conn.execute(
+            sa.select(ev).where(ev.c.deployment_id == row.id).order_by(ev.c.id.desc()).limit(1)
+        ).first()
+        spec = s.DeploymentSpec.model_validate_json(row.spec)
+        return s.Deployment(
+            project=project,
+            name=row.name,
+            url=f"http://127.0.0.1:{row.port}",
+            port=row.port,
+            runtime=row.runtime,
+            status=row.status,
+            generation=row.generation,
+            model=spec.model,
+            split=spec.split,
+            shadow=spec.shadow,
+            desired_replicas=spec.replicas,
+            record_sample=spec.record_sample,
+            min_replicas=spec.min_replicas,
+            max_replicas=spec.max_replicas,
+            replicas=self.supervisor.replicas(row.id),
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+            created_by=row.created_by,
+            last_change=None if last is None else _event(last),
+        )
+
+
+def _event(e: Any) -> s.DeploymentEvent:
+    return s.DeploymentEvent(
+        action=e.action,
+        before=None if e.before is None else json.loads(e.before),
+        after=None if e.after is None else json.loads(e.after),
+        actor=e.actor,
+        at=e.at,
+        reason=e.reason,
+    )
+
+
+def _with_canary(split: list[s.SplitEntry], canary: s.Pinned, weight: int) -> list[s.SplitEntry]:
+    """The heaviest other version keeps ``100 - weight``; the canary comes last."""
+    others = [e for e in split if e.version != canary.version]
+    if not others:
+        raise InvalidInput(f"version {canary.version} is the whole split already: no canary")
+    primary = max(others, key=lambda e: e.weight)
+    return [
+        primary.model_copy(update={"weight": 100 - weight}),
+        s.SplitEntry(**canary.model_dump(), weight=weight),
+    ]
+
+
+def _check_bounds(spec: s.DeploymentSpec) -> None:
+    if not spec.min_replicas <= spec.max_replicas:
+        raise InvalidInput(f"min_replicas {spec.min_replicas} exceeds max {spec.max_replicas}")
+    spec.replicas = max(spec.min_replicas, min(spec.max_replicas, spec.replicas))
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])

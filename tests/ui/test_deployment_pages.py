@@ -1,0 +1,256 @@
+"""The deployments' pages: a project's deployments, one deployment's page (split,
+shadow, replicas, URL, history, traffic), promote and rollback from it (forms with
+their CSRF token, refusals shown in the page). Deployments run on the ``memory``
+runtime: replicas on paper, no processes. The traffic arithmetic is checked on
+real Prometheus text from the serving data plane's own metrics."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from plinth.client import Client
+from plinth.serving import observe
+from plinth.serving.metrics import ServingMetrics
+from plinth.ui.models import FORM_CSRF_COOKIE
+from tests.conftest import make_settings, raw_http
+from tests.registry.files import model_files
+
+EVIL = "<script>alert(1)</script>"
+ESCAPED = "&lt;script&gt;alert(1)&lt;/script&gt;"
+PAGE = "/projects/shop/deployments"
+URI = "models:/shop/churn"
+
+
+@dataclass
+class Site:
+    root: Client
+    http: httpx.Client  # root's, with its token
+    viewer: httpx.Client
+    settings_home: Path
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    """A home with logins: root (admin), a viewer of ``shop``; ``churn`` versions 1-3;
+    ``svc`` serves 1 with a canary of 2 (a hostile reason) and a shadow of 3."""
+    tmp = tmp_path_factory.mktemp("deploy-ui")
+    settings = make_settings(tmp / "home")
+    with Client(settings=settings) as anonymous:
+        token = anonymous.init_admin("root").token.token
+    root = Client(settings=settings.model_copy(update={"token": token}))
+    viewer_token = root.create_user("viewer").token.token
+    viewer = Client(settings=settings.model_copy(update={"token": viewer_token}))
+    run = root.create_run("shop", name="train")
+    for n in (1, 2, 3):
+        root.log_artifacts(run.id, model_files(tmp / f"m{n}", f"w{n}".encode()), f"model-{n}")
+        root.register_model(run.id, f"model-{n}", "churn")
+    root.create_deployment("shop", "svc", f"{URI}/1", runtime="memory", replicas=2)
+    root.update_deployment("shop", "svc", canary=f"{URI}/2", weight=10, reason=EVIL)
+    root.update_deployment("shop", "svc", shadow=f"{URI}/3", reason="watch v3")
+    root.add_member("shop", "viewer", "viewer")
+    try:
+        yield Site(root, raw_http(root), raw_http(viewer), tmp / "home")
+    finally:
+        viewer.close()
+        root.close()
+
+
+def _fresh(site: Site, name: str) -> str:
+    """A deployment of its own with a canary of version 2 at 25%."""
+    site.root.create_deployment("shop", name, f"{URI}/1", runtime="memory")
+    site.root.update_deployment("shop", name, canary=f"{URI}/2", weight=25, reason="try v2")
+    return f"{PAGE}/{name}"
+
+
+def test_list_shows_each_deployment_with_split_and_a_tab(site: Site) -> None:
+    page = site.http.get(PAGE)
+    assert page.status_code == 200
+    assert f'href="{PAGE}/svc">svc</a>' in page.text
+    assert "v1 90% · v2 10%" in page.text
+    assert f'href="{PAGE}" aria-current="page"' in page.text
+    runs = site.http.get("/projects/shop")
+    assert f'href="{PAGE}">Deployments</a>' in runs.text
+
+
+def test_page_shows_split_shadow_replicas_url_and_history(site: Site) -> None:
+    d = site.root.get_deployment("shop", "svc")
+    page = site.http.get(f"{PAGE}/svc")
+    assert page.status_code == 200
+    text = page.text
+    assert 'class="split-bar"' in text and "width: 90%" in text and "width: 10%" in text
+    assert "/projects/shop/models/churn/versions/2" in text  # split links to the versions
+    assert "version 3</a> sees a copy of every request" in text  # the shadow
+    assert text.count('<span class="status status-ready">ready</span>') == 2  # replicas
+    assert d.url in text
+    assert text.count('<td class="action">update</td>') == 2
+    assert '<td class="action">create</td>' in text and "watch v3" in text
+    assert "v1 100% → v1 90% · v2 10%" in text  # the change the canary made
+    assert 'id="rollback-form"' in text and 'id="promote-form"' in text
+    assert 'data-poll="/projects/shop/deployments/svc/traffic"' in text
+    assert "No replica reported metrics" in text  # the memory runtime keeps none
+
+
+def test_hostile_reason_is_escaped(site: Site) -> None:
+    text = site.http.get(f"{PAGE}/svc").text
+    assert EVIL not in text and ESCAPED in text
+
+
+def test_a_viewer_is_refused_in_the_page(site: Site) -> None:
+    before = site.root.get_deployment("shop", "svc")
+    for verb in ("rollback", "promote"):
+        page = site.viewer.post(f"{PAGE}/svc/{verb}", data={"reason": "mine"})
+        assert page.status_code == 403, verb
+        assert page.headers["content-type"].startswith("text/html")
+        assert 'role="alert"' in page.text and "Not changed:" in page.text
+        assert "Traceback" not in page.text and 'value="mine"' in page.text
+    after = site.root.get_deployment("shop", "svc")
+    assert (after.split, after.generation) == (before.split, before.generation)
+
+
+def test_an_editor_rolls_back_and_the_split_changes(site: Site) -> None:
+    url = _fresh(site, "roll")
+    assert [e.weight for e in site.root.get_deployment("shop", "roll").split] == [75, 25]
+    done = site.http.post(f"{url}/rollback", data={"reason": "v2 is slow"})
+    assert done.status_code == 303 and done.headers["location"] == url
+    d = site.root.get_deployment("shop", "roll")
+    assert [(e.version, e.weight) for e in d.split] == [(1, 100)]
+    page = site.http.get(url).text
+    assert "width: 100%" in page and '<td class="action">rollback</td>' in page
+    assert "v2 is slow" in page and "v1 75% · v2 25% → v1 100%" in page
+
+
+def test_promote_and_a_refusal_when_nothing_to_promote(site: Site) -> None:
+    url = _fresh(site, "promo")
+    assert site.http.post(f"{url}/promote", data={"reason": "good"}).status_code == 303
+    d = site.root.get_deployment("shop", "promo")
+    assert [(e.version, e.weight) for e in d.split] == [(2, 100)]
+    again = site.http.post(f"{url}/promote", data={"reason": "again"})
+    assert again.status_code == 409 and "no canary to promote" in again.text
+    assert 'value="again"' in again.text
+
+
+def test_unknown_deployment_and_outsider_are_html_404_pages(site: Site) -> None:
+    for url in (f"{PAGE}/nope", f"{PAGE}/nope/traffic", "/projects/nope/deployments"):
+        page = site.http.get(url)
+        assert page.status_code == 404 and "Not found" in page.text, url
+
+
+def test_traffic_fragment_renders_for_a_reader(site: Site) -> None:
+    fragment = site.viewer.get(f"{PAGE}/svc/traffic")
+    assert fragment.status_code == 200
+    assert fragment.text.startswith('<div class="traffic-charts">')
+
+
+def test_a_browser_form_needs_the_form_token(tmp_path: Path) -> None:
+    """Without logins no session token exists: the form's own token (cookie + field)
+    is what stops another site's form from rolling a deployment back."""
+    with Client(settings=make_settings(tmp_path / "home")) as client:
+        run = client.create_run("shop")
+        for n in (1, 2):
+            client.log_artifacts(run.id, model_files(tmp_path / f"m{n}", bytes([n])), f"m{n}")
+            client.register_model(run.id, f"m{n}", "churn")
+        client.create_deployment("shop", "svc", f"{URI}/1", runtime="memory")
+        client.update_deployment("shop", "svc", canary=f"{URI}/2", weight=50)
+        http = raw_http(client)
+        with httpx.Client(transport=http._transport, base_url=http.base_url) as browser:
+            forged = browser.post(f"{PAGE}/svc/rollback", data={"csrf": "forged"})
+            assert forged.status_code == 403 and "form has expired" in forged.text
+            assert len(client.get_deployment("shop", "svc").split) == 2
+            page = browser.get(f"{PAGE}/svc")
+            field = re.search(r'name="csrf" value="([^"]+)"', page.text)
+            assert field is not None and browser.cookies.get(FORM_CSRF_COOKIE) == field.group(1)
+            done = browser.post(f"{PAGE}/svc/rollback", data={"csrf": field.group(1)})
+            assert done.status_code == 303
+        assert len(client.get_deployment("shop", "svc").split) == 1
+
+
+# traffic arithmetic on the data plane's own Prometheus text ------------------------------
+
+
+def _served(latencies: list[float], errors: int = 0) -> observe.Totals:
+    metrics = ServingMetrics(lambda: 0.0)
+    for seconds in latencies:
+        metrics.latency.labels("v1").observe(seconds)
+        metrics.requests.labels("v1", "200").inc()
+    for _ in range(errors):
+        metrics.errors.labels("500").inc()
+        metrics.requests.labels("v1", "500").inc()
+    return observe.parse(metrics.exposition().decode())
+
+
+def test_totals_rates_and_percentiles_between_two_readings() -> None:
+    earlier = _served([0.003] * 10)
+    later = _served([0.003] * 10 + [0.003] * 50 + [0.2] * 50, errors=10)
+    assert (later.requests, later.errors, later.replicas) == (120, 10, 1)
+    span = observe.between(earlier, later, 10.0, (0.5, 0.99))
+    assert span.requests_per_second == pytest.approx(11.0)
+    assert span.errors_per_second == pytest.approx(1.0)
+    p50, p99 = span.latency_ms[0.5], span.latency_ms[0.99]
+    assert p50 is not None and 2 <= p50 <= 5  # in the (2 ms, 5 ms] bucket
+    assert p99 is not None and 100 <= p99 <= 250  # in the (100 ms, 250 ms] bucket
+
+
+def test_two_replicas_sum_and_a_restart_counts_what_is_there() -> None:
+    both = _served([0.001] * 4) + _served([0.001] * 6)
+    assert (both.requests, both.replicas) == (10, 2)
+    restarted = _served([0.001] * 3)
+    span = observe.between(both, restarted, 1.0, (0.5,))
+    assert span.requests_per_second == pytest.approx(3.0)
+    assert observe.between(restarted, restarted, 1.0, (0.5,)).latency_ms[0.5] is None
+
+
+@pytest.mark.slow
+def test_a_live_deployment_charts_its_traffic(tmp_path: Path) -> None:
+    """A real sklearn model on a real replica process: the page reads its /metrics
+    through the control plane and draws rate, latency and errors."""
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    frame = load_iris(as_frame=True).frame
+    features = frame.drop(columns="target").set_axis(list(ROW), axis=1)
+    model = LogisticRegression(max_iter=500).fit(features, frame["target"])
+    with Client(settings=make_settings(tmp_path / "home")) as client:
+        run = client.create_run("iris")
+        client.log_model(run.id, model, "iris", input_example=features.iloc[:5])
+        client.create_deployment("iris", "live", "models:/iris/iris/1")
+        try:
+            d = _ready(client, "iris", "live")
+            http, page = raw_http(client), "/projects/iris/deployments/live"
+            assert "the charts start with the next reading" in http.get(page).text
+            body = {"instances": [ROW]}
+            for _ in range(20):
+                answer = httpx.post(f"{d.url}/v1/models/iris:predict", json=body, timeout=30)
+                assert answer.status_code == 200
+            time.sleep(1.1)  # readings closer than a second apart are not kept twice
+            fragment = http.get(f"{page}/traffic").text
+            assert "Requests per second" in fragment and "Latency (ms)" in fragment
+            assert "from 1 replica" in fragment
+            # one interval so far: each chart has one point, its value in its title
+            rate = re.search(r"<title>requests/s: ([0-9.e+-]+)</title>", fragment)
+            errors = re.search(r"<title>errors/s: ([0-9.e+-]+)</title>", fragment)
+            assert rate is not None and float(rate.group(1)) > 0
+            assert errors is not None and float(errors.group(1)) == 0
+            assert re.search(r"<title>p99: [0-9.e+-]+</title>", fragment)
+        finally:
+            client.delete_deployment("iris", "live")
+
+
+ROW = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
+
+
+def _ready(client: Client, project: str, name: str) -> Any:
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        d = client.get_deployment(project, name)
+        if d.replicas and all(r.state == "ready" for r in d.replicas):
+            return d
+        time.sleep(0.3)
+    raise AssertionError(f"replicas not ready: {d.replicas}")
