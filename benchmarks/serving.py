@@ -49,7 +49,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 WORK_ROOT = HERE / ".work"
 BODY = '{"instances": [[5.1, 3.5, 1.4, 0.2]]}'
-SERVERS = ("plinth", "floor", "litserve", "bentoml", "mlflow", "ray")
+SERVERS = ("plinth", "canary", "floor", "litserve", "bentoml", "mlflow", "ray")
 PEERS = ("litserve", "bentoml", "mlflow", "ray")
 PEER_PACKAGES = {
     "litserve": ["litserve", "scikit-learn"],
@@ -252,6 +252,8 @@ def make_server(name: str, port: int, work: Path) -> Server:
         command = [sys.executable, "-m", "plinth.serving", str(work / "iris")]
         command += ["--name", "iris", "--port", str(port)]
         return Server(name, command, "/v1/models/iris:predict", work, env)
+    if name == "canary":
+        return canary_server(port, work)
     if name == "floor":
         script = scripts / "floor.py"
         script.write_text(SCRIPTS["floor"])
@@ -290,6 +292,28 @@ def make_server(name: str, port: int, work: Path) -> Server:
         env = {**bin_path, "RAY_USAGE_STATS_ENABLED": "0"}
         return Server(name, [str(python), str(script), str(port)], "/", work, env)
     raise ValueError(name)
+
+
+def canary_server(port: int, work: Path) -> Server:
+    """A deployment's replica (``--replica``) holding two versions split 90/10: the
+    same model saved twice, so only the split's own cost shows."""
+    config = {
+        "name": "iris",
+        "generation": 1,
+        "port": port,
+        "versions": [
+            {"version": "1", "directory": str(work / "iris")},
+            {"version": "2", "directory": str(work / "iris-2")},
+        ],
+        "split": [{"version": "1", "weight": 90}, {"version": "2", "weight": 10}],
+        "shadow": None,
+    }
+    path = work / f"replica-{port}.json"
+    path.write_text(json.dumps(config))
+    command = [sys.executable, "-m", "plinth.serving", "--replica", str(path)]
+    command += ["--socket", str(work / f"admin-{port}.sock"), "--deployment", "bench"]
+    env = {"PYTHONPATH": str(PLINTH_SRC), "PLINTH_REPLICA_SECRET": os.urandom(16).hex()}
+    return Server("canary", command, "/v1/models/iris:predict", work, env)
 
 
 @contextlib.contextmanager
@@ -507,12 +531,23 @@ def load_of(result: dict[str, Any], connections: int) -> dict[str, Any] | None:
 
 
 def ratios(results: list[dict[str, Any]], connections: list[int]) -> dict[str, Any]:
-    """Plinth's req/s as a multiple of the floor's and of the best peer's."""
+    """Plinth's req/s (plain, and split 90/10) as a multiple of the floor's and of the
+    best peer's."""
     by_name = {r["server"]: r for r in results}
     out: dict[str, Any] = {}
-    plinth = by_name.get("plinth")
+    for ours in ("plinth", "canary"):
+        if ours in by_name:
+            out.update(_ratios(by_name, ours, results, connections))
+    return out
+
+
+def _ratios(
+    by_name: dict[str, Any], ours: str, results: list[dict[str, Any]], connections: list[int]
+) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    plinth = by_name[ours]
     for c in connections:
-        mine = load_of(plinth, c) if plinth else None
+        mine = load_of(plinth, c)
         floor = load_of(by_name["floor"], c) if "floor" in by_name else None
         peers = [load_of(r, c) for r in results if r["server"] in PEERS]
         best = max((p for p in peers if p), key=lambda p: p["rps"], default=None)
@@ -523,7 +558,7 @@ def ratios(results: list[dict[str, Any]], connections: list[int]) -> dict[str, A
             entry["p99_vs_floor"] = mine["p99_ms"] / floor["p99_ms"]
         if mine and best:
             entry["rps_vs_best_peer"] = mine["rps"] / best["rps"]
-        out[str(c)] = entry
+        out[f"{ours} @{c}"] = entry
     return out
 
 
@@ -557,7 +592,7 @@ def print_table(results: list[dict[str, Any]], connections: list[int], summary: 
     print()
     for c, entry in summary.items():
         parts = [f"{k} {v:.2f}x" for k, v in entry.items()]
-        print(f"Plinth @{c} connections: " + (", ".join(parts) or "-"))
+        print(f"{c} connections: " + (", ".join(parts) or "-"))
 
 
 # main ---------------------------------------------------------------------------------
@@ -597,16 +632,18 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="serving-", dir=WORK_ROOT))
     step(f"work dir {work}; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     try:
-        if "plinth" in args.servers:
+        if "plinth" in args.servers or "canary" in args.servers:
             save_plinth_model(work / "iris")
+        if "canary" in args.servers:
+            shutil.copytree(work / "iris", work / "iris-2")
         results = [bench_server(name, args, work, wrk) for name in args.servers]
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     summary = ratios(results, args.connections)
-    canary = "skipped: deployments (plinth.serving.split) are not on this branch yet"
-    if importlib.util.find_spec("plinth.serving.split") is not None:
-        canary = "skipped: the deployments work has landed; its canary run is not written yet"
+    canary = "the row 'canary': a deployment replica splitting 90/10 between two versions"
+    if importlib.util.find_spec("plinth.serving.split") is None:
+        canary = "skipped: deployments (plinth.serving.split) are not in this checkout"
     print_table(results, args.connections, summary)
     print(f"90/10 canary: {canary}")
     print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
