@@ -3,12 +3,18 @@ fake model that is slow or fails on purpose (see fakes.py)."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 
+from plinth.errors import Unprocessable
+from plinth.serving.batching import Batcher, BatchLimits
 from tests.serving.conftest import Served, fake_server, served
 from tests.serving.fakes import POISON
 
@@ -80,3 +86,61 @@ def test_a_server_with_two_workers_answers_from_two_processes(tmp_path: Path) ->
             time.sleep(0.02)
         assert len(pids) == 2
         assert server.post(PREDICT, {"instances": [{"a": 1, "b": 2}]})[2] == {"predictions": [3.0]}
+
+
+def _doubling(calls: list[tuple[bool, int]], fail: bool = False) -> Any:
+    def predict(inputs: Any) -> Any:
+        calls.append((threading.current_thread() is threading.main_thread(), len(inputs)))
+        if fail:
+            raise ValueError("poisoned row")
+        return np.asarray(inputs) * 2
+
+    return predict
+
+
+def test_a_fast_model_runs_on_the_loop_when_idle_and_is_batched_when_not() -> None:
+    calls: list[tuple[bool, int]] = []
+
+    async def scenario() -> tuple[Any, Any, list[Any]]:
+        # inline_below_ms is huge so that "fast" never depends on this machine's speed
+        batcher = Batcher(_doubling(calls), BatchLimits(inline_below_ms=1e6))
+        first = await batcher.submit(np.array([[1.0]]), 1)  # speed unknown: the thread
+        second = await batcher.submit(np.array([[2.0]]), 1)  # fast and idle: the loop
+        rows = [np.array([[float(i)]]) for i in range(16)]
+        together = await asyncio.gather(*(batcher.submit(row, 1) for row in rows))
+        await batcher.close()
+        return first, second, list(together)
+
+    first, second, together = asyncio.run(scenario())
+    assert first.tolist() == [[2.0]] and second.tolist() == [[4.0]]
+    assert [part.tolist() for part in together] == [[[2.0 * i]] for i in range(16)]
+    assert [on_loop for on_loop, _ in calls[:2]] == [False, True]
+    # arriving in one turn, only the first runs on the loop; the rest join a batch
+    assert calls[2] == (True, 1) and any(rows > 1 for _, rows in calls[3:])
+
+
+def test_a_model_failing_on_the_loop_fails_its_request_with_a_422() -> None:
+    calls: list[tuple[bool, int]] = []
+
+    async def scenario() -> None:
+        batcher = Batcher(_doubling(calls, fail=True), BatchLimits(inline_below_ms=1e6))
+        for _ in range(2):  # the first on the thread, the second on the loop
+            with pytest.raises(Unprocessable, match="poisoned row"):
+                await batcher.submit(np.array([[1.0]]), 1)
+        await batcher.close()
+
+    asyncio.run(scenario())
+    assert [on_loop for on_loop, _ in calls] == [False, True]
+
+
+def test_without_inline_every_predict_runs_on_the_predict_thread() -> None:
+    calls: list[tuple[bool, int]] = []
+
+    async def scenario() -> None:
+        batcher = Batcher(_doubling(calls), BatchLimits(inline_below_ms=0))
+        for i in range(3):
+            assert (await batcher.submit(np.array([[float(i)]]), 1)).tolist() == [[2.0 * i]]
+        await batcher.close()
+
+    asyncio.run(scenario())
+    assert [on_loop for on_loop, _ in calls] == [False, False, False]
