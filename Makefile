@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: setup browser demo test check format bench bench-startup clean
+.PHONY: setup browser demo test check format bench bench-serving bench-startup clean
 
 $(VENV)/bin/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -55,6 +55,11 @@ format: setup
 
 bench: setup
 	$(PY) benchmarks/tracking.py
+	$(PY) benchmarks/serving.py
+
+# Plinth's model server against the floor and LitServe, BentoML, MLflow, Ray Serve (wrk).
+bench-serving: setup
+	$(PY) benchmarks/serving.py
 
 bench-startup: setup
 	$(PY) benchmarks/startup.py
