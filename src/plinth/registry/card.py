@@ -6,6 +6,7 @@ HTML. Every value from users is escaped in HTML and fenced in Markdown tables.""
 from __future__ import annotations
 
 import datetime
+import functools
 from typing import Any, Literal
 
 import jinja2
@@ -50,10 +51,12 @@ def _environment(autoescape: bool) -> jinja2.Environment:
     return env
 
 
-_TEMPLATES = {
-    "markdown": _environment(False).get_template("card.md.j2"),
-    "html": _environment(True).get_template("card.html.j2"),
-}
+@functools.cache
+def _template(fmt: CardFormat) -> jinja2.Template:
+    """Compiled on first use: building the app (every CLI command does) skips it."""
+    if fmt == "html":
+        return _environment(True).get_template("card.html.j2")
+    return _environment(False).get_template("card.md.j2")
 
 
 def render(
@@ -64,7 +67,7 @@ def render(
     run_error: str = "",
 ) -> str:
     fields = [(title, getattr(version.card, key)) for title, key in _FIELDS]
-    return _TEMPLATES[fmt].render(
+    return _template(fmt).render(
         v=version, run=run, history=history, fields=fields, run_error=run_error
     )
 
