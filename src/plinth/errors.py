@@ -10,6 +10,7 @@
     │   └── BlobMissing (404)      content not stored yet: upload it
     ├── Conflict (409)             e.g. a param logged again with another value
     ├── PayloadTooLarge (413)
+    ├── UnsupportedMediaType (415) a body Plinth never parses: pickle above all
     ├── TooManyRequests (429)      e.g. too many failed logins
     ├── CorruptArtifact (500)      stored bytes no longer match their digest
     ├── MissingDependency (500)    an optional extra is not installed
@@ -67,6 +68,10 @@ class Conflict(PlinthError):
 
 class PayloadTooLarge(PlinthError):
     status_code = 413
+
+
+class UnsupportedMediaType(PlinthError):
+    status_code = 415
 
 
 class TooManyRequests(PlinthError):

@@ -11,6 +11,7 @@ import pytest
 from fastapi import FastAPI
 
 from plinth.api.errors import CatchAll, install_error_handlers
+from plinth.client import Client
 
 
 def test_an_unexpected_error_is_a_json_500_without_details(
@@ -57,3 +58,37 @@ def test_server_refuses_to_listen_beyond_loopback_without_auth(tmp_path) -> None
     assert out.returncode == 1
     assert "refusing to serve on 0.0.0.0 without authentication" in out.stderr
     assert "plinth admin init" in out.stderr
+
+
+def test_no_route_takes_a_pickle(client: Client, project: str) -> None:
+    """Every route that takes a body answers a pickle with 415 before reading it, and
+    nothing is stored (the API never unpickles; the model server refuses it too)."""
+    import pickle
+
+    from fastapi.routing import APIRoute
+
+    from plinth.api.context import all_routes
+    from plinth.server.app import create_app
+    from tests.conftest import raw_http
+
+    run = client.create_run(project)
+    before = client.get_run(run.id)
+    http = raw_http(client)
+    body = pickle.dumps({"project": project})
+    routes = [
+        (method, route.path_format)
+        for route in all_routes(create_app(client.settings).routes)
+        if isinstance(route, APIRoute)
+        for method in route.methods
+        if method in ("POST", "PUT", "PATCH")
+    ]
+    assert len(routes) > 20
+    for kind in ("application/python-pickle", "application/x-pickle; protocol=5"):
+        for method, path in routes:
+            url = path.replace("{run_id}", run.id).replace("{project}", project)
+            url = url.replace("{path:path}", "a.pkl").replace("{", "x").replace("}", "")
+            answer = http.request(method, url, content=body, headers={"Content-Type": kind})
+            assert answer.status_code == 415, (method, path, answer.text[:200])
+            assert "never unpickled" in answer.json()["error"]["message"]
+    assert client.get_run(run.id) == before
+    assert client.list_artifacts(run.id) == []

@@ -246,3 +246,19 @@ def test_bad_uris_are_refused_by_name(text: str) -> None:
 def test_uris_round_trip() -> None:
     assert parse("models:/churn/churn@champion") == ModelRef("churn", "churn", alias="champion")
     assert str(parse("models:/churn/churn/12")) == "models:/churn/churn/12"
+
+
+def test_a_pickle_that_would_write_a_file_is_stored_and_never_loaded(
+    client: Client, project: str, tmp_path: Path
+) -> None:
+    from tests.registry.flavor_models import CreatesFileOnLoad
+
+    marker = tmp_path / "pwned"
+    run = client.create_run(project)
+    v = client.log_model(run.id, CreatesFileOnLoad(marker), "evil", flavor="python")
+    assert v.needs_pickle and not v.unsafe_pickle and v.flavor == "python"
+    client.model_card(v.uri, format="html")  # every read of it, on the server
+    client.list_model_versions(project, "evil")
+    client.download_model(v.uri, tmp_path / "dl")
+    assert (tmp_path / "dl" / "MLmodel.json").exists()
+    assert not marker.exists()  # nothing unpickled it

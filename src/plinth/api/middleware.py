@@ -15,7 +15,9 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.exceptions import HTTPException
 
 from plinth.api.errors import error_response
+from plinth.api.media import refuse_pickle
 from plinth.api.uploads import BODY_LIMIT
+from plinth.errors import UnsupportedMediaType
 
 Scope = dict[str, Any]
 access_log = logging.getLogger("plinth.access")
@@ -43,7 +45,8 @@ def declared_limits(routes: list[Any], server: Any) -> list[DeclaredLimit]:
 
 class BodyLimit:
     """413 for bodies over the limit: at once from Content-Length, else while reading;
-    408 for a body that stops sending bytes for ``idle_seconds``.
+    408 for a body that stops sending bytes for ``idle_seconds``; 415 for a pickle,
+    which no route ever parses (``api/media.py``).
 
     Routes that stream their body declare a limit of their own.
     """
@@ -64,8 +67,14 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        headers = dict(scope["headers"])
+        try:
+            refuse_pickle(headers.get(b"content-type", b"").decode("latin-1"))
+        except UnsupportedMediaType as exc:
+            await error_response(type(exc).__name__, exc.message, 415)(scope, receive, send)
+            return
         limit = self._limit(scope)
-        declared = dict(scope["headers"]).get(b"content-length")
+        declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             message = f"request body exceeds {limit} bytes"
             await error_response("PayloadTooLarge", message, 413)(scope, receive, send)

@@ -11,17 +11,12 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from plinth.errors import InvalidInput, PayloadTooLarge, PlinthError
+from plinth.api.media import media_type, refuse_pickle
+from plinth.errors import InvalidInput, PayloadTooLarge, PlinthError, UnsupportedMediaType
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
-
-
-class UnsupportedMediaType(PlinthError):
-    """A request body in a format the server never parses (pickle above all)."""
-
-    status_code = 415
 
 
 def header(scope: Scope, name: bytes) -> str | None:
@@ -34,12 +29,9 @@ def header(scope: Scope, name: bytes) -> str | None:
 def check_content_type(scope: Scope) -> None:
     """Only JSON is parsed. Pickle is refused outright: unpickling a request runs any
     code the caller put in it."""
-    kind = (header(scope, b"content-type") or "").split(";")[0].strip().lower()
-    if "pickle" in kind or kind in ("application/python-serialize", "application/x-python"):
-        raise UnsupportedMediaType(
-            f"{kind} is refused: request bodies are never unpickled; send JSON "
-            "(Content-Type: application/json)"
-        )
+    content_type = header(scope, b"content-type")
+    refuse_pickle(content_type)
+    kind = media_type(content_type)
     if kind.startswith(("multipart/", "image/", "audio/", "video/")) or kind in (
         "application/octet-stream",
         "application/x-npy",
