@@ -41,6 +41,7 @@ from plinth.core.db import metadata
 from plinth.core.platform import Platform
 from plinth.errors import Unprocessable
 from plinth.server.app import create_app
+from plinth.settings import TrackingSettings
 from plinth.tracking import schemas as s
 from plinth.tracking.client import chunk_id, split_batch
 from plinth.ui.login import LOGIN_CSRF_COOKIE
@@ -421,7 +422,8 @@ class World:
         if write:
             before, self.stored = self.stored, self.snapshot()
             if status >= 400 and self.stored != before:
-                return "", f"{said}: a refused request changed the store"
+                changed = [t for t in before[0] if before[0][t] != self.stored[0].get(t)]
+                return "", f"{said}: a refused request changed the store: {changed}"
         accepted = status < 400 and write and field.returned
         return (value if accepted else ""), None
 
@@ -462,8 +464,15 @@ def world(
             server = request.getfixturevalue("postgres_server_url")
             template = request.getfixturevalue("postgres_template")
             url = stack.enter_context(services.postgres_database(server, template))
-        # Durability is not what this module is about: fewer fsyncs, a shorter run.
-        settings = make_settings(tmp / "home", url, db_synchronous="NORMAL")
+        # Durability is not what this module is about: fewer fsyncs, a shorter run. The
+        # scenes' runs never send heartbeats: the reaper must not end them mid-module
+        # (a background change would look like a refused request's).
+        settings = make_settings(
+            tmp / "home",
+            url,
+            db_synchronous="NORMAL",
+            tracking=TrackingSettings(stale_after_seconds=24 * 3600),
+        )
         with Client(settings=settings) as anonymous:
             token = anonymous.init_admin("root").token.token
         key = SecretStr(MasterKey.generate().to_text())  # secrets need one
