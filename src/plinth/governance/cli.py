@@ -5,24 +5,19 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sys
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from plinth.console import client as _client
 from plinth.errors import InvalidInput
 
 audit_app = typer.Typer(
     help="Read and verify the tamper-evident audit trail.", no_args_is_help=True
 )
 console = Console()
-
-
-def _client() -> Any:
-    from plinth.client import Client
-
-    return Client()
 
 
 def _time(value: str | None) -> float | None:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from plinth.console import client as _client
 from plinth.core.access import Role
 from plinth.errors import InvalidInput
 
@@ -21,12 +22,6 @@ admin_app = typer.Typer(help="Set up a server's first admin.", no_args_is_help=T
 users_app = typer.Typer(help="Create users (platform admins only).", no_args_is_help=True)
 tokens_app = typer.Typer(help="Create, list and revoke your API tokens.", no_args_is_help=True)
 console = Console()
-
-
-def _client() -> Any:
-    from plinth.client import Client
-
-    return Client()
 
 
 def _show_new_token(new: s.NewToken) -> None:

@@ -3,24 +3,19 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from plinth.console import JsonFlag
+from plinth.console import client as _client
 from plinth.core.access import Role
 from plinth.governance.identity_cli import _when
 
 projects_app = typer.Typer(help="Projects, their members and their secrets.", no_args_is_help=True)
 console = Console()
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
-
-
-def _client() -> Any:
-    from plinth.client import Client
-
-    return Client()
 
 
 @projects_app.command("list")

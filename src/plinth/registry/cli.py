@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -12,8 +10,12 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from plinth.console import JsonFlag
+from plinth.console import client as _client
+from plinth.console import print_json as _print_json
+from plinth.console import when as _when
+
 if TYPE_CHECKING:
-    from plinth.client import Client
     from plinth.registry import schemas as s
 
 models_app = typer.Typer(
@@ -23,24 +25,9 @@ models_app = typer.Typer(
 )
 console = Console()
 
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 ProjectOpt = Annotated[str | None, typer.Option("--project", "-p", help="Project name.")]
 Model = Annotated[str, typer.Argument(help="Model name, or a models:/ URI.")]
 VersionArg = Annotated[str | None, typer.Argument(help="Version number or alias (not with a URI).")]
-
-
-def _client() -> Client:
-    from plinth.client import Client
-
-    return Client()
-
-
-def _print_json(data: Any) -> None:
-    typer.echo(json.dumps(data, indent=2, default=str))
-
-
-def _when(ts: float | None) -> str:
-    return dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S") if ts else "-"
 
 
 def _named(model: str, version: str | None, project: str | None) -> tuple[str, str | None, Any]:

@@ -11,8 +11,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from plinth.console import JsonFlag
+from plinth.console import client as _client
+
 if TYPE_CHECKING:
-    from plinth.client import Client
     from plinth.serving import schemas as s
 
 deployments_app = typer.Typer(
@@ -24,7 +26,6 @@ console = Console()
 ProjectOpt = Annotated[
     str | None, typer.Option("--project", "-p", help="Project (default: the model URI's).")
 ]
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 Reason = Annotated[str, typer.Option(help="Why: kept in the deployment's history.")]
 RecordSample = Annotated[
     float | None,
@@ -35,12 +36,6 @@ RecordSample = Annotated[
         help="Share of predictions recorded (0 to 1) under the home's serving/records/.",
     ),
 ]
-
-
-def _client() -> Client:
-    from plinth.client import Client
-
-    return Client()
 
 
 def _project(project: str | None, uri: str | None = None) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,8 +13,12 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from plinth.console import JsonFlag
+from plinth.console import client as _client
+from plinth.console import print_json as _print_json
+from plinth.console import when as _when
+
 if TYPE_CHECKING:
-    from plinth.client import Client
     from plinth.tracking import schemas as s
 
 runs_app = typer.Typer(help="Search and inspect runs.", no_args_is_help=True)
@@ -23,22 +26,7 @@ projects_app = typer.Typer(help="List projects.", no_args_is_help=True)
 artifacts_app = typer.Typer(help="List, upload and download run artifacts.", no_args_is_help=True)
 console = Console()
 
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 RunId = Annotated[str, typer.Argument(help="Run id, or its first 8+ characters.")]
-
-
-def _client() -> Client:
-    from plinth.client import Client
-
-    return Client()
-
-
-def _print_json(data: Any) -> None:
-    typer.echo(json.dumps(data, indent=2, default=str))
-
-
-def _when(ts: float | None) -> str:
-    return dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S") if ts else "-"
 
 
 def _fmt(value: Any, digits: int = 6) -> str:

@@ -1,0 +1,30 @@
+"""What every capability's commands share: the client they call, ``--json``, and how
+a time reads. Light to import: ``plinth --help`` loads nothing more for it."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+if TYPE_CHECKING:
+    from plinth.client import Client
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+
+
+def client() -> Client:
+    """The client a command calls: embedded, or remote with ``PLINTH_URL``."""
+    from plinth.client import Client
+
+    return Client()
+
+
+def print_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2, default=str))
+
+
+def when(ts: float | None) -> str:
+    return dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S") if ts else "-"
