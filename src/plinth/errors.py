@@ -8,6 +8,7 @@
     ├── PermissionDenied (403)
     ├── NotFound (404)             unknown run, project, artifact or blob
     │   └── BlobMissing (404)      content not stored yet: upload it
+    ├── RequestTimeout (408)       a request body that stopped arriving
     ├── Conflict (409)             e.g. a param logged again with another value
     ├── PayloadTooLarge (413)
     ├── UnsupportedMediaType (415) a body Plinth never parses: pickle above all
@@ -60,6 +61,10 @@ class NotFound(PlinthError):
 
 class BlobMissing(NotFound):
     pass
+
+
+class RequestTimeout(PlinthError):
+    status_code = 408
 
 
 class Conflict(PlinthError):

@@ -181,3 +181,20 @@ def test_a_pickled_model_loads_only_when_asked_and_only_in_a_worker(tmp_path: Pa
         assert server.get("/healthz")[2]["pid"] != server.proc.pid  # loaded in a worker
         body = {"instances": [{"a": 1, "b": 2}]}
         assert server.post("/v1/models/adder:predict", body)[2] == {"predictions": [3]}
+
+
+def test_a_stalled_body_gets_408_and_holds_nothing_up(iris_dir: Path, tmp_path: Path) -> None:
+    import socket
+
+    args = plinth_serve(iris_dir, "--body-idle-seconds", "1")
+    with served(args, tmp_path) as server:
+        stalled = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+        head = (
+            "POST /v1/models/iris:predict HTTP/1.1\r\nHost: t\r\n"
+            "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
+        )
+        stalled.sendall(head.encode())
+        assert server.post(PREDICT, {"instances": [ROW]})[0] == 200  # others go on
+        answer = stalled.recv(65536).decode()
+        stalled.close()
+        assert answer.startswith("HTTP/1.1 408") and "no request bytes" in answer

@@ -38,6 +38,7 @@ RETRY_AFTER_SECONDS = 1  # shed load clears as fast as a batch runs
 class AppLimits:
     batching: BatchLimits = field(default_factory=BatchLimits)
     max_body_bytes: int = 8 << 20
+    body_idle_seconds: float = 30.0  # a body that stops arriving this long gets 408
 
 
 class MethodNotAllowed(PlinthError):
@@ -158,7 +159,9 @@ class ServingApp:
         try:
             self._check_name(name)
             asgi.check_content_type(scope)
-            body = await asgi.read_json(scope, receive, self.limits.max_body_bytes)
+            body = await asgi.read_json(
+                scope, receive, self.limits.max_body_bytes, self.limits.body_idle_seconds
+            )
             model = self.split.pick()
             answer = await self._answer(model, kind, body)
             status = 200
@@ -239,7 +242,9 @@ class ServingApp:
         if not authorized(self._admin_secret, headers.get(b"authorization")):
             raise NotFound(f"no such endpoint: {scope['path']}")  # no hint it exists
         if scope["method"] == "POST":
-            body = await asgi.read_json(scope, receive, self.limits.max_body_bytes)
+            body = await asgi.read_json(
+                scope, receive, self.limits.max_body_bytes, self.limits.body_idle_seconds
+            )
             if self.recorder is not None and isinstance(body, dict) and "record_sample" in body:
                 self.recorder.sample = _share(body["record_sample"])
             loop = asyncio.get_running_loop()  # loading a version must not stall answers

@@ -7,12 +7,19 @@ request or response objects are built for it.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from plinth.api.media import media_type, refuse_pickle
-from plinth.errors import InvalidInput, PayloadTooLarge, PlinthError, UnsupportedMediaType
+from plinth.errors import (
+    InvalidInput,
+    PayloadTooLarge,
+    PlinthError,
+    RequestTimeout,
+    UnsupportedMediaType,
+)
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -40,14 +47,19 @@ def check_content_type(scope: Scope) -> None:
         raise UnsupportedMediaType(f"{kind} is not accepted: send JSON")
 
 
-async def read_json(scope: Scope, receive: Receive, limit: int) -> Any:
-    """The request's JSON body, refused past ``limit`` bytes before it is all read."""
+async def read_json(scope: Scope, receive: Receive, limit: int, idle: float = 30.0) -> Any:
+    """The request's JSON body, refused past ``limit`` bytes before it is all read, or
+    when it stops arriving for ``idle`` seconds (a stalled client holds no slot)."""
     declared = header(scope, b"content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"the body is {declared} bytes; the limit is {limit}")
     chunks, size = [], 0
     while True:
-        message = await receive()
+        try:
+            async with asyncio.timeout(idle):
+                message = await receive()
+        except TimeoutError:
+            raise RequestTimeout(f"no request bytes for {idle:g} s; send faster or retry") from None
         if message["type"] == "http.disconnect":
             raise InvalidInput("the client went away before sending its body")
         chunk = message.get("body", b"")

@@ -51,6 +51,9 @@ def serve(
         int, typer.Option(min=1, help="Waiting requests beyond which new ones get 503.")
     ] = 256,
     max_body_bytes: Annotated[int, typer.Option(min=1, help="Largest request body.")] = 8 << 20,
+    body_idle_seconds: Annotated[
+        float, typer.Option(min=0.1, help="A body that stops arriving this long gets 408.")
+    ] = 30.0,
     name: Annotated[
         str | None, typer.Option(help="Name to serve under (default: the model's).")
     ] = None,
@@ -111,7 +114,8 @@ def serve(
     found = resolve(source, home=Settings().home, name=name, unsafe_pickle=unsafe_pickle)
     if model_version is not None:
         found = dataclasses.replace(found, version=model_version)
-    limits = AppLimits(BatchLimits(max_batch_size, max_wait_ms, max_queue), max_body_bytes)
+    batching = BatchLimits(max_batch_size, max_wait_ms, max_queue)
+    limits = AppLimits(batching, max_body_bytes, body_idle_seconds)
     spec = WorkerSpec(
         found.directory,
         found.name,
