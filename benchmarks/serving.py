@@ -294,6 +294,13 @@ def make_server(name: str, port: int, work: Path) -> Server:
     raise ValueError(name)
 
 
+def _digest(directory: Path) -> str:
+    """A saved model's digest, as the registry computes it (a replica checks it)."""
+    from plinth.registry.manifest import directory_files, manifest_digest
+
+    return manifest_digest(directory_files(directory))
+
+
 def canary_server(port: int, work: Path) -> Server:
     """A deployment's replica (``--replica``) holding two versions split 90/10: the
     same model saved twice, so only the split's own cost shows."""
@@ -302,8 +309,8 @@ def canary_server(port: int, work: Path) -> Server:
         "generation": 1,
         "port": port,
         "versions": [
-            {"version": "1", "directory": str(work / "iris")},
-            {"version": "2", "directory": str(work / "iris-2")},
+            {"version": "1", "directory": str(work / "iris"), "digest": _digest(work / "iris")},
+            {"version": "2", "directory": str(work / "iris-2"), "digest": _digest(work / "iris-2")},
         ],
         "split": [{"version": "1", "weight": 90}, {"version": "2", "weight": 10}],
         "shadow": None,

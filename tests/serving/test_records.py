@@ -214,7 +214,7 @@ def test_a_replica_records_to_its_config_dir_and_samples_as_told_live(
     config = {
         "name": "iris",
         "generation": 1,
-        "versions": [{"version": "1", "directory": str(iris_dir)}],
+        "versions": [{"version": "1", "directory": str(iris_dir), "digest": _digest(iris_dir)}],
         "split": [{"version": "1", "weight": 100}],
         "shadow": None,
         "port": port,
@@ -240,10 +240,17 @@ def test_a_replica_records_to_its_config_dir_and_samples_as_told_live(
         first = server.post(PREDICT, {"instances": [ROW]})[1]["x-plinth-prediction-id"]
         [record] = _wait_for(records, 1)
         assert (record["prediction_id"], record["version"]) == (first, "1")
+        told = {**config, "record_sample": 0}
+        secret = {"Authorization": "Bearer s3cret"}
+        # the control plane's path exists only on the replica's own socket: on the
+        # deployment's public port, even with the secret, there is nothing there
+        public = httpx.post(f"http://127.0.0.1:{port}/admin/config", json=told, headers=secret)
+        assert public.status_code == 404
+        unchecked = {**told, "versions": [{"version": "9", "directory": str(tmp_path)}]}
         transport = httpx.HTTPTransport(uds=str(sock))
         with httpx.Client(transport=transport) as http:
-            told = {**config, "record_sample": 0}
-            secret = {"Authorization": "Bearer s3cret"}
+            refused = http.post("http://replica/admin/config", json=unchecked, headers=secret)
+            assert refused.status_code == 400 and "no digest" in refused.text
             answer = http.post("http://replica/admin/config", json=told, headers=secret)
             assert answer.status_code == 200, answer.text
         for _ in range(3):
@@ -252,3 +259,9 @@ def test_a_replica_records_to_its_config_dir_and_samples_as_told_live(
         proc.terminate()
         proc.wait(15)
     assert [r["prediction_id"] for r in read_records(records)] == [first]
+
+
+def _digest(directory: Path) -> str:
+    from plinth.registry.manifest import directory_files, manifest_digest
+
+    return manifest_digest(directory_files(directory))

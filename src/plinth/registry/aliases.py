@@ -41,6 +41,7 @@ class AliasService:
             model = self.registry.require_model(
                 conn, project, name, principal, Need.WRITE, record=False
             )
+            self.registry.lock_model(conn, model.id)  # moves of its aliases queue up
             row = self.registry.require_version(conn, model, name, req.version)
             if row.status == "archived":
                 raise Conflict(f"version {req.version} of {name!r} is archived: it takes no alias")
@@ -69,6 +70,7 @@ class AliasService:
             model = self.registry.require_model(
                 conn, project, name, principal, Need.WRITE, record=False
             )
+            self.registry.lock_model(conn, model.id)
             previous = self._current(conn, model.id, alias)
             if previous is None:
                 raise NotFound(f"model {name!r} has no alias {alias!r}")

@@ -200,8 +200,9 @@ class RegistryService:
             },
         )
         where = sa.and_(m.c.project_id == project_id, m.c.name == name)
-        conn.execute(m.update().where(where).values(updated_at=now))
-        return str(conn.execute(sa.select(m.c.id).where(where)).scalar_one())
+        model_id = str(conn.execute(sa.select(m.c.id).where(where)).scalar_one())
+        self.lock_model(conn, model_id)
+        return model_id
 
     # read -------------------------------------------------------------------------------
 
@@ -370,6 +371,12 @@ class RegistryService:
         if row is None:
             raise hidden
         return row
+
+    def lock_model(self, conn: Connection, model_id: str) -> None:
+        """Hold the model's row for this write transaction (Postgres: a row lock;
+        SQLite's writer lock holds already): its changes happen one after another."""
+        m = t.registered_models
+        conn.execute(m.update().where(m.c.id == model_id).values(updated_at=_now()))
 
     def require_version(self, conn: Connection, model: Any, name: str, version: int) -> Any:
         v = t.model_versions

@@ -113,7 +113,7 @@ class ServingApp:
                 await self._predict(scope, receive, send, "v1", path[11:-8])
             elif path.startswith("/v2/models/") and path.endswith("/infer"):
                 await self._predict(scope, receive, send, "v2", path[11:-6])
-            elif path == "/admin/config" and self._admin_secret is not None:
+            elif path == "/admin/config" and self._admin_secret is not None and _local(scope):
                 await self._admin(scope, receive, send)
             else:
                 await self._read(method, path, send)
@@ -322,3 +322,11 @@ def _version() -> str:
     from plinth import __version__
 
     return __version__
+
+
+def _local(scope: Scope) -> bool:
+    """Whether the request came over the replica's own Unix socket (its address has no
+    port), the only way the control plane talks to it: on the deployment's public port
+    the admin path does not exist."""
+    server = scope.get("server")
+    return server is not None and server[1] is None

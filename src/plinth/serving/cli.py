@@ -124,6 +124,7 @@ def serve(
         load_timeout,
         limits,
         records,
+        found.digest,
     )
     listener = bind(host, port)
     url = _url(host, listener.getsockname()[1])

@@ -145,17 +145,22 @@ class Recorder:
                 return batch, False
 
     def _write(self, batch: list[dict[str, Any]]) -> None:
+        lines = []
+        for record in batch:  # an odd record (NaN in its inputs, say) costs only itself
+            try:
+                lines.append(line(record, self.settings.max_field_bytes))
+            except (TypeError, ValueError):
+                self.dropped.inc()
         try:
             if self._before_write is not None:
-                self._before_write(len(batch))
-            limit = self.settings.max_field_bytes
-            data = "".join(line(record, limit) for record in batch).encode()
-            self._files.write(data)
-        except Exception:  # the writer must outlive a full disk or an odd record
-            log.exception("prediction records: %d records could not be written", len(batch))
-            self.dropped.inc(len(batch))
+                self._before_write(len(lines))
+            self._files.write("".join(lines).encode())
+        except Exception:  # the writer must outlive a full disk
+            log.exception("prediction records: %d records could not be written", len(lines))
+            self.dropped.inc(len(lines))
+            self._files.abandon()  # a half-written line ends its file: start the next
             return
-        self.written.inc(len(batch))
+        self.written.inc(len(lines))
 
 
 def line(record: dict[str, Any], limit: int) -> str:
@@ -188,7 +193,7 @@ class _Files:
     def __init__(self, settings: RecordSettings) -> None:
         self.settings = settings
         try:
-            settings.directory.mkdir(parents=True, exist_ok=True)
+            settings.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:
             raise InvalidInput(
                 f"cannot record predictions in {settings.directory}: {exc.strerror}"
@@ -209,7 +214,9 @@ class _Files:
 
     def _open(self) -> None:
         try:
-            self._out = open(self.path, "xb")  # noqa: SIM115 (held open across writes)
+            # inputs are people's data: this user's only
+            descriptor = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            self._out = os.fdopen(descriptor, "wb")
         except OSError as exc:
             message = f"cannot record predictions in {self.path}: {exc.strerror}"
             raise InvalidInput(message) from None
@@ -227,6 +234,15 @@ class _Files:
             self.close()
             self._sequence += 1
             self._open()
+
+    def abandon(self) -> None:
+        """After a failed write: close this file (its torn last line is skipped by the
+        reader) and write the next batch into a new one."""
+        try:
+            self.close()
+        except OSError:
+            self._out = None
+        self._sequence += 1
 
     def sync_if_due(self) -> None:
         if self._dirty and time.monotonic() - self._synced >= self.settings.fsync_seconds:

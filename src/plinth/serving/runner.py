@@ -37,6 +37,7 @@ class WorkerSpec:
     load_timeout: float | None = 120.0
     limits: AppLimits = field(default_factory=AppLimits)
     records: RecordSettings | None = None  # each worker records to files of its own
+    digest: str | None = None  # the files must still be this registry version's
 
 
 def build_app(spec: WorkerSpec) -> ServingApp:
@@ -51,6 +52,7 @@ def build_app(spec: WorkerSpec) -> ServingApp:
             version=spec.version,
             allow_pickle=spec.allow_pickle,
             timeout=spec.load_timeout,
+            digest=spec.digest,
         )
     except PlinthError as exc:
         print(f"error: cannot load the model: {exc.message}", file=sys.stderr, flush=True)

@@ -24,6 +24,7 @@ import json
 import os
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -31,6 +32,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
+
+from plinth.errors import ServiceUnavailable
 
 SECRET_ENV = "PLINTH_REPLICA_SECRET"
 ALIVE = ("starting", "ready")
@@ -57,6 +60,12 @@ class ReplicaPlan:
         user's only."""
         folder = Path(tempfile.gettempdir()) / f"plinth-{os.getuid()}"
         folder.mkdir(mode=0o700, exist_ok=True)
+        found = os.lstat(folder)  # made by someone else first? never trust it
+        if not stat.S_ISDIR(found.st_mode) or found.st_uid != os.getuid() or found.st_mode & 0o077:
+            raise ServiceUnavailable(
+                f"{folder} is not a private folder of this user (owner, mode or a link): "
+                "remove it so Plinth can make its own"
+            )
         return folder / f"{self.deployment_id}-{replica}.sock"
 
 

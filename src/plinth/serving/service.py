@@ -222,15 +222,17 @@ class DeploymentService:
                 holder["before"] = self._last_traffic(conn, row.id)
             after = change(before)
             d = t.deployments
-            conn.execute(
+            written = conn.execute(
                 d.update()
-                .where(d.c.id == row.id)
+                .where(d.c.id == row.id, d.c.generation == row.generation)  # no lost update
                 .values(
                     spec=after.model_dump_json(),
                     generation=row.generation + 1,
                     updated_at=time.time(),
                 )
-            )
+            ).rowcount
+            if written != 1:
+                raise Conflict(f"deployment {name!r} changed meanwhile: read it again and retry")
             self._event(conn, row.id, action, before, after, principal, reason)
             ch.details = {"split": [[e.version, e.weight] for e in after.split], "reason": reason}
             ch.details |= {"replicas": after.replicas}

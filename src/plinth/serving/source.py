@@ -10,6 +10,7 @@ passed ``--unsafe-pickle``.
 
 from __future__ import annotations
 
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ class Resolved:
     name: str
     version: str
     allow_pickle: bool
+    digest: str | None = None  # a registry version's: checked again when it loads
 
 
 def resolve(
@@ -63,17 +65,24 @@ def _local(directory: Path, name: str | None, unsafe_pickle: bool) -> Resolved:
 def _download(uri: str, home: Path, name: str | None) -> Resolved:
     from plinth.client import Client
     from plinth.registry.flavors import read_meta
+    from plinth.tracking.schemas import DIGEST
 
-    cache = home / "serving" / "models"
+    # Kept by the version's digest: no name from the server reaches the filesystem, and
+    # a copy another process is loading is never replaced (the same digest, the same
+    # bytes: whoever renames first wins and the other uses theirs).
+    cache = home / "serving" / "models" / "by-digest"
     cache.mkdir(parents=True, exist_ok=True)
     incoming = Path(tempfile.mkdtemp(prefix=".incoming-", dir=cache))
     try:
         version = Client().download_model(uri, incoming)
-        directory = cache / version.project / version.name / str(version.version)
-        if directory.exists():
-            shutil.rmtree(directory)
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        incoming.rename(directory)
+        if not re.fullmatch(DIGEST, version.digest):
+            raise InvalidInput(f"the server named {uri} by a digest that is not one")
+        directory = cache / version.digest
+        try:
+            incoming.rename(directory)
+        except OSError:
+            if not (directory / "MLmodel.json").is_file():
+                raise
     finally:
         shutil.rmtree(incoming, ignore_errors=True)
     meta = read_meta(directory)
@@ -84,5 +93,9 @@ def _download(uri: str, home: Path, name: str | None) -> Resolved:
         "unsafe_pickle before it can be served.",
     )
     return Resolved(
-        directory, name or version.name, str(version.version), allow_pickle=version.unsafe_pickle
+        directory,
+        name or version.name,
+        str(version.version),
+        allow_pickle=version.unsafe_pickle,
+        digest=version.digest,
     )

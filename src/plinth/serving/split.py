@@ -118,6 +118,8 @@ def load_versions(name: str, versions: list[dict[str, Any]], known: dict[str, Se
 
     for entry in versions:
         label = str(entry["version"])
+        if label not in known and not entry.get("digest"):
+            raise InvalidInput(f"version {label}: no digest to check its files against")
         if label not in known:
             known[label] = load(
                 Path(entry["directory"]),

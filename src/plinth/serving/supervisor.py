@@ -249,7 +249,11 @@ class DeploymentSupervisor:
                 with open(target, "wb") as out:
                     for chunk in chunks:  # the replica checks the whole against the digest
                         out.write(chunk)
-            incoming.rename(directory)
+            try:
+                incoming.rename(directory)
+            except OSError:  # another supervisor fetched it first: theirs is as good
+                if not (directory / "MLmodel.json").is_file():
+                    raise
         finally:
             shutil.rmtree(incoming, ignore_errors=True)
         return directory, found.unsafe_pickle, found.digest
@@ -316,14 +320,24 @@ class DeploymentSupervisor:
             )
 
     def _set_replicas(self, deployment_id: str, spec: s.DeploymentSpec, wanted: int) -> None:
+        """Change the replica count only, on the spec as it is now: a promote or a
+        rollback committed while the metrics were read is kept, never written over."""
         d = t.deployments
-        changed = spec.model_copy(update={"replicas": wanted})
         with self.db.write() as conn:
-            conn.execute(
+            row = conn.execute(sa.select(d).where(d.c.id == deployment_id)).first()
+            if row is None:
+                return
+            now = s.DeploymentSpec.model_validate_json(row.spec)
+            if now.replicas != spec.replicas:  # someone scaled meanwhile: theirs stands
+                return
+            spec, changed = now, now.model_copy(update={"replicas": wanted})
+            written = conn.execute(
                 d.update()
-                .where(d.c.id == deployment_id)
+                .where(d.c.id == deployment_id, d.c.generation == row.generation)
                 .values(spec=changed.model_dump_json(), updated_at=time.time())
-            )
+            ).rowcount
+            if written != 1:  # changed meanwhile: the next tick decides again
+                return
             conn.execute(
                 t.deployment_events.insert(),
                 {

@@ -3,8 +3,8 @@
 A page that holds a form sets ``plinth_form_csrf`` (SameSite=Strict, HttpOnly, under
 /projects) and puts the same value in a hidden field; the POST must bring both. That
 guards a server without logins too, where nothing else would stop a page on another
-site from posting to a local Plinth. A request carrying ``Authorization`` (a script's
-token, never sent by a browser on its own) needs no form token.
+site from posting to a local Plinth. A request carrying a bearer token (a script's,
+never sent by a browser on its own) needs no form token.
 """
 
 from __future__ import annotations
@@ -26,7 +26,9 @@ CsrfField = Annotated[str, Form(max_length=100, json_schema_extra={"writeOnly": 
 
 
 def check_form_token(request: Request, sent: str) -> None:
-    if "authorization" in request.headers:  # a script's token: not a browser's cookie
+    # A bearer token is a script's, never sent by a browser on its own (unlike Basic
+    # credentials a browser repeats for a proxy in front of Plinth).
+    if request.headers.get("authorization", "").lower().startswith("bearer "):
         return
     expected = request.cookies.get(FORM_CSRF_COOKIE, "")
     # As bytes: compare_digest refuses str with non-ASCII characters (a TypeError, a 500).
