@@ -16,8 +16,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+# TensorFlow and Keras are imported here, while the module is collected, not in a
+# fixture: Python 3.11 before 3.11.8 shares one counter between threads converting
+# ASTs (CPython gh-106905), and an import that rewrites or parses modules while another
+# thread of the session does the same (an embedded app's background work) now and then
+# fails with "SystemError: AST constructor recursion depth mismatch". At collection no
+# test has started a thread yet.
+import keras
 import numpy as np
 import pytest
+import tensorflow  # noqa: F401
 
 from plinth.errors import Conflict, InvalidInput, PermissionDenied, ServiceUnavailable
 from plinth.registry.flavors import flavor_of, load_model, read_meta, save_model
@@ -124,7 +132,6 @@ def train_python() -> Trained:
 @pytest.fixture(scope="module")
 def tf_models() -> dict[str, Trained]:
     """A Keras Sequential and a tf.Module, trained on iris: built once for the module."""
-    import keras
     import tensorflow as tf
 
     frame, target = iris()
@@ -453,7 +460,6 @@ def test_a_load_that_hangs_hits_the_timeout(tmp_path: Path) -> None:
 def test_keras_safe_mode_refuses_a_lambda_layer(
     tf_models: dict[str, Trained], tmp_path: Path
 ) -> None:
-    import keras
 
     model = keras.Sequential([keras.Input((4,)), keras.layers.Lambda(lambda x: x * 2)])
     save_model(model, tmp_path)
