@@ -47,7 +47,10 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-WORK_ROOT = HERE / ".work"
+sys.path.insert(0, str(HERE))
+
+from tracking import WORK_ROOT, fmt  # noqa: E402  (the tracking benchmark's, beside this file)
+
 BODY = '{"instances": [[5.1, 3.5, 1.4, 0.2]]}'
 SERVERS = ("plinth", "canary", "floor", "litserve", "bentoml", "mlflow", "ray")
 PEERS = ("litserve", "bentoml", "mlflow", "ray")
@@ -516,18 +519,6 @@ def save_plinth_model(directory: Path) -> None:
 
 
 # the table ----------------------------------------------------------------------------
-
-
-def fmt(v: float | None) -> str:
-    if v is None:
-        return "-"
-    if abs(v) >= 1000:
-        return f"{v:,.0f}"
-    if abs(v) >= 100:
-        return f"{v:.0f}"
-    if abs(v) >= 10:
-        return f"{v:.1f}"
-    return f"{v:.2f}"
 
 
 def load_of(result: dict[str, Any], connections: int) -> dict[str, Any] | None:
