@@ -170,7 +170,7 @@ class DeploymentService:
             spec = s.DeploymentSpec.model_validate_json(row.spec)
             conn.execute(t.deployments.delete().where(t.deployments.c.id == row.id))
             self._event(conn, row.id, "delete", spec, None, principal, reason)
-        self.supervisor.reconcile(row.id)  # its replicas stop now
+        self.supervisor.follow(row.id)  # its replicas stop now (or at the next tick)
 
     # read -------------------------------------------------------------------------------
 
@@ -257,7 +257,7 @@ class DeploymentService:
         self, project: str, name: str, deployment_id: str, principal: Principal
     ) -> s.Deployment:
         """After a change commits, the replicas follow; then the deployment as it is."""
-        self.supervisor.reconcile(deployment_id)
+        self.supervisor.follow(deployment_id)
         return self.get_deployment(project, name, principal=principal)
 
     def _pin(self, project: str, uri: str, model: str | None, principal: Principal) -> s.Pinned:

@@ -61,12 +61,18 @@ class DeploymentSupervisor:
 
     def tick(self, autoscale: bool = True) -> None:
         for deployment_id in self._all_ids():
-            try:
-                self.reconcile(deployment_id)
-                if autoscale:
-                    self.autoscale(deployment_id)
-            except Exception:  # one broken deployment must not stall the others
-                log.exception("supervising deployment %s failed", deployment_id)
+            self.follow(deployment_id, autoscale=autoscale)
+
+    def follow(self, deployment_id: str, *, autoscale: bool = False) -> None:
+        """Bring one deployment's replicas to its spec. A failure (a full disk, a blob
+        store away) is logged and the next tick tries again: it never stalls the other
+        deployments, nor turns a change already committed into an error."""
+        try:
+            self.reconcile(deployment_id)
+            if autoscale:
+                self.autoscale(deployment_id)
+        except Exception:
+            log.exception("supervising deployment %s failed", deployment_id)
 
     def stop_all(self) -> None:
         """Stop every replica this home runs (a served Plinth server's shutdown)."""
