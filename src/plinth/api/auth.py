@@ -102,4 +102,5 @@ def caller(service: type[S], permission: Permission) -> Any:
         services = services_of(connection)
         return Caller(services.get(service), principal, services.blocking)
 
+    dependency.plinth_caller = (service, permission)  # type: ignore[attr-defined]  # api/lean.py
     return Depends(dependency)

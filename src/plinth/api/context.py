@@ -64,6 +64,8 @@ def all_routes(routes: list[Any]) -> Iterator[Any]:
     """Every route of an app, looking into included routers where FastAPI keeps one
     entry for each."""
     for route in routes:
+        if getattr(route, "stands_in_for", None) is not None:
+            continue  # api/lean.py: another way to a route listed in its own place
         included = getattr(route, "original_router", None)
         if included is not None:
             yield from all_routes(included.routes)

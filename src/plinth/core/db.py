@@ -298,7 +298,8 @@ def _configure_sqlite(engine: Engine, synchronous: str) -> None:
     def _on_begin(conn: Connection) -> None:
         write = conn.get_execution_options().get("plinth_write", True)
         stmt = "BEGIN IMMEDIATE" if write else "BEGIN"
-        _retry_locked(lambda: conn.exec_driver_sql(stmt))
+        driver: Any = conn.connection.driver_connection  # SQLAlchemy's execution costs more
+        _retry_locked(lambda: driver.execute(stmt))
 
 
 def _retry_locked(fn: Any) -> Any:

@@ -18,6 +18,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from plinth import __version__
+from plinth.api import lean
 from plinth.api.auth import requires
 from plinth.api.blocking import Blocking
 from plinth.api.context import Services, all_routes
@@ -116,6 +117,7 @@ def create_app(settings: Settings | None = None, *, embedded: bool = False) -> F
     _add_platform_routes(app, registry, readiness)
     _add_docs_routes(app)
     _add_middleware(app, settings, embedded, registry)
+    lean.install(app)
     return app
 
 

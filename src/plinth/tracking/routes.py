@@ -9,6 +9,7 @@ from fastapi.responses import StreamingResponse
 
 from plinth.api.auth import caller
 from plinth.api.context import Caller
+from plinth.api.lean import lean
 from plinth.api.uploads import download_headers, receive_upload, streamed_body
 from plinth.core.access import Permission, Principal
 from plinth.tracking import history
@@ -31,6 +32,7 @@ ArtifactName = Annotated[str, Path(max_length=1000, description="relative, '/'-s
 
 
 @router.post("/runs", response_model=s.Run, status_code=status.HTTP_201_CREATED)
+@lean
 async def create_run(req: s.RunCreate, c: Write) -> s.Run:
     return await c(c.service.create_run, req)
 
@@ -46,6 +48,7 @@ async def get_run(run_id: RunId, c: Read) -> s.Run:
 
 
 @router.patch("/runs/{run_id}", response_model=s.EndedRun)
+@lean
 async def end_run(run_id: RunId, update: s.RunUpdate, c: Write) -> s.EndedRun:
     return await c(c.service.end_run, run_id, update)
 
@@ -62,6 +65,7 @@ async def heartbeat(run_id: RunId, c: Write) -> Response:
 
 
 @router.post("/runs/{run_id}/batches", response_model=s.LogResult)
+@lean
 async def log_batch(run_id: RunId, batch: s.LogBatch, c: Write) -> s.LogResult:
     return await c(c.service.log_batch, run_id, batch)
 
