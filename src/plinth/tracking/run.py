@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 _live_runs: set[Run] = set()  # strong: a run dropped without end() is still flushed
 
 
+LINGER_S = 30.0  # the flusher keeps its tick this long after the last run ends
 Point = tuple[str, float, int, float]  # key, value, step, timestamp
 Batch = tuple[str, list[Point]]  # its id, its points
 
@@ -46,15 +47,18 @@ class _Flusher:
     """The one thread that sends every live run's batches and heartbeats, each when it
     is due. Its condition guards the state of every ``BatchLogger`` too.
 
-    While runs live it looks every ``flush_interval_seconds`` on its own, so new points
-    need not wake it: a sweep's thousands of short runs cost it no wake-up each (a wake
-    is a thread switch, and on a small machine a wait for the GIL)."""
+    While runs live, and for ``LINGER_S`` after the last one ended, it looks every
+    ``flush_interval_seconds`` on its own, so neither new points nor a new run need
+    wake it: a sweep's thousands of short runs cost it no wake-up each (a wake is a
+    thread switch, and on a small machine a wait for the GIL)."""
 
     def __init__(self) -> None:
         self.cond = threading.Condition()
         self.loggers: list[BatchLogger] = []
         self.thread: threading.Thread | None = None
         self.wakes_at = math.inf  # when the thread, asleep, looks again
+        self.tick = math.inf  # the last live run's flush interval
+        self.idle_since = 0.0  # when the last run left
 
     def register(self, logger: BatchLogger) -> None:
         with self.cond:
@@ -68,6 +72,7 @@ class _Flusher:
         with self.cond:
             if logger in self.loggers:
                 self.loggers.remove(logger)
+                self.idle_since = time.monotonic()
 
     def wake(self, *, urgent: bool) -> None:
         """New work (called under the lock): wake the thread now if it cannot wait for
@@ -88,8 +93,9 @@ class _Flusher:
                     soonest = min(soonest, at)
                 if due is None:
                     if self.loggers:  # look again within a tick: new points wake nobody
-                        tick = min(lg.settings.flush_interval_seconds for lg in self.loggers)
-                        soonest = min(soonest, now + tick)
+                        self.tick = min(lg.settings.flush_interval_seconds for lg in self.loggers)
+                    if self.loggers or now - self.idle_since < LINGER_S:  # nor a new run
+                        soonest = min(soonest, now + self.tick)
                     self.wakes_at = soonest
                     self.cond.wait(None if soonest == math.inf else soonest - now)
                     self.wakes_at = math.inf
