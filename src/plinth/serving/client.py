@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote
 
 from plinth.serving import schemas as s
@@ -79,6 +80,32 @@ class DeploymentCalls:
     def deployment_history(self, project: str, name: str) -> list[s.DeploymentEvent]:
         url = f"{_deployments(project, name)}/history"
         return [s.DeploymentEvent(**e) for e in self._transport.request("GET", url)]
+
+    def deployment_records(
+        self,
+        project: str,
+        name: str,
+        *,
+        limit: int = 100,
+        since: datetime | float | str | None = None,
+        version: int | None = None,
+        shadow: bool | None = None,
+        order: Literal["desc", "asc"] = "desc",
+        cursor: str | None = None,
+    ) -> s.PredictionRecords:
+        """A page of the deployment's prediction records, newest first (``order="asc"``:
+        oldest first). ``since``: predictions made at or after it (a datetime, seconds
+        since the epoch, or ISO 8601 text; UTC without an offset). ``version``: only
+        that version's answers; ``shadow``: only the shadow's (True) or only the
+        answers returned (False). Pass ``next_cursor`` back as ``cursor`` for more."""
+        params: dict[str, Any] = {"limit": limit, "order": order}
+        if since is not None:
+            params["since"] = since.isoformat() if isinstance(since, datetime) else since
+        for key, value in (("version", version), ("shadow", shadow), ("cursor", cursor)):
+            if value is not None:
+                params[key] = value
+        url = f"{_deployments(project, name)}/records"
+        return s.PredictionRecords(**self._transport.request("GET", url, params=params))
 
     def delete_deployment(self, project: str, name: str, *, reason: str = "") -> None:
         url = _deployments(project, name)

@@ -9,6 +9,7 @@ then: an alias that moves later does not move a deployment.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
@@ -142,6 +143,49 @@ class DeploymentEvent(BaseModel):
     actor: str
     at: float
     reason: str
+
+
+class RecordsQuery(BaseModel):
+    """Which prediction records to read, as query parameters."""
+
+    limit: int = Field(100, ge=1, le=10_000)
+    since: datetime | None = Field(
+        None,
+        description="only predictions made at or after this time: ISO 8601 (UTC when "
+        "it has no offset) or seconds since the epoch",
+    )
+    version: int | None = Field(None, ge=1, description="only the answers of this version")
+    shadow: bool | None = Field(
+        None, description="true: only the shadow's answers; false: only those returned"
+    )
+    order: Literal["desc", "asc"] = Field("desc", description="newest (desc) or oldest first")
+    cursor: str | None = Field(None, max_length=1000, description="a page's next_cursor")
+
+
+class PredictionRecord(BaseModel):
+    """One answered prediction, as a replica recorded it."""
+
+    prediction_id: str = Field(description="also the answer's X-Plinth-Prediction-Id header")
+    version: int | str | None = Field(description="the model version that answered")
+    model: str | None = None
+    at: datetime | None = Field(None, description="when the request arrived")
+    recorded_at: datetime | None = Field(None, description="when it was written: pages' order")
+    status: int | None = None  # the HTTP status of the answer
+    latency_ms: float | None = None
+    shadow: bool = False  # the shadow's answer to a copy of the request, never returned
+    request_id: str | None = None  # the v2 request's own id, when it gave one
+    inputs: Any = None
+    outputs: Any = None
+    inputs_truncated: bool = False  # left out: over the recorder's size limit
+    outputs_truncated: bool = False
+
+
+class PredictionRecords(BaseModel):
+    records: list[PredictionRecord]
+    next_cursor: str | None = Field(
+        None, description="pass as cursor for the next page; null when there is no more"
+    )
+    skipped: int = Field(0, description="damaged lines passed over (not records)")
 
 
 Deployment.model_rebuild()
