@@ -32,9 +32,11 @@ class DeploymentCalls:
         port: int | None = None,
         runtime: str = "local",
         record_sample: float = 0.0,
+        device: str = "auto",
         reason: str = "",
     ) -> s.Deployment:
-        """Serve ``model`` (``models:/PROJECT/NAME@ALIAS`` or ``/VERSION``) as ``name``."""
+        """Serve ``model`` (``models:/PROJECT/NAME@ALIAS`` or ``/VERSION``) as ``name``;
+        ``device``: where a pytorch model runs in each replica (auto, cpu, cuda, cuda:N)."""
         body = s.DeploymentCreate(
             name=name,
             model=model,
@@ -44,6 +46,7 @@ class DeploymentCalls:
             port=port,
             runtime=runtime,
             record_sample=record_sample,
+            device=device,
             reason=reason,
         ).model_dump()
         return s.Deployment(**self._transport.request("POST", _deployments(project), json=body))

@@ -27,6 +27,14 @@ ProjectOpt = Annotated[
     str | None, typer.Option("--project", "-p", help="Project (default: the model URI's).")
 ]
 Reason = Annotated[str, typer.Option(help="Why: kept in the deployment's history.")]
+DeviceOpt = Annotated[
+    str,
+    typer.Option(
+        "--device",
+        help="Where a PyTorch model runs in each replica: auto (CUDA when there is one), "
+        "cpu, cuda or cuda:N. Other flavors ignore it.",
+    ),
+]
 RecordSample = Annotated[
     float | None,
     typer.Option(
@@ -74,6 +82,7 @@ def create(
     min_replicas: Annotated[int | None, typer.Option("--min-replicas", min=0)] = None,
     max_replicas: Annotated[int | None, typer.Option("--max-replicas", min=1)] = None,
     record_sample: RecordSample = 0.0,
+    device: DeviceOpt = "auto",
     reason: Reason = "",
     as_json: JsonFlag = False,
 ) -> None:
@@ -87,6 +96,7 @@ def create(
         max_replicas=max_replicas,
         port=port,
         record_sample=record_sample or 0.0,
+        device=device,
         reason=reason,
     )
     _show(d, as_json)

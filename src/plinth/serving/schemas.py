@@ -15,6 +15,9 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
+# Where a model that can choose (pytorch) runs: auto is CUDA when the replica has one.
+DEVICE = r"^(auto|cpu|cuda(:[0-9]{1,3})?)$"
+Device = Annotated[str, Field(pattern=DEVICE, max_length=8)]
 Uri = Annotated[str, Field(max_length=500, pattern=r"^models:/")]
 MAX_REPLICAS = 32
 Runtime = Literal["local", "memory"]
@@ -40,6 +43,7 @@ class DeploymentSpec(BaseModel):
     min_replicas: int = Field(ge=0, le=MAX_REPLICAS)
     max_replicas: int = Field(ge=1, le=MAX_REPLICAS)
     record_sample: float = Field(0.0, ge=0.0, le=1.0)  # share of predictions recorded
+    device: Device = "auto"
 
     def versions(self) -> list[int]:
         """Every version a replica must hold (split and shadow), each once."""
@@ -59,6 +63,7 @@ class DeploymentCreate(BaseModel):
     port: int | None = Field(None, ge=1024, le=65535)  # None: a free one
     runtime: Runtime = "local"
     record_sample: float = Field(0.0, ge=0.0, le=1.0)
+    device: Device = "auto"
     reason: str = Field("", max_length=2000)
 
     @model_validator(mode="after")
@@ -127,6 +132,7 @@ class Deployment(BaseModel):
     shadow: Pinned | None
     desired_replicas: int
     record_sample: float  # share of predictions recorded (home/serving/records/)
+    device: str = "auto"  # where a pytorch model runs in each replica
     min_replicas: int
     max_replicas: int
     replicas: list[Replica] = Field(default_factory=list)  # what runs now

@@ -71,6 +71,7 @@ class DeploymentService:
             min_replicas=req.min_replicas if req.min_replicas is not None else min(1, req.replicas),
             max_replicas=req.max_replicas if req.max_replicas is not None else max(1, req.replicas),
             record_sample=req.record_sample,
+            device=req.device,
         )
         act = "deployments.create"
         with self.audit.recorded(principal, act, project=project, object=req.name) as (conn, ch):
@@ -404,6 +405,7 @@ class DeploymentService:
             shadow=spec.shadow,
             desired_replicas=spec.replicas,
             record_sample=spec.record_sample,
+            device=spec.device,
             min_replicas=spec.min_replicas,
             max_replicas=spec.max_replicas,
             replicas=self.supervisor.replicas(row.id),
