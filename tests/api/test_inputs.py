@@ -381,6 +381,11 @@ class World:
         self.root.log_artifacts(run.id, model_files(self.tmp / project / "2", b"2"), "model")
         self.root.register_model(run.id, "model-1", project)
         self.root.set_model_alias(project, project, "champion", 1)
+        # a deployment named like the project, of version 1 (replicas on paper), so
+        # that its routes (its records above all) reach past the lookup
+        self.root.create_deployment(
+            project, project, f"models:/{project}/{project}/1", runtime="memory"
+        )
         self.stored = self.snapshot()  # as of the last write; reads change nothing
         self.http.get("/login")  # the form's CSRF cookie, for the login form's fields
         csrf = lambda: self.http.cookies.get(LOGIN_CSRF_COOKIE, "")  # noqa: E731

@@ -286,6 +286,10 @@ REQUESTS: dict[tuple[str, str], tuple[str, Make]] = {
         "project",
         lambda w, r: ("GET", f"{DEPLOYS}/svc/history", {}),
     ),
+    ("GET", f"{DEPLOY}/{{name}}/records"): (
+        "project",
+        lambda w, r: ("GET", f"{DEPLOYS}/svc/records", {"params": {"limit": 5}}),
+    ),
     ("PATCH", f"{DEPLOY}/{{name}}"): (
         "project",
         lambda w, r: ("PATCH", f"{DEPLOYS}/{_spare_deployment(w)}", {"json": {"reason": r}}),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shlex
 from pathlib import Path
 from typing import Annotated, Any
@@ -73,6 +74,13 @@ def serve(
     load_timeout: Annotated[
         float, typer.Option(min=1, help="Seconds a model load may take.")
     ] = 120.0,
+    device: Annotated[
+        str,
+        typer.Option(
+            help="Where a PyTorch model runs: auto (CUDA when there is one), cpu, cuda or "
+            "cuda:N; each micro-batch moves there in one copy. Other flavors ignore it."
+        ),
+    ] = "auto",
     record_dir: Annotated[
         Path | None,
         typer.Option(
@@ -102,9 +110,12 @@ def serve(
     from plinth.serving.records import RecordSettings
     from plinth.serving.runner import WorkerSpec, bind, build_app
     from plinth.serving.runner import serve as run
+    from plinth.serving.schemas import DEVICE
     from plinth.serving.source import resolve
     from plinth.settings import Settings
 
+    if not re.fullmatch(DEVICE, device):
+        raise InvalidInput(f"--device {device!r}: use auto, cpu, cuda or cuda:N")
     records = None
     if record_dir is not None:
         share = 1.0 if record_sample is None else record_sample
@@ -125,6 +136,7 @@ def serve(
         limits,
         records,
         found.digest,
+        device,
     )
     listener = bind(host, port)
     url = _url(host, listener.getsockname()[1])

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote
 
 from plinth.serving import schemas as s
@@ -31,9 +32,11 @@ class DeploymentCalls:
         port: int | None = None,
         runtime: str = "local",
         record_sample: float = 0.0,
+        device: str = "auto",
         reason: str = "",
     ) -> s.Deployment:
-        """Serve ``model`` (``models:/PROJECT/NAME@ALIAS`` or ``/VERSION``) as ``name``."""
+        """Serve ``model`` (``models:/PROJECT/NAME@ALIAS`` or ``/VERSION``) as ``name``;
+        ``device``: where a pytorch model runs in each replica (auto, cpu, cuda, cuda:N)."""
         body = s.DeploymentCreate(
             name=name,
             model=model,
@@ -43,6 +46,7 @@ class DeploymentCalls:
             port=port,
             runtime=runtime,
             record_sample=record_sample,
+            device=device,
             reason=reason,
         ).model_dump()
         return s.Deployment(**self._transport.request("POST", _deployments(project), json=body))
@@ -79,6 +83,32 @@ class DeploymentCalls:
     def deployment_history(self, project: str, name: str) -> list[s.DeploymentEvent]:
         url = f"{_deployments(project, name)}/history"
         return [s.DeploymentEvent(**e) for e in self._transport.request("GET", url)]
+
+    def deployment_records(
+        self,
+        project: str,
+        name: str,
+        *,
+        limit: int = 100,
+        since: datetime | float | str | None = None,
+        version: int | None = None,
+        shadow: bool | None = None,
+        order: Literal["desc", "asc"] = "desc",
+        cursor: str | None = None,
+    ) -> s.PredictionRecords:
+        """A page of the deployment's prediction records, newest first (``order="asc"``:
+        oldest first). ``since``: predictions made at or after it (a datetime, seconds
+        since the epoch, or ISO 8601 text; UTC without an offset). ``version``: only
+        that version's answers; ``shadow``: only the shadow's (True) or only the
+        answers returned (False). Pass ``next_cursor`` back as ``cursor`` for more."""
+        params: dict[str, Any] = {"limit": limit, "order": order}
+        if since is not None:
+            params["since"] = since.isoformat() if isinstance(since, datetime) else since
+        for key, value in (("version", version), ("shadow", shadow), ("cursor", cursor)):
+            if value is not None:
+                params[key] = value
+        url = f"{_deployments(project, name)}/records"
+        return s.PredictionRecords(**self._transport.request("GET", url, params=params))
 
     def delete_deployment(self, project: str, name: str, *, reason: str = "") -> None:
         url = _deployments(project, name)

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from plinth.console import JsonFlag
+from plinth.console import JsonFlag, print_json
 from plinth.console import client as _client
 
 if TYPE_CHECKING:
@@ -27,6 +27,14 @@ ProjectOpt = Annotated[
     str | None, typer.Option("--project", "-p", help="Project (default: the model URI's).")
 ]
 Reason = Annotated[str, typer.Option(help="Why: kept in the deployment's history.")]
+DeviceOpt = Annotated[
+    str,
+    typer.Option(
+        "--device",
+        help="Where a PyTorch model runs in each replica: auto (CUDA when there is one), "
+        "cpu, cuda or cuda:N. Other flavors ignore it.",
+    ),
+]
 RecordSample = Annotated[
     float | None,
     typer.Option(
@@ -51,7 +59,7 @@ def _project(project: str | None, uri: str | None = None) -> str:
 
 def _show(d: s.Deployment, as_json: bool = False) -> None:
     if as_json:
-        typer.echo(json.dumps(d.model_dump(), indent=2, default=str))
+        print_json(d.model_dump())
         return
     split = ", ".join(f"v{e.version} {e.weight}%" for e in d.split)
     shadow = f"v{d.shadow.version}" if d.shadow else "-"
@@ -74,6 +82,7 @@ def create(
     min_replicas: Annotated[int | None, typer.Option("--min-replicas", min=0)] = None,
     max_replicas: Annotated[int | None, typer.Option("--max-replicas", min=1)] = None,
     record_sample: RecordSample = 0.0,
+    device: DeviceOpt = "auto",
     reason: Reason = "",
     as_json: JsonFlag = False,
 ) -> None:
@@ -87,6 +96,7 @@ def create(
         max_replicas=max_replicas,
         port=port,
         record_sample=record_sample or 0.0,
+        device=device,
         reason=reason,
     )
     _show(d, as_json)
@@ -157,7 +167,7 @@ def list_deployments(project: ProjectOpt = None, as_json: JsonFlag = False) -> N
     """A project's deployments: model, URL, traffic split, replicas ready."""
     found = _client().list_deployments(_project(project))
     if as_json:
-        typer.echo(json.dumps([d.model_dump() for d in found], indent=2, default=str))
+        print_json([d.model_dump() for d in found])
         return
     table = Table("name", "model", "url", "split", "replicas")
     for d in found:
@@ -173,13 +183,77 @@ def history(name: str, project: ProjectOpt = None, as_json: JsonFlag = False) ->
     """Every change of a deployment, newest first: what, who, when, why."""
     events = _client().deployment_history(_project(project), name)
     if as_json:
-        typer.echo(json.dumps([e.model_dump() for e in events], indent=2, default=str))
+        print_json([e.model_dump() for e in events])
         return
     table = Table("when", "action", "actor", "reason")
     for e in events:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.at))
         table.add_row(when, e.action, escape(e.actor), escape(e.reason))
     console.print(table)
+
+
+@deployments_app.command("records")
+def records(
+    name: str,
+    project: ProjectOpt = None,
+    limit: Annotated[int, typer.Option(min=1, max=10_000, help="At most this many.")] = 100,
+    since: Annotated[
+        str | None,
+        typer.Option(help="Predictions made at or after: ISO 8601 (UTC if no offset) or epoch."),
+    ] = None,
+    version: Annotated[int | None, typer.Option(min=1, help="Only this version's.")] = None,
+    shadow: Annotated[
+        bool | None,
+        typer.Option("--shadow/--no-shadow", help="Only the shadow's answers, or none of them."),
+    ] = None,
+    oldest_first: Annotated[
+        bool, typer.Option("--oldest-first", help="Oldest first (from --since, say).")
+    ] = False,
+    cursor: Annotated[str | None, typer.Option(help="Continue from a page's cursor.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Recorded predictions (--record-sample), newest first: id, version, status,
+    latency, inputs and outputs."""
+    page = _client().deployment_records(
+        _project(project),
+        name,
+        limit=limit,
+        since=since,
+        version=version,
+        shadow=shadow,
+        order="asc" if oldest_first else "desc",
+        cursor=cursor,
+    )
+    if as_json:
+        print_json(page.model_dump(mode="json"))
+        return
+    table = Table(
+        "recorded", "prediction", "version", "status", "ms", "shadow", "inputs", "outputs"
+    )
+    for r in page.records:
+        when = "-"
+        if r.recorded_at is not None:
+            when = r.recorded_at.astimezone().strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+        table.add_row(
+            when,
+            r.prediction_id,
+            str(r.version),
+            str(r.status or "-"),
+            "-" if r.latency_ms is None else f"{r.latency_ms:.1f}",
+            "yes" if r.shadow else "",
+            escape(_brief(r.inputs, r.inputs_truncated)),
+            escape(_brief(r.outputs, r.outputs_truncated)),
+        )
+    console.print(table)
+    if page.next_cursor:
+        console.print(f"more: --cursor {page.next_cursor}")
+
+
+def _brief(value: Any, truncated: bool, width: int = 48) -> str:
+    if truncated:
+        return "(left out: too large)"
+    text = json.dumps(value, separators=(",", ":"), default=str)
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 @deployments_app.command("delete")

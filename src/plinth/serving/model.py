@@ -73,9 +73,11 @@ def load(
     allow_pickle: bool = False,
     timeout: float | None = None,
     digest: str | None = None,
+    device: str | None = None,
 ) -> ServedModel:
     """Load the version held in ``directory`` (its files and MLmodel.json); with
-    ``digest``, only if the files are still the registered version's."""
+    ``digest``, only if the files are still the registered version's. ``device``: where
+    a model that can choose runs (pytorch: auto, cpu, cuda, cuda:N)."""
     from plinth.registry.flavors import load_model, read_meta
 
     if digest is not None:
@@ -84,5 +86,5 @@ def load(
         check_directory(directory, digest, f"version {version} of {name!r}")
 
     meta = read_meta(directory)
-    predictor = load_model(directory, allow_pickle=allow_pickle, timeout=timeout)
+    predictor = load_model(directory, allow_pickle=allow_pickle, timeout=timeout, device=device)
     return ServedModel(name, version, meta.flavor, predictor, meta.signature)

@@ -9,6 +9,10 @@ without waiting (a full queue drops the record and counts it in
 ``plinth_serving_records_dropped_total``); a writer thread serializes, batches,
 writes and flushes, and fsyncs every few seconds. ``read_records`` reads a directory
 back, skipping the torn last line a killed process may leave.
+
+The writer stamps each record with ``recorded_at`` as it writes it, never going back
+(even if the clock does): each file is sorted by that stamp, which is what lets
+record_pages.py read a page of a large directory without reading it all.
 """
 
 from __future__ import annotations
@@ -81,6 +85,7 @@ class Recorder:
         self._queue: queue.Queue[Any] = queue.Queue(settings.max_queue)
         self._files = _Files(settings)  # opens the first file now: a bad directory fails at start
         self._before_write = before_write
+        self._stamped = 0.0  # the last recorded_at: stamps never go back
         self._thread = threading.Thread(target=self._run, daemon=True, name="plinth-records")
         self._thread.start()
 
@@ -145,10 +150,12 @@ class Recorder:
                 return batch, False
 
     def _write(self, batch: list[dict[str, Any]]) -> None:
+        self._stamped = max(self._stamped, time.time())
+        stamp = stamp_text(self._stamped)
         lines = []
         for record in batch:  # an odd record (NaN in its inputs, say) costs only itself
             try:
-                lines.append(line(record, self.settings.max_field_bytes))
+                lines.append(line(record, self.settings.max_field_bytes, stamp))
             except (TypeError, ValueError):
                 self.dropped.inc()
         try:
@@ -163,10 +170,18 @@ class Recorder:
         self.written.inc(len(lines))
 
 
-def line(record: dict[str, Any], limit: int) -> str:
+def stamp_text(seconds: float) -> str:
+    """``recorded_at`` as written: UTC to the microsecond, always 32 characters, so
+    that stamps sort as text."""
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="microseconds")
+
+
+def line(record: dict[str, Any], limit: int, recorded_at: str | None = None) -> str:
     """One record as a JSON line; inputs or outputs over ``limit`` bytes are left out
     and marked ``inputs_truncated`` / ``outputs_truncated``."""
     head = dict(record)
+    if recorded_at is not None:
+        head["recorded_at"] = recorded_at
     at = head.get("at")
     if isinstance(at, float):
         head["at"] = datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds")
@@ -261,6 +276,13 @@ class _Files:
             self._sync()
             self._out.close()
             self._out = None
+
+
+def deployment_records_dir(serving_root: Path, deployment_id: str) -> Path:
+    """Where a deployment's replicas record: ``serving/records/ID`` under the home
+    (beside ``serving/deployments/ID``, and kept when the deployment is deleted). The
+    id is the server's own, never a name a user gave."""
+    return serving_root / "records" / deployment_id
 
 
 def record_files(directory: Path) -> list[Path]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Depends, Path, Query, Response
 
 from plinth.api.auth import caller
 from plinth.api.context import Caller
@@ -69,6 +69,15 @@ async def scale_deployment(
 @router.get("/{name}/history", response_model=list[s.DeploymentEvent])
 async def deployment_history(project: Project, name: Name, c: Read) -> list[s.DeploymentEvent]:
     return await c(c.service.deployment_history, project, name)
+
+
+@router.get("/{name}/records", response_model=s.PredictionRecords)
+async def deployment_records(
+    project: Project, name: Name, query: Annotated[s.RecordsQuery, Depends()], c: Read
+) -> s.PredictionRecords:
+    """The predictions its replicas recorded (``record_sample``), a page at a time:
+    newest first (``order=asc``: oldest first), with ``next_cursor`` for the next."""
+    return await c(c.service.deployment_records, project, name, query)
 
 
 @router.delete("/{name}", status_code=204, response_class=Response)

@@ -38,6 +38,7 @@ class WorkerSpec:
     limits: AppLimits = field(default_factory=AppLimits)
     records: RecordSettings | None = None  # each worker records to files of its own
     digest: str | None = None  # the files must still be this registry version's
+    device: str | None = None  # where a pytorch model runs: auto, cpu, cuda, cuda:N
 
 
 def build_app(spec: WorkerSpec) -> ServingApp:
@@ -53,6 +54,7 @@ def build_app(spec: WorkerSpec) -> ServingApp:
             allow_pickle=spec.allow_pickle,
             timeout=spec.load_timeout,
             digest=spec.digest,
+            device=spec.device,
         )
     except PlinthError as exc:
         print(f"error: cannot load the model: {exc.message}", file=sys.stderr, flush=True)

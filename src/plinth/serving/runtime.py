@@ -51,9 +51,10 @@ class ReplicaPlan:
 
     @property
     def records_dir(self) -> Path:
-        """Where the replicas' prediction records go: ``serving/records/ID`` beside
-        ``serving/deployments/ID``, kept when a deployment is deleted."""
-        return self.directory.parent.parent / "records" / self.deployment_id
+        """Where the replicas' prediction records go (records.py)."""
+        from plinth.serving.records import deployment_records_dir
+
+        return deployment_records_dir(self.directory.parent.parent, self.deployment_id)
 
     def socket_path(self, replica: int) -> Path:
         """Short (a Unix socket's path has at most 107 bytes), in a folder of this

@@ -9,11 +9,15 @@ then: an alias that moves later does not move a deployment.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
+# Where a model that can choose (pytorch) runs: auto is CUDA when the replica has one.
+DEVICE = r"^(auto|cpu|cuda(:[0-9]{1,3})?)$"
+Device = Annotated[str, Field(pattern=DEVICE, max_length=8)]
 Uri = Annotated[str, Field(max_length=500, pattern=r"^models:/")]
 MAX_REPLICAS = 32
 Runtime = Literal["local", "memory"]
@@ -39,6 +43,7 @@ class DeploymentSpec(BaseModel):
     min_replicas: int = Field(ge=0, le=MAX_REPLICAS)
     max_replicas: int = Field(ge=1, le=MAX_REPLICAS)
     record_sample: float = Field(0.0, ge=0.0, le=1.0)  # share of predictions recorded
+    device: Device = "auto"
 
     def versions(self) -> list[int]:
         """Every version a replica must hold (split and shadow), each once."""
@@ -58,6 +63,7 @@ class DeploymentCreate(BaseModel):
     port: int | None = Field(None, ge=1024, le=65535)  # None: a free one
     runtime: Runtime = "local"
     record_sample: float = Field(0.0, ge=0.0, le=1.0)
+    device: Device = "auto"
     reason: str = Field("", max_length=2000)
 
     @model_validator(mode="after")
@@ -126,6 +132,7 @@ class Deployment(BaseModel):
     shadow: Pinned | None
     desired_replicas: int
     record_sample: float  # share of predictions recorded (home/serving/records/)
+    device: str = "auto"  # where a pytorch model runs in each replica
     min_replicas: int
     max_replicas: int
     replicas: list[Replica] = Field(default_factory=list)  # what runs now
@@ -142,6 +149,49 @@ class DeploymentEvent(BaseModel):
     actor: str
     at: float
     reason: str
+
+
+class RecordsQuery(BaseModel):
+    """Which prediction records to read, as query parameters."""
+
+    limit: int = Field(100, ge=1, le=10_000)
+    since: datetime | None = Field(
+        None,
+        description="only predictions made at or after this time: ISO 8601 (UTC when "
+        "it has no offset) or seconds since the epoch",
+    )
+    version: int | None = Field(None, ge=1, description="only the answers of this version")
+    shadow: bool | None = Field(
+        None, description="true: only the shadow's answers; false: only those returned"
+    )
+    order: Literal["desc", "asc"] = Field("desc", description="newest (desc) or oldest first")
+    cursor: str | None = Field(None, max_length=1000, description="a page's next_cursor")
+
+
+class PredictionRecord(BaseModel):
+    """One answered prediction, as a replica recorded it."""
+
+    prediction_id: str = Field(description="also the answer's X-Plinth-Prediction-Id header")
+    version: int | str | None = Field(description="the model version that answered")
+    model: str | None = None
+    at: datetime | None = Field(None, description="when the request arrived")
+    recorded_at: datetime | None = Field(None, description="when it was written: pages' order")
+    status: int | None = None  # the HTTP status of the answer
+    latency_ms: float | None = None
+    shadow: bool = False  # the shadow's answer to a copy of the request, never returned
+    request_id: str | None = None  # the v2 request's own id, when it gave one
+    inputs: Any = None
+    outputs: Any = None
+    inputs_truncated: bool = False  # left out: over the recorder's size limit
+    outputs_truncated: bool = False
+
+
+class PredictionRecords(BaseModel):
+    records: list[PredictionRecord]
+    next_cursor: str | None = Field(
+        None, description="pass as cursor for the next page; null when there is no more"
+    )
+    skipped: int = Field(0, description="damaged lines passed over (not records)")
 
 
 Deployment.model_rebuild()

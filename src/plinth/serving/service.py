@@ -12,25 +12,31 @@ marked it ``unsafe_pickle``.
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 import socket
 import time
 import uuid
+from datetime import UTC
 from typing import Any
 
 import sqlalchemy as sa
+from pydantic import ValidationError
 from sqlalchemy.engine import Connection
 
 from plinth.core.access import Need, Principal
 from plinth.core.platform import Platform
-from plinth.errors import Conflict, InvalidInput, NotFound
+from plinth.errors import Conflict, InvalidInput, NotFound, ServiceUnavailable
 from plinth.registry.aliases import AliasService
 from plinth.registry.service import RegistryService
 from plinth.registry.uri import parse
 from plinth.serving import schemas as s
 from plinth.serving import tables as t
+from plinth.serving.record_pages import PageQuery, decode_cursor, encode_cursor, read_page
+from plinth.serving.records import deployment_records_dir
 from plinth.serving.supervisor import DeploymentSupervisor
 
+log = logging.getLogger("plinth.serving")
 HISTORY_LIMIT = 1000
 SPLIT_CHANGES = ("update", "promote", "rollback")
 
@@ -65,6 +71,7 @@ class DeploymentService:
             min_replicas=req.min_replicas if req.min_replicas is not None else min(1, req.replicas),
             max_replicas=req.max_replicas if req.max_replicas is not None else max(1, req.replicas),
             record_sample=req.record_sample,
+            device=req.device,
         )
         act = "deployments.create"
         with self.audit.recorded(principal, act, project=project, object=req.name) as (conn, ch):
@@ -200,6 +207,43 @@ class DeploymentService:
                 .limit(HISTORY_LIMIT)
             ).all()
         return [_event(e) for e in rows]
+
+    def deployment_records(
+        self, project: str, name: str, query: s.RecordsQuery, *, principal: Principal
+    ) -> s.PredictionRecords:
+        """A page of the predictions the deployment's replicas recorded, newest first
+        unless ``order`` is asc, read from its record files (record_pages.py)."""
+        try:
+            after = None if query.cursor is None else decode_cursor(query.cursor)
+        except ValueError as exc:
+            raise InvalidInput(f"query.cursor: {exc}") from None
+        with self.db.read() as conn:
+            row = self._require(conn, project, name, principal, Need.READ)
+        since = query.since
+        if since is not None and since.tzinfo is None:
+            since = since.replace(tzinfo=UTC)  # a time without an offset is UTC
+        wanted = PageQuery(
+            limit=query.limit,
+            since=since,
+            version=None if query.version is None else str(query.version),
+            shadow=query.shadow,
+            newest_first=query.order == "desc",
+            after=after,
+        )
+        directory = deployment_records_dir(self.supervisor.root, row.id)
+        try:
+            page = read_page(directory, wanted)
+        except OSError as exc:  # the home's disk failing: try again, never a 500
+            log.warning("reading the records of %s failed: %s", row.id, exc)
+            raise ServiceUnavailable("the prediction records cannot be read now") from None
+        records, skipped = [], page.skipped
+        for record in page.records:
+            try:
+                records.append(_prediction(record))
+            except ValidationError:  # a line that is JSON but not a record
+                skipped += 1
+        cursor = None if page.next is None else encode_cursor(page.next)
+        return s.PredictionRecords(records=records, next_cursor=cursor, skipped=skipped)
 
     # shared -----------------------------------------------------------------------------
 
@@ -361,6 +405,7 @@ class DeploymentService:
             shadow=spec.shadow,
             desired_replicas=spec.replicas,
             record_sample=spec.record_sample,
+            device=spec.device,
             min_replicas=spec.min_replicas,
             max_replicas=spec.max_replicas,
             replicas=self.supervisor.replicas(row.id),
@@ -380,6 +425,13 @@ def _event(e: Any) -> s.DeploymentEvent:
         at=e.at,
         reason=e.reason,
     )
+
+
+def _prediction(record: dict[str, Any]) -> s.PredictionRecord:
+    version = record.get("version")
+    if isinstance(version, str) and version.isdigit():
+        record["version"] = int(version)  # a deployment's versions are numbers
+    return s.PredictionRecord.model_validate(record)
 
 
 def _with_canary(split: list[s.SplitEntry], canary: s.Pinned, weight: int) -> list[s.SplitEntry]:

@@ -110,10 +110,16 @@ def _weight(pair: tuple[str, int]) -> int:
     return pair[1]
 
 
-def load_versions(name: str, versions: list[dict[str, Any]], known: dict[str, ServedModel]) -> None:
+def load_versions(
+    name: str,
+    versions: list[dict[str, Any]],
+    known: dict[str, ServedModel],
+    device: str | None = None,
+) -> None:
     """Load the versions not yet in ``known`` (each ``{version, directory,
-    allow_pickle}``) into it; a replica is its own process, so a version an admin
-    marked ``unsafe_pickle`` loads here, never in the Plinth server."""
+    allow_pickle}``) into it, on ``device`` where a flavor can choose; a replica is its
+    own process, so a version an admin marked ``unsafe_pickle`` loads here, never in
+    the Plinth server."""
     from plinth.serving.model import load
 
     for entry in versions:
@@ -128,20 +134,21 @@ def load_versions(name: str, versions: list[dict[str, Any]], known: dict[str, Se
                 allow_pickle=bool(entry.get("allow_pickle")),
                 timeout=float(entry.get("load_timeout", 120.0)),
                 digest=entry.get("digest"),
+                device=device,
             )
 
 
 def from_config(config: dict[str, Any], *, seed: int | None = None) -> Split:
     """The split a replica starts with, from the config file the control plane wrote."""
     models: dict[str, ServedModel] = {}
-    load_versions(config["name"], config["versions"], models)
+    load_versions(config["name"], config["versions"], models, config.get("device"))
     return Split(models, *_routing(config), seed=seed, generation=int(config["generation"]))
 
 
 def apply_config(split: Split, config: dict[str, Any]) -> dict[str, Any]:
     """Load what is new, then switch weights and shadow at once (no request fails)."""
     models = dict(split.models)
-    load_versions(split.name, config["versions"], models)
+    load_versions(split.name, config["versions"], models, config.get("device"))
     split.models = models
     split.configure(*_routing(config), generation=int(config["generation"]))
     return split.describe()

@@ -229,6 +229,7 @@ class DeploymentSupervisor:
             "split": [{"version": e.version, "weight": e.weight} for e in spec.split],
             "shadow": None if spec.shadow is None else spec.shadow.version,
             "record_sample": spec.record_sample,
+            "device": spec.device,
         }
         directory = self.root / "deployments" / row.id
         return ReplicaPlan(row.id, row.port, row.secret, config, directory)

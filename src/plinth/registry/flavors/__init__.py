@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from plinth.errors import Conflict, InvalidInput, PermissionDenied, PlinthError, ServiceUnavailable
-from plinth.registry.flavors.base import Flavor, Predictor
+from plinth.registry.flavors.base import Flavor, Placed, Predictor
 from plinth.registry.flavors.meta import META_FILE, ModelMeta, read_meta, write_meta
 from plinth.registry.signature import Signature
 
@@ -138,9 +138,16 @@ def _signature_from_example(
 
 
 def load_model(
-    directory: Path, *, allow_pickle: bool = False, timeout: float | None = None
+    directory: Path,
+    *,
+    allow_pickle: bool = False,
+    timeout: float | None = None,
+    device: str | None = None,
 ) -> Predictor:
     """Load a saved model; a flavor that needs pickle is refused unless ``allow_pickle``.
+
+    ``device`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``) is where a flavor that declares
+    ``Placed`` (pytorch) runs the model; the other flavors ignore it.
 
     With a ``timeout`` the load runs in a daemon thread and a load that has not finished
     in time raises ``ServiceUnavailable``; the thread cannot be stopped, so a caller that
@@ -156,8 +163,8 @@ def load_model(
         )
     _check_files(directory, meta.files)
     if timeout is None:
-        return _load(flavor, directory, meta)
-    return _load_within(flavor, directory, meta, timeout)
+        return _load(flavor, directory, meta, device)
+    return _load_within(flavor, directory, meta, timeout, device)
 
 
 def _check_files(directory: Path, files: list[str]) -> None:
@@ -170,8 +177,10 @@ def _check_files(directory: Path, files: list[str]) -> None:
             raise InvalidInput(f"the model file '{name}' listed in {META_FILE} is missing")
 
 
-def _load(flavor: Flavor, directory: Path, meta: ModelMeta) -> Predictor:
+def _load(flavor: Flavor, directory: Path, meta: ModelMeta, device: str | None) -> Predictor:
     try:
+        if device is not None and isinstance(flavor, Placed):
+            return flavor.load_on(directory, meta.flavor_options, device)
         return flavor.load(directory, meta.flavor_options)
     except PlinthError:
         raise
@@ -181,12 +190,14 @@ def _load(flavor: Flavor, directory: Path, meta: ModelMeta) -> Predictor:
         ) from exc
 
 
-def _load_within(flavor: Flavor, directory: Path, meta: ModelMeta, timeout: float) -> Predictor:
+def _load_within(
+    flavor: Flavor, directory: Path, meta: ModelMeta, timeout: float, device: str | None
+) -> Predictor:
     outcome: dict[str, Any] = {}
 
     def run() -> None:
         try:
-            outcome["predictor"] = _load(flavor, directory, meta)
+            outcome["predictor"] = _load(flavor, directory, meta, device)
         except BaseException as exc:  # handed to the waiting caller
             outcome["error"] = exc
 

@@ -40,6 +40,15 @@ class Flavor(Protocol):
         ...
 
 
+@runtime_checkable
+class Placed(Protocol):
+    """What a flavor that can run its model on an accelerator declares besides
+    ``Flavor``: ``load_on`` a device (``auto``, ``cpu``, ``cuda``, ``cuda:N``), refused in
+    words when that device is not there. Flavors without it always run where they run."""
+
+    def load_on(self, directory: Path, options: dict[str, Any], device: str) -> Predictor: ...
+
+
 def imported(module: str) -> Any:
     """The module if the caller already imported it, else None: a cheap ``handles`` test."""
     return sys.modules.get(module)

@@ -4,6 +4,10 @@ No pickle: the weights are plain tensors, and the code is a class named by its i
 path (``package.module:QualName``) with JSON constructor kwargs (option ``init_kwargs``).
 The class is imported from what is installed, never from the model's own files, so a
 model version can carry weights but not code.
+
+A model loads onto a device (``load_on``: ``auto`` is CUDA when there is one, ``cpu``,
+``cuda`` or ``cuda:N``); each predict moves its inputs (a whole micro-batch, as the
+server joins them) there in one copy and brings the outputs back to the CPU.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +58,11 @@ class PyTorchFlavor:
         return [FILE], options
 
     def load(self, directory: Path, options: dict[str, Any]) -> Predictor:
+        return self.load_on(directory, options, "cpu")
+
+    def load_on(self, directory: Path, options: dict[str, Any], device: str) -> Predictor:
         torch = require("torch", "torch")
+        where = placement(torch, device)  # before any file is read: say so first
         load_file = require("safetensors.torch", "torch").load_file
         path = model_file(directory, FILE)
         cls = _import_class(str(options.get("class_path", "")), directory)
@@ -71,10 +80,33 @@ class PyTorchFlavor:
             model.load_state_dict(state, strict=True)
         except RuntimeError as exc:
             raise InvalidInput(f"'{FILE}' does not fit {options['class_path']}: {exc}") from exc
-        return TorchPredictor(model.eval(), torch)
+        return TorchPredictor(model.eval().to(where), torch)
 
     def signature(self, directory: Path, options: dict[str, Any]) -> Signature | None:
         return None
+
+
+def placement(torch: Any, device: str) -> Any:
+    """The ``torch.device`` that ``device`` names here; InvalidInput when it is not one
+    or is not on this machine."""
+    found = re.fullmatch(r"auto|cpu|cuda(?::(\d{1,3}))?", device)
+    if found is None:
+        raise InvalidInput(f"device {device!r}: use auto, cpu, cuda or cuda:N")
+    if device == "cpu":
+        return torch.device("cpu")
+    available = torch.cuda.is_available()
+    if device == "auto":
+        return torch.device("cuda" if available else "cpu")
+    if not available:
+        why = "torch was built without CUDA" if torch.version.cuda is None else "no GPU is visible"
+        raise InvalidInput(
+            f"device {device!r}: CUDA is not available here ({why}; torch "
+            f"{torch.__version__}): serve with --device cpu, or auto to use a GPU when there is one"
+        )
+    index, count = int(found.group(1) or 0), torch.cuda.device_count()
+    if index >= count:
+        raise InvalidInput(f"device {device!r}: this machine has {count} CUDA device(s)")
+    return torch.device("cuda", index)
 
 
 def _class_path(cls: type) -> str:
@@ -127,6 +159,7 @@ class TorchPredictor:
         self.torch = torch
         first = next(iter(model.parameters()), None)
         self.dtype = first.dtype if first is not None else torch.float32
+        self.device = first.device if first is not None else torch.device("cpu")
 
     def predict(self, inputs: Any) -> Any:
         torch = self.torch
@@ -144,8 +177,11 @@ class TorchPredictor:
         if not array.flags.writeable:  # pandas hands out read-only views; torch warns on them
             array = array.copy()
         tensor = self.torch.as_tensor(array)
-        # JSON numbers arrive as float64; the weights say which float the model computes in.
-        return tensor.to(self.dtype) if tensor.is_floating_point() else tensor
+        # JSON numbers arrive as float64; the weights say which float the model computes
+        # in, and where: one copy to the device for the whole batch.
+        if tensor.is_floating_point():
+            return tensor.to(self.device, self.dtype)
+        return tensor.to(self.device)
 
 
 def _numpy(output: Any) -> Any:
