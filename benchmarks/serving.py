@@ -18,9 +18,12 @@ Every server answers the same body, ``{"instances": [[5.1, 3.5, 1.4, 0.2]]}``, w
 the same model (each fits it in its own process from sklearn's bundled iris, so no
 file crosses scikit-learn versions). Per server: cold start (spawn to the first 200 of
 a predict request), then ``wrk`` at 8 and 64 connections (req/s, p50, p99, errors),
-then an overload run far past saturation (``--overload-connections``, 512 by default)
-counting what is not a 429/503: other statuses, socket errors and timeouts, and whether
-the server still answers afterwards. Temp files live under ``benchmarks/.work/``.
+then overload runs past saturation (``--overload-connections``: 128, twice the 64 at
+which capacity is measured, and 512, far past it) counting what is not a 200/429/503:
+other statuses, socket errors and timeouts (no answer within 2 s), and whether the
+server still answers afterwards. ``--pin`` runs the servers on CPU 0 and wrk on the
+other cores, so that the load generator does not take the server's CPU (on a 2-core
+machine both otherwise share both). Temp files live under ``benchmarks/.work/``.
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ sys.path.insert(0, str(HERE))
 from tracking import WORK_ROOT, fmt  # noqa: E402  (the tracking benchmark's, beside this file)
 
 BODY = '{"instances": [[5.1, 3.5, 1.4, 0.2]]}'
+SERVER_CPUS: set[int] = set()  # --pin: the servers' cores (wrk gets the rest)
 SERVERS = ("plinth", "canary", "floor", "litserve", "bentoml", "mlflow", "ray")
 PEERS = ("litserve", "bentoml", "mlflow", "ray")
 PEER_PACKAGES = {
@@ -336,6 +340,7 @@ def running(server: Server, log: Path) -> Iterator[subprocess.Popen[bytes]]:
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # so that its whole process group can be stopped
+            preexec_fn=(lambda: os.sched_setaffinity(0, SERVER_CPUS)) if SERVER_CPUS else None,
         )
     try:
         yield proc
@@ -403,6 +408,9 @@ def run_wrk(
     script.write_text(LUA % (body, COUNT_STATUSES if count else ""))
     threads = min(2, connections)
     command = [wrk, f"-t{threads}", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "2s"]
+    if SERVER_CPUS:  # wrk on the other cores
+        others = sorted(set(range(os.cpu_count() or 1)) - SERVER_CPUS)
+        command = ["taskset", "-c", ",".join(map(str, others)), *command]
     command += ["-s", str(script), f"http://127.0.0.1:{port}{path}"]
     out = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60)
     for line in out.stdout.splitlines():
@@ -444,8 +452,10 @@ def bench_server(name: str, args: argparse.Namespace, work: Path, wrk: str) -> d
                     predict_once(port, server.path)
                 run_wrk(wrk, port, server.path, 8, min(2, args.duration), work)
                 result["loads"] = load_runs(wrk, port, server.path, args, work)
-                if args.overload_connections:
-                    result["overload"] = overload(wrk, port, server.path, args, work, proc)
+                result["overload"] = {
+                    str(c): overload(wrk, port, server.path, c, args, work, proc)
+                    for c in args.overload_connections
+                }
         result["cold_start_s"] = statistics.median(colds)
         result["cold_starts_s"] = colds
         result["ok"] = True
@@ -479,18 +489,19 @@ def overload(
     wrk: str,
     port: int,
     path: str,
+    connections: int,
     args: argparse.Namespace,
     work: Path,
     proc: subprocess.Popen[bytes],
 ) -> dict[str, Any]:
-    run = run_wrk(wrk, port, path, args.overload_connections, args.duration, work, count=True)
+    run = run_wrk(wrk, port, path, connections, args.duration, work, count=True)
     shed = sum(n for code, n in run["statuses"].items() if code in ("429", "503"))
     other = sum(n for code, n in run["statuses"].items() if code not in ("200", "429", "503"))
     alive = proc.poll() is None
     with contextlib.suppress(OSError, http.client.HTTPException):
         alive = alive and predict_once(port, path) == 200
     result = {
-        "connections": args.overload_connections,
+        "connections": connections,
         "rps": run["rps"],
         "p99_ms": run["p99_ms"],
         "ok": run["statuses"].get("200", 0),
@@ -500,7 +511,7 @@ def overload(
         "timeouts": run["timeouts"],
         "alive_after": alive,
     }
-    step(f"  overload c={args.overload_connections}: {result}")
+    step(f"  overload c={connections}: {result}")
     return result
 
 
@@ -564,7 +575,9 @@ def print_table(results: list[dict[str, Any]], connections: list[int], summary: 
     header = ["server", "cold start s"]
     for c in connections:
         header += [f"req/s @{c}", f"p50 ms @{c}", f"p99 ms @{c}", f"errors @{c}"]
-    header += ["overload: 200 / shed / other / timeouts", "alive"]
+    levels = sorted({c for r in results for c in r.get("overload", {})}, key=int)
+    for c in levels:
+        header += [f"@{c}: 200 / shed / other / timeouts", f"alive after @{c}"]
     rows = []
     for r in results:
         if not r.get("ok"):
@@ -575,13 +588,14 @@ def print_table(results: list[dict[str, Any]], connections: list[int], summary: 
             load = load_of(r, c) or {}
             row += [fmt(load.get("rps")), fmt(load.get("p50_ms")), fmt(load.get("p99_ms"))]
             row += [str(load.get("errors", "-"))]
-        o = r.get("overload")
-        if o:
-            row += [
-                f"{o['ok']} / {o['shed']} / {o['other_status'] + o['socket_errors']} / "
-                f"{o['timeouts']}",
-                "yes" if o["alive_after"] else "NO",
-            ]
+        for c in levels:
+            o = r.get("overload", {}).get(c)
+            if o:
+                row += [
+                    f"{o['ok']} / {o['shed']} / {o['other_status'] + o['socket_errors']} / "
+                    f"{o['timeouts']}",
+                    "yes" if o["alive_after"] else "NO",
+                ]
         rows.append(row)
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
@@ -603,7 +617,17 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--duration", type=float, default=10, help="seconds per wrk run")
     ap.add_argument("--repeats", type=int, default=1, help="wrk runs per load (median)")
     ap.add_argument("--connections", default="8,64", help="connection counts")
-    ap.add_argument("--overload-connections", type=int, default=512, help="0 skips it")
+    ap.add_argument(
+        "--overload-connections",
+        default="128,512",
+        help="connection counts past saturation, counting what is not 200/429/503 (empty "
+        "skips): 2x the 64 at which capacity is measured, and far past it",
+    )
+    ap.add_argument(
+        "--pin",
+        action="store_true",
+        help="servers on CPU 0, wrk on the other cores: load and server do not compete",
+    )
     ap.add_argument("--cold-repeats", type=int, default=3, help="spawns timed per server")
     ap.add_argument("--start-timeout", type=float, default=120)
     ap.add_argument("--json", type=Path, help="write the results here")
@@ -611,6 +635,9 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--plinth-src", type=Path, help="serve Plinth from this src/ instead")
     args = ap.parse_args()
     args.connections = [int(c) for c in args.connections.split(",") if c]
+    args.overload_connections = [int(c) for c in args.overload_connections.split(",") if c]
+    if args.pin and (os.cpu_count() or 1) < 2:
+        ap.error("--pin needs two CPUs or more")
     chosen = [s for s in args.only.split(",") if s] or list(SERVERS)
     skipped = {s for s in args.skip.split(",") if s}
     unknown = (set(chosen) | skipped) - set(SERVERS)
@@ -622,6 +649,8 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
+    if args.pin:
+        SERVER_CPUS.add(0)
     if args.plinth_src:
         global PLINTH_SRC
         PLINTH_SRC = args.plinth_src.resolve()
