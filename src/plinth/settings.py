@@ -51,9 +51,9 @@ class ServerSettings(BaseModel):
 
 
 class TrackingSettings(BaseModel):
-    heartbeat_seconds: float = Field(10.0, description="how often a live run says so")
+    heartbeat_seconds: float = Field(10.0, gt=0, description="how often a live run says so")
     stale_after_seconds: float = Field(120.0, description="a silent running run is killed")
-    flush_interval_seconds: float = 0.2
+    flush_interval_seconds: float = Field(0.2, gt=0)
     flush_batch_points: int = 5000
     flush_timeout_seconds: float = Field(
         120.0, description="how long end() waits for an unreachable server"

@@ -167,3 +167,37 @@ def test_a_lean_route_may_not_take_what_an_earlier_route_answers() -> None:
     app.include_router(router)
     with pytest.raises(TypeError, match="comes before"):
         lean.install(app)
+
+
+def test_a_lean_route_may_not_sit_under_an_included_prefix() -> None:
+    router = APIRouter()
+
+    @router.post("/runs", response_model=dict)
+    @lean.lean
+    async def made(c: Write) -> dict[str, str]:
+        return {}
+
+    app = FastAPI()
+    app.include_router(router, prefix="/api/v9")
+    with pytest.raises(TypeError, match="prefix"):
+        lean.install(app)
+
+
+@pytest.mark.parametrize(
+    "content", [b"[" * 100_000 + b"]" * 100_000, b'{"project": "p", "name": "\xff"}']
+)
+def test_a_body_that_cannot_be_parsed_is_a_400_either_way(
+    twins: dict[str, Any], content: bytes
+) -> None:
+    assert _same(twins, "POST", "/api/v1/runs", content=content) == 400
+
+
+def test_a_bad_body_is_refused_before_the_caller_is_known(twins: dict[str, Any]) -> None:
+    twins["tokens"]["nobody"] = "plt_0000000000000000_unknown"
+    assert _same(twins, "POST", "/api/v1/runs", "nobody", content=b"{") == 400
+    assert _same(twins, "POST", "/api/v1/runs", "nobody", content=b"{}") == 401
+
+
+def test_urls_are_still_made_by_route_name(tmp_path: Path) -> None:
+    app = create_app(make_settings(tmp_path / "home"))
+    assert app.url_path_for("healthz") == "/healthz"

@@ -153,6 +153,20 @@ def test_long_param_values_are_stored_and_oversized_ones_refused(
         client.create_run(project, params={"prompt": "x" * 70_000})
 
 
+def test_param_values_nested_past_a_limit_are_refused(client: Client, project: str) -> None:
+    def nested(depth: int) -> object:
+        value: object = {"leaf": 1}
+        for _ in range(depth - 1):
+            value = [value]
+        return value
+
+    run = client.create_run(project, params={"deep": nested(32)})
+    assert client.get_run(run.id).params["deep"] is not None
+    with pytest.raises(plinth.InvalidInput, match="nests at most 32"):
+        client.create_run(project, params={"deep": nested(300)})
+    assert len(client.search_runs(project)) == 1
+
+
 def test_like_is_case_sensitive_everywhere(client: Client, project: str) -> None:
     client.create_run(project, name="upper", tags={"team": "Vision"}, params={"m": "Vit"})
     client.create_run(project, name="lower", tags={"team": "vision"}, params={"m": "vit"})

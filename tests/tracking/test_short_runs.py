@@ -152,3 +152,35 @@ def test_an_end_that_gives_up_on_its_backlog_leaves_nothing_behind(
             run.end()
         assert run._logger not in run_module._flusher.loggers
         assert client.get_run(run.id).status == "finished"  # ended all the same
+
+
+class _Recorder:
+    """A stand-in for the client, under the flusher: when each heartbeat was sent."""
+
+    def __init__(self) -> None:
+        self.heartbeats: list[tuple[str, float]] = []
+
+    def heartbeat(self, run_id: str) -> None:
+        self.heartbeats.append((run_id, time.monotonic()))
+
+
+def test_a_run_started_while_the_flusher_lingers_still_beats_on_time() -> None:
+    from plinth.settings import TrackingSettings
+    from plinth.tracking.run import BatchLogger
+
+    settings = TrackingSettings(flush_interval_seconds=20.0, heartbeat_seconds=0.3)
+    client = _Recorder()
+    first = BatchLogger(client, "first", settings)  # type: ignore[arg-type]
+    time.sleep(0.5)
+    first.close()
+    time.sleep(0.6)  # the flusher, past first's last beat, now lingers: it looks every 20 s
+    second = BatchLogger(client, "second", settings)  # type: ignore[arg-type]
+    started = time.monotonic()
+    try:
+        deadline = started + 5
+        while time.monotonic() < deadline and not any(r == "second" for r, _ in client.heartbeats):
+            time.sleep(0.05)
+    finally:
+        second.close()
+    beats = [at - started for run, at in client.heartbeats if run == "second"]
+    assert beats and beats[0] < 2.0, beats

@@ -30,9 +30,11 @@ from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, TypeAdapter, ValidationError
+from starlette._utils import get_route_path
+from starlette.datastructures import URLPath
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.routing import BaseRoute, Match
+from starlette.routing import BaseRoute, Match, NoMatchFound
 
 from plinth.api.auth import Requires
 from plinth.api.context import Caller, all_routes, services_of
@@ -90,7 +92,7 @@ class LeanRoute(BaseRoute):
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
         if scope["type"] != "http" or scope["method"] not in self.methods or scope["query_string"]:
             return Match.NONE, {}
-        found = self.route.path_regex.match(scope["path"])
+        found = self.route.path_regex.match(get_route_path(scope))
         if found is None:
             return Match.NONE, {}
         if self.body is not None:
@@ -105,8 +107,11 @@ class LeanRoute(BaseRoute):
         }
 
     async def handle(self, scope: Scope, receive: Any, send: Any) -> None:
+        """As FastAPI does, in its order: the body read and parsed as JSON, then the
+        permission, then the body's validation."""
         assert self.caller is not None
         request = Request(scope, receive)
+        data = await _json(request) if self.body is not None else None
         name, requires, service = self.caller
         principal = await requires(request)
         services = services_of(request)
@@ -114,19 +119,23 @@ class LeanRoute(BaseRoute):
         kwargs[name] = Caller(services.get(service), principal, services.blocking)
         if self.body is not None:
             field, model = self.body
-            kwargs[field] = _parse(model, await request.body())
+            kwargs[field] = _valid(model, data)
         result = await self.route.endpoint(**kwargs)
         content = self.answer.dump_python(result, mode="json", by_alias=True)
         await PlinthJSONResponse(content, status_code=self.status)(scope, receive, send)
 
+    def url_path_for(self, name: str, /, **path_params: Any) -> URLPath:
+        raise NoMatchFound(name, path_params)  # the route it stands in for has the name
 
-def _parse(model: TypeAdapter[Any], body: bytes) -> Any:
-    """``model`` from a JSON body, refused as FastAPI refuses it."""
-    if not body:
-        missing = {"type": "missing", "loc": ("body",), "msg": "Field required", "input": None}
-        raise RequestValidationError([missing])
+
+_MISSING = object()
+
+
+async def _json(request: Request) -> Any:
+    """The body as JSON, refused as FastAPI refuses it; ``_MISSING`` for none."""
     try:
-        data = json.loads(body)
+        body = await request.body()
+        return json.loads(body) if body else _MISSING
     except json.JSONDecodeError as exc:
         raise RequestValidationError(
             [
@@ -139,8 +148,17 @@ def _parse(model: TypeAdapter[Any], body: bytes) -> Any:
                 }
             ]
         ) from exc
-    except ValueError as exc:  # not text
+    except HTTPException:  # the body limits' 408, 413 and the text check's 422
+        raise
+    except Exception as exc:  # not text, nested past recursion, the client gone
         raise HTTPException(400, "There was an error parsing the body") from exc
+
+
+def _valid(model: TypeAdapter[Any], data: Any) -> Any:
+    """``data`` as ``model``, refused as FastAPI refuses it."""
+    if data is _MISSING:
+        missing = {"type": "missing", "loc": ("body",), "msg": "Field required", "input": None}
+        raise RequestValidationError([missing])
     try:
         return model.validate_python(data, from_attributes=True)  # as FastAPI does
     except ValidationError as exc:
@@ -152,7 +170,10 @@ def install(app: FastAPI) -> list[LeanRoute]:
     """Put a ``LeanRoute`` first in ``app`` for every route marked ``@lean``."""
     routes = [r for r in all_routes(app.routes) if isinstance(r, APIRoute)]
     made = [LeanRoute(r) for r in routes if getattr(r.endpoint, "__plinth_lean__", False)]
+    dressed = _dressed(app.routes) if not app.router.dependencies else {id(r) for r in routes}
     for route in made:
+        if id(route.route) in dressed:
+            raise TypeError(f"{route.route.path}: included with a prefix or dependencies")
         _check_first(route, routes)
     app.router.routes[:0] = made
     mark_changed = getattr(app.router, "_mark_routes_changed", None)
@@ -172,3 +193,19 @@ def _check_first(lean_route: LeanRoute, routes: list[APIRoute]) -> None:
         first = next(r for r in routes if r.matches(scope)[0] is Match.FULL)
         if first is not lean_route.route:
             raise TypeError(f"{method} {probe_path}: {first.path} comes before the lean route")
+
+
+def _dressed(routes: list[Any]) -> set[int]:
+    """The routes of routers included with a prefix or dependencies of their own: a
+    lean route takes its path and permission from the route alone."""
+    found: set[int] = set()  # ids: routes do not hash
+    for route in routes:
+        context = getattr(route, "include_context", None)
+        if context is None:
+            continue
+        inner = route.original_router.routes
+        if context.prefix or context.dependencies:
+            found.update(id(r) for r in all_routes(inner))
+        else:
+            found |= _dressed(inner)
+    return found

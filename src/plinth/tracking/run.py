@@ -66,7 +66,7 @@ class _Flusher:
             if self.thread is None or not self.thread.is_alive():  # first run, or a fork
                 self.thread = threading.Thread(target=self._loop, name="plinth-flush", daemon=True)
                 self.thread.start()
-            self.wake(urgent=False)
+            self.wake(logger.due_at(time.monotonic()))
 
     def unregister(self, logger: BatchLogger) -> None:
         with self.cond:
@@ -74,10 +74,10 @@ class _Flusher:
                 self.loggers.remove(logger)
                 self.idle_since = time.monotonic()
 
-    def wake(self, *, urgent: bool) -> None:
-        """New work (called under the lock): wake the thread now if it cannot wait for
-        the thread's next look (``urgent``: a full buffer), or if it sleeps without end."""
-        if urgent or self.wakes_at == math.inf:
+    def wake(self, due: float) -> None:
+        """New work, due at ``due`` (called under the lock): wake the thread only if
+        it would look later than that."""
+        if due < self.wakes_at:
             self.cond.notify_all()
 
     def _loop(self) -> None:
@@ -154,10 +154,10 @@ class BatchLogger:
                 self.cond.wait(0.5)
             if not self.buffer:
                 self.oldest = time.monotonic()
-                _flusher.wake(urgent=False)
+                _flusher.wake(self.oldest + self.settings.flush_interval_seconds)
             self.buffer.extend(points)
             if len(self.buffer) >= self.batch_points:
-                _flusher.wake(urgent=True)
+                _flusher.wake(0.0)  # now
 
     def unsent(self) -> int:
         return len(self.buffer) + (len(self.pending[1]) if self.pending else 0)

@@ -81,6 +81,10 @@ def check_batch_size(data: dict[str, Any], holds: str, advice: str) -> None:
                 f"a key holds at most {MAX_KEY_LENGTH:,} characters; got {len(key):,}"
             )
     for key, value in params.items():
+        if _deeper_than(value, MAX_PARAM_DEPTH):
+            raise Unprocessable(
+                f"params.{key}: a param value nests at most {MAX_PARAM_DEPTH} lists or objects"
+            )
         _value_fits(f"params.{key}: a param value (as JSON)", _json_length(value))
     for key, value in tags.items():
         _value_fits(f"tags.{key}: a tag value", len(value) if isinstance(value, str) else 0)
@@ -89,6 +93,21 @@ def check_batch_size(data: dict[str, Any], holds: str, advice: str) -> None:
 def _value_fits(what: str, length: int) -> None:
     if length > MAX_VALUE_LENGTH:
         raise Unprocessable(f"{what} holds at most {MAX_VALUE_LENGTH:,} characters; got {length:,}")
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether lists and objects nest in ``value`` more than ``limit`` deep."""
+    level = [value]
+    for _ in range(limit + 1):
+        level = [
+            inner
+            for v in level
+            if isinstance(v, list | dict)
+            for inner in (v.values() if isinstance(v, dict) else v)
+        ]
+        if not level:
+            return False
+    return True
 
 
 def _length(value: Any) -> int:
@@ -129,6 +148,7 @@ MAX_BATCH_PARAMS = 1_000
 MAX_BATCH_TAGS = 1_000
 MAX_KEY_LENGTH = 250
 MAX_VALUE_LENGTH = 65_536  # characters of a tag value, or of a param value as JSON
+MAX_PARAM_DEPTH = 32  # lists and objects within a param value
 
 TagValue = Annotated[str, Field(max_length=MAX_VALUE_LENGTH)]
 Params = Annotated[
