@@ -361,14 +361,14 @@ def test_a_viewer_is_refused_every_form_in_the_page(site: Site) -> None:
 # traffic arithmetic on the data plane's own Prometheus text ------------------------------
 
 
-def _served(latencies: list[float], errors: int = 0) -> observe.Totals:
+def _served(latencies: list[float], errors: int = 0, version: str = "1") -> observe.Totals:
+    """A replica's metrics text, as its app counts requests answered by ``version``."""
     metrics = ServingMetrics(lambda: 0.0)
     for seconds in latencies:
-        metrics.latency.labels("v1").observe(seconds)
-        metrics.requests.labels("v1", "200").inc()
+        metrics.answered("v1", version, 200, seconds)
     for _ in range(errors):
-        metrics.errors.labels("500").inc()
-        metrics.requests.labels("v1", "500").inc()
+        metrics.answered("v1", version, 500, 0.003)
+        metrics.failed(500, version)
     return observe.parse(metrics.exposition().decode())
 
 
@@ -382,6 +382,31 @@ def test_totals_rates_and_percentiles_between_two_readings() -> None:
     p50, p99 = span.latency_ms[0.5], span.latency_ms[0.99]
     assert p50 is not None and 2 <= p50 <= 5  # in the (2 ms, 5 ms] bucket
     assert p99 is not None and 100 <= p99 <= 250  # in the (100 ms, 250 ms] bucket
+
+
+def test_each_version_is_counted_apart_and_the_whole_is_their_sum() -> None:
+    """Two replicas of a 90/10 split, as their apps count: per version, and in all."""
+    one = _served([0.003] * 9, version="1") + _served([0.2] * 1, errors=1, version="2")
+    two = _served([0.003] * 18, version="1") + _served([0.2] * 2, version="2")
+    both = one + two
+    assert both.replicas == 4  # four texts read: two per replica here
+    assert {v: c.requests for v, c in both.versions.items()} == {"1": 27.0, "2": 4.0}
+    assert both.requests == 31 and both.errors == 1 and both.versions["2"].errors == 1
+    later = both + _served([0.003] * 9, version="1") + _served([0.2], version="2")
+    span = observe.by_version(both, later, 2.0, (0.5,))
+    assert span["1"].requests_per_second == pytest.approx(4.5)
+    assert span["2"].requests_per_second == pytest.approx(0.5)
+    p50_fast, p50_slow = span["1"].latency_ms[0.5], span["2"].latency_ms[0.5]
+    assert p50_fast is not None and p50_fast <= 5 and p50_slow is not None and p50_slow >= 100
+
+
+def test_an_answer_that_is_no_prediction_counts_for_no_version() -> None:
+    metrics = ServingMetrics(lambda: 0.0)
+    metrics.failed(404)  # GET /nope
+    metrics.answered("v2", "3", 200, 0.01)
+    totals = observe.parse(metrics.exposition().decode())
+    assert (totals.requests, totals.errors) == (1, 1)
+    assert list(totals.versions) == ["3"] and totals.versions["3"].errors == 0
 
 
 def test_two_replicas_sum_and_a_restart_counts_what_is_there() -> None:
@@ -425,6 +450,11 @@ def test_a_live_deployment_charts_its_traffic(tmp_path: Path) -> None:
             assert rate is not None and float(rate.group(1)) > 0
             assert errors is not None and float(errors.group(1)) == 0
             assert re.search(r"<title>p99: [0-9.e+-]+</title>", fragment)
+            # and by version: the one version answered all twenty
+            assert "Requests per second by version" in fragment
+            row = re.search(r'<tr data-version="1">.*?</tr>', fragment, re.S)
+            assert row is not None and '<td class="num requests">20</td>' in row.group(0)
+            assert '<td class="num share">100.0%</td>' in row.group(0)
         finally:
             client.delete_deployment("iris", "live")
 
