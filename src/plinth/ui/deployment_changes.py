@@ -6,12 +6,16 @@ deployment is still the one the page showed, then makes the same service call th
 the SDK and the CLI make, as the request's principal: the service decides who may
 change what, validates the change and audits it. The page's forms carry the
 ``generation`` they showed; a change made meanwhile (by someone else, or by the
-autoscaler) refuses the form with 409 rather than act on what the person did not see,
-and the service's own compare-and-swap on ``generation`` refuses a change that lands
-between that check and the write. A refusal (a viewer, a weight out of range, an
-unknown version, a stale page) is shown on the deployment page with the service's
-status and what was typed, and changes nothing; an accepted change redirects back to
-the page (or, after a delete, to the project's deployments).
+autoscaler) refuses the form with 409 rather than act on what the person did not see.
+That check reads the deployment just before the service's call: a change landing
+between the two is not caught here (the service's own compare-and-swap on
+``generation`` keeps two writes from losing each other, not a stale page from acting);
+closing it needs the service to take the expected generation.
+
+A refusal (a viewer, a weight out of range, an unknown version, a stale page) is shown
+on the deployment page with the service's status and what was typed, and changes
+nothing; an accepted change redirects back to the page (or, after a delete, to the
+project's deployments).
 """
 
 from __future__ import annotations
