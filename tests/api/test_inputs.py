@@ -196,8 +196,9 @@ def _slots(
 @dataclass
 class Scene:
     """What plausible requests name: a project of this field's own, with a run that
-    has a metric ``m`` and an artifact ``a.txt``, and a secret named like the project;
-    and the login form's CSRF token (its cookie is in the client)."""
+    has a metric ``m`` and an artifact ``a.txt``, and a secret, a model and a deployment
+    named like the project; and the login form's CSRF token (its cookie is in the
+    client)."""
 
     project: str
     run_id: str
@@ -344,7 +345,7 @@ def _body(
         body = plausible(schema, defs, "", scene)
     if is_form(route):
         headers["content-type"] = "application/x-www-form-urlencoded"
-        return "&".join(f"{_in_url(k)}={_in_url(v)}" for k, v in body.items()).encode()
+        return "&".join(f"{_in_url(k)}={_in_url(str(v))}" for k, v in body.items()).encode()
     headers["content-type"] = "application/json"
     return json.dumps(body).encode()  # escaped: a lone surrogate arrives as "\ud800"
 
@@ -381,11 +382,10 @@ class World:
         self.root.log_artifacts(run.id, model_files(self.tmp / project / "2", b"2"), "model")
         self.root.register_model(run.id, "model-1", project)
         self.root.set_model_alias(project, project, "champion", 1)
-        # a deployment named like the project, of version 1 (replicas on paper), so
-        # that its routes (its records above all) reach past the lookup
-        self.root.create_deployment(
-            project, project, f"models:/{project}/{project}/1", runtime="memory"
-        )
+        # a deployment named like the project, of version 1 (memory runtime: replicas on
+        # paper), so that its routes (records, the page's forms) reach past the lookup
+        uri = f"models:/{project}/{project}/1"
+        self.root.create_deployment(project, project, uri, runtime="memory")
         self.stored = self.snapshot()  # as of the last write; reads change nothing
         self.http.get("/login")  # the form's CSRF cookie, for the login form's fields
         csrf = lambda: self.http.cookies.get(LOGIN_CSRF_COOKIE, "")  # noqa: E731

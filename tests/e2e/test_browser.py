@@ -325,3 +325,9 @@ def test_roll_back_a_deployment(server: str, page: Any, screenshots: Path) -> No
     assert page.locator("#traffic .traffic-charts").count() == 1
     history = httpx.get(f"{api}/churn-svc/history", timeout=30).json()
     assert history[0]["action"] == "rollback" and history[0]["reason"] == "v2 answers slowly"
+    # a canary again, from the page's own form (a version number and a weight)
+    page.fill("#canary-form input[name=canary]", "2")
+    page.fill("#canary-form input[name=weight]", "30")
+    with page.expect_navigation():
+        page.click("#canary-form button[type=submit]")
+    assert page.locator("table.split td.weight").all_inner_texts() == ["70%", "30%"]

@@ -363,7 +363,32 @@ REQUESTS: dict[tuple[str, str], tuple[str, Make]] = {
         )
         for verb in ("promote", "rollback")
     },
+    **{
+        ("POST", f"/projects/{{project}}/deployments/{{name}}/{verb}"): (
+            "project",
+            lambda w, r, verb=verb, data=data: _page_form(w, verb, data, r),
+        )
+        for verb, data in [
+            ("canary", {"canary": "2", "weight": 10}),
+            ("shadow", {"shadow": "2"}),
+            ("scale", {"replicas": 1}),
+            ("autoscale", {"min_replicas": 0, "max_replicas": 2}),
+            ("delete", {"confirm": ""}),  # the spare deployment's name, below
+        ]
+    },
 }
+
+
+def _page_form(w: World, verb: str, data: dict[str, Any], reason: str) -> Call:
+    """A deployment page's form on a spare deployment, as the page sends it (with the
+    generation it showed); it redirects back, or to the list after a delete."""
+    name = _spare_deployment(w)
+    generation = w.root.get_deployment("team-a", name).generation
+    sent = {**data, "reason": reason, "generation": generation}
+    if verb == "delete":
+        sent["confirm"] = name
+    url = f"/projects/team-a/deployments/{name}/{verb}"
+    return ("POST", url, {"data": sent, "follow_redirects": True})
 
 
 def _spare_deployment(w: World, canary: bool = False) -> str:

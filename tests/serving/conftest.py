@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
 import subprocess
 import sys
 import time
@@ -57,11 +58,19 @@ class Served:
             return list(pool.map(lambda body: self.post(path, body), bodies))
 
     def metric(self, name: str) -> float:
-        """The value of one sample line of /metrics (0 when absent)."""
-        for line in self.get("/metrics")[2].splitlines():
-            if line.startswith(name + " "):
-                return float(line.split()[-1])
-        return 0.0
+        """``NAME`` or ``NAME{label="value",…}`` read from /metrics: the sum of the
+        samples of that name whose labels include those given (0 when none), so that
+        ``plinth_serving_errors_total{code="400"}`` counts every version's."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        wanted_name, _, labels = name.partition("{")
+        wanted = dict(re.findall(r'(\w+)="([^"]*)"', labels))
+        return sum(
+            float(sample.value)
+            for family in text_string_to_metric_families(self.get("/metrics")[2])
+            for sample in family.samples
+            if sample.name == wanted_name and wanted.items() <= sample.labels.items()
+        )
 
 
 @contextmanager

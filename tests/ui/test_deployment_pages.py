@@ -6,8 +6,10 @@ real Prometheus text from the serving data plane's own metrics."""
 
 from __future__ import annotations
 
+import html
 import re
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,18 +105,6 @@ def test_hostile_reason_is_escaped(site: Site) -> None:
     assert EVIL not in text and ESCAPED in text
 
 
-def test_a_viewer_is_refused_in_the_page(site: Site) -> None:
-    before = site.root.get_deployment("shop", "svc")
-    for verb in ("rollback", "promote"):
-        page = site.viewer.post(f"{PAGE}/svc/{verb}", data={"reason": "mine"})
-        assert page.status_code == 403, verb
-        assert page.headers["content-type"].startswith("text/html")
-        assert 'role="alert"' in page.text and "Not changed:" in page.text
-        assert "Traceback" not in page.text and 'value="mine"' in page.text
-    after = site.root.get_deployment("shop", "svc")
-    assert (after.split, after.generation) == (before.split, before.generation)
-
-
 def test_an_editor_rolls_back_and_the_split_changes(site: Site) -> None:
     url = _fresh(site, "roll")
     assert [e.weight for e in site.root.get_deployment("shop", "roll").split] == [75, 25]
@@ -161,9 +151,11 @@ def test_a_browser_form_needs_the_form_token(tmp_path: Path) -> None:
         client.update_deployment("shop", "svc", canary=f"{URI}/2", weight=50)
         http = raw_http(client)
         with httpx.Client(transport=http._transport, base_url=http.base_url) as browser:
-            forged = browser.post(f"{PAGE}/svc/rollback", data={"csrf": "forged"})
-            assert forged.status_code == 403 and "form has expired" in forged.text
-            assert len(client.get_deployment("shop", "svc").split) == 2
+            before = client.get_deployment("shop", "svc")
+            for verb, data in FORMS.items():
+                forged = browser.post(f"{PAGE}/svc/{verb}", data={**data, "csrf": "forged"})
+                assert forged.status_code == 403 and "form has expired" in forged.text, verb
+            assert client.get_deployment("shop", "svc").generation == before.generation
             page = browser.get(f"{PAGE}/svc")
             field = re.search(r'name="csrf" value="([^"]+)"', page.text)
             assert field is not None and browser.cookies.get(FORM_CSRF_COOKIE) == field.group(1)
@@ -172,17 +164,211 @@ def test_a_browser_form_needs_the_form_token(tmp_path: Path) -> None:
         assert len(client.get_deployment("shop", "svc").split) == 1
 
 
+# the forms that change a deployment --------------------------------------------------
+
+
+def _post(site: Site, url: str, verb: str, http: httpx.Client | None = None, **data: Any) -> Any:
+    """Send one of the page's forms as the page would: with the generation it showed."""
+    name = url.rsplit("/", 1)[1]
+    data.setdefault("generation", site.root.get_deployment("shop", name).generation)
+    return (http or site.http).post(f"{url}/{verb}", data=data)
+
+
+def _state(site: Site, name: str) -> tuple[Any, ...]:
+    d = site.root.get_deployment("shop", name)
+    split = [(e.version, e.weight) for e in d.split]
+    shadow = d.shadow.version if d.shadow else None
+    return d.generation, split, shadow, (d.desired_replicas, d.min_replicas, d.max_replicas)
+
+
+def _refused(page: httpx.Response, status: int, *words: str) -> None:
+    assert page.status_code == status, page.text[:500]
+    assert page.headers["content-type"].startswith("text/html")
+    assert 'role="alert"' in page.text and "Not changed:" in page.text
+    assert "Traceback" not in page.text
+    text = html.unescape(page.text)
+    for word in words:
+        assert word in text, word
+
+
+def test_the_page_offers_every_form_with_its_token_and_generation(site: Site) -> None:
+    d = site.root.get_deployment("shop", "svc")
+    text = site.http.get(f"{PAGE}/svc").text
+    forms = re.findall(r'<form class="inline-form" id="([a-z-]+)-form"', text)
+    assert forms == ["canary", "promote", "rollback", "shadow", "shadow-off", "scale",
+                     "autoscale", "delete"]  # fmt: skip
+    assert text.count(f'name="generation" value="{d.generation}"') == len(forms)
+    assert text.count('name="csrf" value="') == len(forms)
+    assert "Remove shadow (v3)" in text and 'id="delete"' in text
+    assert '<option value="3">version 3</option>' in text  # the versions to choose from
+
+
+def test_set_a_canary_by_number_alias_or_uri(site: Site) -> None:
+    site.root.create_deployment("shop", "can", f"{URI}/1", runtime="memory")
+    url = f"{PAGE}/can"
+    done = _post(site, url, "canary", canary="2", weight=20, reason="try v2")
+    assert done.status_code == 303 and done.headers["location"] == url
+    assert _state(site, "can")[1] == [(1, 80), (2, 20)]
+    site.root.set_model_alias("shop", "churn", "challenger", 3)
+    assert _post(site, url, "canary", canary="@challenger", weight=5).status_code == 303
+    assert _state(site, "can")[1] == [(1, 95), (3, 5)]
+    assert _post(site, url, "canary", canary=f"{URI}/2", weight=50).status_code == 303
+    assert _state(site, "can")[1] == [(1, 50), (2, 50)]
+    history = site.root.deployment_history("shop", "can")
+    assert history[2].reason == "try v2" and history[1].after is not None
+    assert history[1].after["split"][1]["uri"] == f"{URI}@challenger"  # the URI it meant
+
+
+@pytest.mark.parametrize(
+    ("data", "status", "says"),
+    [
+        ({"canary": "2", "weight": 0}, 400, "1 to 99 percent"),
+        ({"canary": "2", "weight": 100}, 400, "1 to 99 percent"),
+        ({"canary": "9", "weight": 10}, 404, "9"),  # no such version
+        ({"canary": "1", "weight": 10}, 400, "whole split already"),
+        ({"canary": "two", "weight": 10}, 400, "a number, an @alias or a models:/ URI"),
+        ({"canary": "@nope", "weight": 10}, 404, "nope"),
+        ({"canary": "models:/other/churn/2", "weight": 10}, 400, "its own project"),
+        ({"canary": "models:/shop/other/2", "weight": 10}, 400, "serves model"),
+    ],
+)
+def test_a_bad_canary_is_shown_in_the_page_and_changes_nothing(
+    site: Site, data: dict[str, Any], status: int, says: str
+) -> None:
+    name = f"bad-{uuid.uuid4().hex[:8]}"
+    site.root.create_deployment("shop", name, f"{URI}/1", runtime="memory")
+    before = _state(site, name)
+    page = _post(site, f"{PAGE}/{name}", "canary", **data, reason="typed reason")
+    _refused(page, status, says, 'value="typed reason"', f'value="{data["canary"]}"')
+    assert _state(site, name) == before
+
+
+def test_a_weight_that_is_no_number_is_a_400_and_changes_nothing(site: Site) -> None:
+    url = _fresh(site, f"nan-{uuid.uuid4().hex[:8]}")
+    before = _state(site, url.rsplit("/", 1)[1])
+    page = _post(site, url, "canary", canary="2", weight="ten")
+    assert page.status_code == 400 and "weight" in page.text and "Traceback" not in page.text
+    assert _state(site, url.rsplit("/", 1)[1]) == before
+
+
+def test_a_page_older_than_a_change_is_refused_with_409(site: Site) -> None:
+    """Someone else (or the autoscaler) changed the deployment after this page was
+    shown: its form does not act on what the person did not see."""
+    url = _fresh(site, "stale")
+    shown = site.root.get_deployment("shop", "stale").generation
+    site.root.update_deployment("shop", "stale", canary=f"{URI}/3", weight=30)
+    after = _state(site, "stale")
+    for verb, data in [
+        ("promote", {}),
+        ("rollback", {}),
+        ("canary", {"canary": "2", "weight": 5}),
+        ("shadow", {"shadow": "3"}),
+        ("scale", {"replicas": 1}),
+        ("autoscale", {"min_replicas": 0, "max_replicas": 3}),
+        ("delete", {"confirm": "stale"}),
+    ]:
+        page = _post(site, url, verb, generation=shown, **data)
+        _refused(page, 409, "changed since this page showed it")
+        assert _state(site, "stale") == after, verb
+    assert f'name="generation" value="{after[0]}"' in page.text  # the page as it is now
+
+
+def test_set_change_and_remove_the_shadow(site: Site) -> None:
+    site.root.create_deployment("shop", "shady", f"{URI}/1", runtime="memory")
+    url = f"{PAGE}/shady"
+    assert _post(site, url, "shadow", shadow="2", reason="watch v2").status_code == 303
+    assert _state(site, "shady")[2] == 2
+    site.root.set_model_alias("shop", "churn", "candidate", 3)
+    assert _post(site, url, "shadow", shadow="@candidate").status_code == 303
+    assert _state(site, "shady")[2] == 3
+    before = _state(site, "shady")
+    both = _post(site, url, "shadow", shadow="2", remove="true")
+    _refused(both, 400, "not both")
+    _refused(_post(site, url, "shadow", shadow=""), 400, "give a version")
+    assert _state(site, "shady") == before
+    page = site.http.get(url).text
+    assert 'id="shadow-off-form"' in page
+    assert _post(site, url, "shadow", remove="true", reason="enough").status_code == 303
+    assert _state(site, "shady")[2] is None
+    assert 'id="shadow-off-form"' not in site.http.get(url).text
+    assert site.root.deployment_history("shop", "shady")[0].reason == "enough"
+
+
+def test_scale_and_set_the_autoscalers_bounds(site: Site) -> None:
+    site.root.create_deployment("shop", "scaly", f"{URI}/1", runtime="memory")
+    url = f"{PAGE}/scaly"
+    assert _state(site, "scaly")[3] == (1, 1, 1)
+    done = _post(site, url, "autoscale", min_replicas=1, max_replicas=4, reason="room")
+    assert done.status_code == 303 and _state(site, "scaly")[3] == (1, 1, 4)
+    assert _post(site, url, "scale", replicas=3).status_code == 303
+    assert _state(site, "scaly")[3] == (3, 1, 4)
+    assert len(site.root.get_deployment("shop", "scaly").replicas) == 3
+    before = _state(site, "scaly")
+    for verb, data, says in [
+        ("scale", {"replicas": 5}, "between min (1) and max (4)"),
+        ("scale", {"replicas": -1}, "replicas"),
+        ("autoscale", {"min_replicas": 5, "max_replicas": 2}, "exceeds max"),
+        ("autoscale", {"min_replicas": 0, "max_replicas": 99}, "max_replicas"),
+    ]:
+        page = _post(site, url, verb, **data, reason="typed")
+        _refused(page, 400, says, 'value="typed"')
+        assert _state(site, "scaly") == before, data
+    text = site.http.get(url).text
+    assert 'name="replicas" required min="1" max="4" value="3"' in text
+    assert [e.action for e in site.root.deployment_history("shop", "scaly")][:2] == [
+        "scale",
+        "update",
+    ]
+
+
+def test_delete_takes_the_name_typed_to_confirm_it(site: Site) -> None:
+    site.root.create_deployment("shop", "doomed", f"{URI}/1", runtime="memory")
+    url = f"{PAGE}/doomed"
+    for typed in ("", "Doomed", "svc"):
+        page = _post(site, url, "delete", confirm=typed, reason="not needed")
+        _refused(page, 400, "type the deployment's name (doomed)")
+        assert '<details class="card danger-zone" id="delete" open>' in page.text
+        assert site.root.get_deployment("shop", "doomed").name == "doomed"
+    done = _post(site, url, "delete", confirm="doomed", reason="not needed")
+    assert done.status_code == 303 and done.headers["location"] == PAGE
+    assert site.http.get(url).status_code == 404
+    assert f'href="{url}"' not in site.http.get(PAGE).text
+    [event] = [
+        e for e in site.root.audit_events(project="shop") if e.action == "deployments.delete"
+    ]
+    assert event.object == "doomed"
+
+
+FORMS = {
+    "promote": {},
+    "rollback": {},
+    "canary": {"canary": "3", "weight": 5},
+    "shadow": {"shadow": "2"},
+    "scale": {"replicas": 2},
+    "autoscale": {"min_replicas": 0, "max_replicas": 4},
+    "delete": {"confirm": "svc"},
+}
+
+
+def test_a_viewer_is_refused_every_form_in_the_page(site: Site) -> None:
+    before = _state(site, "svc")
+    for verb, data in FORMS.items():
+        page = _post(site, f"{PAGE}/svc", verb, site.viewer, **data, reason="mine")
+        _refused(page, 403, 'value="mine"')
+        assert _state(site, "svc") == before, verb
+
+
 # traffic arithmetic on the data plane's own Prometheus text ------------------------------
 
 
-def _served(latencies: list[float], errors: int = 0) -> observe.Totals:
+def _served(latencies: list[float], errors: int = 0, version: str = "1") -> observe.Totals:
+    """A replica's metrics text, as its app counts requests answered by ``version``."""
     metrics = ServingMetrics(lambda: 0.0)
     for seconds in latencies:
-        metrics.latency.labels("v1").observe(seconds)
-        metrics.requests.labels("v1", "200").inc()
+        metrics.answered("v1", version, 200, seconds)
     for _ in range(errors):
-        metrics.errors.labels("500").inc()
-        metrics.requests.labels("v1", "500").inc()
+        metrics.answered("v1", version, 500, 0.003)
+        metrics.failed(500, version)
     return observe.parse(metrics.exposition().decode())
 
 
@@ -196,6 +382,31 @@ def test_totals_rates_and_percentiles_between_two_readings() -> None:
     p50, p99 = span.latency_ms[0.5], span.latency_ms[0.99]
     assert p50 is not None and 2 <= p50 <= 5  # in the (2 ms, 5 ms] bucket
     assert p99 is not None and 100 <= p99 <= 250  # in the (100 ms, 250 ms] bucket
+
+
+def test_each_version_is_counted_apart_and_the_whole_is_their_sum() -> None:
+    """Two replicas of a 90/10 split, as their apps count: per version, and in all."""
+    one = _served([0.003] * 9, version="1") + _served([0.2] * 1, errors=1, version="2")
+    two = _served([0.003] * 18, version="1") + _served([0.2] * 2, version="2")
+    both = one + two
+    assert both.replicas == 4  # four texts read: two per replica here
+    assert {v: c.requests for v, c in both.versions.items()} == {"1": 27.0, "2": 4.0}
+    assert both.requests == 31 and both.errors == 1 and both.versions["2"].errors == 1
+    later = both + _served([0.003] * 9, version="1") + _served([0.2], version="2")
+    span = observe.by_version(both, later, 2.0, (0.5,))
+    assert span["1"].requests_per_second == pytest.approx(4.5)
+    assert span["2"].requests_per_second == pytest.approx(0.5)
+    p50_fast, p50_slow = span["1"].latency_ms[0.5], span["2"].latency_ms[0.5]
+    assert p50_fast is not None and p50_fast <= 5 and p50_slow is not None and p50_slow >= 100
+
+
+def test_an_answer_that_is_no_prediction_counts_for_no_version() -> None:
+    metrics = ServingMetrics(lambda: 0.0)
+    metrics.failed(404)  # GET /nope
+    metrics.answered("v2", "3", 200, 0.01)
+    totals = observe.parse(metrics.exposition().decode())
+    assert (totals.requests, totals.errors) == (1, 1)
+    assert list(totals.versions) == ["3"] and totals.versions["3"].errors == 0
 
 
 def test_two_replicas_sum_and_a_restart_counts_what_is_there() -> None:
@@ -239,6 +450,11 @@ def test_a_live_deployment_charts_its_traffic(tmp_path: Path) -> None:
             assert rate is not None and float(rate.group(1)) > 0
             assert errors is not None and float(errors.group(1)) == 0
             assert re.search(r"<title>p99: [0-9.e+-]+</title>", fragment)
+            # and by version: the one version answered all twenty
+            assert "Requests per second by version" in fragment
+            row = re.search(r'<tr data-version="1">.*?</tr>', fragment, re.S)
+            assert row is not None and '<td class="num requests">20</td>' in row.group(0)
+            assert '<td class="num share">100.0%</td>' in row.group(0)
         finally:
             client.delete_deployment("iris", "live")
 

@@ -117,11 +117,8 @@ class ServingApp:
                 await self._admin(scope, receive, send)
             else:
                 await self._read(method, path, send)
-        except PlinthError as exc:
-            await self._error(send, exc)
-        except Exception:
-            log.exception("serving %s %s failed", method, path)
-            await self._error(send, PlinthError("the server failed to answer: see its log"))
+        except Exception as exc:
+            await self._error(send, _failure(exc, scope))
 
     async def _read(self, method: str, path: str, send: Send) -> None:
         """The GET endpoints: health, readiness, metadata and metrics."""
@@ -154,29 +151,31 @@ class ServingApp:
         if scope["method"] != "POST":
             raise MethodNotAllowed(f"{scope['method']} {scope['path']} is not allowed: use POST")
         started, at = time.perf_counter(), time.time()
+        model = self.split.pick()  # first: every request counts for the version it went to
         self.metrics.in_flight.inc()
-        status, body, model, answer = 500, None, self.model, None
+        status, body, answer, error = 500, None, None, None
         try:
             self._check_name(name)
             asgi.check_content_type(scope)
             body = await asgi.read_json(
                 scope, receive, self.limits.max_body_bytes, self.limits.body_idle_seconds
             )
-            model = self.split.pick()
             answer = await self._answer(model, kind, body)
             status = 200
-        except PlinthError as exc:
-            status = exc.status_code
-            raise
+        except Exception as exc:
+            error = _failure(exc, scope)
+            status = error.status_code
         finally:
             elapsed = time.perf_counter() - started
             self.metrics.in_flight.dec()
-            self.metrics.requests.labels(kind, str(status)).inc()
-            self.metrics.latency.labels(kind).observe(elapsed)
+            self.metrics.answered(kind, model.version, status, elapsed)
             prediction_id = _prediction_id(kind, body, answer)
             recorded = self.recorder is not None and self.recorder.sampled()
             if recorded:
                 self._record(scope, prediction_id, at, model, body, answer, status, elapsed)
+        if error is not None:
+            await self._error(send, error, model)
+            return
         if self.split.shadow is not None:
             linked = prediction_id if recorded else None  # the shadow is recorded alike
             self._in_background(self._shadow(self.split.shadow, kind, body, linked))
@@ -260,12 +259,23 @@ class ServingApp:
     async def _json(self, send: Send, status: int, content: Any) -> None:
         await asgi.send_json(send, status, content, [self._version_header])
 
-    async def _error(self, send: Send, error: PlinthError) -> None:
-        headers = [self._version_header]
+    async def _error(
+        self, send: Send, error: PlinthError, model: ServedModel | None = None
+    ) -> None:
+        """An error answer; ``model``: the version a prediction request went to."""
+        headers = [self._version_header if model is None else _header(model)]
         if isinstance(error, ServiceUnavailable):
             headers.append((b"retry-after", str(RETRY_AFTER_SECONDS).encode()))
-        self.metrics.errors.labels(str(error.status_code)).inc()
+        self.metrics.failed(error.status_code, "" if model is None else model.version)
         await asgi.send_json(send, error.status_code, asgi.error_body(error), headers)
+
+
+def _failure(exc: Exception, scope: Scope) -> PlinthError:
+    """The error to answer with: a Plinth error as it is; anything else, logged, a 500."""
+    if isinstance(exc, PlinthError):
+        return exc
+    log.error("serving %s %s failed", scope["method"], scope["path"], exc_info=exc)
+    return PlinthError("the server failed to answer: see its log")
 
 
 def _prediction_id(kind: str, body: Any, answer: dict[str, Any] | None) -> str:

@@ -1,6 +1,11 @@
 """The server's Prometheus metrics, in a registry of its own (one per app, so that
 tests and several apps in one process never share counters).
 
+Requests, their latency and errors carry the ``version`` of the model that answered
+(the one the split picked; empty for an answer that is no prediction, such as a 404 on
+an unknown path), so a deployment's traffic can be read per version of its split. The
+shadow's answers are not counted here: they answer no request (they are recorded).
+
 With ``--workers N`` each worker process counts its own requests: a scrape of
 ``/metrics`` reads the worker that answered it.
 """
@@ -20,8 +25,8 @@ class ServingMetrics:
         self.registry = CollectorRegistry(auto_describe=True)
         self.latency = Histogram(
             "plinth_serving_request_duration_seconds",
-            "Time from a prediction request's arrival to its answer.",
-            ["protocol"],
+            "Time from a prediction request's arrival to its answer, by protocol and version.",
+            ["protocol", "version"],
             buckets=_LATENCY_BUCKETS,
             registry=self.registry,
         )
@@ -50,16 +55,24 @@ class ServingMetrics:
         )
         self.requests = Counter(
             "plinth_serving_requests",
-            "Prediction requests answered, by protocol and status code.",
-            ["protocol", "code"],
+            "Prediction requests answered, by protocol, status code and version.",
+            ["protocol", "code", "version"],
             registry=self.registry,
         )
         self.errors = Counter(
             "plinth_serving_errors",
-            "Answers with an error status, by code.",
-            ["code"],
+            "Answers with an error status, by code and version (empty: no prediction).",
+            ["code", "version"],
             registry=self.registry,
         )
+
+    def answered(self, protocol: str, version: str, status: int, seconds: float) -> None:
+        """One prediction request, answered by ``version`` with ``status``."""
+        self.requests.labels(protocol, str(status), version).inc()
+        self.latency.labels(protocol, version).observe(seconds)
+
+    def failed(self, status: int, version: str = "") -> None:
+        self.errors.labels(str(status), version).inc()
 
     def observe_batch(self, requests: int, rows: int) -> None:
         self.batch_size.observe(requests)

@@ -3,7 +3,8 @@ plane: each replica's Prometheus ``/metrics`` (as the autoscaler reads it, over 
 replica's own admin socket), summed into one ``Totals`` for the deployment.
 
 Counters only grow while a replica lives, so two ``Totals`` taken a few seconds apart
-give a rate, an error rate and latency percentiles over that interval (``between``).
+give a rate, an error rate and latency percentiles over that interval (``between``),
+for the whole deployment and for each model version of its split (``by_version``).
 A replica that restarted starts its counters again from zero: an interval in which a
 total went down counts what is there now, as Prometheus's ``rate`` does.
 """
@@ -26,24 +27,39 @@ LATENCY_BUCKET = "plinth_serving_request_duration_seconds_bucket"
 
 
 @dataclass(frozen=True)
-class Totals:
-    """Counters summed over replicas: requests, errors, and the latency histogram's
-    cumulative bucket counts by upper bound (seconds; ``inf`` last)."""
+class Counts:
+    """Requests, errors, and the latency histogram's cumulative bucket counts by upper
+    bound (seconds; ``inf`` last)."""
 
     requests: float = 0.0
     errors: float = 0.0
     buckets: dict[float, float] = field(default_factory=dict)
-    replicas: int = 0  # replicas whose metrics were read
 
-    def __add__(self, other: Totals) -> Totals:
-        bounds = self.buckets.keys() | other.buckets.keys()
-        merged = {b: self.buckets.get(b, 0.0) + other.buckets.get(b, 0.0) for b in bounds}
-        return Totals(
+    def __add__(self, other: Counts) -> Counts:
+        return Counts(
             self.requests + other.requests,
             self.errors + other.errors,
-            merged,
-            self.replicas + other.replicas,
+            _merged(self.buckets, other.buckets),
         )
+
+
+@dataclass(frozen=True)
+class Totals(Counts):
+    """Counts summed over replicas, in all and by the model version that answered
+    (``versions``: requests a replica counted without one are only in the whole)."""
+
+    replicas: int = 0  # replicas whose metrics were read
+    versions: dict[str, Counts] = field(default_factory=dict)
+
+    def __add__(self, other: Counts) -> Totals:
+        whole = Counts.__add__(self, other)
+        theirs = other.versions if isinstance(other, Totals) else {}
+        versions = {
+            v: self.versions.get(v, Counts()) + theirs.get(v, Counts())
+            for v in self.versions.keys() | theirs.keys()
+        }
+        replicas = self.replicas + (other.replicas if isinstance(other, Totals) else 0)
+        return Totals(whole.requests, whole.errors, whole.buckets, replicas, versions)
 
 
 @dataclass(frozen=True)
@@ -60,22 +76,26 @@ def parse(text: str) -> Totals:
     """One replica's ``/metrics`` text as ``Totals`` (unknown lines ignored)."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    requests = errors = 0.0
-    buckets: dict[float, float] = {}
+    by_version: dict[str, Counts] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
+            version = sample.labels.get("version", "")
             if sample.name == REQUESTS:
-                requests += sample.value
+                seen = Counts(requests=sample.value)
             elif sample.name == ERRORS:
-                errors += sample.value
+                seen = Counts(errors=sample.value)
             elif sample.name == LATENCY_BUCKET:  # one histogram per protocol: summed
-                bound = float(sample.labels["le"])
-                buckets[bound] = buckets.get(bound, 0.0) + sample.value
-    return Totals(requests, errors, buckets, replicas=1)
+                seen = Counts(buckets={float(sample.labels["le"]): sample.value})
+            else:
+                continue
+            by_version[version] = by_version.get(version, Counts()) + seen
+    whole = sum(by_version.values(), Counts())
+    versions = {v: counts for v, counts in by_version.items() if v}
+    return Totals(whole.requests, whole.errors, whole.buckets, replicas=1, versions=versions)
 
 
 def between(
-    earlier: Totals, later: Totals, seconds: float, quantiles: tuple[float, ...]
+    earlier: Counts, later: Counts, seconds: float, quantiles: tuple[float, ...]
 ) -> Interval:
     """Rates and latency percentiles of the requests answered between two readings."""
     span = max(seconds, 1e-9)
@@ -88,6 +108,20 @@ def between(
     }
     latency = {q: _quantile(q, counts) for q in quantiles}
     return Interval(span, requests / span, errors / span, latency)
+
+
+def by_version(
+    earlier: Totals, later: Totals, seconds: float, quantiles: tuple[float, ...]
+) -> dict[str, Interval]:
+    """``between`` for each version the later reading counted."""
+    return {
+        version: between(earlier.versions.get(version, Counts()), counts, seconds, quantiles)
+        for version, counts in later.versions.items()
+    }
+
+
+def _merged(a: dict[float, float], b: dict[float, float]) -> dict[float, float]:
+    return {bound: a.get(bound, 0.0) + b.get(bound, 0.0) for bound in a.keys() | b.keys()}
 
 
 def _delta(before: float, after: float) -> float:

@@ -11,6 +11,7 @@ CAPABILITY = Capability(
         "plinth.ui.routes:router",
         "plinth.ui.models:router",
         "plinth.ui.deployments:router",
+        "plinth.ui.deployment_changes:router",
     ),
     pages=(("Projects", "/"),),
 )

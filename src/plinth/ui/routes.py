@@ -47,6 +47,7 @@ _templates.filters.update(views.FILTERS)
 _templates.globals.update(
     version=__version__,
     color_of=views.color_of,
+    version_color=views.version_color,
     pages=[page for capability in declared() for page in capability.pages],
 )
 

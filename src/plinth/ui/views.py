@@ -74,6 +74,12 @@ def color_of(index: int) -> str:
     return PALETTE[index % len(PALETTE)]
 
 
+def version_color(version: int | str) -> str:
+    """A model version's color, the same wherever it is drawn: version 1 the first."""
+    text = str(version)
+    return color_of(int(text) - 1) if text.isascii() and text.isdigit() else PALETTE[-1]
+
+
 def parse_run_ids(values: Iterable[str]) -> list[str]:
     """``?runs=a,b`` and ``?runs=a&runs=b`` alike, in order, without repeats."""
     ids = [part.strip() for value in values for part in value.split(",")]
