@@ -18,6 +18,7 @@ import pytest
 from plinth.errors import InvalidInput
 from plinth.serving.app import ServingApp
 from plinth.serving.model import ServedModel
+from plinth.serving.record_pages import PageQuery, read_page
 from plinth.serving.records import Recorder, RecordSettings, read_records, record_files
 from plinth.serving.split import Split
 from tests.serving.conftest import served
@@ -102,7 +103,14 @@ def _call(app: ServingApp, requests: list[tuple[str, Any]]) -> list[Any]:
     async def go() -> list[Any]:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://app") as http:
-            answers = [await http.post(path, json=body) for path, body in requests]
+            answers = [
+                await (
+                    http.post(path, content=body, headers={"content-type": "application/json"})
+                    if isinstance(body, bytes)  # as sent, where json= would refuse it
+                    else http.post(path, json=body)
+                )
+                for path, body in requests
+            ]
             answers.append(await http.get("/metrics"))
         while app._background:  # the shadows answer after the response
             await asyncio.sleep(0.01)
@@ -169,6 +177,37 @@ def test_a_failed_prediction_is_recorded_with_its_status(tmp_path: Path) -> None
     recorder.close()
     [record] = read_records(tmp_path / "records")
     assert record["status"] == 400 and record["outputs"] is None
+
+
+def test_a_body_no_model_needs_and_no_record_could_keep_is_a_400(tmp_path: Path) -> None:
+    """A lone surrogate, or nesting past json_limits.MAX_DEPTH (however deep: never a
+    500 from the parser), is refused before the model sees it; the refusal is
+    recorded like any other, and its record reads back a page at a time."""
+    recorder = _recorder(tmp_path)
+    app = ServingApp(fake_model(), recorder=recorder)
+    path = "/v1/models/adder:predict"
+    surrogate = rb'{"instances":[{"a":1.0,"b":2.0,"note":"\ud800"}]}'  # else fine
+    pair = rb'{"instances":[{"a":1.0,"b":2.0,"note":"\ud83d\ude00"}]}'
+    nested = b'{"instances":[{"a":1.0,"b":2.0,"x":' + b"[" * 64 + b"]" * 64 + b"}]}"
+    answers = _call(
+        app,
+        [
+            (path, surrogate),
+            (path, pair),  # a valid pair: text like any other
+            (path, nested),  # 66 deep: over
+            (path, b'{"instances":' + b"[" * 5000 + b"]" * 5000 + b"}"),
+            (path, b"[" * 100_000),  # not JSON, and deeper than the parser goes
+        ],
+    )
+    statuses = [a.status_code for a in answers[:-1]]
+    assert statuses == [400, 200, 400, 400, 400], [a.text for a in answers]
+    assert "lone surrogate" in answers[0].json()["error"]["message"]
+    assert all("more than 64 deep" in a.json()["error"]["message"] for a in answers[2:-1])
+    recorder.close()
+    page = read_page(tmp_path / "records", PageQuery(newest_first=False))
+    assert [r["status"] for r in page.records] == statuses and page.skipped == 0
+    assert page.records[1]["inputs"] == [{"a": 1.0, "b": 2.0, "note": "\U0001f600"}]
+    assert all(r["inputs"] is None for r in page.records if r["status"] == 400)
 
 
 def test_the_reader_skips_a_torn_last_line_and_names_a_bad_one(tmp_path: Path) -> None:

@@ -158,6 +158,90 @@ def test_bad_filters_are_a_400_naming_the_field(
         root.deployment_records("shop", "svc", **kwargs)
 
 
+@pytest.mark.parametrize(
+    ("since", "count"),
+    [
+        ("9999-12-31T23:59:59.999999", 0),  # no offset: UTC, a microsecond before the end
+        ("9999-12-31T23:59:59-01:00", 0),  # past the end once in UTC: nothing is after it
+        ("0001-01-01T00:00:00+01:00", 12),  # before the start once in UTC: everything is
+    ],
+)
+def test_since_at_the_ends_of_the_calendar_is_a_page_never_an_error(
+    written: tuple[Client, dict[str, str]], since: str, count: int
+) -> None:
+    root, _ = written
+    for order in ("desc", "asc"):
+        answer = raw_http(root).get(
+            "/api/v1/projects/shop/deployments/svc/records",
+            params={"since": since, "order": order},
+        )
+        assert answer.status_code == 200, answer.text
+        assert len(answer.json()["records"]) == count
+
+
+def test_a_record_no_response_could_carry_costs_only_itself(
+    own_settings: Settings, written: tuple[Client, dict[str, str]]
+) -> None:
+    """Lines an older writer could leave (the writer of now never does): a lone
+    surrogate in the inputs is left out and marked; nesting too deep to send, or to
+    parse, skips the line and counts it. Every page holding them still answers."""
+    root, _ = written
+    directory = _records_dir(own_settings, "shop", "svc")
+    odd = [
+        r'"inputs":["\ud800"]',
+        '"inputs":' + "[" * 300 + "]" * 300,
+        '"inputs":' + "[" * 990 + "]" * 990,
+        '"inputs":' + "[" * 5000 + "]" * 5000,
+    ]
+    lines = []
+    for n, fields in enumerate(odd):
+        stamp = stamp_text(BASE + n + 0.015)
+        lines.append(f'{{"prediction_id":"odd{n}","version":1,"recorded_at":"{stamp}",{fields}}}\n')
+    (directory / "records-host-2-20240101T000000-00000.jsonl").write_text("".join(lines))
+    answer = raw_http(root).get("/api/v1/projects/shop/deployments/svc/records")
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["skipped"] == 3 and len(body["records"]) == 13
+    [kept] = [r for r in body["records"] if r["prediction_id"].startswith("odd")]
+    assert (kept["prediction_id"], kept["inputs"], kept["inputs_truncated"]) == ("odd0", None, True)
+    paged = [root.deployment_records("shop", "svc", limit=1)]
+    while paged[-1].next_cursor is not None:
+        paged.append(root.deployment_records("shop", "svc", limit=1, cursor=paged[-1].next_cursor))
+    assert [r.prediction_id for p in paged for r in p.records] == [
+        r["prediction_id"] for r in body["records"]
+    ]
+
+
+def test_record_files_that_cannot_be_read_are_a_503(
+    own_settings: Settings, written: tuple[Client, dict[str, str]]
+) -> None:
+    root, _ = written
+    broken = _records_dir(own_settings, "shop", "svc") / "records-host-9-x-00000.jsonl"
+    broken.mkdir()  # opening it fails, and not because it was removed
+    answer = raw_http(root).get("/api/v1/projects/shop/deployments/svc/records")
+    assert answer.status_code == 503, answer.text
+    assert answer.json()["error"]["message"] == "the prediction records cannot be read now"
+    broken.rmdir()
+    assert raw_http(root).get("/api/v1/projects/shop/deployments/svc/records").status_code == 200
+
+
+def test_a_cursor_through_a_file_named_outside_ascii_holds(
+    own_settings: Settings, written: tuple[Client, dict[str, str]]
+) -> None:
+    root, _ = written
+    directory = _records_dir(own_settings, "shop", "svc")
+    [path] = directory.iterdir()
+    path.rename(directory / "records-büro-1-20240101T000000-00000.jsonl")  # an older writer's
+    ids, cursor = [], None
+    while True:
+        page = root.deployment_records("shop", "svc", limit=5, cursor=cursor)
+        ids += [r.prediction_id for r in page.records]
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    assert ids == [f"p{n}" for n in range(5, -1, -1) for _ in (0, 1)]
+
+
 # end to end: a real replica ----------------------------------------------------------
 
 

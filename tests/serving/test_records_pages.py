@@ -7,9 +7,11 @@ gives a cursor; and the writer's stamps never go back, even when the clock does.
 
 from __future__ import annotations
 
+import base64
+import json
 import random
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -239,3 +241,187 @@ def test_the_writers_stamps_never_go_back_even_when_the_clock_does(
     recorder.close()
     stamps = [r["recorded_at"] for r in read_records(tmp_path)]
     assert len(stamps) == 3 and stamps == sorted(stamps) and len(stamps[0]) == 32
+
+
+def _stamped(prediction_id: str, stamp: float, **fields: Any) -> bytes:
+    """A record line as the writer writes it, stamped ``stamp``."""
+    return line(
+        {"prediction_id": prediction_id, "at": stamp, **fields}, 1 << 16, stamp_text(stamp)
+    ).encode()
+
+
+def test_a_replica_writing_during_a_page_neither_reorders_nor_repeats(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, b = tmp_path / "records-a-1-x-00000.jsonl", tmp_path / "records-b-2-x-00000.jsonl"
+    a.write_bytes(_stamped("a1", BASE + 1) + _stamped("a5", BASE + 5))
+    b.write_bytes(_stamped("b4", BASE + 4) + _stamped("b6", BASE + 6))
+    listed = record_pages._files
+
+    def then_a_writes(directory: Path, query: PageQuery) -> Any:
+        found = listed(directory, query)
+        with open(a, "ab") as out:  # after the page listed the files, before it read them
+            out.write(_stamped("a7", BASE + 7))
+        return found
+
+    monkeypatch.setattr(record_pages, "_files", then_a_writes)
+    first = read_page(tmp_path, PageQuery(limit=2))
+    monkeypatch.setattr(record_pages, "_files", listed)
+    assert [r["prediction_id"] for r in first.records] == ["b6", "a5"]
+    rest, _ = _all_pages(tmp_path, limit=2, after=first.next)
+    assert rest == ["b4", "a1"]  # a7 is on the next first page, not in this walk
+    assert [r["prediction_id"] for r in read_page(tmp_path, PageQuery(limit=1)).records] == ["a7"]
+
+
+@pytest.mark.parametrize(
+    ("since", "everything"),
+    [
+        (datetime(9999, 12, 31, 23, 59, 59, 999999), False),  # naive: UTC
+        (datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone(timedelta(hours=-1))), False),
+        (datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=1))), True),
+        (datetime(1, 1, 1), True),
+    ],
+)
+def test_since_at_the_ends_of_the_calendar_is_the_end_it_is_near(
+    tmp_path: Path, since: datetime, everything: bool
+) -> None:
+    _write_file(
+        tmp_path, "a", [(BASE + n, {"prediction_id": str(n), "at": BASE + n}) for n in range(3)]
+    )
+    for newest_first in (True, False):
+        page = read_page(tmp_path, PageQuery(since=since, newest_first=newest_first))
+        assert len(page.records) == (3 if everything else 0) and page.next is None
+
+
+def test_a_record_a_response_could_not_carry_is_left_out_or_skipped(tmp_path: Path) -> None:
+    """Lines no writer of now writes, but an older one (or damage) could: a lone
+    surrogate in inputs or outputs is left out and marked; one elsewhere, or nesting
+    past what a page can send (or what the parser can read), skips the line."""
+    deep = "[" * 300 + "]" * 300
+    deeper = "[" * 5000 + "]" * 5000
+    lines = [
+        ("inputs", r'"inputs":["\ud800"],"outputs":[1]'),
+        ("outputs", r'"inputs":[1],"outputs":{"x":"a\udfffb"}'),
+        ("pair", r'"inputs":["\ud83d\ude00"],"outputs":[1]'),  # a valid pair: kept
+        ("escaped", r'"inputs":["\\ud800"],"outputs":[1]'),  # a backslash, then text
+        ("model", r'"model":"\udc00","inputs":[1]'),
+        ("deep", f'"inputs":{deep}'),
+        ("deeper", f'"inputs":{deeper}'),
+        ("fine", f'"inputs":{"[" * 60 + "]" * 60}'),
+    ]
+    text = "".join(
+        f'{{"prediction_id":"{name}","recorded_at":"{stamp_text(BASE + n)}",{fields}}}\n'
+        for n, (name, fields) in enumerate(lines)
+    )
+    (tmp_path / "records-host-a.jsonl").write_text(text)
+    for newest_first in (True, False):
+        page = read_page(tmp_path, PageQuery(newest_first=newest_first))
+        found = {r["prediction_id"]: r for r in page.records}
+        assert set(found) == {"inputs", "outputs", "pair", "escaped", "fine"}
+        assert page.skipped == 3 and page.next is None
+        assert found["inputs"]["inputs"] is None and found["inputs"]["inputs_truncated"] is True
+        assert found["inputs"]["outputs"] == [1] and "outputs_truncated" not in found["inputs"]
+        assert found["outputs"]["outputs"] is None and found["outputs"]["outputs_truncated"]
+        assert found["pair"]["inputs"] == ["\U0001f600"]
+        assert found["escaped"]["inputs"] == ["\\ud800"]
+        for record in page.records:
+            json.dumps(record, ensure_ascii=False).encode()  # all of it can be sent
+
+
+def test_the_writer_leaves_out_what_would_not_read_back(tmp_path: Path) -> None:
+    deep: Any = 0
+    for _ in range(2000):  # deeper than json.dumps goes: it would stop the writer
+        deep = [deep]
+    recorder = Recorder(RecordSettings(tmp_path))
+    odd = [
+        ("surrogate", {"inputs": ["\ud800"], "outputs": [1]}),
+        ("deep", {"inputs": [1], "outputs": deep}),
+        ("nan", {"inputs": [float("nan")], "outputs": [1]}),
+        ("fine", {"inputs": ["\U0001f600", "x" * 10], "outputs": [1]}),
+        ("head", {"request_id": "\udfff", "inputs": [1]}),  # dropped, counted
+        ("after", {"inputs": [2], "outputs": [2]}),  # the writer lives on
+    ]
+    for prediction_id, fields in odd:
+        recorder.submit({"prediction_id": prediction_id, "at": BASE, **fields})
+    recorder.close()
+    page = read_page(tmp_path, PageQuery(newest_first=False))
+    found = {r["prediction_id"]: r for r in page.records}
+    assert list(found) == ["surrogate", "deep", "nan", "fine", "after"] and page.skipped == 0
+    assert (found["surrogate"]["inputs"], found["surrogate"]["inputs_truncated"]) == (None, True)
+    assert found["surrogate"]["outputs"] == [1]
+    assert (found["deep"]["outputs"], found["deep"]["outputs_truncated"]) == (None, True)
+    assert (found["nan"]["inputs"], found["nan"]["inputs_truncated"]) == (None, True)
+    assert found["fine"]["inputs"] == ["\U0001f600", "x" * 10] and found["after"]["inputs"] == [2]
+    [dropped] = [
+        s.value for s in recorder.dropped.collect()[0].samples if s.name.endswith("_total")
+    ]
+    assert dropped == 1
+
+
+def test_a_file_that_cannot_be_read_is_an_error_not_a_file_left_out(tmp_path: Path) -> None:
+    _write_file(tmp_path, "a", [(BASE, {"prediction_id": "0", "at": BASE})])
+    (tmp_path / "records-host-b.jsonl").mkdir()  # opening it fails, and not as "gone"
+    with pytest.raises(IsADirectoryError):
+        read_page(tmp_path, PageQuery())
+    (tmp_path / "records-host-b.jsonl").rmdir()
+    (tmp_path / "records-host-a.jsonl").rename(tmp_path / "file")
+    with pytest.raises(NotADirectoryError):  # the directory itself
+        read_page(tmp_path / "file", PageQuery())
+    assert read_page(tmp_path / "none-yet", PageQuery()).records == []
+
+
+def test_a_hosts_name_outside_ascii_names_files_whose_cursors_hold(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a file named by a writer before names were ASCII: the reader follows its cursors
+    _write_file(
+        tmp_path,
+        "büro-1-x-00000",
+        [(BASE + n, {"prediction_id": str(n), "at": BASE + n}) for n in range(5)],
+    )
+    ids, pages = _all_pages(tmp_path, limit=2)
+    assert ids == ["4", "3", "2", "1", "0"] and len(pages) == 3
+    # and the writer names its files in ASCII now
+    monkeypatch.setattr(records.socket, "gethostname", lambda: "büro-ünß.example")
+    Recorder(RecordSettings(tmp_path / "new")).close()
+    [written] = records.record_files(tmp_path / "new")
+    assert written.name.startswith("records-b-ro--n-.example-") and written.name.isascii()
+
+
+def test_a_cursor_is_any_name_the_reader_lists_and_nothing_else() -> None:
+    for name in ["records-büro-1-x-00000.jsonl", "records-\udcff.jsonl", "records-.jsonl"]:
+        key = (stamp_text(BASE), name, 7)
+        assert decode_cursor(encode_cursor(key)) == key
+    nested = base64.urlsafe_b64encode(b"[" * 2000 + b"]" * 2000).decode()
+    for made_up in [
+        encode_cursor((stamp_text(BASE), "records-a/../b.jsonl", 0)),
+        encode_cursor((stamp_text(BASE)[:-6], "records-a.jsonl", 0)),  # no offset: not ours
+        nested,
+    ]:
+        with pytest.raises(ValueError, match="not a cursor"):
+            decode_cursor(made_up)
+
+
+@pytest.mark.usefixtures("small_blocks")
+def test_unstamped_lines_are_skipped_and_counted_and_cost_a_page_little(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Records written before the writer stamped them hold only ``at``, out of order:
+    they are not in the files' order, so pages pass them over (counting them), and a
+    file of them costs a page the edges it looks at, never the whole file."""
+    monkeypatch.setattr(record_pages, "EDGE_BYTES", 4096)
+    found = _replicas(tmp_path, files=2)
+    rng = random.Random(3)
+    with open(tmp_path / "records-old-1-x-00000.jsonl", "w") as out:
+        for n in range(20_000):
+            at = datetime.fromtimestamp(BASE + rng.random() * 10, UTC).isoformat()
+            out.write(json.dumps({"prediction_id": f"old{n}", "at": at, "inputs": [n]}) + "\n")
+    expected = [r["prediction_id"] for r in found]
+    for newest_first in (True, False):
+        ids, pages = _all_pages(tmp_path, limit=7, newest_first=newest_first)
+        assert ids == (expected[::-1] if newest_first else expected)
+        assert all(0 < p.skipped < 200 for p in pages)  # about 4 KiB of lines each
+    before = _bytes_read()
+    read_page(tmp_path, PageQuery(limit=7))
+    assert _bytes_read() - before < 200_000  # the old file alone is over 1 MiB
+    assert (tmp_path / "records-old-1-x-00000.jsonl").stat().st_size > 1 << 20

@@ -1,5 +1,6 @@
 """The few HTTP mechanics the serving app needs, on raw ASGI: reading a bounded JSON
-body, refusing what it will never parse, and answering JSON.
+body, refusing what it will never parse (or could not keep: json_limits), and
+answering JSON.
 
 Raw ASGI because a prediction is a small request on the hot path: no framework
 request or response objects are built for it.
@@ -20,6 +21,7 @@ from plinth.errors import (
     RequestTimeout,
     UnsupportedMediaType,
 )
+from plinth.serving.json_limits import MAX_DEPTH, lone_surrogate, too_deep
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -49,7 +51,9 @@ def check_content_type(scope: Scope) -> None:
 
 async def read_json(scope: Scope, receive: Receive, limit: int, idle: float = 30.0) -> Any:
     """The request's JSON body, refused past ``limit`` bytes before it is all read, or
-    when it stops arriving for ``idle`` seconds (a stalled client holds no slot)."""
+    when it stops arriving for ``idle`` seconds (a stalled client holds no slot); and
+    refused when it nests deeper than ``MAX_DEPTH`` or holds a lone surrogate (a
+    ``\\ud800`` escape alone), which no model input needs and no record could keep."""
     declared = header(scope, b"content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"the body is {declared} bytes; the limit is {limit}")
@@ -71,10 +75,16 @@ async def read_json(scope: Scope, receive: Receive, limit: int, idle: float = 30
             break
     if not size:
         raise InvalidInput("the body is empty: send a JSON object")
+    body = b"".join(chunks)
+    if too_deep(body):  # before parsing: deep enough, it would exhaust the parser
+        raise InvalidInput(f"the body nests arrays and objects more than {MAX_DEPTH} deep")
     try:
-        return json.loads(b"".join(chunks))
+        value = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InvalidInput(f"the body is not valid JSON: {exc}") from None
+    if lone_surrogate(value, body):
+        raise InvalidInput("the body holds a lone surrogate (\\ud800 to \\udfff): not text")
+    return value
 
 
 async def send_json(

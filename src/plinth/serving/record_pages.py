@@ -11,8 +11,12 @@ where its page stopped, however many records were written meanwhile. A page also
 stops after ``SCAN_BYTES`` of lines looked at (a filter that matches little) or
 ``PAGE_BYTES`` of records kept, and then still gives a cursor.
 
-A torn last line (a writer killed mid-write, or still writing) is not read; a
-complete line that is not a record is skipped and counted.
+A page reads each file only up to where it ended when the page began: a replica
+writing meanwhile neither reorders nor repeats what the page gives. A torn last line
+(a writer killed mid-write, or still writing) is not read; a complete line that is not
+a record (damaged, or written before records were stamped) is skipped and counted.
+Inputs or outputs that a JSON response could not carry (json_limits) are left out
+and marked, as the writer does; a record that still could not be sent is skipped.
 """
 
 from __future__ import annotations
@@ -28,21 +32,24 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from plinth.serving.records import record_files, stamp_text
+from plinth.serving.json_limits import MAX_DEPTH, lone_surrogate, too_deep
+from plinth.serving.records import record_files
 
 MAX_LIMIT = 10_000
 SCAN_BYTES = 32 << 20  # lines looked at by one page, at most (about)
 PAGE_BYTES = 16 << 20  # records kept by one page, at most (about)
+EDGE_BYTES = 1 << 20  # looked at from each end for a file's first and last record
 BLOCK = 64 << 10
 Key = tuple[str, str, int]  # recorded_at, file name, offset of the line
-_FILE = re.compile(r"records-[A-Za-z0-9.-]{1,200}\.jsonl")
-_STAMP = re.compile(r"\d{4}-\d\d-\d\dT[0-9:.+-]{8,30}")
+# any name record_files lists: a cursor's file name is only compared, never opened
+_FILE = re.compile(r"records-[^/\x00]{0,240}\.jsonl", re.DOTALL)
+_STAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00")  # as stamp_text writes
 
 
 @dataclass(frozen=True)
 class PageQuery:
     limit: int = 100
-    since: datetime | None = None  # records of predictions made at or after it
+    since: datetime | None = None  # records of predictions made at or after it (UTC if naive)
     version: str | None = None  # only those the version answered
     shadow: bool | None = None  # only the shadow's (True) or only the answers (False)
     newest_first: bool = True
@@ -58,8 +65,11 @@ class Page:
 
 def read_page(directory: Path, query: PageQuery) -> Page:
     """One page of the records in ``directory`` that ``query`` asks for."""
+    files, skipped = _files(directory, query)
     with contextlib.ExitStack() as stack:
-        return _Merge(_files(directory, query), query, stack).run()
+        page = _Merge(files, query, stack).run()
+    page.skipped += skipped
+    return page
 
 
 # cursors ----------------------------------------------------------------------------
@@ -73,7 +83,8 @@ def encode_cursor(key: Key) -> str:
 def decode_cursor(text: str) -> Key:
     """The key a cursor names; ValueError when it is not one this module made."""
     try:
-        found = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        found = None if too_deep(raw, 1) else json.loads(raw)
     except (ValueError, TypeError):
         raise ValueError("not a cursor a page of records gave") from None
     if (
@@ -94,15 +105,15 @@ def decode_cursor(text: str) -> Key:
 
 
 class _File:
-    """One record file as it was when opened: lines after its last newline (a torn
-    line, or one being written now) are not part of it."""
+    """One record file up to ``end`` (by default, its last newline when opened: a
+    torn line, or one being written now, is not part of it)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, end: int | None = None) -> None:
         self.name = path.name
         self.handle: IO[bytes] = open(path, "rb")  # noqa: SIM115 (closed by close())
         try:
-            self.handle.seek(0, 2)
-            self.end = self._complete(self.handle.tell())
+            size = self.handle.seek(0, 2)
+            self.end = self._complete(size) if end is None else min(end, size)
         except BaseException:
             self.handle.close()
             raise
@@ -127,17 +138,11 @@ class _File:
         self, offset: int, raw: bytes, count: bool = True
     ) -> tuple[Key, dict[str, Any]] | None:
         """A line's key and record; None (``count``-ed) for a line that is not one."""
-        try:
-            record = json.loads(raw)
-        except ValueError:
-            record = None
-        stamp = None
-        if isinstance(record, dict):
-            stamp = record.get("recorded_at") or record.get("at")  # "at": before stamps
-        if not isinstance(stamp, str) or not isinstance(record, dict):
+        record = _record(raw)
+        if record is None:
             self.skipped += count
             return None
-        return (stamp, self.name, offset), record
+        return (record["recorded_at"], self.name, offset), record
 
     def forward(self, start: int, stop: int | None = None) -> Iterator[tuple[int, bytes]]:
         """The lines from ``start`` (a line's start) up to ``stop`` (default: the end)."""
@@ -206,14 +211,45 @@ class _File:
                 return parsed[0], offset + len(raw)
         return None
 
-    def edge(self, last: bool) -> Key | None:
-        """The key of the file's first (or last) record."""
+    def edge(self, last: bool) -> tuple[Key | None, int]:
+        """The key of the file's first (or last) record, looking at most
+        ``EDGE_BYTES`` of lines from that end, and how many lines that were not
+        records were looked at (a file that holds none is one damaged, or written
+        before records were stamped: it costs each page this much, not all of it)."""
         lines = self.backward(self.end) if last else self.forward(0)
+        seen = others = 0
         for offset, raw in lines:
             parsed = self.parse(offset, raw, count=False)
             if parsed is not None:
-                return parsed[0]
+                return parsed[0], others
+            seen, others = seen + len(raw), others + 1
+            if seen >= EDGE_BYTES:
+                break
+        return None, others
+
+
+def _record(raw: bytes) -> dict[str, Any] | None:
+    """The record a line holds, as a page can send it back (inputs or outputs it
+    could not are left out and marked); None for a line that is not a record, or
+    one that still could not be sent."""
+    if too_deep(raw, MAX_DEPTH + 1):  # the record's own object, then its fields
         return None
+    try:
+        record = json.loads(raw)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(record, dict):
+        return None
+    stamp = record.get("recorded_at")
+    if not isinstance(stamp, str) or not _STAMP.fullmatch(stamp):
+        return None  # unstamped (written before stamps): not in the files' order
+    if lone_surrogate(record, raw):
+        for field in ("inputs", "outputs"):
+            if lone_surrogate(record.get(field), raw):
+                record[field], record[f"{field}_truncated"] = None, True
+        if lone_surrogate(record, raw):
+            return None
+    return record
 
 
 @dataclass(frozen=True)
@@ -221,24 +257,30 @@ class _Candidate:
     path: Path
     first: Key
     last: Key
+    end: int  # where the file ended when listed: the page reads no further
 
 
-def _files(directory: Path, query: PageQuery) -> list[_Candidate]:
+def _files(directory: Path, query: PageQuery) -> tuple[list[_Candidate], int]:
     """The files that can hold a record the query asks for, in the order they join
-    the merge (by the key each can give first)."""
-    since = None if query.since is None else stamp_text(query.since.timestamp())
-    found = []
+    the merge (by the key each can give first); and the lines looked at in files
+    that hold no record."""
+    since = None if query.since is None else _stamp(_utc(query.since))
+    found, skipped = [], 0
     for path in record_files(Path(directory)):
         try:
             f = _File(path)
-        except OSError:  # removed meanwhile
+        except FileNotFoundError:  # removed since it was listed; any other error is one
             continue
         try:
-            first, last = f.edge(last=False), f.edge(last=True)
+            (first, others), (last, _) = f.edge(last=False), f.edge(last=True)
         finally:
             f.close()
-        if first is None or last is None:
+        if first is None and last is None:
+            skipped += others  # no record at either end: none in it
             continue
+        # damage at one end only: bounds that open the file early enough to read past it
+        first = first or ("", path.name, 0)
+        last = last or ("~", path.name, f.end)
         if since is not None and last[0] < since:
             continue  # recorded before since: every prediction in it was made before too
         if query.after is not None and (
@@ -246,10 +288,26 @@ def _files(directory: Path, query: PageQuery) -> list[_Candidate]:
             or (not query.newest_first and last <= query.after)
         ):
             continue
-        found.append(_Candidate(path, first, last))
+        found.append(_Candidate(path, first, last, f.end))
     if query.newest_first:
-        return sorted(found, key=lambda c: c.last, reverse=True)
-    return sorted(found, key=lambda c: c.first)
+        return sorted(found, key=lambda c: c.last, reverse=True), skipped
+    return sorted(found, key=lambda c: c.first), skipped
+
+
+def _utc(moment: datetime) -> datetime:
+    """``moment`` in UTC (naive: UTC already); within hours of either end of the
+    calendar, where UTC falls off it, that end."""
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    try:
+        return moment.astimezone(UTC)
+    except (OverflowError, ValueError):
+        return (datetime.min if moment.year == 1 else datetime.max).replace(tzinfo=UTC)
+
+
+def _stamp(moment: datetime) -> str:
+    """A UTC time as ``recorded_at`` is written (records.stamp_text), to compare with it."""
+    return moment.isoformat(timespec="microseconds")
 
 
 # the merge --------------------------------------------------------------------------
@@ -278,8 +336,8 @@ class _Merge:
         self.query, self.stack = query, stack
         self.heap: list[_Head] = []
         self.readers: list[tuple[_File, Iterator[tuple[int, bytes]]]] = []
-        self.since = None if query.since is None else query.since.astimezone(UTC)
-        self.since_stamp = None if query.since is None else stamp_text(query.since.timestamp())
+        self.since = None if query.since is None else _utc(query.since)
+        self.since_stamp = None if self.since is None else _stamp(self.since)
 
     def run(self) -> Page:
         page, scanned, kept, last = Page(), 0, 0, None
@@ -316,8 +374,8 @@ class _Merge:
 
     def _open(self, candidate: _Candidate) -> None:
         try:
-            f = _File(candidate.path)
-        except OSError:  # removed meanwhile
+            f = _File(candidate.path, candidate.end)
+        except FileNotFoundError:  # removed since it was listed; any other error is one
             return
         self.stack.callback(f.close)
         after, since = self.query.after, self.since_stamp

@@ -34,6 +34,7 @@ from typing import IO, Any
 from prometheus_client import CollectorRegistry, Counter
 
 from plinth.errors import InvalidInput
+from plinth.serving.json_limits import lone_surrogate, too_deep
 
 log = logging.getLogger("plinth.serving.records")
 SUFFIX = ".jsonl"
@@ -49,7 +50,7 @@ class RecordSettings:
     sample: float = 1.0  # the share of answers recorded, 0.0 to 1.0
     max_queue: int = 10_000  # records waiting for the writer; past it they are dropped
     max_batch: int = 1_000  # records joined into one write
-    max_field_bytes: int = 64 << 10  # inputs (or outputs) over this are left out
+    max_field_bytes: int = 64 << 10  # inputs (or outputs) over this are left out (line())
     rotate_bytes: int = 64 << 20  # a file over this is closed and the next one opened
     fsync_seconds: float = 2.0  # the most a power cut may lose of what was flushed
 
@@ -153,10 +154,10 @@ class Recorder:
         self._stamped = max(self._stamped, time.time())
         stamp = stamp_text(self._stamped)
         lines = []
-        for record in batch:  # an odd record (NaN in its inputs, say) costs only itself
+        for record in batch:  # an odd record costs only itself
             try:
                 lines.append(line(record, self.settings.max_field_bytes, stamp))
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, RecursionError):
                 self.dropped.inc()
         try:
             if self._before_write is not None:
@@ -177,8 +178,10 @@ def stamp_text(seconds: float) -> str:
 
 
 def line(record: dict[str, Any], limit: int, recorded_at: str | None = None) -> str:
-    """One record as a JSON line; inputs or outputs over ``limit`` bytes are left out
-    and marked ``inputs_truncated`` / ``outputs_truncated``."""
+    """One record as a JSON line that reads back as it was written. Inputs or outputs
+    over ``limit`` bytes, or that JSON could not give back (NaN, a lone surrogate,
+    nesting past json_limits.MAX_DEPTH), are left out and marked ``inputs_truncated``
+    / ``outputs_truncated``; ValueError for a record whose other fields are such."""
     head = dict(record)
     if recorded_at is not None:
         head["recorded_at"] = recorded_at
@@ -190,12 +193,30 @@ def line(record: dict[str, Any], limit: int, recorded_at: str | None = None) -> 
         if field not in head:
             continue
         value = head.pop(field)
-        text = "null" if head.get(f"{field}_truncated") else _json(value)
-        if len(text) > limit:
+        text = None if head.get(f"{field}_truncated") else _kept(value, limit)
+        if text is None:
             text, head[f"{field}_truncated"] = "null", True
         tail.append(f',"{field}":{text}')
+    small = _json(head)
+    if _unreadable(head, small):
+        raise ValueError("a prediction record that would not read back")
     # the bounded fields are serialized once, then spliced in after the small ones
-    return _json(head)[:-1] + "".join(tail) + "}\n"
+    return small[:-1] + "".join(tail) + "}\n"
+
+
+def _kept(value: Any, limit: int) -> str | None:
+    """``value`` as JSON, or None when it is left out (see ``line``)."""
+    try:
+        text = _json(value)
+    except (ValueError, RecursionError):
+        return None
+    return None if len(text) > limit or _unreadable(value, text) else text
+
+
+def _unreadable(value: Any, text: str) -> bool:
+    """Whether ``value`` (``text`` as JSON: ASCII) is JSON a page could not send."""
+    ascii_text = text.encode()
+    return too_deep(ascii_text) or lone_surrogate(value, ascii_text)
 
 
 def _json(value: Any) -> str:
@@ -213,7 +234,9 @@ class _Files:
             raise InvalidInput(
                 f"cannot record predictions in {settings.directory}: {exc.strerror}"
             ) from None
-        host = "".join(c if c.isalnum() or c in "-." else "-" for c in socket.gethostname())
+        host = "".join(
+            c if c.isascii() and (c.isalnum() or c in "-.") else "-" for c in socket.gethostname()
+        )
         started = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
         self._stem = f"records-{host}-{os.getpid()}-{started}"
         self._sequence = 0
@@ -286,8 +309,16 @@ def deployment_records_dir(serving_root: Path, deployment_id: str) -> Path:
 
 
 def record_files(directory: Path) -> list[Path]:
-    """The record files in ``directory``, oldest first within each process."""
-    return sorted(directory.glob(f"records-*{SUFFIX}"))
+    """The record files in ``directory`` (none while it does not exist), oldest
+    first within each process. A directory that cannot be read is an OSError, never
+    an empty one."""
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return []
+    return sorted(
+        directory / name for name in names if name.startswith("records-") and name.endswith(SUFFIX)
+    )
 
 
 def read_records(directory: Path) -> Iterator[dict[str, Any]]:

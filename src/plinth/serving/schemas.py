@@ -182,7 +182,7 @@ class PredictionRecord(BaseModel):
     request_id: str | None = None  # the v2 request's own id, when it gave one
     inputs: Any = None
     outputs: Any = None
-    inputs_truncated: bool = False  # left out: over the recorder's size limit
+    inputs_truncated: bool = False  # left out: over the size limit, or not JSON a page can send
     outputs_truncated: bool = False
 
 

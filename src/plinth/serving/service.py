@@ -17,7 +17,6 @@ import secrets
 import socket
 import time
 import uuid
-from datetime import UTC
 from typing import Any
 
 import sqlalchemy as sa
@@ -219,12 +218,9 @@ class DeploymentService:
             raise InvalidInput(f"query.cursor: {exc}") from None
         with self.db.read() as conn:
             row = self._require(conn, project, name, principal, Need.READ)
-        since = query.since
-        if since is not None and since.tzinfo is None:
-            since = since.replace(tzinfo=UTC)  # a time without an offset is UTC
         wanted = PageQuery(
             limit=query.limit,
-            since=since,
+            since=query.since,  # a time without an offset is UTC
             version=None if query.version is None else str(query.version),
             shadow=query.shadow,
             newest_first=query.order == "desc",
