@@ -14,6 +14,7 @@ sample of answers, the shadow's included, is recorded under that id.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import time
@@ -97,6 +98,7 @@ class ServingApp:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                settle_heap()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 for batcher in self._batchers.values():
@@ -248,6 +250,7 @@ class ServingApp:
                 self.recorder.sample = _share(body["record_sample"])
             loop = asyncio.get_running_loop()  # loading a version must not stall answers
             described = await loop.run_in_executor(None, apply_config, self.split, body)
+            settle_heap()  # the versions it loaded
         else:
             described = self.split.describe()
         await self._json(send, 200, {**described, "pid": self._pid})
@@ -340,3 +343,11 @@ def _local(scope: Scope) -> bool:
     the admin path does not exist."""
     server = scope.get("server")
     return server is not None and server[1] is None
+
+
+def settle_heap() -> None:
+    """Take what is loaded (models, libraries) out of the garbage collector's sight:
+    its full collections then walk only what requests make, not the hundreds of
+    thousands of objects a model and its libraries hold, so they pause answers less."""
+    gc.collect()
+    gc.freeze()

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import RedirectResponse, Response
@@ -116,23 +116,24 @@ def set_shadow(
     name: Name,
     sent: SentFields,
     shadow: VersionText = "",
-    remove: Annotated[bool, Form()] = False,
+    remove: Annotated[Literal["", "true"], Form()] = "",
 ) -> Response:
     """A version that sees a copy of every request (its answers recorded, never
     returned); or, with ``remove``, no shadow."""
     service = _service(request, DeploymentService)
+    remove_it = remove == "true"  # the form's hidden field: only that text, no "yes" or 1
 
     def change(d: s.Deployment) -> Any:
-        if remove and shadow.strip():
+        if remove_it and shadow.strip():
             raise InvalidInput("shadow: name a version to shadow, or remove the shadow; not both")
-        if remove:
+        if remove_it:
             update = _valid(s.DeploymentUpdate, shadow_off=True, reason=sent.reason)
         else:
             uri = model_uri(shadow, d, "shadow")
             update = _valid(s.DeploymentUpdate, shadow=uri, reason=sent.reason)
         return service.update_deployment(project, name, update)
 
-    form = "shadow-off" if remove else "shadow"
+    form = "shadow-off" if remove_it else "shadow"
     return _change(request, project, name, sent, form, {"shadow": shadow}, change)
 
 
