@@ -30,10 +30,30 @@ def check_form_token(request: Request, sent: str) -> None:
     # credentials a browser repeats for a proxy in front of Plinth).
     if request.headers.get("authorization", "").lower().startswith("bearer "):
         return
-    expected = request.cookies.get(FORM_CSRF_COOKIE, "")
-    # As bytes: compare_digest refuses str with non-ASCII characters (a TypeError, a 500).
-    if not (sent and expected and hmac.compare_digest(sent.encode(), expected.encode())):
+    if not cookie_matches(request, FORM_CSRF_COOKIE, sent):
         raise PermissionDenied("this form has expired or came from another site; try again")
+
+
+def cookie_matches(request: Request, cookie: str, sent: str) -> bool:
+    """Whether a form's hidden value is the one its cookie holds (double submit)."""
+    expected = request.cookies.get(cookie, "")
+    # As bytes: compare_digest refuses str with non-ASCII characters (a TypeError, a 500).
+    return bool(sent and expected) and hmac.compare_digest(sent.encode(), expected.encode())
+
+
+def set_token_cookie(
+    request: Request, response: Response, cookie: str, token: str, seconds: int, path: str
+) -> None:
+    """The cookie a form's token is checked against: this site's pages only."""
+    response.set_cookie(
+        cookie,
+        token,
+        max_age=seconds,
+        path=path,
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+    )
 
 
 def form_token(request: Request) -> str:
@@ -44,13 +64,5 @@ def form_token(request: Request) -> str:
 def keep_form_token(request: Request, response: Response, token: str) -> Response:
     """Set the cookie when the page made a new token."""
     if request.cookies.get(FORM_CSRF_COOKIE) != token:
-        response.set_cookie(
-            FORM_CSRF_COOKIE,
-            token,
-            max_age=FORM_CSRF_SECONDS,
-            path="/projects",
-            httponly=True,
-            samesite="strict",
-            secure=request.url.scheme == "https",
-        )
+        set_token_cookie(request, response, FORM_CSRF_COOKIE, token, FORM_CSRF_SECONDS, "/projects")
     return response

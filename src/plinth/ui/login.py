@@ -8,7 +8,6 @@ read nor make the browser send.
 
 from __future__ import annotations
 
-import hmac
 import secrets
 from typing import Annotated
 
@@ -20,6 +19,7 @@ from plinth.api.context import services_of
 from plinth.core.access import Permission
 from plinth.errors import PlinthError
 from plinth.governance.sessions import SESSION_SECONDS, SessionService
+from plinth.ui.forms import cookie_matches, set_token_cookie
 from plinth.ui.routes import render
 
 router = APIRouter(include_in_schema=False, dependencies=[requires(Permission.PUBLIC)])
@@ -38,22 +38,8 @@ def _form(
     """The login form, with a fresh anti-CSRF value in a hidden field and in a cookie."""
     token = secrets.token_urlsafe(32)
     response = render("login.html", status_code, next=_safe_next(next), error=error, csrf=token)
-    response.set_cookie(
-        LOGIN_CSRF_COOKIE,
-        token,
-        max_age=LOGIN_FORM_SECONDS,
-        path="/login",
-        httponly=True,
-        samesite="strict",
-        secure=request.url.scheme == "https",
-    )
+    set_token_cookie(request, response, LOGIN_CSRF_COOKIE, token, LOGIN_FORM_SECONDS, "/login")
     return response
-
-
-def _from_our_form(request: Request, sent: str) -> bool:
-    expected = request.cookies.get(LOGIN_CSRF_COOKIE, "")
-    # As bytes: compare_digest refuses str with non-ASCII characters (a TypeError, a 500).
-    return bool(sent and expected) and hmac.compare_digest(sent.encode(), expected.encode())
 
 
 @router.get("/login", response_class=HTMLResponse)
@@ -69,7 +55,9 @@ async def login(
     next: Annotated[str, Form(max_length=2000)] = "/",
     csrf: Annotated[str, Form(max_length=100)] = "",
 ) -> Response:
-    if not _from_our_form(request, csrf):  # checked first: a forged login counts as no try
+    if not cookie_matches(
+        request, LOGIN_CSRF_COOKIE, csrf
+    ):  # checked first: a forged login counts as no try
         return _form(request, next, 403, "this login form has expired; please log in again")
     services = services_of(request)
     sessions = services.get(SessionService)
