@@ -117,3 +117,32 @@ def _wait_ready(server: Served, timeout: float) -> None:
 
 def fake_server(*options: str) -> list[str]:
     return [sys.executable, "-m", "tests.serving.fake_server", *options]
+
+
+IRIS_ROW = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
+
+
+def log_iris(client: Any, *strengths: float) -> None:
+    """Versions 1, 2, … of model ``iris`` in project ``iris``: a logistic regression
+    on iris for each regularisation strength ``C`` given (one of C=1 by default)."""
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    frame = load_iris(as_frame=True).frame
+    features = frame.drop(columns="target").set_axis(list(IRIS_ROW), axis=1)
+    run = client.create_run("iris")
+    for c in strengths or (1.0,):
+        model = LogisticRegression(C=c, max_iter=500).fit(features, frame["target"])
+        example = features.iloc[:5]
+        client.log_model(run.id, model, "iris", input_example=example, artifact_path=f"m{c}")
+
+
+def deployment_ready(client: Any, project: str, name: str) -> Any:
+    """The deployment once every replica is ready (90 s at most)."""
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        d = client.get_deployment(project, name)
+        if d.replicas and all(r.state == "ready" for r in d.replicas):
+            return d
+        time.sleep(0.3)
+    raise AssertionError(f"replicas not ready: {d.replicas}")

@@ -17,31 +17,21 @@ import pytest
 from plinth import Client
 from plinth.serving.records import read_records
 from tests.conftest import make_settings
+from tests.serving.conftest import IRIS_ROW, deployment_ready, log_iris
 
 pytestmark = pytest.mark.slow
-ROW = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
 
 
 def _predict(port: int) -> tuple[int, str]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     try:
-        body = json.dumps({"instances": [ROW]})
+        body = json.dumps({"instances": [IRIS_ROW]})
         conn.request("POST", "/v1/models/iris:predict", body, {"Content-Type": "application/json"})
         answer = conn.getresponse()
         answer.read()
         return answer.status, answer.getheader("x-plinth-model-version") or ""
     finally:
         conn.close()
-
-
-def _wait_ready(client: Client, project: str, name: str, generation: int) -> Any:
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        d = client.get_deployment(project, name)
-        if d.replicas and all(r.state == "ready" for r in d.replicas):
-            return d
-        time.sleep(0.3)
-    raise AssertionError(f"replicas not ready: {d.replicas}")
 
 
 def _alive(pid: int) -> bool:
@@ -52,23 +42,14 @@ def _alive(pid: int) -> bool:
 
 
 def test_a_deployment_canaries_rolls_back_under_load_and_goes(tmp_path: Path) -> None:
-    from sklearn.datasets import load_iris
-    from sklearn.linear_model import LogisticRegression
-
-    frame = load_iris(as_frame=True).frame
-    features = frame.drop(columns="target").set_axis(list(ROW), axis=1)
     with Client(settings=make_settings(tmp_path / "home")) as client:
-        run = client.create_run("iris")
-        for c in (1.0, 0.5):
-            model = LogisticRegression(C=c, max_iter=500).fit(features, frame["target"])
-            example = features.iloc[:5]
-            client.log_model(run.id, model, "iris", input_example=example, artifact_path=f"m{c}")
+        log_iris(client, 1.0, 0.5)
         client.set_model_alias("iris", "iris", "champion", 1)
         champion = "models:/iris/iris@champion"
         d = client.create_deployment("iris", "iris-svc", champion, replicas=2, min_replicas=2)
         pids: list[int] = []
         try:
-            d = _wait_ready(client, "iris", "iris-svc", d.generation)
+            d = deployment_ready(client, "iris", "iris-svc")
             pids = [r.pid for r in d.replicas if r.pid]
             assert len(set(pids)) == 2
             assert _predict(d.port) == (200, "iris/1")
@@ -114,18 +95,11 @@ def test_a_deployment_canaries_rolls_back_under_load_and_goes(tmp_path: Path) ->
 def test_a_killed_replica_is_restarted_and_serves_again(tmp_path: Path) -> None:
     import signal
 
-    from sklearn.datasets import load_iris
-    from sklearn.linear_model import LogisticRegression
-
-    frame = load_iris(as_frame=True).frame
-    features = frame.drop(columns="target").set_axis(list(ROW), axis=1)
-    model = LogisticRegression(max_iter=500).fit(features, frame["target"])
     with Client(settings=make_settings(tmp_path / "home")) as client:
-        run = client.create_run("iris")
-        client.log_model(run.id, model, "iris", input_example=features.iloc[:5])
+        log_iris(client)
         d = client.create_deployment("iris", "crashy", "models:/iris/iris/1", record_sample=1.0)
         try:
-            d = _wait_ready(client, "iris", "crashy", d.generation)
+            d = deployment_ready(client, "iris", "crashy")
             [first] = [r.pid for r in d.replicas if r.pid]
             os.kill(first, signal.SIGKILL)  # the OOM killer, say
             deadline = time.monotonic() + 90

@@ -8,7 +8,6 @@ import collections
 import http.client
 import json
 import re
-import time
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +16,9 @@ import pytest
 from plinth import Client
 from plinth.serving import observe
 from tests.conftest import make_settings, raw_http
+from tests.serving.conftest import IRIS_ROW, deployment_ready, log_iris
 
 pytestmark = pytest.mark.slow
-ROW = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
 ANSWERED = 200  # good requests
 REFUSED = 10  # requests each version's signature refuses (400)
 
@@ -36,35 +35,16 @@ def _predict(port: int, row: dict[str, Any]) -> tuple[int, str]:
         conn.close()
 
 
-def _ready(client: Client, project: str, name: str) -> Any:
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        d = client.get_deployment(project, name)
-        if d.replicas and all(r.state == "ready" for r in d.replicas):
-            return d
-        time.sleep(0.3)
-    raise AssertionError(f"replicas not ready: {d.replicas}")
-
-
 def test_a_90_10_split_is_counted_per_version(tmp_path: Path) -> None:
-    from sklearn.datasets import load_iris
-    from sklearn.linear_model import LogisticRegression
-
-    frame = load_iris(as_frame=True).frame
-    features = frame.drop(columns="target").set_axis(list(ROW), axis=1)
     with Client(settings=make_settings(tmp_path / "home")) as client:
-        run = client.create_run("iris")
-        for c in (1.0, 0.5):
-            model = LogisticRegression(C=c, max_iter=500).fit(features, frame["target"])
-            example = features.iloc[:5]
-            client.log_model(run.id, model, "iris", input_example=example, artifact_path=f"m{c}")
+        log_iris(client, 1.0, 0.5)
         client.create_deployment("iris", "split", "models:/iris/iris/1")
         try:
-            d = _ready(client, "iris", "split")
+            d = deployment_ready(client, "iris", "split")
             d = client.update_deployment("iris", "split", canary="models:/iris/iris/2", weight=10)
             # what each answer says answered it: the truth the metrics must match
-            good = collections.Counter(_predict(d.port, ROW) for _ in range(ANSWERED))
-            bad_row = {**ROW, "sepal_length": "wide"}
+            good = collections.Counter(_predict(d.port, IRIS_ROW) for _ in range(ANSWERED))
+            bad_row = {**IRIS_ROW, "sepal_length": "wide"}
             bad = collections.Counter(_predict(d.port, bad_row) for _ in range(REFUSED))
             assert set(good) == {(200, "iris/1"), (200, "iris/2")}, good
             assert {status for status, _ in bad} == {400}, bad

@@ -24,6 +24,7 @@ from plinth.serving.metrics import ServingMetrics
 from plinth.ui.forms import FORM_CSRF_COOKIE
 from tests.conftest import make_settings, raw_http
 from tests.registry.files import model_files
+from tests.serving.conftest import IRIS_ROW, deployment_ready, log_iris
 
 EVIL = "<script>alert(1)</script>"
 ESCAPED = "&lt;script&gt;alert(1)&lt;/script&gt;"
@@ -422,21 +423,14 @@ def test_two_replicas_sum_and_a_restart_counts_what_is_there() -> None:
 def test_a_live_deployment_charts_its_traffic(tmp_path: Path) -> None:
     """A real sklearn model on a real replica process: the page reads its /metrics
     through the control plane and draws rate, latency and errors."""
-    from sklearn.datasets import load_iris
-    from sklearn.linear_model import LogisticRegression
-
-    frame = load_iris(as_frame=True).frame
-    features = frame.drop(columns="target").set_axis(list(ROW), axis=1)
-    model = LogisticRegression(max_iter=500).fit(features, frame["target"])
     with Client(settings=make_settings(tmp_path / "home")) as client:
-        run = client.create_run("iris")
-        client.log_model(run.id, model, "iris", input_example=features.iloc[:5])
+        log_iris(client)
         client.create_deployment("iris", "live", "models:/iris/iris/1")
         try:
-            d = _ready(client, "iris", "live")
+            d = deployment_ready(client, "iris", "live")
             http, page = raw_http(client), "/projects/iris/deployments/live"
             assert "the charts start with the next reading" in http.get(page).text
-            body = {"instances": [ROW]}
+            body = {"instances": [IRIS_ROW]}
             for _ in range(20):
                 answer = httpx.post(f"{d.url}/v1/models/iris:predict", json=body, timeout=30)
                 assert answer.status_code == 200
@@ -457,16 +451,3 @@ def test_a_live_deployment_charts_its_traffic(tmp_path: Path) -> None:
             assert '<td class="num share">100.0%</td>' in row.group(0)
         finally:
             client.delete_deployment("iris", "live")
-
-
-ROW = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
-
-
-def _ready(client: Client, project: str, name: str) -> Any:
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        d = client.get_deployment(project, name)
-        if d.replicas and all(r.state == "ready" for r in d.replicas):
-            return d
-        time.sleep(0.3)
-    raise AssertionError(f"replicas not ready: {d.replicas}")
