@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -71,6 +72,48 @@ class ClientSettings(BaseModel):
     )
 
 
+class NodeSettings(BaseModel):
+    """One machine of a pool. Unset figures are read off the machine (local pools)."""
+
+    name: str = Field(..., pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+    cpus: float | None = Field(None, gt=0)
+    memory: str | None = Field(None, description="e.g. 64Gi; unset: the machine's")
+    gpus: int | None = Field(
+        None, ge=0, description="GPU slots; unset: the GPUs NVML finds (none is fine)"
+    )
+
+
+class PoolSettings(BaseModel):
+    name: str = Field(..., pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
+    executor: Literal["local", "ray", "kubernetes"] = "local"
+    nodes: list[NodeSettings] = Field(
+        [], description="local: unset means this machine, as one node"
+    )
+    address: str | None = Field(None, description="ray: the cluster's address")
+    namespace: str = Field("default", description="kubernetes: where Jobs are created")
+
+
+class QuotaSettings(BaseModel):
+    cpus: float | None = Field(None, ge=0)
+    memory: str | None = None
+    gpus: int | None = Field(None, ge=0)
+    jobs: int | None = Field(None, ge=0, description="concurrent running jobs")
+
+
+class ComputeSettings(BaseModel):
+    pools: list[PoolSettings] = Field(default_factory=lambda: [PoolSettings(name="local")])
+    default_pool: str = "local"
+    quotas: dict[str, QuotaSettings] = Field({}, description="per project name")
+    lease_seconds: float = Field(30.0, gt=0, description="a worker unheard of this long is lost")
+    grace_seconds: float = Field(10.0, ge=0, description="SIGTERM to SIGKILL on cancel/preempt")
+    retry_backoff_seconds: float = Field(2.0, ge=0, description="first retry's delay, doubling")
+    retry_backoff_max_seconds: float = Field(300.0, ge=0)
+    snapshot_max_bytes: int = Field(100 << 20, gt=0, description="largest working directory")
+    price_cpu_hour: float = Field(0.0, ge=0)
+    price_gpu_hour: float = Field(0.0, ge=0)
+    price_gib_hour: float = Field(0.0, ge=0)
+
+
 class S3Settings(BaseModel):
     endpoint_url: str | None = None
     region: str | None = None
@@ -100,6 +143,7 @@ class Settings(BaseSettings):
     tracking: TrackingSettings = TrackingSettings()
     client: ClientSettings = ClientSettings()
     s3: S3Settings = S3Settings()
+    compute: ComputeSettings = ComputeSettings()
 
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.home / 'plinth.db'}"
