@@ -13,6 +13,7 @@ CAPABILITIES = (
     "plinth.registry",
     "plinth.serving",
     "plinth.governance",
+    "plinth.compute",
     "plinth.ui",
 )
 

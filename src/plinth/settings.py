@@ -112,6 +112,16 @@ class ComputeSettings(BaseModel):
     price_cpu_hour: float = Field(0.0, ge=0)
     price_gpu_hour: float = Field(0.0, ge=0)
     price_gib_hour: float = Field(0.0, ge=0)
+    dispatch: bool = Field(
+        True,
+        description="start queued jobs from this server; false: it only queues them "
+        "(another server dispatches, or the queue is held for maintenance)",
+    )
+    server_url: str | None = Field(
+        None,
+        description="where a job reaches this server when auth is on (PLINTH_URL in the "
+        "job); unset: http://{server.host}:{server.port}",
+    )
 
 
 class S3Settings(BaseModel):
@@ -129,6 +139,9 @@ class Settings(BaseSettings):
     home: Path = Field(default_factory=lambda: Path.home() / ".plinth")
     url: str | None = Field(None, description="a Plinth server; unset means embedded")
     token: str | None = None
+    run_id: str | None = Field(
+        None, description="the run start_run() continues (set in a job: its tracked run)"
+    )
     database_url: str | None = None
     artifacts_url: str | None = None
     master_key: SecretStr | None = Field(

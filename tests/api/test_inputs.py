@@ -41,7 +41,7 @@ from plinth.core.db import metadata
 from plinth.core.platform import Platform
 from plinth.errors import Unprocessable
 from plinth.server.app import create_app
-from plinth.settings import TrackingSettings
+from plinth.settings import ComputeSettings, TrackingSettings
 from plinth.tracking import schemas as s
 from plinth.tracking.client import chunk_id, split_batch
 from plinth.ui.login import LOGIN_CSRF_COOKIE
@@ -205,6 +205,7 @@ class Scene:
     digest: str
     size: int
     csrf: Callable[[], str]  # the current one: each answer to a login sets a new one
+    job_id: str = ""  # a queued job of the project (the module's app dispatches nothing)
 
     def value_for(self, name: str) -> Any:
         return {
@@ -225,6 +226,8 @@ class Scene:
             "runtime": "memory",  # a deployment's replicas on paper: no processes to leak
             "next": "/",
             "csrf": self.csrf(),
+            "job_id": self.job_id,
+            "argv": ["true"],  # a job's command (never run here)
         }.get(name)
 
 
@@ -386,10 +389,11 @@ class World:
         # paper), so that its routes (records, the page's forms) reach past the lookup
         uri = f"models:/{project}/{project}/1"
         self.root.create_deployment(project, project, uri, runtime="memory")
+        job = self.root.submit_job(project, ["true"])  # queued: this home dispatches nothing
         self.stored = self.snapshot()  # as of the last write; reads change nothing
         self.http.get("/login")  # the form's CSRF cookie, for the login form's fields
         csrf = lambda: self.http.cookies.get(LOGIN_CSRF_COOKIE, "")  # noqa: E731
-        return Scene(project, run.id, artifact.digest, artifact.size, csrf)
+        return Scene(project, run.id, artifact.digest, artifact.size, csrf, job.id)
 
     def snapshot(self) -> Any:
         """Everything stored but the audit trail (refusals are audited by design)."""
@@ -477,6 +481,7 @@ def world(
             url,
             db_synchronous="NORMAL",
             tracking=TrackingSettings(stale_after_seconds=24 * 3600),
+            compute=ComputeSettings(dispatch=False),  # jobs stay queued: no background change
         )
         with Client(settings=settings) as anonymous:
             token = anonymous.init_admin("root").token.token

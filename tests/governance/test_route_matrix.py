@@ -12,6 +12,7 @@ changes nothing and writes exactly one audit record.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -49,6 +50,7 @@ class World:
     root: Client
     run: str
     digest: str
+    job: str = ""  # a queued job of project A (the matrix dispatches nothing)
     users: dict[str, Client] = field(default_factory=dict)  # role → the role's user
     callers: dict[str, Client] = field(default_factory=dict)  # role → how it calls
 
@@ -77,6 +79,9 @@ def _spare_member(w: World) -> str:
 
 
 MODELS = "/api/v1/projects/team-a/models"
+JOBS = "/api/v1/projects/team-a/jobs"
+JOB = "/api/v1/projects/{project}/jobs"
+SNAPSHOT = b"a working directory's archive"
 DEPLOY = "/api/v1/projects/{project}/deployments"
 DEPLOYS = "/api/v1/projects/team-a/deployments"
 _NEW_DEPLOYMENT = {"model": "models:/team-a/churn/1", "runtime": "memory"}
@@ -309,6 +314,34 @@ REQUESTS: dict[tuple[str, str], tuple[str, Make]] = {
         "project",
         lambda w, r: ("DELETE", f"{DEPLOYS}/{_spare_deployment(w)}", {}),
     ),
+    # compute (the matrix's app dispatches nothing: jobs stay queued)
+    ("PUT", "/api/v1/projects/{project}/snapshots"): (
+        "project",
+        lambda w, r: (
+            "PUT",
+            "/api/v1/projects/team-a/snapshots",
+            {
+                "content": SNAPSHOT,
+                "headers": {
+                    "X-Plinth-Digest": hashlib.sha256(SNAPSHOT).hexdigest(),
+                    "Content-Type": "application/octet-stream",
+                },
+            },
+        ),
+    ),
+    ("POST", JOB): ("project", lambda w, r: ("POST", JOBS, {"json": {"argv": ["true", r]}})),
+    ("GET", JOB): ("project", lambda w, r: ("GET", JOBS, {})),
+    ("GET", f"{JOB}/{{job_id}}"): ("project", lambda w, r: ("GET", f"{JOBS}/{w.job}", {})),
+    ("GET", f"{JOB}/{{job_id}}/logs"): (
+        "project",
+        lambda w, r: ("GET", f"{JOBS}/{w.job}/logs", {}),
+    ),
+    ("POST", f"{JOB}/{{job_id}}/cancel"): (
+        "project",
+        lambda w, r: ("POST", f"{JOBS}/{_spare_job(w)}/cancel", {}),
+    ),
+    ("GET", "/api/v1/compute/nodes"): ("own", lambda w, r: ("GET", "/api/v1/compute/nodes", {})),
+    ("GET", "/api/v1/compute/pools"): ("own", lambda w, r: ("GET", "/api/v1/compute/pools", {})),
     ("GET", "/metrics"): ("project", lambda w, r: ("GET", "/metrics", {})),
     ("GET", "/"): ("own", lambda w, r: ("GET", "/", {})),
     ("GET", "/projects/{name}"): ("project", lambda w, r: ("GET", "/projects/team-a", {})),
@@ -399,6 +432,10 @@ def _spare_deployment(w: World, canary: bool = False) -> str:
     return name
 
 
+def _spare_job(w: World) -> str:
+    return w.root.submit_job("team-a", ["true"]).id
+
+
 def _spare_tag(w: World) -> str:
     key = _unique("spare")
     w.root.set_model_version_tag("team-a", "churn", 1, key=key, value="v")
@@ -453,6 +490,8 @@ def world(
     key = SecretStr(MasterKey.generate().to_text())
     with _database(request) as database_url:
         settings = make_settings(home, database_url).model_copy(update={"master_key": key})
+        held = settings.compute.model_copy(update={"dispatch": False})  # no processes here
+        settings = settings.model_copy(update={"compute": held})
         yield from _build(settings, tmp_path_factory.mktemp("files"))
 
 
@@ -486,7 +525,8 @@ def _build(settings: Settings, files: Path) -> Iterator[World]:
     root.add_member("team-b", "outsider", "admin")
     root.set_secret("team-a", "API_KEY", "secret value")
     tokens["token-b"] = root.create_token("b-only", project="team-b", role="admin").token
-    world = World(settings, root, run.id, artifact.digest)
+    job = root.submit_job("team-a", ["true"]).id
+    world = World(settings, root, run.id, artifact.digest, job)
     for role, token in tokens.items():
         world.callers[role] = as_user(token)
         world.users[role] = root if role == "token-b" else world.callers[role]
@@ -504,6 +544,7 @@ def _snapshot(w: World) -> tuple[Any, ...]:
         w.root.list_secrets("team-a"),
         w.root.list_model_versions("team-a", "churn"),
         w.root.model_alias_history("team-a", "churn"),
+        w.root.list_jobs("team-a"),
     )
 
 

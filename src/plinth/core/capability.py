@@ -46,6 +46,7 @@ class Capability:
     calls: tuple[str, ...] = ()  # classes whose methods join plinth.Client
     tables: tuple[str, ...] = ()  # modules declaring this capability's tables
     startup: tuple[str, ...] = ()  # service methods ("module:Service.method") run at start
+    shutdown: tuple[str, ...] = ()  # service methods run when the app stops, in reverse
     periodic: tuple[Periodic, ...] = ()
     pages: tuple[tuple[str, str], ...] = ()  # (label, path) in the UI's navigation
 

@@ -236,6 +236,36 @@ class IdentityService(Authenticator):
             conn.execute(t.tokens.update().where(t.tokens.c.id == row["id"]).values(revoked_at=now))
             return _token({**row, "revoked_at": now})
 
+    def issue_job_token(
+        self, user_id: str, project_id: str, project: str, name: str, expires_at: float
+    ) -> tuple[str, str]:
+        """A token for a job, acting as the user who submitted it, scoped to the job's
+        project with at most the editor role: ``(token, token id)``. For the compute
+        dispatcher in-process; no route calls this. Audited, as every token issued."""
+        principal = Principal(name="plinth-dispatcher", is_admin=True)
+        with self.audit.recorded(principal, "tokens.create", project=project) as (conn, ch):
+            row = conn.execute(sa.select(t.users).where(t.users.c.id == user_id)).mappings().first()
+            if row is None:
+                raise NotFound(f"no user {user_id!r} to run the job as")
+            token = self._issue(
+                conn, _user(row), name, expires_at, (project_id, project, Role.EDITOR)
+            )
+            ch.object = token.info.id
+            ch.details = {"role": Role.EDITOR.value, "for": name}
+        return token.token, token.info.id
+
+    def revoke_job_token(self, token_id: str) -> None:
+        """Revoke a job's token when its attempt ends (a no-op when it is already)."""
+        principal = Principal(name="plinth-dispatcher", is_admin=True)
+        with self.audit.recorded(principal, "tokens.revoke", object=token_id) as (conn, ch):
+            tok = t.tokens
+            done = conn.execute(
+                tok.update()
+                .where(tok.c.id == token_id, tok.c.revoked_at.is_(None))
+                .values(revoked_at=time.time())
+            ).rowcount
+            ch.record = bool(done)
+
     @staticmethod
     def _find_token(conn: Any, token_id: str, principal: Principal, user_id: str) -> Any:
         """Among the tokens the caller may see, so that neither an id nor an ambiguous

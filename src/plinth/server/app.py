@@ -94,6 +94,9 @@ def create_app(settings: Settings | None = None, *, embedded: bool = False) -> F
                 ).start()
         yield
         stop.set()
+        for capability in reversed(capabilities):
+            for task in capability.shutdown:
+                _call(services, task)
         services.blocking.shutdown()
         platform.close()  # its connections go back now, not when collected
 

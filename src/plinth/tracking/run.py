@@ -427,11 +427,15 @@ def start_run(
     added to it and automatic steps go on after each metric's latest step.
     ``parent`` (a ``Run``, its ``info`` or its id) nests the new run under another
     run of the same project; ``project`` then defaults to the parent's.
+    Without ``run_id`` or ``parent``, the run named by ``PLINTH_RUN_ID`` (set in a
+    Plinth job: the run linked to it) is continued when there is one.
     """
     if client is None:
         from plinth.client import default_client
 
         client = default_client()
+    if run_id is None and parent is None:
+        run_id = getattr(getattr(client, "settings", None), "run_id", None)
     if run_id is not None:
         return _resume(client, run_id, project, name, params, tags, parent)
     parent_info = _run_info(client, parent)

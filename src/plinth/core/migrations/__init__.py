@@ -10,7 +10,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-HEAD = "0015"
+HEAD = "0016"
 _HERE = Path(__file__).parent
 
 

@@ -1,0 +1,463 @@
+"""The dispatcher: carries out what the scheduler decides, and watches what runs.
+
+One loop per server, woken at once by a submit or a cancel (so a job starts within
+milliseconds, not at the next tick) and at least every ``POLL_SECONDS``. Each round:
+queued jobs join the scheduler, running workers are polled (an exit settles the job:
+succeeded, failed, or queued again to retry with back-off; a preemption requeues it
+without using a retry), asked stops (cancel, preempt, timeout) are carried out with
+SIGTERM and a grace period, and placements start: each job is claimed in the
+database first (queued → running only if still queued, so no job starts twice).
+
+Leases: a running attempt's ``lease_expires_at`` is renewed while its workers are
+seen running. At start the dispatcher re-adopts every attempt whose workers still run
+(their executor handles are in the database) and settles the dead ones with their
+real exit codes; later, attempts whose lease ran out (their server died) are adopted
+or settled the same way. So no job stays running without a live lease. Stopping the
+app leaves workers running, for the next start to adopt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from plinth.compute import launch
+from plinth.compute.executors import Executor, Handle, Status, by_name
+from plinth.compute.resources import Node, nodes_from_settings, parse_memory
+from plinth.compute.scheduler import Placement, Quota, Request, Scheduler
+from plinth.compute.store import JobStore, Outcome, allocations_of, handles_of, request_of
+from plinth.core.access import Principal
+from plinth.core.artifacts import StoredContent
+from plinth.core.platform import Platform
+from plinth.errors import DigestMismatch, PlinthError
+from plinth.governance.identity import IdentityService
+from plinth.governance.secrets import SecretsService
+from plinth.tracking import schemas as ts
+from plinth.tracking.service import TrackingService
+
+log = logging.getLogger("plinth.compute")
+SYSTEM = Principal(name="plinth-dispatcher", is_admin=True)
+POLL_SECONDS = 0.5
+TOKEN_SLACK_SECONDS = 7 * 86400  # a job token outlives a lost server by at most this
+_RUN_STATUS = {"succeeded": "finished", "failed": "failed", "lost": "failed", "cancelled": "killed"}
+
+
+@dataclass
+class Active:
+    """A started attempt this dispatcher watches."""
+
+    job_id: str
+    attempt: int
+    pool: str
+    started_at: float
+    timeout: float | None
+    run_id: str | None
+    handles: list[Handle] = field(default_factory=list)
+    token_id: str | None = None
+    stop: str | None = None  # cancel | preempt | timeout, once asked
+    stop_sent: bool = False
+    gang_broken: bool = False  # a member failed: the others are being stopped
+    last_seen: float = field(default_factory=time.time)
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        platform: Platform,
+        *,
+        tracking: TrackingService,
+        identity: IdentityService,
+        secrets: SecretsService,
+    ) -> None:
+        self.platform = platform
+        self.settings = platform.settings
+        self.compute = platform.settings.compute
+        self.store = JobStore(platform.db)
+        self.tracking, self.identity, self.secrets = tracking, identity, secrets
+        self._lock = threading.RLock()
+        self._wake = threading.Event()
+        self._halt = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._scheduler: Scheduler | None = None
+        self._nodes: list[Node] | None = None
+        self._executors: dict[str, Executor] = {}
+        self._queued: dict[str, Request] = {}
+        self._active: dict[str, Active] = {}
+        self._renewed_at = 0.0
+        self._swept_at = time.time()
+        self._next_retry: float | None = None  # when a job waiting to retry may start
+
+    # the app's life ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        """At the app's start: adopt what runs, settle what died, then loop."""
+        if not self.compute.dispatch:
+            return
+        with self._lock:
+            self._adopt(self.store.live_attempts(), at_start=True)
+        self._halt.clear()
+        self._thread = threading.Thread(target=self._loop, name="plinth-dispatcher", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """At the app's stop: the loop ends, workers keep running (the next start
+        adopts them)."""
+        self._halt.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+            self._thread = None
+        with self._lock:
+            for executor in self._executors.values():
+                executor.close()
+            self._executors.clear()
+            self._active.clear()
+            self._queued.clear()
+            self._scheduler = None
+
+    def wake(self) -> None:
+        """Something changed (a submit, a cancel): run a round now."""
+        self._wake.set()
+
+    def _loop(self) -> None:
+        while not self._halt.is_set():
+            retry_in = POLL_SECONDS if self._next_retry is None else self._next_retry - time.time()
+            self._wake.wait(max(0.0, min(POLL_SECONDS, retry_in)))
+            self._wake.clear()
+            if self._halt.is_set():
+                return
+            try:
+                self.step()
+            except Exception:  # the database away, say: the next round tries again
+                log.exception("a dispatch round failed")
+
+    # configuration ----------------------------------------------------------------------
+
+    def nodes(self) -> list[Node]:
+        if self._nodes is None:
+            self._nodes = nodes_from_settings(self.compute)
+        return self._nodes
+
+    @property
+    def scheduler(self) -> Scheduler:
+        if self._scheduler is None:
+            quotas = {name: _quota(q) for name, q in self.compute.quotas.items()}
+            self._scheduler = Scheduler(
+                self.nodes(), quotas, default_pool=self.compute.default_pool
+            )
+        return self._scheduler
+
+    def unplaceable(self, request: Request) -> str | None:
+        """Why a job could never start here (too big for any node, no such pool)."""
+        with self._lock:
+            return self.scheduler.unplaceable(request)
+
+    def _executor(self, pool: str) -> Executor:
+        if pool not in self._executors:
+            found = [p for p in self.compute.pools if p.name == pool]
+            kind = found[0].executor if found else "local"
+            options: dict[str, Any] = {}
+            if found and kind == "ray" and found[0].address:
+                options["address"] = found[0].address
+            if found and kind == "kubernetes":
+                options["namespace"] = found[0].namespace
+            self._executors[pool] = by_name(kind, **options)
+        return self._executors[pool]
+
+    # one round --------------------------------------------------------------------------
+
+    def step(self) -> None:
+        with self._lock:
+            now = time.time()
+            self._sync_queue(now)
+            self._watch(now)
+            self._preempt()
+            for placement in self.scheduler.place():
+                self._queued.pop(placement.job_id, None)
+                try:
+                    self._start(placement)
+                except Exception:
+                    log.exception("starting job %s failed", placement.job_id)
+                    self.scheduler.release(placement.job_id)
+            if now - self._swept_at >= self.compute.lease_seconds / 2:
+                self._swept_at = now
+                self._adopt(self.store.live_attempts(expired_before=now), at_start=False)
+
+    def _sync_queue(self, now: float) -> None:
+        """The scheduler's queue follows the database's: new jobs join, cancelled ones
+        leave; a job that can never fit fails now instead of waiting forever."""
+        ready, self._next_retry = self.store.ready_ids(now)
+        for gone in set(self._queued) - ready:
+            self.scheduler.withdraw(gone)
+            del self._queued[gone]
+        for row in self.store.jobs(ready - set(self._queued) - set(self._active)):
+            request = request_of(row, row.project)
+            why = self.scheduler.unplaceable(request)
+            if why is not None:
+                self.store.fail_queued(row.id, why)
+                continue
+            self.scheduler.submit(request)
+            self._queued[row.id] = request
+
+    def _start(self, placement: Placement) -> None:
+        row = self.store.job(placement.job_id)
+        nodes = [a.node for a in placement.allocations]
+        attempt = None
+        if row is not None and row.status == "queued":
+            attempt = self.store.claim(
+                row, placement.allocations, nodes, self.compute.lease_seconds
+            )
+        if row is None or attempt is None:  # cancelled, or another dispatcher took it
+            self.scheduler.release(placement.job_id)
+            return
+        active = Active(row.id, attempt, row.pool, time.time(), row.timeout_seconds, row.run_id)
+        self._active[row.id] = active
+        try:
+            self._launch(row, active, placement)
+        except Exception as exc:
+            log.warning("job %s could not start: %s", row.id, _safe(exc))
+            self._settle(active, Outcome("failed", None, f"could not start: {_safe(exc)}"))
+
+    def _launch(self, row: Any, active: Active, placement: Placement) -> None:
+        cwd = launch.job_dir(self.settings, row.id, active.attempt) / "work"
+        cwd.mkdir(parents=True, exist_ok=True)
+        if row.snapshot_digest:
+            self._unpack(row, cwd.parent, cwd)
+        reach = self._reach(row, active)
+        env = launch.base_env(self.settings, row, active.attempt, reach)
+        env.update(self._secret_env(row))
+        executor = self._executor(row.pool)
+        specs = launch.workers(row, active.attempt, placement.allocations, env, cwd, self.settings)
+        try:
+            for spec in specs:
+                active.handles.append(executor.launch(spec))
+        except Exception:
+            for handle in active.handles:
+                executor.stop(handle, 0.0)
+            raise
+        self.store.launched(row.id, active.attempt, active.handles, active.token_id)
+
+    def _reach(self, row: Any, active: Active) -> launch.Connection:
+        """How the job reaches Plinth: with auth on, this server's URL and a token of
+        the job's user scoped to its project; otherwise the home."""
+        if not self.identity.auth_enabled():
+            return launch.Connection()
+        server = self.settings.server
+        url = self.compute.server_url or f"http://{server.host}:{server.port}"
+        if row.user_id is None:
+            return launch.Connection(url)
+        expires = time.time() + (row.timeout_seconds or 0) + TOKEN_SLACK_SECONDS
+        name = f"job-{row.id[:12]}-{active.attempt}"
+        token, active.token_id = self.identity.issue_job_token(
+            row.user_id, row.project_id, row.project, name, expires
+        )
+        return launch.Connection(url, token)
+
+    def _secret_env(self, row: Any) -> dict[str, str]:
+        import json
+
+        names = json.loads(row.secrets)
+        return {n: self.secrets.reveal(row.project, n, principal=SYSTEM) for n in names}
+
+    def _unpack(self, row: Any, directory: Path, cwd: Path) -> None:
+        """The job's snapshot from the project's artifacts, checked against its digest,
+        unpacked by ``snapshot.unpack`` (which refuses a hostile archive)."""
+        from plinth.compute import snapshot
+
+        content = StoredContent(row.snapshot_digest, row.snapshot_size, row.snapshot_encrypted)
+        archive = directory / "snapshot.tar"
+        digest = hashlib.sha256()
+        with open(archive, "wb") as out:
+            for chunk in self.platform.artifacts.open(row.project_id, content):
+                digest.update(chunk)
+                out.write(chunk)
+        if digest.hexdigest() != row.snapshot_digest:
+            raise DigestMismatch("the job's snapshot does not match its digest")
+        try:
+            snapshot.unpack(archive, cwd, self.compute.snapshot_max_bytes)
+        finally:
+            archive.unlink(missing_ok=True)
+
+    # watching ---------------------------------------------------------------------------
+
+    def _watch(self, now: float) -> None:
+        if not self._active:
+            return
+        asked = self.store.stops(self._active)
+        alive: list[tuple[str, int]] = []
+        for active in list(self._active.values()):
+            try:
+                if self._watch_one(active, asked.get(active.job_id), now):
+                    alive.append((active.job_id, active.attempt))
+            except Exception:
+                log.exception("watching job %s failed", active.job_id)
+        if alive and now - self._renewed_at >= self.compute.lease_seconds / 3:
+            self.store.renew(alive, now + self.compute.lease_seconds)
+            self._renewed_at = now
+
+    def _watch_one(self, active: Active, asked: str | None, now: float) -> bool:
+        """Poll one attempt, carry out a stop; True while it runs."""
+        if asked is not None and active.stop is None:
+            active.stop = asked
+        timed_out = active.timeout is not None and now - active.started_at > active.timeout
+        if timed_out and active.stop is None:
+            active.stop = "timeout"
+            self.store.ask_stop(active.job_id, active.attempt, "timeout")
+        if active.stop is not None and not active.stop_sent:
+            self._stop_workers(active, self.compute.grace_seconds)
+        try:
+            statuses = self._poll(active)
+        except Exception as exc:
+            if now - active.last_seen <= self.compute.lease_seconds:
+                log.warning("polling job %s failed: %s", active.job_id, exc)
+                return True
+            self._settle(active, Outcome("lost", None, f"its executor did not answer: {exc}"))
+            return False
+        active.last_seen = now
+        outcome = self._outcome(active, statuses)
+        if outcome is None:
+            return True
+        self._settle(active, outcome)
+        return False
+
+    def _poll(self, active: Active) -> list[Status]:
+        executor = self._executor(active.pool)
+        return [executor.poll(handle) for handle in active.handles]
+
+    def _stop_workers(self, active: Active, grace: float) -> None:
+        executor = self._executor(active.pool)
+        for handle in active.handles:
+            try:
+                executor.stop(handle, grace)
+            except Exception as exc:
+                log.warning("stopping a worker of job %s failed: %s", active.job_id, exc)
+        active.stop_sent = True
+
+    def _outcome(self, active: Active, statuses: list[Status]) -> Outcome | None:
+        """How the attempt ended, or None while a worker runs. A gang member that
+        fails or vanishes stops the others."""
+        lost = [s for s in statuses if s.state == "lost"]
+        failed = [s for s in statuses if s.state == "exited" and s.exit_code != 0]
+        if any(s.state == "running" for s in statuses):
+            if (lost or failed) and not active.stop_sent:
+                active.gang_broken = True
+                self._stop_workers(active, self.compute.grace_seconds)
+            return None
+        code = failed[0].exit_code if failed else (0 if statuses and not lost else None)
+        if active.stop == "cancel":
+            return Outcome("cancelled", code, "cancelled")
+        if active.stop == "preempt":
+            return Outcome("preempted", code, "preempted by higher-priority work")
+        if active.stop == "timeout":
+            return Outcome("timeout", code, f"timed out after {active.timeout:g} s")
+        if not statuses:
+            return Outcome("lost", None, "no worker was running")
+        if lost:
+            return Outcome("lost", None, lost[0].reason or "its worker vanished")
+        if failed:
+            return Outcome("failed", code, failed[0].reason or f"exited with code {code}")
+        return Outcome("succeeded", 0, None)
+
+    def _preempt(self) -> None:
+        for preemption in self.scheduler.preemptions():
+            active = self._active.get(preemption.job_id)
+            attempt = active.attempt if active else None
+            asked = self.store.ask_stop(preemption.job_id, attempt, "preempt", "preempted")
+            if asked and active is not None and active.stop is None:
+                active.stop = "preempt"
+
+    # ends -------------------------------------------------------------------------------
+
+    def _settle(self, active: Active, outcome: Outcome) -> None:
+        """Write the outcome (fenced by the attempt), free the resources, revoke the
+        job's token, end its run when the job ended, drop its working directory."""
+        self._active.pop(active.job_id, None)
+        self.scheduler.release(active.job_id)
+        settled = self.store.settle(active.job_id, active.attempt, outcome, self._backoff)
+        if settled is None and outcome.status not in ("lost",):  # a stale attempt
+            self._stop_workers(active, 0.0)
+        if active.token_id is not None:
+            _quietly(self.identity.revoke_job_token, active.token_id)
+        if settled is not None and settled.ended and active.run_id:
+            _quietly(self.end_run, active.run_id, settled.status)
+        shutil.rmtree(
+            launch.job_dir(self.settings, active.job_id, active.attempt) / "work",
+            ignore_errors=True,
+        )
+        if settled is not None and not settled.ended:
+            self._wake.set()
+
+    def end_run(self, run_id: str, status: str) -> None:
+        """End a job's tracked run as the job ended, unless its program ended it."""
+        run = self.tracking.get_run(run_id, principal=SYSTEM)
+        if run.status == "running":
+            update = ts.RunUpdate(status=_RUN_STATUS[status])
+            self.tracking.end_run(run_id, update, principal=SYSTEM)
+
+    def _backoff(self, failures: int) -> float:
+        first, cap = self.compute.retry_backoff_seconds, self.compute.retry_backoff_max_seconds
+        return float(min(cap, first * 2**failures))
+
+    def _adopt(self, rows: list[Any], *, at_start: bool) -> None:
+        """Attempts started by an earlier server (or one whose lease ran out): adopt
+        those whose workers run, settle the others with what their executor says."""
+        now = time.time()
+        for row in rows:
+            if row.job_id in self._active:
+                continue
+            handles = handles_of(row.handles)
+            if at_start and not handles and (row.lease_expires_at or 0) > now:
+                continue  # maybe still being launched elsewhere: its lease decides
+            try:
+                self._adopt_one(row, handles, now)
+            except Exception:
+                log.exception("adopting job %s failed", row.job_id)
+
+    def _adopt_one(self, row: Any, handles: list[Handle], now: float) -> None:
+        job = self.store.job(row.job_id)
+        if job is None:
+            return
+        active = Active(
+            job.id,
+            row.attempt,
+            job.pool,
+            row.started_at,
+            job.timeout_seconds,
+            job.run_id,
+            handles=handles,
+            token_id=row.token_id,
+            stop=row.stop,
+        )
+        self._active[job.id] = active
+        outcome = self._outcome(active, self._poll(active))
+        if outcome is not None:
+            self._settle(active, outcome)
+            return
+        self.scheduler.adopt(request_of(job, job.project), allocations_of(row.allocations))
+        self.store.renew([(job.id, row.attempt)], now + self.compute.lease_seconds)
+        log.info("adopted job %s attempt %s", job.id, row.attempt)
+
+
+def _quota(settings: Any) -> Quota:
+    memory = parse_memory(settings.memory) if settings.memory else None
+    return Quota(cpus=settings.cpus, memory_bytes=memory, gpus=settings.gpus, jobs=settings.jobs)
+
+
+def _safe(exc: BaseException) -> str:
+    """An error as a job's reason: a Plinth error's message, else its type and text."""
+    if isinstance(exc, PlinthError):
+        return exc.message
+    return f"{type(exc).__name__}: {exc}"[:500]
+
+
+def _quietly(fn: Any, *args: Any) -> None:
+    try:
+        fn(*args)
+    except Exception as exc:
+        log.warning("%s failed: %s", getattr(fn, "__name__", fn), exc)

@@ -1,0 +1,428 @@
+"""Jobs: submit one, list them, read one, cancel it, read its logs; see the nodes and
+pools they run on. Editors submit and cancel, viewers read, outsiders see nothing (the
+same 404 as for a job that does not exist); submits and cancels are audited. The
+dispatcher (dispatcher.py) then starts, watches and ends them.
+
+A job's working directory arrives first as an uploaded snapshot (``upload_snapshot``,
+content-addressed, in the project's artifact storage); the submit names it by digest.
+The server only stores and later unpacks it for the job: it never runs anything of it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from plinth.compute import launch
+from plinth.compute import schemas as s
+from plinth.compute import tables as t
+from plinth.compute.dispatcher import SYSTEM, Dispatcher
+from plinth.compute.resources import Resources, parse_duration, parse_memory
+from plinth.compute.scheduler import Request
+from plinth.core.access import Need, Principal
+from plinth.core.platform import Platform
+from plinth.errors import InvalidInput, NotFound, PayloadTooLarge, PlinthError
+from plinth.governance.secrets import SecretsService
+from plinth.tracking import schemas as ts
+from plinth.tracking.service import TrackingService
+
+log = logging.getLogger("plinth.compute")
+SNAPSHOT_PUT = "jobs.snapshot"
+MASK = "********"
+MIN_MASKED = 4  # shorter secret values are not masked in logs: they would mask everything
+
+
+class JobService:
+    def __init__(
+        self,
+        platform: Platform,
+        *,
+        tracking: TrackingService,
+        secrets: SecretsService,
+        dispatcher: Dispatcher,
+    ) -> None:
+        self.db = platform.db
+        self.audit = platform.audit
+        self.projects = platform.projects
+        self.artifacts = platform.artifacts
+        self.settings = platform.settings
+        self.tracking = tracking
+        self.secrets = secrets
+        self.dispatcher = dispatcher
+
+    # change -----------------------------------------------------------------------------
+
+    def upload_snapshot(
+        self, project: str, chunks: Iterable[bytes], digest: str, *, principal: Principal
+    ) -> s.Snapshot:
+        """Store a working directory's archive in the project (outside any transaction:
+        an upload takes a while); its bytes must hash to ``digest``."""
+        limit = self.settings.compute.snapshot_max_bytes
+        try:
+            with self.db.write() as conn:  # a first job's snapshot comes before its project
+                project_id = self.projects.create_or_require(conn, project, principal)
+            content = self.artifacts.put(project_id, _capped(chunks, limit), digest)
+        except PlinthError as exc:
+            self.audit.refusal(principal, SNAPSHOT_PUT, exc, project=project, object=digest)
+            raise
+        return s.Snapshot(digest=content.digest, size=content.size)
+
+    def submit_job(self, project: str, req: s.JobSubmit, *, principal: Principal) -> s.Job:
+        values = self._checked(project, req)
+        job_id, run_id = uuid.uuid4().hex, uuid.uuid4().hex
+        run = ts.RunCreate(
+            id=run_id, project=project, name=f"job-{job_id[:8]}", tags={"plinth.job": job_id}
+        )
+        self.tracking.create_run(run, principal=principal)  # creates the project if need be
+        act = "jobs.submit"
+        with self.audit.recorded(principal, act, project=project, object=job_id) as (conn, ch):
+            project_id = self.projects.require(conn, project, principal, Need.WRITE, record=False)
+            snapshot = self._claim_snapshot(conn, project_id, req.snapshot)
+            seq = conn.execute(sa.select(sa.func.coalesce(sa.func.max(t.jobs.c.seq), 0))).scalar()
+            conn.execute(
+                t.jobs.insert(),
+                {
+                    **values,
+                    **snapshot,
+                    "id": job_id,
+                    "project_id": project_id,
+                    "seq": int(seq or 0) + 1,
+                    "user": principal.name,
+                    "user_id": principal.user_id,
+                    "status": "queued",
+                    "attempt": 0,
+                    "failures": 0,
+                    "disruptions": 0,
+                    "submitted_at": time.time(),
+                    "run_id": run_id,
+                },
+            )
+            ch.details = {
+                "argv0": req.argv[0][:200],
+                "env": sorted(req.env),  # names only
+                "secrets": req.secrets,
+                "cpus": req.cpus,
+                "gpus": req.gpus,
+                "pool": values["pool"],
+                "run_id": run_id,
+            }
+        self.dispatcher.wake()
+        return self.get_job(project, job_id, principal=principal)
+
+    def cancel_job(self, project: str, job_id: str, *, principal: Principal) -> s.Job:
+        """A queued job is cancelled at once; a running one is stopped (SIGTERM, then
+        SIGKILL after the grace period) and ends cancelled. An ended job stays as it is."""
+        j = t.jobs
+        act = "jobs.cancel"
+        with self.audit.recorded(principal, act, project=project, object=job_id) as (conn, ch):
+            row = self._require(conn, project, job_id, principal, Need.WRITE, record=False)
+            now, ended_queued = time.time(), False
+            if row.status == "queued":
+                done = conn.execute(
+                    j.update()
+                    .where(j.c.id == row.id, j.c.status == "queued")
+                    .values(
+                        status="cancelled", ended_at=now, reason=f"cancelled by {principal.name}"
+                    )
+                ).rowcount
+                ch.details = {"was": "queued"}
+                ended_queued = bool(done)
+            elif row.status in ("running", "preempted"):
+                conn.execute(j.update().where(j.c.id == row.id).values(stop="cancel"))
+                ch.details = {"was": row.status}
+            else:
+                ch.record = False  # ended already: nothing changes
+        if ended_queued and row.run_id:
+            try:
+                self.dispatcher.end_run(row.run_id, "cancelled")
+            except PlinthError as exc:  # the cancel stands; the run is reaped later
+                log.warning("ending the run of cancelled job %s failed: %s", job_id, exc)
+        self.dispatcher.wake()
+        return self.get_job(project, job_id, principal=principal)
+
+    # read -------------------------------------------------------------------------------
+
+    def get_job(self, project: str, job_id: str, *, principal: Principal) -> s.Job:
+        with self.db.read() as conn:
+            row = self._require(conn, project, job_id, principal, Need.READ)
+        return _job(row, project)
+
+    def list_jobs(self, project: str, query: s.JobsQuery, *, principal: Principal) -> s.JobPage:
+        """A project's jobs, newest first, a page at a time."""
+        j = t.jobs
+        with self.db.read() as conn:
+            pid = self.projects.require(conn, project, principal, Need.READ)
+            stmt = sa.select(j).where(j.c.project_id == pid)
+            if query.status is not None:
+                stmt = stmt.where(j.c.status == query.status)
+            if query.cursor is not None:
+                stmt = stmt.where(j.c.seq < _cursor(query.cursor))
+            rows = conn.execute(stmt.order_by(j.c.seq.desc()).limit(query.limit + 1)).all()
+        more = len(rows) > query.limit
+        rows = rows[: query.limit]
+        cursor = str(rows[-1].seq) if more and rows else None
+        return s.JobPage(jobs=[_job(row, project) for row in rows], next_cursor=cursor)
+
+    def job_logs(
+        self, project: str, job_id: str, query: s.JobLogsQuery, *, principal: Principal
+    ) -> s.JobLogs:
+        """Bytes ``offset`` on of one worker's log (rank 0 of the latest attempt by
+        default), as text. While the job runs only whole lines are sent, so that a
+        secret value is never split between two reads and always masked."""
+        with self.db.read() as conn:
+            row = self._require(conn, project, job_id, principal, Need.READ)
+        attempt = query.attempt or row.attempt
+        ended = row.status in t.ENDED
+        if attempt == 0 or attempt > row.attempt:
+            return s.JobLogs(
+                text="",
+                offset=query.offset,
+                next_offset=query.offset,
+                ended=ended,
+                attempt=attempt,
+                rank=query.rank,
+            )
+        path = launch.log_path(self.settings, row.id, attempt, query.rank)
+        data = _read(path, query.offset, query.limit)
+        if not (ended or attempt < row.attempt):  # more may come: whole lines only
+            data = data[: data.rindex(b"\n") + 1] if b"\n" in data else _whole_utf8(data)
+        text = self._masked(row, data.decode("utf-8", "replace"))
+        return s.JobLogs(
+            text=text,
+            offset=query.offset,
+            next_offset=query.offset + len(data),
+            ended=ended,
+            attempt=attempt,
+            rank=query.rank,
+        )
+
+    def nodes(self, *, principal: Principal) -> list[s.NodeUse]:
+        used: dict[str, Resources] = {}
+        for _, allocations in self.dispatcher.store.running_allocations():
+            for a in allocations:
+                old = used.get(a.node, Resources(0.0, 0, 0))
+                used[a.node] = Resources(
+                    old.cpus + a.resources.cpus,
+                    old.memory_bytes + a.resources.memory_bytes,
+                    old.gpus + a.resources.gpus,
+                )
+        return [_node_use(node, used.get(node.name)) for node in self.dispatcher.nodes()]
+
+    def pools(self, *, principal: Principal) -> list[s.PoolUse]:
+        nodes = self.nodes(principal=principal)
+        j = t.jobs
+        with self.db.read() as conn:
+            counts = conn.execute(
+                sa.select(j.c.pool, j.c.status, sa.func.count())
+                .where(j.c.status.in_(("queued", "running", "preempted")))
+                .group_by(j.c.pool, j.c.status)
+            ).all()
+        found = []
+        for pool in self.settings.compute.pools:
+            mine = [n for n in nodes if n.pool == pool.name]
+            by = {status: n for name, status, n in counts if name == pool.name}
+            found.append(
+                s.PoolUse(
+                    name=pool.name,
+                    executor=pool.executor,
+                    nodes=len(mine),
+                    cpus=sum(n.cpus for n in mine),
+                    memory_bytes=sum(n.memory_bytes for n in mine),
+                    gpus=sum(n.gpus for n in mine),
+                    cpus_used=sum(n.cpus_used for n in mine),
+                    memory_bytes_used=sum(n.memory_bytes_used for n in mine),
+                    gpus_used=sum(n.gpus_used for n in mine),
+                    running=by.get("running", 0) + by.get("preempted", 0),
+                    queued=by.get("queued", 0),
+                )
+            )
+        return found
+
+    # shared -----------------------------------------------------------------------------
+
+    def _checked(self, project: str, req: s.JobSubmit) -> dict[str, Any]:
+        """The job's columns from a request, or InvalidInput saying what is wrong."""
+        for name in req.env:
+            if launch.reserved(name):
+                raise InvalidInput(f"env: {name} is set by Plinth, not by a job")
+        memory = parse_memory(req.memory) if req.memory else 0
+        timeout = parse_duration(req.timeout) if req.timeout else None
+        if timeout is not None and timeout <= 0:
+            raise InvalidInput("timeout: give a duration above zero")
+        pool = req.pool or self.settings.compute.default_pool
+        procs = req.procs_per_node
+        request = Request(
+            job_id="new",
+            project=project,
+            priority=req.priority,
+            pool=pool,
+            units=req.nodes,
+            per_unit=Resources(
+                cpus=req.cpus * procs, memory_bytes=memory * procs, gpus=req.gpus * procs
+            ),
+        )
+        why = self.dispatcher.unplaceable(request)
+        if why is not None:
+            raise InvalidInput(f"this job can never start: {why}")
+        return {
+            "argv": json.dumps(req.argv),
+            "env": json.dumps(req.env),
+            "secrets": json.dumps(sorted(set(req.secrets))),
+            "cpus": req.cpus,
+            "memory_bytes": memory,
+            "gpus": req.gpus,
+            "units": req.nodes,
+            "procs_per_node": procs,
+            "pool": pool,
+            "priority": req.priority,
+            "retries": req.retries,
+            "timeout_seconds": timeout,
+        }
+
+    def _claim_snapshot(
+        self, conn: Connection, project_id: str, snapshot: s.Snapshot | None
+    ) -> dict[str, Any]:
+        if snapshot is None:
+            return {"snapshot_digest": None, "snapshot_size": None, "snapshot_encrypted": None}
+        content = self.artifacts.claim(conn, project_id, snapshot.digest, snapshot.size)
+        return {
+            "snapshot_digest": content.digest,
+            "snapshot_size": content.size,
+            "snapshot_encrypted": content.encrypted,
+        }
+
+    def _require(
+        self,
+        conn: Connection,
+        project: str,
+        job_id: str,
+        principal: Principal,
+        need: Need,
+        *,
+        record: bool = True,
+    ) -> Any:
+        hidden = NotFound(f"no job {job_id!r} in project {project!r}")
+        try:
+            pid = self.projects.require(conn, project, principal, need, record=record)
+        except NotFound:
+            raise hidden from None
+        j = t.jobs
+        row = conn.execute(sa.select(j).where(j.c.project_id == pid, j.c.id == job_id)).first()
+        if row is None:
+            raise hidden
+        return row
+
+    def _masked(self, row: Any, text: str) -> str:
+        """The job's secret values, should its program print them, masked."""
+        for name in json.loads(row.secrets):
+            try:
+                project = self._project_name(row.project_id)
+                value = self.secrets.reveal(project, name, principal=SYSTEM)
+            except PlinthError:
+                continue  # deleted since: nothing of it to mask
+            if len(value) >= MIN_MASKED:
+                text = text.replace(value, MASK)
+        return text
+
+    def _project_name(self, project_id: str) -> str:
+        with self.db.read() as conn:
+            return str(self.projects.names(conn, {project_id})[project_id])
+
+
+def _job(row: Any, project: str) -> s.Job:
+    snapshot = None
+    if row.snapshot_digest is not None:
+        snapshot = s.Snapshot(digest=row.snapshot_digest, size=row.snapshot_size)
+    return s.Job(
+        id=row.id,
+        project=project,
+        user=row.user,
+        argv=json.loads(row.argv),
+        env=json.loads(row.env),
+        secrets=json.loads(row.secrets),
+        cpus=row.cpus,
+        memory_bytes=row.memory_bytes,
+        gpus=row.gpus,
+        nodes=row.units,
+        procs_per_node=row.procs_per_node,
+        pool=row.pool,
+        priority=row.priority,
+        retries=row.retries,
+        retries_used=row.failures,
+        disruptions=row.disruptions,
+        timeout_seconds=row.timeout_seconds,
+        status=row.status,
+        exit_code=row.exit_code,
+        reason=row.reason,
+        attempt=row.attempt,
+        submitted_at=row.submitted_at,
+        started_at=row.started_at,
+        ended_at=row.ended_at,
+        retry_at=row.retry_at,
+        snapshot=snapshot,
+        run_id=row.run_id,
+        node=row.node,
+    )
+
+
+def _node_use(node: Any, used: Resources | None) -> s.NodeUse:
+    used = used or Resources(0.0, 0, 0)
+    return s.NodeUse(
+        name=node.name,
+        pool=node.pool,
+        executor=node.executor,
+        cpus=node.capacity.cpus,
+        memory_bytes=node.capacity.memory_bytes,
+        gpus=node.capacity.gpus,
+        cpus_used=used.cpus,
+        memory_bytes_used=used.memory_bytes,
+        gpus_used=used.gpus,
+        gpu_models=[g.name for g in node.gpus],
+    )
+
+
+def _capped(chunks: Iterable[bytes], limit: int) -> Iterator[bytes]:
+    total = 0
+    for chunk in chunks:
+        total += len(chunk)
+        if total > limit:
+            raise PayloadTooLarge(
+                f"the working directory's snapshot is over {limit} bytes "
+                "(compute.snapshot_max_bytes): leave large files out (.gitignore) or "
+                "store them as artifacts"
+            )
+        yield chunk
+
+
+def _cursor(text: str) -> int:
+    if not text.isdigit():
+        raise InvalidInput("cursor: pass a page's next_cursor back as it came")
+    return int(text)
+
+
+def _read(path: Any, offset: int, limit: int) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            return f.read(limit)
+    except FileNotFoundError:
+        return b""
+
+
+def _whole_utf8(data: bytes) -> bytes:
+    """``data`` without a character cut at its end (it comes whole with the next read)."""
+    for cut in range(min(3, len(data)) + 1):
+        head = data[: len(data) - cut]
+        try:
+            head.decode("utf-8")
+            return head
+        except UnicodeDecodeError:
+            continue
+    return data

@@ -1,0 +1,190 @@
+"""Jobs end to end through the SDK on the real local executor: submit, run, exit
+codes, retries, cancel, timeout, logs, the linked run, env and secrets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from plinth.client import Client
+from plinth.core.crypto import MasterKey
+from plinth.errors import InvalidInput, NotFound
+from plinth.settings import Settings
+from tests.compute.conftest import PY, py, wait_for, wait_status, with_compute
+
+SRC = str(Path(__file__).resolve().parents[2] / "src")
+
+
+def test_a_job_runs_to_its_exit_code(jobs: Client, project: str) -> None:
+    job = jobs.submit_job(project, py("print('hello'); raise SystemExit(0)"))
+    assert job.status in ("queued", "running") and job.attempt in (0, 1)
+    done = jobs.wait_job(project, job.id, timeout=20)
+    assert (done.status, done.exit_code, done.attempt) == ("succeeded", 0, 1)
+    assert done.started_at and done.ended_at and done.node == "n1"
+    assert jobs.job_logs(project, job.id).text == "hello\n"
+    [listed] = jobs.list_jobs(project).jobs
+    assert listed.id == job.id
+
+
+def test_a_failing_job_fails_with_its_code(jobs: Client, project: str) -> None:
+    job = jobs.submit_job(project, py("import sys; sys.exit(3)"))
+    done = jobs.wait_job(project, job.id, timeout=20)
+    assert (done.status, done.exit_code, done.attempt, done.retries_used) == ("failed", 3, 1, 0)
+
+
+def test_retries_then_success(jobs: Client, project: str, tmp_path: Path) -> None:
+    marker = tmp_path / "tries"
+    code = (
+        f"import pathlib,sys; p=pathlib.Path({str(marker)!r}); "
+        "n=len(p.read_text()) if p.exists() else 0; p.write_text('x'*(n+1)); "
+        "sys.exit(0 if n >= 2 else 1)"
+    )
+    job = jobs.submit_job(project, py(code), retries=5)
+    done = jobs.wait_job(project, job.id, timeout=20)
+    assert (done.status, done.attempt, done.retries_used, done.exit_code) == ("succeeded", 3, 2, 0)
+
+
+def test_retries_run_out(jobs: Client, project: str) -> None:
+    job = jobs.submit_job(project, py("raise SystemExit(2)"), retries=2)
+    done = jobs.wait_job(project, job.id, timeout=20)
+    assert (done.status, done.attempt, done.retries_used, done.exit_code) == ("failed", 3, 2, 2)
+
+
+def test_cancel_a_queued_and_a_running_job(jobs: Client, project: str) -> None:
+    running = jobs.submit_job(project, py("import time; print('up', flush=True); time.sleep(60)"))
+    wait_for(lambda: jobs.job_logs(project, running.id).text == "up\n", what="the job's output")
+    # the node has 2 GPU slots: a third GPU job waits in the queue
+    hogs = [jobs.submit_job(project, py("import time; time.sleep(60)"), gpus=1) for _ in range(2)]
+    for hog in hogs:
+        wait_status(jobs, project, hog.id, "running")
+    queued = jobs.submit_job(project, py("pass"), gpus=1)
+    assert jobs.get_job(project, queued.id).status == "queued"
+    cancelled = jobs.cancel_job(project, queued.id)
+    assert cancelled.status == "cancelled" and cancelled.attempt == 0
+    for job in (running, *hogs):
+        jobs.cancel_job(project, job.id)
+    for job in (running, *hogs):
+        done = jobs.wait_job(project, job.id, timeout=20)
+        assert done.status == "cancelled" and done.exit_code == 128 + 15
+    assert jobs.cancel_job(project, running.id).status == "cancelled"  # again: no change
+
+
+def test_a_job_over_its_timeout_is_stopped(jobs: Client, project: str) -> None:
+    job = jobs.submit_job(project, py("import time; time.sleep(60)"), timeout=0.5, retries=3)
+    done = jobs.wait_job(project, job.id, timeout=20)
+    assert done.status == "failed" and done.reason and "timed out" in done.reason
+    assert done.attempt == 1  # a timeout is not retried
+
+
+def test_logs_stream_while_running_and_stay_after(jobs: Client, project: str) -> None:
+    code = (
+        "import sys,time\n"
+        "print('first', flush=True)\n"
+        "sys.stdin = None\n"
+        "import os\n"
+        "while not os.path.exists('go'): time.sleep(0.02)\n"
+        "print('second', flush=True)\n"
+        "sys.stderr.write('partial-line')\n"
+    )
+    job = jobs.submit_job(project, py(code))
+    first = wait_for(lambda: jobs.job_logs(project, job.id).text or None, what="output")
+    assert first == "first\n"
+    piece = jobs.job_logs(project, job.id)
+    assert not piece.ended and piece.next_offset == len(b"first\n")
+    # let it finish: the job waits for a file in its working directory
+    job_dir = Path(jobs.settings.home) / "compute" / "jobs" / job.id / "1" / "work"
+    (job_dir / "go").write_text("")
+    jobs.wait_job(project, job.id, timeout=20)
+    rest = jobs.job_logs(project, job.id, offset=piece.next_offset)
+    assert rest.text == "second\npartial-line" and rest.ended
+    followed = "".join(jobs.follow_job_logs(project, job.id))
+    assert followed == "first\nsecond\npartial-line"
+
+
+def test_the_job_logs_to_its_linked_run(jobs: Client, project: str) -> None:
+    code = (
+        "import plinth\n"
+        "with plinth.start_run() as run:\n"
+        "    run.log({'loss': 0.5}, step=1)\n"
+        "    print(run.info.id)\n"
+    )
+    job = jobs.submit_job(project, py(code), env={"PYTHONPATH": SRC})
+    done = jobs.wait_job(project, job.id, timeout=60)
+    assert done.status == "succeeded", jobs.job_logs(project, job.id).text
+    assert done.run_id and jobs.job_logs(project, job.id).text.strip() == done.run_id
+    run = jobs.get_run(done.run_id)
+    assert run.project == project and run.tags["plinth.job"] == job.id
+    assert run.status == "finished"
+    [point] = jobs.metric_history(done.run_id, "loss")
+    assert point.value == 0.5
+
+
+def test_env_and_secrets_reach_the_job_not_its_logs_nor_the_audit(
+    settings: Settings, project: str, tmp_path: Path
+) -> None:
+    key = SecretStr(MasterKey.generate().to_text())  # secrets are sealed under it
+    with Client(settings=with_compute(settings).model_copy(update={"master_key": key})) as jobs:
+        _env_and_secrets(jobs, project, tmp_path)
+
+
+def _env_and_secrets(jobs: Client, project: str, tmp_path: Path) -> None:
+    jobs.create_run(project)  # the project
+    jobs.set_secret(project, "API_KEY", "s3cr3t-value")
+    out = tmp_path / "seen"
+    code = (
+        "import os, pathlib\n"
+        f"pathlib.Path({str(out)!r}).write_text(os.environ['API_KEY'] + ' ' + os.environ['MODE'])\n"
+        "print('key is', os.environ['API_KEY'])\n"
+    )
+    job = jobs.submit_job(project, py(code), env={"MODE": "fast"}, secrets=["API_KEY"])
+    done = jobs.wait_job(project, job.id, timeout=20)
+    assert done.status == "succeeded"
+    assert out.read_text() == "s3cr3t-value fast"
+    assert jobs.job_logs(project, job.id).text == "key is ********\n"
+    trail = repr([e.model_dump() for e in jobs.audit_events(project=project)])
+    assert "s3cr3t-value" not in trail and "jobs.submit" in trail
+
+
+def test_a_missing_secret_fails_the_job_naming_it(jobs: Client, project: str) -> None:
+    job = jobs.submit_job(project, py("pass"), secrets=["NOPE"])
+    done = jobs.wait_job(project, job.id, timeout=20)
+    assert done.status == "failed" and "NOPE" in (done.reason or "")
+
+
+def test_bad_requests_are_refused(jobs: Client, project: str) -> None:
+    with pytest.raises(InvalidInput):
+        jobs.submit_job(project, "python x.py")  # type: ignore[arg-type]
+    with pytest.raises(InvalidInput, match="never start"):
+        jobs.submit_job(project, py("pass"), gpus=3)  # the node has 2
+    with pytest.raises(InvalidInput, match="never start"):
+        jobs.submit_job(project, py("pass"), pool="nowhere")
+    with pytest.raises(InvalidInput):
+        jobs.submit_job(project, py("pass"), memory="lots")
+    with pytest.raises(InvalidInput):
+        jobs.submit_job(project, py("pass"), env={"PLINTH_TOKEN": "x"})
+    with pytest.raises(NotFound):
+        jobs.get_job(project, "0" * 32)
+
+
+def test_the_job_runs_in_a_snapshot_of_its_working_directory(
+    jobs: Client, project: str, tmp_path: Path
+) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "train.py").write_text(
+        "import os, pathlib\nprint(pathlib.Path('data.txt').read_text(), sorted(os.listdir('.')))\n"
+    )
+    (work / "data.txt").write_text("rows")
+    (work / ".gitignore").write_text("big.bin\n")
+    (work / "big.bin").write_bytes(b"x" * 1000)
+    job = jobs.submit_job(project, [PY, "train.py"], workdir=work)
+    assert job.snapshot is not None and job.snapshot.size > 0
+    (work / "data.txt").write_text("changed after the submit")  # the snapshot is what runs
+    done = jobs.wait_job(project, job.id, timeout=20)
+    assert done.status == "succeeded", jobs.job_logs(project, job.id).text
+    listing = "['.gitignore', 'data.txt', 'train.py']"
+    assert jobs.job_logs(project, job.id).text == f"rows {listing}\n"
+    again = jobs.submit_job(project, [PY, "train.py"], workdir=work)
+    assert again.snapshot is not None and again.snapshot.digest != job.snapshot.digest
