@@ -10,7 +10,7 @@ import pytest
 
 from plinth.client import Client
 from plinth.core.platform import Platform
-from plinth.settings import Settings
+from plinth.settings import ComputeSettings, Settings
 from tests import services
 from tests.processes import Processes
 from tests.processes import started as processes_started
@@ -41,6 +41,7 @@ def make_settings(home: Path, database_url: str | None = None, **extra: object) 
     """Settings over ``home``; an SQLite home starts from the migrated template."""
     if database_url is None and "database_url" not in extra:
         services.seed_home(home)
+    extra.setdefault("compute", ComputeSettings(handoff=False))  # no agent outlives a test
     return Settings(home=home, database_url=database_url, url=None, token=None, **extra)  # type: ignore[arg-type]
 
 

@@ -117,6 +117,11 @@ class ComputeSettings(BaseModel):
         description="start queued jobs from this server; false: it only queues them "
         "(another server dispatches, or the queue is held for maintenance)",
     )
+    handoff: bool = Field(
+        True,
+        description="an embedded app that ends with jobs waiting or running starts a "
+        "detached `plinth jobs agent` to carry on dispatching them",
+    )
     server_url: str | None = Field(
         None,
         description="where a job reaches this server when auth is on (PLINTH_URL in the "

@@ -26,6 +26,7 @@ def compute(**extra: Any) -> ComputeSettings:
         "lease_seconds": 5.0,
         "retry_backoff_seconds": 0.05,
         "retry_backoff_max_seconds": 0.2,
+        "handoff": False,  # a test's jobs end with it (test_handoff turns it on)
     }
     return ComputeSettings(**{**values, **extra})
 

@@ -198,6 +198,22 @@ def wait(
     raise typer.Exit(code if 0 <= code < 256 else 1)
 
 
+@jobs_app.command("agent", hidden=True)
+def agent(
+    idle: Annotated[float, typer.Option(help="Seconds with nothing to do before exiting.")] = 5.0,
+) -> None:
+    """Dispatch this home's jobs until none waits or runs: started, detached, by an
+    embedded program that ended with jobs left (see compute/dispatcher.py)."""
+    import time
+
+    with _client() as c:
+        quiet_since = time.monotonic()
+        while time.monotonic() - quiet_since < idle:
+            time.sleep(0.5)
+            if any(p.running or p.queued for p in c.list_pools()):
+                quiet_since = time.monotonic()
+
+
 @nodes_app.callback(invoke_without_command=True)
 def nodes(as_json: JsonFlag = False) -> None:
     """Every node of every pool: capacity and what running jobs use."""

@@ -8,6 +8,13 @@ without using a retry), asked stops (cancel, preempt, timeout) are carried out w
 SIGTERM and a grace period, and placements start: each job is claimed in the
 database first (queued → running only if still queued, so no job starts twice).
 
+One dispatcher per database: a process dispatches only while it holds the
+``dispatcher_lease`` row (renewed every third of ``lease_seconds``); another one (a
+second server, a job's own embedded client, a CLI call) only queues, and takes over
+when the holder stops or dies. An embedded app that ends while jobs wait or run hands
+them to a detached ``plinth jobs agent``, which dispatches until the home is idle, so
+a job submitted from a script or the CLI still starts, and ends, after it exits.
+
 Leases: a running attempt's ``lease_expires_at`` is renewed while its workers are
 seen running. At start the dispatcher re-adopts every attempt whose workers still run
 (their executor handles are in the database) and settles the dead ones with their
@@ -20,9 +27,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import shutil
+import socket
+import subprocess
+import sys
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -92,6 +104,9 @@ class Dispatcher:
         self._renewed_at = 0.0
         self._swept_at = time.time()
         self._next_retry: float | None = None  # when a job waiting to retry may start
+        self._holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._leading = False
+        self._lead_checked = 0.0
 
     # the app's life ---------------------------------------------------------------------
 
@@ -100,7 +115,10 @@ class Dispatcher:
         if not self.compute.dispatch:
             return
         with self._lock:
-            self._adopt(self.store.live_attempts(), at_start=True)
+            try:
+                self._lead(time.time())
+            except Exception:  # the database away: the loop tries again
+                log.exception("taking the dispatcher lease failed")
         self._halt.clear()
         self._thread = threading.Thread(target=self._loop, name="plinth-dispatcher", daemon=True)
         self._thread.start()
@@ -114,12 +132,45 @@ class Dispatcher:
             self._thread.join(timeout=30)
             self._thread = None
         with self._lock:
+            if self._leading:
+                self._resign()
             for executor in self._executors.values():
                 executor.close()
             self._executors.clear()
-            self._active.clear()
-            self._queued.clear()
-            self._scheduler = None
+            self._forget()
+
+    def _forget(self) -> None:
+        self._active.clear()
+        self._queued.clear()
+        self._scheduler = None
+
+    def _lead(self, now: float) -> bool:
+        """Whether this process dispatches: take or renew the lease when due. On taking
+        it, adopt what runs; on losing it, forget (the new holder adopts)."""
+        due = self.compute.lease_seconds / 3 if self._leading else 1.0
+        if now - self._lead_checked < due:
+            return self._leading
+        self._lead_checked = now
+        leading = self.store.lead(self._holder, now, now + self.compute.lease_seconds)
+        if leading != self._leading:
+            self._forget()
+            self._leading = leading
+            if leading:
+                self._adopt(self.store.live_attempts(), at_start=True)
+        return leading
+
+    def _resign(self) -> None:
+        """Give the lease up; an embedded app with jobs left hands them to an agent."""
+        try:
+            hand_off = self.platform.embedded and self.compute.handoff and self.store.has_work()
+            self.store.resign(self._holder)
+        except Exception:
+            log.exception("giving the dispatcher lease up failed")
+            return
+        finally:
+            self._leading = False
+        if hand_off:
+            start_agent(self.settings)
 
     def wake(self) -> None:
         """Something changed (a submit, a cancel): run a round now."""
@@ -175,6 +226,8 @@ class Dispatcher:
     def step(self) -> None:
         with self._lock:
             now = time.time()
+            if not self._lead(now):
+                return
             self._sync_queue(now)
             self._watch(now)
             self._preempt()
@@ -442,6 +495,26 @@ class Dispatcher:
         self.scheduler.adopt(request_of(job, job.project), allocations_of(row.allocations))
         self.store.renew([(job.id, row.attempt)], now + self.compute.lease_seconds)
         log.info("adopted job %s attempt %s", job.id, row.attempt)
+
+
+def start_agent(settings: Any) -> None:
+    """``plinth jobs agent``, detached, on this home: it dispatches until no job waits
+    or runs. Its output goes to ``compute/agent.log`` in the home."""
+    env = {**os.environ, **launch.home_env(settings)}
+    env["PLINTH_COMPUTE"] = settings.compute.model_dump_json()
+    env.pop("PLINTH_URL", None)
+    log_file = settings.home / "compute" / "agent.log"
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_file, "ab") as out:
+        subprocess.Popen(
+            [sys.executable, "-m", "plinth", "jobs", "agent"],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            close_fds=True,
+        )
 
 
 def _quota(settings: Any) -> Quota:

@@ -76,6 +76,7 @@ def base_env(settings: Settings, job: Any, attempt: int, reach: Connection) -> d
         PLINTH_JOB_ID=job.id,
         PLINTH_JOB_ATTEMPT=str(attempt),
         PLINTH_PROJECT=job.project,
+        PLINTH_COMPUTE__DISPATCH="false",  # a job's own embedded client only queues
     )
     if job.run_id:
         env["PLINTH_RUN_ID"] = job.run_id
@@ -84,11 +85,11 @@ def base_env(settings: Settings, job: Any, attempt: int, reach: Connection) -> d
         if reach.token is not None:
             env["PLINTH_TOKEN"] = reach.token
     else:
-        env.update(_home_env(settings))
+        env.update(home_env(settings))
     return env
 
 
-def _home_env(settings: Settings) -> dict[str, str]:
+def home_env(settings: Settings) -> dict[str, str]:
     """The home a single-user job opens embedded, as the server opened it."""
     env = {"PLINTH_HOME": str(settings.home)}
     if settings.database_url:

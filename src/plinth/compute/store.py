@@ -149,7 +149,40 @@ class JobStore:
             )
             return [(job_id, allocations_of(text)) for job_id, text in rows]
 
+    def has_work(self) -> bool:
+        """Whether any job waits or runs (an embedded app hands them on at its end)."""
+        live = t.jobs.c.status.in_(("queued", "running", "preempted"))
+        with self.db.read() as conn:
+            return conn.execute(sa.select(t.jobs.c.id).where(live).limit(1)).first() is not None
+
     # writes -----------------------------------------------------------------------------
+
+    def lead(self, holder: str, now: float, until: float) -> bool:
+        """Take or keep the one dispatcher lease of this database: True while
+        ``holder`` has it. Two dispatchers never both start jobs, nor both count the
+        nodes' capacity as theirs."""
+        lease = t.dispatcher_lease
+        with self.db.write() as conn:
+            mine = sa.or_(lease.c.holder == holder, lease.c.expires_at < now)
+            kept = conn.execute(
+                lease.update()
+                .where(lease.c.name == "dispatcher", mine)
+                .values(holder=holder, expires_at=until)
+            ).rowcount
+            if kept:
+                return True
+            row = {"name": "dispatcher", "holder": holder, "expires_at": until}
+            taken = self.db.insert_ignoring_duplicates(lease).returning(lease.c.holder)
+            return conn.execute(taken, row).first() is not None  # rowcount lies here
+
+    def resign(self, holder: str) -> None:
+        lease = t.dispatcher_lease
+        with self.db.write() as conn:
+            conn.execute(
+                lease.update()
+                .where(lease.c.name == "dispatcher", lease.c.holder == holder)
+                .values(expires_at=0.0)
+            )
 
     def claim(
         self, row: Any, allocations: Sequence[Allocation], nodes: list[str], lease: float

@@ -57,6 +57,14 @@ jobs = sa.Table(
     sa.Index("ix_jobs_project", "project_id", "seq"),  # a project's list, newest first
 )
 
+dispatcher_lease = sa.Table(
+    "dispatcher_lease",  # one row: which process dispatches this home's jobs, until when
+    metadata,
+    sa.Column("name", sa.String(32), primary_key=True),
+    sa.Column("holder", sa.String(200), nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
+)
+
 job_attempts = sa.Table(
     "job_attempts",
     metadata,

@@ -29,9 +29,10 @@ class Platform:
     audit: AuditLog
     projects: Projects
     artifacts: Artifacts
+    embedded: bool = False  # an in-process app of one program, not a server
 
     @classmethod
-    def open(cls, settings: Settings, *, migrate: bool = True) -> Platform:
+    def open(cls, settings: Settings, *, migrate: bool = True, embedded: bool = False) -> Platform:
         db = Database(settings.resolved_database_url(), synchronous=settings.db_synchronous)
         if migrate:
             db.migrate()
@@ -46,6 +47,7 @@ class Platform:
             audit=audit,
             projects=Projects(db, audit, admins_create=settings.projects_by_admins_only),
             artifacts=Artifacts(db, blobs, keyring, max_bytes=settings.server.max_artifact_bytes),
+            embedded=embedded,
         )
 
     def close(self) -> None:

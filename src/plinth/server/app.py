@@ -77,7 +77,7 @@ def _every(services: Services, periodic: Periodic, stop: threading.Event) -> Non
 def create_app(settings: Settings | None = None, *, embedded: bool = False) -> FastAPI:
     """The app; ``embedded`` runs service calls inline (see api/blocking.py)."""
     settings = settings or Settings()
-    platform = Platform.open(settings)
+    platform = Platform.open(settings, embedded=embedded)
     services = build_services(platform, Blocking(inline=embedded))
     capabilities = declared()
 

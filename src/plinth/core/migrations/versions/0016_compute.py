@@ -68,3 +68,9 @@ def upgrade() -> None:
         sa.Column("token_id", sa.String(64)),
     )
     op.create_index("ix_job_attempts_status", "job_attempts", ["status", "lease_expires_at"])
+    op.create_table(
+        "dispatcher_lease",
+        sa.Column("name", sa.String(32), primary_key=True),
+        sa.Column("holder", sa.String(200), nullable=False),
+        sa.Column("expires_at", sa.Float, nullable=False),
+    )
