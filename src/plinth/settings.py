@@ -91,6 +91,11 @@ class PoolSettings(BaseModel):
     )
     address: str | None = Field(None, description="ray: the cluster's address")
     namespace: str = Field("default", description="kubernetes: where Jobs are created")
+    image: str | None = Field(None, description="kubernetes: the image jobs run in")
+    service_account: str | None = Field(None, description="kubernetes: the pods' account")
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = None
+    node_selector: dict[str, str] = Field({}, description="kubernetes: where pods may run")
+    run_as_user: int = Field(1000, ge=1, description="kubernetes: the pods' numeric user")
 
 
 class QuotaSettings(BaseModel):

@@ -342,6 +342,8 @@ REQUESTS: dict[tuple[str, str], tuple[str, Make]] = {
     ),
     ("GET", "/api/v1/compute/nodes"): ("own", lambda w, r: ("GET", "/api/v1/compute/nodes", {})),
     ("GET", "/api/v1/compute/pools"): ("own", lambda w, r: ("GET", "/api/v1/compute/pools", {})),
+    # usage: each caller's readable projects' rows (none for an outsider: still a 200)
+    ("GET", "/api/v1/usage"): ("own", lambda w, r: ("GET", "/api/v1/usage", {})),
     ("GET", "/metrics"): ("project", lambda w, r: ("GET", "/metrics", {})),
     ("GET", "/"): ("own", lambda w, r: ("GET", "/", {})),
     ("GET", "/projects/{name}"): ("project", lambda w, r: ("GET", "/projects/team-a", {})),
@@ -370,6 +372,28 @@ REQUESTS: dict[tuple[str, str], tuple[str, Make]] = {
             "POST",
             "/projects/team-a/models/churn/versions/1/status",
             {"data": {"status": "ready"}, "follow_redirects": True},
+        ),
+    ),
+    # The jobs' pages; the cancel form redirects back to the job's page (followed: a 200).
+    ("GET", "/jobs"): ("own", lambda w, r: ("GET", "/jobs", {})),
+    ("GET", "/projects/{project}/jobs"): (
+        "project",
+        lambda w, r: ("GET", "/projects/team-a/jobs", {}),
+    ),
+    ("GET", "/projects/{project}/jobs/{job_id}"): (
+        "project",
+        lambda w, r: ("GET", f"/projects/team-a/jobs/{w.job}", {}),
+    ),
+    ("GET", "/projects/{project}/jobs/{job_id}/logs"): (
+        "project",
+        lambda w, r: ("GET", f"/projects/team-a/jobs/{w.job}/logs", {}),
+    ),
+    ("POST", "/projects/{project}/jobs/{job_id}/cancel"): (
+        "project",
+        lambda w, r: (
+            "POST",
+            f"/projects/team-a/jobs/{_spare_job(w)}/cancel",
+            {"follow_redirects": True},
         ),
     ),
     # The deployments' pages (memory runtime); their forms redirect back (followed: a 200).

@@ -15,6 +15,8 @@ CAPABILITY = Capability(
         ("jobs", "plinth.compute.cli:jobs_app"),
         ("nodes", "plinth.compute.cli:nodes_app"),
         ("pools", "plinth.compute.cli:pools_app"),
+        ("usage", "plinth.compute.usage_cli:usage_app"),
+        ("sweep", "plinth.compute.sweep_cli:sweep_app"),
     ),
     calls=("plinth.compute.client:ComputeCalls",),
     tables=("plinth.compute.tables",),

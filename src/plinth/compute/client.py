@@ -6,6 +6,7 @@ import hashlib
 import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
 
 WAIT_POLL_FIRST_S = 0.05
 WAIT_POLL_MAX_S = 1.0
+Moment = float | datetime | str  # when a usage window starts or ends
 
 
 def _jobs(project: str, job_id: str | None = None) -> str:
@@ -165,6 +167,49 @@ class ComputeCalls:
 
     def list_pools(self) -> list[s.PoolUse]:
         return [s.PoolUse(**p) for p in self._transport.request("GET", "/api/v1/compute/pools")]
+
+    def usage(
+        self,
+        *,
+        by: str = "project",
+        since: Moment | None = None,
+        until: Moment | None = None,
+        project: str | None = None,
+        limit: int = 1000,
+    ) -> s.Usage:
+        """Resource-hours and cost by ``project``, ``user``, ``pool`` or ``job``.
+        ``since``/``until``: seconds since the epoch, a datetime, an ISO date or time
+        (``2025-01-31``), or a duration back from now (``7d``, ``12h``)."""
+        params: dict[str, Any] = {"by": by, "limit": limit}
+        if since is not None:
+            params["since"] = moment(since, "since")
+        if until is not None:
+            params["until"] = moment(until, "until")
+        if project is not None:
+            params["project"] = project
+        return s.Usage(**self._transport.request("GET", "/api/v1/usage", params=params))
+
+
+def moment(value: Moment, name: str = "time") -> float:
+    """Seconds since the epoch from what a user gives; a naive datetime is local time."""
+    if isinstance(value, datetime):
+        return value.timestamp()
+    if isinstance(value, int | float):
+        return float(value)
+    text = value.strip()
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        pass
+    from plinth.compute.resources import parse_duration
+
+    try:
+        return time.time() - parse_duration(text)
+    except InvalidInput:
+        raise InvalidInput(
+            f"{name} {value!r}: give an ISO date or time (2025-01-31, 2025-01-31T09:00) "
+            "or a duration back from now (7d, 12h, 30m)"
+        ) from None
 
 
 def _duration(value: str | float) -> str:

@@ -74,7 +74,7 @@ class Active:
     token_id: str | None = None
     stop: str | None = None  # cancel | preempt | timeout, once asked
     stop_sent: bool = False
-    gang_broken: bool = False  # a member failed: the others are being stopped
+    gang_broken: Status | None = None  # the member's end that is stopping the others
     last_seen: float = field(default_factory=time.time)
 
 
@@ -217,7 +217,15 @@ class Dispatcher:
             if found and kind == "ray" and found[0].address:
                 options["address"] = found[0].address
             if found and kind == "kubernetes":
-                options["namespace"] = found[0].namespace
+                pool_settings = found[0]
+                options.update(
+                    namespace=pool_settings.namespace,
+                    image=pool_settings.image,
+                    service_account=pool_settings.service_account,
+                    image_pull_policy=pool_settings.image_pull_policy,
+                    node_selector=dict(pool_settings.node_selector),
+                    run_as_user=pool_settings.run_as_user,
+                )
             self._executors[pool] = by_name(kind, **options)
         return self._executors[pool]
 
@@ -399,9 +407,14 @@ class Dispatcher:
         failed = [s for s in statuses if s.state == "exited" and s.exit_code != 0]
         if any(s.state == "running" for s in statuses):
             if (lost or failed) and not active.stop_sent:
-                active.gang_broken = True
+                active.gang_broken = (lost or failed)[0]
                 self._stop_workers(active, self.compute.grace_seconds)
             return None
+        broke = active.gang_broken  # the gang ends as its first failing member did
+        if broke is not None and broke.state == "exited":
+            failed = [broke, *failed]
+        elif broke is not None:
+            lost = [broke, *lost]
         code = failed[0].exit_code if failed else (0 if statuses and not lost else None)
         if active.stop == "cancel":
             return Outcome("cancelled", code, "cancelled")

@@ -7,6 +7,11 @@ the server's variables (``PATH``, locale, ``HOME`` …), its own ``env``, its se
 and what ties it to Plinth: ``PLINTH_RUN_ID`` (its tracked run), and either
 ``PLINTH_URL`` with a token scoped to its project (auth on) or ``PLINTH_HOME`` (a
 single-user home, embedded).
+
+Every process also gets what ``torchrun`` would set (``MASTER_ADDR``, ``MASTER_PORT``,
+``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK``, ``LOCAL_WORLD_SIZE``, ``NODE_RANK``,
+``GROUP_RANK``), so ``init_process_group()`` just works: a job of ``nodes`` x
+``procs_per_node`` processes is one PyTorch world, with a fresh port per attempt.
 """
 
 from __future__ import annotations
@@ -14,10 +19,13 @@ from __future__ import annotations
 import json
 import os
 import socket
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from plinth.compute import rendezvous
 from plinth.compute.executors import Launch
 from plinth.compute.scheduler import Allocation
 from plinth.settings import Settings
@@ -43,11 +51,23 @@ INHERITED = (
     "SYSTEMROOT",
 )
 RESERVED_PREFIXES = ("PLINTH_",)
-RESERVED = {"CUDA_VISIBLE_DEVICES"}  # the executor isolates GPUs with it
+RESERVED = {
+    "CUDA_VISIBLE_DEVICES",  # the executor isolates GPUs with it
+    # the PyTorch rendezvous, set per process (a job's own would break the world)
+    "MASTER_ADDR",
+    "MASTER_PORT",
+    "WORLD_SIZE",
+    "RANK",
+    "LOCAL_RANK",
+    "LOCAL_WORLD_SIZE",
+    "NODE_RANK",
+    "GROUP_RANK",
+    rendezvous.AGENT_STORE,
+}
 
 
 def reserved(name: str) -> bool:
-    """A name a job's env may not set: Plinth's own, and the GPU isolation."""
+    """A name a job's env may not set: Plinth's own, the GPU isolation, the rendezvous."""
     return name in RESERVED or name.startswith(RESERVED_PREFIXES)
 
 
@@ -112,38 +132,70 @@ def workers(
     settings: Settings,
 ) -> list[Launch]:
     """One Launch per process: ``procs_per_node`` on each unit's node, each with its
-    share of the unit's CPUs and GPUs and the rendezvous variables of a gang."""
+    share of the unit's CPUs and GPUs and the rendezvous variables torchrun would set."""
     procs, world = job.procs_per_node, job.units * job.procs_per_node
-    rendezvous = _rendezvous(world)
+    local = executor_of(settings, job.pool) == "local"
+    gang = rendezvous_env(allocations, world, local)
+    threads = str(max(1, int(job.cpus)))  # torch and numpy: as many threads as CPUs
+    argv = tuple(json.loads(job.argv))
     launches = []
     for unit, allocation in enumerate(allocations):
-        for local in range(procs):
-            rank = unit * procs + local
-            own = dict(env)
-            if world > 1:
-                own.update(rendezvous)
-                own.update(
-                    RANK=str(rank),
-                    LOCAL_RANK=str(local),
-                    NODE_RANK=str(unit),
-                    LOCAL_WORLD_SIZE=str(procs),
-                )
+        for local_rank in range(procs):
+            rank = unit * procs + local_rank
+            own = {"OMP_NUM_THREADS": threads, **env, **gang}
+            own.update(
+                RANK=str(rank),
+                LOCAL_RANK=str(local_rank),
+                NODE_RANK=str(unit),
+                GROUP_RANK=str(unit),
+                LOCAL_WORLD_SIZE=str(procs),
+            )
+            hosts_store = local and world > 1 and rank == 0
             launches.append(
                 Launch(
                     job_id=job.id,
                     attempt=attempt,
                     rank=rank,
-                    argv=tuple(json.loads(job.argv)),
+                    argv=rendezvous.hosted(argv) if hosts_store else argv,
                     env=own,
                     cwd=cwd,
                     log_path=log_path(settings, job.id, attempt, rank),
                     node=allocation.node,
-                    cpu_ids=_share(allocation.cpu_ids, local, procs),
-                    gpu_ids=_share(allocation.gpu_ids, local, procs),
+                    cpu_ids=_share(allocation.cpu_ids, local_rank, procs),
+                    gpu_ids=_share(allocation.gpu_ids, local_rank, procs),
                     memory_bytes=job.memory_bytes or None,
                 )
             )
     return launches
+
+
+def executor_of(settings: Settings, pool: str) -> str:
+    found = [p.executor for p in settings.compute.pools if p.name == pool]
+    return found[0] if found else "local"
+
+
+def rendezvous_env(allocations: tuple[Allocation, ...], world: int, local: bool) -> dict[str, str]:
+    """What every process of a job shares: where rank 0's rendezvous store is, and how
+    many processes meet there. Set for a single process too (as torchrun does), so a
+    DDP program runs unchanged at any size.
+
+    On the local executor everything stays on loopback: the store is hosted bound to
+    127.0.0.1 by ``rendezvous.py`` around rank 0's command (torch's own would listen on
+    every interface) and every rank joins it as a client; gloo and NCCL are told to use
+    the loopback interface. Elsewhere ``MASTER_ADDR`` is the first worker's node (an
+    executor that knows its address better, a pod's DNS name or a Ray node's IP, sets
+    it before starting the workers); the store is then rank 0's own."""
+    env = {
+        "MASTER_ADDR": "127.0.0.1" if local else allocations[0].node,
+        "MASTER_PORT": str(free_port()),
+        "WORLD_SIZE": str(world),
+    }
+    if local and world > 1:
+        env[rendezvous.AGENT_STORE] = "True"
+        loopback = _loopback_interface()
+        if loopback is not None:
+            env.update(GLOO_SOCKET_IFNAME=loopback, NCCL_SOCKET_IFNAME=loopback)
+    return env
 
 
 def _share(ids: tuple[int, ...], index: int, parts: int) -> tuple[int, ...]:
@@ -154,13 +206,40 @@ def _share(ids: tuple[int, ...], index: int, parts: int) -> tuple[int, ...]:
     return ids[index * size : (index + 1) * size] if size else ids
 
 
-def _rendezvous(world: int) -> dict[str, str]:
-    if world <= 1:
-        return {}
-    return {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "WORLD_SIZE": str(world)}
+def _loopback_interface() -> str | None:
+    """``lo`` on Linux, ``lo0`` on macOS; None where the OS names none."""
+    try:
+        names = {name for _, name in socket.if_nameindex()}
+    except OSError:
+        return None
+    return next((n for n in ("lo", "lo0") if n in names), None)
 
 
-def _free_port() -> int:
+# Ports handed out lately and maybe not bound yet: a port is free when probed, and
+# stays free until rank 0 binds it, so two jobs started in one round (or a retry
+# started before its predecessor's port is reused) must not be handed the same one.
+_HANDED_SECONDS = 120.0
+_handed: dict[int, float] = {}
+_handed_lock = threading.Lock()
+
+
+def free_port() -> int:
+    """A loopback port no process holds now and none was handed lately."""
+    now = time.monotonic()
+    with _handed_lock:
+        for port, at in list(_handed.items()):
+            if now - at > _HANDED_SECONDS:
+                del _handed[port]
+        for _ in range(64):
+            port = _probe()
+            if port not in _handed:
+                _handed[port] = now
+                return port
+    raise OSError("no free loopback port for a job's rendezvous")
+
+
+def _probe() -> int:
+    # No SO_REUSEADDR: a port some connection still holds (TIME_WAIT) is not offered.
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])

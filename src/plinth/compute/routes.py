@@ -87,3 +87,10 @@ async def list_nodes(c: Signed) -> list[s.NodeUse]:
 @router.get("/compute/pools", response_model=list[s.PoolUse])
 async def list_pools(c: Signed) -> list[s.PoolUse]:
     return await c(c.service.pools)
+
+
+@router.get("/usage", response_model=s.Usage)
+async def usage(query: Annotated[s.UsageQuery, Depends()], c: Read) -> s.Usage:
+    """Resource-hours (CPU, GPU, GiB of memory) and their cost by project, user, pool
+    or job, over a window; each caller sees the projects they may read."""
+    return await c(c.service.usage, query)

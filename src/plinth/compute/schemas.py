@@ -13,6 +13,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from plinth.core.names import PROJECT_NAME as PROJECT
+
 DIGEST = r"^[0-9a-f]{64}$"
 POOL = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
@@ -153,3 +155,48 @@ class PoolUse(BaseModel):
     gpus_used: int
     running: int
     queued: int
+
+
+UsageBy = Literal["project", "user", "pool", "job"]
+
+
+class UsageQuery(BaseModel):
+    """Whose usage, over which window (seconds since the epoch), as query parameters."""
+
+    by: UsageBy = "project"
+    since: float | None = Field(None, ge=0, description="unset: from the first job")
+    until: float | None = Field(None, ge=0, description="unset: now")
+    project: str | None = Field(
+        None, pattern=PROJECT, max_length=200, description="only this project's jobs"
+    )
+    limit: int = Field(1000, ge=1, le=10_000, description="rows at most, largest cost first")
+
+
+class UsageRow(BaseModel):
+    """One group's resource-hours: what its jobs' attempts were granted, times how long
+    each ran inside the window (a running one: until now)."""
+
+    key: str = Field(description="the project, user, pool or job id")
+    project: str | None = Field(None, description="by job: the job's project")
+    jobs: int
+    attempts: int
+    hours: float = Field(description="wall-clock hours of its attempts")
+    cpu_hours: float
+    gpu_hours: float
+    gib_hours: float = Field(description="memory granted, GiB x hours")
+    cost: float
+
+
+class Prices(BaseModel):
+    cpu_hour: float
+    gpu_hour: float
+    gib_hour: float
+
+
+class Usage(BaseModel):
+    by: UsageBy
+    since: float | None
+    until: float
+    prices: Prices
+    rows: list[UsageRow]
+    total: UsageRow = Field(description="every row's sum (all of them, past the limit too)")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 import uuid
 from collections.abc import Iterable, Iterator
@@ -23,11 +24,13 @@ from sqlalchemy.engine import Connection
 from plinth.compute import launch
 from plinth.compute import schemas as s
 from plinth.compute import tables as t
+from plinth.compute import usage as accounting
 from plinth.compute.dispatcher import SYSTEM, Dispatcher
 from plinth.compute.resources import Resources, parse_duration, parse_memory
 from plinth.compute.scheduler import Request
 from plinth.core.access import Need, Principal
 from plinth.core.platform import Platform
+from plinth.core.projects import visible_projects
 from plinth.errors import InvalidInput, NotFound, PayloadTooLarge, PlinthError
 from plinth.governance.secrets import SecretsService
 from plinth.tracking import schemas as ts
@@ -245,6 +248,37 @@ class JobService:
             )
         return found
 
+    def usage(self, query: s.UsageQuery, *, principal: Principal) -> s.Usage:
+        """Resource-hours and their cost by project, user, pool or job over a window
+        (see usage.py). Platform admins see every project; others the projects they
+        have a role in (a scoped token: its one project). A ``project`` filter the
+        caller may not read is the same 404 as one that does not exist."""
+        now = time.time()
+        until = now if query.until is None else min(query.until, now)
+        if query.since is not None and query.since > until:
+            raise InvalidInput("since: give a moment before until (and before now)")
+        compute = self.settings.compute
+        prices = s.Prices(
+            cpu_hour=compute.price_cpu_hour,
+            gpu_hour=compute.price_gpu_hour,
+            gib_hour=compute.price_gib_hour,
+        )
+        window = accounting.Window(query.since, until, now)
+        with self.db.read() as conn:
+            pid = None
+            if query.project is not None:
+                pid = self.projects.require(conn, query.project, principal, Need.READ)
+            found = accounting.usage_rows(conn, query.by, window, visible_projects(principal), pid)
+        rows = accounting.ordered([accounting.usage_row(r, prices) for r in found])
+        return s.Usage(
+            by=query.by,
+            since=query.since,
+            until=until,
+            prices=prices,
+            rows=rows[: query.limit],
+            total=accounting.total(rows),
+        )
+
     # shared -----------------------------------------------------------------------------
 
     def _checked(self, project: str, req: s.JobSubmit) -> dict[str, Any]:
@@ -314,7 +348,13 @@ class JobService:
         except NotFound:
             raise hidden from None
         j = t.jobs
-        row = conn.execute(sa.select(j).where(j.c.project_id == pid, j.c.id == job_id)).first()
+        mine = sa.select(j).where(j.c.project_id == pid)
+        row = conn.execute(mine.where(j.c.id == job_id)).first()
+        if row is None and _ID_PREFIX.fullmatch(job_id):  # as `jobs list` shows it
+            found = conn.execute(mine.where(j.c.id.startswith(job_id)).limit(2)).all()
+            if len(found) > 1:
+                raise InvalidInput(f"job id prefix {job_id!r} is ambiguous; give more of it")
+            row = found[0] if found else None
         if row is None:
             raise hidden
         return row
@@ -334,6 +374,9 @@ class JobService:
     def _project_name(self, project_id: str) -> str:
         with self.db.read() as conn:
             return str(self.projects.names(conn, {project_id})[project_id])
+
+
+_ID_PREFIX = re.compile(r"[0-9a-f]{8,31}")  # a unique prefix stands for the job's id
 
 
 def _job(row: Any, project: str) -> s.Job:

@@ -60,6 +60,15 @@ def request_of(row: Any, project: str) -> Request:
     )
 
 
+def granted(allocations: Sequence[Allocation]) -> dict[str, Any]:
+    """An attempt's resources, all units together: what its usage is counted in."""
+    return {
+        "cpus": sum(a.resources.cpus for a in allocations),
+        "memory_bytes": sum(a.resources.memory_bytes for a in allocations),
+        "gpus": sum(a.resources.gpus for a in allocations),
+    }
+
+
 def allocations_json(allocations: Sequence[Allocation]) -> str:
     return json.dumps([asdict(a) for a in allocations])
 
@@ -218,6 +227,7 @@ class JobStore:
                     "handles": "[]",
                     "lease_expires_at": now + lease,
                     "started_at": now,
+                    **granted(allocations),
                 },
             )
         return attempt

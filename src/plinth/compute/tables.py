@@ -80,5 +80,10 @@ job_attempts = sa.Table(
     sa.Column("exit_code", sa.Integer),
     sa.Column("reason", sa.Text),
     sa.Column("token_id", sa.String(64)),  # the job's project-scoped token, revoked at its end
+    # What the attempt was granted, all units together: usage is these times its hours.
+    sa.Column("cpus", sa.Float, nullable=False, server_default="0"),
+    sa.Column("memory_bytes", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("gpus", sa.Integer, nullable=False, server_default="0"),
     sa.Index("ix_job_attempts_status", "status", "lease_expires_at"),
+    sa.Index("ix_job_attempts_started", "started_at"),  # usage over a time window
 )

@@ -12,6 +12,8 @@ CAPABILITY = Capability(
         "plinth.ui.models:router",
         "plinth.ui.deployments:router",
         "plinth.ui.deployment_changes:router",
+        "plinth.ui.jobs:router",
+        "plinth.ui.job_changes:router",
     ),
-    pages=(("Projects", "/"),),
+    pages=(("Projects", "/"), ("Jobs", "/jobs")),
 )

@@ -1,8 +1,9 @@
 """What the executor contract suite needs from each executor, and the small helpers
 its tests share: launching a Python one-liner, waiting on a condition with a deadline.
 
-An executor joins the suite by adding a ``Harness`` to ``HARNESSES`` (Ray and
-Kubernetes later; the local executor now).
+An executor joins the suite by adding a ``Harness`` to ``HARNESSES``: the local
+executor, and Ray against a real two-node cluster (``tests/compute/ray_cluster.py``;
+its executors run in a driver process inside the cluster's network namespace).
 """
 
 from __future__ import annotations
@@ -54,8 +55,31 @@ def _local() -> Executor:
     return LocalExecutor(watch_interval=0.05)
 
 
+def _ray() -> Executor:
+    from tests.compute.ray_cluster import shared
+
+    return shared().driver.executor()  # type: ignore[return-value]
+
+
+def _ray_impostor(handle: Handle) -> Handle:
+    """Another actor under the same name, as a recreated one would be."""
+    other = "0" * len(handle.data["actor"])
+    return replace(handle, data={**handle.data, "actor": other})
+
+
+def _kill_actor_and_group(job_pid: int) -> None:
+    """kill -9 of the actor's Ray worker process (the job's parent) first, so it
+    records nothing, then of the job's process group."""
+    parent = psutil.Process(job_pid).parent()
+    assert parent is not None and parent.name().startswith("ray::"), parent
+    parent.kill()
+    parent.wait(timeout=DEADLINE)
+    os.killpg(os.getpgid(job_pid), signal.SIGKILL)
+
+
 HARNESSES = {
     "local": Harness("local", _local, "local", _local_impostor, _kill_group),
+    "ray": Harness("ray", _ray, "ray", _ray_impostor, _kill_actor_and_group, pins_cpus=False),
 }
 
 

@@ -68,4 +68,12 @@ def by_name(name: str, **options: Any) -> Executor:
         from plinth.compute.executors.local import LocalExecutor
 
         return LocalExecutor(**options)
+    if name == "kubernetes":
+        from plinth.compute.executors.kubernetes import KubernetesExecutor
+
+        return KubernetesExecutor(**options)
+    if name == "ray":
+        from plinth.compute.executors.ray import RayExecutor
+
+        return RayExecutor(**options)
     raise ValueError(f"unknown executor {name!r}")

@@ -66,8 +66,12 @@ def upgrade() -> None:
         sa.Column("exit_code", sa.Integer),
         sa.Column("reason", sa.Text),
         sa.Column("token_id", sa.String(64)),
+        sa.Column("cpus", sa.Float, nullable=False, server_default="0"),
+        sa.Column("memory_bytes", sa.BigInteger, nullable=False, server_default="0"),
+        sa.Column("gpus", sa.Integer, nullable=False, server_default="0"),
     )
     op.create_index("ix_job_attempts_status", "job_attempts", ["status", "lease_expires_at"])
+    op.create_index("ix_job_attempts_started", "job_attempts", ["started_at"])
     op.create_table(
         "dispatcher_lease",
         sa.Column("name", sa.String(32), primary_key=True),
