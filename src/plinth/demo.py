@@ -1,7 +1,8 @@
 """``plinth demo``: the guided tour of what Plinth does, on the embedded default.
 
-Today: track a sweep of scikit-learn models (metrics per epoch, each model saved in a
-safe format), rank the runs, register the best as a model version with the
+Today: run a sweep of scikit-learn models as jobs on the local executor (each trial a
+job and a tracked run: metrics per epoch, the model saved in a safe format), rank the
+runs, register the best as a model version with the
 ``champion`` alias, deploy it with the runner-up as a 10% canary, send it traffic and
 count who answered, then show where to look.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import os
 import shutil
 import sys
@@ -75,6 +77,43 @@ def _train(run: Any, params: dict[str, Any], data: tuple[Any, ...], workdir: Pat
     run.log_artifacts(str(path), "model")
 
 
+def _run_trials(
+    console: Console, client: Client, project: str, grid: list[dict[str, Any]], sweep: str
+) -> None:
+    """One job per trial (``python -m plinth.demo PARAMS SWEEP``), as many at once as the
+    machine has CPUs; each logs into its job's own run."""
+    argv = [sys.executable, "-m", "plinth.demo"]
+    with Progress(console=console) as bar:
+        task = bar.add_task("training (jobs)", total=len(grid))
+        pending = {
+            client.submit_job(project, [*argv, json.dumps(params), sweep], cpus=1).id
+            for params in grid
+        }
+        while pending:
+            time.sleep(0.2)
+            for job_id in sorted(pending):
+                job = client.get_job(project, job_id)
+                if not job.ended:
+                    continue
+                if job.status != "succeeded":
+                    log = client.job_logs(project, job_id).text[-2000:]
+                    raise ServiceUnavailable(
+                        f"trial job {job_id} {job.status}: {job.reason}\n{log}"
+                    )
+                pending.discard(job_id)
+                bar.advance(task)
+
+
+def _trial(params_json: str, sweep: str) -> None:
+    """One trial, inside its job: ``start_run()`` continues the job's own run."""
+    params = json.loads(params_json)
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        start_run(params=params, tags={"sweep": sweep}) as run,
+    ):
+        _train(run, params, _data(), Path(tmp))
+
+
 def run_demo(
     project: str = "demo", client: Client | None = None, *, keep_serving: bool = True
 ) -> None:
@@ -86,23 +125,16 @@ def run_demo(
         else f"embedded home {client.settings.home}"
     )
     console.rule("[bold]Plinth demo[/]")
+    grid = [dict(zip(SWEEP, values, strict=True)) for values in itertools.product(*SWEEP.values())]
     console.print(
-        f"Tracking a sweep of SGD classifiers on the breast-cancer dataset "
-        f"(scikit-learn) into project [bold]{project}[/], {where}.\n"
+        f"Running a sweep of {len(grid)} SGD classifiers on the breast-cancer dataset "
+        f"(scikit-learn) as jobs on the local executor, tracked in project "
+        f"[bold]{project}[/], {where}.\n"
     )
     data = _data()
-    grid = [dict(zip(SWEEP, values, strict=True)) for values in itertools.product(*SWEEP.values())]
     sweep = time.strftime("%Y%m%d-%H%M%S")
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp, Progress(console=console) as bar:
-        task = bar.add_task("training", total=len(grid))
-        for number, params in enumerate(grid, 1):
-            name = f"sgd-{number:02d}"
-            with start_run(
-                project, name=name, params=params, tags={"sweep": sweep}, client=client
-            ) as run:
-                _train(run, params, data, Path(tmp))
-            bar.advance(task)
+    _run_trials(console, client, project, grid, sweep)
     elapsed = time.perf_counter() - started
     page = client.search_runs(
         project,
@@ -149,6 +181,7 @@ def run_demo(
         serving = [f"serve models:/{project}/{MODEL}@champion --port 9000"]
     console.print("Look closer:")
     for command in (
+        f"jobs list --project {project}",
         f"runs list --project {project} --filter \"tags.sweep = '{sweep}'\" "
         "--order-by 'metrics.val_acc desc'",
         f"runs show {best.id}",
@@ -249,3 +282,7 @@ def _command() -> str:
         return "python -m plinth"
     relative = os.path.relpath(beside)
     return relative if not relative.startswith("..") else str(beside)
+
+
+if __name__ == "__main__":  # a trial job: python -m plinth.demo PARAMS SWEEP
+    _trial(*sys.argv[1:3])
