@@ -13,7 +13,7 @@ route is documented with no table to edit:
   cannot be stored (422);
 - one with a body may get one too large (413) or one that stalls (408); a streamed
   body also counts against the caller's uploads at once (429);
-- one that names an object (a path parameter, or a ``project`` in its body) may name
+- one that names an object (a path parameter, a ``project`` in its body or query) may name
   one that does not exist or that the caller may not see (404);
 - a write may find the disk full (507), and one whose body can disagree with what is
   stored may conflict with it (409).
@@ -100,7 +100,9 @@ def errors_of(
         found |= {408, 413}
     if BODY_LIMIT in (route.openapi_extra or {}):
         found.add(429)
-    if any(p["in"] == "path" for p in parameters) or "project" in _fields(body, schemas):
+    by_query = {p["name"] for p in parameters if p["in"] == "query"}
+    in_path = any(p["in"] == "path" for p in parameters)
+    if in_path or "project" in by_query or "project" in _fields(body, schemas):
         found.add(404)
     if method in _UNSAFE and permission not in _READS:
         found |= {409, 507} if body else {507}
