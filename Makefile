@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: setup browser demo test check format bench bench-serving bench-startup clean
+.PHONY: setup browser demo test check format bench bench-serving bench-compute bench-startup clean
 
 $(VENV)/bin/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -56,10 +56,15 @@ format: setup
 bench: setup
 	$(PY) benchmarks/tracking.py
 	$(PY) benchmarks/serving.py
+	$(PY) benchmarks/compute.py
 
 # Plinth's model server against the floor and LitServe, BentoML, MLflow, Ray Serve (wrk).
 bench-serving: setup
 	$(PY) benchmarks/serving.py
+
+# Jobs: submit-to-running against a bare spawn and Ray's Jobs API; the scheduler.
+bench-compute: setup
+	$(PY) benchmarks/compute.py
 
 bench-startup: setup
 	$(PY) benchmarks/startup.py
