@@ -28,6 +28,18 @@ def test_a_job_runs_to_its_exit_code(jobs: Client, project: str) -> None:
     assert listed.id == job.id
 
 
+def test_a_unique_prefix_of_a_job_id_names_it(jobs: Client, project: str) -> None:
+    job = jobs.submit_job(project, py("print('hi')"))
+    assert jobs.get_job(project, job.id[:8]).id == job.id  # as `jobs list` shows it
+    assert jobs.wait_job(project, job.id[:12], timeout=20).status == "succeeded"
+    assert jobs.job_logs(project, job.id[:8]).text == "hi\n"
+    for unknown in ("0" * 8, job.id[:7], job.id[:8].upper(), "%" * 8):
+        with pytest.raises((NotFound, InvalidInput)):
+            jobs.get_job(project, unknown)
+    with pytest.raises(NotFound):  # looked up in a project that is not its own
+        jobs.get_job(f"{project}-other", job.id[:8])
+
+
 def test_a_failing_job_fails_with_its_code(jobs: Client, project: str) -> None:
     job = jobs.submit_job(project, py("import sys; sys.exit(3)"))
     done = jobs.wait_job(project, job.id, timeout=20)
