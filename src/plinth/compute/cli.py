@@ -92,12 +92,7 @@ def submit(
     argv = list(ctx.args)
     if not argv:
         raise InvalidInput("give the command after --: plinth jobs submit -p P -- python x.py")
-    pairs = {}
-    for item in env or []:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise InvalidInput(f"--env takes K=V, not {item!r}")
-        pairs[key] = value
+    pairs = env_pairs(env or [])
     with _client() as c:
         job = c.submit_job(
             project,
@@ -119,6 +114,19 @@ def submit(
         print_json(job.model_dump())
     else:
         typer.echo(job.id)
+
+
+def env_pairs(items: list[str]) -> dict[str, str]:
+    """``--env K=V`` options, for ``jobs submit`` and ``sweep``."""
+    from plinth.errors import InvalidInput
+
+    pairs = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise InvalidInput(f"--env takes K=V, not {item!r}")
+        pairs[key] = value
+    return pairs
 
 
 @jobs_app.command("list")

@@ -13,6 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from typer.core import TyperGroup
 
+from plinth.compute.cli import env_pairs
 from plinth.console import JsonFlag, print_json
 from plinth.console import client as _client
 
@@ -91,7 +92,7 @@ def sweep(
         "priority": priority,
         "timeout": timeout,
         "workdir": None if no_workdir else (workdir or Path(".")),
-        "env": _pairs(env or []),
+        "env": env_pairs(env or []),
         "secrets": secret or [],
     }
     with _client() as c, _Bar(trials, metric, quiet=as_json) as bar:
@@ -120,18 +121,6 @@ def sweep(
         print_json(result.model_dump())
     else:
         show(result)
-
-
-def _pairs(items: list[str]) -> dict[str, str]:
-    from plinth.errors import InvalidInput
-
-    pairs = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise InvalidInput(f"--env takes K=V, not {item!r}")
-        pairs[key] = value
-    return pairs
 
 
 class _Bar:
