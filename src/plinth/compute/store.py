@@ -171,6 +171,12 @@ class JobStore:
         ``holder`` has it. Two dispatchers never both start jobs, nor both count the
         nodes' capacity as theirs."""
         lease = t.dispatcher_lease
+        with self.db.read() as conn:  # a waiting process looks first: no write lock each second
+            held = conn.execute(
+                sa.select(lease.c.holder, lease.c.expires_at).where(lease.c.name == "dispatcher")
+            ).first()
+        if held is not None and held.holder != holder and held.expires_at >= now:
+            return False
         with self.db.write() as conn:
             mine = sa.or_(lease.c.holder == holder, lease.c.expires_at < now)
             kept = conn.execute(
