@@ -15,14 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch  # noqa: F401  (the dev extra: a missing torch is an error, never a skip)
 
 from plinth.client import Client
 from plinth.compute import launch
 from plinth.errors import InvalidInput
 from tests.compute.conftest import PY, py, wait_for, with_compute
 from tests.conftest import make_settings
-
-pytest.importorskip("torch")
 
 
 @pytest.fixture

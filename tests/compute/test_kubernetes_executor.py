@@ -26,15 +26,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kmock import KubernetesEmulator, action
+from kubernetes import client
 
 from plinth.compute.executors import Handle, Launch
 from plinth.compute.executors import k8s_manifests as m
 from plinth.errors import Conflict, InvalidInput, MissingDependency
-
-pytest.importorskip("kmock")
-client = pytest.importorskip("kubernetes.client")
-
-from kmock import KubernetesEmulator, action  # noqa: E402
 
 NS = "ml"
 

@@ -9,13 +9,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+import kubernetes_validate
 import pytest
 
 from plinth.compute.executors import Launch
 from plinth.compute.executors import k8s_manifests as m
 from plinth.errors import InvalidInput
-
-kubernetes_validate = pytest.importorskip("kubernetes_validate")
 
 VERSIONS = ["1.25", "1.29", "1.33", "1.37"]
 OPTIONS = m.PodOptions(namespace="ml", image="registry.example/train:1", deadline_seconds=7200)
