@@ -33,7 +33,9 @@ def test_a_unique_prefix_of_a_job_id_names_it(jobs: Client, project: str) -> Non
     assert jobs.get_job(project, job.id[:8]).id == job.id  # as `jobs list` shows it
     assert jobs.wait_job(project, job.id[:12], timeout=20).status == "succeeded"
     assert jobs.job_logs(project, job.id[:8]).text == "hi\n"
-    for unknown in ("0" * 8, job.id[:7], job.id[:8].upper(), "%" * 8):
+    other = f"{(int(job.id[:8], 16) + 1) % 16**8:08x}"  # a prefix of no job here
+    shouted = job.id[:8].upper()  # unchanged when the prefix is all digits
+    for unknown in {other, job.id[:7], shouted, "%" * 8} - {job.id[:8]}:
         with pytest.raises((NotFound, InvalidInput)):
             jobs.get_job(project, unknown)
     with pytest.raises(NotFound):  # looked up in a project that is not its own

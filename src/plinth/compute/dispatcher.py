@@ -46,6 +46,7 @@ from plinth.compute.scheduler import Placement, Quota, Request, Scheduler
 from plinth.compute.store import JobStore, Outcome, allocations_of, handles_of, request_of
 from plinth.core.access import Principal
 from plinth.core.artifacts import StoredContent
+from plinth.core.db import database_fault
 from plinth.core.platform import Platform
 from plinth.errors import DigestMismatch, PlinthError
 from plinth.governance.identity import IdentityService
@@ -107,6 +108,7 @@ class Dispatcher:
         self._holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._leading = False
         self._lead_checked = 0.0
+        self._outage: str | None = None  # the database's fault while it lasts
 
     # the app's life ---------------------------------------------------------------------
 
@@ -117,8 +119,8 @@ class Dispatcher:
         with self._lock:
             try:
                 self._lead(time.time())
-            except Exception:  # the database away: the loop tries again
-                log.exception("taking the dispatcher lease failed")
+            except Exception as exc:  # the database away: the loop tries again
+                self._failed("taking the dispatcher lease", exc)
         self._halt.clear()
         self._thread = threading.Thread(target=self._loop, name="plinth-dispatcher", daemon=True)
         self._thread.start()
@@ -185,8 +187,22 @@ class Dispatcher:
                 return
             try:
                 self.step()
-            except Exception:  # the database away, say: the next round tries again
-                log.exception("a dispatch round failed")
+            except Exception as exc:  # the database away, say: the next round tries again
+                self._failed("a dispatch round", exc)
+            else:
+                if self._outage is not None:
+                    log.warning("the database is back: dispatching resumes")
+                    self._outage = None
+
+    def _failed(self, what: str, exc: Exception) -> None:
+        """Report a failure: a bug with its traceback; the database down or full in one
+        line, once per outage, so a long outage does not bury the log."""
+        fault = database_fault(exc)
+        if fault is None:
+            log.exception("%s failed", what)
+        elif self._outage != fault:
+            self._outage = fault
+            log.warning("%s failed: the database is %s; retrying quietly", what, fault)
 
     # configuration ----------------------------------------------------------------------
 
@@ -243,8 +259,8 @@ class Dispatcher:
                 self._queued.pop(placement.job_id, None)
                 try:
                     self._start(placement)
-                except Exception:
-                    log.exception("starting job %s failed", placement.job_id)
+                except Exception as exc:
+                    self._failed(f"starting job {placement.job_id}", exc)
                     self.scheduler.release(placement.job_id)
             if now - self._swept_at >= self.compute.lease_seconds / 2:
                 self._swept_at = now
@@ -356,8 +372,8 @@ class Dispatcher:
             try:
                 if self._watch_one(active, asked.get(active.job_id), now):
                     alive.append((active.job_id, active.attempt))
-            except Exception:
-                log.exception("watching job %s failed", active.job_id)
+            except Exception as exc:
+                self._failed(f"watching job {active.job_id}", exc)
         if alive and now - self._renewed_at >= self.compute.lease_seconds / 3:
             self.store.renew(alive, now + self.compute.lease_seconds)
             self._renewed_at = now
@@ -482,8 +498,8 @@ class Dispatcher:
                 continue  # maybe still being launched elsewhere: its lease decides
             try:
                 self._adopt_one(row, handles, now)
-            except Exception:
-                log.exception("adopting job %s failed", row.job_id)
+            except Exception as exc:
+                self._failed(f"adopting job {row.job_id}", exc)
 
     def _adopt_one(self, row: Any, handles: list[Handle], now: float) -> None:
         job = self.store.job(row.job_id)
