@@ -42,7 +42,7 @@ browser: setup
 
 # In parallel over the machine's cores; each worker starts from migrated templates.
 test: setup browser
-	$(PY) -m pytest -q -n auto --dist loadgroup $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n auto --dist loadgroup --durations=30 $(PYTEST_ARGS)
 
 check: setup
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -141,18 +141,19 @@ def plinth_throughput(client: Any, n: int, work: Path) -> float:
 # Ray Jobs ----------------------------------------------------------------------------
 
 RAY_WORKER = r"""
-import json, os, signal, subprocess, sys, time
+import json, os, shutil, signal, subprocess, sys, tempfile, time
 from pathlib import Path
 
 cfg = json.loads(sys.argv[1])
 work = Path(cfg["work"])
 env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
 ray = str(Path(sys.executable).parent / "ray")
+temp = tempfile.mkdtemp(prefix="ray-")  # short: Ray's socket paths must fit in 107 bytes
 head = subprocess.Popen(
     [ray, "start", "--head", "--block", "--node-ip-address=127.0.0.1",
      f"--port={cfg['gcs_port']}", "--dashboard-host=127.0.0.1",
      f"--dashboard-port={cfg['dashboard_port']}", "--include-dashboard=true",
-     f"--num-cpus={cfg['cpus']}", f"--temp-dir={work / 'ray'}"],
+     f"--num-cpus={cfg['cpus']}", f"--temp-dir={temp}"],
     env=env, stdout=open(work / "ray-head.log", "wb"), stderr=subprocess.STDOUT,
 )
 try:
@@ -185,6 +186,7 @@ finally:
         head.wait(timeout=60)
     except subprocess.TimeoutExpired:
         head.kill()
+    shutil.rmtree(temp, ignore_errors=True)
 """
 
 

@@ -101,6 +101,11 @@ class Dispatcher:
         self._nodes: list[Node] | None = None
         self._executors: dict[str, Executor] = {}
         self._queued: dict[str, Request] = {}
+        self._rows: dict[str, Any] = {}  # the queued jobs' rows, as last read
+        self._fresh: dict[str, Any] = {}  # jobs submitted here since the last round
+        self._fresh_lock = threading.Lock()
+        self._dirty = True  # something besides a submit changed: read the whole queue
+        self._synced_at = 0.0
         self._active: dict[str, Active] = {}
         self._renewed_at = 0.0
         self._swept_at = time.time()
@@ -144,6 +149,7 @@ class Dispatcher:
     def _forget(self) -> None:
         self._active.clear()
         self._queued.clear()
+        self._rows.clear()
         self._scheduler = None
 
     def _lead(self, now: float) -> bool:
@@ -175,7 +181,16 @@ class Dispatcher:
             start_agent(self.settings)
 
     def wake(self) -> None:
-        """Something changed (a submit, a cancel): run a round now."""
+        """Something changed (a cancel, say): run a round now."""
+        self._dirty = True
+        self._wake.set()
+
+    def submitted(self, row: Any, project: str) -> None:
+        """A job was submitted through this process: run a round now, one that takes
+        the job as committed instead of reading the queue again."""
+        if self.compute.dispatch:
+            with self._fresh_lock:
+                self._fresh[row.id] = _WithProject(row, project)
         self._wake.set()
 
     def _loop(self) -> None:
@@ -251,6 +266,8 @@ class Dispatcher:
         with self._lock:
             now = time.time()
             if not self._lead(now):
+                with self._fresh_lock:
+                    self._fresh.clear()  # the leader elsewhere reads them from the database
                 return
             self._sync_queue(now)
             self._watch(now)
@@ -268,12 +285,22 @@ class Dispatcher:
 
     def _sync_queue(self, now: float) -> None:
         """The scheduler's queue follows the database's: new jobs join, cancelled ones
-        leave; a job that can never fit fails now instead of waiting forever."""
-        ready, self._next_retry = self.store.ready_ids(now)
-        for gone in set(self._queued) - ready:
-            self.scheduler.withdraw(gone)
-            del self._queued[gone]
-        for row in self.store.jobs(ready - set(self._queued) - set(self._active)):
+        leave; a job that can never fit fails now instead of waiting forever. A round
+        woken only by submits made here just adds them (the next poll reads it all)."""
+        with self._fresh_lock:
+            fresh, self._fresh = self._fresh, {}
+        if self._dirty or now - self._synced_at >= POLL_SECONDS or not fresh:
+            self._dirty, self._synced_at = False, now
+            ready, self._next_retry = self.store.ready_ids(now)
+            for gone in set(self._queued) - ready:
+                self.scheduler.withdraw(gone)
+                del self._queued[gone]
+                self._rows.pop(gone, None)
+            new = ready - set(self._queued) - set(self._active)
+            rows = [fresh[i] for i in new & set(fresh)] + self.store.jobs(new - set(fresh))
+        else:
+            rows = [row for i, row in fresh.items() if i not in self._queued]
+        for row in rows:
             request = request_of(row, row.project)
             why = self.scheduler.unplaceable(request)
             if why is not None:
@@ -281,9 +308,11 @@ class Dispatcher:
                 continue
             self.scheduler.submit(request)
             self._queued[row.id] = request
+            self._rows[row.id] = row
 
     def _start(self, placement: Placement) -> None:
-        row = self.store.job(placement.job_id)
+        # The row as queued: a claim takes it only if that is still so in the database.
+        row = self._rows.pop(placement.job_id, None) or self.store.job(placement.job_id)
         nodes = [a.node for a in placement.allocations]
         attempt = None
         if row is not None and row.status == "queued":
@@ -563,3 +592,13 @@ def _quietly(fn: Any, *args: Any) -> None:
         fn(*args)
     except Exception as exc:
         log.warning("%s failed: %s", getattr(fn, "__name__", fn), exc)
+
+
+class _WithProject:
+    """A job's row with its project's name as ``project``, as the store reads them."""
+
+    def __init__(self, row: Any, project: str) -> None:
+        self._row, self.project = row, project
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._row, name)

@@ -83,14 +83,15 @@ class JobService:
         run = ts.RunCreate(
             id=run_id, project=project, name=f"job-{job_id[:8]}", tags={"plinth.job": job_id}
         )
-        self.tracking.create_run(run, principal=principal)  # creates the project if need be
         act = "jobs.submit"
+        # One transaction: the job, its run (creating the project if need be), both audited.
         with self.audit.recorded(principal, act, project=project, object=job_id) as (conn, ch):
+            self.tracking.create_run_within(conn, run, principal=principal)
             project_id = self.projects.require(conn, project, principal, Need.WRITE, record=False)
             snapshot = self._claim_snapshot(conn, project_id, req.snapshot)
             seq = conn.execute(sa.select(sa.func.coalesce(sa.func.max(t.jobs.c.seq), 0))).scalar()
-            conn.execute(
-                t.jobs.insert(),
+            row = conn.execute(
+                t.jobs.insert().returning(*t.jobs.c),
                 {
                     **values,
                     **snapshot,
@@ -106,7 +107,7 @@ class JobService:
                     "submitted_at": time.time(),
                     "run_id": run_id,
                 },
-            )
+            ).one()
             ch.details = {
                 "argv0": req.argv[0][:200],
                 "env": sorted(req.env),  # names only
@@ -116,8 +117,8 @@ class JobService:
                 "pool": values["pool"],
                 "run_id": run_id,
             }
-        self.dispatcher.wake()
-        return self.get_job(project, job_id, principal=principal)
+        self.dispatcher.submitted(row, project)
+        return _job(row, project)
 
     def cancel_job(self, project: str, job_id: str, *, principal: Principal) -> s.Job:
         """A queued job is cancelled at once; a running one is stopped (SIGTERM, then

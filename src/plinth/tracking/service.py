@@ -125,51 +125,63 @@ class TrackingService:
 
     def _insert_run(self, req: s.RunCreate, principal: Principal) -> s.Run | None:
         """The run made, or None when one with ``req.id`` exists in this project."""
-        run = s.Run(
-            id=req.id or uuid.uuid4().hex,
-            project=req.project,
-            name="",
-            status="running",
-            start_time=_now(),
-            end_time=None,
-            params=req.params,
-            tags=req.tags,
-            parent_id=req.parent_id,
-        )
-        run.name = req.name or f"run-{run.id[:8]}"
+        run = _new_run(req)
         with self.audit.recorded(principal, "runs.create", project=req.project, object=run.id) as (
             conn,
             change,
         ):
-            change.details = {
-                "name": run.name,
-                "params": sorted(req.params),
-                "tags": sorted(req.tags),
-            }
-            project_id = self.projects.create_or_require(conn, req.project, principal)
-            self._check_parent(conn, req, project_id)
-            inserted = self._insert_new_run.run(
-                conn,
-                {
-                    "id": run.id,
-                    "project_id": project_id,
-                    "name": run.name,
-                    "status": run.status,
-                    "start_time": run.start_time,
-                    "end_time": None,
-                    "heartbeat_at": run.start_time,
-                    "parent_id": run.parent_id,
-                },
-            )
-            if not inserted:  # the id exists: this create was made before
-                owner = conn.execute(_PROJECT_OF, {"run_id": run.id}).scalar()
-                if owner != project_id:
-                    raise Conflict(f"run id {run.id} is taken; choose another")
+            change.details = _create_details(run, req)
+            if not self._insert_run_row(conn, run, req, principal):
                 change.record = False  # nothing changed
                 return None
-            self._write_params(conn, run.id, project_id, req.params, new_run=True)
-            self._write_tags(conn, run.id, project_id, req.tags)
         return run
+
+    def create_run_within(
+        self, conn: Connection, req: s.RunCreate, *, principal: Principal
+    ) -> s.Run:
+        """A new run made and audited in the caller's write transaction, for a change
+        that makes a run as part of itself (a job's run commits with the job)."""
+        run = _new_run(req)
+        if not self._insert_run_row(conn, run, req, principal):
+            raise Conflict(f"run id {run.id} is taken; choose another")
+        self.audit.append(
+            conn,
+            principal,
+            "runs.create",
+            project=req.project,
+            object=run.id,
+            details=_create_details(run, req),
+        )
+        return run
+
+    def _insert_run_row(
+        self, conn: Connection, run: s.Run, req: s.RunCreate, principal: Principal
+    ) -> bool:
+        """Insert the run (creating its project if need be); False when a run with its
+        id exists in this project already, Conflict when in another."""
+        project_id = self.projects.create_or_require(conn, req.project, principal)
+        self._check_parent(conn, req, project_id)
+        inserted = self._insert_new_run.run(
+            conn,
+            {
+                "id": run.id,
+                "project_id": project_id,
+                "name": run.name,
+                "status": run.status,
+                "start_time": run.start_time,
+                "end_time": None,
+                "heartbeat_at": run.start_time,
+                "parent_id": run.parent_id,
+            },
+        )
+        if not inserted:  # the id exists: this create was made before
+            owner = conn.execute(_PROJECT_OF, {"run_id": run.id}).scalar()
+            if owner != project_id:
+                raise Conflict(f"run id {run.id} is taken; choose another")
+            return False
+        self._write_params(conn, run.id, project_id, req.params, new_run=True)
+        self._write_tags(conn, run.id, project_id, req.tags)
+        return True
 
     @staticmethod
     def _check_parent(conn: Connection, req: s.RunCreate, project_id: str) -> None:
@@ -635,3 +647,22 @@ _RUN = (
     .join(projects, projects.c.id == t.runs.c.project_id)
     .where(t.runs.c.id == sa.bindparam("run_id"))
 )
+
+
+def _new_run(req: s.RunCreate) -> s.Run:
+    run_id = req.id or uuid.uuid4().hex
+    return s.Run(
+        id=run_id,
+        project=req.project,
+        name=req.name or f"run-{run_id[:8]}",
+        status="running",
+        start_time=_now(),
+        end_time=None,
+        params=req.params,
+        tags=req.tags,
+        parent_id=req.parent_id,
+    )
+
+
+def _create_details(run: s.Run, req: s.RunCreate) -> dict[str, Any]:
+    return {"name": run.name, "params": sorted(req.params), "tags": sorted(req.tags)}
