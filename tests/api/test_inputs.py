@@ -85,6 +85,8 @@ REPLACED = {
     f"PATCH {_MODELS}/versions/{{version}}",
     f"PUT {_MODELS}/versions/{{version}}/tags/{{key}}",
     f"PUT {_MODELS}/aliases/{{alias}}",
+    "POST /mlflow/api/2.0/mlflow/runs/set-tag",
+    "POST /mlflow/api/2.0/mlflow/runs/log-batch",
 }
 # Registering the same files again answers the version they made: only the first
 # accepted description (or tag) is kept.
@@ -206,6 +208,7 @@ class Scene:
     size: int
     csrf: Callable[[], str]  # the current one: each answer to a login sets a new one
     job_id: str = ""  # a queued job of the project (the module's app dispatches nothing)
+    project_id: str = ""  # the project's MLflow experiment id
 
     def value_for(self, name: str) -> Any:
         return {
@@ -227,6 +230,7 @@ class Scene:
             "next": "/",
             "csrf": self.csrf(),
             "job_id": self.job_id,
+            "experiment_id": self.project_id,
             "argv": ["true"],  # a job's command (never run here)
         }.get(name)
 
@@ -393,7 +397,8 @@ class World:
         self.stored = self.snapshot()  # as of the last write; reads change nothing
         self.http.get("/login")  # the form's CSRF cookie, for the login form's fields
         csrf = lambda: self.http.cookies.get(LOGIN_CSRF_COOKIE, "")  # noqa: E731
-        return Scene(project, run.id, artifact.digest, artifact.size, csrf, job.id)
+        [project_id] = [p.id for p in self.root.list_projects() if p.name == project]
+        return Scene(project, run.id, artifact.digest, artifact.size, csrf, job.id, project_id)
 
     def snapshot(self) -> Any:
         """Everything stored but the audit trail (refusals are audited by design)."""

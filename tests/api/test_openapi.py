@@ -183,7 +183,9 @@ def test_a_405_names_every_method_its_path_serves(client: Client, doc: dict[str,
             response = http.request(method, url)
             assert response.status_code == 405, (method, url)
             assert set(response.headers["allow"].split(", ")) == served, (method, url)
-            if method != "HEAD":
+            if method != "HEAD" and path.startswith("/mlflow/"):  # in MLflow's shape
+                assert response.json()["error_code"] == "ENDPOINT_NOT_FOUND"
+            elif method != "HEAD":
                 assert response.json()["error"]["type"] == "MethodNotAllowed"
     # pages too: the login form is shown and posted to the same path
     assert raw_http(client).put("/login").headers["allow"] == "GET, POST"

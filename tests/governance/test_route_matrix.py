@@ -71,6 +71,11 @@ def _own_token(w: World, role: str) -> str:
     return w.users[role].create_token(_unique("spare")).info.id
 
 
+def _a(w: World) -> str:
+    """Project A's id: its MLflow experiment id."""
+    return next(p.id for p in w.root.list_projects() if p.name == "team-a")
+
+
 def _spare_member(w: World) -> str:
     name = _unique("spare")
     w.root.create_user(name)
@@ -85,6 +90,7 @@ SNAPSHOT = b"a working directory's archive"
 DEPLOY = "/api/v1/projects/{project}/deployments"
 DEPLOYS = "/api/v1/projects/team-a/deployments"
 _NEW_DEPLOYMENT = {"model": "models:/team-a/churn/1", "runtime": "memory"}
+MLFLOW = "/mlflow/api/2.0/mlflow"
 Call = tuple[str, str, dict[str, Any]]  # method, URL, httpx keyword arguments
 Make = Callable[[World, str], Call]  # (world, role) → the request; may set up as root
 
@@ -176,6 +182,86 @@ REQUESTS: dict[tuple[str, str], tuple[str, Make]] = {
         lambda w, r: ("DELETE", f"/api/v1/tokens/{_own_token(w, r)}", {}),
     ),
     ("GET", "/api/v1/projects"): ("own", lambda w, r: ("GET", "/api/v1/projects", {})),
+    ("POST", f"{MLFLOW}/experiments/create"): (
+        "own",
+        lambda w, r: ("POST", f"{MLFLOW}/experiments/create", {"json": {"name": _unique("exp")}}),
+    ),
+    ("GET", f"{MLFLOW}/experiments/get"): (
+        "project",
+        lambda w, r: ("GET", f"{MLFLOW}/experiments/get", {"params": {"experiment_id": _a(w)}}),
+    ),
+    ("GET", f"{MLFLOW}/experiments/get-by-name"): (
+        "project",
+        lambda w, r: (
+            "GET",
+            f"{MLFLOW}/experiments/get-by-name",
+            {"params": {"experiment_name": "team-a"}},
+        ),
+    ),
+    ("POST", f"{MLFLOW}/experiments/search"): (
+        "own",  # the experiments one may read: none is no refusal
+        lambda w, r: ("POST", f"{MLFLOW}/experiments/search", {"json": {}}),
+    ),
+    ("POST", f"{MLFLOW}/runs/create"): (
+        "project",
+        lambda w, r: ("POST", f"{MLFLOW}/runs/create", {"json": {"experiment_id": _a(w)}}),
+    ),
+    ("GET", f"{MLFLOW}/runs/get"): (
+        "project",
+        lambda w, r: ("GET", f"{MLFLOW}/runs/get", {"params": {"run_id": w.run}}),
+    ),
+    ("POST", f"{MLFLOW}/runs/update"): (
+        "project",
+        lambda w, r: (
+            "POST",
+            f"{MLFLOW}/runs/update",
+            {"json": {"run_id": w.fresh_run(), "status": "KILLED"}},
+        ),
+    ),
+    ("POST", f"{MLFLOW}/runs/log-metric"): (
+        "project",
+        lambda w, r: (
+            "POST",
+            f"{MLFLOW}/runs/log-metric",
+            {"json": {"run_id": w.run, "key": "m", "value": 1.0, "timestamp": 1, "step": 9}},
+        ),
+    ),
+    ("POST", f"{MLFLOW}/runs/log-parameter"): (
+        "project",
+        lambda w, r: (
+            "POST",
+            f"{MLFLOW}/runs/log-parameter",
+            {"json": {"run_id": w.run, "key": _unique("p"), "value": r}},
+        ),
+    ),
+    ("POST", f"{MLFLOW}/runs/set-tag"): (
+        "project",
+        lambda w, r: (
+            "POST",
+            f"{MLFLOW}/runs/set-tag",
+            {"json": {"run_id": w.run, "key": "t", "value": r}},
+        ),
+    ),
+    ("POST", f"{MLFLOW}/runs/log-batch"): (
+        "project",
+        lambda w, r: (
+            "POST",
+            f"{MLFLOW}/runs/log-batch",
+            {"json": {"run_id": w.run, "tags": [{"key": "t", "value": r}]}},
+        ),
+    ),
+    ("POST", f"{MLFLOW}/runs/search"): (
+        "project",
+        lambda w, r: ("POST", f"{MLFLOW}/runs/search", {"json": {"experiment_ids": [_a(w)]}}),
+    ),
+    ("GET", f"{MLFLOW}/metrics/get-history"): (
+        "project",
+        lambda w, r: (
+            "GET",
+            f"{MLFLOW}/metrics/get-history",
+            {"params": {"run_id": w.run, "metric_key": "m"}},
+        ),
+    ),
     ("POST", "/api/v1/projects"): (
         "own",
         lambda w, r: ("POST", "/api/v1/projects", {"json": {"name": _unique("mine")}}),

@@ -134,10 +134,44 @@ def describe(errors: Any) -> str:
     return "; ".join(parts) or "invalid request"
 
 
+# The MLflow-compatible API (``plinth/mlflow``) answers in MLflow's shape, so that the
+# MLflow client raises what its users expect: {"error_code": …, "message": …}.
+MLFLOW_PREFIX = "/mlflow/"
+_MLFLOW_CODES = {
+    400: "INVALID_PARAMETER_VALUE",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "RESOURCE_DOES_NOT_EXIST",
+    409: "RESOURCE_ALREADY_EXISTS",
+    413: "INVALID_PARAMETER_VALUE",
+    415: "INVALID_PARAMETER_VALUE",
+    422: "INVALID_PARAMETER_VALUE",
+    429: "REQUEST_LIMIT_EXCEEDED",
+    503: "TEMPORARILY_UNAVAILABLE",
+    507: "TEMPORARILY_UNAVAILABLE",
+}
+
+
+def error_for(
+    path: str, kind: str, message: str, status: int, *, route: bool = True, **kwargs: Any
+) -> PlinthJSONResponse:
+    """``error_response``, or MLflow's error shape for a path of the MLflow API.
+    ``route``: False when no route serves the path and method (MLflow's
+    ``ENDPOINT_NOT_FOUND``)."""
+    if not path.startswith(MLFLOW_PREFIX):
+        return error_response(kind, message, status, **kwargs)
+    code = _MLFLOW_CODES.get(status, "INTERNAL_ERROR")  # the status stays Plinth's
+    if not route:
+        code = "ENDPOINT_NOT_FOUND"
+    if status in RETRY_AFTER:
+        kwargs["headers"] = {"Retry-After": str(RETRY_AFTER[status]), **kwargs.get("headers", {})}
+    return PlinthJSONResponse({"error_code": code, "message": message}, status, **kwargs)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(PlinthError)
-    async def plinth_error(_req: Request, exc: PlinthError) -> Response:
-        return error_response(type(exc).__name__, exc.message, exc.status_code)
+    async def plinth_error(req: Request, exc: PlinthError) -> Response:
+        return error_for(req.url.path, type(exc).__name__, exc.message, exc.status_code)
 
     @app.exception_handler(HTTPException)
     async def http_error(req: Request, exc: HTTPException) -> Response:
@@ -146,12 +180,17 @@ def install_error_handlers(app: FastAPI) -> None:
         if exc.status_code == 405 and (allow := allow_header(req)):
             message = f"{req.method} is not allowed here; use {allow['Allow']}"
             headers = {**(headers or {}), **allow}
-        return error_response(kind, message, exc.status_code, headers=headers)
+        unrouted = exc.status_code == 405 or (
+            exc.status_code == 404 and "endpoint" not in req.scope
+        )
+        return error_for(
+            req.url.path, kind, message, exc.status_code, route=not unrouted, headers=headers
+        )
 
     @app.exception_handler(RequestValidationError)
     @app.exception_handler(ValidationError)
-    async def invalid(_req: Request, exc: RequestValidationError | ValidationError) -> Response:
-        return error_response("InvalidInput", describe(exc.errors()), 400)
+    async def invalid(req: Request, exc: RequestValidationError | ValidationError) -> Response:
+        return error_for(req.url.path, "InvalidInput", describe(exc.errors()), 400)
 
 
 def allow_header(request: Request) -> dict[str, str]:
@@ -202,7 +241,9 @@ class CatchAll:
                 raise
             if fault is None:
                 fault = PlinthError("internal error; see the server log")
-            response = error_response(type(fault).__name__, fault.message, fault.status_code)
+            response = error_for(
+                scope["path"], type(fault).__name__, fault.message, fault.status_code
+            )
             await response(scope, receive, send)
 
 

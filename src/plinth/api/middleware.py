@@ -14,7 +14,7 @@ from urllib.parse import quote
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.exceptions import HTTPException
 
-from plinth.api.errors import error_response
+from plinth.api.errors import error_for
 from plinth.api.media import refuse_pickle
 from plinth.api.uploads import BODY_LIMIT
 from plinth.errors import UnsupportedMediaType
@@ -71,13 +71,15 @@ class BodyLimit:
         try:
             refuse_pickle(headers.get(b"content-type", b"").decode("latin-1"))
         except UnsupportedMediaType as exc:
-            await error_response(type(exc).__name__, exc.message, 415)(scope, receive, send)
+            await error_for(scope["path"], type(exc).__name__, exc.message, 415)(
+                scope, receive, send
+            )
             return
         limit = self._limit(scope)
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             message = f"request body exceeds {limit} bytes"
-            await error_response("PayloadTooLarge", message, 413)(scope, receive, send)
+            await error_for(scope["path"], "PayloadTooLarge", message, 413)(scope, receive, send)
             return
         received, body_done = 0, False
 

@@ -28,7 +28,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
-from plinth.api.errors import error_response
+from plinth.api.errors import error_for
 from plinth.errors import Unprocessable
 
 Scope = dict[str, Any]
@@ -161,7 +161,9 @@ class StorableText:
             return
         refused = check_url_and_headers(scope)
         if refused is not None:
-            await error_response(Unprocessable.__name__, refused, 422)(scope, receive, send)
+            await error_for(scope["path"], Unprocessable.__name__, refused, 422)(
+                scope, receive, send
+            )
             return
         content_type = _content_type(scope)
         if not _parsed_body(content_type):  # uploads stream through untouched

@@ -217,7 +217,7 @@ class Dispatcher:
             log.exception("%s failed", what)
         elif self._outage != fault:
             self._outage = fault
-            log.warning("%s failed: the database is %s; retrying quietly", what, fault)
+            log.warning("%s failed: the database is %s; waiting for it", what, fault)
 
     # configuration ----------------------------------------------------------------------
 

@@ -1,0 +1,404 @@
+"""MLflow's tracking calls, carried out by Plinth's tracking service.
+
+An MLflow *experiment* is a Plinth project: its ``experiment_id`` is the project's id,
+and MLflow's default experiment ``"0"`` is the project ``Default`` (made on the first
+run logged to it). An MLflow *run* is a Plinth run with the same id. Everything goes
+through ``TrackingService`` and the kernel's projects, so roles, the uniform 404 for
+outsiders and the audit trail are Plinth's, and a run logged by MLflow code is in
+``plinth runs list``, search and the web UI like any other.
+
+MLflow counts time in milliseconds, Plinth in seconds: converted at this edge. MLflow
+keeps params as text; a param Plinth's SDK logged as a number reads back as its JSON
+text (``0.1``, ``true``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import uuid
+from collections import defaultdict
+from typing import Any
+
+import sqlalchemy as sa
+
+from plinth.core.access import Need, Principal
+from plinth.core.names import is_project_name
+from plinth.core.platform import Platform
+from plinth.core.projects import projects
+from plinth.errors import Conflict, InvalidInput, NotFound
+from plinth.mlflow import schemas as m
+from plinth.tracking import schemas as ts
+from plinth.tracking.service import TrackingService
+
+DEFAULT_EXPERIMENT_ID = "0"
+DEFAULT_EXPERIMENT = "Default"
+_TO_MLFLOW = {"running": "RUNNING", "finished": "FINISHED", "failed": "FAILED", "killed": "KILLED"}
+_FROM_MLFLOW = {v: k for k, v in _TO_MLFLOW.items()}
+MAX_PAGE = 10_000  # runs per page: MLflow's client asks for up to 50,000 and pages on
+# `tags."mlflow.runName"`: MLflow quotes a key in double quotes or backticks, Plinth in
+# backticks only; MLflow's run attributes by their MLflow names.
+_QUOTED_KEY = re.compile(r'\b(metrics?|params?|tags?|attributes?)\."([^"]*)"', re.IGNORECASE)
+_ATTRIBUTE_NAMES = re.compile(
+    r"\b(?:attributes?|attr|run)\.(run_name|run_id|run_uuid)\b|"
+    r"(?<![.\w`])(run_name|run_id|run_uuid)\b",
+    re.IGNORECASE,
+)
+_RUN_NAME_TAG = re.compile(r"\btags?\.`mlflow\.runName`", re.IGNORECASE)
+_PLINTH_ATTRIBUTE = {"run_name": "name", "run_id": "id", "run_uuid": "id"}
+_EXPERIMENT_FILTER = re.compile(
+    r"^\s*(?:attributes?\.)?name\s*(=|!=|LIKE|ILIKE)\s*'((?:[^']|'')*)'\s*$", re.IGNORECASE
+)
+
+
+class MlflowService:
+    def __init__(self, platform: Platform, *, tracking: TrackingService) -> None:
+        self.db = platform.db
+        self.audit = platform.audit
+        self.projects = platform.projects
+        self.tracking = tracking
+
+    # experiments ------------------------------------------------------------------------
+
+    def create_experiment(self, req: m.CreateExperiment, *, principal: Principal) -> dict[str, Any]:
+        name = _project_name(req.name)
+        if req.artifact_location:
+            raise InvalidInput(
+                "artifact_location is not taken: Plinth stores every experiment's artifacts "
+                "in its own store; leave it out"
+            )
+        if req.tags:
+            raise InvalidInput("experiment tags are not kept by Plinth: create it without tags")
+        with self.audit.recorded(principal, "projects.create", project=name) as (conn, change):
+            change.record = False  # the guard records the creation itself
+            project_id = self.projects.create(conn, name, principal)
+        return {"experiment_id": project_id}
+
+    def get_experiment(self, experiment_id: str, *, principal: Principal) -> dict[str, Any]:
+        with self.db.read() as conn:
+            row = self._experiment(conn, experiment_id, principal)
+        return {"experiment": _experiment(row)}
+
+    def get_experiment_by_name(self, name: str, *, principal: Principal) -> dict[str, Any]:
+        hidden = NotFound(f"no experiment named {name!r}")
+        with self.db.read() as conn:
+            project_id = self.projects.id_of(conn, name) if is_project_name(name) else None
+            self.projects.check(conn, project_id, principal, Need.READ, hidden, project=name)
+            row = conn.execute(sa.select(projects).where(projects.c.id == project_id)).one()
+        return {"experiment": _experiment(row)}
+
+    def search_experiments(
+        self, req: m.SearchExperiments, *, principal: Principal
+    ) -> dict[str, Any]:
+        """The experiments (projects) the caller may read; the filter compares the name
+        (``=``, ``!=``, ``LIKE``, ``ILIKE``), the order is by name or creation time."""
+        rows = [r for r in self.projects.list(principal) if _name_matches(req.filter, r["name"])]
+        for field in reversed(req.order_by or ["creation_time DESC"]):
+            key, descending = _experiment_order(field)
+            rows.sort(key=lambda r: r[key], reverse=descending)
+        start = _offset(req.page_token)
+        page = rows[start : start + req.max_results]
+        answer: dict[str, Any] = {"experiments": [_experiment(r) for r in page]}
+        if start + req.max_results < len(rows):
+            answer["next_page_token"] = str(start + req.max_results)
+        return answer
+
+    def _experiment(self, conn: Any, experiment_id: str, principal: Principal) -> Any:
+        """The project behind ``experiment_id`` if the caller may read it; else the
+        same NotFound whether it exists or not."""
+        if experiment_id == DEFAULT_EXPERIMENT_ID:
+            project_id = self.projects.id_of(conn, DEFAULT_EXPERIMENT)
+        else:
+            project_id = experiment_id
+        row = conn.execute(sa.select(projects).where(projects.c.id == project_id)).first()
+        hidden = NotFound(f"no experiment with id {experiment_id!r}")
+        self.projects.check(
+            conn,
+            None if row is None else row.id,
+            principal,
+            Need.READ,
+            hidden,
+            project=None if row is None else row.name,
+        )
+        return row
+
+    def _project_of(self, experiment_id: str, principal: Principal) -> str:
+        """The project name runs of ``experiment_id`` are logged to."""
+        if experiment_id == DEFAULT_EXPERIMENT_ID:
+            return DEFAULT_EXPERIMENT
+        with self.db.read() as conn:
+            return str(self._experiment(conn, experiment_id, principal).name)
+
+    # runs -------------------------------------------------------------------------------
+
+    def create_run(self, req: m.CreateRun, *, principal: Principal) -> dict[str, Any]:
+        project = self._project_of(req.experiment_id, principal)
+        tags = _pairs(req.tags, "tag")
+        if req.user_id:
+            tags.setdefault("mlflow.user", req.user_id)
+        name = req.run_name or tags.get("mlflow.runName")
+        run = self.tracking.create_run(
+            ts.RunCreate(project=project, name=name, tags=tags), principal=principal
+        )
+        return {"run": self._run(run)}
+
+    def get_run(
+        self, run_id: str | None, run_uuid: str | None = None, *, principal: Principal
+    ) -> dict[str, Any]:
+        run = self.tracking.get_run(_either(run_id, run_uuid), principal=principal)
+        return {"run": self._run(run)}
+
+    def update_run(self, req: m.UpdateRun, *, principal: Principal) -> dict[str, Any]:
+        """MLflow's end of a run (a terminal status), or its restart (``RUNNING``)."""
+        run_id = _run_id(req)
+        run = self.tracking.get_run(run_id, principal=principal)
+        if req.run_name is not None and req.run_name != run.name:
+            raise InvalidInput("renaming a run is not supported here; its name stays as set")
+        status = _FROM_MLFLOW.get((req.status or "").upper())
+        if req.status is not None and status is None:
+            raise InvalidInput(f"status must be one of {', '.join(_TO_MLFLOW.values())}")
+        if status == "running" and run.status != "running":
+            run = self.tracking.resume_run(run_id, principal=principal)
+        elif status is not None and status != "running":
+            end = ts.RunUpdate.model_validate({"status": status})
+            run = self.tracking.end_run(run_id, end, principal=principal)
+        return {"run_info": self._run(run)["info"]}
+
+    def log_batch(self, req: m.LogBatch, *, principal: Principal) -> dict[str, Any]:
+        """Metrics, params and tags together, all or nothing."""
+        series: dict[str, list[m.Metric]] = defaultdict(list)
+        for metric in req.metrics:
+            series[metric.key].append(metric)
+        batch = ts.LogBatch(
+            batch_id=uuid.uuid4().hex,
+            metrics=[
+                ts.MetricSeries(
+                    key=key,
+                    steps=[p.step for p in points],
+                    values=[p.value for p in points],
+                    timestamps=[p.timestamp / 1000 for p in points],
+                )
+                for key, points in series.items()
+            ],
+            params=_pairs(req.params, "param"),
+            tags=_pairs(req.tags, "tag"),
+        )
+        try:
+            self.tracking.log_batch(_run_id(req), batch, principal=principal)
+        except Conflict as exc:  # a param changed: MLflow calls that an invalid value
+            raise InvalidInput(exc.message) from None
+        return {}
+
+    def log_metric(self, req: m.LogMetric, *, principal: Principal) -> dict[str, Any]:
+        metric = m.Metric(key=req.key, value=req.value, timestamp=req.timestamp, step=req.step)
+        return self.log_batch(
+            m.LogBatch(run_id=_run_id(req), metrics=[metric]), principal=principal
+        )
+
+    def log_param(self, req: m.LogParam, *, principal: Principal) -> dict[str, Any]:
+        param = m.KeyValue(key=req.key, value=req.value)
+        return self.log_batch(m.LogBatch(run_id=_run_id(req), params=[param]), principal=principal)
+
+    def set_tag(self, req: m.SetTag, *, principal: Principal) -> dict[str, Any]:
+        tag = m.KeyValue(key=req.key, value=req.value)
+        return self.log_batch(m.LogBatch(run_id=_run_id(req), tags=[tag]), principal=principal)
+
+    def metric_history(
+        self,
+        run_id: str | None,
+        run_uuid: str | None,
+        key: str,
+        page_token: str | None,
+        max_results: int | None,
+        *,
+        principal: Principal,
+    ) -> dict[str, Any]:
+        run = _either(run_id, run_uuid)
+        columns = self.tracking.metric_history(run, key, principal=principal)
+        start = _offset(page_token)
+        end = len(columns) if max_results is None else min(len(columns), start + max_results)
+        points = [
+            {
+                "key": key,
+                "value": _number(float(columns.values[i])),
+                "timestamp": round(float(columns.timestamps[i]) * 1000),
+                "step": int(columns.steps[i]),
+            }
+            for i in range(start, end)
+        ]
+        answer: dict[str, Any] = {"metrics": points}
+        if end < len(columns):
+            answer["next_page_token"] = str(end)
+        return answer
+
+    def search_runs(self, req: m.SearchRuns, *, principal: Principal) -> dict[str, Any]:
+        if len(req.experiment_ids) != 1:
+            raise InvalidInput(
+                "search the runs of one experiment at a time (experiment_ids holds "
+                f"{len(req.experiment_ids)})"
+            )
+        project = self._project_of(req.experiment_ids[0], principal)
+        query = ts.SearchQuery(
+            project=project,
+            filter=_plinth_filter(req.filter),
+            order_by=", ".join(_plinth_filter(o) for o in req.order_by),
+            limit=min(req.max_results, MAX_PAGE),
+            page_token=req.page_token,
+        )
+        page = self.tracking.search_runs(query, principal=principal)
+        answer: dict[str, Any] = {"runs": [self._run(r) for r in page.runs]}
+        if page.next_page_token:
+            answer["next_page_token"] = page.next_page_token
+        return answer
+
+    def _run(self, run: ts.Run) -> dict[str, Any]:
+        """A Plinth run in MLflow's shape (``Run``: ``info``, ``data``, ``inputs``)."""
+        experiment_id = self._experiment_id(run.project)
+        tags = {"mlflow.runName": run.name, **run.tags}
+        info: dict[str, Any] = {
+            "run_id": run.id,
+            "run_uuid": run.id,
+            "run_name": run.name,
+            "experiment_id": experiment_id,
+            "user_id": tags.get("mlflow.user", ""),
+            "status": _TO_MLFLOW[run.status],
+            "start_time": round(run.start_time * 1000),
+            "artifact_uri": f"mlflow-artifacts:/{experiment_id}/{run.id}/artifacts",
+            "lifecycle_stage": "active",
+        }
+        if run.end_time is not None:
+            info["end_time"] = round(run.end_time * 1000)
+        stamp = round((run.end_time or run.start_time) * 1000)
+        data = {
+            "metrics": [
+                {"key": k, "value": _number(v), "timestamp": stamp, "step": 0}
+                for k, v in run.metrics.items()
+            ],
+            "params": [{"key": k, "value": _param_text(v)} for k, v in run.params.items()],
+            "tags": [{"key": k, "value": v} for k, v in tags.items()],
+        }
+        return {"info": info, "data": data, "inputs": {}}
+
+    def _experiment_id(self, project: str) -> str:
+        with self.db.read() as conn:
+            project_id = self.projects.id_of(conn, project)
+        return DEFAULT_EXPERIMENT_ID if project == DEFAULT_EXPERIMENT else str(project_id)
+
+
+# helpers --------------------------------------------------------------------------------
+
+
+def _experiment(row: Any) -> dict[str, Any]:
+    """A project (a row, or a row's mapping) as MLflow's ``Experiment``."""
+    row = row if isinstance(row, dict) else row._mapping
+    experiment_id = DEFAULT_EXPERIMENT_ID if row["name"] == DEFAULT_EXPERIMENT else row["id"]
+    created = round(row["created_at"] * 1000)
+    return {
+        "experiment_id": experiment_id,
+        "name": row["name"],
+        "artifact_location": f"mlflow-artifacts:/{experiment_id}",
+        "lifecycle_stage": "active",
+        "creation_time": created,
+        "last_update_time": created,
+        "tags": [],
+    }
+
+
+def _project_name(name: str) -> str:
+    if not is_project_name(name):
+        raise InvalidInput(
+            f"experiment name {name!r} is not a Plinth project name: 1-200 letters, digits "
+            "and '_.-', starting with a letter or digit"
+        )
+    return name
+
+
+def _run_id(req: m.RunRef) -> str:
+    return _either(req.run_id, req.run_uuid)
+
+
+def _either(run_id: str | None, run_uuid: str | None) -> str:
+    """The run named by ``run_id`` or by ``run_uuid`` (its name in MLflow 1.x)."""
+    if run_id and run_uuid and run_id != run_uuid:
+        raise InvalidInput("run_id and run_uuid name different runs; give one of them")
+    if not (run_id or run_uuid):
+        raise InvalidInput("run_id is required")
+    return _exact(run_id or run_uuid or "")
+
+
+def _exact(run_id: str) -> str:
+    """MLflow names a run by its whole id, never by a prefix as Plinth's CLI may."""
+    if not re.fullmatch(r"[0-9a-f]{32}", run_id):
+        raise NotFound(f"no run {run_id!r}")
+    return run_id
+
+
+def _pairs(pairs: list[m.KeyValue], what: str) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for pair in pairs:
+        ts.check_key(pair.key)
+        if found.get(pair.key, pair.value) != pair.value:
+            raise InvalidInput(f"{what} {pair.key!r} is given twice with different values")
+        found[pair.key] = pair.value
+    return found
+
+
+def _param_text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _number(value: float) -> float | str:
+    """A float JSON can carry: NaN and the infinities as MLflow's server writes them."""
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "Infinity" if value > 0 else "-Infinity"
+    return value
+
+
+def _offset(token: str | None) -> int:
+    if not token:
+        return 0
+    if not token.isdigit():
+        raise InvalidInput(f"page_token {token[:40]!r} is not one this server gave")
+    return int(token)
+
+
+def _plinth_filter(text: str) -> str:
+    """An MLflow filter or order-by clause in Plinth's spelling of the same."""
+    text = _QUOTED_KEY.sub(lambda found: f"{found[1]}.`{found[2]}`", text)
+    text = _RUN_NAME_TAG.sub("attributes.name", text)  # MLflow's tag for the run's name
+    return _ATTRIBUTE_NAMES.sub(
+        lambda found: f"attributes.{_PLINTH_ATTRIBUTE[(found[1] or found[2]).lower()]}", text
+    )
+
+
+def _name_matches(filter_text: str, name: str) -> bool:
+    if not filter_text.strip():
+        return True
+    found = _EXPERIMENT_FILTER.match(filter_text)
+    if found is None:
+        raise InvalidInput(
+            "an experiment filter compares the name: name = 'x', name != 'x', "
+            f"name LIKE 'x%' or name ILIKE 'x%'; got {filter_text[:200]!r}"
+        )
+    op, value = found[1].upper(), found[2].replace("''", "'")
+    if op in ("=", "!="):
+        return (name == value) == (op == "=")
+    pattern = "".join(".*" if ch == "%" else "." if ch == "_" else re.escape(ch) for ch in value)
+    flags = re.IGNORECASE if op == "ILIKE" else 0
+    return re.fullmatch(pattern, name, flags | re.DOTALL) is not None
+
+
+def _experiment_order(clause: str) -> tuple[str, bool]:
+    parts = clause.split()
+    field = parts[0].removeprefix("attributes.").removeprefix("attribute.") if parts else ""
+    direction = parts[1].upper() if len(parts) > 1 else "ASC"
+    keys = {"name": "name", "creation_time": "created_at", "last_update_time": "created_at"}
+    if field not in keys or direction not in ("ASC", "DESC") or len(parts) > 2:
+        raise InvalidInput(
+            "experiments order by name, creation_time or last_update_time, ASC or DESC; "
+            f"got {clause[:200]!r}"
+        )
+    return keys[field], direction == "DESC"

@@ -1,0 +1,38 @@
+"""The real MLflow client, in a virtualenv of its own (it pins many packages), made on
+first use under ``.venv/peers`` and reused after; made once even with parallel workers."""
+
+from __future__ import annotations
+
+import fcntl
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+MLFLOW = "mlflow-skinny==3.18.0"  # the client alone: what training code imports
+REPO = Path(__file__).resolve().parents[2]
+
+
+def mlflow_venv() -> Path:
+    """The python of a virtualenv holding ``MLFLOW``."""
+    venv = REPO / ".venv" / "peers" / MLFLOW.replace("==", "-")
+    python = venv / "bin" / "python"
+    venv.parent.mkdir(parents=True, exist_ok=True)
+    with open(venv.parent / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        ready = venv / ".ready"
+        if not ready.exists():
+            subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
+            pip = [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+            done = subprocess.run([*pip, MLFLOW], capture_output=True, text=True)
+            if done.returncode != 0:  # no skip: a missing client is an error
+                raise RuntimeError(f"installing {MLFLOW} failed:\n{done.stderr[-3000:]}")
+            ready.touch()
+    return python
+
+
+@pytest.fixture(scope="session")
+def mlflow_python() -> Iterator[Path]:
+    yield mlflow_venv()

@@ -1,0 +1,297 @@
+"""MLflow's REST API as Plinth serves it, request by request (the real MLflow client's
+end-to-end test is test_mlflow_client.py): MLflow's shapes and error codes, its time in
+milliseconds, and everything landing where Plinth's own SDK reads it."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import httpx
+import pytest
+
+from plinth.client import Client
+from tests.conftest import raw_http
+
+API = "/mlflow/api/2.0/mlflow"
+
+
+@pytest.fixture
+def http(client: Client) -> httpx.Client:
+    return raw_http(client)
+
+
+def call(http: httpx.Client, method: str, path: str, **kwargs: Any) -> Any:
+    answer = http.request(method, f"{API}/{path}", **kwargs)
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def refused(http: httpx.Client, method: str, path: str, code: str, **kwargs: Any) -> str:
+    answer = http.request(method, f"{API}/{path}", **kwargs)
+    assert answer.status_code >= 400, answer.text
+    body = answer.json()
+    assert set(body) == {"error_code", "message"} and body["error_code"] == code, body
+    return str(body["message"])
+
+
+def test_an_experiment_is_a_project(client: Client, http: httpx.Client, project: str) -> None:
+    refused(
+        http,
+        "GET",
+        "experiments/get-by-name",
+        "RESOURCE_DOES_NOT_EXIST",
+        params={"experiment_name": project},
+    )
+    experiment_id = call(http, "POST", "experiments/create", json={"name": project})[
+        "experiment_id"
+    ]
+    [made] = [p for p in client.list_projects() if p.name == project]
+    assert made.id == experiment_id
+    got = call(http, "GET", "experiments/get", params={"experiment_id": experiment_id})
+    by_name = call(http, "GET", "experiments/get-by-name", params={"experiment_name": project})
+    assert got == by_name
+    experiment = got["experiment"]
+    assert experiment["name"] == project and experiment["lifecycle_stage"] == "active"
+    assert experiment["creation_time"] == round(made.created_at * 1000)  # milliseconds
+    refused(http, "POST", "experiments/create", "RESOURCE_ALREADY_EXISTS", json={"name": project})
+
+
+def test_a_bad_experiment_is_refused_and_nothing_is_made(
+    client: Client, http: httpx.Client, project: str
+) -> None:
+    before = client.list_projects()
+    message = refused(
+        http, "POST", "experiments/create", "INVALID_PARAMETER_VALUE", json={"name": "a b/c"}
+    )
+    assert "project name" in message
+    for extra in ({"artifact_location": "/etc"}, {"tags": [{"key": "k", "value": "v"}]}):
+        refused(
+            http,
+            "POST",
+            "experiments/create",
+            "INVALID_PARAMETER_VALUE",
+            json={"name": project, **extra},
+        )
+    refused(http, "POST", "experiments/create", "INVALID_PARAMETER_VALUE", json={})
+    refused(
+        http, "GET", "experiments/get", "RESOURCE_DOES_NOT_EXIST", params={"experiment_id": "1"}
+    )
+    assert client.list_projects() == before
+
+
+def test_experiments_are_searched_by_name_and_paged(http: httpx.Client, project: str) -> None:
+    for suffix in ("a", "b", "c"):
+        call(http, "POST", "experiments/create", json={"name": f"{project}-{suffix}"})
+    like = {"filter": f"name LIKE '{project}-%'", "order_by": ["name DESC"], "max_results": 2}
+    first = call(http, "POST", "experiments/search", json=like)
+    assert [e["name"] for e in first["experiments"]] == [f"{project}-c", f"{project}-b"]
+    rest = call(
+        http, "POST", "experiments/search", json={**like, "page_token": first["next_page_token"]}
+    )
+    assert [e["name"] for e in rest["experiments"]] == [f"{project}-a"]
+    assert "next_page_token" not in rest
+    exact = call(http, "POST", "experiments/search", json={"filter": f"name = '{project}-b'"})
+    assert [e["name"] for e in exact["experiments"]] == [f"{project}-b"]
+    refused(
+        http,
+        "POST",
+        "experiments/search",
+        "INVALID_PARAMETER_VALUE",
+        json={"filter": "tags.x = 'y'"},
+    )
+
+
+def test_a_run_logged_through_mlflow_reads_back_through_plinth(
+    client: Client, http: httpx.Client, project: str
+) -> None:
+    experiment_id = call(http, "POST", "experiments/create", json={"name": project})[
+        "experiment_id"
+    ]
+    tags = [{"key": "team", "value": "vision"}]
+    created = call(
+        http,
+        "POST",
+        "runs/create",
+        json={"experiment_id": experiment_id, "run_name": "r1", "user_id": "ann", "tags": tags},
+    )["run"]
+    run_id = created["info"]["run_id"]
+    assert created["info"]["status"] == "RUNNING" and created["info"]["user_id"] == "ann"
+    assert created["info"]["experiment_id"] == experiment_id
+    points = [
+        {"key": "loss", "value": 1.0 / (s + 1), "timestamp": 1_700_000_000_000 + s, "step": s}
+        for s in range(3)
+    ]
+    call(
+        http,
+        "POST",
+        "runs/log-batch",
+        json={"run_id": run_id, "metrics": points, "params": [{"key": "lr", "value": "0.1"}]},
+    )
+    call(
+        http,
+        "POST",
+        "runs/log-metric",
+        json={"run_id": run_id, "key": "nan", "value": "NaN", "timestamp": 5},
+    )
+    call(http, "POST", "runs/log-parameter", json={"run_id": run_id, "key": "depth", "value": "3"})
+    call(http, "POST", "runs/set-tag", json={"run_id": run_id, "key": "stage", "value": "dev"})
+    ended = call(http, "POST", "runs/update", json={"run_id": run_id, "status": "FINISHED"})
+    assert ended["run_info"]["status"] == "FINISHED" and ended["run_info"]["end_time"] > 0
+
+    run = client.get_run(run_id)
+    assert (run.project, run.name, run.status) == (project, "r1", "finished")
+    assert run.params == {"lr": "0.1", "depth": "3"}
+    assert run.tags == {"team": "vision", "stage": "dev", "mlflow.user": "ann"}
+    assert run.metrics["loss"] == 1 / 3 and math.isnan(run.metrics["nan"])
+    history = client.metric_history(run_id, "loss")
+    assert [(p.step, p.timestamp) for p in history] == [
+        (s, 1_700_000_000 + s / 1000) for s in range(3)
+    ]
+
+    got = call(http, "GET", "runs/get", params={"run_id": run_id})["run"]
+    assert {p["key"]: p["value"] for p in got["data"]["params"]} == {"lr": "0.1", "depth": "3"}
+    assert {t["key"]: t["value"] for t in got["data"]["tags"]}["mlflow.runName"] == "r1"
+    metrics = {m["key"]: m["value"] for m in got["data"]["metrics"]}
+    assert metrics == {"loss": 1 / 3, "nan": "NaN"}
+    page = call(
+        http,
+        "GET",
+        "metrics/get-history",
+        params={"run_id": run_id, "metric_key": "loss", "max_results": 2},
+    )
+    assert [(p["step"], p["timestamp"]) for p in page["metrics"]] == [
+        (0, 1_700_000_000_000),
+        (1, 1_700_000_000_001),
+    ]
+    rest = call(
+        http,
+        "GET",
+        "metrics/get-history",
+        params={"run_uuid": run_id, "metric_key": "loss", "page_token": page["next_page_token"]},
+    )
+    assert [p["step"] for p in rest["metrics"]] == [2] and "next_page_token" not in rest
+
+    # MLflow's start_run(run_id=…) on an ended run sets it running again.
+    again = call(http, "POST", "runs/update", json={"run_uuid": run_id, "status": "RUNNING"})
+    assert again["run_info"]["status"] == "RUNNING" and "end_time" not in again["run_info"]
+
+
+def test_the_default_experiment_is_the_project_default(client: Client, http: httpx.Client) -> None:
+    run = call(http, "POST", "runs/create", json={"experiment_id": "0"})["run"]
+    assert run["info"]["experiment_id"] == "0"
+    assert client.get_run(run["info"]["run_id"]).project == "Default"
+    got = call(http, "GET", "experiments/get", params={"experiment_id": "0"})["experiment"]
+    assert (got["experiment_id"], got["name"]) == ("0", "Default")
+
+
+def test_runs_are_searched_in_mlflows_syntax(
+    client: Client, http: httpx.Client, project: str
+) -> None:
+    experiment_id = call(http, "POST", "experiments/create", json={"name": project})[
+        "experiment_id"
+    ]
+    ids = {}
+    for name, lr, acc in (("a", "0.1", 0.9), ("b", "0.2", 0.5), ("c", "0.1", 0.7)):
+        run = call(
+            http, "POST", "runs/create", json={"experiment_id": experiment_id, "run_name": name}
+        )["run"]["info"]["run_id"]
+        ids[name] = run
+        call(
+            http,
+            "POST",
+            "runs/log-batch",
+            json={
+                "run_id": run,
+                "metrics": [{"key": "acc", "value": acc, "timestamp": 1}],
+                "params": [{"key": "lr", "value": lr}],
+                "tags": [{"key": "model class", "value": name.upper()}],
+            },
+        )
+
+    def names(**query: Any) -> list[str]:
+        found = call(http, "POST", "runs/search", json={"experiment_ids": [experiment_id], **query})
+        return [r["info"]["run_name"] for r in found["runs"]]
+
+    assert names(filter="params.lr = '0.1'", order_by=["metrics.acc DESC"]) == ["a", "c"]
+    assert names(filter="metrics.acc < 0.8 AND params.lr = '0.1'") == ["c"]
+    assert names(filter="tags.\"mlflow.runName\" = 'b'") == ["b"]
+    assert names(filter="tags.`model class` = 'C'") == ["c"]
+    assert names(filter="tags.\"model class\" = 'A'") == ["a"]
+    assert names(filter=f"attributes.run_id = '{ids['b']}'") == ["b"]
+    assert names(filter="attributes.run_name = 'c'") == ["c"]
+    assert names(filter="attributes.status = 'RUNNING'", order_by=["metrics.acc ASC"]) == [
+        "b",
+        "c",
+        "a",
+    ]
+    first = call(
+        http,
+        "POST",
+        "runs/search",
+        json={"experiment_ids": [experiment_id], "max_results": 2, "order_by": ["metrics.acc"]},
+    )
+    rest = call(
+        http,
+        "POST",
+        "runs/search",
+        json={
+            "experiment_ids": [experiment_id],
+            "order_by": ["metrics.acc"],
+            "page_token": first["next_page_token"],
+        },
+    )
+    assert [r["info"]["run_name"] for r in first["runs"] + rest["runs"]] == ["b", "c", "a"]
+    refused(
+        http,
+        "POST",
+        "runs/search",
+        "INVALID_PARAMETER_VALUE",
+        json={"experiment_ids": [experiment_id], "filter": "params.nope = '1'"},
+    )
+
+
+def test_bad_run_requests_are_refused_and_change_nothing(
+    client: Client, http: httpx.Client, project: str
+) -> None:
+    run = client.create_run(project, params={"lr": "0.1"})
+    before = client.get_run(run.id)
+    other = client.create_run(project).id
+    for path, body, code in (
+        (
+            "runs/log-parameter",
+            {"run_id": run.id, "key": "lr", "value": "0.2"},
+            "INVALID_PARAMETER_VALUE",
+        ),
+        ("runs/log-metric", {"run_id": run.id, "key": "m"}, "INVALID_PARAMETER_VALUE"),
+        (
+            "runs/log-metric",
+            {"run_id": run.id, "key": "m\x00", "value": 1, "timestamp": 1},
+            "INVALID_PARAMETER_VALUE",
+        ),
+        (
+            "runs/set-tag",
+            {"run_id": run.id, "run_uuid": other, "key": "t", "value": "v"},
+            "INVALID_PARAMETER_VALUE",
+        ),
+        ("runs/set-tag", {"key": "t", "value": "v"}, "INVALID_PARAMETER_VALUE"),
+        (
+            "runs/set-tag",
+            {"run_id": run.id[:8], "key": "t", "value": "v"},
+            "RESOURCE_DOES_NOT_EXIST",
+        ),
+        ("runs/update", {"run_id": run.id, "status": "DONE"}, "INVALID_PARAMETER_VALUE"),
+        ("runs/update", {"run_id": run.id, "run_name": "renamed"}, "INVALID_PARAMETER_VALUE"),
+        (
+            "runs/log-batch",
+            {"run_id": run.id, "params": [{"key": "k", "value": "1"}, {"key": "k", "value": "2"}]},
+            "INVALID_PARAMETER_VALUE",
+        ),
+        ("runs/create", {"experiment_id": "f" * 32}, "RESOURCE_DOES_NOT_EXIST"),
+        ("runs/search", {"experiment_ids": []}, "INVALID_PARAMETER_VALUE"),
+    ):
+        refused(http, "POST", path, code, json=body)
+    refused(http, "POST", "runs/log-batch", "INVALID_PARAMETER_VALUE", content=b"{not json")
+    assert client.get_run(run.id) == before
+    assert http.get(f"{API}/runs/nope").json()["error_code"] == "ENDPOINT_NOT_FOUND"
+    assert http.put(f"{API}/runs/create").json()["error_code"] == "ENDPOINT_NOT_FOUND"

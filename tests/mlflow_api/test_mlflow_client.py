@@ -1,0 +1,172 @@
+"""The real MLflow client (its own virtualenv) against a real ``plinth server``: what
+MLflow code logs is what Plinth's own SDK reads back, under Plinth's roles and audit."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from plinth.client import Client
+from plinth.governance.identity import init_admin
+from tests.conftest import make_settings
+from tests.processes import Processes
+
+pytestmark = pytest.mark.slow
+
+SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    import mlflow
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric, Param, RunTag
+
+    mlflow.set_experiment("churn")
+    with mlflow.start_run(run_name="first") as run:
+        mlflow.log_param("lr", 0.1)
+        mlflow.log_params({"depth": 3, "kind": "gbm"})
+        for step in range(5):
+            mlflow.log_metric("loss", 1.0 / (step + 1), step=step)
+        mlflow.log_metrics({"acc": 0.9, "f1": 0.8}, step=4)
+        mlflow.set_tag("team", "vision")
+        MlflowClient().log_batch(
+            run.info.run_id,
+            metrics=[Metric("batch", float(i), 1_700_000_000_000 + i, i) for i in range(50)],
+            params=[Param("batched", "yes")],
+            tags=[RunTag("stage", "dev")],
+        )
+    with mlflow.start_run(run_name="second"):
+        mlflow.log_param("lr", 0.2)
+        mlflow.log_metric("acc", 0.5)
+    client = MlflowClient()
+    got = client.get_run(run.info.run_id)
+    found = mlflow.search_runs(
+        experiment_names=["churn"],
+        filter_string="params.lr = '0.1' and metrics.acc > 0.5",
+        order_by=["metrics.acc DESC"],
+        output_format="list",
+    )
+    ordered = mlflow.search_runs(
+        experiment_names=["churn"], order_by=["metrics.acc ASC"], output_format="list"
+    )
+    by_name = mlflow.search_runs(
+        experiment_names=["churn"],
+        filter_string="tags.\\"mlflow.runName\\" = 'second'",
+        output_format="list",
+    )
+    print(json.dumps({
+        "run_id": run.info.run_id,
+        "experiment_id": run.info.experiment_id,
+        "status": got.info.status,
+        "name": got.info.run_name,
+        "params": got.data.params,
+        "metrics": got.data.metrics,
+        "tags": {k: v for k, v in got.data.tags.items() if not k.startswith("mlflow.")},
+        "loss": [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "loss")],
+        "batch": len(client.get_metric_history(run.info.run_id, "batch")),
+        "found": [r.info.run_id for r in found],
+        "ordered": [r.info.run_name for r in ordered],
+        "by_name": [r.info.run_name for r in by_name],
+        "experiment": mlflow.get_experiment_by_name("churn").experiment_id,
+    }))
+    """
+)
+
+REFUSED = textwrap.dedent(
+    """
+    import json, sys
+    import mlflow
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    answers = {}
+    try:
+        MlflowClient().log_metric(sys.argv[1], "m", 1.0)
+    except MlflowException as exc:
+        answers["log"] = exc.error_code
+    answers["read"] = MlflowClient().get_run(sys.argv[1]).info.status
+    print(json.dumps(answers))
+    """
+)
+
+OUTSIDER = textwrap.dedent(
+    """
+    import json, sys
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    answers = {"by_name": mlflow.get_experiment_by_name("churn")}
+    try:
+        mlflow.MlflowClient().get_run(sys.argv[1])
+    except MlflowException as exc:
+        answers["run"] = exc.error_code
+    print(json.dumps(answers))
+    """
+)
+
+
+def mlflow_run(python: Path, script: str, url: str, token: str, *args: str) -> Any:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PLINTH_", "MLFLOW_"))}
+    env |= {
+        "MLFLOW_TRACKING_URI": f"{url}/mlflow",
+        "MLFLOW_TRACKING_TOKEN": token,
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+    }
+    done = subprocess.run(
+        [str(python), "-c", script, *args], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_mlflow_code_logs_to_plinth_unchanged(
+    processes: Processes, tmp_path: Path, mlflow_python: Path
+) -> None:
+    root_token = init_admin(make_settings(tmp_path / "home"), "root").token.token
+    server = processes.server(tmp_path / "home")
+    settings = make_settings(tmp_path / "sdk").model_copy(update={"url": server.url})
+    with Client(settings=settings.model_copy(update={"token": root_token})) as root:
+        viewer = root.create_user("viewer").token.token
+        outsider = root.create_user("outsider").token.token
+
+        seen = mlflow_run(mlflow_python, SCRIPT, server.url, root_token)
+
+        # What MLflow read back through the MLflow API.
+        assert seen["status"] == "FINISHED" and seen["name"] == "first"
+        assert seen["params"] == {"lr": "0.1", "depth": "3", "kind": "gbm", "batched": "yes"}
+        assert seen["metrics"] == {"loss": 0.2, "acc": 0.9, "f1": 0.8, "batch": 49.0}
+        assert seen["tags"] == {"team": "vision", "stage": "dev"}
+        assert seen["loss"] == [[s, 1.0 / (s + 1)] for s in range(5)]
+        assert seen["batch"] == 50
+        assert seen["found"] == [seen["run_id"]]
+        assert seen["ordered"] == ["second", "first"]
+        assert seen["by_name"] == ["second"]
+        assert seen["experiment"] == seen["experiment_id"]
+
+        # The same through Plinth's own SDK: one store, not a copy.
+        run = root.get_run(seen["run_id"])
+        assert (run.project, run.name, run.status) == ("churn", "first", "finished")
+        assert run.params == {"lr": "0.1", "depth": "3", "kind": "gbm", "batched": "yes"}
+        assert run.metrics == {"loss": 0.2, "acc": 0.9, "f1": 0.8, "batch": 49.0}
+        assert run.tags["team"] == "vision" and run.tags["mlflow.user"]
+        history = root.metric_history(run.id, "loss")
+        assert [(p.step, p.value) for p in history] == [(s, 1.0 / (s + 1)) for s in range(5)]
+        assert sorted(r.name for r in root.search_runs("churn")) == ["first", "second"]
+        [project] = [p for p in root.list_projects() if p.name == "churn"]
+        assert project.id == seen["experiment_id"]
+        actions = {e.action for e in root.audit_events(actor="root")}
+        assert {"projects.create", "runs.create", "runs.end"} <= actions
+
+        # Plinth's roles hold for MLflow's client: a viewer reads and cannot log; an
+        # outsider sees neither the experiment nor the run.
+        root.add_member("churn", "viewer", "viewer")
+        refused = mlflow_run(mlflow_python, REFUSED, server.url, viewer, run.id)
+        assert refused == {"log": "PERMISSION_DENIED", "read": "FINISHED"}
+        hidden = mlflow_run(mlflow_python, OUTSIDER, server.url, outsider, run.id)
+        assert hidden == {"by_name": None, "run": "RESOURCE_DOES_NOT_EXIST"}
+        assert root.get_run(run.id).metrics == run.metrics  # the refused log changed nothing
