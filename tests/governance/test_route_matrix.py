@@ -91,6 +91,7 @@ DEPLOY = "/api/v1/projects/{project}/deployments"
 DEPLOYS = "/api/v1/projects/team-a/deployments"
 _NEW_DEPLOYMENT = {"model": "models:/team-a/churn/1", "runtime": "memory"}
 MLFLOW = "/mlflow/api/2.0/mlflow"
+MLFLOW_ARTIFACTS = "/mlflow/api/2.0/mlflow-artifacts/artifacts"
 Call = tuple[str, str, dict[str, Any]]  # method, URL, httpx keyword arguments
 Make = Callable[[World, str], Call]  # (world, role) → the request; may set up as root
 
@@ -260,6 +261,34 @@ REQUESTS: dict[tuple[str, str], tuple[str, Make]] = {
             "GET",
             f"{MLFLOW}/metrics/get-history",
             {"params": {"run_id": w.run, "metric_key": "m"}},
+        ),
+    ),
+    ("POST", f"{MLFLOW}/logged-models/search"): (
+        "project",
+        lambda w, r: (
+            "POST",
+            f"{MLFLOW}/logged-models/search",
+            {"json": {"experiment_ids": [_a(w)]}},
+        ),
+    ),
+    ("PUT", f"{MLFLOW_ARTIFACTS}/{{path:path}}"): (
+        "project",
+        lambda w, r: (
+            "PUT",
+            f"{MLFLOW_ARTIFACTS}/{_a(w)}/{w.run}/artifacts/{_unique('f')}.txt",
+            {"content": b"bytes", "headers": {"Content-Type": "application/octet-stream"}},
+        ),
+    ),
+    ("GET", f"{MLFLOW_ARTIFACTS}/{{path:path}}"): (
+        "project",
+        lambda w, r: ("GET", f"{MLFLOW_ARTIFACTS}/{_a(w)}/{w.run}/artifacts/a.txt", {}),
+    ),
+    ("GET", MLFLOW_ARTIFACTS): (
+        "project",
+        lambda w, r: (
+            "GET",
+            MLFLOW_ARTIFACTS,
+            {"params": {"path": f"{_a(w)}/{w.run}/artifacts"}},
         ),
     ),
     ("POST", "/api/v1/projects"): (

@@ -21,13 +21,24 @@ pytestmark = pytest.mark.slow
 
 SCRIPT = textwrap.dedent(
     """
-    import json, sys
+    import hashlib, json, os, sys, tempfile
     import mlflow
     from mlflow import MlflowClient
     from mlflow.entities import Metric, Param, RunTag
 
+    files = tempfile.mkdtemp()
+    os.makedirs(os.path.join(files, "plots", "deep"))
+    with open(os.path.join(files, "notes.txt"), "w") as f:
+        f.write("hello")
+    with open(os.path.join(files, "plots", "a.bin"), "wb") as f:
+        f.write(bytes(range(256)) * 4000)
+    with open(os.path.join(files, "plots", "deep", "b.txt"), "w") as f:
+        f.write("b")
+
     mlflow.set_experiment("churn")
     with mlflow.start_run(run_name="first") as run:
+        mlflow.log_artifact(os.path.join(files, "notes.txt"))
+        mlflow.log_artifacts(os.path.join(files, "plots"), artifact_path="plots")
         mlflow.log_param("lr", 0.1)
         mlflow.log_params({"depth": 3, "kind": "gbm"})
         for step in range(5):
@@ -59,7 +70,22 @@ SCRIPT = textwrap.dedent(
         filter_string="tags.\\"mlflow.runName\\" = 'second'",
         output_format="list",
     )
+    listing = lambda path=None: sorted(
+        (f.path, f.is_dir, f.file_size) for f in client.list_artifacts(run.info.run_id, path)
+    )
+    fetched = mlflow.artifacts.download_artifacts(
+        run_id=run.info.run_id, artifact_path="plots", dst_path=tempfile.mkdtemp()
+    )
+    downloaded = {}
+    for folder, _, names in os.walk(fetched):
+        for name in names:
+            with open(os.path.join(folder, name), "rb") as f:
+                relative = os.path.relpath(os.path.join(folder, name), fetched)
+                downloaded[relative] = hashlib.sha256(f.read()).hexdigest()
     print(json.dumps({
+        "root": listing(),
+        "plots": listing("plots"),
+        "downloaded": downloaded,
         "run_id": run.info.run_id,
         "experiment_id": run.info.experiment_id,
         "status": got.info.status,
@@ -148,6 +174,9 @@ def test_mlflow_code_logs_to_plinth_unchanged(
         assert seen["by_name"] == ["second"]
         assert seen["experiment"] == seen["experiment_id"]
 
+        assert seen["root"] == [["notes.txt", False, 5], ["plots", True, None]]
+        assert seen["plots"] == [["plots/a.bin", False, 1_024_000], ["plots/deep", True, None]]
+
         # The same through Plinth's own SDK: one store, not a copy.
         run = root.get_run(seen["run_id"])
         assert (run.project, run.name, run.status) == ("churn", "first", "finished")
@@ -157,6 +186,12 @@ def test_mlflow_code_logs_to_plinth_unchanged(
         history = root.metric_history(run.id, "loss")
         assert [(p.step, p.value) for p in history] == [(s, 1.0 / (s + 1)) for s in range(5)]
         assert sorted(r.name for r in root.search_runs("churn")) == ["first", "second"]
+        stored = {a.path: a.digest for a in root.list_artifacts(run.id)}
+        assert sorted(stored) == ["notes.txt", "plots/a.bin", "plots/deep/b.txt"]
+        assert seen["downloaded"] == {
+            "a.bin": stored["plots/a.bin"],
+            "deep/b.txt": stored["plots/deep/b.txt"],
+        }
         [project] = [p for p in root.list_projects() if p.name == "churn"]
         assert project.id == seen["experiment_id"]
         actions = {e.action for e in root.audit_events(actor="root")}

@@ -96,3 +96,10 @@ class SearchRuns(_In):
     max_results: int = Field(1000, ge=1, le=50_000)
     order_by: list[Annotated[str, Field(max_length=500)]] = Field([], max_length=20)
     page_token: str | None = Field(None, max_length=500)
+
+
+class SearchLoggedModels(_In):
+    experiment_ids: list[Id] = Field([], max_length=100)
+    filter: str = Field("", max_length=4000)
+    max_results: int | None = Field(None, ge=1, le=50_000)
+    page_token: str | None = Field(None, max_length=500)

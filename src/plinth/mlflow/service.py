@@ -19,6 +19,7 @@ import math
 import re
 import uuid
 from collections import defaultdict
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import sqlalchemy as sa
@@ -30,6 +31,7 @@ from plinth.core.projects import projects
 from plinth.errors import Conflict, InvalidInput, NotFound
 from plinth.mlflow import schemas as m
 from plinth.tracking import schemas as ts
+from plinth.tracking.artifacts import RunArtifactsService
 from plinth.tracking.service import TrackingService
 
 DEFAULT_EXPERIMENT_ID = "0"
@@ -53,11 +55,18 @@ _EXPERIMENT_FILTER = re.compile(
 
 
 class MlflowService:
-    def __init__(self, platform: Platform, *, tracking: TrackingService) -> None:
+    def __init__(
+        self,
+        platform: Platform,
+        *,
+        tracking: TrackingService,
+        artifacts: RunArtifactsService,
+    ) -> None:
         self.db = platform.db
         self.audit = platform.audit
         self.projects = platform.projects
         self.tracking = tracking
+        self.artifacts = artifacts
 
     # experiments ------------------------------------------------------------------------
 
@@ -251,6 +260,64 @@ class MlflowService:
         if page.next_page_token:
             answer["next_page_token"] = page.next_page_token
         return answer
+
+    def search_logged_models(
+        self, req: m.SearchLoggedModels, *, principal: Principal
+    ) -> dict[str, Any]:
+        """MLflow 3's logged models of these experiments. Models logged through this API
+        are not kept as MLflow logged models yet, so there are none; MLflow's client asks
+        for them when it downloads a run's artifacts."""
+        for experiment_id in req.experiment_ids:
+            self._project_of(experiment_id, principal)  # readable, or the uniform 404
+        return {"models": []}
+
+    # artifacts (MLflow's proxied artifact API) ------------------------------------------
+
+    def upload_artifact(
+        self, path: str, chunks: Iterable[bytes], *, principal: Principal
+    ) -> dict[str, Any]:
+        run_id, name = self._artifact(path, principal)
+        if not name:
+            raise InvalidInput(f"{path!r} names the run's artifact folder, not a file in it")
+        self.artifacts.upload_artifact(run_id, name, chunks, principal=principal)
+        return {}
+
+    def download_artifact(
+        self, path: str, *, principal: Principal
+    ) -> tuple[ts.Artifact, Iterator[bytes]]:
+        run_id, name = self._artifact(path, principal)
+        return self.artifacts.get_artifact(run_id, name, principal=principal)
+
+    def list_artifacts(self, path: str | None, *, principal: Principal) -> dict[str, Any]:
+        """The files and folders right inside ``path`` (MLflow lists one level), named
+        relative to it."""
+        run_id, folder = self._artifact(path or "", principal)
+        stored = self.artifacts.list_artifacts(run_id, folder or None, principal=principal)
+        prefix = f"{folder}/" if folder else ""
+        files: dict[str, dict[str, Any]] = {}
+        for artifact in stored:
+            inner = artifact.path[len(prefix) :]
+            child, _, rest = inner.partition("/")
+            if rest:
+                files.setdefault(child, {"path": child, "is_dir": True})
+            else:
+                files[child] = {"path": child, "is_dir": False, "file_size": artifact.size}
+        return {"files": list(files.values())}
+
+    def _artifact(self, path: str, principal: Principal) -> tuple[str, str]:
+        """The run and the artifact name in it of MLflow's ``EXPERIMENT/RUN/artifacts/NAME``
+        (the form of the ``artifact_uri`` runs are given); the same NotFound for a run
+        one may not read and for a path of any other form."""
+        parts = path.split("/", 3)
+        if len(parts) < 3 or parts[2] != "artifacts":
+            raise NotFound(f"no artifacts at {path[:200]!r}: expected EXPERIMENT/RUN/artifacts/…")
+        run = self.tracking.get_run(_exact(parts[1]), principal=principal)
+        if self._experiment_id(run.project) != parts[0]:
+            raise NotFound(f"no run {run.id!r} in experiment {parts[0][:64]!r}")
+        name = parts[3].rstrip("/") if len(parts) == 4 else ""
+        if name:
+            ts.check_artifact_path(name)
+        return run.id, name
 
     def _run(self, run: ts.Run) -> dict[str, Any]:
         """A Plinth run in MLflow's shape (``Run``: ``info``, ``data``, ``inputs``)."""
