@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: setup browser demo test check format bench bench-serving bench-compute bench-startup clean
+.PHONY: setup browser demo test check format bench bench-serving bench-compute bench-mlflow bench-startup clean
 
 $(VENV)/bin/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -58,6 +58,7 @@ bench: setup
 	$(PY) benchmarks/tracking.py
 	$(PY) benchmarks/serving.py
 	$(PY) benchmarks/compute.py
+	$(PY) benchmarks/mlflow_compat.py
 
 # Plinth's model server against the floor and LitServe, BentoML, MLflow, Ray Serve (wrk).
 bench-serving: setup
@@ -66,6 +67,10 @@ bench-serving: setup
 # Jobs: submit-to-running against a bare spawn and Ray's Jobs API; the scheduler.
 bench-compute: setup
 	$(PY) benchmarks/compute.py
+
+# MLflow's client against Plinth's MLflow API and against `mlflow server`.
+bench-mlflow: setup
+	$(PY) benchmarks/mlflow_compat.py
 
 bench-startup: setup
 	$(PY) benchmarks/startup.py

@@ -11,13 +11,14 @@ from pathlib import Path
 
 import pytest
 
-MLFLOW = "mlflow-skinny==3.18.0"  # the client alone: what training code imports
+# MLflow's client, and what its SQLite store needs (for the stores imports are tested on)
+MLFLOW = ("mlflow-skinny==3.17.2", "sqlalchemy>=2,<3", "alembic")
 REPO = Path(__file__).resolve().parents[2]
 
 
 def mlflow_venv() -> Path:
     """The python of a virtualenv holding ``MLFLOW``."""
-    venv = REPO / ".venv" / "peers" / MLFLOW.replace("==", "-")
+    venv = REPO / ".venv" / "peers" / MLFLOW[0].replace("==", "-")
     python = venv / "bin" / "python"
     venv.parent.mkdir(parents=True, exist_ok=True)
     with open(venv.parent / ".lock", "w") as lock:
@@ -26,7 +27,7 @@ def mlflow_venv() -> Path:
         if not ready.exists():
             subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
             pip = [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
-            done = subprocess.run([*pip, MLFLOW], capture_output=True, text=True)
+            done = subprocess.run([*pip, *MLFLOW], capture_output=True, text=True)
             if done.returncode != 0:  # no skip: a missing client is an error
                 raise RuntimeError(f"installing {MLFLOW} failed:\n{done.stderr[-3000:]}")
             ready.touch()

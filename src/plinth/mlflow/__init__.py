@@ -8,4 +8,5 @@ CAPABILITY = Capability(
     name="mlflow",
     services=("plinth.mlflow.service:MlflowService",),
     routers=("plinth.mlflow.routes:router",),
+    commands=(("import", "plinth.mlflow.cli:import_app"),),
 )

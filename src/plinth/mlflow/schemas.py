@@ -45,7 +45,7 @@ class CreateRun(_In):
     experiment_id: Id = "0"
     user_id: str | None = Field(None, max_length=250)
     run_name: str | None = Field(None, max_length=250)
-    start_time: int | None = None
+    start_time: int | None = Field(None, ge=0, lt=2**47)  # milliseconds
     tags: list[KeyValue] = Field([], max_length=MAX_BATCH_TAGS)
 
 
@@ -56,7 +56,7 @@ class RunRef(_In):
 
 class UpdateRun(RunRef):
     status: str | None = None
-    end_time: int | None = None
+    end_time: int | None = Field(None, ge=0, lt=2**47)  # milliseconds
     run_name: str | None = Field(None, max_length=250)
 
 

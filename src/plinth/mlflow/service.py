@@ -147,8 +147,10 @@ class MlflowService:
         if req.user_id:
             tags.setdefault("mlflow.user", req.user_id)
         name = req.run_name or tags.get("mlflow.runName")
+        start = None if req.start_time is None else req.start_time / 1000
         run = self.tracking.create_run(
-            ts.RunCreate(project=project, name=name, tags=tags), principal=principal
+            ts.RunCreate(project=project, name=name, tags=tags, start_time=start),
+            principal=principal,
         )
         return {"run": self._run(run)}
 
@@ -170,7 +172,8 @@ class MlflowService:
         if status == "running" and run.status != "running":
             run = self.tracking.resume_run(run_id, principal=principal)
         elif status is not None and status != "running":
-            end = ts.RunUpdate.model_validate({"status": status})
+            ended = None if req.end_time is None else req.end_time / 1000
+            end = ts.RunUpdate.model_validate({"status": status, "end_time": ended})
             run = self.tracking.end_run(run_id, end, principal=principal)
         return {"run_info": self._run(run)["info"]}
 

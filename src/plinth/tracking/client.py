@@ -39,11 +39,13 @@ class TrackingCalls:
         parent_id: str | None = None,
         *,
         id: str | None = None,
+        start_time: float | None = None,
     ) -> s.Run:
         """Create a run. Its ``id`` is chosen here (unless given), so the call is safe
         to retry: the same id again returns the run it made. A ``parent_id`` nests it
-        under another run of the same project."""
-        body = {
+        under another run of the same project; ``start_time`` (seconds since the epoch)
+        dates a run brought in from elsewhere."""
+        body: dict[str, Any] = {
             "id": id or uuid.uuid4().hex,
             "project": project,
             "name": name,
@@ -51,6 +53,8 @@ class TrackingCalls:
             "tags": tags or {},
             "parent_id": parent_id,
         }
+        if start_time is not None:
+            body["start_time"] = start_time
         return s.Run(**self._transport.request("POST", "/api/v1/runs", json=body, retry=True))
 
     def get_run(self, run_id: str) -> s.Run:
@@ -62,10 +66,14 @@ class TrackingCalls:
         status: str = "finished",
         *,
         last_batch: tuple[str, list[dict[str, Any]]] | None = None,
+        end_time: float | None = None,
     ) -> s.Run:
         """End a run. ``last_batch`` (an id and columnar series, within one batch's
-        limits) is applied with the end, in the same transaction, once by its id."""
+        limits) is applied with the end, in the same transaction, once by its id;
+        ``end_time`` (seconds since the epoch) dates the end of an imported run."""
         body: dict[str, Any] = {"status": status}
+        if end_time is not None:
+            body["end_time"] = end_time
         if last_batch is not None:
             body["batch"] = {"batch_id": last_batch[0], "metrics": last_batch[1]}
         url = f"/api/v1/runs/{_seg(run_id)}"

@@ -177,6 +177,14 @@ class RunCreate(BaseModel):
     params: Params = {}
     tags: Tags = {}
     parent_id: str | None = Field(None, max_length=32, description=PARENT)
+    start_time: float | None = Field(
+        None,
+        ge=0,
+        lt=2**37,
+        allow_inf_nan=False,
+        description="when the run began, in seconds since the epoch: for runs brought in "
+        "from elsewhere (an import); now when left out",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -260,6 +268,14 @@ class LogBatch(BaseModel):
 
 class RunUpdate(BaseModel):
     status: Literal["finished", "failed", "killed"]
+    end_time: float | None = Field(
+        None,
+        ge=0,
+        lt=2**37,
+        allow_inf_nan=False,
+        description="when the run ended, in seconds since the epoch: for an import; now "
+        "when left out",
+    )
     batch: LogBatch | None = Field(
         None,
         description="a last batch to apply with the end, in the same transaction (applied "

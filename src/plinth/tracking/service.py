@@ -170,7 +170,7 @@ class TrackingService:
                 "status": run.status,
                 "start_time": run.start_time,
                 "end_time": None,
-                "heartbeat_at": run.start_time,
+                "heartbeat_at": _now(),  # alive now, whenever it began
                 "parent_id": run.parent_id,
             },
         )
@@ -249,7 +249,8 @@ class TrackingService:
             if update.batch is not None:
                 applied = self._apply_batch(conn, run_id, row, update.batch, touch=False)
                 change.details |= {"batch": _summary(update.batch) | {"applied": applied}}
-            self._end.run(conn, {"run_id": run_id, "status": update.status, "now": _now()})
+            ended_at = _now() if update.end_time is None else update.end_time
+            self._end.run(conn, {"run_id": run_id, "status": update.status, "now": ended_at})
             [run] = self._load_run(conn, run_id, project=row.project)
         batch = None if update.batch is None else update.batch.batch_id
         return s.EndedRun(**run.model_dump(), batch=batch)
@@ -656,7 +657,7 @@ def _new_run(req: s.RunCreate) -> s.Run:
         project=req.project,
         name=req.name or f"run-{run_id[:8]}",
         status="running",
-        start_time=_now(),
+        start_time=_now() if req.start_time is None else req.start_time,
         end_time=None,
         params=req.params,
         tags=req.tags,
