@@ -271,7 +271,7 @@ REQUESTS: dict[tuple[str, str], tuple[str, Make]] = {
             {"json": {"experiment_ids": [_a(w)]}},
         ),
     ),
-    ("PUT", f"{MLFLOW_ARTIFACTS}/{{path:path}}"): (
+    ("PUT", f"{MLFLOW_ARTIFACTS}/{{artifact:path}}"): (
         "project",
         lambda w, r: (
             "PUT",
@@ -279,7 +279,7 @@ REQUESTS: dict[tuple[str, str], tuple[str, Make]] = {
             {"content": b"bytes", "headers": {"Content-Type": "application/octet-stream"}},
         ),
     ),
-    ("GET", f"{MLFLOW_ARTIFACTS}/{{path:path}}"): (
+    ("GET", f"{MLFLOW_ARTIFACTS}/{{artifact:path}}"): (
         "project",
         lambda w, r: ("GET", f"{MLFLOW_ARTIFACTS}/{_a(w)}/{w.run}/artifacts/a.txt", {}),
     ),

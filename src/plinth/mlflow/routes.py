@@ -110,27 +110,27 @@ async def metric_history(
 ArtifactPath = Annotated[str, Path(max_length=1200, description="EXPERIMENT/RUN/artifacts/NAME")]
 
 
-@router.put(f"{ARTIFACTS}/{{path:path}}", openapi_extra=streamed_body("max_artifact_bytes"))
-async def upload_artifact(path: ArtifactPath, request: Request, c: Write) -> Answer:
+@router.put(f"{ARTIFACTS}/{{artifact:path}}", openapi_extra=streamed_body("max_artifact_bytes"))
+async def upload_artifact(artifact: ArtifactPath, request: Request, c: Write) -> Answer:
     """Stream the body into the run's artifacts (a name is written once)."""
     return await receive_upload(
         request,
         c.principal,
-        lambda chunks: c.service.upload_artifact(path, chunks, principal=c.principal),
+        lambda chunks: c.service.upload_artifact(artifact, chunks, principal=c.principal),
     )
 
 
 @router.get(
-    f"{ARTIFACTS}/{{path:path}}",
+    f"{ARTIFACTS}/{{artifact:path}}",
     response_class=StreamingResponse,
     responses={200: {"content": {"application/octet-stream": {}}}},
 )
-async def download_artifact(path: ArtifactPath, c: Read) -> StreamingResponse:
-    artifact, chunks = await c(c.service.download_artifact, path)
+async def download_artifact(artifact: ArtifactPath, c: Read) -> StreamingResponse:
+    found, chunks = await c(c.service.download_artifact, artifact)
     return StreamingResponse(
         c.blocking.iterate(chunks),
         media_type="application/octet-stream",
-        headers={"Content-Length": str(artifact.size), **download_headers(artifact.path)},
+        headers={"Content-Length": str(found.size), **download_headers(found.path)},
     )
 
 
