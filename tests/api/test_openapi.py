@@ -24,6 +24,7 @@ from plinth.tracking.schemas import RUN_ID
 from tests.conftest import make_settings, raw_http
 
 ERROR_BODY = {"$ref": "#/components/schemas/ErrorBody"}
+MLFLOW_ERROR_BODY = {"$ref": "#/components/schemas/MlflowErrorBody"}
 METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 
 
@@ -55,11 +56,14 @@ def test_every_operation_documents_its_errors_with_the_error_body(doc: dict[str,
     assert "HTTPValidationError" not in json.dumps(doc)  # FastAPI's 422: never sent
     error = doc["components"]["schemas"]["ErrorBody"]
     assert error["required"] == ["error"]
+    mlflow_error = doc["components"]["schemas"]["MlflowErrorBody"]
+    assert mlflow_error["required"] == ["error_code", "message"]
     for method, path, operation in operations(doc):
         responses = operation["responses"]
+        shape = MLFLOW_ERROR_BODY if path.startswith("/mlflow/") else ERROR_BODY
         for status, response in responses.items():
             if int(status) >= 400:
-                assert response["content"]["application/json"]["schema"] == ERROR_BODY
+                assert response["content"]["application/json"]["schema"] == shape
         assert {"401", "403", "503"} <= set(responses), (method, path)
         if operation.get("parameters") or operation.get("requestBody"):
             assert {"400", "422"} <= set(responses), (method, path)

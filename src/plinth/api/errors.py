@@ -60,6 +60,14 @@ class ErrorBody(BaseModel):
     error: ErrorDetail
 
 
+class MlflowErrorBody(BaseModel):
+    """The body of every error answer of the MLflow-compatible API (under ``/mlflow/``):
+    MLflow's own shape, so that its client raises what its users expect."""
+
+    error_code: str = Field(description="MLflow's code, e.g. RESOURCE_DOES_NOT_EXIST")
+    message: str
+
+
 def error_response(kind: str, message: str, status: int, **kwargs: Any) -> PlinthJSONResponse:
     if status in RETRY_AFTER:
         kwargs["headers"] = {"Retry-After": str(RETRY_AFTER[status]), **kwargs.get("headers", {})}

@@ -29,7 +29,7 @@ from fastapi.routing import APIRoute
 
 from plinth.api.auth import declared_permissions
 from plinth.api.context import all_routes
-from plinth.api.errors import ErrorBody
+from plinth.api.errors import MLFLOW_PREFIX, ErrorBody, MlflowErrorBody
 from plinth.api.uploads import BODY_LIMIT
 from plinth.core.access import Permission
 
@@ -70,9 +70,11 @@ def with_errors(doc: dict[str, Any], routes: Any) -> dict[str, Any]:
         schemas.pop(fastapi_own, None)
     body = ErrorBody.model_json_schema(ref_template=_REF + "{model}")
     schemas.update(body.pop("$defs", {}), ErrorBody=body)
+    schemas["MlflowErrorBody"] = MlflowErrorBody.model_json_schema()
     for route in routes:
         if not isinstance(route, APIRoute) or not route.include_in_schema:
             continue
+        shape = "MlflowErrorBody" if route.path_format.startswith(MLFLOW_PREFIX) else "ErrorBody"
         for method in route.methods or ():
             operation = doc["paths"][route.path_format][method.lower()]
             responses = operation["responses"]
@@ -80,7 +82,7 @@ def with_errors(doc: dict[str, Any], routes: Any) -> dict[str, Any]:
             for status in sorted(errors_of(route, method, operation, schemas)):
                 responses[str(status)] = {
                     "description": _MEANING[status],
-                    "content": {"application/json": {"schema": {"$ref": _REF + "ErrorBody"}}},
+                    "content": {"application/json": {"schema": {"$ref": _REF + shape}}},
                 }
     return doc
 
@@ -102,7 +104,8 @@ def errors_of(
         found.add(429)
     by_query = {p["name"] for p in parameters if p["in"] == "query"}
     in_path = any(p["in"] == "path" for p in parameters)
-    if in_path or "project" in by_query or "project" in _fields(body, schemas):
+    mlflow = route.path_format.startswith(MLFLOW_PREFIX)  # ids in queries and bodies
+    if in_path or mlflow or "project" in by_query or "project" in _fields(body, schemas):
         found.add(404)
     if method in _UNSAFE and permission not in _READS:
         found |= {409, 507} if body else {507}

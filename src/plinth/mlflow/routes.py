@@ -25,7 +25,7 @@ IdQuery = Annotated[str, Query(min_length=1, max_length=64)]
 
 
 @router.post(f"{PREFIX}/experiments/create")
-async def create_experiment(req: m.CreateExperiment, c: Write) -> Answer:
+async def create_experiment(req: m.MlflowCreateExperiment, c: Write) -> Answer:
     return await c(c.service.create_experiment, req)
 
 
@@ -42,12 +42,12 @@ async def get_experiment_by_name(
 
 
 @router.post(f"{PREFIX}/experiments/search")
-async def search_experiments(req: m.SearchExperiments, c: Read) -> Answer:
+async def search_experiments(req: m.MlflowSearchExperiments, c: Read) -> Answer:
     return await c(c.service.search_experiments, req)
 
 
 @router.post(f"{PREFIX}/runs/create")
-async def create_run(req: m.CreateRun, c: Write) -> Answer:
+async def create_run(req: m.MlflowCreateRun, c: Write) -> Answer:
     return await c(c.service.create_run, req)
 
 
@@ -59,37 +59,37 @@ async def get_run(
 
 
 @router.post(f"{PREFIX}/runs/update")
-async def update_run(req: m.UpdateRun, c: Write) -> Answer:
+async def update_run(req: m.MlflowUpdateRun, c: Write) -> Answer:
     return await c(c.service.update_run, req)
 
 
 @router.post(f"{PREFIX}/runs/log-metric")
-async def log_metric(req: m.LogMetric, c: Write) -> Answer:
+async def log_metric(req: m.MlflowLogMetric, c: Write) -> Answer:
     return await c(c.service.log_metric, req)
 
 
 @router.post(f"{PREFIX}/runs/log-parameter")
-async def log_param(req: m.LogParam, c: Write) -> Answer:
+async def log_param(req: m.MlflowLogParam, c: Write) -> Answer:
     return await c(c.service.log_param, req)
 
 
 @router.post(f"{PREFIX}/runs/set-tag")
-async def set_tag(req: m.SetTag, c: Write) -> Answer:
+async def set_tag(req: m.MlflowSetTag, c: Write) -> Answer:
     return await c(c.service.set_tag, req)
 
 
 @router.post(f"{PREFIX}/runs/log-batch")
-async def log_batch(req: m.LogBatch, c: Write) -> Answer:
+async def log_batch(req: m.MlflowLogBatch, c: Write) -> Answer:
     return await c(c.service.log_batch, req)
 
 
 @router.post(f"{PREFIX}/runs/search")
-async def search_runs(req: m.SearchRuns, c: Read) -> Answer:
+async def search_runs(req: m.MlflowSearchRuns, c: Read) -> Answer:
     return await c(c.service.search_runs, req)
 
 
 @router.post(f"{PREFIX}/logged-models/search")
-async def search_logged_models(req: m.SearchLoggedModels, c: Read) -> Answer:
+async def search_logged_models(req: m.MlflowSearchLoggedModels, c: Read) -> Answer:
     return await c(c.service.search_logged_models, req)
 
 

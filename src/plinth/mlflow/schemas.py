@@ -1,4 +1,5 @@
-"""MLflow's request bodies (``mlflow/protos/service.proto``), as pydantic models.
+"""MLflow's request bodies (``mlflow/protos/service.proto``), as pydantic models, each
+named ``Mlflow…`` so that the OpenAPI document keeps them apart from Plinth's own.
 
 Field names are MLflow's; fields the MLflow client sends that Plinth does not use are
 ignored, as MLflow's own server ignores unknown ones. The MLflow client sends 64-bit
@@ -22,18 +23,18 @@ class _In(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
-class KeyValue(_In):
+class MlflowKeyValue(_In):
     key: Key
     value: Text = ""
 
 
-class CreateExperiment(_In):
+class MlflowCreateExperiment(_In):
     name: Annotated[str, Field(min_length=1, max_length=200)]
     artifact_location: str | None = None
-    tags: list[KeyValue] = Field([], max_length=MAX_BATCH_TAGS)
+    tags: list[MlflowKeyValue] = Field([], max_length=MAX_BATCH_TAGS)
 
 
-class SearchExperiments(_In):
+class MlflowSearchExperiments(_In):
     max_results: int = Field(1000, ge=1, le=50_000)
     filter: str = Field("", max_length=4000)
     order_by: list[str] = Field([], max_length=10)
@@ -41,55 +42,51 @@ class SearchExperiments(_In):
     view_type: str | None = None
 
 
-class CreateRun(_In):
+class MlflowCreateRun(_In):
     experiment_id: Id = "0"
     user_id: str | None = Field(None, max_length=250)
     run_name: str | None = Field(None, max_length=250)
     start_time: int | None = Field(None, ge=0, lt=2**47)  # milliseconds
-    tags: list[KeyValue] = Field([], max_length=MAX_BATCH_TAGS)
+    tags: list[MlflowKeyValue] = Field([], max_length=MAX_BATCH_TAGS)
 
 
-class RunRef(_In):
+class MlflowRunRef(_In):
     run_id: Id | None = None
     run_uuid: Id | None = None  # its name before MLflow 1.x renamed it
 
 
-class UpdateRun(RunRef):
+class MlflowUpdateRun(MlflowRunRef):
     status: str | None = None
     end_time: int | None = Field(None, ge=0, lt=2**47)  # milliseconds
     run_name: str | None = Field(None, max_length=250)
 
 
-class Metric(_In):
+class MlflowMetric(_In):
     key: Key
     value: float
     timestamp: int = Field(ge=0, lt=2**63)
     step: int = Field(0, ge=-(2**63), lt=2**63)
 
 
-class LogMetric(RunRef, Metric):
+class MlflowLogMetric(MlflowRunRef, MlflowMetric):
     pass
 
 
-class LogParam(RunRef, KeyValue):
+class MlflowLogParam(MlflowRunRef, MlflowKeyValue):
     pass
 
 
-class SetTag(RunRef, KeyValue):
+class MlflowSetTag(MlflowRunRef, MlflowKeyValue):
     pass
 
 
-class DeleteTag(RunRef):
-    key: Key
+class MlflowLogBatch(MlflowRunRef):
+    metrics: list[MlflowMetric] = Field([], max_length=MAX_BATCH_POINTS)
+    params: list[MlflowKeyValue] = Field([], max_length=MAX_BATCH_PARAMS)
+    tags: list[MlflowKeyValue] = Field([], max_length=MAX_BATCH_TAGS)
 
 
-class LogBatch(RunRef):
-    metrics: list[Metric] = Field([], max_length=MAX_BATCH_POINTS)
-    params: list[KeyValue] = Field([], max_length=MAX_BATCH_PARAMS)
-    tags: list[KeyValue] = Field([], max_length=MAX_BATCH_TAGS)
-
-
-class SearchRuns(_In):
+class MlflowSearchRuns(_In):
     experiment_ids: list[Id] = Field([], max_length=100)
     filter: str = Field("", max_length=4000)
     run_view_type: str | None = None
@@ -98,7 +95,7 @@ class SearchRuns(_In):
     page_token: str | None = Field(None, max_length=500)
 
 
-class SearchLoggedModels(_In):
+class MlflowSearchLoggedModels(_In):
     experiment_ids: list[Id] = Field([], max_length=100)
     filter: str = Field("", max_length=4000)
     max_results: int | None = Field(None, ge=1, le=50_000)

@@ -70,7 +70,9 @@ class MlflowService:
 
     # experiments ------------------------------------------------------------------------
 
-    def create_experiment(self, req: m.CreateExperiment, *, principal: Principal) -> dict[str, Any]:
+    def create_experiment(
+        self, req: m.MlflowCreateExperiment, *, principal: Principal
+    ) -> dict[str, Any]:
         name = _project_name(req.name)
         if req.artifact_location:
             raise InvalidInput(
@@ -98,7 +100,7 @@ class MlflowService:
         return {"experiment": _experiment(row)}
 
     def search_experiments(
-        self, req: m.SearchExperiments, *, principal: Principal
+        self, req: m.MlflowSearchExperiments, *, principal: Principal
     ) -> dict[str, Any]:
         """The experiments (projects) the caller may read; the filter compares the name
         (``=``, ``!=``, ``LIKE``, ``ILIKE``), the order is by name or creation time."""
@@ -141,7 +143,7 @@ class MlflowService:
 
     # runs -------------------------------------------------------------------------------
 
-    def create_run(self, req: m.CreateRun, *, principal: Principal) -> dict[str, Any]:
+    def create_run(self, req: m.MlflowCreateRun, *, principal: Principal) -> dict[str, Any]:
         project = self._project_of(req.experiment_id, principal)
         tags = _pairs(req.tags, "tag")
         if req.user_id:
@@ -160,7 +162,7 @@ class MlflowService:
         run = self.tracking.get_run(_either(run_id, run_uuid), principal=principal)
         return {"run": self._run(run)}
 
-    def update_run(self, req: m.UpdateRun, *, principal: Principal) -> dict[str, Any]:
+    def update_run(self, req: m.MlflowUpdateRun, *, principal: Principal) -> dict[str, Any]:
         """MLflow's end of a run (a terminal status), or its restart (``RUNNING``)."""
         run_id = _run_id(req)
         run = self.tracking.get_run(run_id, principal=principal)
@@ -177,9 +179,9 @@ class MlflowService:
             run = self.tracking.end_run(run_id, end, principal=principal)
         return {"run_info": self._run(run)["info"]}
 
-    def log_batch(self, req: m.LogBatch, *, principal: Principal) -> dict[str, Any]:
+    def log_batch(self, req: m.MlflowLogBatch, *, principal: Principal) -> dict[str, Any]:
         """Metrics, params and tags together, all or nothing."""
-        series: dict[str, list[m.Metric]] = defaultdict(list)
+        series: dict[str, list[m.MlflowMetric]] = defaultdict(list)
         for metric in req.metrics:
             series[metric.key].append(metric)
         batch = ts.LogBatch(
@@ -202,19 +204,25 @@ class MlflowService:
             raise InvalidInput(exc.message) from None
         return {}
 
-    def log_metric(self, req: m.LogMetric, *, principal: Principal) -> dict[str, Any]:
-        metric = m.Metric(key=req.key, value=req.value, timestamp=req.timestamp, step=req.step)
+    def log_metric(self, req: m.MlflowLogMetric, *, principal: Principal) -> dict[str, Any]:
+        metric = m.MlflowMetric(
+            key=req.key, value=req.value, timestamp=req.timestamp, step=req.step
+        )
         return self.log_batch(
-            m.LogBatch(run_id=_run_id(req), metrics=[metric]), principal=principal
+            m.MlflowLogBatch(run_id=_run_id(req), metrics=[metric]), principal=principal
         )
 
-    def log_param(self, req: m.LogParam, *, principal: Principal) -> dict[str, Any]:
-        param = m.KeyValue(key=req.key, value=req.value)
-        return self.log_batch(m.LogBatch(run_id=_run_id(req), params=[param]), principal=principal)
+    def log_param(self, req: m.MlflowLogParam, *, principal: Principal) -> dict[str, Any]:
+        param = m.MlflowKeyValue(key=req.key, value=req.value)
+        return self.log_batch(
+            m.MlflowLogBatch(run_id=_run_id(req), params=[param]), principal=principal
+        )
 
-    def set_tag(self, req: m.SetTag, *, principal: Principal) -> dict[str, Any]:
-        tag = m.KeyValue(key=req.key, value=req.value)
-        return self.log_batch(m.LogBatch(run_id=_run_id(req), tags=[tag]), principal=principal)
+    def set_tag(self, req: m.MlflowSetTag, *, principal: Principal) -> dict[str, Any]:
+        tag = m.MlflowKeyValue(key=req.key, value=req.value)
+        return self.log_batch(
+            m.MlflowLogBatch(run_id=_run_id(req), tags=[tag]), principal=principal
+        )
 
     def metric_history(
         self,
@@ -244,7 +252,7 @@ class MlflowService:
             answer["next_page_token"] = str(end)
         return answer
 
-    def search_runs(self, req: m.SearchRuns, *, principal: Principal) -> dict[str, Any]:
+    def search_runs(self, req: m.MlflowSearchRuns, *, principal: Principal) -> dict[str, Any]:
         if len(req.experiment_ids) != 1:
             raise InvalidInput(
                 "search the runs of one experiment at a time (experiment_ids holds "
@@ -265,7 +273,7 @@ class MlflowService:
         return answer
 
     def search_logged_models(
-        self, req: m.SearchLoggedModels, *, principal: Principal
+        self, req: m.MlflowSearchLoggedModels, *, principal: Principal
     ) -> dict[str, Any]:
         """MLflow 3's logged models of these experiments. Models logged through this API
         are not kept as MLflow logged models yet, so there are none; MLflow's client asks
@@ -384,7 +392,7 @@ def _project_name(name: str) -> str:
     return name
 
 
-def _run_id(req: m.RunRef) -> str:
+def _run_id(req: m.MlflowRunRef) -> str:
     return _either(req.run_id, req.run_uuid)
 
 
@@ -404,7 +412,7 @@ def _exact(run_id: str) -> str:
     return run_id
 
 
-def _pairs(pairs: list[m.KeyValue], what: str) -> dict[str, str]:
+def _pairs(pairs: list[m.MlflowKeyValue], what: str) -> dict[str, str]:
     found: dict[str, str] = {}
     for pair in pairs:
         ts.check_key(pair.key)
