@@ -299,7 +299,8 @@ class Dispatcher:
             new = ready - set(self._queued) - set(self._active)
             rows = [fresh[i] for i in new & set(fresh)] + self.store.jobs(new - set(fresh))
         else:
-            rows = [row for i, row in fresh.items() if i not in self._queued]
+            # One a round already read from the database may be queued or running.
+            rows = [r for i, r in fresh.items() if i not in self._queued and i not in self._active]
         for row in rows:
             request = request_of(row, row.project)
             why = self.scheduler.unplaceable(request)

@@ -207,15 +207,16 @@ class LocalExecutor:
 
     def _kill(self, worker: _Worker, reason: str) -> None:
         """SIGKILL the whole group, recording the reason and, in the wrapper's place
-        (it dies too), the code 137 unless the wrapper wrote a real one first."""
+        (it dies too), the code 137 unless the wrapper wrote a real one first. Both are
+        written before the kill: a poll that finds the group dead finds them."""
         if not _procs.is_alive(worker.pid, worker.start):
             return
         _write_atomic(worker.sibling(".reason"), reason)
-        _signal_group(worker.pid, signal.SIGKILL)
         with contextlib.suppress(FileExistsError):
             fd = os.open(worker.exit_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as f:
                 f.write(str(_KILLED))
+        _signal_group(worker.pid, signal.SIGKILL)
         log.info("worker %d %s", worker.pid, reason)
         self._reap(worker.pid)
 
