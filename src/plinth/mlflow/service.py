@@ -25,7 +25,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from plinth.core.access import Need, Principal
-from plinth.core.names import is_project_name
+from plinth.core.names import check_project_name, is_project_name
 from plinth.core.platform import Platform
 from plinth.core.projects import projects
 from plinth.errors import Conflict, InvalidInput, NotFound
@@ -73,7 +73,7 @@ class MlflowService:
     def create_experiment(
         self, req: m.MlflowCreateExperiment, *, principal: Principal
     ) -> dict[str, Any]:
-        name = _project_name(req.name)
+        name = check_project_name(req.name)  # an experiment's name is its project's
         if req.artifact_location:
             raise InvalidInput(
                 "artifact_location is not taken: Plinth stores every experiment's artifacts "
@@ -267,7 +267,8 @@ class MlflowService:
             page_token=req.page_token,
         )
         page = self.tracking.search_runs(query, principal=principal)
-        answer: dict[str, Any] = {"runs": [self._run(r) for r in page.runs]}
+        experiment_id = self._experiment_id(project)  # one for the page, not one per run
+        answer: dict[str, Any] = {"runs": [self._run(r, experiment_id) for r in page.runs]}
         if page.next_page_token:
             answer["next_page_token"] = page.next_page_token
         return answer
@@ -330,9 +331,9 @@ class MlflowService:
             ts.check_artifact_path(name)
         return run.id, name
 
-    def _run(self, run: ts.Run) -> dict[str, Any]:
+    def _run(self, run: ts.Run, experiment_id: str | None = None) -> dict[str, Any]:
         """A Plinth run in MLflow's shape (``Run``: ``info``, ``data``, ``inputs``)."""
-        experiment_id = self._experiment_id(run.project)
+        experiment_id = experiment_id or self._experiment_id(run.project)
         tags = {"mlflow.runName": run.name, **run.tags}
         info: dict[str, Any] = {
             "run_id": run.id,
@@ -381,15 +382,6 @@ def _experiment(row: Any) -> dict[str, Any]:
         "last_update_time": created,
         "tags": [],
     }
-
-
-def _project_name(name: str) -> str:
-    if not is_project_name(name):
-        raise InvalidInput(
-            f"experiment name {name!r} is not a Plinth project name: 1-200 letters, digits "
-            "and '_.-', starting with a letter or digit"
-        )
-    return name
 
 
 def _run_id(req: m.MlflowRunRef) -> str:
