@@ -106,6 +106,13 @@ REPLACED = {
 # Registering the same files again answers the version they made: only the first
 # accepted description (or tag) is kept.
 FIRST_KEPT = {f"POST {_MODELS}/versions"}
+# Read back through MLflow's API only (tests/mlflow_api reads each back there): a model
+# MLflow code makes by name before any version is in no project yet (Plinth's API shows
+# it from its first version on), and a run's dataset inputs wait for Plinth's datasets.
+MLFLOW_READS_ONLY = {
+    "POST /mlflow/api/2.0/mlflow/registered-models/create",
+    "POST /mlflow/api/2.0/mlflow/runs/log-inputs",
+}
 
 
 # -- what the app takes: its routes and their schemas -----------------------------------
@@ -340,7 +347,7 @@ def request_for(route: APIRoute, scene: Scene, field: Field | None, value: str) 
         required = param.field_info.is_required()
         text = given("query", param.alias, scene.value_for(param.alias) if required else None)
         if text is not None:
-            query.append(f"{_in_url(param.alias)}={_in_url(text)}")
+            query.append(f"{_in_url(param.alias)}={_in_url(str(text))}")
     headers: dict[str, Any] = {}
     for param in parameters(route, "header"):
         text = given("header", param.alias, None)
@@ -558,7 +565,9 @@ def test_every_string_field_takes_any_text_or_refuses_it(world: World, route: st
             value, problem = world.send(field, scene, label, text)
             problems += [problem] if problem else []
             accepted += [(label, value)] if value else []
-        if route in REPLACED:
+        if route in MLFLOW_READS_ONLY:
+            accepted = []
+        elif route in REPLACED:
             accepted = accepted[-1:]
         elif route in FIRST_KEPT:
             accepted = accepted[:1]

@@ -43,7 +43,10 @@ def test_every_route_declares_exactly_one_permission(tmp_path: Path) -> None:
     how_one_gets_in = {"/login", "/logout", "/api/v1/runs/search"}  # public by design
     mlflow = "/mlflow/api/2.0/mlflow"  # MLflow's searches are POSTs that only read
     how_one_gets_in |= {f"{mlflow}/{noun}/search" for noun in ("experiments", "runs")}
-    how_one_gets_in.add(f"{mlflow}/logged-models/search")
+    how_one_gets_in |= {
+        f"{mlflow}/logged-models/search",
+        f"{mlflow}/registered-models/get-latest-versions",
+    }
     for (method, path), permission in declared.items():
         if method in {"POST", "PUT", "PATCH", "DELETE"} and path not in how_one_gets_in:
             assert permission not in reads, (method, path)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -51,6 +52,7 @@ class World:
     run: str
     digest: str
     job: str = ""  # a queued job of project A (the matrix dispatches nothing)
+    logged_model: str = ""  # an MLflow logged model of project A's run
     users: dict[str, Client] = field(default_factory=dict)  # role → the role's user
     callers: dict[str, Client] = field(default_factory=dict)  # role → how it calls
 
@@ -117,6 +119,14 @@ REQUESTS: dict[tuple[str, str], tuple[str, Make]] = {
     ("POST", "/api/v1/runs/{run_id}/resume"): (
         "project",
         lambda w, r: ("POST", f"/api/v1/runs/{w.fresh_run()}/resume", {}),
+    ),
+    ("DELETE", "/api/v1/runs/{run_id}"): (
+        "project",
+        lambda w, r: ("DELETE", f"/api/v1/runs/{w.fresh_run()}", {}),
+    ),
+    ("POST", "/api/v1/runs/{run_id}/restore"): (
+        "project",
+        lambda w, r: ("POST", f"/api/v1/runs/{w.fresh_run()}/restore", {}),
     ),
     ("POST", "/api/v1/runs/{run_id}/heartbeat"): (
         "project",
@@ -269,6 +279,210 @@ REQUESTS: dict[tuple[str, str], tuple[str, Make]] = {
             "POST",
             f"{MLFLOW}/logged-models/search",
             {"json": {"experiment_ids": [_a(w)]}},
+        ),
+    ),
+    ("POST", f"{MLFLOW}/runs/delete"): (
+        "project",
+        lambda w, r: ("POST", f"{MLFLOW}/runs/delete", {"json": {"run_id": w.fresh_run()}}),
+    ),
+    ("POST", f"{MLFLOW}/runs/restore"): (
+        "project",
+        lambda w, r: ("POST", f"{MLFLOW}/runs/restore", {"json": {"run_id": w.fresh_run()}}),
+    ),
+    ("POST", f"{MLFLOW}/runs/log-inputs"): (
+        "project",
+        lambda w, r: (
+            "POST",
+            f"{MLFLOW}/runs/log-inputs",
+            {"json": {"run_id": w.run, "datasets": [{"dataset": {"name": r, "digest": "d"}}]}},
+        ),
+    ),
+    ("POST", f"{MLFLOW}/runs/delete-tag"): (
+        "project",
+        lambda w, r: (
+            "POST",
+            f"{MLFLOW}/runs/delete-tag",
+            {"json": {"run_id": w.run, "key": _spare_run_tag(w)}},
+        ),
+    ),
+    ("POST", f"{MLFLOW}/logged-models"): (
+        "project",
+        lambda w, r: (
+            "POST",
+            f"{MLFLOW}/logged-models",
+            {"json": {"experiment_id": _a(w), "source_run_id": w.fresh_run(), "name": r}},
+        ),
+    ),
+    ("GET", f"{MLFLOW}/logged-models/{{model_id}}"): (
+        "project",
+        lambda w, r: ("GET", f"{MLFLOW}/logged-models/{_logged_model(w)}", {}),
+    ),
+    ("PATCH", f"{MLFLOW}/logged-models/{{model_id}}"): (
+        "project",
+        lambda w, r: (
+            "PATCH",
+            f"{MLFLOW}/logged-models/{_logged_model(w)}",
+            {"json": {"status": "LOGGED_MODEL_READY"}},
+        ),
+    ),
+    ("PATCH", f"{MLFLOW}/logged-models/{{model_id}}/tags"): (
+        "project",
+        lambda w, r: (
+            "PATCH",
+            f"{MLFLOW}/logged-models/{_logged_model(w)}/tags",
+            {"json": {"tags": [{"key": "t", "value": r}]}},
+        ),
+    ),
+    ("DELETE", f"{MLFLOW}/logged-models/{{model_id}}/tags/{{tag_key}}"): (
+        "project",
+        lambda w, r: ("DELETE", _spare_logged_tag(w), {}),
+    ),
+    ("POST", f"{MLFLOW}/logged-models/{{model_id}}/params"): (
+        "project",
+        lambda w, r: (
+            "POST",
+            f"{MLFLOW}/logged-models/{_logged_model(w)}/params",
+            {"json": {"params": [{"key": _unique("p"), "value": r}]}},
+        ),
+    ),
+    ("POST", f"{MLFLOW}/runs/outputs"): (
+        "project",
+        lambda w, r: (
+            "POST",
+            f"{MLFLOW}/runs/outputs",
+            {"json": {"run_id": w.run, "models": [{"model_id": _logged_model(w)}]}},
+        ),
+    ),
+    ("POST", f"{MLFLOW}/registered-models/create"): (
+        "own",  # a name waiting for its first version, in no project yet
+        lambda w, r: (
+            "POST",
+            f"{MLFLOW}/registered-models/create",
+            {"json": {"name": _unique("pending")}},
+        ),
+    ),
+    ("DELETE", f"{MLFLOW}/registered-models/delete"): (
+        "own",  # the caller's own waiting name
+        lambda w, r: (
+            "DELETE",
+            f"{MLFLOW}/registered-models/delete",
+            {"json": {"name": _spare_pending(w, r)}},
+        ),
+    ),
+    ("GET", f"{MLFLOW}/registered-models/get"): (
+        "project",
+        lambda w, r: ("GET", f"{MLFLOW}/registered-models/get", {"params": {"name": "churn"}}),
+    ),
+    ("GET", f"{MLFLOW}/registered-models/search"): (
+        "own",  # the models one may read: none is no refusal
+        lambda w, r: ("GET", f"{MLFLOW}/registered-models/search", {}),
+    ),
+    ("PATCH", f"{MLFLOW}/registered-models/update"): (
+        "project",
+        lambda w, r: (
+            "PATCH",
+            f"{MLFLOW}/registered-models/update",
+            {"json": {"name": "churn", "description": r}},
+        ),
+    ),
+    ("POST", f"{MLFLOW}/registered-models/get-latest-versions"): (
+        "project",
+        lambda w, r: (
+            "POST",
+            f"{MLFLOW}/registered-models/get-latest-versions",
+            {"json": {"name": "churn"}},
+        ),
+    ),
+    ("POST", f"{MLFLOW}/registered-models/alias"): (
+        "project",
+        lambda w, r: (
+            "POST",
+            f"{MLFLOW}/registered-models/alias",
+            {"json": {"name": "churn", "alias": _unique("a"), "version": "1"}},
+        ),
+    ),
+    ("DELETE", f"{MLFLOW}/registered-models/alias"): (
+        "project",
+        lambda w, r: (
+            "DELETE",
+            f"{MLFLOW}/registered-models/alias",
+            {"json": {"name": "churn", "alias": _spare_alias(w)}},
+        ),
+    ),
+    ("GET", f"{MLFLOW}/registered-models/alias"): (
+        "project",
+        lambda w, r: (
+            "GET",
+            f"{MLFLOW}/registered-models/alias",
+            {"params": {"name": "churn", "alias": "champion"}},
+        ),
+    ),
+    ("POST", f"{MLFLOW}/model-versions/create"): (
+        "project",  # the files of version 1 again: the same version answers
+        lambda w, r: (
+            "POST",
+            f"{MLFLOW}/model-versions/create",
+            {"json": {"name": "churn", "source": f"runs:/{w.run}/model"}},
+        ),
+    ),
+    ("GET", f"{MLFLOW}/model-versions/get"): (
+        "project",
+        lambda w, r: (
+            "GET",
+            f"{MLFLOW}/model-versions/get",
+            {"params": {"name": "churn", "version": "1"}},
+        ),
+    ),
+    ("GET", f"{MLFLOW}/model-versions/get-download-uri"): (
+        "project",
+        lambda w, r: (
+            "GET",
+            f"{MLFLOW}/model-versions/get-download-uri",
+            {"params": {"name": "churn", "version": "1"}},
+        ),
+    ),
+    ("GET", f"{MLFLOW}/model-versions/search"): (
+        "own",  # the versions of the models one may read
+        lambda w, r: ("GET", f"{MLFLOW}/model-versions/search", {}),
+    ),
+    ("PATCH", f"{MLFLOW}/model-versions/update"): (
+        "project",
+        lambda w, r: (
+            "PATCH",
+            f"{MLFLOW}/model-versions/update",
+            {"json": {"name": "churn", "version": "1", "description": r}},
+        ),
+    ),
+    ("POST", f"{MLFLOW}/model-versions/transition-stage"): (
+        "project",  # to None: version 1 stays ready
+        lambda w, r: (
+            "POST",
+            f"{MLFLOW}/model-versions/transition-stage",
+            {"json": {"name": "churn", "version": "1", "stage": "None"}},
+        ),
+    ),
+    ("DELETE", f"{MLFLOW}/model-versions/delete"): (
+        "project",  # archives a spare version
+        lambda w, r: (
+            "DELETE",
+            f"{MLFLOW}/model-versions/delete",
+            {"json": {"name": "churn", "version": str(_spare_version(w))}},
+        ),
+    ),
+    ("POST", f"{MLFLOW}/model-versions/set-tag"): (
+        "project",
+        lambda w, r: (
+            "POST",
+            f"{MLFLOW}/model-versions/set-tag",
+            {"json": {"name": "churn", "version": "1", "key": "t", "value": r}},
+        ),
+    ),
+    ("DELETE", f"{MLFLOW}/model-versions/delete-tag"): (
+        "project",
+        lambda w, r: (
+            "DELETE",
+            f"{MLFLOW}/model-versions/delete-tag",
+            {"json": {"name": "churn", "version": "1", "key": _spare_tag(w)}},
         ),
     ),
     ("PUT", f"{MLFLOW_ARTIFACTS}/{{artifact:path}}"): (
@@ -585,6 +799,43 @@ def _spare_alias(w: World) -> str:
     alias = _unique("spare")
     w.root.set_model_alias("team-a", "churn", alias, 1)
     return alias
+
+
+def _spare_run_tag(w: World) -> str:
+    key = _unique("spare")
+    w.root.log_batch(w.run, tags={key: "v"})
+    return key
+
+
+def _logged_model(w: World) -> str:
+    """A logged model of project A's run, made once by root."""
+    if not w.logged_model:
+        body = {"experiment_id": _a(w), "source_run_id": w.run, "name": "m"}
+        made = raw_http(w.root).post(f"{MLFLOW}/logged-models", json=body)
+        w.logged_model = made.json()["model"]["info"]["model_id"]
+    return w.logged_model
+
+
+def _spare_logged_tag(w: World) -> str:
+    key = _unique("spare")
+    tags = {"tags": [{"key": key, "value": "v"}]}
+    raw_http(w.root).patch(f"{MLFLOW}/logged-models/{_logged_model(w)}/tags", json=tags)
+    return f"{MLFLOW}/logged-models/{_logged_model(w)}/tags/{key}"
+
+
+def _spare_pending(w: World, role: str) -> str:
+    """A registered model the role's user made by name, waiting for a version."""
+    name = _unique("pending")
+    raw_http(w.users[role]).post(f"{MLFLOW}/registered-models/create", json={"name": name})
+    return name
+
+
+def _spare_version(w: World) -> int:
+    """A new version of churn (new files of project A's run), to be archived."""
+    path = _unique("spare")
+    with tempfile.TemporaryDirectory() as where:
+        w.root.log_artifacts(w.run, model_files(Path(where), path.encode()), path)
+    return w.root.register_model(w.run, path, "churn").version
 
 
 def _spare_secret(w: World) -> str:

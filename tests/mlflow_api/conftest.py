@@ -4,6 +4,7 @@ first use under ``.venv/peers`` and reused after; made once even with parallel w
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -11,14 +12,23 @@ from pathlib import Path
 
 import pytest
 
-# MLflow's client, and what its SQLite store needs (for the stores imports are tested on)
-MLFLOW = ("mlflow-skinny==3.17.2", "sqlalchemy>=2,<3", "alembic")
+# MLflow's client, what its SQLite store needs (for the stores imports are tested on), and
+# what mlflow.sklearn.log_model(serialization_format="skops") needs
+MLFLOW = (
+    "mlflow-skinny==3.17.2",
+    "sqlalchemy>=2,<3",
+    "alembic",
+    "scikit-learn",
+    "skops",
+    "pandas",
+)
 REPO = Path(__file__).resolve().parents[2]
 
 
 def mlflow_venv() -> Path:
     """The python of a virtualenv holding ``MLFLOW``."""
-    venv = REPO / ".venv" / "peers" / MLFLOW[0].replace("==", "-")
+    wanted = hashlib.sha256(" ".join(MLFLOW).encode()).hexdigest()[:8]
+    venv = REPO / ".venv" / "peers" / f"{MLFLOW[0].replace('==', '-')}-{wanted}"
     python = venv / "bin" / "python"
     venv.parent.mkdir(parents=True, exist_ok=True)
     with open(venv.parent / ".lock", "w") as lock:

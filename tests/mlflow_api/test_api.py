@@ -5,12 +5,14 @@ milliseconds, and everything landing where Plinth's own SDK reads it."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from plinth.client import Client
+from plinth.errors import Conflict
 from tests.conftest import raw_http
 
 API = "/mlflow/api/2.0/mlflow"
@@ -33,6 +35,19 @@ def refused(http: httpx.Client, method: str, path: str, code: str, **kwargs: Any
     body = answer.json()
     assert set(body) == {"error_code", "message"} and body["error_code"] == code, body
     return str(body["message"])
+
+
+def got_experiment(http: httpx.Client, run_id: str) -> str:
+    return str(
+        call(http, "GET", "runs/get", params={"run_id": run_id})["run"]["info"]["experiment_id"]
+    )
+
+
+def start(http: httpx.Client, project: str) -> tuple[str, str]:
+    """A new experiment (the project) and a run in it: their ids."""
+    experiment = call(http, "POST", "experiments/create", json={"name": project})
+    run = call(http, "POST", "runs/create", json={"experiment_id": experiment["experiment_id"]})
+    return experiment["experiment_id"], run["run"]["info"]["run_id"]
 
 
 def test_an_experiment_is_a_project(client: Client, http: httpx.Client, project: str) -> None:
@@ -295,3 +310,101 @@ def test_bad_run_requests_are_refused_and_change_nothing(
     assert client.get_run(run.id) == before
     assert http.get(f"{API}/runs/nope").json()["error_code"] == "ENDPOINT_NOT_FOUND"
     assert http.put(f"{API}/runs/create").json()["error_code"] == "ENDPOINT_NOT_FOUND"
+
+
+def test_a_finished_runs_tag_is_set_and_deleted_and_audited(
+    client: Client, http: httpx.Client, project: str, tmp_path: Path
+) -> None:
+    _, run_id = start(http, project)
+    ended = call(http, "POST", "runs/update", json={"run_id": run_id, "status": "FINISHED"})
+    # As in MLflow, a finished run still takes tags (and stays as it ended).
+    call(http, "POST", "runs/set-tag", json={"run_id": run_id, "key": "stage", "value": "dev"})
+    assert client.get_run(run_id).tags["stage"] == "dev"
+    call(http, "POST", "runs/delete-tag", json={"run_id": run_id, "key": "stage"})
+    # and artifacts (MlflowClient().log_artifact(run_id, …) after the end), through
+    # MLflow's API; Plinth's own SDK keeps an ended run's artifacts final
+    experiment_id = got_experiment(http, run_id)
+    where = f"/mlflow/api/2.0/mlflow-artifacts/artifacts/{experiment_id}/{run_id}/artifacts"
+    assert http.put(f"{where}/eval.txt", content=b"late").status_code == 200
+    assert [a.path for a in client.list_artifacts(run_id)] == ["eval.txt"]
+    late = tmp_path / "sdk.txt"
+    late.write_text("refused")
+    with pytest.raises(Conflict):
+        client.log_artifact(run_id, late)
+    run = client.get_run(run_id)
+    assert "stage" not in run.tags and run.status == "finished"
+    assert round(run.end_time * 1000) == ended["run_info"]["end_time"]  # as it ended
+    refused(
+        http,
+        "POST",
+        "runs/delete-tag",
+        "RESOURCE_DOES_NOT_EXIST",
+        json={"run_id": run_id, "key": "stage"},
+    )
+    untagged = [e for e in client.audit_events(project=project) if e.action == "runs.untag"]
+    assert sorted(e.outcome for e in untagged) == ["ok", "refused"]
+    assert [e.details for e in untagged if e.outcome == "ok"] == [{"key": "stage", "value": "dev"}]
+
+
+def test_a_deleted_run_is_searched_by_mlflows_view_type(
+    client: Client, http: httpx.Client, project: str
+) -> None:
+    experiment_id = call(http, "POST", "experiments/create", json={"name": project})[
+        "experiment_id"
+    ]
+    runs = [
+        call(http, "POST", "runs/create", json={"experiment_id": experiment_id, "run_name": n})[
+            "run"
+        ]["info"]["run_id"]
+        for n in ("kept", "gone")
+    ]
+    call(http, "POST", "runs/delete", json={"run_id": runs[1]})
+    got = call(http, "GET", "runs/get", params={"run_id": runs[1]})["run"]["info"]
+    assert got["lifecycle_stage"] == "deleted"
+    assert client.get_run(runs[1]).deleted_at is not None
+
+    def names(view: str | int | None) -> list[str]:
+        body: dict[str, Any] = {"experiment_ids": [experiment_id], "order_by": ["run_name"]}
+        if view is not None:
+            body["run_view_type"] = view
+        return [r["info"]["run_name"] for r in call(http, "POST", "runs/search", json=body)["runs"]]
+
+    assert names(None) == names("ACTIVE_ONLY") == ["kept"]
+    assert names("DELETED_ONLY") == names(2) == ["gone"]
+    assert names("ALL") == ["gone", "kept"]
+    refused(
+        http,
+        "POST",
+        "runs/search",
+        "INVALID_PARAMETER_VALUE",
+        json={"experiment_ids": [experiment_id], "run_view_type": "SOME"},
+    )
+    call(http, "POST", "runs/restore", json={"run_id": runs[1]})
+    assert names(None) == ["gone", "kept"]
+
+
+def test_a_runs_dataset_inputs_are_kept_once_as_mlflow_described_them(
+    client: Client, http: httpx.Client, project: str
+) -> None:
+    _, run_id = start(http, project)
+    dataset = {
+        "name": "train",
+        "digest": "abc123",
+        "source_type": "local",
+        "source": '{"uri": "/data/train.csv"}',
+        "schema": '{"mlflow_colspec": []}',
+    }
+    given = {"tags": [{"key": "mlflow.data.context", "value": "training"}], "dataset": dataset}
+    for _ in range(2):  # the same dataset again: no change
+        call(http, "POST", "runs/log-inputs", json={"run_id": run_id, "datasets": [given]})
+    got = call(http, "GET", "runs/get", params={"run_id": run_id})["run"]["inputs"]
+    assert got == {"dataset_inputs": [given]}
+    logged = [e for e in client.audit_events(project=project) if e.action == "runs.inputs"]
+    assert [e.details for e in logged] == [{"datasets": ["train@abc123"]}]
+    refused(
+        http,
+        "POST",
+        "runs/log-inputs",
+        "INVALID_PARAMETER_VALUE",
+        json={"run_id": run_id, "datasets": [{"dataset": {"name": "x"}}]},
+    )

@@ -4,6 +4,7 @@ nothing, and an import cut short completes when run again."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -16,9 +17,11 @@ from typing import Any
 import pytest
 
 from plinth.client import Client
+from plinth.governance.identity import init_admin
 from plinth.mlflow.importer import Importer, SqlStore, batch_id, project_name
 from plinth.tracking.client import to_series
 from tests.conftest import make_settings
+from tests.processes import Processes
 
 pytestmark = pytest.mark.slow
 PLINTH = Path(sys.executable).parent / "plinth"
@@ -63,6 +66,47 @@ MAKE_STORE = textwrap.dedent(
     client.log_metric(still.info.run_id, "acc", 0.25)
     client.create_experiment("empty")
 
+    # models: two versions of an sklearn model saved with skops (an alias on the second),
+    # and a pickled one registered as it is logged
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+
+    X = np.array([[0.0, 1.0], [1.0, 0.0], [0.5, 0.4], [0.9, 0.1]])
+    mlflow.set_experiment("models")
+    logged = {}
+    with mlflow.start_run(run_name="fit") as fit:
+        for c in (1.0, 0.5):
+            fitted = LogisticRegression(C=c).fit(X, [0, 1, 0, 1])
+            info = mlflow.sklearn.log_model(fitted, name="model", serialization_format="skops")
+            logged[info.model_id] = mlflow.register_model(info.model_uri, "churn-model").version
+        info = mlflow.sklearn.log_model(
+            fitted, name="pickled", serialization_format="cloudpickle",
+            registered_model_name="churn-pickled",
+        )
+        logged[info.model_id] = "1"
+    client.set_registered_model_alias("churn-model", "champion", "2")
+
+    def files_of(root):
+        root = root.removeprefix("file://")
+        found = {}
+        for folder, _, names in os.walk(root):
+            for name in names:
+                with open(os.path.join(folder, name), "rb") as f:
+                    found[os.path.relpath(os.path.join(folder, name), root)] = (
+                        hashlib.sha256(f.read()).hexdigest()
+                    )
+        return found
+
+    models = {
+        model_id: files_of(mlflow.get_logged_model(model_id).artifact_location)
+        for model_id in logged
+    }
+    versions = [
+        [v.name, v.version, v.run_id, v.source]
+        for name in ("churn-model", "churn-pickled")
+        for v in client.search_model_versions(f"name='{name}'")
+    ]
+
     truth = {}
     for experiment in client.search_experiments():
         for run in client.search_runs([experiment.experiment_id]):
@@ -71,14 +115,7 @@ MAKE_STORE = textwrap.dedent(
                 key: [(m.step, m.timestamp, m.value) for m in history(key)]
                 for key in run.data.metrics
             }
-            artifacts = {}
-            root = run.info.artifact_uri
-            for folder, _, names in os.walk(root):
-                for name in names:
-                    with open(os.path.join(folder, name), "rb") as f:
-                        artifacts[os.path.relpath(os.path.join(folder, name), root)] = (
-                            hashlib.sha256(f.read()).hexdigest()
-                        )
+            artifacts = files_of(run.info.artifact_uri)
             truth[run.info.run_id] = {
                 "experiment": experiment.name,
                 "name": run.info.run_name,
@@ -90,7 +127,10 @@ MAKE_STORE = textwrap.dedent(
                 "histories": histories,
                 "artifacts": artifacts,
             }
-    print(json.dumps({"runs": truth, "deleted": gone.info.run_id}))
+    print(json.dumps({
+        "runs": truth, "deleted": gone.info.run_id, "fit": fit.info.run_id,
+        "models": models, "versions": versions,
+    }))
     """
 )
 
@@ -121,13 +161,14 @@ def import_cli(home: Path, store: Path, *extra: str) -> subprocess.CompletedProc
 def test_an_mlflow_store_moves_over_whole_and_once(tmp_path: Path, mlflow_python: Path) -> None:
     truth = make_store(mlflow_python, tmp_path / "store")
     runs = truth["runs"]
-    assert len(runs) == 4 and truth["deleted"] not in runs
+    assert len(runs) == 5 and truth["deleted"] not in runs
     home = tmp_path / "home"
 
     done = import_cli(home, tmp_path / "store", "--report", str(tmp_path / "report.json"))
     assert done.returncode == 0, done.stderr
     report = json.loads((tmp_path / "report.json").read_text())
-    assert (report["experiments"], report["runs"], report["already"]) == (4, 4, 0)
+    assert (report["experiments"], report["runs"], report["already"]) == (5, 5, 0)
+    assert (report["models"], report["versions"], report["aliases"]) == (3, 3, 1)
     assert report["projects"]["/Users/ann/odd name"] == "Users-ann-odd-name"
     skipped = dict(map(tuple, report["skipped"]))
     assert skipped[f"run {truth['deleted']}"] == "deleted in MLflow"
@@ -155,14 +196,36 @@ def test_an_mlflow_store_moves_over_whole_and_once(tmp_path: Path, mlflow_python
                     assert (step, stamp) == (s, t / 1000)
                     assert (math.isnan(value) and math.isnan(v)) or value == v
             stored = {a.path: a.digest for a in plinth.list_artifacts(run_id)}
+            if run_id == truth["fit"]:  # its logged models' files are its artifacts too
+                for model_id, files in truth["models"].items():
+                    want["artifacts"] |= {f"models/{model_id}/{p}": d for p, d in files.items()}
             assert stored == want["artifacts"]
+        # Every model version, from the same files, with its alias; the pickled one flagged.
+        for name, number, run_id, source in truth["versions"]:
+            version = plinth.get_model_version("models", name, number)
+            model_id = source.removeprefix("models:/")
+            assert (version.run_id, version.artifact_path) == (run_id, f"models/{model_id}")
+            where = tmp_path / "versions" / f"{name}-{number}"
+            plinth.download_model(f"models:/models/{name}/{number}", where)
+            files = {
+                str(f.relative_to(where)): hashlib.sha256(f.read_bytes()).hexdigest()
+                for f in where.rglob("*")
+                if f.is_file()
+            }
+            assert files == truth["models"][model_id]
+            pickled = name == "churn-pickled"
+            assert (version.flavor, version.needs_pickle) == (
+                ("mlflow", True) if pickled else ("sklearn", False)
+            )
+        assert plinth.get_model("models", "churn-model").aliases == {"champion": 2}
         before = [plinth.get_run(run_id) for run_id in runs]
 
     # Again: nothing new.
     again = import_cli(home, tmp_path / "store", "--report", str(tmp_path / "again.json"))
     assert again.returncode == 0, again.stderr
     report = json.loads((tmp_path / "again.json").read_text())
-    assert (report["runs"], report["already"], report["points"]) == (0, 4, 0)
+    assert (report["runs"], report["already"], report["points"]) == (0, 5, 0)
+    assert (report["versions"], report["versions_already"], report["aliases"]) == (0, 3, 0)
     with Client(settings=make_settings(home)) as plinth:
         assert [plinth.get_run(run_id) for run_id in runs] == before
         good = next(i for i, r in runs.items() if r["name"] == "good")
@@ -192,7 +255,7 @@ def test_an_import_cut_short_completes_when_run_again(tmp_path: Path, mlflow_pyt
         importer = Importer(plinth, store, None)
         report = importer.run(importer.plan())
     store.close()
-    assert (report.runs, report.already) == (3, 1)
+    assert (report.runs, report.already) == (4, 1)
     with Client(settings=make_settings(home)) as plinth:
         for run_id, want in truth["runs"].items():
             run = plinth.get_run(run_id)
@@ -217,3 +280,95 @@ def test_a_store_that_is_not_mlflows_is_refused(tmp_path: Path) -> None:
         assert done.returncode != 0
         assert "MLflow" in done.stderr + done.stdout
         assert "Traceback" not in done.stderr
+
+
+SERVER_STORE = textwrap.dedent(
+    """
+    import os, tempfile
+    import mlflow
+    import numpy as np
+    from mlflow import MlflowClient
+    from sklearn.linear_model import LogisticRegression
+
+    files = tempfile.mkdtemp()
+    os.makedirs(os.path.join(files, "sub"))
+    with open(os.path.join(files, "sub", "x.txt"), "w") as f:
+        f.write("x")
+    with open(os.path.join(files, "y.bin"), "wb") as f:
+        f.write(os.urandom(50_000))
+    mlflow.set_experiment("hist")
+    with mlflow.start_run(run_name="a"):
+        mlflow.log_params({"lr": 0.1})
+        for step in range(40):
+            mlflow.log_metric("loss", 1 / (step + 1), step=step)
+        mlflow.log_metric("odd", float("nan"))
+        mlflow.set_tag("team", "vision")
+        mlflow.log_artifacts(files)
+    with mlflow.start_run(run_name="gone") as gone:
+        mlflow.log_metric("loss", 1.0)
+    MlflowClient().delete_run(gone.info.run_id)
+    X = np.array([[0.0, 1.0], [1.0, 0.0], [0.5, 0.4], [0.9, 0.1]])
+    mlflow.set_experiment("reg")
+    with mlflow.start_run(run_name="fit"):
+        info = mlflow.sklearn.log_model(
+            LogisticRegression().fit(X, [0, 1, 0, 1]), name="model", serialization_format="skops"
+        )
+    version = mlflow.register_model(info.model_uri, "churn-model")
+    MlflowClient().set_registered_model_alias("churn-model", "champion", version.version)
+    """
+)
+
+
+def test_a_running_server_is_imported_through_its_api(
+    processes: Processes, tmp_path: Path, mlflow_python: Path
+) -> None:
+    """``--from http://…``: the same import over MLflow's REST API, artifacts downloaded
+    through its proxied artifact API (the source here is a Plinth server speaking
+    MLflow's API, with auth on: the token is MLflow's ``MLFLOW_TRACKING_TOKEN``)."""
+    from tests.mlflow_api.test_mlflow_client import mlflow_run
+
+    token = init_admin(make_settings(tmp_path / "source"), "root").token.token
+    source = processes.server(tmp_path / "source")
+    mlflow_run(mlflow_python, SERVER_STORE + "\nprint('{}')", source.url, token)
+    home = tmp_path / "home"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PLINTH_", "MLFLOW_"))}
+    command = [str(PLINTH), "import", "mlflow", "--from", f"{source.url}/mlflow"]
+    for attempt in ("first", "again"):
+        report = tmp_path / f"{attempt}.json"
+        done = subprocess.run(
+            [*command, "--report", str(report)],
+            env={**env, "PLINTH_HOME": str(home), "MLFLOW_TRACKING_TOKEN": token},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+    first = json.loads((tmp_path / "first.json").read_text())
+    again = json.loads((tmp_path / "again.json").read_text())
+    assert (first["runs"], first["versions"], first["aliases"]) == (2, 1, 1)
+    assert (again["runs"], again["already"], again["versions"], again["points"]) == (0, 2, 0, 0)
+    assert any(why == "deleted in MLflow" for _, why in first["skipped"])
+
+    settings = make_settings(tmp_path / "reader")
+    with (
+        Client(settings=settings.model_copy(update={"url": source.url, "token": token})) as was,
+        Client(settings=make_settings(home)) as now,
+    ):
+        for project in ("hist", "reg"):
+            for run in was.search_runs(project):
+                got = now.get_run(run.id)
+                assert (got.project, got.name, got.status) == (project, run.name, run.status)
+                assert (got.params, got.tags) == (run.params, run.tags)
+                for key in run.metrics:
+                    before = [(p.step, p.value) for p in was.metric_history(run.id, key)]
+                    after = [(p.step, p.value) for p in now.metric_history(run.id, key)]
+                    assert len(after) == len(before)
+                    assert all(
+                        a == b or (math.isnan(a[1]) and math.isnan(b[1]))
+                        for a, b in zip(after, before, strict=True)
+                    )
+                digests = lambda c, r=run.id: {a.path: a.digest for a in c.list_artifacts(r)}  # noqa: E731
+                assert digests(now) == digests(was)
+        version = now.get_model_version("reg", "churn-model", 1)
+        assert version.digest == was.get_model_version("reg", "churn-model", 1).digest
+        assert (version.flavor, version.aliases) == ("sklearn", ["champion"])

@@ -10,10 +10,12 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from plinth.client import Client
 from plinth.governance.identity import init_admin
+from plinth.registry.flavors import load_model
 from tests.conftest import make_settings
 from tests.processes import Processes
 
@@ -35,6 +37,49 @@ SCRIPT = textwrap.dedent(
     with open(os.path.join(files, "plots", "deep", "b.txt"), "w") as f:
         f.write("b")
 
+    def models(client):
+        # log an sklearn model with skops and one with cloudpickle, register both, set
+        # an alias, and load the model back by it
+        import numpy as np
+        from sklearn.linear_model import LogisticRegression
+
+        X = np.array([[0.0, 1.0], [1.0, 0.0], [0.5, 0.4], [0.9, 0.1]])
+        clf = LogisticRegression().fit(X, [0, 1, 0, 1])
+        mlflow.set_experiment("churn-models")
+        with mlflow.start_run(run_name="fit") as fit:
+            mlflow.log_input(mlflow.data.from_numpy(X, name="train"), context="training")
+            logged = mlflow.sklearn.log_model(
+                clf, name="model", serialization_format="skops", input_example=X[:2]
+            )
+            mlflow.sklearn.log_model(
+                clf,
+                name="pickled",
+                serialization_format="cloudpickle",
+                registered_model_name="churn-pickled",
+            )
+        version = mlflow.register_model(logged.model_uri, "churn-model")
+        client.set_registered_model_alias("churn-model", "champion", version.version)
+        loaded = mlflow.sklearn.load_model("models:/churn-model@champion")
+        by_run = mlflow.pyfunc.load_model(f"runs:/{fit.info.run_id}/model")
+        where = mlflow.artifacts.download_artifacts(
+            "models:/churn-model@champion", dst_path=tempfile.mkdtemp()
+        )
+        [read] = client.get_run(fit.info.run_id).inputs.dataset_inputs
+        return {
+            "input": [read.dataset.name, read.dataset.source_type, read.tags[0].value],
+            "model_id": logged.model_id,
+            "fit_run": fit.info.run_id,
+            "version": version.version,
+            "predicted": loaded.predict(X).tolist(),
+            "by_run": by_run.predict(X).tolist(),
+            "model_files": sorted(os.listdir(where)),
+            "champion": client.get_model_version_by_alias("churn-model", "champion").version,
+            "versions": [
+                (v.name, v.version, v.run_id)
+                for v in client.search_model_versions("name='churn-model'")
+            ],
+        }
+
     mlflow.set_experiment("churn")
     with mlflow.start_run(run_name="first") as run:
         mlflow.log_artifact(os.path.join(files, "notes.txt"))
@@ -55,6 +100,14 @@ SCRIPT = textwrap.dedent(
         mlflow.log_param("lr", 0.2)
         mlflow.log_metric("acc", 0.5)
     client = MlflowClient()
+    client.set_tag(run.info.run_id, "scratch", "x")
+    client.delete_tag(run.info.run_id, "scratch")
+    with mlflow.start_run(run_name="third") as third:
+        mlflow.log_metric("acc", 0.99)
+    client.delete_run(third.info.run_id)
+    deleted = mlflow.search_runs(
+        experiment_names=["churn"], run_view_type=2, output_format="list"
+    )
     got = client.get_run(run.info.run_id)
     found = mlflow.search_runs(
         experiment_names=["churn"],
@@ -99,6 +152,9 @@ SCRIPT = textwrap.dedent(
         "ordered": [r.info.run_name for r in ordered],
         "by_name": [r.info.run_name for r in by_name],
         "experiment": mlflow.get_experiment_by_name("churn").experiment_id,
+        "deleted": [r.info.run_name for r in deleted],
+        "third": client.get_run(third.info.run_id).info.lifecycle_stage,
+        **models(client),
     }))
     """
 )
@@ -173,6 +229,7 @@ def test_mlflow_code_logs_to_plinth_unchanged(
         assert seen["ordered"] == ["second", "first"]
         assert seen["by_name"] == ["second"]
         assert seen["experiment"] == seen["experiment_id"]
+        assert seen["deleted"] == ["third"] and seen["third"] == "deleted"
 
         assert seen["root"] == [["notes.txt", False, 5], ["plots", True, None]]
         assert seen["plots"] == [["plots/a.bin", False, 1_024_000], ["plots/deep", True, None]]
@@ -186,6 +243,7 @@ def test_mlflow_code_logs_to_plinth_unchanged(
         history = root.metric_history(run.id, "loss")
         assert [(p.step, p.value) for p in history] == [(s, 1.0 / (s + 1)) for s in range(5)]
         assert sorted(r.name for r in root.search_runs("churn")) == ["first", "second"]
+        assert [r.name for r in root.search_runs("churn", lifecycle="deleted")] == ["third"]
         stored = {a.path: a.digest for a in root.list_artifacts(run.id)}
         assert sorted(stored) == ["notes.txt", "plots/a.bin", "plots/deep/b.txt"]
         assert seen["downloaded"] == {
@@ -196,6 +254,32 @@ def test_mlflow_code_logs_to_plinth_unchanged(
         assert project.id == seen["experiment_id"]
         actions = {e.action for e in root.audit_events(actor="root")}
         assert {"projects.create", "runs.create", "runs.end"} <= actions
+
+        # The models MLflow logged and registered are Plinth model versions: the skops
+        # one in Plinth's safe sklearn flavor (its own loader answers as MLflow's did),
+        # the pickled one kept and flagged, never loaded by the server.
+        assert seen["input"] == ["train", "code", "training"]  # mlflow.log_input, read back
+        assert seen["predicted"] == seen["by_run"] == [0, 1, 0, 1]
+        assert seen["version"] == "1" and seen["champion"] == "1"
+        assert seen["versions"] == [["churn-model", "1", seen["fit_run"]]]
+        assert {"MLmodel", "model.skops"} <= set(seen["model_files"])
+        version = root.get_model_version("churn-models", "churn-model", 1)
+        assert (version.flavor, version.needs_pickle, version.aliases) == (
+            "sklearn",
+            False,
+            ["champion"],
+        )
+        assert (version.run_id, version.artifact_path) == (
+            seen["fit_run"],
+            f"models/{seen['model_id']}",
+        )
+        root.download_model("models:/churn-models/churn-model@champion", tmp_path / "model")
+        features = np.array([[0.0, 1.0], [1.0, 0.0], [0.5, 0.4], [0.9, 0.1]])
+        assert load_model(tmp_path / "model").predict(features).tolist() == seen["predicted"]
+        pickled = root.get_model_version("churn-models", "churn-pickled", 1)
+        assert (pickled.flavor, pickled.needs_pickle) == ("mlflow", True)
+        stored = {a.path for a in root.list_artifacts(seen["fit_run"])}
+        assert f"models/{seen['model_id']}/model.skops" in stored
 
         # Plinth's roles hold for MLflow's client: a viewer reads and cannot log; an
         # outsider sees neither the experiment nor the run.

@@ -493,3 +493,29 @@ def test_onnx_saves_from_a_path_and_reads_the_signature_from_the_graph(tmp_path:
     source.write_bytes(source.read_bytes()[:100])
     with pytest.raises(InvalidInput, match="not a valid ONNX model"):
         save_model(source, tmp_path / "truncated")
+
+
+def test_an_mlflow_models_mlmodel_is_read_as_data() -> None:
+    """MLflow's ``MLmodel`` (YAML): skops sklearn is Plinth's safe sklearn flavor with
+    MLflow's trusted types; anything else needs pickle; junk is refused, never built."""
+    from plinth.registry.flavors.meta import meta_from_mlflow
+
+    skops = meta_from_mlflow(
+        b"flavors:\n  sklearn:\n    pickled_model: model.skops\n    serialization_format: skops\n"
+        b"    skops_trusted_types: [sklearn.tree._tree.Tree]\n"
+    )
+    assert (skops.flavor, skops.files, skops.unsafe_pickle) == ("sklearn", ["model.skops"], False)
+    assert skops.flavor_options == {"trusted_types": ["sklearn.tree._tree.Tree"]}
+    pickled = meta_from_mlflow(b"flavors:\n  sklearn: {pickled_model: model.pkl}\n")
+    assert (pickled.flavor, pickled.unsafe_pickle) == ("mlflow", True)
+    for junk in (
+        b"flavors: [unclosed",
+        b"just text",
+        b"flavors: {}",
+        b"\xff\xfe",
+        b"!!python/object/apply:os.system ['true']",  # a tag that builds objects: refused
+        b"flavors:\n  sklearn: {serialization_format: skops, pickled_model: model.skops,"
+        b" skops_trusted_types: 3}\n",
+    ):
+        with pytest.raises(InvalidInput):
+            meta_from_mlflow(junk)

@@ -180,3 +180,23 @@ def test_numpy_values_are_sent_as_plain_numbers(client: Client, project: str) ->
     assert client.get_run(run.id).params == {"lr": 0.5, "layers": 3}
     with pytest.raises(plinth.InvalidInput):
         client.search_runs(project, limit=0)
+
+
+def test_a_deleted_run_is_kept_out_of_searches_and_restorable(client: Client, project: str) -> None:
+    kept = client.create_run(project, "kept")
+    gone = client.create_run(project, "gone")
+    client.log_batch(gone.id, metrics=[{"key": "acc", "value": 0.9, "step": 0}])
+    deleted = client.delete_run(gone.id)
+    assert deleted.deleted_at is not None and deleted.metrics == {"acc": 0.9}
+    assert client.delete_run(gone.id).deleted_at == deleted.deleted_at  # again: no change
+    names = lambda **kw: [r.name for r in client.search_runs(project, order_by="name", **kw)]  # noqa: E731
+    assert names() == ["kept"]
+    assert names(lifecycle="deleted") == ["gone"]
+    assert names(lifecycle="all") == ["gone", "kept"]
+    assert names(filter="metrics.acc > 0.5") == []  # a filter never reaches a deleted run
+    assert client.get_run(gone.id).deleted_at == deleted.deleted_at  # still readable by id
+    assert client.restore_run(gone.id).deleted_at is None
+    assert names() == ["gone", "kept"]
+    actions = [e.action for e in client.audit_events(project=project) if e.object == gone.id]
+    assert actions.count("runs.delete") == 1 and actions.count("runs.restore") == 1
+    assert client.get_run(kept.id).deleted_at is None

@@ -194,3 +194,16 @@ def test_a_long_history_is_drawn_thinned_by_the_service_keeping_its_spike(
         for t in re.findall(r'<text class="tick"[^>]*text-anchor="end">([^<]*)<', page.text)
     ]
     assert max(ticks) >= 50  # the y axis reaches the spike: it was drawn
+
+
+def test_a_deleted_run_leaves_the_project_page_and_says_so_on_its_own(tmp_path: Path) -> None:
+    with Client(settings=make_settings(tmp_path / "home")) as client:
+        kept = client.create_run("tidy", name="kept")
+        gone = client.create_run("tidy", name="gone")
+        client.delete_run(gone.id)
+        http = raw_http(client)
+        assert _row_names(http.get("/projects/tidy").text) == ["kept"]
+        assert re.search(r'<td class="num">\s*1\s*</td>', http.get("/").text)  # one run
+        page = http.get(f"/runs/{gone.id}")
+        assert page.status_code == 200 and "status-deleted" in page.text
+        assert "status-deleted" not in http.get(f"/runs/{kept.id}").text

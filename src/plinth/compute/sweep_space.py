@@ -119,10 +119,8 @@ def _read(path: Path) -> Any:
             return json.loads(text)
         except json.JSONDecodeError as exc:
             raise InvalidInput(f"space file {path}: not valid JSON: {exc}") from exc
-    try:
-        import yaml  # PyYAML: installed with optuna, the sweeps extra
-    except ImportError as exc:
-        raise MissingDependency("PyYAML", "sweeps") from exc
+    import yaml
+
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:

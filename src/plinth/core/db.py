@@ -161,6 +161,12 @@ class PostgresDialect(Dialect):
                 conn.commit()
 
 
+def _is_required(value: Any) -> bool:
+    from sqlalchemy.sql.crud import REQUIRED
+
+    return value is REQUIRED
+
+
 class Prepared:
     """A statement compiled once for one database and run on the driver's own cursor.
 
@@ -177,8 +183,14 @@ class Prepared:
         self.sql = str(compiled)
         self.defaults = dict(compiled.params)  # values SQLAlchemy made into binds
         self.order = compiled.positiontup  # positional paramstyle: the values' order
+        # binds with no value of their own: a call must give each (a missing one would
+        # reach the driver as SQLAlchemy's placeholder object, stored as garbage)
+        self.required = frozenset(k for k, v in self.defaults.items() if _is_required(v))
 
     def _args(self, params: dict[str, Any]) -> Any:
+        if not self.required <= params.keys():
+            missing = ", ".join(sorted(self.required - params.keys()))
+            raise TypeError(f"no value for {missing} in {self.sql[:80]!r}")
         merged = {**self.defaults, **params}
         return merged if self.order is None else tuple(merged[k] for k in self.order)
 

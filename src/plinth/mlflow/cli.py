@@ -25,7 +25,8 @@ def import_mlflow(
         str,
         typer.Option(
             "--from",
-            help="MLflow's tracking database: sqlite:///mlflow.db or postgresql://user@host/db.",
+            help="MLflow's tracking database (sqlite:///mlflow.db, postgresql://user@host/db) "
+            "or a running MLflow server (http://host:5000).",
         ),
     ],
     artifacts: Annotated[
@@ -35,18 +36,29 @@ def import_mlflow(
             "`mlflow server`); runs whose artifact_uri is a local folder need none.",
         ),
     ] = None,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            envvar="MLFLOW_TRACKING_TOKEN",
+            help="A bearer token for an MLflow server that asks for one.",
+            show_default=False,
+        ),
+    ] = None,
     report_file: Annotated[
         Path | None, typer.Option("--report", help="Also write the report here, as JSON.")
     ] = None,
 ) -> None:
     """Import an MLflow store: experiments (as projects), runs with their ids, full
-    metric history, params, tags and artifacts. Safe to run again: what was imported
-    is left as it is, and an interrupted import completes."""
-    from plinth.mlflow.importer import Importer, SqlStore
+    metric history, params, tags and artifacts, logged models, and registered model
+    versions with their aliases. Safe to run again: what was imported is left as it
+    is, and an interrupted import completes."""
+    from plinth.mlflow.importer import Importer, SqlStore, Store
+    from plinth.mlflow.rest_store import RestStore
 
     if artifacts is not None and not artifacts.is_dir():
         raise typer.BadParameter(f"no such folder: {artifacts}", param_hint="--artifacts")
-    store = SqlStore(source)
+    web = source.startswith(("http://", "https://"))
+    store: Store = RestStore(source, token) if web else SqlStore(source)
     try:
         with _client() as client:
             importer = Importer(client, store, artifacts)
@@ -73,12 +85,17 @@ def import_mlflow(
         ("params", report.params),
         ("tags", report.tags),
         ("artifacts", f"{report.artifacts} ({report.artifact_bytes:,} bytes)"),
+        ("logged models", report.models),
+        ("model versions", f"{report.versions} (+{report.versions_already} already here)"),
+        ("aliases", report.aliases),
     ):
         table.add_row(label, str(value))
     console.print(table)
     renamed = {k: v for k, v in report.projects.items() if k != v}
     for name, project in renamed.items():
         console.print(f"experiment [cyan]{escape(name)}[/] is project [cyan]{escape(project)}[/]")
+    for where, number in report.renumbered.items():
+        console.print(f"model version [cyan]{escape(where)}[/] is version {number} in Plinth")
     for what, why in report.skipped:
         console.print(f"[yellow]skipped[/] {escape(what)}: {escape(why)}")
     if report_file is not None:

@@ -5,6 +5,13 @@ with SQL MLflow's schema has had since 1.x) and its artifact folder. Everything 
 written through Plinth's SDK, so it works on an embedded home and against a server
 alike, under the importing user's rights and in the audit trail.
 
+Models: an MLflow 3 *logged model*'s files become its run's artifacts under
+``models/MODEL_ID/`` (where the MLflow API keeps them too); each registered version is
+registered again in Plinth from the same files, in MLflow's order, in its run's
+project, with its description, tags, archived stage and the model's aliases. Plinth
+numbers versions without gaps: a version whose number differs (MLflow had deleted one
+before it) is reported, and aliases follow the version, not the number.
+
 Idempotent by construction: an MLflow run keeps its id in Plinth; a run already
 imported and ended is left alone; each run's metrics, params and tags go in one batch
 whose id derives from the run's, so a resent batch is applied once; an artifact is
@@ -17,16 +24,18 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import unquote, urlparse
 
 import sqlalchemy as sa
 
 from plinth.core.names import is_project_name
 from plinth.errors import InvalidInput, NotFound, PlinthError
+from plinth.mlflow.models import logged_path
 from plinth.tracking import schemas as ts
 from plinth.tracking.client import to_series
 
@@ -47,6 +56,11 @@ class Report:
     tags: int = 0
     artifacts: int = 0
     artifact_bytes: int = 0
+    models: int = 0  # logged models whose files arrived with their run
+    versions: int = 0  # model versions registered
+    versions_already: int = 0
+    aliases: int = 0
+    renumbered: dict[str, int] = field(default_factory=dict)  # "NAME/3" → Plinth's number
     projects: dict[str, str] = field(default_factory=dict)  # experiment name → project
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (what, why)
 
@@ -60,6 +74,17 @@ class Experiment:
 
 
 @dataclass(frozen=True)
+class Version:
+    name: str
+    version: int
+    source: str
+    run_id: str | None
+    stage: str
+    description: str
+    status: str
+
+
+@dataclass(frozen=True)
 class Run:
     id: str
     experiment_id: str
@@ -69,6 +94,26 @@ class Run:
     end_time: float | None
     artifact_uri: str | None
     deleted: bool
+
+
+class Store(Protocol):
+    """What the importer asks of an MLflow store: ``SqlStore`` (its database) or
+    ``rest_store.RestStore`` (a running server)."""
+
+    def experiments(self) -> list[Experiment]: ...
+    def runs(self, experiment_id: str) -> list[Run]: ...
+    def metrics(self, run_id: str) -> list[tuple[str, float, int, float]]: ...
+    def params(self, run_id: str) -> dict[str, str]: ...
+    def tags(self, run_id: str) -> dict[str, str]: ...
+    def logged_models(self, run_id: str) -> list[tuple[str, str]]: ...
+    def logged_model_runs(self) -> dict[str, str]: ...
+    def versions(self) -> list[Version]: ...
+    def version_tags(self, name: str, version: int) -> dict[str, str]: ...
+    def aliases(self) -> list[tuple[str, str, int]]: ...
+    def close(self) -> None: ...
+    def folder(
+        self, uri: str, root: Path | None, layout: str
+    ) -> AbstractContextManager[Path | None]: ...
 
 
 class SqlStore:
@@ -146,11 +191,55 @@ class SqlStore:
     def tags(self, run_id: str) -> dict[str, str]:
         return dict(self._rows("SELECT key, value FROM tags WHERE run_uuid = :r", r=run_id))
 
-    def registered_models(self) -> int:
-        try:
-            return int(self._rows("SELECT count(*) FROM registered_models")[0][0])
-        except sa.exc.SQLAlchemyError:
-            return 0
+    @contextmanager
+    def folder(self, uri: str, root: Path | None, layout: str) -> Iterator[Path | None]:
+        """The local folder of the artifacts at ``uri`` (see ``local_dir``)."""
+        yield local_dir(uri, root, layout)
+
+    def _has(self, table: str) -> bool:
+        return sa.inspect(self.engine).has_table(table)
+
+    def logged_models(self, run_id: str) -> list[tuple[str, str]]:
+        """(model id, artifact location) of the MLflow 3 models ``run_id`` logged."""
+        if not self._has("logged_models"):
+            return []
+        return [
+            (r[0], r[1])
+            for r in self._rows(
+                "SELECT model_id, artifact_location FROM logged_models "
+                "WHERE source_run_id = :r AND lifecycle_stage != 'deleted' ORDER BY model_id",
+                r=run_id,
+            )
+        ]
+
+    def logged_model_runs(self) -> dict[str, str]:
+        """Each logged model's run."""
+        if not self._has("logged_models"):
+            return {}
+        rows = self._rows("SELECT model_id, source_run_id FROM logged_models")
+        return {r[0]: r[1] for r in rows if r[1]}
+
+    def versions(self) -> list[Version]:
+        if not self._has("model_versions"):
+            return []
+        rows = self._rows(
+            "SELECT name, version, source, run_id, current_stage, description, status "
+            "FROM model_versions ORDER BY name, version"
+        )
+        return [
+            Version(r[0], int(r[1]), r[2] or "", r[3] or None, r[4] or "", r[5] or "", r[6] or "")
+            for r in rows
+        ]
+
+    def version_tags(self, name: str, version: int) -> dict[str, str]:
+        sql = "SELECT key, value FROM model_version_tags WHERE name = :n AND version = :v"
+        return dict(self._rows(sql, n=name, v=version))
+
+    def aliases(self) -> list[tuple[str, str, int]]:
+        if not self._has("registered_model_aliases"):
+            return []
+        rows = self._rows("SELECT name, alias, version FROM registered_model_aliases")
+        return [(r[0], r[1], int(r[2])) for r in rows]
 
 
 def _seconds(ms: Any) -> float | None:
@@ -167,19 +256,18 @@ def project_name(name: str, experiment_id: str, taken: set[str]) -> str:
     return cleaned if cleaned not in taken else f"{cleaned}-{experiment_id}"
 
 
-def artifact_dir(run: Run, experiment: Experiment, root: Path | None) -> Path | None:
-    """Where the run's artifacts lie: its ``artifact_uri`` when that is a local folder,
-    else under ``root`` (``--artifacts``) as MLflow lays them out
-    (``EXPERIMENT/RUN/artifacts``, also the form behind ``mlflow-artifacts:/``)."""
+def local_dir(uri: str, root: Path | None, layout: str) -> Path | None:
+    """The folder ``uri`` names when it is local, or its place under ``root``
+    (``--artifacts``): a ``mlflow-artifacts:/`` URI's path there, or MLflow's ``layout``
+    (``EXPERIMENT/RUN/artifacts``, ``EXPERIMENT/models/MODEL_ID/artifacts``)."""
     candidates: list[Path] = []
-    uri = run.artifact_uri or ""
     parsed = urlparse(uri)
     if parsed.scheme in ("", "file") and uri:
         candidates.append(Path(unquote(parsed.path)))
     if root is not None:
         if parsed.scheme == "mlflow-artifacts":
             candidates.append(root / unquote(parsed.path).lstrip("/"))
-        candidates.append(root / experiment.id / run.id / "artifacts")
+        candidates.append(root / layout)
     for candidate in candidates:
         if candidate.is_dir():
             return candidate
@@ -197,7 +285,7 @@ class Importer:
     def __init__(
         self,
         client: Any,
-        store: SqlStore,
+        store: Store,
         artifacts: Path | None,
         on_run: Callable[[Run], None] = lambda run: None,
     ) -> None:
@@ -221,11 +309,6 @@ class Importer:
                 else:
                     runs.append(run)
             planned.append((experiment, runs))
-        models = self.store.registered_models()
-        if models:
-            self.report.skipped.append(
-                (f"{models} registered model(s)", "the model registry is not imported yet")
-            )
         return planned
 
     def run(self, planned: list[tuple[Experiment, list[Run]]]) -> Report:
@@ -244,6 +327,7 @@ class Importer:
                 except PlinthError as exc:
                     self.report.skipped.append((f"run {run.id}", exc.message))
                 self.on_run(run)
+        self._versions()
         return self.report
 
     def _run(self, project: str, experiment: Experiment, run: Run) -> None:
@@ -275,15 +359,24 @@ class Importer:
         self.report.points += len(points)
         self.report.params += len(params)
         self.report.tags += len(kept)
-        folder = artifact_dir(run, experiment, self.artifacts)
-        if folder is not None:
-            for artifact in self.client.log_artifacts(run.id, folder, progress=False):
-                self.report.artifacts += 1
-                self.report.artifact_bytes += artifact.size
-        elif run.artifact_uri and _has_artifacts_elsewhere(run.artifact_uri):
-            self.report.skipped.append(
-                (f"artifacts of run {run.id}", f"not found locally ({run.artifact_uri})")
-            )
+        layout = f"{experiment.id}/{run.id}/artifacts"
+        with self.store.folder(run.artifact_uri or "", self.artifacts, layout) as folder:
+            if folder is not None:
+                self._artifacts(run.id, folder, None)
+            elif run.artifact_uri and _has_artifacts_elsewhere(run.artifact_uri):
+                self.report.skipped.append(
+                    (f"artifacts of run {run.id}", f"not found locally ({run.artifact_uri})")
+                )
+        for model_id, location in self.store.logged_models(run.id):
+            layout = f"{experiment.id}/models/{model_id}/artifacts"
+            with self.store.folder(location, self.artifacts, layout) as where:
+                if where is None:
+                    self.report.skipped.append(
+                        (f"logged model {model_id}", f"its files were not found ({location})")
+                    )
+                    continue
+                self._artifacts(run.id, where, logged_path(model_id))
+            self.report.models += 1
         status = _STATUS.get(run.status)
         if status is None:
             status = "killed"
@@ -292,6 +385,88 @@ class Importer:
             )
         self.client.end_run(run.id, status, end_time=run.end_time or run.start_time)
         self.report.runs += 1
+
+    def _artifacts(self, run_id: str, folder: Path, under: str | None) -> None:
+        for artifact in self.client.log_artifacts(run_id, folder, under, progress=False):
+            self.report.artifacts += 1
+            self.report.artifact_bytes += artifact.size
+
+    def _versions(self) -> None:
+        """Register MLflow's model versions from the imported files, then its aliases."""
+        owners = self.store.logged_model_runs()
+        placed: dict[tuple[str, int], tuple[str, int]] = {}  # MLflow's → Plinth's
+        for version in self.store.versions():
+            what = f"version {version.version} of model {version.name!r}"
+            found = _version_files(version, owners)
+            if version.status not in ("READY", ""):
+                self.report.skipped.append((what, f"{version.status} in MLflow"))
+                continue
+            if found is None:
+                self.report.skipped.append(
+                    (what, f"its source is no run's files ({version.source})")
+                )
+                continue
+            try:
+                placed[(version.name, version.version)] = self._version(version, *found)
+            except PlinthError as exc:
+                self.report.skipped.append((what, exc.message))
+        for name, alias, number in self.store.aliases():
+            target = placed.get((name, number))
+            if target is None:
+                self.report.skipped.append(
+                    (f"alias {alias!r} of {name!r}", f"version {number} was not imported")
+                )
+                continue
+            try:
+                if self.client.get_model(target[0], name).aliases.get(alias) == target[1]:
+                    continue  # imported before
+                self.client.set_model_alias(target[0], name, alias, target[1])
+                self.report.aliases += 1
+            except PlinthError as exc:
+                self.report.skipped.append((f"alias {alias!r} of {name!r}", exc.message))
+
+    def _version(self, version: Version, run_id: str, path: str) -> tuple[str, int]:
+        project = self.client.get_run(run_id).project
+        try:
+            existing = self.client.list_model_versions(project, version.name)
+        except NotFound:
+            existing = []
+        same = [v for v in existing if (v.run_id, v.artifact_path) == (run_id, path)]
+        if same:
+            self.report.versions_already += 1
+            return project, same[0].version
+        tags = {}
+        for key, value in self.store.version_tags(version.name, version.version).items():
+            try:
+                tags[ts.check_key(key)] = value
+            except InvalidInput:
+                self.report.skipped.append((f"tag {key!r} of {version.name!r}", "not a valid key"))
+        made = self.client.register_model(
+            run_id, path, version.name, project=project, description=version.description, tags=tags
+        )
+        if version.stage == "Archived":
+            self.client.archive_model_version(project, version.name, made.version)
+        if made.version != version.version:
+            self.report.renumbered[f"{version.name}/{version.version}"] = made.version
+        self.report.versions += 1
+        return project, made.version
+
+
+def _version_files(version: Version, owners: dict[str, str]) -> tuple[str, str] | None:
+    """The run and the folder of its artifacts a version's source names: a logged model
+    (``models:/MODEL_ID``, imported under ``models/MODEL_ID``), or a folder of its run's
+    artifacts (``runs:/RUN/PATH``, ``…/RUN/artifacts/PATH``)."""
+    source = version.source
+    if source.startswith("models:/") and source.removeprefix("models:/") in owners:
+        model_id = source.removeprefix("models:/")
+        return owners[model_id], logged_path(model_id)
+    found = re.match(r"^runs:/([0-9a-f]{32})/(.+)$", source)
+    if found:
+        return found[1], found[2].strip("/")
+    run_id = version.run_id
+    if run_id and f"/{run_id}/artifacts/" in source:
+        return run_id, source.split(f"/{run_id}/artifacts/", 1)[1].strip("/")
+    return None
 
 
 def _has_artifacts_elsewhere(uri: str) -> bool:

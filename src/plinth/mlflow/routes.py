@@ -13,6 +13,7 @@ from plinth.api.context import Caller
 from plinth.api.uploads import download_headers, receive_upload, streamed_body
 from plinth.core.access import Permission
 from plinth.mlflow import schemas as m
+from plinth.mlflow.models import MlflowModels
 from plinth.mlflow.service import MlflowService
 
 PREFIX = "/mlflow/api/2.0/mlflow"
@@ -20,8 +21,13 @@ ARTIFACTS = "/mlflow/api/2.0/mlflow-artifacts/artifacts"
 router = APIRouter(tags=["mlflow"])
 Read = Annotated[Caller[MlflowService], caller(MlflowService, Permission.PROJECT_READ)]
 Write = Annotated[Caller[MlflowService], caller(MlflowService, Permission.PROJECT_WRITE)]
+ReadModels = Annotated[Caller[MlflowModels], caller(MlflowModels, Permission.PROJECT_READ)]
+WriteModels = Annotated[Caller[MlflowModels], caller(MlflowModels, Permission.PROJECT_WRITE)]
 Answer = dict[str, Any]
 IdQuery = Annotated[str, Query(min_length=1, max_length=64)]
+NameQuery = Annotated[str, Query(min_length=1, max_length=200)]
+VersionQuery = Annotated[str, Query(min_length=1, max_length=12)]
+ModelId = Annotated[str, Path(min_length=1, max_length=64)]
 
 
 @router.post(f"{PREFIX}/experiments/create")
@@ -78,6 +84,26 @@ async def set_tag(req: m.MlflowSetTag, c: Write) -> Answer:
     return await c(c.service.set_tag, req)
 
 
+@router.post(f"{PREFIX}/runs/delete")
+async def delete_run(req: m.MlflowRunRef, c: Write) -> Answer:
+    return await c(c.service.delete_run, req)
+
+
+@router.post(f"{PREFIX}/runs/restore")
+async def restore_run(req: m.MlflowRunRef, c: Write) -> Answer:
+    return await c(c.service.restore_run, req)
+
+
+@router.post(f"{PREFIX}/runs/log-inputs")
+async def log_inputs(req: m.MlflowLogInputs, c: Write) -> Answer:
+    return await c(c.service.log_inputs, req)
+
+
+@router.post(f"{PREFIX}/runs/delete-tag")
+async def delete_tag(req: m.MlflowDeleteTag, c: Write) -> Answer:
+    return await c(c.service.delete_tag, req)
+
+
 @router.post(f"{PREFIX}/runs/log-batch")
 async def log_batch(req: m.MlflowLogBatch, c: Write) -> Answer:
     return await c(c.service.log_batch, req)
@@ -88,9 +114,156 @@ async def search_runs(req: m.MlflowSearchRuns, c: Read) -> Answer:
     return await c(c.service.search_runs, req)
 
 
+# MLflow 3's logged models -------------------------------------------------------------
+
+
+@router.post(f"{PREFIX}/logged-models")
+async def create_logged_model(req: m.MlflowCreateLoggedModel, c: WriteModels) -> Answer:
+    return await c(c.service.create_logged_model, req)
+
+
 @router.post(f"{PREFIX}/logged-models/search")
-async def search_logged_models(req: m.MlflowSearchLoggedModels, c: Read) -> Answer:
+async def search_logged_models(req: m.MlflowSearchLoggedModels, c: ReadModels) -> Answer:
     return await c(c.service.search_logged_models, req)
+
+
+@router.get(f"{PREFIX}/logged-models/{{model_id}}")
+async def get_logged_model(model_id: ModelId, c: ReadModels) -> Answer:
+    return await c(c.service.get_logged_model, model_id)
+
+
+@router.patch(f"{PREFIX}/logged-models/{{model_id}}")
+async def finalize_logged_model(
+    model_id: ModelId, req: m.MlflowFinalizeLoggedModel, c: WriteModels
+) -> Answer:
+    return await c(c.service.finalize_logged_model, model_id, req)
+
+
+@router.patch(f"{PREFIX}/logged-models/{{model_id}}/tags")
+async def set_logged_model_tags(
+    model_id: ModelId, req: m.MlflowLoggedModelTags, c: WriteModels
+) -> Answer:
+    return await c(c.service.set_logged_model_tags, model_id, req)
+
+
+@router.delete(f"{PREFIX}/logged-models/{{model_id}}/tags/{{tag_key}}")
+async def delete_logged_model_tag(
+    model_id: ModelId,
+    tag_key: Annotated[str, Path(min_length=1, max_length=250)],
+    c: WriteModels,
+) -> Answer:
+    return await c(c.service.delete_logged_model_tag, model_id, tag_key)
+
+
+@router.post(f"{PREFIX}/logged-models/{{model_id}}/params")
+async def log_logged_model_params(
+    model_id: ModelId, req: m.MlflowLoggedModelParams, c: WriteModels
+) -> Answer:
+    return await c(c.service.log_logged_model_params, model_id, req)
+
+
+@router.post(f"{PREFIX}/runs/outputs")
+async def log_outputs(req: m.MlflowLogOutputs, c: WriteModels) -> Answer:
+    return await c(c.service.log_outputs, req)
+
+
+# the model registry ---------------------------------------------------------------------
+
+
+@router.post(f"{PREFIX}/registered-models/create")
+async def create_registered_model(req: m.MlflowCreateRegisteredModel, c: WriteModels) -> Answer:
+    return await c(c.service.create_registered_model, req)
+
+
+@router.get(f"{PREFIX}/registered-models/get")
+async def get_registered_model(name: NameQuery, c: ReadModels) -> Answer:
+    return await c(c.service.get_registered_model, name)
+
+
+@router.get(f"{PREFIX}/registered-models/search")
+async def search_registered_models(
+    req: Annotated[m.MlflowSearchModels, Query()], c: ReadModels
+) -> Answer:
+    return await c(c.service.search_registered_models, req)
+
+
+@router.patch(f"{PREFIX}/registered-models/update")
+async def update_registered_model(req: m.MlflowUpdateRegisteredModel, c: WriteModels) -> Answer:
+    return await c(c.service.update_registered_model, req)
+
+
+@router.delete(f"{PREFIX}/registered-models/delete")
+async def delete_registered_model(req: m.MlflowNamed, c: WriteModels) -> Answer:
+    return await c(c.service.delete_registered_model, req.name)
+
+
+@router.post(f"{PREFIX}/registered-models/get-latest-versions")
+async def get_latest_versions(req: m.MlflowLatestVersions, c: ReadModels) -> Answer:
+    return await c(c.service.get_latest_versions, req)
+
+
+@router.post(f"{PREFIX}/registered-models/alias")
+async def set_alias(req: m.MlflowSetAlias, c: WriteModels) -> Answer:
+    return await c(c.service.set_alias, req)
+
+
+@router.delete(f"{PREFIX}/registered-models/alias")
+async def delete_alias(req: m.MlflowAliasRef, c: WriteModels) -> Answer:
+    return await c(c.service.delete_alias, req.name, req.alias)
+
+
+@router.get(f"{PREFIX}/registered-models/alias")
+async def get_by_alias(
+    name: NameQuery, alias: Annotated[str, Query(min_length=1, max_length=64)], c: ReadModels
+) -> Answer:
+    return await c(c.service.get_by_alias, name, alias)
+
+
+@router.post(f"{PREFIX}/model-versions/create")
+async def create_model_version(req: m.MlflowCreateVersion, c: WriteModels) -> Answer:
+    return await c(c.service.create_model_version, req)
+
+
+@router.get(f"{PREFIX}/model-versions/get")
+async def get_model_version(name: NameQuery, version: VersionQuery, c: ReadModels) -> Answer:
+    return await c(c.service.get_model_version, name, version)
+
+
+@router.get(f"{PREFIX}/model-versions/get-download-uri")
+async def get_download_uri(name: NameQuery, version: VersionQuery, c: ReadModels) -> Answer:
+    return await c(c.service.download_uri, name, version)
+
+
+@router.get(f"{PREFIX}/model-versions/search")
+async def search_model_versions(
+    req: Annotated[m.MlflowSearchModels, Query()], c: ReadModels
+) -> Answer:
+    return await c(c.service.search_model_versions, req)
+
+
+@router.patch(f"{PREFIX}/model-versions/update")
+async def update_model_version(req: m.MlflowUpdateVersion, c: WriteModels) -> Answer:
+    return await c(c.service.update_model_version, req)
+
+
+@router.post(f"{PREFIX}/model-versions/transition-stage")
+async def transition_stage(req: m.MlflowTransitionStage, c: WriteModels) -> Answer:
+    return await c(c.service.transition_stage, req)
+
+
+@router.delete(f"{PREFIX}/model-versions/delete")
+async def delete_model_version(req: m.MlflowVersionRef, c: WriteModels) -> Answer:
+    return await c(c.service.delete_model_version, req.name, req.version)
+
+
+@router.post(f"{PREFIX}/model-versions/set-tag")
+async def set_version_tag(req: m.MlflowVersionTag, c: WriteModels) -> Answer:
+    return await c(c.service.set_version_tag, req)
+
+
+@router.delete(f"{PREFIX}/model-versions/delete-tag")
+async def delete_version_tag(req: m.MlflowVersionTagRef, c: WriteModels) -> Answer:
+    return await c(c.service.delete_version_tag, req.name, req.version, req.key)
 
 
 @router.get(f"{PREFIX}/metrics/get-history")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from plinth.tracking.schemas import MAX_BATCH_PARAMS, MAX_BATCH_POINTS, MAX_BATCH_TAGS
 
@@ -80,16 +80,38 @@ class MlflowSetTag(MlflowRunRef, MlflowKeyValue):
     pass
 
 
+class MlflowDeleteTag(MlflowRunRef):
+    key: Key
+
+
 class MlflowLogBatch(MlflowRunRef):
     metrics: list[MlflowMetric] = Field([], max_length=MAX_BATCH_POINTS)
     params: list[MlflowKeyValue] = Field([], max_length=MAX_BATCH_PARAMS)
     tags: list[MlflowKeyValue] = Field([], max_length=MAX_BATCH_TAGS)
 
 
+class MlflowDataset(_In):
+    name: Annotated[str, Field(min_length=1, max_length=500)]
+    digest: Annotated[str, Field(min_length=1, max_length=64)]
+    source_type: str = Field("", max_length=100)
+    source: str = Field("", max_length=65_536)
+    schema_: str | None = Field(None, alias="schema", max_length=1_000_000)
+    profile: str | None = Field(None, max_length=1_000_000)
+
+
+class MlflowDatasetInput(_In):
+    tags: list[MlflowKeyValue] = Field([], max_length=MAX_BATCH_TAGS)
+    dataset: MlflowDataset
+
+
+class MlflowLogInputs(MlflowRunRef):
+    datasets: list[MlflowDatasetInput] = Field([], max_length=1000)
+
+
 class MlflowSearchRuns(_In):
     experiment_ids: list[Id] = Field([], max_length=100)
     filter: str = Field("", max_length=4000)
-    run_view_type: str | None = None
+    run_view_type: str | int | None = None
     max_results: int = Field(1000, ge=1, le=50_000)
     order_by: list[Annotated[str, Field(max_length=500)]] = Field([], max_length=20)
     page_token: str | None = Field(None, max_length=500)
@@ -100,3 +122,106 @@ class MlflowSearchLoggedModels(_In):
     filter: str = Field("", max_length=4000)
     max_results: int | None = Field(None, ge=1, le=50_000)
     page_token: str | None = Field(None, max_length=500)
+
+
+# models: MLflow 3's logged models, and the model registry (model_registry.proto)
+
+Name = Annotated[str, Field(min_length=1, max_length=200)]
+Version = Annotated[str, Field(min_length=1, max_length=12)]
+
+
+class MlflowCreateLoggedModel(_In):
+    experiment_id: Id
+    name: str | None = Field(None, max_length=250)
+    model_type: str | None = Field(None, max_length=250)
+    source_run_id: Id | None = None
+    params: list[MlflowKeyValue] = Field([], max_length=MAX_BATCH_PARAMS)
+    tags: list[MlflowKeyValue] = Field([], max_length=MAX_BATCH_TAGS)
+
+
+class MlflowFinalizeLoggedModel(_In):
+    status: str = Field(max_length=40)
+
+
+class MlflowLoggedModelTags(_In):
+    tags: list[MlflowKeyValue] = Field([], max_length=MAX_BATCH_TAGS)
+
+
+class MlflowLoggedModelParams(_In):
+    params: list[MlflowKeyValue] = Field([], max_length=MAX_BATCH_PARAMS)
+
+
+class MlflowModelOutput(_In):
+    model_id: Id
+    step: int = Field(0, ge=-(2**63), lt=2**63)
+
+
+class MlflowLogOutputs(_In):
+    run_id: Id
+    models: list[MlflowModelOutput] = Field([], max_length=1000)
+
+
+class MlflowCreateRegisteredModel(_In):
+    name: Name
+    tags: list[MlflowKeyValue] = Field([], max_length=MAX_BATCH_TAGS)
+    description: str | None = Field(None, max_length=5000)
+
+
+class MlflowNamed(_In):
+    name: Name
+
+
+class MlflowUpdateRegisteredModel(MlflowNamed):
+    description: str | None = Field(None, max_length=5000)
+
+
+class MlflowSearchModels(_In):
+    """A search of registered models or of model versions (a GET: its query)."""
+
+    filter: str = Field("", max_length=4000)
+    max_results: int = Field(1000, ge=1, le=1_000_000)  # answered in pages of at most 1,000
+    order_by: list[Annotated[str, Field(max_length=200)]] = Field([], max_length=10)
+    page_token: str | None = Field(None, max_length=100)
+
+
+class MlflowLatestVersions(MlflowNamed):
+    stages: list[Annotated[str, Field(max_length=40)]] = Field([], max_length=10)
+
+
+class MlflowSetAlias(MlflowNamed):
+    alias: Annotated[str, Field(min_length=1, max_length=64)]
+    version: Version
+
+
+class MlflowAliasRef(MlflowNamed):
+    alias: Annotated[str, Field(min_length=1, max_length=64)]
+
+
+class MlflowCreateVersion(MlflowNamed):
+    source: str = Field("", max_length=2000)
+    run_id: Id | None = None
+    model_id: Annotated[str, Field(max_length=64)] | None = None
+    tags: list[MlflowKeyValue] = Field([], max_length=100)
+    description: str | None = Field(None, max_length=5000)
+
+
+class MlflowVersionRef(MlflowNamed):
+    version: Version
+
+
+class MlflowUpdateVersion(MlflowVersionRef):
+    description: str | None = Field(None, max_length=5000)
+
+
+class MlflowTransitionStage(MlflowVersionRef):
+    stage: str = Field(max_length=40)
+    archive_existing_versions: StrictBool = False
+
+
+class MlflowVersionTag(MlflowVersionRef):
+    key: Key
+    value: Text = ""
+
+
+class MlflowVersionTagRef(MlflowVersionRef):
+    key: Key

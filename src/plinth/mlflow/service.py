@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import time
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
@@ -30,6 +31,7 @@ from plinth.core.platform import Platform
 from plinth.core.projects import projects
 from plinth.errors import Conflict, InvalidInput, NotFound
 from plinth.mlflow import schemas as m
+from plinth.mlflow import tables as mt
 from plinth.tracking import schemas as ts
 from plinth.tracking.artifacts import RunArtifactsService
 from plinth.tracking.service import TrackingService
@@ -88,7 +90,7 @@ class MlflowService:
 
     def get_experiment(self, experiment_id: str, *, principal: Principal) -> dict[str, Any]:
         with self.db.read() as conn:
-            row = self._experiment(conn, experiment_id, principal)
+            row = self.experiment_row(conn, experiment_id, principal)
         return {"experiment": _experiment(row)}
 
     def get_experiment_by_name(self, name: str, *, principal: Principal) -> dict[str, Any]:
@@ -115,7 +117,7 @@ class MlflowService:
             answer["next_page_token"] = str(start + req.max_results)
         return answer
 
-    def _experiment(self, conn: Any, experiment_id: str, principal: Principal) -> Any:
+    def experiment_row(self, conn: Any, experiment_id: str, principal: Principal) -> Any:
         """The project behind ``experiment_id`` if the caller may read it; else the
         same NotFound whether it exists or not."""
         if experiment_id == DEFAULT_EXPERIMENT_ID:
@@ -134,21 +136,22 @@ class MlflowService:
         )
         return row
 
-    def _project_of(self, experiment_id: str, principal: Principal) -> str:
+    def project_of(self, experiment_id: str, principal: Principal) -> str:
         """The project name runs of ``experiment_id`` are logged to."""
         if experiment_id == DEFAULT_EXPERIMENT_ID:
             return DEFAULT_EXPERIMENT
         with self.db.read() as conn:
-            return str(self._experiment(conn, experiment_id, principal).name)
+            return str(self.experiment_row(conn, experiment_id, principal).name)
 
     # runs -------------------------------------------------------------------------------
 
     def create_run(self, req: m.MlflowCreateRun, *, principal: Principal) -> dict[str, Any]:
-        project = self._project_of(req.experiment_id, principal)
+        project = self.project_of(req.experiment_id, principal)
         tags = _pairs(req.tags, "tag")
         if req.user_id:
             tags.setdefault("mlflow.user", req.user_id)
         name = req.run_name or tags.get("mlflow.runName")
+        tags.pop("mlflow.runName", None)  # the run's name, which Plinth keeps as its name
         start = None if req.start_time is None else req.start_time / 1000
         run = self.tracking.create_run(
             ts.RunCreate(project=project, name=name, tags=tags, start_time=start),
@@ -160,7 +163,7 @@ class MlflowService:
         self, run_id: str | None, run_uuid: str | None = None, *, principal: Principal
     ) -> dict[str, Any]:
         run = self.tracking.get_run(_either(run_id, run_uuid), principal=principal)
-        return {"run": self._run(run)}
+        return {"run": self._run(run, inputs=self._inputs([run.id]))}
 
     def update_run(self, req: m.MlflowUpdateRun, *, principal: Principal) -> dict[str, Any]:
         """MLflow's end of a run (a terminal status), or its restart (``RUNNING``)."""
@@ -199,7 +202,7 @@ class MlflowService:
             tags=_pairs(req.tags, "tag"),
         )
         try:
-            self.tracking.log_batch(_run_id(req), batch, principal=principal)
+            self.tracking.log_batch(_run_id(req), batch, principal=principal, ended_ok=True)
         except Conflict as exc:  # a param changed: MLflow calls that an invalid value
             raise InvalidInput(exc.message) from None
         return {}
@@ -223,6 +226,19 @@ class MlflowService:
         return self.log_batch(
             m.MlflowLogBatch(run_id=_run_id(req), tags=[tag]), principal=principal
         )
+
+    def delete_run(self, req: m.MlflowRunRef, *, principal: Principal) -> dict[str, Any]:
+        """MLflow's delete: the run is kept, left out of searches, restorable."""
+        self.tracking.delete_run(_run_id(req), principal=principal)
+        return {}
+
+    def restore_run(self, req: m.MlflowRunRef, *, principal: Principal) -> dict[str, Any]:
+        self.tracking.restore_run(_run_id(req), principal=principal)
+        return {}
+
+    def delete_tag(self, req: m.MlflowDeleteTag, *, principal: Principal) -> dict[str, Any]:
+        self.tracking.delete_tag(_run_id(req), req.key, principal=principal)
+        return {}
 
     def metric_history(
         self,
@@ -258,30 +274,22 @@ class MlflowService:
                 "search the runs of one experiment at a time (experiment_ids holds "
                 f"{len(req.experiment_ids)})"
             )
-        project = self._project_of(req.experiment_ids[0], principal)
+        project = self.project_of(req.experiment_ids[0], principal)
         query = ts.SearchQuery(
             project=project,
             filter=_plinth_filter(req.filter),
             order_by=", ".join(_plinth_filter(o) for o in req.order_by),
             limit=min(req.max_results, MAX_PAGE),
             page_token=req.page_token,
+            lifecycle=_lifecycle(req.run_view_type),
         )
         page = self.tracking.search_runs(query, principal=principal)
-        experiment_id = self._experiment_id(project)  # one for the page, not one per run
-        answer: dict[str, Any] = {"runs": [self._run(r, experiment_id) for r in page.runs]}
+        experiment_id = self.experiment_id_of(project)  # one for the page, not one per run
+        inputs = self._inputs([r.id for r in page.runs])  # one query for the page
+        answer: dict[str, Any] = {"runs": [self._run(r, experiment_id, inputs) for r in page.runs]}
         if page.next_page_token:
             answer["next_page_token"] = page.next_page_token
         return answer
-
-    def search_logged_models(
-        self, req: m.MlflowSearchLoggedModels, *, principal: Principal
-    ) -> dict[str, Any]:
-        """MLflow 3's logged models of these experiments. Models logged through this API
-        are not kept as MLflow logged models yet, so there are none; MLflow's client asks
-        for them when it downloads a run's artifacts."""
-        for experiment_id in req.experiment_ids:
-            self._project_of(experiment_id, principal)  # readable, or the uniform 404
-        return {"models": []}
 
     # artifacts (MLflow's proxied artifact API) ------------------------------------------
 
@@ -291,7 +299,7 @@ class MlflowService:
         run_id, name = self._artifact(path, principal)
         if not name:
             raise InvalidInput(f"{path!r} names the run's artifact folder, not a file in it")
-        self.artifacts.upload_artifact(run_id, name, chunks, principal=principal)
+        self.artifacts.upload_artifact(run_id, name, chunks, principal=principal, ended_ok=True)
         return {}
 
     def download_artifact(
@@ -324,16 +332,61 @@ class MlflowService:
         if len(parts) < 3 or parts[2] != "artifacts":
             raise NotFound(f"no artifacts at {path[:200]!r}: expected EXPERIMENT/RUN/artifacts/…")
         run = self.tracking.get_run(_exact(parts[1]), principal=principal)
-        if self._experiment_id(run.project) != parts[0]:
+        if self.experiment_id_of(run.project) != parts[0]:
             raise NotFound(f"no run {run.id!r} in experiment {parts[0][:64]!r}")
         name = parts[3].rstrip("/") if len(parts) == 4 else ""
         if name:
             ts.check_artifact_path(name)
         return run.id, name
 
-    def _run(self, run: ts.Run, experiment_id: str | None = None) -> dict[str, Any]:
+    def log_inputs(self, req: m.MlflowLogInputs, *, principal: Principal) -> dict[str, Any]:
+        """The datasets a run read, kept as MLflow describes them; the same dataset
+        (name and digest) again is no change."""
+        run_id = _run_id(req)
+        ri = mt.run_inputs
+        with self.audit.recorded(principal, "runs.inputs", object=run_id) as (conn, change):
+            self.tracking.require_run(conn, run_id, principal, Need.WRITE, change)
+            added = []
+            for given in req.datasets:
+                dataset = given.dataset.model_dump(by_alias=True, exclude_none=True)
+                row = {
+                    "run_id": run_id,
+                    "name": given.dataset.name,
+                    "digest": given.dataset.digest,
+                    "dataset": json.dumps(dataset),
+                    "tags": json.dumps(_pairs(given.tags, "tag")),
+                    "logged_at": time.time(),
+                }
+                inserted = conn.execute(
+                    self.db.insert_ignoring_duplicates(ri).returning(ri.c.name), row
+                ).scalar()
+                if inserted is not None:
+                    added.append(f"{row['name']}@{row['digest']}")
+            change.record = bool(added)
+            change.details = {"datasets": added}
+        return {}
+
+    def _inputs(self, run_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+        """MLflow's ``dataset_inputs`` of each run."""
+        ri = mt.run_inputs
+        found: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        if not run_ids:
+            return found
+        stmt = sa.select(ri).where(ri.c.run_id.in_(run_ids)).order_by(ri.c.logged_at, ri.c.name)
+        with self.db.read() as conn:
+            for row in conn.execute(stmt):
+                tags = [{"key": k, "value": v} for k, v in json.loads(row.tags).items()]
+                found[row.run_id].append({"tags": tags, "dataset": json.loads(row.dataset)})
+        return found
+
+    def _run(
+        self,
+        run: ts.Run,
+        experiment_id: str | None = None,
+        inputs: dict[str, list[dict[str, Any]]] | None = None,
+    ) -> dict[str, Any]:
         """A Plinth run in MLflow's shape (``Run``: ``info``, ``data``, ``inputs``)."""
-        experiment_id = experiment_id or self._experiment_id(run.project)
+        experiment_id = experiment_id or self.experiment_id_of(run.project)
         tags = {"mlflow.runName": run.name, **run.tags}
         info: dict[str, Any] = {
             "run_id": run.id,
@@ -344,7 +397,7 @@ class MlflowService:
             "status": _TO_MLFLOW[run.status],
             "start_time": round(run.start_time * 1000),
             "artifact_uri": f"mlflow-artifacts:/{experiment_id}/{run.id}/artifacts",
-            "lifecycle_stage": "active",
+            "lifecycle_stage": "active" if run.deleted_at is None else "deleted",
         }
         if run.end_time is not None:
             info["end_time"] = round(run.end_time * 1000)
@@ -357,12 +410,12 @@ class MlflowService:
             "params": [{"key": k, "value": _param_text(v)} for k, v in run.params.items()],
             "tags": [{"key": k, "value": v} for k, v in tags.items()],
         }
-        return {"info": info, "data": data, "inputs": {}}
+        datasets = (inputs or {}).get(run.id)
+        return {"info": info, "data": data, "inputs": {"dataset_inputs": datasets or []}}
 
-    def _experiment_id(self, project: str) -> str:
+    def experiment_id_of(self, project: str) -> str:
         with self.db.read() as conn:
-            project_id = self.projects.id_of(conn, project)
-        return DEFAULT_EXPERIMENT_ID if project == DEFAULT_EXPERIMENT else str(project_id)
+            return experiment_id(project, str(self.projects.id_of(conn, project)))
 
 
 # helpers --------------------------------------------------------------------------------
@@ -371,17 +424,32 @@ class MlflowService:
 def _experiment(row: Any) -> dict[str, Any]:
     """A project (a row, or a row's mapping) as MLflow's ``Experiment``."""
     row = row if isinstance(row, dict) else row._mapping
-    experiment_id = DEFAULT_EXPERIMENT_ID if row["name"] == DEFAULT_EXPERIMENT else row["id"]
+    found = experiment_id(row["name"], row["id"])
     created = round(row["created_at"] * 1000)
     return {
-        "experiment_id": experiment_id,
+        "experiment_id": found,
         "name": row["name"],
-        "artifact_location": f"mlflow-artifacts:/{experiment_id}",
+        "artifact_location": f"mlflow-artifacts:/{found}",
         "lifecycle_stage": "active",
         "creation_time": created,
         "last_update_time": created,
         "tags": [],
     }
+
+
+def experiment_id(project: str, project_id: str) -> str:
+    """The MLflow experiment id of a project: its id, or ``"0"`` for ``Default``."""
+    return DEFAULT_EXPERIMENT_ID if project == DEFAULT_EXPERIMENT else project_id
+
+
+def _lifecycle(view: str | int | None) -> str:
+    """MLflow's ``run_view_type`` (by name or number) as Plinth's search lifecycle."""
+    views = {"ACTIVE_ONLY": "active", "DELETED_ONLY": "deleted", "ALL": "all"}
+    numbers = {"1": "active", "2": "deleted", "3": "all"}
+    found = views.get(str(view or "ACTIVE_ONLY").upper()) or numbers.get(str(view))
+    if found is None:
+        raise InvalidInput(f"run_view_type is one of {', '.join(views)}; got {str(view)[:40]!r}")
+    return found
 
 
 def _run_id(req: m.MlflowRunRef) -> str:

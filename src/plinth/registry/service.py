@@ -27,6 +27,7 @@ from plinth.core.platform import Platform
 from plinth.errors import InvalidInput, NotFound, PlinthError
 from plinth.registry import schemas as s
 from plinth.registry import tables as t
+from plinth.registry.flavors.meta import MLFLOW_META_FILE, meta_from_mlflow
 from plinth.registry.manifest import manifest_digest
 from plinth.registry.uri import check_model_name
 from plinth.tracking import tables as tt
@@ -155,11 +156,12 @@ class RegistryService:
     def _read_meta(
         self, project_id: str, artifact_path: str, files: list[tuple[str, StoredContent]]
     ) -> s.ModelMetaFile:
-        """MLmodel.json, parsed as JSON and checked: the flavor, its signature, and
-        that every file it lists was logged."""
+        """MLmodel.json (or, for a model MLflow saved, its ``MLmodel``), parsed as data
+        and checked: the flavor, its signature, and that every file it lists was logged."""
         found = dict(files)
-        where = f"{artifact_path}/{s.META_FILE}"
-        content = found.get(s.META_FILE)
+        name = s.META_FILE if s.META_FILE in found or MLFLOW_META_FILE not in found else None
+        where = f"{artifact_path}/{name or MLFLOW_META_FILE}"
+        content = found.get(name or MLFLOW_META_FILE)
         if content is None:
             raise InvalidInput(
                 f"the run logged no {where}: log the model with log_model, or save it with "
@@ -171,7 +173,10 @@ class RegistryService:
         if hashlib.sha256(raw).hexdigest() != content.digest:
             raise InvalidInput(f"{where} does not match its digest")
         try:
-            meta = s.ModelMetaFile.model_validate_json(raw)
+            if name is None:
+                meta = s.ModelMetaFile.model_validate(meta_from_mlflow(raw).model_dump())
+            else:
+                meta = s.ModelMetaFile.model_validate_json(raw)
         except ValidationError as exc:
             first = exc.errors()[0]
             at = ".".join(str(p) for p in first["loc"]) or "the file"
@@ -307,6 +312,25 @@ class RegistryService:
                     .values(values)
                 )
             return self.version_of(conn, project, name, model.id, version)
+
+    def update_model(
+        self, project: str, name: str, description: str, *, principal: Principal
+    ) -> s.RegisteredModel:
+        """Describe a model (its versions keep their own descriptions)."""
+        with self.audit.recorded(principal, "models.describe", project=project, object=name) as (
+            conn,
+            change,
+        ):
+            model = self.require_model(conn, project, name, principal, Need.WRITE, record=False)
+            m = t.registered_models
+            conn.execute(
+                m.update()
+                .where(m.c.id == model.id)
+                .values(description=description, updated_at=_now())
+            )
+            change.details = {"description": len(description)}
+            row = conn.execute(sa.select(m).where(m.c.id == model.id)).one()
+            return self._model(conn, project, row)
 
     def set_version_tag(
         self, project: str, name: str, version: int, key: str, value: str, *, principal: Principal

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -38,20 +39,30 @@ class RunArtifactsService:
         expected: str | None = None,
         *,
         principal: Principal,
+        ended_ok: bool = False,
     ) -> s.Artifact:
+        """Store the bytes and name them in the run. An ended run takes no more (its
+        artifacts are final) unless ``ended_ok`` (MLflow's API, as MLflow allows)."""
         s.check_artifact_path(path)
         try:  # outside any transaction: an upload can take minutes
-            project_id = self._may_write(run_id, principal)
+            project_id = self._may_write(run_id, principal, ended_ok)
             content = self.artifacts.put(project_id, chunks, expected)
         except PlinthError as exc:
             self.audit.refusal(principal, ARTIFACT_PUT, exc, object=f"{run_id}/{path}")
             raise
-        return self._record_artifact(run_id, path, content, principal)
+        return self._record_artifact(run_id, path, content, principal, ended_ok)
 
-    def _may_write(self, run_id: str, principal: Principal) -> str:
+    def _may_write(self, run_id: str, principal: Principal, ended_ok: bool = False) -> str:
         """The run's project id, if the principal may write to it."""
         with self.db.read() as conn:
-            return str(self.runs.require_open_run(conn, run_id, principal).project_id)
+            return str(self._writable(conn, run_id, principal, None, ended_ok).project_id)
+
+    def _writable(
+        self, conn: Any, run_id: str, principal: Principal, change: Any, ended_ok: bool
+    ) -> Any:
+        if ended_ok:
+            return self.runs.require_run(conn, run_id, principal, Need.WRITE, change)
+        return self.runs.require_open_run(conn, run_id, principal, change)
 
     def register_artifact(
         self, run_id: str, req: s.ArtifactRegister, *, principal: Principal
@@ -70,7 +81,12 @@ class RunArtifactsService:
         return self._record_artifact(run_id, req.path, content, principal)
 
     def _record_artifact(
-        self, run_id: str, path: str, content: StoredContent, principal: Principal
+        self,
+        run_id: str,
+        path: str,
+        content: StoredContent,
+        principal: Principal,
+        ended_ok: bool = False,
     ) -> s.Artifact:
         """Name the content; a committed name is immutable: the same content again is
         an idempotent success, other content a Conflict."""
@@ -86,8 +102,9 @@ class RunArtifactsService:
             conn,
             change,
         ):
-            self.runs.require_open_run(conn, run_id, principal, change)
-            self.runs.touch(conn, run_id)
+            row = self._writable(conn, run_id, principal, change, ended_ok)
+            if not ended_ok or row.status == "running":  # an ended run stays as it ended
+                self.runs.touch(conn, run_id)
             change.details = {
                 "digest": content.digest,
                 "size": content.size,

@@ -143,10 +143,14 @@ def list_runs(
     ] = "",
     order_by: Annotated[str, typer.Option("--order-by", "-o", help='e.g. "metrics.acc desc"')] = "",
     limit: Annotated[int, typer.Option(help="Most runs to show.")] = 50,
+    deleted: Annotated[bool, typer.Option("--deleted", help="List deleted runs instead.")] = False,
     as_json: JsonFlag = False,
 ) -> None:
-    """Search the runs of a project, filtered and ordered."""
-    page = _client().search_runs(project, filter=filter, order_by=order_by, limit=limit)
+    """Search the runs of a project, filtered and ordered (deleted runs with --deleted)."""
+    lifecycle = "deleted" if deleted else "active"
+    page = _client().search_runs(
+        project, filter=filter, order_by=order_by, limit=limit, lifecycle=lifecycle
+    )
     if as_json:
         _print_json([r.model_dump() for r in page.runs])
         return
@@ -179,6 +183,26 @@ def show_run(run_id: RunId, as_json: JsonFlag = False) -> None:
         for a in artifacts:
             table.add_row(escape(a.path), f"{a.size:,}", a.digest[:16])
         console.print(table)
+
+
+@runs_app.command("delete")
+def delete_run(run_id: RunId) -> None:
+    """Delete a run: it is kept with all it logged, left out of searches and the
+    project's pages, and comes back with `plinth runs restore`."""
+    client = _client()
+    run = client.delete_run(client.get_run(run_id).id)
+    console.print(
+        f"deleted run [cyan]{run.id}[/] ({escape(run.name)}); restore it with "
+        f"[bold]plinth runs restore {run.id[:8]}[/]"
+    )
+
+
+@runs_app.command("restore")
+def restore_run(run_id: RunId) -> None:
+    """Bring a deleted run back."""
+    client = _client()
+    run = client.restore_run(client.get_run(run_id).id)
+    console.print(f"restored run [cyan]{run.id}[/] ({escape(run.name)})")
 
 
 @artifacts_app.command("list")

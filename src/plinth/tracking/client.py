@@ -92,6 +92,15 @@ class TrackingCalls:
         url = f"/api/v1/runs/{_seg(run_id)}/resume"
         return s.ResumedRun(**self._transport.request("POST", url, retry=True))
 
+    def delete_run(self, run_id: str) -> s.Run:
+        """Delete a run: kept with all it logged, left out of searches, restorable
+        with ``restore_run``."""
+        return s.Run(**self._transport.request("DELETE", f"/api/v1/runs/{_seg(run_id)}"))
+
+    def restore_run(self, run_id: str) -> s.Run:
+        url = f"/api/v1/runs/{_seg(run_id)}/restore"
+        return s.Run(**self._transport.request("POST", url, retry=True))
+
     def heartbeat(self, run_id: str) -> None:
         self._transport.request("POST", f"/api/v1/runs/{_seg(run_id)}/heartbeat", retry=True)
 
@@ -155,13 +164,17 @@ class TrackingCalls:
         order_by: str = "",
         limit: int = 100,
         page_token: str | None = None,
+        lifecycle: str = "active",
     ) -> s.RunPage:
+        """Runs of ``project`` matching ``filter``, in ``order_by`` order; deleted runs
+        only with ``lifecycle="deleted"`` (or ``"all"``)."""
         query = {
             "project": project,
             "filter": filter,
             "order_by": order_by,
             "limit": limit,
             "page_token": page_token,
+            "lifecycle": lifecycle,
         }
         data = self._transport.request("POST", "/api/v1/runs/search", json=query, retry=True)
         return s.RunPage(**data)

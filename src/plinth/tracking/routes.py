@@ -58,6 +58,17 @@ async def resume_run(run_id: RunId, c: Write) -> s.ResumedRun:
     return await c(c.service.resume_run, run_id)
 
 
+@router.delete("/runs/{run_id}", response_model=s.Run)
+async def delete_run(run_id: RunId, c: Write) -> s.Run:
+    """Delete a run: kept with all it logged, left out of searches, restorable."""
+    return await c(c.service.delete_run, run_id)
+
+
+@router.post("/runs/{run_id}/restore", response_model=s.Run)
+async def restore_run(run_id: RunId, c: Write) -> s.Run:
+    return await c(c.service.restore_run, run_id)
+
+
 @router.post("/runs/{run_id}/heartbeat", status_code=status.HTTP_204_NO_CONTENT)
 async def heartbeat(run_id: RunId, c: Write) -> Response:
     await c(c.service.heartbeat, run_id)

@@ -202,6 +202,9 @@ class Run(BaseModel):
     start_time: float
     end_time: float | None
     parent_id: str | None = Field(None, description=PARENT)
+    deleted_at: float | None = Field(
+        None, description="when the run was deleted: it is kept, restorable, out of searches"
+    )
     params: dict[str, Any] = {}
     tags: dict[str, str] = {}
     metrics: dict[str, float] = Field({}, description="the latest value of each metric")
@@ -293,6 +296,9 @@ class SearchQuery(BaseModel):
     order_by: str = Field("", max_length=1000)
     limit: int = Field(100, ge=1, le=10_000)
     page_token: str | None = None
+    lifecycle: Literal["active", "deleted", "all"] = Field(
+        "active", description="the runs searched: not deleted (the default), deleted, or all"
+    )
 
 
 class RunPage(BaseModel):

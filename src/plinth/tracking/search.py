@@ -446,7 +446,9 @@ def order_columns(keys: list[OrderKey]) -> tuple[list[Any], list[Any]]:
     return terms, joins
 
 
-def statements(project_id: str, where: Node | None, order: list[OrderKey]) -> list[Any]:
+def statements(
+    project_id: str, where: Node | None, order: list[OrderKey], lifecycle: str = "active"
+) -> list[Any]:
     """SELECTs of runs whose results, one after another, are the project's matching
     runs in order (``page`` reads a page of them).
 
@@ -457,6 +459,9 @@ def statements(project_id: str, where: Node | None, order: list[OrderKey]) -> li
     """
     runs = t.runs
     base = sa.select(runs).where(runs.c.project_id == project_id)
+    if lifecycle != "all":  # "active": not deleted; "deleted": deleted
+        deleted = runs.c.deleted_at.is_(None)
+        base = base.where(deleted if lifecycle == "active" else ~deleted)
     if where is not None:
         base = base.where(to_sql(where, project_id))
     if not order or order[0].field.kind != "metrics":

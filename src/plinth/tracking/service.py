@@ -172,6 +172,7 @@ class TrackingService:
                 "end_time": None,
                 "heartbeat_at": _now(),  # alive now, whenever it began
                 "parent_id": run.parent_id,
+                "deleted_at": None,
             },
         )
         if not inserted:  # the id exists: this create was made before
@@ -272,6 +273,28 @@ class TrackingService:
             steps = conn.execute(sa.select(lm.c.key, lm.c.step).where(lm.c.run_id == run_id))
             return s.ResumedRun(**run.model_dump(), steps={key: step for key, step in steps})
 
+    def delete_run(self, run_id: str, *, principal: Principal) -> s.Run:
+        """Delete a run: kept with everything it logged, left out of searches (and of
+        the project's pages), restorable; deleting it again changes nothing."""
+        return self._set_deleted(run_id, "runs.delete", _now(), principal)
+
+    def restore_run(self, run_id: str, *, principal: Principal) -> s.Run:
+        """Bring a deleted run back into searches."""
+        return self._set_deleted(run_id, "runs.restore", None, principal)
+
+    def _set_deleted(
+        self, run_id: str, action: str, when: float | None, principal: Principal
+    ) -> s.Run:
+        runs = t.runs
+        with self.audit.recorded(principal, action, object=run_id) as (conn, change):
+            row = self.require_run(conn, run_id, principal, Need.WRITE, change)
+            was = conn.execute(sa.select(runs.c.deleted_at).where(runs.c.id == run_id)).scalar()
+            change.record = (was is None) != (when is None)  # else: nothing changes
+            if change.record:
+                conn.execute(runs.update().where(runs.c.id == run_id).values(deleted_at=when))
+            [run] = self._load_run(conn, run_id, project=row.project)
+        return run
+
     def require_open_run(
         self,
         conn: Connection,
@@ -328,24 +351,37 @@ class TrackingService:
 
     # logging --------------------------------------------------------------------------
 
-    def log_batch(self, run_id: str, batch: s.LogBatch, *, principal: Principal) -> s.LogResult:
-        """Apply params, tags and metric points in one transaction, once per batch id."""
+    def log_batch(
+        self, run_id: str, batch: s.LogBatch, *, principal: Principal, ended_ok: bool = False
+    ) -> s.LogResult:
+        """Apply params, tags and metric points in one transaction, once per batch id.
+        An ended run takes none (Conflict) unless ``ended_ok`` (MLflow's API: MLflow lets
+        a finished run take more); then it stays as it ended."""
         with self.audit.recorded(principal, "runs.log", object=run_id) as (conn, change):
             row = self.require_run(conn, run_id, principal, Need.WRITE, change)
             change.details = _summary(batch)
-            applied = self._apply_batch(conn, run_id, row, batch)
+            ended = ended_ok and row.status != "running"
+            applied = self._apply_batch(conn, run_id, row, batch, touch=not ended, ended_ok=ended)
             change.record = applied  # a retry of a batch already applied changes nothing
         return s.LogResult(applied=applied)
 
     def _apply_batch(
-        self, conn: Connection, run_id: str, row: Any, batch: s.LogBatch, *, touch: bool = True
+        self,
+        conn: Connection,
+        run_id: str,
+        row: Any,
+        batch: s.LogBatch,
+        *,
+        touch: bool = True,
+        ended_ok: bool = False,
     ) -> bool:
         """Apply a batch the first time its id is seen; False for a repeat. ``touch``:
         the run is alive (not when the batch comes with its end)."""
         first_time = self._insert_batch_id.run(conn, {"run_id": run_id, "batch_id": batch.batch_id})
         if not first_time:
             return False
-        self._refuse_if_ended(run_id, row)  # after: a retry of an applied batch succeeds
+        if not ended_ok:
+            self._refuse_if_ended(run_id, row)  # after: a retry of an applied batch succeeds
         self._write_params(conn, run_id, row.project_id, batch.params)
         self._write_tags(conn, run_id, row.project_id, batch.tags)
         self._write_metrics(conn, run_id, row.project_id, batch.metrics)
@@ -412,6 +448,19 @@ class TrackingService:
                     for k, v in tags.items()
                 ],
             )
+
+    def delete_tag(self, run_id: str, key: str, *, principal: Principal) -> None:
+        """Remove one tag of a run (MLflow's ``delete_tag``); a tag it does not have is
+        NotFound. Audited with the value it had."""
+        with self.audit.recorded(principal, "runs.untag", object=run_id) as (conn, change):
+            self.require_run(conn, run_id, principal, Need.WRITE, change)
+            tg = t.tags
+            where = sa.and_(tg.c.run_id == run_id, tg.c.key == key)
+            had = conn.execute(sa.select(tg.c.value).where(where)).scalar()
+            if had is None:
+                raise NotFound(f"run {run_id} has no tag {key!r}")
+            conn.execute(tg.delete().where(where))
+            change.details = {"key": key, "value": had}
 
     def _write_metrics(
         self, conn: Connection, run_id: str, project_id: str, series: Sequence[s.MetricSeries]
@@ -499,7 +548,7 @@ class TrackingService:
         with self.db.read() as conn:
             project_id = self.projects.require(conn, query.project, principal, Need.READ)
             search.require_known_keys(conn, query.project, project_id, where, order)
-            stmts = search.statements(project_id, where, order)
+            stmts = search.statements(project_id, where, order, query.lifecycle)
             rows = search.page(conn, stmts, offset, query.limit + 1)
             runs = self._runs(conn, rows, project=query.project)
         more = len(runs) > query.limit
@@ -512,7 +561,8 @@ class TrackingService:
         with self.db.read() as conn:
             project_id = self.projects.require(conn, project, principal, Need.READ)
             count = sa.select(sa.func.count()).select_from(t.runs)
-            return int(conn.execute(count.where(t.runs.c.project_id == project_id)).scalar_one())
+            mine = sa.and_(t.runs.c.project_id == project_id, t.runs.c.deleted_at.is_(None))
+            return int(conn.execute(count.where(mine)).scalar_one())
 
     def _load_runs(self, conn: Connection, stmt: Any, project: str | None = None) -> list[s.Run]:
         return self._runs(conn, conn.execute(stmt).mappings().all(), project)
@@ -560,6 +610,7 @@ class TrackingService:
                 start_time=r["start_time"],
                 end_time=r["end_time"],
                 parent_id=r["parent_id"],
+                deleted_at=r["deleted_at"],
                 **extras[r["id"]],
             )
             for r in rows

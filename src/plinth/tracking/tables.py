@@ -20,6 +20,8 @@ runs = sa.Table(
     # the run this one is nested in; checked by the service (same project), not by a
     # foreign key, which SQLite cannot add to an existing table in place
     sa.Column("parent_id", sa.String(32)),
+    # set when the run is deleted: kept, restorable, and left out of searches
+    sa.Column("deleted_at", sa.Float),
     sa.Index("ix_runs_project_start", "project_id", "start_time"),
     sa.Index("ix_runs_status_heartbeat", "status", "heartbeat_at"),
     sa.Index("ix_runs_parent", "parent_id"),

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-HEAD = "0016"
+HEAD = "0017"
 _HERE = Path(__file__).parent
 
 
