@@ -485,6 +485,18 @@ REQUESTS: dict[tuple[str, str], tuple[str, Make]] = {
             {"json": {"name": "churn", "version": "1", "key": _spare_tag(w)}},
         ),
     ),
+    ("GET", "/mlflow/"): (
+        "own",  # the page MLflow's printed links open: it names nothing
+        lambda w, r: ("GET", "/mlflow/", {}),
+    ),
+    ("GET", "/ui/mlflow/experiments/{experiment_id}"): (
+        "project",
+        lambda w, r: ("GET", f"/ui/mlflow/experiments/{_a(w)}", {"follow_redirects": True}),
+    ),
+    ("GET", "/ui/mlflow/models/{name}"): (
+        "project",
+        lambda w, r: ("GET", "/ui/mlflow/models/churn", {"follow_redirects": True}),
+    ),
     ("PUT", f"{MLFLOW_ARTIFACTS}/{{artifact:path}}"): (
         "project",
         lambda w, r: (

@@ -207,3 +207,28 @@ def test_a_deleted_run_leaves_the_project_page_and_says_so_on_its_own(tmp_path: 
         page = http.get(f"/runs/{gone.id}")
         assert page.status_code == 200 and "status-deleted" in page.text
         assert "status-deleted" not in http.get(f"/runs/{kept.id}").text
+
+
+def test_the_links_mlflows_client_prints_open_plinths_pages(tmp_path: Path) -> None:
+    """``/mlflow/#/…`` is a page whose script reads the part after ``#``; the ids it
+    cannot place itself go through redirects that answer what the caller may read."""
+    from tests.registry.files import model_files
+
+    with Client(settings=make_settings(tmp_path / "home")) as client:
+        run = client.create_run("churn", name="fit")
+        client.log_artifacts(run.id, model_files(tmp_path / "model"), "model")
+        client.register_model(run.id, "model", "clf", project="churn")
+        [project] = client.list_projects()
+        http = raw_http(client)
+        landing = http.get("/mlflow/")
+        assert landing.status_code == 200 and "/ui/static/mlflow.js" in landing.text
+        assert http.get("/ui/static/mlflow.js").status_code == 200
+        moved = http.get(f"/ui/mlflow/experiments/{project.id}")
+        assert (moved.status_code, moved.headers["location"]) == (303, "/projects/churn")
+        moved = http.get("/ui/mlflow/models/clf")
+        assert moved.headers["location"] == "/projects/churn/models/clf/versions/1"
+        moved = http.get("/ui/mlflow/models/clf", params={"version": "1"})
+        assert moved.headers["location"] == "/projects/churn/models/clf/versions/1"
+        for gone in ("/ui/mlflow/experiments/nope", "/ui/mlflow/models/nope"):
+            page = http.get(gone)
+            assert page.status_code == 404 and page.headers["content-type"].startswith("text/html")

@@ -605,6 +605,10 @@ class MlflowModels:
         found = self._locate(conn, name, principal)
         return None if found is None else str(found.project)
 
+    def project_of(self, name: str, *, principal: Principal) -> str:
+        """The project holding the model MLflow names ``name``, for the caller."""
+        return self._require_project(name, principal)
+
     def _require_project(self, name: str, principal: Principal) -> str:
         """The project of the model named ``name``; else NotFound, recorded as a refusal
         (an outsider's guess at a name is refused as a read of it)."""
