@@ -58,7 +58,7 @@ _STATUSES = ("LOGGED_MODEL_PENDING", "LOGGED_MODEL_READY", "LOGGED_MODEL_UPLOAD_
 _CLAUSE = re.compile(r"^\s*(?:attributes?\.)?(\w+)\s*(=|!=)\s*'((?:[^']|'')*)'\s*$", re.IGNORECASE)
 # A version's files as MLflow names them: where its run's artifacts are served.
 _SOURCE = re.compile(
-    r"^(?:mlflow-artifacts:/(?P<experiment>[^/]+)/(?P<run>[^/]+)/artifacts"
+    r"^(?:mlflow-artifacts:/[^/]+/(?P<run>[^/]+)/artifacts"
     r"|runs:/(?P<run2>[^/]+))/(?P<path>.+)$"
 )
 
@@ -78,7 +78,6 @@ class MlflowModels:
     ) -> None:
         self.db = platform.db
         self.audit = platform.audit
-        self.projects = platform.projects
         self.mlflow = mlflow
         self.runs = mlflow.tracking
         self.registry = registry
@@ -589,10 +588,7 @@ class MlflowModels:
             .join(projects, projects.c.id == rm.c.project_id)
             .where(rm.c.name == name)
         )
-        visible = visible_projects(principal)
-        if visible is not None:
-            stmt = stmt.where(rm.c.project_id.in_(visible))
-        rows = conn.execute(stmt.order_by(projects.c.name)).all()
+        rows = conn.execute(_readable(stmt, principal).order_by(projects.c.name)).all()
         if len(rows) > 1:
             held = ", ".join(repr(r.project) for r in rows)
             raise InvalidInput(
@@ -627,11 +623,7 @@ class MlflowModels:
         self, conn: Connection, principal: Principal, *, pending: bool = True
     ) -> set[str]:
         rm, pm = rt.registered_models, mt.pending_models
-        stmt = sa.select(rm.c.name)
-        visible = visible_projects(principal)
-        if visible is not None:
-            stmt = stmt.where(rm.c.project_id.in_(visible))
-        names = set(conn.execute(stmt).scalars())
+        names = set(conn.execute(_readable(sa.select(rm.c.name), principal)).scalars())
         if pending:
             mine = sa.select(pm.c.name).where(pm.c.created_by == principal.name)
             names |= set(conn.execute(mine).scalars())
@@ -676,6 +668,14 @@ class MlflowModels:
             "aliases": [],
             "tags": [],
         }
+
+
+def _readable(stmt: Any, principal: Principal) -> Any:
+    """``stmt`` over registered models, kept to the projects ``principal`` may read."""
+    visible = visible_projects(principal)
+    if visible is None:
+        return stmt
+    return stmt.where(rt.registered_models.c.project_id.in_(visible))
 
 
 def _not_scoped(principal: Principal, name: str) -> None:

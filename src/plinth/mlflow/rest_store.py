@@ -11,6 +11,7 @@ MLflow's client sends it.
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 import tempfile
@@ -42,6 +43,7 @@ class RestStore:
         self.http = httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=TIMEOUT)
         self._runs: dict[str, dict[str, Any]] = {}  # run id → its data (params, tags, keys)
         self._versions: dict[tuple[str, int], dict[str, str]] = {}  # version → its tags
+        self._logged_models: dict[str, tuple[str, str]] | None = None  # id → (run, location)
         try:
             self._call("POST", "experiments/search", {"max_results": 1})
         except InvalidInput as exc:
@@ -142,7 +144,7 @@ class RestStore:
         return {m: owner for m, (owner, _) in self._logged().items()}
 
     def _logged(self) -> dict[str, tuple[str, str]]:
-        if not hasattr(self, "_logged_models"):
+        if self._logged_models is None:
             experiments = [e.id for e in self.experiments() if not e.deleted]
             found: dict[str, tuple[str, str]] = {}
             for start in range(0, len(experiments), 100):
@@ -205,8 +207,12 @@ class RestStore:
             shutil.rmtree(where, ignore_errors=True)
 
     def _download(self, remote: str, where: Path) -> None:
-        listing = self._artifacts_call("GET", "", params={"path": remote}).json()
-        for entry in listing.get("files", []):
+        """The files under ``remote`` (one listing per folder, as the server answers)
+        streamed into ``where``."""
+        artifacts = "/api/2.0/mlflow-artifacts/artifacts"
+        with self._answer(artifacts, {"path": remote}) as listing:
+            entries = json.loads(listing.read()).get("files", [])
+        for entry in entries:
             name = PurePosixPath(entry["path"]).name  # one level: the server names children
             if not name or name in (".", "..") or "\\" in name:
                 raise InvalidInput(f"the server listed an artifact named {entry['path']!r}")
@@ -215,25 +221,24 @@ class RestStore:
                 (where / name).mkdir()
                 self._download(inner, where / name)
                 continue
-            with self.http.stream(
-                "GET", f"/api/2.0/mlflow-artifacts/artifacts/{quote(inner)}"
-            ) as answer:
-                if answer.status_code != 200:
-                    raise InvalidInput(f"artifact {inner} answered {answer.status_code}")
-                with open(where / name, "wb") as out:
-                    for chunk in answer.iter_bytes(1 << 20):
-                        out.write(chunk)
+            with (
+                self._answer(f"{artifacts}/{quote(inner)}") as answer,
+                open(where / name, "wb") as out,
+            ):
+                for chunk in answer.iter_bytes(1 << 20):
+                    out.write(chunk)
 
-    def _artifacts_call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    @contextmanager
+    def _answer(self, path: str, params: dict[str, str] | None = None) -> Iterator[httpx.Response]:
+        """A GET's streamed answer; a server that does not answer is a 503, a refusal
+        a clear error naming what was asked."""
         try:
-            answer = self.http.request(
-                method, f"/api/2.0/mlflow-artifacts/artifacts{path}", **kwargs
-            )
+            with self.http.stream("GET", path, params=params) as answer:
+                if answer.status_code != 200:
+                    raise InvalidInput(f"{path[:200]} answered {answer.status_code}")
+                yield answer
         except httpx.HTTPError as exc:
             raise ServiceUnavailable(f"the MLflow server did not answer: {exc}") from None
-        if answer.status_code != 200:
-            raise InvalidInput(f"listing artifacts answered {answer.status_code}")
-        return answer
 
 
 def _pairs(items: list[dict[str, Any]]) -> dict[str, str]:
