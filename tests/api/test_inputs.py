@@ -112,6 +112,12 @@ FIRST_KEPT = {f"POST {_MODELS}/versions"}
 MLFLOW_READS_ONLY = {
     "POST /mlflow/api/2.0/mlflow/registered-models/create",
     "POST /mlflow/api/2.0/mlflow/runs/log-inputs",
+    # MLflow's own: experiments' and registered models' tags; an upload is nothing to
+    # read until it completes
+    "POST /mlflow/api/2.0/mlflow/registered-models/set-tag",
+    "POST /mlflow/api/2.0/mlflow/experiments/create",
+    "POST /mlflow/api/2.0/mlflow/experiments/set-experiment-tag",
+    "POST /mlflow/api/2.0/mlflow-artifacts/mpu/create/{artifact:path}",
 }
 
 

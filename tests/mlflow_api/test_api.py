@@ -80,7 +80,8 @@ def test_a_bad_experiment_is_refused_and_nothing_is_made(
         http, "POST", "experiments/create", "INVALID_PARAMETER_VALUE", json={"name": "a b/c"}
     )
     assert "project name" in message
-    for extra in ({"artifact_location": "/etc"}, {"tags": [{"key": "k", "value": "v"}]}):
+    twice = [{"key": "k", "value": "a"}, {"key": "k", "value": "b"}]
+    for extra in ({"artifact_location": "/etc"}, {"tags": twice}):
         refused(
             http,
             "POST",
@@ -383,6 +384,87 @@ def test_a_deleted_run_is_searched_by_mlflows_view_type(
     assert names(None) == ["gone", "kept"]
 
 
+def test_an_experiment_is_deleted_with_its_runs_and_restored_with_them(
+    client: Client, http: httpx.Client, project: str
+) -> None:
+    experiment_id, kept = start(http, project)
+    alone = call(http, "POST", "runs/create", json={"experiment_id": experiment_id})
+    alone_id = alone["run"]["info"]["run_id"]
+    call(http, "POST", "runs/delete", json={"run_id": alone_id})  # deleted on its own, before
+    ref = {"experiment_id": experiment_id}
+
+    def stage() -> str:
+        got = call(http, "GET", "experiments/get", params=ref)["experiment"]
+        return str(got["lifecycle_stage"])
+
+    def listed(view: str | None) -> bool:
+        body = {"filter": f"name = '{project}'", **({"view_type": view} if view else {})}
+        return bool(call(http, "POST", "experiments/search", json=body)["experiments"])
+
+    call(http, "POST", "experiments/delete", json=ref)
+    call(http, "POST", "experiments/delete", json=ref)  # again: nothing changes
+    assert stage() == "deleted"
+    assert not listed(None) and listed("DELETED_ONLY") and listed("ALL")
+    by_name = call(http, "GET", "experiments/get-by-name", params={"experiment_name": project})
+    assert by_name["experiment"]["lifecycle_stage"] == "deleted"
+    assert client.get_run(kept).deleted_at is not None
+    assert client.search_runs(project).runs == []
+    message = refused(http, "POST", "runs/create", "INVALID_PARAMETER_VALUE", json=ref)
+    assert "deleted" in message and "restore" in message
+    refused(http, "POST", "experiments/create", "RESOURCE_ALREADY_EXISTS", json={"name": project})
+    deletions = [
+        e for e in client.audit_events(project=project) if e.action.startswith("mlflow.exp")
+    ]
+    assert [(e.action, e.details) for e in deletions] == [
+        ("mlflow.experiments.delete", {"runs": 1})
+    ]
+
+    call(http, "POST", "experiments/restore", json=ref)
+    assert stage() == "active" and listed(None)
+    assert client.get_run(kept).deleted_at is None
+    assert client.get_run(alone_id).deleted_at is not None  # its own delete stands
+    call(http, "POST", "runs/create", json=ref)
+
+
+def test_an_experiment_keeps_tags_and_its_name(http: httpx.Client, project: str) -> None:
+    tags = [{"key": "team", "value": "ranking"}, {"key": "mlflow.note.content", "value": "é 🙂"}]
+    experiment_id = call(http, "POST", "experiments/create", json={"name": project, "tags": tags})[
+        "experiment_id"
+    ]
+    ref = {"experiment_id": experiment_id}
+
+    def got() -> dict[str, str]:
+        experiment = call(http, "GET", "experiments/get", params=ref)["experiment"]
+        return {t["key"]: t["value"] for t in experiment["tags"]}
+
+    assert got() == {"team": "ranking", "mlflow.note.content": "é 🙂"}
+    call(http, "POST", "experiments/set-experiment-tag", json={**ref, "key": "team", "value": "x"})
+    call(
+        http,
+        "POST",
+        "experiments/delete-experiment-tag",
+        json={**ref, "key": "mlflow.note.content"},
+    )
+    assert got() == {"team": "x"}
+    refused(
+        http,
+        "POST",
+        "experiments/delete-experiment-tag",
+        "RESOURCE_DOES_NOT_EXIST",
+        json={**ref, "key": "absent"},
+    )
+    call(http, "POST", "experiments/update", json={**ref, "new_name": project})
+    message = refused(
+        http,
+        "POST",
+        "experiments/update",
+        "INVALID_PARAMETER_VALUE",
+        json={**ref, "new_name": f"{project}-2"},
+    )
+    assert "renamed" in message
+    assert call(http, "GET", "experiments/get", params=ref)["experiment"]["name"] == project
+
+
 def test_a_runs_dataset_inputs_are_kept_once_as_mlflow_described_them(
     client: Client, http: httpx.Client, project: str
 ) -> None:
@@ -408,3 +490,78 @@ def test_a_runs_dataset_inputs_are_kept_once_as_mlflow_described_them(
         "INVALID_PARAMETER_VALUE",
         json={"run_id": run_id, "datasets": [{"dataset": {"name": "x"}}]},
     )
+
+
+MPU = "/mlflow/api/2.0/mlflow-artifacts/mpu"
+
+
+def test_a_multipart_upload_joins_its_parts_into_one_artifact(
+    client: Client, http: httpx.Client, project: str
+) -> None:
+    experiment_id, run_id = start(http, project)
+    # As to S3: the URL names the folder, ``path`` the client's file, whose name it keeps.
+    root = f"{experiment_id}/{run_id}/artifacts"
+    where, local = f"{root}/data", "C:\\Users\\ann\\big.bin"
+    parts = [bytes([n]) * 1000 + b"end" for n in range(3)]
+
+    def create(folder: str = where, num_parts: int = 3, file: str = local) -> httpx.Response:
+        return http.post(f"{MPU}/create/{folder}", json={"path": file, "num_parts": num_parts})
+
+    def post(what: str, body: dict[str, Any], folder: str = where) -> httpx.Response:
+        return http.post(f"{MPU}/{what}/{folder}", json={"path": local, **body})
+
+    def names() -> list[str]:
+        return [a.path for a in client.list_artifacts(run_id)]
+
+    info = http.get("/mlflow/api/3.0/mlflow/server-info").json()
+    assert info["multipart_uploads_enabled"] is True
+    made = create().json()
+    urls = [c["url"] for c in made["credentials"]]
+    assert [c["part_number"] for c in made["credentials"]] == [1, 2, 3]
+    etags: dict[int, str] = {}
+    for n in (3, 1, 2, 2):  # any order, and a part sent again replaces itself
+        answer = http.put(urls[n - 1], content=parts[n - 1])
+        assert answer.status_code == 200, answer.text
+        etags[n] = answer.headers["ETag"]
+    assert http.put(urls[0].rsplit("/", 1)[0] + "/4", content=b"x").status_code == 400
+    assert http.put(f"{MPU}/parts/{'x' * 43}/1", content=b"x").status_code == 404
+
+    listed = [{"part_number": n, "etag": etags[n]} for n in (1, 2, 3)]
+    wrong = [{**p, "etag": "0" * 64} if p["part_number"] == 2 else p for p in listed]
+    upload_id = made["upload_id"]
+    assert post("complete", {"upload_id": upload_id, "parts": wrong}).status_code == 400
+    elsewhere = post("complete", {"upload_id": upload_id, "parts": listed}, f"{root}/other")
+    assert elsewhere.status_code == 404
+    assert names() == []  # nothing named yet
+
+    done = post("complete", {"upload_id": upload_id, "parts": listed})
+    assert done.status_code == 200, done.text
+    got = http.get(f"/mlflow/api/2.0/mlflow-artifacts/artifacts/{where}/big.bin")
+    assert got.content == b"".join(parts)
+    [artifact] = client.list_artifacts(run_id)
+    assert (artifact.path, artifact.size) == ("data/big.bin", len(b"".join(parts)))
+    # Finished: the upload id is spent.
+    assert http.put(urls[0], content=parts[0]).status_code == 404
+    assert post("complete", {"upload_id": upload_id, "parts": listed}).status_code == 404
+
+    # Aborted: the parts go, nothing is named.
+    dropped = create(root, 1, "/home/ann/dropped.bin").json()
+    assert http.put(dropped["credentials"][0]["url"], content=b"abc").status_code == 200
+    aborted = http.post(
+        f"{MPU}/abort/{root}",
+        json={"path": "/home/ann/dropped.bin", "upload_id": dropped["upload_id"]},
+    )
+    assert aborted.status_code == 200, aborted.text
+    assert names() == ["data/big.bin"]
+    for folder, file, num_parts in (
+        (f"{root}/%2E%2E/x", "f", 1),
+        (f"{root}/a%5C..%5Cb", "f", 1),
+        (root, "/home/ann/..", 1),
+        (root, "/home/ann/", 1),
+        (root, "f", 0),
+        (root, "f", 10_001),
+    ):
+        answer = create(folder, num_parts, file)
+        # refused as bad input, or (a traversal the URL resolves away) as no such place
+        assert answer.status_code in (400, 404) and answer.json()["error_code"], answer.text
+    assert names() == ["data/big.bin"]

@@ -36,6 +36,20 @@ SCRIPT = textwrap.dedent(
         f.write(bytes(range(256)) * 4000)
     with open(os.path.join(files, "plots", "deep", "b.txt"), "w") as f:
         f.write("b")
+    big = os.path.join(files, "big.bin")
+    with open(big, "wb") as f:
+        f.write(os.urandom(3_500_000))
+    # Over this size MLflow's client uploads in parts, when the server's info says it
+    # may: counted here, so the test knows the parts path was taken.
+    os.environ["MLFLOW_MULTIPART_UPLOAD_MINIMUM_FILE_SIZE"] = "1000000"
+    os.environ["MLFLOW_MULTIPART_UPLOAD_CHUNK_SIZE"] = "1000000"
+    from mlflow.store.artifact.http_artifact_repo import HttpArtifactRepository
+    completed = []
+    _complete = HttpArtifactRepository.complete_multipart_upload
+    def _counted(self, *args, **kwargs):
+        completed.append(len(kwargs.get("parts") or args[2]))
+        return _complete(self, *args, **kwargs)
+    HttpArtifactRepository.complete_multipart_upload = _counted
 
     def models(client):
         # log an sklearn model with skops and one with cloudpickle, register both, set
@@ -59,6 +73,7 @@ SCRIPT = textwrap.dedent(
             )
         version = mlflow.register_model(logged.model_uri, "churn-model")
         client.set_registered_model_alias("churn-model", "champion", version.version)
+        client.set_registered_model_tag("churn-model", "owner", "ann")
         loaded = mlflow.sklearn.load_model("models:/churn-model@champion")
         by_run = mlflow.pyfunc.load_model(f"runs:/{fit.info.run_id}/model")
         where = mlflow.artifacts.download_artifacts(
@@ -74,6 +89,7 @@ SCRIPT = textwrap.dedent(
             "by_run": by_run.predict(X).tolist(),
             "model_files": sorted(os.listdir(where)),
             "champion": client.get_model_version_by_alias("churn-model", "champion").version,
+            "model_tags": client.get_registered_model("churn-model").tags,
             "versions": [
                 (v.name, v.version, v.run_id)
                 for v in client.search_model_versions("name='churn-model'")
@@ -84,6 +100,7 @@ SCRIPT = textwrap.dedent(
     with mlflow.start_run(run_name="first") as run:
         mlflow.log_artifact(os.path.join(files, "notes.txt"))
         mlflow.log_artifacts(os.path.join(files, "plots"), artifact_path="plots")
+        mlflow.log_artifact(big, artifact_path="big")
         mlflow.log_param("lr", 0.1)
         mlflow.log_params({"depth": 3, "kind": "gbm"})
         for step in range(5):
@@ -102,6 +119,12 @@ SCRIPT = textwrap.dedent(
     client = MlflowClient()
     client.set_tag(run.info.run_id, "scratch", "x")
     client.delete_tag(run.info.run_id, "scratch")
+    client.set_experiment_tag(run.info.experiment_id, "owner", "vision-team")
+    scratch = client.create_experiment("churn-scratch", tags={"kind": "trial"})
+    client.delete_experiment(scratch)
+    stages = [client.get_experiment(scratch).lifecycle_stage]
+    client.restore_experiment(scratch)
+    stages.append(client.get_experiment(scratch).lifecycle_stage)
     with mlflow.start_run(run_name="third") as third:
         mlflow.log_metric("acc", 0.99)
     client.delete_run(third.info.run_id)
@@ -139,6 +162,10 @@ SCRIPT = textwrap.dedent(
         "root": listing(),
         "plots": listing("plots"),
         "downloaded": downloaded,
+        "big": hashlib.sha256(open(big, "rb").read()).hexdigest(),
+        "multipart": completed,
+        "experiment_tags": client.get_experiment(run.info.experiment_id).tags,
+        "scratch": stages + [client.get_experiment(scratch).tags],
         "run_id": run.info.run_id,
         "experiment_id": run.info.experiment_id,
         "status": got.info.status,
@@ -231,7 +258,11 @@ def test_mlflow_code_logs_to_plinth_unchanged(
         assert seen["experiment"] == seen["experiment_id"]
         assert seen["deleted"] == ["third"] and seen["third"] == "deleted"
 
-        assert seen["root"] == [["notes.txt", False, 5], ["plots", True, None]]
+        assert seen["root"] == [["big", True, None], ["notes.txt", False, 5], ["plots", True, None]]
+        # in 1 MB parts, as server-info allows: plots/a.bin (1,024,000 bytes), big.bin
+        assert seen["multipart"] == [2, 4]
+        assert seen["experiment_tags"] == {"owner": "vision-team"}
+        assert seen["scratch"] == ["deleted", "active", {"kind": "trial"}]
         assert seen["plots"] == [["plots/a.bin", False, 1_024_000], ["plots/deep", True, None]]
 
         # The same through Plinth's own SDK: one store, not a copy.
@@ -245,7 +276,8 @@ def test_mlflow_code_logs_to_plinth_unchanged(
         assert sorted(r.name for r in root.search_runs("churn")) == ["first", "second"]
         assert [r.name for r in root.search_runs("churn", lifecycle="deleted")] == ["third"]
         stored = {a.path: a.digest for a in root.list_artifacts(run.id)}
-        assert sorted(stored) == ["notes.txt", "plots/a.bin", "plots/deep/b.txt"]
+        assert sorted(stored) == ["big/big.bin", "notes.txt", "plots/a.bin", "plots/deep/b.txt"]
+        assert stored["big/big.bin"] == seen["big"]
         assert seen["downloaded"] == {
             "a.bin": stored["plots/a.bin"],
             "deep/b.txt": stored["plots/deep/b.txt"],
@@ -261,6 +293,7 @@ def test_mlflow_code_logs_to_plinth_unchanged(
         assert seen["input"] == ["train", "code", "training"]  # mlflow.log_input, read back
         assert seen["predicted"] == seen["by_run"] == [0, 1, 0, 1]
         assert seen["version"] == "1" and seen["champion"] == "1"
+        assert seen["model_tags"] == {"owner": "ann"}
         assert seen["versions"] == [["churn-model", "1", seen["fit_run"]]]
         assert {"MLmodel", "model.skops"} <= set(seen["model_files"])
         version = root.get_model_version("churn-models", "churn-model", 1)

@@ -194,10 +194,11 @@ def test_a_pickled_mlflow_model_is_kept_and_flagged(
 def test_a_model_made_by_name_waits_for_its_first_version(
     client: Client, http: httpx.Client, project: str
 ) -> None:
-    created = call(
-        http, "POST", "registered-models/create", json={"name": "later", "description": "soon"}
-    )["registered_model"]
+    made = {"name": "later", "description": "soon", "tags": [{"key": "team", "value": "ml"}]}
+    created = call(http, "POST", "registered-models/create", json=made)["registered_model"]
     assert created["name"] == "later" and created["description"] == "soon"
+    tag = {"name": "later", "key": "stage", "value": "draft"}
+    call(http, "POST", "registered-models/set-tag", json=tag)
     got = call(http, "GET", "registered-models/get", params={"name": "later"})
     assert got["registered_model"]["description"] == "soon"
     refused(
@@ -219,6 +220,24 @@ def test_a_model_made_by_name_waits_for_its_first_version(
     call(http, "POST", "model-versions/create", json={"name": "later", "source": f"{where}/m"})
     [model] = client.list_models(project)
     assert (model.name, model.description, model.latest_version) == ("later", "soon", 1)
+
+    def tags() -> dict[str, str]:
+        got = call(http, "GET", "registered-models/get", params={"name": "later"})
+        return {t["key"]: t["value"] for t in got["registered_model"]["tags"]}
+
+    assert tags() == {"team": "ml", "stage": "draft"}  # kept when the model was placed
+    call(http, "POST", "registered-models/set-tag", json={**tag, "value": "prod"})
+    call(http, "DELETE", "registered-models/delete-tag", json={"name": "later", "key": "team"})
+    assert tags() == {"stage": "prod"}
+    refused(
+        http,
+        "DELETE",
+        "registered-models/delete-tag",
+        "RESOURCE_DOES_NOT_EXIST",
+        json={"name": "later", "key": "team"},
+    )
+    audited = [e.details for e in client.audit_events(project=project)]
+    assert {"team": None} in audited
     message = refused(
         http,
         "DELETE",
@@ -251,6 +270,7 @@ def test_bad_model_requests_are_refused_and_change_nothing(
         "model-versions/create",
     )
     no_run = "runs:/" + "0" * 32 + "/m"
+    twice = [{"key": "a", "value": "1"}, {"key": "a", "value": "2"}]
     bad_calls: list[tuple[str, str, str, dict[str, Any]]] = [
         ("POST", "logged-models", bad, {"json": {"experiment_id": experiment_id}}),
         ("POST", "logged-models", bad, {"json": {"experiment_id": "0", "source_run_id": run_id}}),
@@ -260,7 +280,8 @@ def test_bad_model_requests_are_refused_and_change_nothing(
         ("POST", create, bad, {"json": {"name": "m", "source": f"runs:/{run_id}/nothing"}}),
         ("POST", create, bad, {"json": {"name": "a b", "source": f"runs:/{run_id}/m"}}),
         ("POST", create, gone, {"json": {"name": "m", "source": no_run}}),
-        ("POST", "registered-models/create", bad, {"json": {"name": "t", "tags": [{"key": "a"}]}}),
+        ("POST", "registered-models/create", bad, {"json": {"name": "t", "tags": twice}}),
+        ("POST", "registered-models/set-tag", gone, {"json": {"name": "t", "key": "k"}}),
         ("GET", "model-versions/get", bad, {"params": {"name": "m", "version": "one"}}),
         ("GET", "registered-models/get", gone, {"params": {"name": "m"}}),
         ("GET", "model-versions/search", bad, {"params": {"filter": "tags.x = 'y'"}}),

@@ -8,7 +8,11 @@ from plinth.core.capability import Capability
 
 CAPABILITY = Capability(
     name="mlflow",
-    services=("plinth.mlflow.service:MlflowService", "plinth.mlflow.models:MlflowModels"),
+    services=(
+        "plinth.mlflow.service:MlflowService",
+        "plinth.mlflow.models:MlflowModels",
+        "plinth.mlflow.uploads:MlflowUploads",
+    ),
     routers=("plinth.mlflow.routes:router",),
     commands=(("import", "plinth.mlflow.cli:import_app"),),
     tables=("plinth.mlflow.tables",),

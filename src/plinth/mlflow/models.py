@@ -43,6 +43,7 @@ from plinth.mlflow.service import (
     _name_matches,
     _offset,
     _pairs,
+    changed_tags,
     experiment_id,
 )
 from plinth.registry import schemas as rs
@@ -276,10 +277,7 @@ class MlflowModels:
         """A model by name, before its versions: kept for its maker until the first
         version places it in that version's project."""
         name = check_model_name(req.name)
-        if req.tags:
-            raise InvalidInput(
-                "registered-model tags are not kept by Plinth: tag its versions instead"
-            )
+        tags = _pairs(req.tags, "tag")
         pm = mt.pending_models
         with self.audit.recorded(principal, "mlflow.models.create", object=name) as (
             conn,
@@ -296,6 +294,7 @@ class MlflowModels:
                     "name": name,
                     "description": req.description or "",
                     "created_at": now,
+                    "tags": json.dumps(tags),
                 },
             ).scalar()
             if added is None:
@@ -366,6 +365,56 @@ class MlflowModels:
             conn.execute(pm.delete().where(pm.c.created_by == principal.name, pm.c.name == name))
         return {}
 
+    def set_model_tag(self, req: m.MlflowModelTag, *, principal: Principal) -> dict[str, Any]:
+        return self._change_tags(req.name, {req.key: req.value}, principal)
+
+    def delete_model_tag(self, name: str, key: str, *, principal: Principal) -> dict[str, Any]:
+        return self._change_tags(name, {key: None}, principal)
+
+    def _change_tags(
+        self, name: str, change_to: dict[str, str | None], principal: Principal
+    ) -> dict[str, Any]:
+        """Set (a text) or remove (``None``) a registered model's MLflow tags; a pending
+        model keeps its own until its first version."""
+        with self.audit.recorded(principal, "mlflow.models.tag", object=name) as (conn, change):
+            change.details = change_to
+            found = self._locate(conn, name, principal)
+            if found is None:
+                pm = mt.pending_models
+                row = self._pending_row(conn, name, principal)
+                if row is None:
+                    raise NotFound(f"no registered model {name!r}")
+                tags = changed_tags(json.loads(row.tags), change_to, f"model {name!r}")
+                mine = sa.and_(pm.c.created_by == principal.name, pm.c.name == name)
+                conn.execute(pm.update().where(mine).values(tags=json.dumps(tags)))
+                return {}
+            change.project = found.project
+            hidden = NotFound(f"no registered model {name!r}")
+            self.mlflow.projects.check(
+                conn,
+                found.project_id,
+                principal,
+                Need.WRITE,
+                hidden,
+                project=found.project,
+                record=False,
+            )
+            tags = changed_tags(self._tags(conn, found.id), change_to, f"model {name!r}")
+            self._save_tags(conn, found.id, tags)
+        return {}
+
+    @staticmethod
+    def _tags(conn: Connection, model_id: str) -> dict[str, str]:
+        t = mt.model_tags
+        held = conn.execute(sa.select(t.c.tags).where(t.c.model_id == model_id)).scalar()
+        return {} if held is None else dict(json.loads(held))
+
+    def _save_tags(self, conn: Connection, model_id: str, tags: dict[str, str]) -> None:
+        t = mt.model_tags
+        conn.execute(t.delete().where(t.c.model_id == model_id))
+        if tags:
+            conn.execute(t.insert().values(model_id=model_id, tags=json.dumps(tags)))
+
     def get_latest_versions(
         self, req: m.MlflowLatestVersions, *, principal: Principal
     ) -> dict[str, Any]:
@@ -435,6 +484,9 @@ class MlflowModels:
                 conn.execute(
                     pm.delete().where(pm.c.created_by == principal.name, pm.c.name == name)
                 )
+                placed = self._locate(conn, name, principal)
+                if placed is not None and pending.tags != "{}":
+                    self._save_tags(conn, placed.id, json.loads(pending.tags))
         return {"model_version": self._version(version)}
 
     def get_model_version(self, name: str, version: str, *, principal: Principal) -> dict[str, Any]:
@@ -584,7 +636,7 @@ class MlflowModels:
         a name two such projects hold is ambiguous for MLflow's one namespace."""
         rm = rt.registered_models
         stmt = (
-            sa.select(rm.c.id, rm.c.name, projects.c.name.label("project"))
+            sa.select(rm.c.id, rm.c.name, rm.c.project_id, projects.c.name.label("project"))
             .join(projects, projects.c.id == rm.c.project_id)
             .where(rm.c.name == name)
         )
@@ -630,9 +682,10 @@ class MlflowModels:
         return names
 
     def _registered(self, conn: Connection, name: str, principal: Principal) -> dict[str, Any]:
-        project = self._project_of_model(conn, name, principal)
-        if project is None:
+        found = self._locate(conn, name, principal)
+        if found is None:
             return self._pending(conn, name, principal)
+        project = str(found.project)
         model = self.registry.get_model(project, name, principal=principal)
         answer: dict[str, Any] = {
             "name": model.name,
@@ -640,7 +693,7 @@ class MlflowModels:
             "last_updated_timestamp": _ms(model.updated_at),
             "description": model.description,
             "aliases": [{"alias": a, "version": str(v)} for a, v in model.aliases.items()],
-            "tags": [],
+            "tags": _key_values(self._tags(conn, found.id)),
         }
         if model.latest_version is not None:
             latest = self.registry.get_version(
@@ -666,7 +719,7 @@ class MlflowModels:
             "description": row.description,
             "user_id": row.created_by,
             "aliases": [],
-            "tags": [],
+            "tags": _key_values(json.loads(row.tags)),
         }
 
 

@@ -6,23 +6,29 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 
 from plinth.api.auth import caller
-from plinth.api.context import Caller
-from plinth.api.uploads import download_headers, receive_upload, streamed_body
+from plinth.api.context import Caller, services_of
+from plinth.api.uploads import Uploads, download_headers, receive_upload, streamed_body
 from plinth.core.access import Permission
 from plinth.mlflow import schemas as m
 from plinth.mlflow.models import MlflowModels
 from plinth.mlflow.service import MlflowService
+from plinth.mlflow.uploads import PARTS_PATH, MlflowUploads
 
 PREFIX = "/mlflow/api/2.0/mlflow"
 ARTIFACTS = "/mlflow/api/2.0/mlflow-artifacts/artifacts"
+MPU = "/mlflow/api/2.0/mlflow-artifacts/mpu"
 router = APIRouter(tags=["mlflow"])
 Read = Annotated[Caller[MlflowService], caller(MlflowService, Permission.PROJECT_READ)]
 Write = Annotated[Caller[MlflowService], caller(MlflowService, Permission.PROJECT_WRITE)]
 ReadModels = Annotated[Caller[MlflowModels], caller(MlflowModels, Permission.PROJECT_READ)]
 WriteModels = Annotated[Caller[MlflowModels], caller(MlflowModels, Permission.PROJECT_WRITE)]
+WriteUploads = Annotated[Caller[MlflowUploads], caller(MlflowUploads, Permission.PROJECT_WRITE)]
+# A part's URL is its credential (as a presigned S3 URL is): MLflow's client sends parts
+# without its token, to the URLs ``mpu/create`` answered.
+PartUploads = Annotated[Caller[MlflowUploads], caller(MlflowUploads, Permission.PUBLIC)]
 Answer = dict[str, Any]
 IdQuery = Annotated[str, Query(min_length=1, max_length=64)]
 NameQuery = Annotated[str, Query(min_length=1, max_length=200)]
@@ -50,6 +56,32 @@ async def get_experiment_by_name(
 @router.post(f"{PREFIX}/experiments/search")
 async def search_experiments(req: m.MlflowSearchExperiments, c: Read) -> Answer:
     return await c(c.service.search_experiments, req)
+
+
+@router.post(f"{PREFIX}/experiments/update")
+async def update_experiment(req: m.MlflowUpdateExperiment, c: Write) -> Answer:
+    return await c(c.service.update_experiment, req)
+
+
+@router.post(f"{PREFIX}/experiments/delete")
+async def delete_experiment(req: m.MlflowExperimentRef, c: Write) -> Answer:
+    """Takes the project's admin; its runs are deleted with it (restorable)."""
+    return await c(c.service.delete_experiment, req.experiment_id)
+
+
+@router.post(f"{PREFIX}/experiments/restore")
+async def restore_experiment(req: m.MlflowExperimentRef, c: Write) -> Answer:
+    return await c(c.service.restore_experiment, req.experiment_id)
+
+
+@router.post(f"{PREFIX}/experiments/set-experiment-tag")
+async def set_experiment_tag(req: m.MlflowExperimentTag, c: Write) -> Answer:
+    return await c(c.service.set_experiment_tag, req)
+
+
+@router.post(f"{PREFIX}/experiments/delete-experiment-tag")
+async def delete_experiment_tag(req: m.MlflowExperimentTagKey, c: Write) -> Answer:
+    return await c(c.service.delete_experiment_tag, req)
 
 
 @router.post(f"{PREFIX}/runs/create")
@@ -219,6 +251,16 @@ async def get_by_alias(
     return await c(c.service.get_by_alias, name, alias)
 
 
+@router.post(f"{PREFIX}/registered-models/set-tag")
+async def set_model_tag(req: m.MlflowModelTag, c: WriteModels) -> Answer:
+    return await c(c.service.set_model_tag, req)
+
+
+@router.delete(f"{PREFIX}/registered-models/delete-tag")
+async def delete_model_tag(req: m.MlflowModelTagRef, c: WriteModels) -> Answer:
+    return await c(c.service.delete_model_tag, req.name, req.key)
+
+
 @router.post(f"{PREFIX}/model-versions/create")
 async def create_model_version(req: m.MlflowCreateVersion, c: WriteModels) -> Answer:
     return await c(c.service.create_model_version, req)
@@ -312,3 +354,58 @@ async def list_artifacts(
     c: Read, path: Annotated[str | None, Query(max_length=1200)] = None
 ) -> Answer:
     return await c(c.service.list_artifacts, path)
+
+
+@router.get("/mlflow/api/3.0/mlflow/server-info")
+async def server_info(c: Read) -> Answer:
+    """What MLflow's client asks before a large upload: multipart uploads are served
+    (presigned multipart downloads are not; downloads stream)."""
+    return {
+        "store_type": None,
+        "workspaces_enabled": False,
+        "trace_archival_enabled": False,
+        "multipart_uploads_enabled": True,
+        "multipart_downloads_enabled": False,
+    }
+
+
+@router.post(f"{MPU}/create/{{artifact:path}}")
+async def create_upload(
+    artifact: ArtifactPath, req: m.MlflowCreateUpload, request: Request, c: WriteUploads
+) -> Answer:
+    """Start a multipart upload: its id, and a URL for each part."""
+    return await c(c.service.create, artifact, req, str(request.base_url))
+
+
+@router.put(
+    f"{PARTS_PATH}/{{upload_id}}/{{part}}",
+    openapi_extra=streamed_body("max_artifact_bytes"),
+    response_class=JSONResponse,
+    include_in_schema=False,  # a URL ``mpu/create`` hands out, not an API to call
+)
+async def upload_part(
+    upload_id: Annotated[str, Path(min_length=1, max_length=100)],
+    part: Annotated[int, Path(ge=1, le=10_000)],
+    request: Request,
+    c: PartUploads,
+) -> JSONResponse:
+    """One part's bytes; answers its ETag (its sha256). The parts of one upload share
+    the server's upload pool, not one principal's few upload slots."""
+    uploads = services_of(request).get(Uploads)
+    etag = await uploads.receive(
+        request, lambda chunks: c.service.put_part(upload_id, part, chunks)
+    )
+    return JSONResponse({}, headers={"ETag": f'"{etag}"'})
+
+
+@router.post(f"{MPU}/complete/{{artifact:path}}")
+async def complete_upload(
+    artifact: ArtifactPath, req: m.MlflowCompleteUpload, c: WriteUploads
+) -> Answer:
+    """Join the parts into the artifact (named once, like any upload)."""
+    return await c(c.service.complete, artifact, req)
+
+
+@router.post(f"{MPU}/abort/{{artifact:path}}")
+async def abort_upload(artifact: ArtifactPath, req: m.MlflowUploadRef, c: WriteUploads) -> Answer:
+    return await c(c.service.abort, artifact, req)

@@ -39,7 +39,24 @@ class MlflowSearchExperiments(_In):
     filter: str = Field("", max_length=4000)
     order_by: list[str] = Field([], max_length=10)
     page_token: str | None = Field(None, max_length=100)
-    view_type: str | None = None
+    view_type: str | int | None = None
+
+
+class MlflowUpdateExperiment(_In):
+    experiment_id: Id
+    new_name: str | None = Field(None, max_length=500)
+
+
+class MlflowExperimentRef(_In):
+    experiment_id: Id
+
+
+class MlflowExperimentTagKey(MlflowExperimentRef):
+    key: Key
+
+
+class MlflowExperimentTag(MlflowExperimentTagKey):
+    value: Text = ""
 
 
 class MlflowCreateRun(_In):
@@ -218,6 +235,15 @@ class MlflowTransitionStage(MlflowVersionRef):
     archive_existing_versions: StrictBool = False
 
 
+class MlflowModelTagRef(_In):
+    name: Name
+    key: Key
+
+
+class MlflowModelTag(MlflowModelTagRef):
+    value: Text = ""
+
+
 class MlflowVersionTag(MlflowVersionRef):
     key: Key
     value: Text = ""
@@ -225,3 +251,23 @@ class MlflowVersionTag(MlflowVersionRef):
 
 class MlflowVersionTagRef(MlflowVersionRef):
     key: Key
+
+
+class MlflowCreateUpload(_In):
+    path: str = Field(max_length=4096)  # the client's local file: its name is kept
+    num_parts: int = Field(1, ge=1, le=10_000)
+
+
+class MlflowUploadRef(_In):
+    path: str = Field(max_length=4096)
+    upload_id: Annotated[str, Field(min_length=1, max_length=100)]
+
+
+class MlflowUploadPart(_In):
+    part_number: int = Field(ge=1, le=10_000)
+    etag: str | None = Field(None, max_length=200)
+    url: str | None = Field(None, max_length=4096)
+
+
+class MlflowCompleteUpload(MlflowUploadRef):
+    parts: list[MlflowUploadPart] = Field(min_length=1, max_length=10_000)

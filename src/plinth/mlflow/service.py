@@ -33,6 +33,7 @@ from plinth.errors import Conflict, InvalidInput, NotFound
 from plinth.mlflow import schemas as m
 from plinth.mlflow import tables as mt
 from plinth.tracking import schemas as ts
+from plinth.tracking import tables as ts_tables
 from plinth.tracking.artifacts import RunArtifactsService
 from plinth.tracking.service import TrackingService
 
@@ -81,17 +82,18 @@ class MlflowService:
                 "artifact_location is not taken: Plinth stores every experiment's artifacts "
                 "in its own store; leave it out"
             )
-        if req.tags:
-            raise InvalidInput("experiment tags are not kept by Plinth: create it without tags")
+        tags = _pairs(req.tags, "tag")
         with self.audit.recorded(principal, "projects.create", project=name) as (conn, change):
             change.record = False  # the guard records the creation itself
             project_id = self.projects.create(conn, name, principal)
+            if tags:
+                self._save_state(conn, project_id, tags=tags)
         return {"experiment_id": project_id}
 
     def get_experiment(self, experiment_id: str, *, principal: Principal) -> dict[str, Any]:
         with self.db.read() as conn:
             row = self.experiment_row(conn, experiment_id, principal)
-        return {"experiment": _experiment(row)}
+            return {"experiment": _experiment(row, self._states(conn, [row.id]).get(row.id))}
 
     def get_experiment_by_name(self, name: str, *, principal: Principal) -> dict[str, Any]:
         hidden = NotFound(f"no experiment named {name!r}")
@@ -99,40 +101,156 @@ class MlflowService:
             project_id = self.projects.id_of(conn, name) if is_project_name(name) else None
             self.projects.check(conn, project_id, principal, Need.READ, hidden, project=name)
             row = conn.execute(sa.select(projects).where(projects.c.id == project_id)).one()
-        return {"experiment": _experiment(row)}
+            return {"experiment": _experiment(row, self._states(conn, [row.id]).get(row.id))}
 
     def search_experiments(
         self, req: m.MlflowSearchExperiments, *, principal: Principal
     ) -> dict[str, Any]:
         """The experiments (projects) the caller may read; the filter compares the name
-        (``=``, ``!=``, ``LIKE``, ``ILIKE``), the order is by name or creation time."""
-        rows = [r for r in self.projects.list(principal) if _name_matches(req.filter, r["name"])]
+        (``=``, ``!=``, ``LIKE``, ``ILIKE``), the order is by name or creation time;
+        ``view_type`` chooses active, deleted or all experiments, as for runs."""
+        lifecycle = _lifecycle(req.view_type)
+        found = [r for r in self.projects.list(principal) if _name_matches(req.filter, r["name"])]
+        with self.db.read() as conn:
+            states = self._states(conn, [r["id"] for r in found])
+        rows = [
+            r | {"state": states.get(r["id"])}
+            for r in found
+            if lifecycle == "all" or (lifecycle == "deleted") == _deleted(states.get(r["id"]))
+        ]
         for field in reversed(req.order_by or ["creation_time DESC"]):
             key, descending = _experiment_order(field)
             rows.sort(key=lambda r: r[key], reverse=descending)
         start = _offset(req.page_token)
         page = rows[start : start + req.max_results]
-        answer: dict[str, Any] = {"experiments": [_experiment(r) for r in page]}
+        answer: dict[str, Any] = {"experiments": [_experiment(r, r["state"]) for r in page]}
         if start + req.max_results < len(rows):
             answer["next_page_token"] = str(start + req.max_results)
         return answer
 
-    def experiment_row(self, conn: Any, experiment_id: str, principal: Principal) -> Any:
-        """The project behind ``experiment_id`` if the caller may read it; else the
-        same NotFound whether it exists or not."""
+    def update_experiment(
+        self, req: m.MlflowUpdateExperiment, *, principal: Principal
+    ) -> dict[str, Any]:
+        """MLflow's update renames; a project's name is fixed (it is in every URI and
+        token scope that names it), so only the same name is taken."""
+        with self.db.read() as conn:
+            row = self.experiment_row(conn, req.experiment_id, principal)
+        if req.new_name is not None and req.new_name != row.name:
+            raise InvalidInput(
+                f"experiment {row.name!r} cannot be renamed: it is Plinth's project "
+                f"{row.name!r}, whose name is fixed; create an experiment with the new name"
+            )
+        return {}
+
+    def delete_experiment(self, experiment_id: str, *, principal: Principal) -> dict[str, Any]:
+        """MLflow's delete: the experiment leaves MLflow's active listing and its runs
+        are deleted (kept, restorable, Plinth-wide); the project stays. Takes the
+        project's admin."""
+        return self._set_deleted(experiment_id, time.time(), principal)
+
+    def restore_experiment(self, experiment_id: str, *, principal: Principal) -> dict[str, Any]:
+        """Undo a delete: the experiment and the runs its delete took come back (a run
+        deleted on its own before stays deleted)."""
+        return self._set_deleted(experiment_id, None, principal)
+
+    def _set_deleted(
+        self, experiment_id: str, when: float | None, principal: Principal
+    ) -> dict[str, Any]:
+        action = "mlflow.experiments.delete" if when else "mlflow.experiments.restore"
+        with self.audit.recorded(principal, action, object=experiment_id) as (conn, change):
+            row = self.experiment_row(conn, experiment_id, principal, Need.ADMIN, change)
+            was = (self._states(conn, [row.id]).get(row.id) or {}).get("deleted_at")
+            change.record = (was is None) != (when is None)  # else: nothing changes
+            if not change.record:
+                return {}
+            r = ts_tables.runs
+            mine = r.c.project_id == row.id
+            if when is not None:
+                taken = r.update().where(mine, r.c.deleted_at.is_(None)).values(deleted_at=when)
+            else:
+                taken = r.update().where(mine, r.c.deleted_at == was).values(deleted_at=None)
+            change.details = {"runs": conn.execute(taken).rowcount}
+            self._save_state(conn, row.id, deleted_at=when)
+        return {}
+
+    def set_experiment_tag(
+        self, req: m.MlflowExperimentTag, *, principal: Principal
+    ) -> dict[str, Any]:
+        return self._change_tags(req.experiment_id, {req.key: req.value}, principal)
+
+    def delete_experiment_tag(
+        self, req: m.MlflowExperimentTagKey, *, principal: Principal
+    ) -> dict[str, Any]:
+        return self._change_tags(req.experiment_id, {req.key: None}, principal)
+
+    def _change_tags(
+        self, experiment_id: str, change_to: dict[str, str | None], principal: Principal
+    ) -> dict[str, Any]:
+        """Set (a text) or remove (``None``) experiment tags."""
+        with self.audit.recorded(principal, "mlflow.experiments.tag", object=experiment_id) as (
+            conn,
+            change,
+        ):
+            row = self.experiment_row(conn, experiment_id, principal, Need.WRITE, change)
+            tags = json.loads((self._states(conn, [row.id]).get(row.id) or {}).get("tags", "{}"))
+            change.details = change_to
+            self._save_state(
+                conn, row.id, tags=changed_tags(tags, change_to, f"experiment {experiment_id}")
+            )
+        return {}
+
+    def _states(self, conn: Any, project_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """What MLflow said about these experiments (tags, deletion), by project id."""
+        e = mt.experiments
+        if not project_ids:
+            return {}
+        rows = conn.execute(sa.select(e).where(e.c.project_id.in_(project_ids))).mappings()
+        return {r["project_id"]: dict(r) for r in rows}
+
+    def _save_state(self, conn: Any, project_id: str, **values: Any) -> None:
+        e = mt.experiments
+        if "tags" in values:
+            values["tags"] = json.dumps(values["tags"])
+        values["updated_at"] = time.time()
+        updated = conn.execute(e.update().where(e.c.project_id == project_id).values(**values))
+        if not updated.rowcount:
+            conn.execute(e.insert().values(project_id=project_id, **values))
+
+    def require_active(self, conn: Any, project_id: str, name: str) -> None:
+        """Refuse new runs in an experiment MLflow code deleted."""
+        if _deleted(self._states(conn, [project_id]).get(project_id)):
+            raise InvalidInput(
+                f"experiment {name!r} is deleted: restore it (MlflowClient()."
+                "restore_experiment) or log to another"
+            )
+
+    def experiment_row(
+        self,
+        conn: Any,
+        experiment_id: str,
+        principal: Principal,
+        need: Need = Need.READ,
+        change: Any = None,
+    ) -> Any:
+        """The project behind ``experiment_id`` if the caller may ``need`` it; else the
+        same NotFound whether it exists or not. Inside an audited ``change`` the change
+        records the refusal and names the project."""
         if experiment_id == DEFAULT_EXPERIMENT_ID:
             project_id = self.projects.id_of(conn, DEFAULT_EXPERIMENT)
         else:
             project_id = experiment_id
         row = conn.execute(sa.select(projects).where(projects.c.id == project_id)).first()
         hidden = NotFound(f"no experiment with id {experiment_id!r}")
+        if change is not None and row is not None:
+            change.project = row.name
         self.projects.check(
             conn,
             None if row is None else row.id,
             principal,
-            Need.READ,
+            need,
             hidden,
             project=None if row is None else row.name,
+            record=change is None,
         )
         return row
 
@@ -146,7 +264,14 @@ class MlflowService:
     # runs -------------------------------------------------------------------------------
 
     def create_run(self, req: m.MlflowCreateRun, *, principal: Principal) -> dict[str, Any]:
-        project = self.project_of(req.experiment_id, principal)
+        with self.db.read() as conn:  # ``Default`` is made by its first run
+            exists = req.experiment_id != DEFAULT_EXPERIMENT_ID or self.projects.id_of(
+                conn, DEFAULT_EXPERIMENT
+            )
+            if exists:
+                row = self.experiment_row(conn, req.experiment_id, principal)
+                self.require_active(conn, row.id, row.name)
+        project = DEFAULT_EXPERIMENT if not exists else str(row.name)
         tags = _pairs(req.tags, "tag")
         if req.user_id:
             tags.setdefault("mlflow.user", req.user_id)
@@ -296,7 +421,7 @@ class MlflowService:
     def upload_artifact(
         self, path: str, chunks: Iterable[bytes], *, principal: Principal
     ) -> dict[str, Any]:
-        run_id, name = self._artifact(path, principal)
+        run_id, name = self.artifact_name(path, principal)
         if not name:
             raise InvalidInput(f"{path!r} names the run's artifact folder, not a file in it")
         self.artifacts.upload_artifact(run_id, name, chunks, principal=principal, ended_ok=True)
@@ -305,13 +430,13 @@ class MlflowService:
     def download_artifact(
         self, path: str, *, principal: Principal
     ) -> tuple[ts.Artifact, Iterator[bytes]]:
-        run_id, name = self._artifact(path, principal)
+        run_id, name = self.artifact_name(path, principal)
         return self.artifacts.get_artifact(run_id, name, principal=principal)
 
     def list_artifacts(self, path: str | None, *, principal: Principal) -> dict[str, Any]:
         """The files and folders right inside ``path`` (MLflow lists one level), named
         relative to it."""
-        run_id, folder = self._artifact(path or "", principal)
+        run_id, folder = self.artifact_name(path or "", principal)
         stored = self.artifacts.list_artifacts(run_id, folder or None, principal=principal)
         prefix = f"{folder}/" if folder else ""
         files: dict[str, dict[str, Any]] = {}
@@ -324,7 +449,7 @@ class MlflowService:
                 files[child] = {"path": child, "is_dir": False, "file_size": artifact.size}
         return {"files": list(files.values())}
 
-    def _artifact(self, path: str, principal: Principal) -> tuple[str, str]:
+    def artifact_name(self, path: str, principal: Principal) -> tuple[str, str]:
         """The run and the artifact name in it of MLflow's ``EXPERIMENT/RUN/artifacts/NAME``
         (the form of the ``artifact_uri`` runs are given); the same NotFound for a run
         one may not read and for a path of any other form."""
@@ -421,20 +546,39 @@ class MlflowService:
 # helpers --------------------------------------------------------------------------------
 
 
-def _experiment(row: Any) -> dict[str, Any]:
-    """A project (a row, or a row's mapping) as MLflow's ``Experiment``."""
+def _experiment(row: Any, state: dict[str, Any] | None) -> dict[str, Any]:
+    """A project (a row, or a row's mapping) and its MLflow state as MLflow's
+    ``Experiment``."""
     row = row if isinstance(row, dict) else row._mapping
     found = experiment_id(row["name"], row["id"])
     created = round(row["created_at"] * 1000)
+    tags = json.loads(state["tags"]) if state else {}
     return {
         "experiment_id": found,
         "name": row["name"],
         "artifact_location": f"mlflow-artifacts:/{found}",
-        "lifecycle_stage": "active",
+        "lifecycle_stage": "deleted" if _deleted(state) else "active",
         "creation_time": created,
-        "last_update_time": created,
-        "tags": [],
+        "last_update_time": round(state["updated_at"] * 1000) if state else created,
+        "tags": [{"key": k, "value": v} for k, v in tags.items()],
     }
+
+
+def changed_tags(tags: dict[str, str], change_to: dict[str, str | None], of: str) -> dict[str, str]:
+    """``tags`` with keys set (to a text) or removed (``None``: NotFound if absent)."""
+    tags = dict(tags)
+    for key, value in change_to.items():
+        if value is None:
+            if tags.pop(key, None) is None:
+                raise NotFound(f"{of} has no tag {key!r}")
+        else:
+            ts.check_key(key)
+            tags[key] = value
+    return tags
+
+
+def _deleted(state: dict[str, Any] | None) -> bool:
+    return state is not None and state["deleted_at"] is not None
 
 
 def experiment_id(project: str, project_id: str) -> str:
@@ -443,12 +587,13 @@ def experiment_id(project: str, project_id: str) -> str:
 
 
 def _lifecycle(view: str | int | None) -> str:
-    """MLflow's ``run_view_type`` (by name or number) as Plinth's search lifecycle."""
+    """MLflow's ``view_type`` or ``run_view_type`` (by name or number) as Plinth's
+    search lifecycle."""
     views = {"ACTIVE_ONLY": "active", "DELETED_ONLY": "deleted", "ALL": "all"}
     numbers = {"1": "active", "2": "deleted", "3": "all"}
     found = views.get(str(view or "ACTIVE_ONLY").upper()) or numbers.get(str(view))
     if found is None:
-        raise InvalidInput(f"run_view_type is one of {', '.join(views)}; got {str(view)[:40]!r}")
+        raise InvalidInput(f"view type is one of {', '.join(views)}; got {str(view)[:40]!r}")
     return found
 
 

@@ -9,6 +9,13 @@ created by name before any version: Plinth keeps models in projects, and the pro
 the one its first version's run is in, so until then the name waits here. A run's
 *inputs* are the datasets MLflow code said it read (``mlflow.log_input``), kept as MLflow
 described them (name, digest, source, schema, profile) with their tags (the context).
+
+An *experiment* is a project; ``mlflow_experiments`` keeps its MLflow tags and whether
+MLflow code deleted it (its runs were deleted with it, at that same time, so a restore
+brings back exactly those). Registered models' MLflow tags are kept in
+``mlflow_model_tags`` (a pending model keeps its own until its first version). A
+*multipart upload* is a file arriving in numbered parts; each part waits under the
+store's ``tmp/`` (swept after an hour) until the upload completes into one artifact.
 """
 
 from __future__ import annotations
@@ -54,4 +61,43 @@ pending_models = sa.Table(
     sa.Column("name", sa.String(200), primary_key=True),
     sa.Column("description", sa.Text, nullable=False, server_default=""),
     sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("tags", sa.Text, nullable=False, server_default="{}"),  # JSON object
+)
+
+experiments = sa.Table(
+    "mlflow_experiments",
+    metadata,
+    sa.Column("project_id", sa.String(32), sa.ForeignKey(projects.c.id), primary_key=True),
+    sa.Column("tags", sa.Text, nullable=False, server_default="{}"),  # JSON object
+    sa.Column("deleted_at", sa.Float),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
+model_tags = sa.Table(
+    "mlflow_model_tags",
+    metadata,
+    sa.Column("model_id", sa.String(32), sa.ForeignKey("registered_models.id"), primary_key=True),
+    sa.Column("tags", sa.Text, nullable=False, server_default="{}"),  # JSON object
+)
+
+uploads = sa.Table(
+    "mlflow_uploads",
+    metadata,
+    sa.Column("id_hash", sa.String(64), primary_key=True),  # sha256 of the upload's id
+    sa.Column("run_id", sa.String(32), sa.ForeignKey("runs.id"), nullable=False),
+    sa.Column("project_id", sa.String(32), sa.ForeignKey(projects.c.id), nullable=False),
+    sa.Column("path", sa.String(1000), nullable=False),
+    sa.Column("num_parts", sa.Integer, nullable=False),
+    sa.Column("encrypted", sa.Boolean, nullable=False),
+    sa.Column("created_by", sa.String(200), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+upload_parts = sa.Table(
+    "mlflow_upload_parts",
+    metadata,
+    sa.Column("id_hash", sa.String(64), sa.ForeignKey(uploads.c.id_hash), primary_key=True),
+    sa.Column("part_number", sa.Integer, primary_key=True),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("etag", sa.String(64), nullable=False),  # the part's sha256
 )

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-HEAD = "0017"
+HEAD = "0018"
 _HERE = Path(__file__).parent
 
 
