@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
-import os
 import re
 import tempfile
 import uuid
@@ -34,6 +33,7 @@ import plinth
 from plinth.api.auth import declared_permissions as _declared
 from plinth.api.context import all_routes
 from plinth.client import Client
+from plinth.core import blobs
 from plinth.core.access import Permission
 from plinth.core.crypto import MasterKey
 from plinth.core.db import metadata
@@ -391,8 +391,8 @@ def _body(
 class World:
     """A home with an admin and a member; what reads back, and what is stored."""
 
-    def __init__(self, root: Client, platform: Platform, artifacts: Path, tmp: Path) -> None:
-        self.root, self.platform, self.artifacts, self.tmp = root, platform, artifacts, tmp
+    def __init__(self, root: Client, platform: Platform, blobs: BlobFiles, tmp: Path) -> None:
+        self.root, self.platform, self.blobs, self.tmp = root, platform, blobs, tmp
         self.corpus = CORPUS
         self.http = raw_http(root)
         self.reads = [
@@ -429,18 +429,20 @@ class World:
         [project_id] = [p.id for p in self.root.list_projects() if p.name == project]
         return Scene(project, run.id, artifact.digest, artifact.size, csrf, job.id, project_id)
 
-    def snapshot(self) -> Any:
-        """Everything stored but the audit trail (refusals are audited by design): each
-        table's rows as the driver gives them, as a set (every table has a key), so that
-        taking it stays cheap as the module's home grows."""
-        tables = [t for t in metadata.sorted_tables if not t.name.startswith("audit")]
+    def snapshot(self) -> tuple[int, Any]:
+        """Where the store stands, cheaply, however large the module's home grows: the
+        last row change committed outside the audit trail (refusals are audited by
+        design; ``watch_rows``), and the blob files made and removed (``BlobFiles``)."""
         with self.platform.db.read() as conn:
-            rows = {
-                t.name: frozenset(conn.exec_driver_sql(f'SELECT * FROM "{t.name}"').fetchall())
-                for t in tables
-            }
-        blobs = (os.path.join(d, n) for d, _, names in os.walk(self.artifacts) for n in names)
-        return rows, sorted(blobs)
+            last = conn.exec_driver_sql("SELECT coalesce(max(id), 0) FROM _changes").scalar()
+        return int(last or 0), self.blobs.state()
+
+    def changed_tables(self, since: int) -> list[str]:
+        with self.platform.db.read() as conn:
+            found = conn.exec_driver_sql(
+                f"SELECT DISTINCT tbl FROM _changes WHERE id > {int(since)}"
+            ).scalars()
+            return sorted(found)
 
     def read_back(self, scene: Scene) -> set[str]:
         """Every string (keys too) the API's reads return about the scene."""
@@ -470,7 +472,9 @@ class World:
         if write:
             before, self.stored = self.stored, self.snapshot()
             if status >= 400 and self.stored != before:
-                changed = [t for t in before[0] if before[0][t] != self.stored[0].get(t)]
+                changed = self.changed_tables(before[0])
+                if self.stored[1] != before[1]:
+                    changed.append("blob files")
                 return "", f"{said}: a refused request changed the store: {changed}"
         accepted = status < 400 and write and field.returned
         return (value if accepted else ""), None
@@ -480,6 +484,80 @@ class World:
         paths += [f"/runs/{run.id}" for run in self.root.search_runs(scene.project).runs]
         answers = {path: self.http.get(path).status_code for path in paths}
         return [f"{path} answered {status}" for path, status in answers.items() if status != 200]
+
+
+def watch_rows(platform: Platform) -> None:
+    """Triggers that log every row change to every table but the audit trail's into
+    ``_changes``; a rolled-back change leaves no row there."""
+    tables = [t.name for t in metadata.sorted_tables if not t.name.startswith("audit")]
+    with platform.db.write() as conn:
+        if conn.dialect.name == "sqlite":
+            conn.exec_driver_sql("CREATE TABLE _changes (id INTEGER PRIMARY KEY, tbl TEXT)")
+            for table in tables:
+                for op in ("INSERT", "UPDATE", "DELETE"):
+                    conn.exec_driver_sql(
+                        f'CREATE TRIGGER "_changes_{op}_{table}" AFTER {op} ON "{table}" '
+                        f"BEGIN INSERT INTO _changes (tbl) VALUES ('{table}'); END"
+                    )
+            return
+        conn.exec_driver_sql("CREATE TABLE _changes (id BIGSERIAL PRIMARY KEY, tbl TEXT)")
+        conn.exec_driver_sql(
+            "CREATE FUNCTION _changed() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            "INSERT INTO _changes (tbl) VALUES (TG_TABLE_NAME); RETURN NULL; END $$"
+        )
+        for table in tables:
+            conn.exec_driver_sql(
+                f'CREATE TRIGGER "_changes_{table}" AFTER INSERT OR UPDATE OR DELETE '
+                f'ON "{table}" FOR EACH ROW EXECUTE FUNCTION _changed()'
+            )
+
+
+class BlobFiles:
+    """The local blob store's files made and removed in this process (the home's app
+    runs in it): a file committed and later removed (a temp file promoted) nets out."""
+
+    def __init__(self) -> None:
+        self.added: set[str] = set()
+        self.removed: set[str] = set()
+
+    def state(self) -> tuple[frozenset[str], frozenset[str]]:
+        return frozenset(self.added), frozenset(self.removed)
+
+    def _made(self, path: str) -> None:
+        if path in self.removed:
+            self.removed.discard(path)
+        else:
+            self.added.add(path)
+
+    def _gone(self, path: str) -> None:
+        if path in self.added:
+            self.added.discard(path)
+        else:
+            self.removed.add(path)
+
+    @classmethod
+    @contextlib.contextmanager
+    def watched(cls) -> Iterator[BlobFiles]:
+        files = cls()
+        commit, delete = blobs._LocalWriter.commit, blobs.LocalBackend.delete
+
+        def committed(writer: Any) -> None:
+            new = not writer.final.exists()
+            commit(writer)
+            if new:
+                files._made(str(writer.final))
+
+        def deleted(backend: Any, key: str) -> None:
+            path = backend._path(key)
+            existed = path.exists()
+            delete(backend, key)
+            if existed:
+                files._gone(str(path))
+
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(blobs._LocalWriter, "commit", committed)
+            patch.setattr(blobs.LocalBackend, "delete", deleted)
+            yield files
 
 
 def _unstorable(text: str) -> bool:
@@ -531,7 +609,8 @@ def world(
         root.create_user("member")
         platform = Platform.open(settings)
         stack.callback(platform.close)
-        world = World(root, platform, Path(settings.resolved_artifacts_url()), tmp)
+        watch_rows(platform)
+        world = World(root, platform, stack.enter_context(BlobFiles.watched()), tmp)
         if request.param == "postgres":
             world.corpus = {label: CORPUS[label] for label in ON_POSTGRES}
         yield world
