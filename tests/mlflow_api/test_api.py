@@ -480,7 +480,7 @@ def test_a_runs_dataset_inputs_are_kept_once_as_mlflow_described_them(
     for _ in range(2):  # the same dataset again: no change
         call(http, "POST", "runs/log-inputs", json={"run_id": run_id, "datasets": [given]})
     got = call(http, "GET", "runs/get", params={"run_id": run_id})["run"]["inputs"]
-    assert got == {"dataset_inputs": [given]}
+    assert got == {"dataset_inputs": [given], "model_inputs": []}
     logged = [e for e in client.audit_events(project=project) if e.action == "runs.inputs"]
     assert [e.details for e in logged] == [{"datasets": ["train@abc123"]}]
     refused(

@@ -363,3 +363,25 @@ def test_mlflow_names_are_plinths_per_project_names_seen_by_the_caller(
             params={"name": "shared"},
         )
         assert project in message and other in message
+
+
+def test_a_run_names_the_models_it_used_and_made(http: httpx.Client, project: str) -> None:
+    experiment_id, maker = start(http, project)
+    model_id = log_model(http, experiment_id, maker)["info"]["model_id"]
+    user = call(http, "POST", "runs/create", json={"experiment_id": experiment_id})
+    user_id = user["run"]["info"]["run_id"]
+    used = {"run_id": user_id, "models": [{"model_id": model_id}]}
+    call(http, "POST", "runs/log-inputs", json=used)
+    call(http, "POST", "runs/log-inputs", json=used)  # again: kept once
+
+    def run(run_id: str) -> Any:
+        return call(http, "GET", "runs/get", params={"run_id": run_id})["run"]
+
+    assert run(user_id)["inputs"]["model_inputs"] == [{"model_id": model_id}]
+    assert run(maker)["outputs"]["model_outputs"] == [{"model_id": model_id, "step": 0}]
+    searched = call(http, "POST", "runs/search", json={"experiment_ids": [experiment_id]})
+    inputs = {r["info"]["run_id"]: r["inputs"]["model_inputs"] for r in searched["runs"]}
+    assert inputs == {user_id: [{"model_id": model_id}], maker: []}
+    unknown = {"run_id": user_id, "models": [{"model_id": "m-" + "0" * 32}]}
+    refused(http, "POST", "runs/log-inputs", "RESOURCE_DOES_NOT_EXIST", json=unknown)
+    assert run(user_id)["inputs"]["model_inputs"] == [{"model_id": model_id}]

@@ -121,8 +121,13 @@ class MlflowDatasetInput(_In):
     dataset: MlflowDataset
 
 
+class MlflowModelInput(_In):
+    model_id: Id
+
+
 class MlflowLogInputs(MlflowRunRef):
     datasets: list[MlflowDatasetInput] = Field([], max_length=1000)
+    models: list[MlflowModelInput] = Field([], max_length=1000)
 
 
 class MlflowSearchRuns(_In):

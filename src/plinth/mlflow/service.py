@@ -288,7 +288,7 @@ class MlflowService:
         self, run_id: str | None, run_uuid: str | None = None, *, principal: Principal
     ) -> dict[str, Any]:
         run = self.tracking.get_run(_either(run_id, run_uuid), principal=principal)
-        return {"run": self._run(run, inputs=self._inputs([run.id]))}
+        return {"run": self._run(run, io=self._io([run.id]))}
 
     def update_run(self, req: m.MlflowUpdateRun, *, principal: Principal) -> dict[str, Any]:
         """MLflow's end of a run (a terminal status), or its restart (``RUNNING``)."""
@@ -410,8 +410,8 @@ class MlflowService:
         )
         page = self.tracking.search_runs(query, principal=principal)
         experiment_id = self.experiment_id_of(project)  # one for the page, not one per run
-        inputs = self._inputs([r.id for r in page.runs])  # one query for the page
-        answer: dict[str, Any] = {"runs": [self._run(r, experiment_id, inputs) for r in page.runs]}
+        io = self._io([r.id for r in page.runs])  # three queries for the page
+        answer: dict[str, Any] = {"runs": [self._run(r, experiment_id, io) for r in page.runs]}
         if page.next_page_token:
             answer["next_page_token"] = page.next_page_token
         return answer
@@ -465,12 +465,21 @@ class MlflowService:
         return run.id, name
 
     def log_inputs(self, req: m.MlflowLogInputs, *, principal: Principal) -> dict[str, Any]:
-        """The datasets a run read, kept as MLflow describes them; the same dataset
-        (name and digest) again is no change."""
+        """The datasets a run read, kept as MLflow describes them, and the logged models
+        it used (``mlflow.log_metric(…, model_id=…)``); the same one again is no change."""
         run_id = _run_id(req)
-        ri = mt.run_inputs
+        ri, mi = mt.run_inputs, mt.run_model_inputs
         with self.audit.recorded(principal, "runs.inputs", object=run_id) as (conn, change):
             self.tracking.require_run(conn, run_id, principal, Need.WRITE, change)
+            models = []
+            for model in req.models:
+                self._readable_model(conn, model.model_id, principal)
+                inserted = conn.execute(
+                    self.db.insert_ignoring_duplicates(mi).returning(mi.c.model_id),
+                    {"run_id": run_id, "model_id": model.model_id, "logged_at": time.time()},
+                ).scalar()
+                if inserted is not None:
+                    models.append(model.model_id)
             added = []
             for given in req.datasets:
                 dataset = given.dataset.model_dump(by_alias=True, exclude_none=True)
@@ -487,30 +496,58 @@ class MlflowService:
                 ).scalar()
                 if inserted is not None:
                     added.append(f"{row['name']}@{row['digest']}")
-            change.record = bool(added)
-            change.details = {"datasets": added}
+            change.record = bool(added or models)
+            change.details = {k: v for k, v in (("datasets", added), ("models", models)) if v}
         return {}
 
-    def _inputs(self, run_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
-        """MLflow's ``dataset_inputs`` of each run."""
-        ri = mt.run_inputs
-        found: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    def _readable_model(self, conn: Any, model_id: str, principal: Principal) -> None:
+        """A logged model the caller may read (its run's project); else NotFound."""
+        lm = mt.logged_models
+        owner = conn.execute(sa.select(lm.c.run_id).where(lm.c.id == model_id)).scalar()
+        try:
+            if owner is None:
+                raise NotFound(f"no logged model {model_id!r}")
+            self.tracking.require_run(conn, owner, principal, Need.READ)
+        except NotFound:
+            raise NotFound(f"no logged model {model_id!r}") from None
+
+    def _io(self, run_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """MLflow's ``inputs`` (datasets, models) and ``outputs`` (models) of each run,
+        in three queries whatever the number of runs."""
+        ri, mi, lm = mt.run_inputs, mt.run_model_inputs, mt.logged_models
+        found: dict[str, dict[str, Any]] = defaultdict(
+            lambda: {
+                "inputs": {"dataset_inputs": [], "model_inputs": []},
+                "outputs": {"model_outputs": []},
+            }
+        )
         if not run_ids:
             return found
-        stmt = sa.select(ri).where(ri.c.run_id.in_(run_ids)).order_by(ri.c.logged_at, ri.c.name)
+        datasets = sa.select(ri).where(ri.c.run_id.in_(run_ids)).order_by(ri.c.logged_at, ri.c.name)
+        models = sa.select(mi).where(mi.c.run_id.in_(run_ids)).order_by(mi.c.logged_at)
+        made = sa.select(lm.c.id, lm.c.run_id).where(lm.c.run_id.in_(run_ids))
         with self.db.read() as conn:
-            for row in conn.execute(stmt):
+            for row in conn.execute(datasets):
                 tags = [{"key": k, "value": v} for k, v in json.loads(row.tags).items()]
-                found[row.run_id].append({"tags": tags, "dataset": json.loads(row.dataset)})
+                found[row.run_id]["inputs"]["dataset_inputs"].append(
+                    {"tags": tags, "dataset": json.loads(row.dataset)}
+                )
+            for row in conn.execute(models):
+                found[row.run_id]["inputs"]["model_inputs"].append({"model_id": row.model_id})
+            for row in conn.execute(made.order_by(lm.c.created_at)):
+                found[row.run_id]["outputs"]["model_outputs"].append(
+                    {"model_id": row.id, "step": 0}
+                )
         return found
 
     def _run(
         self,
         run: ts.Run,
         experiment_id: str | None = None,
-        inputs: dict[str, list[dict[str, Any]]] | None = None,
+        io: dict[str, dict[str, Any]] | None = None,
     ) -> dict[str, Any]:
-        """A Plinth run in MLflow's shape (``Run``: ``info``, ``data``, ``inputs``)."""
+        """A Plinth run in MLflow's shape (``Run``: ``info``, ``data``, ``inputs``,
+        ``outputs``)."""
         experiment_id = experiment_id or self.experiment_id_of(run.project)
         tags = {"mlflow.runName": run.name, **run.tags}
         info: dict[str, Any] = {
@@ -535,8 +572,13 @@ class MlflowService:
             "params": [{"key": k, "value": _param_text(v)} for k, v in run.params.items()],
             "tags": [{"key": k, "value": v} for k, v in tags.items()],
         }
-        datasets = (inputs or {}).get(run.id)
-        return {"info": info, "data": data, "inputs": {"dataset_inputs": datasets or []}}
+        found = (io or {}).get(run.id) or {}
+        return {
+            "info": info,
+            "data": data,
+            "inputs": found.get("inputs", {"dataset_inputs": []}),
+            "outputs": found.get("outputs", {"model_outputs": []}),
+        }
 
     def experiment_id_of(self, project: str) -> str:
         with self.db.read() as conn:

@@ -8,7 +8,8 @@ MLflow says about it beyond its files. A *pending* registered model is one MLflo
 created by name before any version: Plinth keeps models in projects, and the project is
 the one its first version's run is in, so until then the name waits here. A run's
 *inputs* are the datasets MLflow code said it read (``mlflow.log_input``), kept as MLflow
-described them (name, digest, source, schema, profile) with their tags (the context).
+described them (name, digest, source, schema, profile) with their tags (the context),
+and the logged models it used (MLflow logs one when a metric names its ``model_id``).
 
 An *experiment* is a project; ``mlflow_experiments`` keeps its MLflow tags and whether
 MLflow code deleted it (its runs were deleted with it, at that same time, so a restore
@@ -51,6 +52,14 @@ run_inputs = sa.Table(
     sa.Column("digest", sa.String(64), primary_key=True),
     sa.Column("dataset", sa.Text, nullable=False),  # MLflow's Dataset, as JSON
     sa.Column("tags", sa.Text, nullable=False),  # its InputTags, as a JSON object
+    sa.Column("logged_at", sa.Float, nullable=False),
+)
+
+run_model_inputs = sa.Table(
+    "mlflow_run_model_inputs",
+    metadata,
+    sa.Column("run_id", sa.String(32), sa.ForeignKey("runs.id"), primary_key=True),
+    sa.Column("model_id", sa.String(40), sa.ForeignKey(logged_models.c.id), primary_key=True),
     sa.Column("logged_at", sa.Float, nullable=False),
 )
 

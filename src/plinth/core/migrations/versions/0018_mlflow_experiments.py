@@ -1,4 +1,5 @@
-"""mlflow: experiments' tags and deletion, registered models' tags, multipart uploads
+"""mlflow: experiments' tags and deletion, registered models' tags, multipart uploads,
+the logged models a run used
 
 Revision ID: 0018
 Revises: 0017
@@ -22,6 +23,14 @@ def upgrade() -> None:
         sa.Column("tags", sa.Text, nullable=False, server_default="{}"),
         sa.Column("deleted_at", sa.Float),
         sa.Column("updated_at", sa.Float, nullable=False),
+    )
+    op.create_table(
+        "mlflow_run_model_inputs",
+        sa.Column("run_id", sa.String(32), sa.ForeignKey("runs.id"), primary_key=True),
+        sa.Column(
+            "model_id", sa.String(40), sa.ForeignKey("mlflow_logged_models.id"), primary_key=True
+        ),
+        sa.Column("logged_at", sa.Float, nullable=False),
     )
     op.create_table(
         "mlflow_model_tags",
@@ -56,6 +65,7 @@ def downgrade() -> None:
     op.drop_table("mlflow_upload_parts")
     op.drop_table("mlflow_uploads")
     op.drop_table("mlflow_model_tags")
+    op.drop_table("mlflow_run_model_inputs")
     op.drop_table("mlflow_experiments")
     with op.batch_alter_table("mlflow_pending_models") as batch:
         batch.drop_column("tags")
