@@ -15,8 +15,10 @@ from plinth.client import Client
 from plinth.compute.sweep import SweepResult, run_sweep
 from plinth.compute.sweep_space import load_space, trial_argv
 from plinth.errors import InvalidInput
+from plinth.ui.sweeps import sweep_url
 from tests.compute.conftest import PY, wait_status
 from tests.compute.test_cli import _env
+from tests.conftest import raw_http
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 ENV = {"PYTHONPATH": SRC}
@@ -107,6 +109,12 @@ def test_a_sweep_finds_the_optimum_and_tags_its_runs(
     assert summary.tags["plinth.sweep.summary"] == "quad" and summary.status == "finished"
     assert summary.tags["plinth.sweep.best_run"] == best.run_id
     assert summary.metrics["best_loss"] == pytest.approx(best.value)
+
+    # Its page in the web UI: every trial, the same best.
+    page = raw_http(jobs).get(sweep_url(project, "quad"))
+    assert page.status_code == 200, page.text
+    assert page.text.count('<td class="num">') >= 6
+    assert f"trial {best.number}</a>" in page.text and 'class="best"' in page.text
 
 
 # ASHA is asynchronous: a trial that reaches a rung first goes on, so its test runs

@@ -14,6 +14,7 @@ CAPABILITY = Capability(
         "plinth.ui.deployment_changes:router",
         "plinth.ui.jobs:router",
         "plinth.ui.job_changes:router",
+        "plinth.ui.sweeps:router",
         "plinth.ui.mlflow_links:router",
     ),
     pages=(("Projects", "/"), ("Jobs", "/jobs")),

@@ -41,6 +41,7 @@ class Line:
     label: str
     points: Sequence[Point]
     color: str = PALETTE[0]
+    dots: bool = False  # a dot per point (a scatter), not a polyline
 
 
 @dataclass(frozen=True)
@@ -170,6 +171,12 @@ def _axes(f: _Frame, x_label: str) -> list[str]:
 def _polyline(f: _Frame, line: Line, points: list[Point]) -> str:
     color = escape(line.color)
     label = escape(line.label)
+    if line.dots:
+        return "".join(
+            f'<circle cx="{f.x(x):.1f}" cy="{f.y(y):.1f}" r="3.5" fill="{color}">'
+            f"<title>{label} {format_number(x)}: {format_number(y)}</title></circle>"
+            for x, y in points
+        )
     if len(points) == 1:
         x, y = points[0]
         return (
