@@ -190,6 +190,38 @@ def test_a_failing_trial_is_failed_and_the_sweep_goes_on(jobs: Client, project: 
     assert all(t.reason and "failed" in t.reason for t in result.trials)
 
 
+def test_every_trial_runs_the_files_the_sweep_started_with(
+    jobs: Client, project: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    work = _work(tmp_path, QUADRATIC)
+    uploads = []
+    upload = jobs.upload_snapshot
+    monkeypatch.setattr(
+        jobs, "upload_snapshot", lambda *a, **k: uploads.append(a) or upload(*a, **k)
+    )
+
+    def edit(result: SweepResult) -> None:  # once the first trial is in: a broken script
+        if result.trials:
+            (work / "train.py").write_text("raise SystemExit(3)\n")
+
+    result = run_sweep(
+        jobs,
+        project,
+        [PY, "train.py"],
+        {"params": {"x": {"type": "float", "low": 0, "high": 4}}},
+        trials=2,
+        parallel=1,
+        poll=0.1,
+        workdir=work,
+        env=ENV,
+        on_change=edit,
+    )
+    assert [t.state for t in result.trials] == ["complete", "complete"]
+    assert len(uploads) == 1
+    snapshots = [jobs.get_job(project, t.job_id).snapshot for t in result.trials]
+    assert snapshots[0] is not None and snapshots[0] == snapshots[1]
+
+
 @pytest.mark.parametrize(
     ("space", "message"),
     [

@@ -49,13 +49,18 @@ class ComputeCalls:
         workdir: str | os.PathLike[str] | None = None,
         env: Mapping[str, str] | None = None,
         secrets: Sequence[str] = (),
+        snapshot: s.Snapshot | None = None,
     ) -> s.Job:
         """Queue ``argv`` (a list, never a shell line) in ``project``; ``workdir`` is
-        snapshotted (respecting .gitignore) and the job runs in a copy of it.
-        ``timeout``: seconds or a duration such as ``2h``."""
+        snapshotted (respecting .gitignore) and the job runs in a copy of it, or in
+        ``snapshot`` (one ``upload_snapshot`` made, for jobs that must run the same
+        files). ``timeout``: seconds or a duration such as ``2h``."""
         if isinstance(argv, str):
             raise InvalidInput("argv is a list of arguments, not a shell line")
-        snapshot = None if workdir is None else self.upload_snapshot(project, workdir)
+        if workdir is not None and snapshot is not None:
+            raise InvalidInput("give workdir or snapshot, not both")
+        if workdir is not None:
+            snapshot = self.upload_snapshot(project, workdir)
         body = s.JobSubmit(
             argv=list(argv),
             cpus=cpus,

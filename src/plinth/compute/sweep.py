@@ -13,6 +13,9 @@ A trial's value is its metric's **last** logged value (at the highest step) when
 history by ``direction`` when ``objective="best"`` (as with early stopping on the best
 checkpoint). A trial whose job fails, or that logged no finite value, is failed.
 
+The working directory (``workdir``) is snapshotted once, when the sweep starts: every
+trial runs the same files, however they change meanwhile, and they are sent once.
+
 Each trial's run is tagged ``plinth.sweep`` (the sweep's name) and ``plinth.trial``
 (its number) and carries its params, so ``plinth runs list --filter`` finds it; one
 more run, named after the sweep and tagged ``plinth.sweep.summary``, records the
@@ -120,6 +123,9 @@ class Sweep:
         self.run: Run | None = None
 
     def execute(self) -> SweepResult:
+        workdir = self.submit.pop("workdir", None)
+        if workdir is not None:  # once: every trial runs the same files, sent once
+            self.submit["snapshot"] = self.client.upload_snapshot(self.project, workdir)
         self.run = self._start_summary()
         try:
             while self._step():
