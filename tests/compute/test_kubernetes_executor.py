@@ -19,6 +19,7 @@ through ``asyncio.to_thread``.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime
 import uuid
 from collections.abc import Iterator
@@ -195,6 +196,28 @@ async def test_a_job_kubernetes_failed_without_a_pod_exit_is_lost(
     await kubelet.fail_job(handle.ident, "DeadlineExceeded", "Job was active longer than allowed")
     status = await call(executor.poll, handle)
     assert status.state == "lost" and "longer than allowed" in (status.reason or "")
+
+
+async def test_a_snapshot_that_cannot_be_fetched_fails_the_job_with_why(
+    executor: Any, kubelet: Kubelet, kmock: Any, tmp_path: Path
+) -> None:
+    spec = dataclasses.replace(launch_spec(tmp_path), snapshot="lab/" + "ab" * 32)
+    handle = await call(executor.launch, spec)
+    job = stored(kmock, "jobs", handle.ident)
+    assert job is not None
+    assert [c["name"] for c in job["spec"]["template"]["spec"]["initContainers"]] == ["snapshot"]
+    pod = await kubelet.start_pod(handle.ident)
+    said = b"plinth: cannot fetch the job's snapshot: ... answered 404\n"
+    kmock[f"get /api/v1/namespaces/{NS}/pods/{pod}/log"] << said
+    fetcher = {**_container({"terminated": {"exitCode": 1, "reason": "Error"}}), "name": "snapshot"}
+    waiting = _container({"waiting": {"reason": "PodInitializing"}})
+    body = {"status": {"phase": "Failed", "initContainerStatuses": [fetcher],
+                       "containerStatuses": [waiting]}}  # fmt: skip
+    await call(kubelet.core.patch_namespaced_pod_status, pod, NS, body)
+    status = await call(executor.poll, handle)
+    assert (status.state, status.exit_code) == ("exited", 1)
+    assert status.reason == "fetching the snapshot failed: Error"
+    assert spec.log_path.read_text() == said.decode()  # the fetcher's own log
 
 
 # -- stop, and Jobs that go away -------------------------------------------------------

@@ -199,6 +199,35 @@ def test_owner_reference_ties_the_secret_to_its_job_only() -> None:
     assert "ownerReferences" not in m.as_dict(made.job)["metadata"]
 
 
+SNAPSHOT = "churn/" + "ab" * 32
+
+
+def test_a_snapshot_is_fetched_by_an_init_container_into_the_workspace() -> None:
+    made = build(
+        snapshot=SNAPSHOT,
+        env={"PLINTH_URL": "http://plinth:8765", "PLINTH_TOKEN": "tok-s3cret", "LANG": "C"},
+    )
+    pod = m.as_dict(made.job)["spec"]["template"]["spec"]
+    [fetcher] = pod["initContainers"]
+    assert fetcher["name"] == "snapshot" and fetcher["image"] == OPTIONS.image
+    assert fetcher["command"] == ["python", "-m", "plinth.compute.fetch", "/workspace"]
+    env = {e["name"]: e for e in fetcher["env"]}
+    assert env["PLINTH_SNAPSHOT"] == {"name": "PLINTH_SNAPSHOT", "value": SNAPSHOT}
+    for key in ("PLINTH_URL", "PLINTH_TOKEN"):  # from the Secret: never inline
+        assert env[key]["valueFrom"]["secretKeyRef"]["key"] == key
+    assert "tok-s3cret" not in json.dumps(m.as_dict(made.job))
+    assert set(env) == {"PLINTH_URL", "PLINTH_TOKEN", "PLINTH_SNAPSHOT"}  # nothing else
+    worker = container(made)
+    assert worker["workingDir"] == "/workspace"
+    workspace = {"name": "workspace", "mountPath": "/workspace"}
+    assert workspace in worker["volumeMounts"] and workspace in fetcher["volumeMounts"]
+    assert {"name": "workspace", "emptyDir": {}} in pod["volumes"]
+    assert fetcher["securityContext"] == worker["securityContext"]
+    # without a snapshot: no init container, the image's own working directory
+    plain = m.as_dict(build().job)["spec"]["template"]["spec"]
+    assert "initContainers" not in plain and "workingDir" not in plain["containers"][0]
+
+
 # -- Kubernetes' own schemas ----------------------------------------------------------
 
 
@@ -210,6 +239,7 @@ def test_manifests_validate_against_the_kubernetes_schemas(version: str, world: 
         resources=m.Resources(cpus=0.5, memory_bytes=1 << 30, gpus=1),
         argv=("python", *TRICKY),
         env={"LANG": "C", "WORLD_SIZE": str(world), "MASTER_PORT": "29500"},
+        snapshot=SNAPSHOT,
     )
     m.owned_by(made.secret, made.job.metadata.name, "2c1e5a84-0000-4000-8000-000000000000")
     objects = [made.job, made.secret] + ([made.service] if made.service is not None else [])

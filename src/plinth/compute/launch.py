@@ -164,6 +164,9 @@ def workers(
                     cpu_ids=_share(allocation.cpu_ids, local_rank, procs),
                     gpu_ids=_share(allocation.gpu_ids, local_rank, procs),
                     memory_bytes=job.memory_bytes or None,
+                    snapshot=(
+                        f"{job.project}/{job.snapshot_digest}" if job.snapshot_digest else None
+                    ),
                 )
             )
     return launches

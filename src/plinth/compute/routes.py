@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Path, Request, status
+from fastapi.responses import StreamingResponse
 
 from plinth.api.auth import caller
 from plinth.api.context import Caller
-from plinth.api.uploads import receive_upload, streamed_body
+from plinth.api.uploads import download_headers, receive_upload, streamed_body
 from plinth.compute import schemas as s
 from plinth.compute.service import JobService
 from plinth.core.access import Permission
@@ -42,6 +43,24 @@ async def upload_snapshot(
         request,
         c.principal,
         lambda chunks: c.service.upload_snapshot(project, chunks, digest, principal=c.principal),
+    )
+
+
+@router.get(
+    "/projects/{project}/snapshots/{digest}",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"application/octet-stream": {}}}},
+)
+async def download_snapshot(
+    project: Project, digest: Annotated[str, Path(pattern=s.DIGEST)], c: Read
+) -> StreamingResponse:
+    """The archive of a snapshot a job of the project runs in (a job's token may read
+    its own: a Kubernetes pod fetches it so)."""
+    size, chunks = await c(c.service.download_snapshot, project, digest)
+    return StreamingResponse(
+        c.blocking.iterate(chunks),
+        media_type="application/octet-stream",
+        headers={"Content-Length": str(size), **download_headers(f"{digest}.tar")},
     )
 
 

@@ -29,6 +29,7 @@ from plinth.compute.dispatcher import SYSTEM, Dispatcher
 from plinth.compute.resources import Resources, parse_duration, parse_memory
 from plinth.compute.scheduler import Request
 from plinth.core.access import Need, Principal
+from plinth.core.artifacts import StoredContent
 from plinth.core.platform import Platform
 from plinth.core.projects import visible_projects
 from plinth.errors import InvalidInput, NotFound, PayloadTooLarge, PlinthError
@@ -76,6 +77,24 @@ class JobService:
             self.audit.refusal(principal, SNAPSHOT_PUT, exc, project=project, object=digest)
             raise
         return s.Snapshot(digest=content.digest, size=content.size)
+
+    def download_snapshot(
+        self, project: str, digest: str, *, principal: Principal
+    ) -> tuple[int, Iterator[bytes]]:
+        """A snapshot some job of the project runs in (a Kubernetes pod fetches its
+        job's so), as its size and its bytes; anything else is NotFound."""
+        j = t.jobs
+        with self.db.read() as conn:
+            project_id = self.projects.require(conn, project, principal, Need.READ)
+            row = conn.execute(
+                sa.select(j.c.snapshot_size, j.c.snapshot_encrypted)
+                .where(j.c.project_id == project_id, j.c.snapshot_digest == digest)
+                .limit(1)
+            ).first()
+        if row is None:
+            raise NotFound(f"no job of project {project!r} runs in snapshot sha256:{digest}")
+        content = StoredContent(digest, row.snapshot_size, row.snapshot_encrypted)
+        return int(row.snapshot_size), self.artifacts.open(project_id, content)
 
     def submit_job(self, project: str, req: s.JobSubmit, *, principal: Principal) -> s.Job:
         values = self._checked(project, req)

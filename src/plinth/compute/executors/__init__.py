@@ -30,6 +30,9 @@ class Launch:
     cpu_ids: tuple[int, ...] = ()  # affinity where the OS allows; empty: no pinning
     gpu_ids: tuple[int, ...] = ()  # CUDA_VISIBLE_DEVICES; empty: "" (no GPU visible)
     memory_bytes: int | None = None  # over it, the worker is stopped with that reason
+    # PROJECT/DIGEST of the job's snapshot, for a worker that cannot see ``cwd`` (a
+    # Kubernetes pod fetches it from the server: ``compute/fetch.py``); None: none
+    snapshot: str | None = None
 
 
 @dataclass(frozen=True)

@@ -72,6 +72,8 @@ GANG_OWNED = frozenset(
 _ENV_NAME = re.compile(r"[-._a-zA-Z][-._a-zA-Z0-9]*")
 _NAME_MAX = 52  # pods are named <job>-<index>-<5 random>: keep hostnames under 63
 _TMP = "tmp"
+_WORKSPACE, WORKSPACE_PATH = "workspace", "/workspace"  # the job's unpacked snapshot
+FETCHER = "snapshot"  # the init container that fetches it
 
 
 @dataclass(frozen=True)
@@ -154,7 +156,8 @@ def build(spec: Launch, world: int, resources: Resources, options: PodOptions) -
         immutable=True, string_data=env,
     )  # fmt: skip
     container = _container(spec, name, env, world, resources, options, k8s)
-    pod = _pod_spec(container, name if world > 1 else None, options, k8s)
+    fetcher = _fetcher(spec, name, resources, options, k8s) if spec.snapshot else None
+    pod = _pod_spec(container, fetcher, name if world > 1 else None, options, k8s)
     template = k8s.V1PodTemplateSpec(metadata=k8s.V1ObjectMeta(labels=labels(spec)), spec=pod)
     job = k8s.V1Job(
         api_version="batch/v1",
@@ -217,18 +220,55 @@ def _container(
         image=options.image,
         image_pull_policy=options.image_pull_policy,
         command=[escape(arg) for arg in spec.argv],
-        working_dir=options.working_dir,
+        working_dir=WORKSPACE_PATH if spec.snapshot else options.working_dir,
         env=from_secret + inline,
         resources=_resources(resources, k8s),
-        security_context=k8s.V1SecurityContext(
-            allow_privilege_escalation=False,
-            privileged=False,
-            read_only_root_filesystem=options.read_only_root,
-            run_as_non_root=True,
-            capabilities=k8s.V1Capabilities(drop=["ALL"]),
-        ),
-        volume_mounts=[k8s.V1VolumeMount(name=_TMP, mount_path="/tmp")],
+        security_context=_security(options, k8s),
+        volume_mounts=_mounts(spec, k8s),
     )
+
+
+def _fetcher(spec: Launch, name: str, resources: Resources, options: PodOptions, k8s: Any) -> Any:
+    """The init container that fetches the job's snapshot into the workspace before
+    the worker starts: the job's own image (Plinth is in it for the job's tracking),
+    with only the server's URL and the job's token from the attempt's Secret."""
+    reach = [
+        k8s.V1EnvVar(
+            name=key,
+            value_from=k8s.V1EnvVarSource(
+                secret_key_ref=k8s.V1SecretKeySelector(name=name, key=key, optional=True)
+            ),
+        )
+        for key in ("PLINTH_URL", "PLINTH_TOKEN")
+    ]
+    snapshot = k8s.V1EnvVar(name="PLINTH_SNAPSHOT", value=escape(spec.snapshot or ""))
+    return k8s.V1Container(
+        name=FETCHER,
+        image=options.image,
+        image_pull_policy=options.image_pull_policy,
+        command=["python", "-m", "plinth.compute.fetch", WORKSPACE_PATH],
+        env=[*reach, snapshot],
+        resources=_resources(resources, k8s),
+        security_context=_security(options, k8s),
+        volume_mounts=_mounts(spec, k8s),
+    )
+
+
+def _security(options: PodOptions, k8s: Any) -> Any:
+    return k8s.V1SecurityContext(
+        allow_privilege_escalation=False,
+        privileged=False,
+        read_only_root_filesystem=options.read_only_root,
+        run_as_non_root=True,
+        capabilities=k8s.V1Capabilities(drop=["ALL"]),
+    )
+
+
+def _mounts(spec: Launch, k8s: Any) -> list[Any]:
+    mounts = [k8s.V1VolumeMount(name=_TMP, mount_path="/tmp")]
+    if spec.snapshot:
+        mounts.append(k8s.V1VolumeMount(name=_WORKSPACE, mount_path=WORKSPACE_PATH))
+    return mounts
 
 
 def _gang_env(name: str, world: int, k8s: Any) -> list[Any]:
@@ -261,9 +301,15 @@ def _resources(resources: Resources, k8s: Any) -> Any:
     return k8s.V1ResourceRequirements(requests=dict(wanted), limits=dict(wanted))
 
 
-def _pod_spec(container: Any, subdomain: str | None, options: PodOptions, k8s: Any) -> Any:
+def _pod_spec(
+    container: Any, fetcher: Any, subdomain: str | None, options: PodOptions, k8s: Any
+) -> Any:
+    volumes = [k8s.V1Volume(name=_TMP, empty_dir=k8s.V1EmptyDirVolumeSource())]
+    if fetcher is not None:
+        volumes.append(k8s.V1Volume(name=_WORKSPACE, empty_dir=k8s.V1EmptyDirVolumeSource()))
     return k8s.V1PodSpec(
         containers=[container],
+        init_containers=[fetcher] if fetcher is not None else None,
         restart_policy="Never",
         subdomain=subdomain,
         service_account_name=options.service_account,
@@ -277,7 +323,7 @@ def _pod_spec(container: Any, subdomain: str | None, options: PodOptions, k8s: A
             fs_group=options.run_as_user,
             seccomp_profile=k8s.V1SeccompProfile(type="RuntimeDefault"),
         ),
-        volumes=[k8s.V1Volume(name=_TMP, empty_dir=k8s.V1EmptyDirVolumeSource())],
+        volumes=volumes,
     )
 
 

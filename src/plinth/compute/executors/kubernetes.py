@@ -109,6 +109,11 @@ class KubernetesExecutor:
         if job.metadata.uid != handle.data["uid"]:
             return Status("lost", reason="its Kubernetes Job was replaced by another")
         pod = self._pod(handle.ident, namespace, index)
+        fetch = _terminated(pod, manifests.FETCHER, init=True)
+        if fetch is not None and fetch.exit_code != 0:  # the worker never started
+            self._fetch_log(pod, handle, final=True, container=manifests.FETCHER)
+            why = fetch.message or fetch.reason or f"exit code {fetch.exit_code}"
+            return Status("exited", int(fetch.exit_code), f"fetching the snapshot failed: {why}")
         terminated = _terminated(pod)
         if pod is not None and pod.status is not None and pod.status.phase == "Running":
             self._fetch_log(pod, handle, final=False)
@@ -216,7 +221,9 @@ class KubernetesExecutor:
         )
         return mine[-1] if mine else None
 
-    def _fetch_log(self, pod: Any, handle: Handle, *, final: bool) -> None:
+    def _fetch_log(
+        self, pod: Any, handle: Handle, *, final: bool, container: str = manifests.CONTAINER
+    ) -> None:
         """Replace the worker's log file with the pod's log (throttled while it runs)."""
         key = f"{handle.data['namespace']}/{pod.metadata.name}"
         now = time.monotonic()
@@ -231,7 +238,7 @@ class KubernetesExecutor:
             response = self._core.read_namespaced_pod_log(
                 pod.metadata.name,
                 handle.data["namespace"],
-                container=manifests.CONTAINER,
+                container=container,
                 tail_lines=self._log_tail_lines,
                 limit_bytes=self._log_max_bytes,
                 _preload_content=False,
@@ -291,12 +298,14 @@ def _index_of(pod: Any) -> int | None:
         return None
 
 
-def _terminated(pod: Any) -> Any:
-    """The worker container's terminated state, or None while it has none."""
+def _terminated(pod: Any, name: str = manifests.CONTAINER, *, init: bool = False) -> Any:
+    """A container's terminated state (the worker's, or an init container's), or None
+    while it has none."""
     if pod is None or pod.status is None:
         return None
-    for status in pod.status.container_statuses or []:
-        if status.name == manifests.CONTAINER and status.state and status.state.terminated:
+    statuses = pod.status.init_container_statuses if init else pod.status.container_statuses
+    for status in statuses or []:
+        if status.name == name and status.state and status.state.terminated:
             return status.state.terminated
     return None
 
