@@ -96,8 +96,19 @@ def secured_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         token = anonymous.init_admin("root").token.token
     with Client(settings=make_settings(home).model_copy(update={"token": token})) as root:
         root.set_password("root", PASSWORD)
+        root.create_user("viewer")
+        root.set_password("viewer", PASSWORD)
+        root.add_member("vision", "viewer", "viewer")
+        # queued now, started by the server's dispatcher: a job the viewer may only read
+        root.submit_job("vision", [sys.executable, "-c", TICKS], cpus=0.5)
     with _serve(home) as base:
         yield base
+
+
+# prints a line every 0.3 s for a minute: a log that grows while a page watches it
+TICKS = (
+    "import time\nfor i in range(200):\n    print(f'tick {i}', flush=True)\n    time.sleep(0.3)\n"
+)
 
 
 def _populate(home: Path) -> None:
@@ -331,3 +342,80 @@ def test_roll_back_a_deployment(server: str, page: Any, screenshots: Path) -> No
     with page.expect_navigation():
         page.click("#canary-form button[type=submit]")
     assert page.locator("table.split td.weight").all_inner_texts() == ["70%", "30%"]
+
+
+def _wait_job(base: str, project: str, job_id: str, status: str) -> dict[str, Any]:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        job = httpx.get(f"{base}/api/v1/projects/{project}/jobs/{job_id}", timeout=10).json()
+        if job["status"] == status:
+            return dict(job)
+        time.sleep(0.2)
+    raise AssertionError(f"job {job_id} never became {status}: {job}")
+
+
+def _log_text(page: Any) -> str:
+    return str(page.locator("#job-log").inner_text())
+
+
+def test_read_a_jobs_log_watch_one_stream_and_cancel_it(
+    server: str, page: Any, screenshots: Path
+) -> None:
+    """A finished job's log; a running job's log growing while the page is open; the
+    Cancel button stops it and the page follows it to cancelled."""
+    api = f"{server}/api/v1/projects/lab/jobs"
+    done = httpx.post(
+        api, json={"argv": [sys.executable, "-c", "print('hello from a job')"]}, timeout=30
+    ).json()
+    ticking = httpx.post(api, json={"argv": [sys.executable, "-c", TICKS]}, timeout=30).json()
+    _wait_job(server, "lab", done["id"], "succeeded")
+    _wait_job(server, "lab", ticking["id"], "running")
+
+    page.goto(f"{server}/projects/lab/jobs")
+    page.get_by_role("link", name=done["id"][:8]).first.click()
+    page.wait_for_url(f"**/jobs/{done['id']}")
+    assert page.locator("#job-status").inner_text() == "succeeded"
+    assert "hello from a job" in _log_text(page)
+    assert page.locator("#cancel-form").count() == 0  # an ended job is not cancelled
+
+    page.goto(f"{server}/projects/lab/jobs/{ticking['id']}")
+    first = _log_text(page)
+    seen = max(int(line.split()[1]) for line in first.splitlines() if line.startswith("tick"))
+    later = f"tick {seen + 4}"  # written after the page loaded: only polling brings it
+    page.wait_for_function(
+        "text => document.querySelector('#job-log').textContent.includes(text)",
+        arg=later,
+        timeout=30_000,
+    )
+    assert _log_text(page).startswith(first)  # appended, not replaced
+    page.screenshot(path=str(screenshots / "job-running.png"), full_page=True)
+
+    with page.expect_navigation():
+        page.click("#cancel-form button[type=submit]")
+    page.wait_for_function(
+        "() => document.querySelector('#job-status').textContent === 'cancelled'",
+        timeout=30_000,
+    )
+    assert page.locator("#cancel-form").count() == 0
+    assert _wait_job(server, "lab", ticking["id"], "cancelled")["reason"]
+
+
+def test_a_viewer_reads_a_running_jobs_log_and_is_not_offered_cancel(
+    secured_server: str, page: Any
+) -> None:
+    page.goto(secured_server + "/login?next=/projects/vision/jobs")
+    page.fill("input[name=user]", "viewer")
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url("**/projects/vision/jobs")
+    page.locator("a[href*='/projects/vision/jobs/']").first.click()
+    page.wait_for_url("**/projects/vision/jobs/*")
+    page.wait_for_function(
+        "() => document.querySelector('#job-log').textContent.includes('tick 2')",
+        timeout=30_000,
+    )
+    assert page.locator("#job-status").inner_text() == "running"
+    assert page.locator("#cancel-form").count() == 0
+    # and the cancel itself is refused, whatever the page offers
+    refused = page.request.post(page.url + "/cancel", form={"csrf": "x"})
+    assert refused.status in (403, 404)
