@@ -53,6 +53,7 @@ class World:
     digest: str
     job: str = ""  # a queued job of project A (the matrix dispatches nothing)
     logged_model: str = ""  # an MLflow logged model of project A's run
+    snapshot: str = ""  # the digest of a snapshot a job of project A runs in
     users: dict[str, Client] = field(default_factory=dict)  # role → the role's user
     callers: dict[str, Client] = field(default_factory=dict)  # role → how it calls
 
@@ -94,6 +95,7 @@ DEPLOYS = "/api/v1/projects/team-a/deployments"
 _NEW_DEPLOYMENT = {"model": "models:/team-a/churn/1", "runtime": "memory"}
 MLFLOW = "/mlflow/api/2.0/mlflow"
 MLFLOW_ARTIFACTS = "/mlflow/api/2.0/mlflow-artifacts/artifacts"
+MPU = "/mlflow/api/2.0/mlflow-artifacts/mpu"
 Call = tuple[str, str, dict[str, Any]]  # method, URL, httpx keyword arguments
 Make = Callable[[World, str], Call]  # (world, role) → the request; may set up as root
 
@@ -212,6 +214,86 @@ REQUESTS: dict[tuple[str, str], tuple[str, Make]] = {
     ("POST", f"{MLFLOW}/experiments/search"): (
         "own",  # the experiments one may read: none is no refusal
         lambda w, r: ("POST", f"{MLFLOW}/experiments/search", {"json": {}}),
+    ),
+    ("POST", f"{MLFLOW}/experiments/update"): (
+        "project",  # its own name: a project is never renamed
+        lambda w, r: (
+            "POST",
+            f"{MLFLOW}/experiments/update",
+            {"json": {"experiment_id": _a(w), "new_name": "team-a"}},
+        ),
+    ),
+    ("POST", f"{MLFLOW}/experiments/delete"): (
+        "project",  # an experiment of its own, with team-a's members: its runs go too
+        lambda w, r: (
+            "POST",
+            f"{MLFLOW}/experiments/delete",
+            {"json": {"experiment_id": _spare_experiment(w)}},
+        ),
+    ),
+    ("POST", f"{MLFLOW}/experiments/restore"): (
+        "project",
+        lambda w, r: (
+            "POST",
+            f"{MLFLOW}/experiments/restore",
+            {"json": {"experiment_id": _spare_experiment(w, deleted=True)}},
+        ),
+    ),
+    ("POST", f"{MLFLOW}/experiments/set-experiment-tag"): (
+        "project",
+        lambda w, r: (
+            "POST",
+            f"{MLFLOW}/experiments/set-experiment-tag",
+            {"json": {"experiment_id": _a(w), "key": r, "value": "v"}},
+        ),
+    ),
+    ("POST", f"{MLFLOW}/experiments/delete-experiment-tag"): (
+        "project",
+        lambda w, r: (
+            "POST",
+            f"{MLFLOW}/experiments/delete-experiment-tag",
+            {"json": {"experiment_id": _a(w), "key": _spare_experiment_tag(w)}},
+        ),
+    ),
+    ("POST", f"{MLFLOW}/registered-models/set-tag"): (
+        "project",
+        lambda w, r: (
+            "POST",
+            f"{MLFLOW}/registered-models/set-tag",
+            {"json": {"name": "churn", "key": r, "value": "v"}},
+        ),
+    ),
+    ("DELETE", f"{MLFLOW}/registered-models/delete-tag"): (
+        "project",
+        lambda w, r: (
+            "DELETE",
+            f"{MLFLOW}/registered-models/delete-tag",
+            {"json": {"name": "churn", "key": _spare_model_tag(w)}},
+        ),
+    ),
+    ("GET", "/mlflow/api/3.0/mlflow/server-info"): (
+        "own",  # what the server serves, for any caller
+        lambda w, r: ("GET", "/mlflow/api/3.0/mlflow/server-info", {}),
+    ),
+    ("POST", f"{MPU}/create/{{artifact:path}}"): (
+        "project",
+        lambda w, r: (
+            "POST",
+            f"{MPU}/create/{_a(w)}/{w.run}/artifacts",
+            {"json": {"path": f"/tmp/{_unique('f')}.bin", "num_parts": 2}},
+        ),
+    ),
+    ("POST", f"{MPU}/complete/{{artifact:path}}"): (
+        "project",
+        lambda w, r: _spare_upload(w, r, "complete"),
+    ),
+    ("POST", f"{MPU}/abort/{{artifact:path}}"): (
+        "project",
+        lambda w, r: _spare_upload(w, r, "abort"),
+    ),
+    ("GET", "/api/v1/projects/{project}/snapshots/{digest}"): (
+        "project",  # a snapshot a job of the project runs in
+        lambda w, r: ("GET", f"/api/v1/projects/team-a/snapshots/{_job_snapshot(w)}", {}),
     ),
     ("POST", f"{MLFLOW}/runs/create"): (
         "project",
@@ -721,6 +803,10 @@ REQUESTS: dict[tuple[str, str], tuple[str, Make]] = {
         "project",
         lambda w, r: ("GET", "/projects/team-a/jobs", {}),
     ),
+    ("GET", "/projects/{project}/sweeps/{name}"): (
+        "project",
+        lambda w, r: ("GET", f"/projects/team-a/sweeps/{_spare_sweep(w)}", {}),
+    ),
     ("GET", "/projects/{project}/jobs/{job_id}"): (
         "project",
         lambda w, r: ("GET", f"/projects/team-a/jobs/{w.job}", {}),
@@ -833,6 +919,65 @@ def _spare_logged_tag(w: World) -> str:
     tags = {"tags": [{"key": key, "value": "v"}]}
     raw_http(w.root).patch(f"{MLFLOW}/logged-models/{_logged_model(w)}/tags", json=tags)
     return f"{MLFLOW}/logged-models/{_logged_model(w)}/tags/{key}"
+
+
+def _spare_experiment(w: World, deleted: bool = False) -> str:
+    """A new experiment (project) with team-a's members in their roles, and a run."""
+    name = _unique("exp")
+    w.root.create_run(name)
+    for role in RANK:
+        w.root.add_member(name, role, role)
+    experiment_id = next(p.id for p in w.root.list_projects() if p.name == name)
+    if deleted:
+        body = {"experiment_id": experiment_id}
+        raw_http(w.root).post(f"{MLFLOW}/experiments/delete", json=body).raise_for_status()
+    return experiment_id
+
+
+def _spare_experiment_tag(w: World) -> str:
+    key = _unique("spare")
+    body = {"experiment_id": _a(w), "key": key, "value": "v"}
+    raw_http(w.root).post(f"{MLFLOW}/experiments/set-experiment-tag", json=body)
+    return key
+
+
+def _spare_model_tag(w: World) -> str:
+    key = _unique("spare")
+    body = {"name": "churn", "key": key, "value": "v"}
+    raw_http(w.root).post(f"{MLFLOW}/registered-models/set-tag", json=body)
+    return key
+
+
+def _spare_upload(w: World, role: str, then: str) -> tuple[str, str, dict[str, Any]]:
+    """A multipart upload to project A's run, made by the role's user where it may
+    write (an upload is its maker's to finish), else by root; one part sent."""
+    maker = raw_http(w.callers[role] if role in ("editor", "admin") else w.root)
+    folder, local = f"{_a(w)}/{w.run}/artifacts", f"/tmp/{_unique('f')}.bin"
+    made = maker.post(f"{MPU}/create/{folder}", json={"path": local, "num_parts": 1}).json()
+    part = maker.put(made["credentials"][0]["url"], content=b"a part")
+    body: dict[str, Any] = {"path": local, "upload_id": made["upload_id"]}
+    if then == "complete":
+        body["parts"] = [{"part_number": 1, "etag": part.headers["ETag"]}]
+    return "POST", f"{MPU}/{then}/{folder}", {"json": body}
+
+
+def _job_snapshot(w: World) -> str:
+    """The digest of a snapshot a job of project A runs in, made once by root."""
+    if not w.snapshot:
+        with tempfile.TemporaryDirectory() as where:
+            (Path(where) / "train.py").write_text("print('hi')\n")
+            snapshot = w.root.upload_snapshot("team-a", where)
+        w.root.submit_job("team-a", ["true"], snapshot=snapshot)
+        w.snapshot = snapshot.digest
+    return w.snapshot
+
+
+def _spare_sweep(w: World) -> str:
+    """A sweep of project A as the sweep driver leaves it: its summary run, a trial."""
+    name = _unique("sweep")
+    w.root.create_run("team-a", name, {"metric": "m"}, {"plinth.sweep.summary": name})
+    w.root.create_run("team-a", "t", {"x": 1}, {"plinth.sweep": name, "plinth.trial": "0"})
+    return name
 
 
 def _spare_pending(w: World, role: str) -> str:

@@ -23,6 +23,7 @@ MPU = "/mlflow/api/2.0/mlflow-artifacts/mpu"
 router = APIRouter(tags=["mlflow"])
 Read = Annotated[Caller[MlflowService], caller(MlflowService, Permission.PROJECT_READ)]
 Write = Annotated[Caller[MlflowService], caller(MlflowService, Permission.PROJECT_WRITE)]
+Admin = Annotated[Caller[MlflowService], caller(MlflowService, Permission.PROJECT_ADMIN)]
 ReadModels = Annotated[Caller[MlflowModels], caller(MlflowModels, Permission.PROJECT_READ)]
 WriteModels = Annotated[Caller[MlflowModels], caller(MlflowModels, Permission.PROJECT_WRITE)]
 WriteUploads = Annotated[Caller[MlflowUploads], caller(MlflowUploads, Permission.PROJECT_WRITE)]
@@ -64,13 +65,13 @@ async def update_experiment(req: m.MlflowUpdateExperiment, c: Write) -> Answer:
 
 
 @router.post(f"{PREFIX}/experiments/delete")
-async def delete_experiment(req: m.MlflowExperimentRef, c: Write) -> Answer:
+async def delete_experiment(req: m.MlflowExperimentRef, c: Admin) -> Answer:
     """Takes the project's admin; its runs are deleted with it (restorable)."""
     return await c(c.service.delete_experiment, req.experiment_id)
 
 
 @router.post(f"{PREFIX}/experiments/restore")
-async def restore_experiment(req: m.MlflowExperimentRef, c: Write) -> Answer:
+async def restore_experiment(req: m.MlflowExperimentRef, c: Admin) -> Answer:
     return await c(c.service.restore_experiment, req.experiment_id)
 
 

@@ -134,7 +134,7 @@ class MlflowService:
         """MLflow's update renames; a project's name is fixed (it is in every URI and
         token scope that names it), so only the same name is taken."""
         with self.db.read() as conn:
-            row = self.experiment_row(conn, req.experiment_id, principal)
+            row = self.experiment_row(conn, req.experiment_id, principal, Need.WRITE)
         if req.new_name is not None and req.new_name != row.name:
             raise InvalidInput(
                 f"experiment {row.name!r} cannot be renamed: it is Plinth's project "

@@ -15,6 +15,7 @@ any other.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 import secrets
@@ -31,6 +32,7 @@ from plinth.errors import InvalidInput, NotFound, PayloadTooLarge
 from plinth.mlflow import schemas as m
 from plinth.mlflow import tables as mt
 from plinth.mlflow.service import MlflowService
+from plinth.tracking.artifacts import ARTIFACT_PUT
 from plinth.tracking.schemas import check_artifact_path
 
 PARTS_PATH = "/mlflow/api/2.0/mlflow-artifacts/mpu/parts"
@@ -53,6 +55,7 @@ def _etag(value: str | None) -> str:
 class MlflowUploads:
     def __init__(self, platform: Platform, *, mlflow: MlflowService) -> None:
         self.db = platform.db
+        self.audit = platform.audit
         self.store = platform.artifacts
         self.mlflow = mlflow
         self.max_bytes = platform.artifacts.max_bytes
@@ -67,10 +70,7 @@ class MlflowUploads:
             raise InvalidInput(f"num_parts must be 1 to {MAX_PARTS}, not {req.num_parts}")
         upload_id = secrets.token_urlsafe(32)
         now = time.time()
-        with self.db.write() as conn:
-            project_id = self.mlflow.tracking.require_run(
-                conn, run_id, principal, Need.WRITE
-            ).project_id
+        with self._writing(run_id, name, principal) as (conn, project_id):
             expired = self._expired(conn, now)
             conn.execute(
                 mt.uploads.insert().values(
@@ -181,14 +181,25 @@ class MlflowUploads:
         """The live upload ``upload_id`` to ``path``, made by this principal, and its
         stored parts by number."""
         run_id, name = self._target(path, local_file, principal)
-        with self.db.read() as conn:
-            self.mlflow.tracking.require_run(conn, run_id, principal, Need.WRITE)
+        with self._writing(run_id, name, principal) as (conn, _):
             row = self._live(conn, upload_id)
             if (row.run_id, row.path, row.created_by) != (run_id, name, principal.name):
                 raise NotFound("no multipart upload with that id to this artifact")
             p = mt.upload_parts
             parts = conn.execute(sa.select(p).where(p.c.id_hash == row.id_hash)).all()
         return row, {part.part_number: part for part in parts}
+
+    @contextlib.contextmanager
+    def _writing(self, run_id: str, name: str, principal: Principal) -> Iterator[tuple[Any, str]]:
+        """A write transaction in which the principal may write to the run (its project
+        id); a refusal is audited (the completion, not this, is the change audited)."""
+        with self.audit.recorded(principal, ARTIFACT_PUT, object=f"{run_id}/{name}") as (
+            conn,
+            change,
+        ):
+            change.record = False
+            row = self.mlflow.tracking.require_run(conn, run_id, principal, Need.WRITE, change)
+            yield conn, str(row.project_id)
 
     @staticmethod
     def _live(conn: Any, upload_id: str) -> Any:
