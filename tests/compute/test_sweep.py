@@ -211,6 +211,7 @@ def test_every_trial_runs_the_files_the_sweep_started_with(
         {"params": {"x": {"type": "float", "low": 0, "high": 4}}},
         trials=2,
         parallel=1,
+        pruner="none",  # whichever x is drawn, the trial runs to its end
         poll=0.1,
         workdir=work,
         env=ENV,

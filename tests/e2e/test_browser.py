@@ -98,9 +98,9 @@ def secured_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         root.set_password("root", PASSWORD)
         root.create_user("viewer")
         root.set_password("viewer", PASSWORD)
-        root.add_member("vision", "viewer", "viewer")
         # queued now, started by the server's dispatcher: a job the viewer may only read
-        root.submit_job("vision", [sys.executable, "-c", TICKS], cpus=0.5)
+        root.submit_job("lab", [sys.executable, "-c", TICKS], cpus=0.5)
+        root.add_member("lab", "viewer", "viewer")
     with _serve(home) as base:
         yield base
 
@@ -403,13 +403,13 @@ def test_read_a_jobs_log_watch_one_stream_and_cancel_it(
 def test_a_viewer_reads_a_running_jobs_log_and_is_not_offered_cancel(
     secured_server: str, page: Any
 ) -> None:
-    page.goto(secured_server + "/login?next=/projects/vision/jobs")
+    page.goto(secured_server + "/login?next=/projects/lab/jobs")
     page.fill("input[name=user]", "viewer")
     page.fill("input[name=password]", PASSWORD)
     page.click("button[type=submit]")
-    page.wait_for_url("**/projects/vision/jobs")
-    page.locator("a[href*='/projects/vision/jobs/']").first.click()
-    page.wait_for_url("**/projects/vision/jobs/*")
+    page.wait_for_url("**/projects/lab/jobs")
+    page.locator("a[href*='/projects/lab/jobs/']").first.click()
+    page.wait_for_url("**/projects/lab/jobs/*")
     page.wait_for_function(
         "() => document.querySelector('#job-log').textContent.includes('tick 2')",
         timeout=30_000,
