@@ -12,7 +12,7 @@ import pytest
 
 import plinth
 from plinth.client import Client
-from tests.conftest import S3_KEY, S3_SECRET, make_settings
+from tests.conftest import S3_KEY, S3_SECRET, make_settings, raw_http
 
 pytestmark = pytest.mark.s3
 
@@ -56,3 +56,38 @@ def test_corrupted_object_is_detected_on_download(
     with pytest.raises(plinth.CorruptArtifact):
         s3_client.download_artifact(run.id, "m.bin", tmp_path / "out")
     assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_an_mlflow_multipart_upload_on_s3_leaves_only_its_artifact(
+    s3_client: Client, s3_fs: Any, s3_bucket: str, project: str
+) -> None:
+    """MLflow's multipart upload: its parts wait in the bucket under tmp/, are joined
+    into one content-addressed object, and are gone after (abort too)."""
+    http = raw_http(s3_client)
+    api = "/mlflow/api/2.0/mlflow"
+    experiment = http.post(f"{api}/experiments/create", json={"name": project}).json()
+    run = http.post(f"{api}/runs/create", json={"experiment_id": experiment["experiment_id"]})
+    folder = f"{experiment['experiment_id']}/{run.json()['run']['info']['run_id']}/artifacts"
+    mpu = "/mlflow/api/2.0/mlflow-artifacts/mpu"
+    parts = [os.urandom(1 << 20), os.urandom(1 << 20), b"tail"]
+    made = http.post(f"{mpu}/create/{folder}", json={"path": "big.bin", "num_parts": 3}).json()
+    etags = [
+        http.put(c["url"], content=p).headers["ETag"]
+        for c, p in zip(made["credentials"], parts, strict=True)
+    ]
+    staged = [k for k in s3_fs.find(s3_bucket) if "/tmp/mpu-" in k]
+    assert len(staged) == 3  # the parts, waiting
+    listed = [{"part_number": n + 1, "etag": e} for n, e in enumerate(etags)]
+    done = http.post(
+        f"{mpu}/complete/{folder}",
+        json={"path": "big.bin", "upload_id": made["upload_id"], "parts": listed},
+    )
+    assert done.status_code == 200, done.text
+    whole = b"".join(parts)
+    digest = hashlib.sha256(whole).hexdigest()
+    assert http.get(f"/mlflow/api/2.0/mlflow-artifacts/artifacts/{folder}/big.bin").content == whole
+    dropped = http.post(f"{mpu}/create/{folder}", json={"path": "x.bin", "num_parts": 1}).json()
+    http.put(dropped["credentials"][0]["url"], content=b"never named")
+    aborted = {"path": "x.bin", "upload_id": dropped["upload_id"]}
+    assert http.post(f"{mpu}/abort/{folder}", json=aborted).status_code == 200
+    assert s3_fs.find(s3_bucket) == [f"{s3_bucket}/prefix/sha256/{digest[:2]}/{digest[2:]}"]
