@@ -249,11 +249,17 @@ def raise_for_error(response: httpx.Response, where: str = "the server") -> None
     if response.status_code < 400:
         return
     try:
-        err = response.json()["error"]
-        kind, message = err["type"], err["message"]
+        body = response.json()
+        if "error_code" in body:  # Plinth's MLflow API answers in MLflow's shape
+            kind, message = _MLFLOW_KINDS.get(response.status_code, ""), body["message"]
+        else:
+            kind, message = body["error"]["type"], body["error"]["message"]
     except Exception:
         raise not_plinth(response, where) from None
     raise errors.from_response(kind, message, response.status_code)
+
+
+_MLFLOW_KINDS = {400: "InvalidInput", 403: "PermissionDenied", 404: "NotFound", 409: "Conflict"}
 
 
 def not_plinth(response: httpx.Response, where: str) -> errors.PlinthError:

@@ -20,7 +20,7 @@ from plinth.client import Client
 from plinth.governance.identity import init_admin
 from plinth.mlflow.importer import Importer, SqlStore, batch_id, project_name
 from plinth.tracking.client import to_series
-from tests.conftest import make_settings
+from tests.conftest import make_settings, raw_http
 from tests.processes import Processes
 
 pytestmark = pytest.mark.slow
@@ -85,6 +85,8 @@ MAKE_STORE = textwrap.dedent(
         )
         logged[info.model_id] = "1"
     client.set_registered_model_alias("churn-model", "champion", "2")
+    client.set_registered_model_tag("churn-model", "owner", "ann")
+    client.set_experiment_tag(fit.info.experiment_id, "team", "ranking")
 
     def files_of(root):
         root = root.removeprefix("file://")
@@ -218,6 +220,12 @@ def test_an_mlflow_store_moves_over_whole_and_once(tmp_path: Path, mlflow_python
                 ("mlflow", True) if pickled else ("sklearn", False)
             )
         assert plinth.get_model("models", "churn-model").aliases == {"champion": 2}
+        # MLflow's own tags of experiments and registered models, through its API
+        http, api = raw_http(plinth), "/mlflow/api/2.0/mlflow"
+        got = http.get(f"{api}/experiments/get-by-name", params={"experiment_name": "models"})
+        assert {"key": "team", "value": "ranking"} in got.json()["experiment"]["tags"]
+        got = http.get(f"{api}/registered-models/get", params={"name": "churn-model"})
+        assert got.json()["registered_model"]["tags"] == [{"key": "owner", "value": "ann"}]
         before = [plinth.get_run(run_id) for run_id in runs]
 
     # Again: nothing new.
@@ -226,6 +234,7 @@ def test_an_mlflow_store_moves_over_whole_and_once(tmp_path: Path, mlflow_python
     report = json.loads((tmp_path / "again.json").read_text())
     assert (report["runs"], report["already"], report["points"]) == (0, 5, 0)
     assert (report["versions"], report["versions_already"], report["aliases"]) == (0, 3, 0)
+    assert report["tags"] == 0  # the experiments' and models' tags are there already
     with Client(settings=make_settings(home)) as plinth:
         assert [plinth.get_run(run_id) for run_id in runs] == before
         good = next(i for i, r in runs.items() if r["name"] == "good")

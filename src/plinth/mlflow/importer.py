@@ -71,6 +71,7 @@ class Experiment:
     name: str
     artifact_location: str | None
     deleted: bool
+    tags: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,7 @@ class Store(Protocol):
     def versions(self) -> list[Version]: ...
     def version_tags(self, name: str, version: int) -> dict[str, str]: ...
     def aliases(self) -> list[tuple[str, str, int]]: ...
+    def model_tags(self) -> dict[str, dict[str, str]]: ...
     def close(self) -> None: ...
     def folder(
         self, uri: str, root: Path | None, layout: str
@@ -151,7 +153,15 @@ class SqlStore:
             "SELECT experiment_id, name, artifact_location, lifecycle_stage FROM experiments "
             "ORDER BY experiment_id"
         )
-        return [Experiment(str(r[0]), r[1], r[2], r[3] == "deleted") for r in rows]
+        tags: dict[str, dict[str, str]] = {}
+        for experiment_id, key, value in self._rows(
+            "SELECT experiment_id, key, value FROM experiment_tags"
+        ):
+            tags.setdefault(str(experiment_id), {})[key] = value
+        return [
+            Experiment(str(r[0]), r[1], r[2], r[3] == "deleted", tags.get(str(r[0]), {}))
+            for r in rows
+        ]
 
     def runs(self, experiment_id: str) -> list[Run]:
         rows = self._rows(
@@ -241,6 +251,15 @@ class SqlStore:
         rows = self._rows("SELECT name, alias, version FROM registered_model_aliases")
         return [(r[0], r[1], int(r[2])) for r in rows]
 
+    def model_tags(self) -> dict[str, dict[str, str]]:
+        found: dict[str, dict[str, str]] = {}
+        if self._has("registered_model_tags"):
+            for name, key, value in self._rows(
+                "SELECT name, key, value FROM registered_model_tags"
+            ):
+                found.setdefault(name, {})[key] = value
+        return found
+
 
 def _seconds(ms: Any) -> float | None:
     return None if ms is None else float(ms) / 1000
@@ -320,6 +339,7 @@ class Importer:
             self.report.projects[experiment.name] = project
             if project not in existing:  # an experiment with no runs is imported too
                 self.client.create_project(project)
+            self._tag("experiment", project, experiment.tags)
             self.report.experiments += 1
             for run in runs:
                 try:
@@ -328,7 +348,45 @@ class Importer:
                     self.report.skipped.append((f"run {run.id}", exc.message))
                 self.on_run(run)
         self._versions()
+        for name, tags in self.store.model_tags().items():
+            self._tag("model", name, tags)
         return self.report
+
+    def _tag(self, kind: str, name: str, tags: dict[str, str]) -> None:
+        """Set the MLflow tags of an experiment (a project) or a registered model that
+        it lacks, through Plinth's MLflow API (they are MLflow's own nouns)."""
+        if not tags:
+            return
+        api = "/mlflow/api/2.0/mlflow"
+        try:
+            if kind == "experiment":
+                found = self._mlflow("GET", f"{api}/experiments/get-by-name", experiment_name=name)
+                held, ref = (
+                    found["experiment"],
+                    {"experiment_id": found["experiment"]["experiment_id"]},
+                )
+                where = f"{api}/experiments/set-experiment-tag"
+            else:
+                found = self._mlflow("GET", f"{api}/registered-models/get", name=name)
+                held, ref = found["registered_model"], {"name": name}
+                where = f"{api}/registered-models/set-tag"
+        except PlinthError as exc:
+            self.report.skipped.append((f"tags of {kind} {name!r}", exc.message))
+            return
+        have = {t["key"]: t.get("value", "") for t in held.get("tags", [])}
+        for key, value in tags.items():
+            if have.get(key) == value:
+                continue
+            try:
+                self.client._transport.request(
+                    "POST", where, json={**ref, "key": ts.check_key(key), "value": value}
+                )
+                self.report.tags += 1
+            except PlinthError as exc:
+                self.report.skipped.append((f"tag {key!r} of {kind} {name!r}", exc.message))
+
+    def _mlflow(self, method: str, path: str, **params: str) -> Any:
+        return self.client._transport.request(method, path, params=params)
 
     def _run(self, project: str, experiment: Experiment, run: Run) -> None:
         if not re.fullmatch(r"[0-9a-f]{32}", run.id):

@@ -97,6 +97,7 @@ class RestStore:
                 e["name"],
                 e.get("artifact_location"),
                 e.get("lifecycle_stage") == "deleted",
+                _pairs(e.get("tags", [])),
             )
             for e in self._pages("POST", "experiments/search", body, "experiments")
         ]
@@ -187,6 +188,14 @@ class RestStore:
             for alias in model.get("aliases", []):
                 found.append((model["name"], alias["alias"], int(alias["version"])))
         return found
+
+    def model_tags(self) -> dict[str, dict[str, str]]:
+        body = {"max_results": PAGE}
+        return {
+            model["name"]: _pairs(model.get("tags", []))
+            for model in self._pages("GET", "registered-models/search", body, "registered_models")
+            if model.get("tags")
+        }
 
     # artifacts ----------------------------------------------------------------------------
 
