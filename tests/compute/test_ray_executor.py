@@ -90,6 +90,16 @@ def test_a_worker_pinned_to_a_node_by_its_address_runs_there(
     assert ended(executor, handle).exit_code == 0
 
 
+def test_a_node_without_the_working_directory_says_so(
+    executor: RemoteExecutor, tmp_path: Path
+) -> None:
+    launch = spec(tmp_path, python("print('never')"), cwd=tmp_path / "not-shared")
+    status = ended(executor, executor.launch(launch))
+    assert (status.state, status.exit_code) == ("exited", 127)
+    assert status.reason == "the job's working directory is not on this Ray node"
+    assert "must share the Plinth server's disk" in log_text(launch)
+
+
 def test_a_gang_spreads_over_the_nodes_and_its_group_goes_when_it_ends(
     ray_setup: RaySetup, executor: RemoteExecutor, tmp_path: Path
 ) -> None:

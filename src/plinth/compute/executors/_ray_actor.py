@@ -24,6 +24,10 @@ import time
 from typing import Any
 
 _KILLED = 128 + signal.SIGKILL
+_NOT_SHARED = (
+    "plinth: the job's working directory {cwd} is not on this Ray node: a Ray pool's "
+    "nodes must share the Plinth server's disk (its home), see docs/ray.md\n"
+)
 
 
 class WorkerActor:
@@ -53,6 +57,12 @@ class WorkerActor:
         os.makedirs(os.path.dirname(log_path) or ".", exist_ok=True)
         out = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         self._proc: subprocess.Popen[bytes] | None
+        if not os.path.isdir(cwd):  # this slice: Ray nodes share the server's disk
+            os.write(out, _NOT_SHARED.format(cwd=cwd).encode())
+            os.close(out)
+            self._proc = None
+            self._finish(127, "the job's working directory is not on this Ray node")
+            return
         try:
             self._proc = subprocess.Popen(
                 argv,
