@@ -38,6 +38,7 @@ from plinth.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from plinth.mlflow import schemas as m
 from plinth.mlflow import tables as mt
 from plinth.mlflow.service import (
+    MODEL_ID,
     MlflowService,
     _exact,
     _name_matches,
@@ -53,7 +54,6 @@ from plinth.registry.service import RegistryService
 from plinth.registry.uri import check_model_name
 
 MODELS_FOLDER = "models"  # a logged model's files: the run's artifacts models/MODEL_ID/…
-_MODEL_ID = re.compile(r"m-[0-9a-f]{32}")
 MAX_PAGE = 1000  # models or versions per page: MLflow's client asks for more and pages on
 _STATUSES = ("LOGGED_MODEL_PENDING", "LOGGED_MODEL_READY", "LOGGED_MODEL_UPLOAD_FAILED")
 _CLAUSE = re.compile(r"^\s*(?:attributes?\.)?(\w+)\s*(=|!=)\s*'((?:[^']|'')*)'\s*$", re.IGNORECASE)
@@ -128,7 +128,7 @@ class MlflowModels:
 
     def get_logged_model(self, model_id: str, *, principal: Principal) -> dict[str, Any]:
         with self.db.read() as conn:
-            self._require_logged(conn, model_id, principal, Need.READ)
+            self.mlflow.require_logged(conn, model_id, principal, Need.READ)
             return {"model": self._logged_model(conn, model_id)}
 
     def finalize_logged_model(
@@ -163,7 +163,7 @@ class MlflowModels:
         """Set the status, add tags or params, or remove a tag, audited."""
         lm = mt.logged_models
         with self.audit.recorded(principal, action, object=model_id) as (conn, change):
-            row = self._require_logged(conn, model_id, principal, Need.WRITE, change)
+            row = self.mlflow.require_logged(conn, model_id, principal, Need.WRITE, change)
             values: dict[str, Any] = {"updated_at": time.time()}
             if "status" in what:
                 values["status"] = what["status"]
@@ -227,25 +227,6 @@ class MlflowModels:
                 if owner != run_id:
                     raise InvalidInput(f"run {run_id} logged no model {output.model_id!r}")
         return {}
-
-    def _require_logged(
-        self,
-        conn: Connection,
-        model_id: str,
-        principal: Principal,
-        need: Need,
-        change: Any = None,
-    ) -> Any:
-        """The logged model's row if its run may be ``need``-ed; the same NotFound for a
-        model one may not see as for none."""
-        lm = mt.logged_models
-        row = None
-        if _MODEL_ID.fullmatch(model_id):
-            row = conn.execute(sa.select(lm).where(lm.c.id == model_id)).first()
-        if row is None:
-            raise NotFound(f"no logged model {model_id[:64]!r}")
-        self.runs.require_run(conn, row.run_id, principal, need, change, shown_as=model_id)
-        return row
 
     def _logged_model(self, conn: Connection, model_id: str) -> dict[str, Any]:
         lm = mt.logged_models
@@ -593,7 +574,7 @@ class MlflowModels:
         if not model_id and req.source.startswith("models:/"):
             model_id = req.source.removeprefix("models:/")
         if model_id:
-            row = self._require_logged(conn, model_id, principal, Need.READ)
+            row = self.mlflow.require_logged(conn, model_id, principal, Need.READ)
             return row.run_id, logged_path(row.id)
         found = _SOURCE.match(req.source)
         if found is None:
@@ -625,7 +606,7 @@ class MlflowModels:
             "aliases": version.aliases,
         }
         model_id = version.artifact_path.removeprefix(f"{MODELS_FOLDER}/")
-        if _MODEL_ID.fullmatch(model_id):
+        if MODEL_ID.fullmatch(model_id):
             answer["model_id"] = model_id
         return answer
 

@@ -52,6 +52,7 @@ _ATTRIBUTE_NAMES = re.compile(
 )
 _RUN_NAME_TAG = re.compile(r"\btags?\.`mlflow\.runName`", re.IGNORECASE)
 _PLINTH_ATTRIBUTE = {"run_name": "name", "run_id": "id", "run_uuid": "id"}
+MODEL_ID = re.compile(r"m-[0-9a-f]{32}")  # an MLflow 3 logged model's id
 _EXPERIMENT_FILTER = re.compile(
     r"^\s*(?:attributes?\.)?name\s*(=|!=|LIKE|ILIKE)\s*'((?:[^']|'')*)'\s*$", re.IGNORECASE
 )
@@ -473,7 +474,7 @@ class MlflowService:
             self.tracking.require_run(conn, run_id, principal, Need.WRITE, change)
             models = []
             for model in req.models:
-                self._readable_model(conn, model.model_id, principal)
+                self.require_logged(conn, model.model_id, principal, Need.READ)
                 inserted = conn.execute(
                     self.db.insert_ignoring_duplicates(mi).returning(mi.c.model_id),
                     {"run_id": run_id, "model_id": model.model_id, "logged_at": time.time()},
@@ -500,16 +501,19 @@ class MlflowService:
             change.details = {k: v for k, v in (("datasets", added), ("models", models)) if v}
         return {}
 
-    def _readable_model(self, conn: Any, model_id: str, principal: Principal) -> None:
-        """A logged model the caller may read (its run's project); else NotFound."""
+    def require_logged(
+        self, conn: Any, model_id: str, principal: Principal, need: Need, change: Any = None
+    ) -> Any:
+        """The logged model's row if its run may be ``need``-ed; the same NotFound for a
+        model one may not see as for none."""
         lm = mt.logged_models
-        owner = conn.execute(sa.select(lm.c.run_id).where(lm.c.id == model_id)).scalar()
-        try:
-            if owner is None:
-                raise NotFound(f"no logged model {model_id!r}")
-            self.tracking.require_run(conn, owner, principal, Need.READ)
-        except NotFound:
-            raise NotFound(f"no logged model {model_id!r}") from None
+        row = None
+        if MODEL_ID.fullmatch(model_id):
+            row = conn.execute(sa.select(lm).where(lm.c.id == model_id)).first()
+        if row is None:
+            raise NotFound(f"no logged model {model_id[:64]!r}")
+        self.tracking.require_run(conn, row.run_id, principal, need, change, shown_as=model_id)
+        return row
 
     def _io(self, run_ids: list[str]) -> dict[str, dict[str, Any]]:
         """MLflow's ``inputs`` (datasets, models) and ``outputs`` (models) of each run,
