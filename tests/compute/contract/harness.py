@@ -62,14 +62,14 @@ def _ray() -> Executor:
 
 
 def _ray_impostor(handle: Handle) -> Handle:
-    """Another actor under the same name, as a recreated one would be."""
-    other = "0" * len(handle.data["actor"])
-    return replace(handle, data={**handle.data, "actor": other})
+    """Another worker under the same name, as a relaunched one would be."""
+    other = "0" * len(handle.data["token"])
+    return replace(handle, data={**handle.data, "token": other})
 
 
 def _kill_actor_and_group(job_pid: int) -> None:
-    """kill -9 of the actor's Ray worker process (the job's parent) first, so it
-    records nothing, then of the job's process group."""
+    """kill -9 of the task's Ray worker process (the job's parent) first, so it
+    reports nothing, then of the job's process group."""
     parent = psutil.Process(job_pid).parent()
     assert parent is not None and parent.name().startswith("ray::"), parent
     parent.kill()

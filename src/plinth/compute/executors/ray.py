@@ -1,12 +1,20 @@
-"""The Ray executor: each worker a detached, named Ray actor that runs the job's argv.
+"""The Ray executor: each worker a Ray task, submitted and owned by a detached
+launcher actor on the cluster, which answers for it by name.
 
-A pool ``executor: ray`` with ``address`` runs here. Each worker is an actor
-(``_ray_actor.WorkerActor``) named ``plinth-<job>-<attempt>-<rank>`` in the ``plinth``
-namespace and detached, so it outlives the Plinth server that started it: a restarted
-server's new executor finds it *by name* (adoption). The actor starts the argv as a
-subprocess, never through a shell, with exactly the given environment plus
-``CUDA_VISIBLE_DEVICES`` from Plinth's placement; the actor asks Ray for the same
-CPUs, GPUs and memory so that Ray's accounting agrees with Plinth's.
+A pool ``executor: ray`` with ``address`` runs here. Plinth decides what runs and when;
+Ray hosts the processes. The pieces that run on the cluster are in ``_ray_launcher``
+(shipped by value, so Ray nodes need nothing of Plinth):
+
+- each Ray node that runs Plinth work gets one **launcher**, a detached actor named
+  ``plinth-launcher-<node id>`` in the ``plinth`` namespace, with no CPUs of its own;
+- each worker (``plinth-<job>-<attempt>-<rank>``) is a plain Ray **task** that its
+  launcher submits with the worker's CPUs, GPUs and memory (so Ray's accounting agrees
+  with Plinth's) and that runs the argv as a subprocess, never through a shell, with
+  exactly the given environment plus ``CUDA_VISIBLE_DEVICES`` from Plinth's placement.
+  A task runs in one of Ray's pooled worker processes, so a short worker costs about
+  what a raw Ray task does. The launcher owns the task, so it outlives the Plinth
+  server that asked for it; a restarted server's executor asks the launcher named in
+  the handle (adoption), and checks the launcher's actor id and the worker's token.
 
 Where a worker runs:
 - a gang (``WORLD_SIZE`` > 1 in its environment, as ``launch.workers`` sets) gets a
@@ -16,38 +24,45 @@ Where a worker runs:
   Strategy ``STRICT_SPREAD`` (each unit on its own Ray node, as Plinth placed units on
   distinct nodes), configurable. The group is removed once every worker of the gang has
   ended, by the poll that finds the last one ended;
-- a single worker whose Plinth node is named by a Ray node's IP is pinned to that node
-  (Ray's ``node:<ip>`` resource); otherwise Ray chooses.
+- a single worker whose Plinth node is named by a Ray node's IP is pinned to that node,
+  and launched by that node's launcher (a node that dies takes only its own work with
+  it); otherwise Ray chooses, and the launcher on this process's own node launches it.
+
+Polls are answered in batches: one call to a launcher answers for every worker this
+executor watches there, and an answer is reused for ``FRESH_SECONDS``.
 
 Limitation of this slice: the Ray nodes share the filesystem with the Plinth server
-(one machine, or a shared mount): the working-directory snapshot (``cwd``), the log and
-the exit record (``<log>.exit``, written by the actor) are paths on it. A later slice
-ships the snapshot as a ``runtime_env`` ``working_dir`` and streams logs back.
+(one machine, or a shared mount): the working-directory snapshot (``cwd``) and the log
+are paths on it. A later slice ships the snapshot and streams logs back.
 
 Connection: ``ray.init(address=…, namespace="plinth")`` once per process, lazily, on
 first use; Ray allows one connection per process, shared by every instance here.
 ``close()`` releases this instance's share and disconnects with the last one,
-leaving the actors running. Ray's token auth comes from the environment
+leaving the workers running. Ray's token auth comes from the environment
 (``RAY_AUTH_MODE=token``, ``RAY_AUTH_TOKEN``), as for any Ray process.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
-from pathlib import Path
+import time
+import uuid
 from typing import Any
 
 from plinth.compute.executors import Handle, Launch, Status
+from plinth.compute.executors import _ray_launcher as remote
 from plinth.errors import InvalidInput
 
 log = logging.getLogger(__name__)
 
-NAMESPACE = "plinth"
-_LOST = "its Ray actor is gone without an exit record (its node or its process died)"
-_ANSWER_SECONDS = 5.0  # a status call slower than this: the actor is busy, not gone
+NAMESPACE = remote.NAMESPACE
+FRESH_SECONDS = 0.05  # a launcher's answer is reused this long for the other polls
+_ANSWER_SECONDS = 5.0  # a call slower than this: the launcher is busy, not gone
+_OLD_HANDLE = "it was started by an earlier Plinth (one Ray actor per worker)"
 _STRATEGIES = ("STRICT_SPREAD", "SPREAD", "PACK", "STRICT_PACK")
+_Answer = dict[str, Any]
+_Key = tuple[str, str | None]  # (worker name, token)
 
 
 def _ray() -> Any:
@@ -64,10 +79,9 @@ class _Connection:
     lock = threading.Lock()
     address: str | None = None
     users = 0
-    actor_class: Any = None
 
     @classmethod
-    def acquire(cls, address: str, node_ip_address: str | None) -> Any:
+    def acquire(cls, address: str, node_ip_address: str | None) -> None:
         ray = _ray()
         with cls.lock:
             if cls.users and cls.address != address:
@@ -86,16 +100,11 @@ class _Connection:
                     logging_level=logging.WARNING,
                     **options,
                 )
-            if cls.actor_class is None:
                 from ray import cloudpickle
 
-                from plinth.compute.executors import _ray_actor
-
-                cloudpickle.register_pickle_by_value(_ray_actor)  # nodes need no Plinth
-                cls.actor_class = ray.remote(_ray_actor.WorkerActor)
+                cloudpickle.register_pickle_by_value(remote)  # nodes need no Plinth
             cls.address = address
             cls.users += 1
-            return cls.actor_class
 
     @classmethod
     def release(cls) -> None:
@@ -108,9 +117,9 @@ class _Connection:
 
 
 class RayExecutor:
-    """Workers as detached Ray actors on the cluster at ``address`` (``host:port`` of
-    its GCS, or ``ray://host:port`` through Ray Client). ``node_ip_address``: this
-    machine's address as the cluster knows it, when Ray cannot tell on its own."""
+    """Workers as Ray tasks on the cluster at ``address`` (``host:port`` of its GCS,
+    or ``ray://host:port`` through Ray Client). ``node_ip_address``: this machine's
+    address as the cluster knows it, when Ray cannot tell on its own."""
 
     name = "ray"
 
@@ -130,143 +139,258 @@ class RayExecutor:
         self._node_ip = node_ip_address
         self._strategy = gang_strategy
         self._gang_timeout = gang_timeout
-        self._actor_class: Any = None
-        self._actors: dict[str, Any] = {}  # name -> handle, looked up once
-        self._groups: dict[str, Any] = {}
+        self._connected = False
         self._lock = threading.Lock()
+        self._nodes: dict[str, str] = {}  # Ray node IP -> node id
+        self._launchers: dict[str, Any] = {}  # launcher name -> actor handle
+        self._heard: set[str] = set()  # launchers that answered this executor
+        self._sending: dict[_Key, Any] = {}  # launch calls not yet known to have arrived
+        self._groups: dict[str, Any] = {}
+        self._watched: dict[str, set[_Key]] = {}  # launcher name -> workers asked about
+        self._answers: dict[str, tuple[float, dict[_Key, _Answer]]] = {}
+        self._final: dict[_Key, Status] = {}
 
     # -- connection ---------------------------------------------------------------
 
-    def _connect(self) -> Any:
+    def _connect(self) -> None:
         with self._lock:
-            if self._actor_class is None:
-                self._actor_class = _Connection.acquire(self.address, self._node_ip)
-            return self._actor_class
+            if not self._connected:
+                _Connection.acquire(self.address, self._node_ip)
+                self._connected = True
 
     def close(self) -> None:
-        """Disconnect (with the last executor of this process); actors keep running."""
+        """Disconnect (with the last executor of this process); workers keep running.
+        Launch calls still on their way are given a moment to arrive first."""
         with self._lock:
-            connected, self._actor_class = self._actor_class is not None, None
-            self._actors.clear()
-            self._groups.clear()
+            sending = list(self._sending.values())
+        if sending:
+            _ray().wait(sending, num_returns=len(sending), timeout=_ANSWER_SECONDS)
+        with self._lock:
+            connected, self._connected = self._connected, False
+            for cache in (self._nodes, self._launchers, self._groups, self._watched):
+                cache.clear()
+            self._heard.clear()
+            self._sending.clear()
+            self._answers.clear()
+            self._final.clear()
         if connected:
             _Connection.release()
 
     # -- the interface --------------------------------------------------------------
 
     def launch(self, spec: Launch) -> Handle:
-        """Create the worker's actor; returns once Ray has registered it (it may still
-        wait for resources). A gang's first launch reserves its placement group and
-        raises if Ray cannot reserve all of it within ``gang_timeout``."""
-        actor_class = self._connect()
-        name = actor_name(spec.job_id, spec.attempt, spec.rank)
+        """Hand the worker to its launcher; returns once the launcher has submitted its
+        task (it may still wait for resources). A gang's first launch reserves its
+        placement group and raises if Ray cannot reserve all of it within
+        ``gang_timeout``."""
+        self._connect()
+        ray = _ray()
+        name = worker_name(spec.job_id, spec.attempt, spec.rank)
         world, per_unit = _gang_shape(spec)
         cpus = float(len(spec.cpu_ids) or 1)
-        options: dict[str, Any] = {
-            "name": name,
-            "namespace": NAMESPACE,
-            "lifetime": "detached",
-            "max_restarts": 0,
-            "max_concurrency": 4,
-            "num_cpus": cpus,
-            "num_gpus": len(spec.gpu_ids),
-        }
+        options: dict[str, Any] = {"num_cpus": cpus, "num_gpus": len(spec.gpu_ids)}
         if spec.memory_bytes:
             options["memory"] = spec.memory_bytes
-        data: dict[str, Any] = {"name": name, "exit": str(_exit_path(spec.log_path))}
+        data: dict[str, Any] = {"name": name, "token": uuid.uuid4().hex}
+        placement: dict[str, Any] = {}
         if world > 1:
             group = self._group(spec, world, per_unit, cpus)
-            from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
-
-            options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
-                group, placement_group_bundle_index=spec.rank // per_unit
-            )
+            placement = {"group": group, "bundle": spec.rank // per_unit}
             data["gang"] = {"group": _group_name(spec), "world": world}
-        elif _is_ip(spec.node):
-            options["resources"] = {f"node:{spec.node}": 0.001}
         env = dict(spec.env)
         env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in spec.gpu_ids)
-        actor = actor_class.options(**options).remote(
-            list(spec.argv),
-            env,
-            str(spec.cwd),
-            str(spec.log_path),
-            spec.memory_bytes,
-        )
-        data["actor"] = actor._actor_id.hex()
-        with self._lock:
-            self._actors[name] = actor
+        call = {
+            "argv": list(spec.argv),
+            "env": env,
+            "cwd": str(spec.cwd),
+            "log_path": str(spec.log_path),
+            "memory_bytes": spec.memory_bytes,
+        }
+        for last_try in (False, True):  # once more after a launcher or node went away
+            node = self._node_id(spec.node) if _is_ip(spec.node) and world == 1 else None
+            where = {"node": node} if node else placement
+            home: str = node or ray.get_runtime_context().get_node_id()
+            launcher, known = self._launcher(home)
+            sent = launcher.launch.remote(name, data["token"], call, options, where)
+            if known:  # a launcher this executor has heard from: no need to wait
+                with self._lock:
+                    self._sending[_key_of(data)] = sent
+                break
+            try:
+                ray.get(sent)
+                with self._lock:
+                    self._heard.add(remote.launcher_name(home))
+                break
+            except ray.exceptions.RayError:
+                if last_try:
+                    raise
+                self._forget_launchers()
+        data["launcher"] = remote.launcher_name(home)
+        data["launcher_id"] = launcher._actor_id.hex()
         return Handle(self.name, name, data)
 
     def poll(self, handle: Handle) -> Status:
         self._connect()
-        ray = _ray()
-        actor = self._find(handle)
-        if actor is not None:
-            try:
-                now = ray.get(actor.status.remote(), timeout=_ANSWER_SECONDS)
-            except ray.exceptions.GetTimeoutError:
-                return Status("running")  # waiting for resources, or busy: not gone
-            except ray.exceptions.RayActorError:
-                now = None  # it ended between the lookup and the call
-            if now is not None and now["code"] is None:
-                return Status("running")
-        # Gone (or ending): the record it writes before it leaves says how it ended.
-        record = _read_record(Path(handle.data["exit"]))
+        key = _key_of(handle.data, handle.ident)
+        with self._lock:
+            final = self._final.get(key)
+        if final is not None:
+            return final
+        failed = self._sent(key, 0.0)
+        if failed == "":
+            return Status("running")  # its launch is still on its way to the launcher
+        answer = {"state": "lost", "reason": failed} if failed else self._answer(handle, key)
+        if answer["state"] == "running":
+            return Status("running")
+        if answer["state"] == "exited":
+            status = Status("exited", int(answer["code"]), answer.get("reason"))
+        else:
+            status = Status("lost", reason=answer.get("reason") or remote.LOST)
         self._ended(handle)
-        if record is None or record.get("actor") != handle.data.get("actor"):
-            return Status("lost", reason=_LOST)
-        return Status("exited", int(record["code"]), record.get("reason"))
+        with self._lock:
+            if len(self._final) >= 10_000:
+                self._final.pop(next(iter(self._final)))
+            self._final[key] = status
+        return status
 
     def stop(self, handle: Handle, grace_seconds: float) -> None:
         self._connect()
-        actor = self._find(handle)
-        if actor is not None:
-            actor.stop.remote(float(grace_seconds))  # fire and forget: SIGTERM, then KILL
+        key = _key_of(handle.data, handle.ident)
+        self._sent(key, _ANSWER_SECONDS)  # the launcher has the worker before the stop
+        launcher = self._launcher_of(handle)
+        if launcher is not None:  # fire and forget: SIGTERM now, SIGKILL after the grace
+            launcher.stop.remote(*key, float(grace_seconds))
 
-    # -- actors and groups ------------------------------------------------------------
-
-    def _find(self, handle: Handle) -> Any:
-        """The live actor of this handle, or None: gone, or a different actor under
-        the same name (never signalled)."""
+    def _sent(self, key: _Key, timeout: float) -> str | None:
+        """Whether the launch call of this worker reached its launcher: None (yes, or
+        not sent from here), "" (still on its way after ``timeout``) or why it failed."""
         ray = _ray()
-        name = handle.data.get("name", handle.ident)
         with self._lock:
-            actor = self._actors.get(name)
-        if actor is None:
+            sent = self._sending.get(key)
+        if sent is None:
+            return None
+        ready, _ = ray.wait([sent], timeout=timeout)
+        if not ready:
+            return ""
+        with self._lock:
+            self._sending.pop(key, None)
+        try:
+            ray.get(sent)
+        except ray.exceptions.RayError as exc:
+            self._forget_launchers()
+            first = (str(exc).strip().splitlines() or [""])[0]
+            return f"its launcher did not take it: {first}"[:500]
+        return None
+
+    def _forget_launchers(self) -> None:
+        with self._lock:
+            self._nodes.clear()
+            self._launchers.clear()
+            self._heard.clear()
+
+    # -- launchers --------------------------------------------------------------------
+
+    def _launcher(self, node_id: str) -> tuple[Any, bool]:
+        """The launcher on ``node_id`` (made there if it is not yet), and whether this
+        executor has heard from it."""
+        name = remote.launcher_name(node_id)
+        with self._lock:
+            known = self._launchers.get(name)
+            heard = name in self._heard
+        if known is None:
+            known = remote.launcher_on(node_id)
+            with self._lock:
+                self._launchers[name] = known
+        return known, heard
+
+    def _launcher_of(self, handle: Handle) -> Any:
+        """The live launcher that launched this worker, or None: gone, or another
+        actor under its name (which never heard of the worker)."""
+        ray = _ray()
+        name = handle.data.get("launcher")
+        if not name:
+            return None
+        with self._lock:
+            launcher = self._launchers.get(name)
+        if launcher is None:
             try:
-                actor = ray.get_actor(name, namespace=NAMESPACE)
+                launcher = ray.get_actor(name, namespace=NAMESPACE)
             except ValueError:
                 return None
-        if actor._actor_id.hex() != handle.data.get("actor"):
-            return None  # another actor under this name: not ours to touch
+        if launcher._actor_id.hex() != handle.data.get("launcher_id"):
+            return None
         with self._lock:
-            self._actors[name] = actor
-        return actor
+            self._launchers[name] = launcher
+        return launcher
+
+    def _answer(self, handle: Handle, key: _Key) -> _Answer:
+        """This worker's state, from the launcher's latest answer for all the workers
+        watched there when it is fresh, else from a new one."""
+        ray = _ray()
+        name = handle.data.get("launcher")
+        if not name:
+            return {"state": "lost", "reason": _OLD_HANDLE}
+        with self._lock:
+            watched = self._watched.setdefault(name, set())
+            watched.add(key)
+            at, answers = self._answers.get(name, (0.0, {}))
+            if key in answers and time.monotonic() - at < FRESH_SECONDS:
+                return answers[key]
+            queries = sorted(watched, key=lambda k: (k[0], k[1] or ""))
+        launcher = self._launcher_of(handle)
+        if launcher is None:
+            return {"state": "lost", "reason": remote.LOST}
+        try:
+            found = ray.get(launcher.status.remote(queries), timeout=_ANSWER_SECONDS)
+        except ray.exceptions.GetTimeoutError:
+            return {"state": "running"}  # busy, not gone
+        except ray.exceptions.RayActorError:
+            with self._lock:
+                self._launchers.pop(name, None)
+            return {"state": "lost", "reason": remote.LOST}
+        answers = dict(zip(queries, found, strict=True))
+        with self._lock:
+            self._heard.add(name)
+            self._answers[name] = (time.monotonic(), answers)
+            watched.difference_update(k for k, a in answers.items() if a["state"] != "running")
+        return answers[key]
+
+    # -- gangs ------------------------------------------------------------------------
 
     def _ended(self, handle: Handle) -> None:
-        """Forget the actor; a gang's last ended worker removes the gang's group."""
-        name = handle.data.get("name", handle.ident)
-        with self._lock:
-            self._actors.pop(name, None)
+        """A gang's last ended worker removes the gang's placement group."""
+        ray = _ray()
         gang = handle.data.get("gang")
         if not gang:
             return
-        prefix, own = name.rsplit("-", 1)
-        for rank in range(int(gang["world"])):
-            if str(rank) != own and self._still_running(f"{prefix}-{rank}"):
+        name = handle.data.get("name", handle.ident)
+        prefix = name.rsplit("-", 1)[0]
+        ranks = (f"{prefix}-{rank}" for rank in range(int(gang["world"])))
+        others: list[tuple[str, str | None]] = [(rank, None) for rank in ranks if rank != name]
+        launcher = self._launcher_of(handle)
+        if launcher is not None and others:
+            try:
+                found = ray.get(launcher.status.remote(others), timeout=_ANSWER_SECONDS)
+            except ray.exceptions.GetTimeoutError:
+                return  # asked again by the next poll
+            except ray.exceptions.RayActorError:
+                found = []
+            if any(answer["state"] == "running" for answer in found):
                 return
         self._remove_group(gang["group"])
 
-    def _still_running(self, name: str) -> bool:
-        ray = _ray()
-        try:
-            actor = ray.get_actor(name, namespace=NAMESPACE)
-            return ray.get(actor.status.remote(), timeout=_ANSWER_SECONDS)["code"] is None
-        except (ValueError, ray.exceptions.RayActorError):
-            return False  # gone (or never started)
-        except ray.exceptions.GetTimeoutError:
-            return True
+    def _node_id(self, ip: str) -> str:
+        """The id of the live Ray node at ``ip``."""
+        with self._lock:
+            known = self._nodes.get(ip)
+        if known is not None:
+            return known
+        alive = {n["NodeManagerAddress"]: n["NodeID"] for n in _ray().nodes() if n["Alive"]}
+        if ip not in alive:
+            raise RuntimeError(f"no live Ray node has the address {ip}")
+        with self._lock:
+            self._nodes.update(alive)
+        return alive[ip]
 
     def _group(self, spec: Launch, world: int, per_unit: int, cpus: float) -> Any:
         """The attempt's placement group, reserved all at once or not at all."""
@@ -327,8 +451,12 @@ def _pg() -> Any:
     return importlib.import_module("ray.util.placement_group")
 
 
-def actor_name(job_id: str, attempt: int, rank: int) -> str:
+def worker_name(job_id: str, attempt: int, rank: int) -> str:
     return f"plinth-{job_id}-{attempt}-{rank}"
+
+
+def _key_of(data: dict[str, Any], ident: str = "") -> _Key:
+    return data.get("name", ident), data.get("token")
 
 
 def _group_name(spec: Launch) -> str:
@@ -348,15 +476,3 @@ def _gang_shape(spec: Launch) -> tuple[int, int]:
 def _is_ip(node: str) -> bool:
     parts = node.split(".")
     return len(parts) == 4 and all(p.isdigit() and int(p) < 256 for p in parts)
-
-
-def _exit_path(log_path: Path) -> Path:
-    return log_path.with_name(log_path.name + ".exit")
-
-
-def _read_record(path: Path) -> dict[str, Any] | None:
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return record if isinstance(record, dict) and "code" in record else None

@@ -1,0 +1,362 @@
+"""What the Ray executor runs on the cluster: one launcher actor per Ray node, and the
+Ray task that runs one worker.
+
+This module is shipped to the Ray cluster *by value* (cloudpickle), so a Ray node needs
+nothing of Plinth installed: it imports only the standard library and Ray (``psutil``
+too, for a memory limit), and nothing here may import ``plinth``.
+
+- ``run_worker`` is a plain Ray task: it starts the worker's argv as a subprocess in
+  its own session, waits for it (enforcing its memory limit and carrying out a stop)
+  and returns the exit code and reason. A task runs in one of Ray's pooled worker
+  processes, so a short worker costs what a raw Ray task costs, not a new process of
+  its own as an actor would.
+- ``Launcher`` is a detached, named actor (``plinth-launcher-<node id>``, 0 CPUs,
+  pinned to its node) that *owns* the tasks it submits: they outlive the Plinth server
+  that asked for them, and a restarted server asks the same launcher about them by
+  name. It keeps each worker's result (for hours), learning it from Ray as the task
+  ends, so a status call reads memory and nothing else.
+- A **stop** is a small file on the node where the worker runs (a private directory
+  under the temporary directory, named by a hash of the worker's name): the launcher
+  writes it on the worker's node (every node, for a worker Ray placed), and the task,
+  which looks for it every tenth of a second, sends SIGTERM to the process group and
+  SIGKILL when the grace ends. No call goes from a task to a launcher.
+
+A worker's identity is its name (``plinth-<job>-<attempt>-<rank>``) and a random token
+made at launch: a query with another token is told the worker is lost, and a stop with
+another token stops nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any
+
+NAMESPACE = "plinth"
+KEEP_SECONDS = 6 * 3600  # an ended worker's result, for a server that was down a while
+LOST = "its Ray task is gone without an exit record (its node or its process died)"
+UNKNOWN = "its launcher does not know it (the launcher was restarted, or another worker)"
+NOT_SHARED = "the job's working directory is not on this Ray node"
+_NOT_SHARED_LOG = (
+    "plinth: the job's working directory {cwd} is not on this Ray node: a Ray pool's "
+    "nodes must share the Plinth server's disk (its home), see docs/ray.md\n"
+)
+
+
+def launcher_name(node_id: str) -> str:
+    return f"plinth-launcher-{node_id}"
+
+
+_classes: dict[str, Any] = {}  # the launcher actor class, made once
+
+
+def launcher_on(node_id: str) -> Any:
+    """The launcher of Ray node ``node_id``, made there (detached, no CPUs) if it is
+    not yet: every caller gets the same one by its name."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    if "launcher" not in _classes:
+        _classes["launcher"] = ray.remote(Launcher)
+    return (
+        _classes["launcher"]
+        .options(
+            name=launcher_name(node_id),
+            namespace=NAMESPACE,
+            get_if_exists=True,
+            lifetime="detached",
+            num_cpus=0,
+            max_restarts=0,
+            max_concurrency=8,
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
+        )
+        .remote()
+    )
+
+
+# -- the worker task --------------------------------------------------------------------
+
+
+def run_worker(
+    argv: list[str],
+    env: dict[str, str],
+    cwd: str,
+    log_path: str,
+    memory_bytes: int | None,
+    name: str,
+    token: str,
+) -> dict[str, Any]:
+    """Run one worker to its end: ``{"code": N, "reason": why Plinth ended it | None}``.
+    While it runs, it carries out a stop asked for on this node (``ask_stop``) and
+    its memory limit."""
+    stop = _stop_path(name)
+    if _stop_asked(stop, token) is not None:
+        return {"code": 128 + signal.SIGTERM, "reason": "stopped before it started"}
+    os.makedirs(os.path.dirname(log_path) or ".", exist_ok=True)
+    out = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        if not os.path.isdir(cwd):  # this slice: Ray nodes share the server's disk
+            os.write(out, _NOT_SHARED_LOG.format(cwd=cwd).encode())
+            return {"code": 127, "reason": NOT_SHARED}
+        try:
+            proc = subprocess.Popen(
+                argv,
+                env=env,
+                cwd=cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # a group of its own: a stop reaches its children
+            )
+        except OSError as exc:
+            os.write(out, f"plinth: cannot start {argv[0]!r}: {exc}\n".encode())
+            return {"code": 127, "reason": None}
+    finally:
+        os.close(out)
+    try:
+        return _watch(proc, memory_bytes, stop, token)
+    finally:
+        _signal_group(proc.pid, signal.SIGKILL)  # what it left behind is freed too
+        with contextlib.suppress(OSError):
+            os.unlink(stop)
+
+
+def _watch(
+    proc: subprocess.Popen[bytes], memory_bytes: int | None, stop: str, token: str
+) -> dict[str, Any]:
+    """Wait for the process, checking every tenth of a second for a stop (SIGTERM at
+    once, SIGKILL at its deadline) and for its memory use going over the limit."""
+    ended = threading.Event()
+
+    def wait() -> None:
+        proc.wait()
+        ended.set()
+
+    threading.Thread(target=wait, name="plinth-worker", daemon=True).start()
+    reason: str | None = None
+    termed = False
+    while not ended.wait(0.1):
+        if reason is not None:
+            continue
+        asked = _stop_asked(stop, token)
+        if asked is not None:
+            deadline, no_grace = asked
+            if time.time() >= deadline:
+                reason = (
+                    "killed: stopped with no grace period (0 s)"
+                    if no_grace
+                    else "killed: still running when the stop's grace period ended"
+                )
+                _signal_group(proc.pid, signal.SIGKILL)
+            elif not termed:
+                termed = True
+                _signal_group(proc.pid, signal.SIGTERM)
+        if memory_bytes and reason is None and (used := _group_rss(proc.pid)) > memory_bytes:
+            reason = f"memory limit exceeded ({_size(used)} over {_size(memory_bytes)})"
+            _signal_group(proc.pid, signal.SIGKILL)
+    code = proc.returncode
+    return {"code": 128 - code if code < 0 else code, "reason": reason}
+
+
+# -- stop requests: a small file per worker, on the node where it runs -------------------
+
+
+def _stop_path(name: str) -> str:
+    """Where a stop for worker ``name`` is asked on this node: a private directory of
+    this user under the temporary directory; the name is hashed, never a path."""
+    digest = hashlib.sha256(name.encode()).hexdigest()[:32]
+    return os.path.join(tempfile.gettempdir(), f"plinth-ray-{os.getuid()}", digest)
+
+
+def _stop_asked(path: str, token: str) -> tuple[float, bool] | None:
+    """(deadline, asked with no grace) of the stop asked for this worker, or None."""
+    try:
+        with open(path) as f:
+            asked = json.load(f)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(asked, dict) or asked.get("token") != token:
+        return None
+    return float(asked["deadline"]), bool(asked["no_grace"])
+
+
+def ask_stop(name: str, token: str, grace_seconds: float) -> None:
+    """Ask the worker on this node to stop: SIGTERM now, SIGKILL once the grace ends.
+    A later request with a later deadline changes nothing."""
+    path = _stop_path(name)
+    deadline = time.time() + max(grace_seconds, 0.0)
+    earlier = _stop_asked(path, token)
+    if earlier is not None and earlier[0] <= deadline:
+        return
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
+    with open(tmp, "w") as f:
+        json.dump({"token": token, "deadline": deadline, "no_grace": grace_seconds <= 0}, f)
+    os.replace(tmp, path)
+
+
+def _prune_stops(older_than: float) -> None:
+    """Remove stop requests no worker came to read (asked on every node for a worker
+    that ran on one)."""
+    folder = os.path.dirname(_stop_path("x"))
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(folder):
+            with contextlib.suppress(OSError):
+                if entry.stat().st_mtime < older_than:
+                    os.unlink(entry.path)
+
+
+# -- the launcher -----------------------------------------------------------------------
+
+
+@dataclass
+class _Worker:
+    token: str
+    ref: Any  # the task's ObjectRef
+    here: bool  # pinned to this launcher's node (else anywhere: stops go to every node)
+    result: dict[str, Any] | None = None
+    ended_at: float = 0.0
+
+
+class Launcher:
+    """Submits, owns, answers for and stops the workers it launched (see the module)."""
+
+    def __init__(self) -> None:
+        import ray
+
+        self._node = ray.get_runtime_context().get_node_id()
+        self._task: Any = ray.remote(max_retries=0)(run_worker)
+        self._lock = threading.Lock()
+        self._workers: dict[str, _Worker] = {}
+        self._pruned_at = time.time()
+
+    def launch(
+        self,
+        name: str,
+        token: str,
+        call: dict[str, Any],
+        options: dict[str, Any],
+        placement: dict[str, Any],
+    ) -> None:
+        """Submit the worker's task. ``options``: Ray's resources for it;
+        ``placement``: ``{"node": id}`` (pinned here), ``{"group": pg, "bundle": i}``
+        (a gang's), or empty (Ray chooses)."""
+        from ray.util.scheduling_strategies import (
+            NodeAffinitySchedulingStrategy,
+            PlacementGroupSchedulingStrategy,
+        )
+
+        if "node" in placement:
+            options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(
+                placement["node"], soft=False
+            )
+        elif "group" in placement:
+            options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
+                placement["group"], placement_group_bundle_index=placement["bundle"]
+            )
+        args = (call["argv"], call["env"], call["cwd"], call["log_path"], call["memory_bytes"])
+        ref = self._task.options(**options).remote(*args, name, token)  # kwargs cost 4x
+        worker = _Worker(token, ref, here=placement.get("node") == self._node)
+        with self._lock:
+            self._prune()
+            self._workers[name] = worker
+        ref.future().add_done_callback(lambda done: self._settle(worker, done))
+
+    def status(self, queries: list[tuple[str, str | None]]) -> list[dict[str, Any]]:
+        """Each (name, token)'s state, in order: running, exited (code, reason) or lost.
+        A token of None matches any worker under the name (to see whether a gang still
+        runs)."""
+        with self._lock:
+            known = {name: self._workers.get(name) for name, _ in queries}
+        answers = []
+        for name, token in queries:
+            worker = known[name]
+            if worker is None or token not in (None, worker.token):
+                answers.append({"state": "lost", "reason": UNKNOWN})
+            else:
+                answers.append(worker.result or {"state": "running"})
+        return answers
+
+    def stop(self, name: str, token: str, grace_seconds: float) -> None:
+        """Ask the worker to stop where it runs (this node when it was pinned here, else
+        every node, since Ray chose); an ended or unknown worker: nothing."""
+        import ray
+
+        with self._lock:
+            worker = self._workers.get(name)
+            if worker is None or worker.token != token or worker.result is not None:
+                return
+        if worker.here:
+            ask_stop(name, token, grace_seconds)
+            return
+        for node in ray.nodes():
+            if not node["Alive"]:
+                continue
+            if node["NodeID"] == self._node:
+                ask_stop(name, token, grace_seconds)
+            else:
+                launcher_on(node["NodeID"]).ask_stop.remote(name, token, grace_seconds)
+
+    def ask_stop(self, name: str, token: str, grace_seconds: float) -> None:
+        """A stop for a worker that may run on this node (see ``ask_stop``)."""
+        ask_stop(name, token, grace_seconds)
+
+    # -- inside ---------------------------------------------------------------------------
+
+    def _settle(self, worker: _Worker, done: Future[Any]) -> None:
+        """Keep the outcome of a worker's task (called by Ray when it is known)."""
+        try:
+            outcome = done.result()
+            result = {"state": "exited", "code": outcome["code"], "reason": outcome["reason"]}
+        except Exception as exc:  # its Ray worker process (or its node) died
+            first = (str(exc).strip().splitlines() or [""])[0]
+            result = {"state": "lost", "reason": f"{LOST}: {first}"[:500]}
+        with self._lock:
+            worker.result, worker.ended_at = result, time.time()
+
+    def _prune(self) -> None:
+        """Forget results kept longer than KEEP_SECONDS, and stop requests as old, at
+        most once a minute (the caller holds the lock)."""
+        now = time.time()
+        if now - self._pruned_at < 60:
+            return
+        self._pruned_at = now
+        old = now - KEEP_SECONDS
+        for name in [n for n, w in self._workers.items() if w.result and w.ended_at < old]:
+            del self._workers[name]
+        _prune_stops(old)
+
+
+# -- processes --------------------------------------------------------------------------
+
+
+def _signal_group(pgid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signum)
+
+
+def _group_rss(pgid: int) -> int:
+    import psutil
+
+    total = 0
+    for proc in psutil.process_iter(["pid"]):
+        with contextlib.suppress(psutil.Error, OSError):
+            if os.getpgid(proc.pid) == pgid:
+                total += proc.memory_info().rss
+    return total
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} B"
