@@ -118,6 +118,22 @@ def test_a_gang_spreads_over_the_nodes_and_its_group_goes_when_it_ends(
     )
 
 
+def test_a_stop_reaches_workers_on_every_node(
+    ray_setup: RaySetup, executor: RemoteExecutor, tmp_path: Path
+) -> None:
+    """A gang's workers are launched by this node's launcher but run on both nodes: the
+    stop reaches the one on the other node through that node's launcher."""
+    launches = gang(tmp_path, "stopped", 2, PRINT_PID + "import time; time.sleep(60)")
+    handles = [executor.launch(launch) for launch in launches]
+    placed = {node_of(ray_setup, pid_from_log(launch)) for launch in launches}
+    assert placed == {"head", "second"}
+    assert len({h.data["launcher"] for h in handles}) == 1  # one launcher owns both
+    for handle in handles:
+        executor.stop(handle, grace_seconds=5)
+    statuses = [ended(executor, handle) for handle in handles]
+    assert [(s.state, s.exit_code) for s in statuses] == [("exited", 128 + signal.SIGTERM)] * 2
+
+
 def test_a_gang_that_cannot_all_fit_starts_none_of_it(
     ray_setup: RaySetup, executor: RemoteExecutor, tmp_path: Path
 ) -> None:

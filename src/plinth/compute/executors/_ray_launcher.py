@@ -39,6 +39,7 @@ import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 NAMESPACE = "plinth"
@@ -239,37 +240,31 @@ class Launcher:
         self._workers: dict[str, _Worker] = {}
         self._pruned_at = time.time()
 
-    def launch(
-        self,
-        name: str,
-        token: str,
-        call: dict[str, Any],
-        options: dict[str, Any],
-        placement: dict[str, Any],
-    ) -> None:
-        """Submit the worker's task. ``options``: Ray's resources for it;
-        ``placement``: ``{"node": id}`` (pinned here), ``{"group": pg, "bundle": i}``
-        (a gang's), or empty (Ray chooses)."""
+    def launch(self, items: list[tuple[str, str, dict[str, Any], dict[str, Any], Any]]) -> None:
+        """Submit each worker's task. An item: (name, token, call, options, placement);
+        ``options``: Ray's resources for it; ``placement``: ``{"node": id}`` (pinned
+        here), ``{"group": pg, "bundle": i}`` (a gang's), or empty (Ray chooses)."""
         from ray.util.scheduling_strategies import (
             NodeAffinitySchedulingStrategy,
             PlacementGroupSchedulingStrategy,
         )
 
-        if "node" in placement:
-            options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(
-                placement["node"], soft=False
-            )
-        elif "group" in placement:
-            options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
-                placement["group"], placement_group_bundle_index=placement["bundle"]
-            )
-        args = (call["argv"], call["env"], call["cwd"], call["log_path"], call["memory_bytes"])
-        ref = self._task.options(**options).remote(*args, name, token)  # kwargs cost 4x
-        worker = _Worker(token, ref, here=placement.get("node") == self._node)
-        with self._lock:
-            self._prune()
-            self._workers[name] = worker
-        ref.future().add_done_callback(lambda done: self._settle(worker, done))
+        for name, token, call, options, placement in items:
+            if "node" in placement:
+                options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(
+                    placement["node"], soft=False
+                )
+            elif "group" in placement:
+                options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
+                    placement["group"], placement_group_bundle_index=placement["bundle"]
+                )
+            args = (call["argv"], call["env"], call["cwd"], call["log_path"], call["memory_bytes"])
+            ref = self._task.options(**options).remote(*args, name, token)  # kwargs: 4x dearer
+            worker = _Worker(token, ref, here=placement.get("node") == self._node)
+            with self._lock:
+                self._prune()
+                self._workers[name] = worker
+            ref.future().add_done_callback(partial(self._settle, worker))
 
     def status(self, queries: list[tuple[str, str | None]]) -> list[dict[str, Any]]:
         """Each (name, token)'s state, in order: running, exited (code, reason) or lost.

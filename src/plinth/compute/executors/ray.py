@@ -57,7 +57,9 @@ from plinth.errors import InvalidInput
 log = logging.getLogger(__name__)
 
 NAMESPACE = remote.NAMESPACE
-FRESH_SECONDS = 0.05  # a launcher's answer is reused this long for the other polls
+BATCH_SECONDS = 0.002  # launches to one launcher this close together go in one call
+BATCH_SIZE = 64
+FRESH_SECONDS = 0.02  # a launcher's answer is reused this long for the other polls
 _ANSWER_SECONDS = 5.0  # a call slower than this: the launcher is busy, not gone
 _OLD_HANDLE = "it was started by an earlier Plinth (one Ray actor per worker)"
 _STRATEGIES = ("STRICT_SPREAD", "SPREAD", "PACK", "STRICT_PACK")
@@ -145,6 +147,9 @@ class RayExecutor:
         self._launchers: dict[str, Any] = {}  # launcher name -> actor handle
         self._heard: set[str] = set()  # launchers that answered this executor
         self._sending: dict[_Key, Any] = {}  # launch calls not yet known to have arrived
+        self._outbox: dict[str, tuple[Any, list[Any], list[_Key]]] = {}  # to send, by launcher
+        self._queued: set[_Key] = set()  # launches in the outbox
+        self._timer: threading.Timer | None = None  # sends the outbox
         self._groups: dict[str, Any] = {}
         self._watched: dict[str, set[_Key]] = {}  # launcher name -> workers asked about
         self._answers: dict[str, tuple[float, dict[_Key, _Answer]]] = {}
@@ -161,6 +166,7 @@ class RayExecutor:
     def close(self) -> None:
         """Disconnect (with the last executor of this process); workers keep running.
         Launch calls still on their way are given a moment to arrive first."""
+        self._flush()
         with self._lock:
             sending = list(self._sending.values())
         if sending:
@@ -208,16 +214,14 @@ class RayExecutor:
         }
         for last_try in (False, True):  # once more after a launcher or node went away
             node = self._node_id(spec.node) if _is_ip(spec.node) and world == 1 else None
-            where = {"node": node} if node else placement
+            item = (name, data["token"], call, options, {"node": node} if node else placement)
             home: str = node or ray.get_runtime_context().get_node_id()
             launcher, known = self._launcher(home)
-            sent = launcher.launch.remote(name, data["token"], call, options, where)
-            if known:  # a launcher this executor has heard from: no need to wait
-                with self._lock:
-                    self._sending[_key_of(data)] = sent
+            if known:  # a launcher this executor has heard from: sent with others, soon
+                self._post(remote.launcher_name(home), launcher, item, _key_of(data))
                 break
             try:
-                ray.get(sent)
+                ray.get(launcher.launch.remote([item]))
                 with self._lock:
                     self._heard.add(remote.launcher_name(home))
                 break
@@ -261,10 +265,43 @@ class RayExecutor:
         if launcher is not None:  # fire and forget: SIGTERM now, SIGKILL after the grace
             launcher.stop.remote(*key, float(grace_seconds))
 
+    def _post(self, name: str, launcher: Any, item: tuple[Any, ...], key: _Key) -> None:
+        """Queue a launch for ``launcher``: the launches of the next BATCH_SECONDS (or
+        BATCH_SIZE of them) go in one call."""
+        with self._lock:
+            box = self._outbox.setdefault(name, (launcher, [], []))
+            box[1].append(item)
+            box[2].append(key)
+            self._queued.add(key)
+            full = len(box[1]) >= BATCH_SIZE
+            if self._timer is None and not full:
+                self._timer = threading.Timer(BATCH_SECONDS, self._flush)
+                self._timer.daemon = True
+                self._timer.start()
+        if full:
+            self._flush()
+
+    def _flush(self) -> None:
+        """Send the queued launches, one call per launcher."""
+        with self._lock:  # held while sending, so a launch is always queued or sent
+            boxes, self._outbox = self._outbox, {}
+            timer, self._timer = self._timer, None
+            for launcher, items, keys in boxes.values():
+                sent = launcher.launch.remote(items)
+                for key in keys:
+                    self._sending[key] = sent
+                    self._queued.discard(key)
+        if timer is not None:
+            timer.cancel()
+
     def _sent(self, key: _Key, timeout: float) -> str | None:
         """Whether the launch call of this worker reached its launcher: None (yes, or
         not sent from here), "" (still on its way after ``timeout``) or why it failed."""
         ray = _ray()
+        with self._lock:
+            queued = key in self._queued
+        if queued:
+            self._flush()
         with self._lock:
             sent = self._sending.get(key)
         if sent is None:
