@@ -33,6 +33,7 @@ import hashlib
 import json
 import os
 import signal
+import stat
 import subprocess
 import tempfile
 import threading
@@ -178,8 +179,20 @@ def _stop_path(name: str) -> str:
     return os.path.join(tempfile.gettempdir(), f"plinth-ray-{os.getuid()}", digest)
 
 
+def _private(folder: str) -> bool:
+    """Whether ``folder`` is a directory of this user that nobody else may enter: one
+    made first by somebody else under a shared temporary directory is never used."""
+    try:
+        st = os.lstat(folder)
+    except OSError:
+        return False
+    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and not st.st_mode & 0o077
+
+
 def _stop_asked(path: str, token: str) -> tuple[float, bool] | None:
     """(deadline, asked with no grace) of the stop asked for this worker, or None."""
+    if not _private(os.path.dirname(path)):
+        return None
     try:
         with open(path) as f:
             asked = json.load(f)
@@ -198,9 +211,13 @@ def ask_stop(name: str, token: str, grace_seconds: float) -> None:
     earlier = _stop_asked(path, token)
     if earlier is not None and earlier[0] <= deadline:
         return
-    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    folder = os.path.dirname(path)
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    if not _private(folder):
+        raise RuntimeError(f"{folder} is not a private directory of this user: not used")
     tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
-    with open(tmp, "w") as f:
+    out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(out, "w") as f:
         json.dump({"token": token, "deadline": deadline, "no_grace": grace_seconds <= 0}, f)
     os.replace(tmp, path)
 
