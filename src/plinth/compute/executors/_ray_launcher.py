@@ -40,7 +40,7 @@ import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass
-from functools import partial
+from functools import cache, partial
 from typing import Any
 
 NAMESPACE = "plinth"
@@ -54,23 +54,29 @@ _NOT_SHARED_LOG = (
 )
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an error's text (Ray's carry whole remote tracebacks)."""
+    return (str(exc).strip().splitlines() or [""])[0]
+
+
 def launcher_name(node_id: str) -> str:
     return f"plinth-launcher-{node_id}"
 
 
-_classes: dict[str, Any] = {}  # the launcher actor class, made once
+@cache
+def _launcher_class() -> Any:
+    import ray
+
+    return ray.remote(Launcher)
 
 
 def launcher_on(node_id: str) -> Any:
     """The launcher of Ray node ``node_id``, made there (detached, no CPUs) if it is
     not yet: every caller gets the same one by its name."""
-    import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    if "launcher" not in _classes:
-        _classes["launcher"] = ray.remote(Launcher)
     return (
-        _classes["launcher"]
+        _launcher_class()
         .options(
             name=launcher_name(node_id),
             namespace=NAMESPACE,
@@ -257,16 +263,17 @@ class Launcher:
         self._workers: dict[str, _Worker] = {}
         self._pruned_at = time.time()
 
-    def launch(self, items: list[tuple[str, str, dict[str, Any], dict[str, Any], Any]]) -> None:
-        """Submit each worker's task. An item: (name, token, call, options, placement);
-        ``options``: Ray's resources for it; ``placement``: ``{"node": id}`` (pinned
-        here), ``{"group": pg, "bundle": i}`` (a gang's), or empty (Ray chooses)."""
+    def launch(self, items: list[tuple[str, str, tuple[Any, ...], dict[str, Any], Any]]) -> None:
+        """Submit each worker's task. An item: (name, token, args, options, placement);
+        ``args``: ``run_worker``'s first five; ``options``: Ray's resources for it;
+        ``placement``: ``{"node": id}`` (pinned here), ``{"group": pg, "bundle": i}``
+        (a gang's), or empty (Ray chooses)."""
         from ray.util.scheduling_strategies import (
             NodeAffinitySchedulingStrategy,
             PlacementGroupSchedulingStrategy,
         )
 
-        for name, token, call, options, placement in items:
+        for name, token, args, options, placement in items:
             if "node" in placement:
                 options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(
                     placement["node"], soft=False
@@ -275,7 +282,6 @@ class Launcher:
                 options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
                     placement["group"], placement_group_bundle_index=placement["bundle"]
                 )
-            args = (call["argv"], call["env"], call["cwd"], call["log_path"], call["memory_bytes"])
             ref = self._task.options(**options).remote(*args, name, token)  # kwargs: 4x dearer
             worker = _Worker(token, ref, here=placement.get("node") == self._node)
             with self._lock:
@@ -330,8 +336,7 @@ class Launcher:
             outcome = done.result()
             result = {"state": "exited", "code": outcome["code"], "reason": outcome["reason"]}
         except Exception as exc:  # its Ray worker process (or its node) died
-            first = (str(exc).strip().splitlines() or [""])[0]
-            result = {"state": "lost", "reason": f"{LOST}: {first}"[:500]}
+            result = {"state": "lost", "reason": f"{LOST}: {first_line(exc)}"[:500]}
         with self._lock:
             worker.result, worker.ended_at = result, time.time()
 

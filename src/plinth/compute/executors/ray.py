@@ -148,7 +148,6 @@ class RayExecutor:
         self._heard: set[str] = set()  # launchers that answered this executor
         self._sending: dict[_Key, Any] = {}  # launch calls not yet known to have arrived
         self._outbox: dict[str, tuple[Any, list[Any], list[_Key]]] = {}  # to send, by launcher
-        self._queued: set[_Key] = set()  # launches in the outbox
         self._timer: threading.Timer | None = None  # sends the outbox
         self._groups: dict[str, Any] = {}
         self._watched: dict[str, set[_Key]] = {}  # launcher name -> workers asked about
@@ -205,16 +204,10 @@ class RayExecutor:
             data["gang"] = {"group": _group_name(spec), "world": world}
         env = dict(spec.env)
         env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in spec.gpu_ids)
-        call = {
-            "argv": list(spec.argv),
-            "env": env,
-            "cwd": str(spec.cwd),
-            "log_path": str(spec.log_path),
-            "memory_bytes": spec.memory_bytes,
-        }
+        args = (list(spec.argv), env, str(spec.cwd), str(spec.log_path), spec.memory_bytes)
         for last_try in (False, True):  # once more after a launcher or node went away
             node = self._node_id(spec.node) if _is_ip(spec.node) and world == 1 else None
-            item = (name, data["token"], call, options, {"node": node} if node else placement)
+            item = (name, data["token"], args, options, {"node": node} if node else placement)
             home: str = node or ray.get_runtime_context().get_node_id()
             launcher, known = self._launcher(home)
             if known:  # a launcher this executor has heard from: sent with others, soon
@@ -272,7 +265,6 @@ class RayExecutor:
             box = self._outbox.setdefault(name, (launcher, [], []))
             box[1].append(item)
             box[2].append(key)
-            self._queued.add(key)
             full = len(box[1]) >= BATCH_SIZE
             if self._timer is None and not full:
                 self._timer = threading.Timer(BATCH_SECONDS, self._flush)
@@ -290,7 +282,6 @@ class RayExecutor:
                 sent = launcher.launch.remote(items)
                 for key in keys:
                     self._sending[key] = sent
-                    self._queued.discard(key)
         if timer is not None:
             timer.cancel()
 
@@ -298,10 +289,7 @@ class RayExecutor:
         """Whether the launch call of this worker reached its launcher: None (yes, or
         not sent from here), "" (still on its way after ``timeout``) or why it failed."""
         ray = _ray()
-        with self._lock:
-            queued = key in self._queued
-        if queued:
-            self._flush()
+        self._flush()  # a launch still in the outbox goes now
         with self._lock:
             sent = self._sending.get(key)
         if sent is None:
@@ -315,8 +303,7 @@ class RayExecutor:
             ray.get(sent)
         except ray.exceptions.RayError as exc:
             self._forget_launchers()
-            first = (str(exc).strip().splitlines() or [""])[0]
-            return f"its launcher did not take it: {first}"[:500]
+            return f"its launcher did not take it: {remote.first_line(exc)}"[:500]
         return None
 
     def _forget_launchers(self) -> None:
