@@ -42,3 +42,10 @@ def test_readme_python_runs_as_pasted(tmp_path: Path) -> None:
 
 def test_the_models_guide_runs_as_pasted(tmp_path: Path) -> None:
     _run_blocks(ROOT / "docs" / "models.md", tmp_path)
+
+
+def test_the_datasets_guide_runs_as_pasted(tmp_path: Path) -> None:
+    output = _run_blocks(ROOT / "docs" / "datasets.md", tmp_path)
+    assert "customers@1 2 2" in output
+    assert "[('data/train.csv', 'changed', ['plan'])]" in output
+    assert output.rstrip().endswith("id,age,churned")

@@ -14,6 +14,7 @@ CAPABILITIES = (
     "plinth.serving",
     "plinth.governance",
     "plinth.compute",
+    "plinth.data",
     "plinth.mlflow",
     "plinth.ui",
 )

@@ -28,3 +28,15 @@ def print_json(data: Any) -> None:
 
 def when(ts: float | None) -> str:
     return dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S") if ts else "-"
+
+
+def size(n: int | None) -> str:
+    """Bytes as a person reads them: ``812 B``, ``1.5 MiB``."""
+    if n is None:
+        return "-"
+    amount, unit = float(n), "B"
+    for bigger in ("KiB", "MiB", "GiB", "TiB"):
+        if amount < 1024:
+            break
+        amount, unit = amount / 1024, bigger
+    return f"{n} B" if unit == "B" else f"{amount:.1f} {unit}"

@@ -84,6 +84,13 @@ def file_digest(
     return BlobInfo(h.hexdigest(), size)
 
 
+def manifest_digest(files: Iterable[tuple[str, str, int]]) -> str:
+    """The digest of a set of files (a model version, a dataset version): sha256 over
+    one ``DIGEST  SIZE  PATH`` line per ``(path, digest, size)``, sorted by path."""
+    lines = "".join(f"{digest}  {size}  {path}\n" for path, digest, size in sorted(files))
+    return hashlib.sha256(lines.encode()).hexdigest()
+
+
 class BlobStore:
     def __init__(self, backend: Backend) -> None:
         self.backend = backend

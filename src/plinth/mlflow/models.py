@@ -298,7 +298,7 @@ class MlflowModels:
         with self.db.read() as conn:
             names = sorted(
                 {n for n in self._visible_names(conn, principal) if _name_matches(req.filter, n)},
-                reverse=any(o.split()[-1].upper() == "DESC" for o in req.order_by),
+                reverse=any([w.upper() for w in o.split()[-1:]] == ["DESC"] for o in req.order_by),
             )
             start, size = _offset(req.page_token), min(req.max_results, MAX_PAGE)
             page = names[start : start + size]

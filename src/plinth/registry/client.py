@@ -17,6 +17,7 @@ from urllib.parse import quote
 from plinth.errors import InvalidInput
 from plinth.registry import schemas as s
 from plinth.registry.uri import ModelRef, check_alias, check_model_name, parse
+from plinth.transfer import download_verified
 
 if TYPE_CHECKING:
     from plinth.client import Transport
@@ -167,7 +168,7 @@ class RegistryCalls:
             check_artifact_path(f.path)
             target = root.joinpath(*f.path.split("/"))
             url = f"{base}/files/{quote(f.path)}"
-            self._tracking._download_verified(url, f.path, f.digest, f.size, target, progress)
+            download_verified(self._transport, url, f.path, f.digest, f.size, target, progress)
         return found
 
     # change -----------------------------------------------------------------------------

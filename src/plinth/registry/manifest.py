@@ -5,21 +5,16 @@ disk, so files changed after registration are never served. Light to import."""
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
+from plinth.core import blobs
 from plinth.core.blobs import file_digest
 from plinth.errors import DigestMismatch
 from plinth.registry.schemas import ModelFile
 
 
 def manifest_digest(files: list[ModelFile]) -> str:
-    lines = "".join(f"{f.digest}  {f.size}  {f.path}\n" for f in sorted(files, key=_path))
-    return hashlib.sha256(lines.encode()).hexdigest()
-
-
-def _path(f: ModelFile) -> str:
-    return f.path
+    return blobs.manifest_digest((f.path, f.digest, f.size) for f in files)
 
 
 def directory_files(directory: Path) -> list[ModelFile]:

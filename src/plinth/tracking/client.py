@@ -6,23 +6,21 @@ import hashlib
 import os
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, nullcontext
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, overload
 from urllib.parse import quote
 
-from plinth.core.blobs import CHUNK, PipelinedHash, file_digest
-from plinth.errors import BlobMissing, CorruptArtifact, InvalidInput
+from plinth.core.blobs import CHUNK, file_digest
+from plinth.errors import BlobMissing, InvalidInput
 from plinth.tracking import history
 from plinth.tracking import schemas as s
+from plinth.transfer import download_verified, transfer_progress
 
 if TYPE_CHECKING:
     import numpy as np
 
     from plinth.client import Transport
-
-PROGRESS_MIN_BYTES = 64 << 20
 
 
 class TrackingCalls:
@@ -279,14 +277,17 @@ class TrackingCalls:
     def _upload_one(self, run_id: str, path: Path, name: str, progress: bool | None) -> s.Artifact:
         s.check_artifact_path(name)
         size = path.stat().st_size
-        with _progress(f"hashing {name}", size, progress) as advance:
+        with transfer_progress(f"hashing {name}", size, progress) as advance:
             info = file_digest(path, advance)
         try:
             return self.register_artifact(run_id, name, info.digest, info.size)
         except BlobMissing:
             pass
         url = f"/api/v1/runs/{_seg(run_id)}/artifacts"
-        with _progress(f"uploading {name}", size, progress) as advance, open(path, "rb") as f:
+        with (
+            transfer_progress(f"uploading {name}", size, progress) as advance,
+            open(path, "rb") as f,
+        ):
 
             def chunks() -> Iterator[bytes]:
                 while chunk := f.read(CHUNK):
@@ -335,34 +336,9 @@ class TrackingCalls:
     ) -> None:
         s.check_artifact_path(artifact.path)
         url = f"/api/v1/runs/{_seg(run_id)}/artifacts/{quote(artifact.path)}"
-        self._download_verified(
-            url, artifact.path, artifact.digest, artifact.size, target, progress
+        download_verified(
+            self._transport, url, artifact.path, artifact.digest, artifact.size, target, progress
         )
-
-    def _download_verified(
-        self, url: str, label: str, digest: str, size: int, target: Path, progress: bool | None
-    ) -> None:
-        """Stream ``url`` into a temp file beside ``target``, check it against
-        ``digest``, then rename: a failed or corrupt download leaves nothing behind."""
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.parent / f".{target.name}.plinth-{uuid.uuid4().hex[:8]}"
-        try:
-            with (
-                _progress(f"downloading {label}", size, progress) as advance,
-                self._transport.stream("GET", url) as response,
-                open(tmp, "wb") as out,
-                PipelinedHash() as h,
-            ):
-                for chunk in response.iter_raw(CHUNK):
-                    h.update(chunk)
-                    out.write(chunk)
-                    advance(len(chunk))
-                got = h.hexdigest()
-            if got != digest:
-                raise CorruptArtifact(f"{label}: downloaded bytes do not match sha256:{digest}")
-            os.replace(tmp, target)
-        finally:
-            tmp.unlink(missing_ok=True)
 
 
 def _own_name(local: Path) -> str:
@@ -460,35 +436,3 @@ def _nth(chunks: list[Any], index: int, empty: Any) -> Any:
 
 def _seg(value: str) -> str:
     return quote(value, safe="")
-
-
-@contextmanager
-def _progress(label: str, total: int, enabled: bool | None) -> Iterator[Callable[[int], None]]:
-    """A Rich progress bar for large transfers on a terminal (or when asked for)."""
-    import sys
-
-    if enabled is None:
-        enabled = total >= PROGRESS_MIN_BYTES and sys.stderr.isatty()
-    if not enabled:
-        with nullcontext():
-            yield lambda _n: None
-        return
-    from rich.progress import (
-        BarColumn,
-        DownloadColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-        TransferSpeedColumn,
-    )
-
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
-        transient=True,
-    ) as bar:
-        task = bar.add_task(label, total=total)
-        yield lambda n: bar.advance(task, n)

@@ -1,0 +1,58 @@
+"""data: datasets, their versions and the files each version names
+
+Revision ID: 0019
+Revises: 0018
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0019"
+down_revision = "0018"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "datasets",
+        sa.Column("id", sa.String(32), primary_key=True),
+        sa.Column("project_id", sa.String(32), sa.ForeignKey("projects.id"), nullable=False),
+        sa.Column("name", sa.String(200), nullable=False),
+        sa.Column("description", sa.Text, nullable=False, server_default=""),
+        sa.Column("created_at", sa.Float, nullable=False),
+        sa.Column("updated_at", sa.Float, nullable=False),
+        sa.UniqueConstraint("project_id", "name", name="uq_datasets_project_name"),
+    )
+    op.create_table(
+        "dataset_versions",
+        sa.Column("dataset_id", sa.String(32), sa.ForeignKey("datasets.id"), primary_key=True),
+        sa.Column("version", sa.Integer, primary_key=True),
+        sa.Column("digest", sa.String(64), nullable=False),
+        sa.Column("message", sa.Text, nullable=False, server_default=""),
+        sa.Column("files", sa.Integer, nullable=False),
+        sa.Column("size", sa.BigInteger, nullable=False),
+        sa.Column("rows", sa.BigInteger),
+        sa.Column("created_at", sa.Float, nullable=False),
+        sa.Column("created_by", sa.String(200), nullable=False),
+    )
+    op.create_table(
+        "dataset_files",
+        sa.Column("dataset_id", sa.String(32), primary_key=True),
+        sa.Column("version", sa.Integer, primary_key=True),
+        sa.Column("path", sa.String(1000), primary_key=True),
+        sa.Column("digest", sa.String(64), nullable=False),
+        sa.Column("size", sa.BigInteger, nullable=False),
+        sa.Column("encrypted", sa.Boolean, nullable=False),
+        sa.Column("tabular", sa.Text),
+        sa.ForeignKeyConstraint(
+            ["dataset_id", "version"],
+            ["dataset_versions.dataset_id", "dataset_versions.version"],
+        ),
+    )
+
+
+def downgrade() -> None:
+    op.drop_table("dataset_files")
+    op.drop_table("dataset_versions")
+    op.drop_table("datasets")

@@ -1,0 +1,182 @@
+"""``plinth datasets``: call the client, render with Rich."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from plinth.console import JsonFlag, print_json, size, when
+from plinth.console import client as _client
+
+if TYPE_CHECKING:
+    from plinth.data import schemas as s
+
+datasets_app = typer.Typer(
+    help="Versioned datasets: push files (local or s3://, gs://, az://) as a version, pull "
+    "one back, list, compare. A version is NAME@VERSION (churn@3); NAME alone is the newest.",
+    no_args_is_help=True,
+)
+console = Console()
+
+ProjectOpt = Annotated[str, typer.Option("--project", "-p", help="Project name.")]
+Ref = Annotated[str, typer.Argument(help="A version: NAME@VERSION, or NAME for the newest.")]
+
+
+@datasets_app.command("push")
+def push(
+    name: Annotated[str, typer.Argument(help="Dataset name.")],
+    paths: Annotated[
+        list[str],
+        typer.Argument(help="Files or folders, local or fsspec URLs; each keeps its own name."),
+    ],
+    project: ProjectOpt,
+    message: Annotated[str, typer.Option("--message", "-m", help="What changed.")] = "",
+    as_json: JsonFlag = False,
+) -> None:
+    """Push files as the next version of a dataset. Only content the project does not
+    hold is uploaded; unchanged data makes no new version."""
+    found = _client().push_dataset(project, name, paths, message=message)
+    if as_json:
+        print_json(found.model_dump())
+        return
+    if found.created:
+        console.print(f"pushed [bold]{escape(found.ref)}[/]: {_summary(found)}")
+    else:
+        console.print(f"unchanged: the newest version is [bold]{escape(found.ref)}[/]")
+
+
+@datasets_app.command("pull")
+def pull(
+    ref: Ref,
+    dest: Annotated[Path, typer.Argument(help="Folder to write the files into.")],
+    project: ProjectOpt,
+    as_json: JsonFlag = False,
+) -> None:
+    """Download a version into a folder: verified, and only the files missing there."""
+    found = _client().pull_dataset(project, ref, dest)
+    if as_json:
+        print_json(found.model_dump())
+        return
+    console.print(f"pulled [bold]{escape(found.ref)}[/] into {escape(str(dest))}")
+
+
+@datasets_app.command("list")
+def list_datasets(project: ProjectOpt, as_json: JsonFlag = False) -> None:
+    """List a project's datasets with their newest version."""
+    found = _client().list_datasets(project)
+    if as_json:
+        print_json([d.model_dump() for d in found])
+        return
+    table = Table("name", "versions", "latest", "updated", title=f"datasets of {project}")
+    for d in found:
+        table.add_row(
+            escape(d.name), str(d.versions), str(d.latest_version or "-"), when(d.updated_at)
+        )
+    console.print(table)
+
+
+@datasets_app.command("versions")
+def versions(
+    name: Annotated[str, typer.Argument(help="Dataset name.")],
+    project: ProjectOpt,
+    as_json: JsonFlag = False,
+) -> None:
+    """List a dataset's versions, oldest first."""
+    found = _client().list_dataset_versions(project, name)
+    if as_json:
+        print_json([v.model_dump() for v in found])
+        return
+    table = Table("version", "files", "size", "rows", "pushed", "by", "message", title=name)
+    for v in found:
+        table.add_row(
+            str(v.version),
+            str(v.files),
+            size(v.size),
+            _rows(v.rows),
+            when(v.created_at),
+            escape(v.created_by),
+            escape(v.message),
+        )
+    console.print(table)
+
+
+@datasets_app.command("show")
+def show(ref: Ref, project: ProjectOpt, as_json: JsonFlag = False) -> None:
+    """Show a version: its files, and each table's schema and row count."""
+    client = _client()
+    version = client.get_dataset_version(project, ref)
+    files = client.dataset_files(project, version.ref)
+    if as_json:
+        print_json({**version.model_dump(), "files": [f.model_dump() for f in files]})
+        return
+    console.print(f"[bold]{escape(version.ref)}[/] in project [bold]{escape(project)}[/]")
+    for key, value in (
+        ("digest", f"sha256:{version.digest}"),
+        ("pushed", f"{when(version.created_at)} by {version.created_by}"),
+        ("contents", _summary(version)),
+        ("message", version.message or "-"),
+    ):
+        console.print(f"  {key:9} {escape(value)}")
+    table = Table("path", "size", "rows", "columns")
+    for f in files:
+        columns = (
+            ", ".join(f"{c.name}: {c.type}" for c in f.table.columns[:8])
+            + (f", … ({len(f.table.columns)} in all)" if len(f.table.columns) > 8 else "")
+            if f.table
+            else "-"
+        )
+        table.add_row(
+            escape(f.path), size(f.size), _rows(f.table.rows if f.table else None), escape(columns)
+        )
+    console.print(table)
+
+
+@datasets_app.command("diff")
+def diff(
+    old: Annotated[str, typer.Argument(help="The older version, NAME@VERSION.")],
+    new: Annotated[str, typer.Argument(help="The newer version, NAME@VERSION or NAME.")],
+    project: ProjectOpt,
+    as_json: JsonFlag = False,
+) -> None:
+    """What changed between two versions: files added, removed and changed, their
+    columns, and row counts."""
+    d = _client().diff_datasets(project, old, new)
+    if as_json:
+        print_json(d.model_dump())
+        return
+    console.print(
+        f"[bold]{escape(d.name)}@{d.old}[/] → [bold]{escape(d.name)}@{d.new}[/]: "
+        f"{d.added} added, {d.removed} removed, {d.changed} changed, {d.unchanged} unchanged; "
+        f"rows {_rows(d.rows[0])} → {_rows(d.rows[1])}"
+    )
+    marks = {"added": "[green]+[/]", "removed": "[red]-[/]", "changed": "[yellow]~[/]"}
+    for c in d.changes:
+        rows = _row_change(c)
+        console.print(f"  {marks[c.change]} {escape(c.path)}{rows}")
+        for col in c.columns:
+            was = f"{col.old} → {col.new}" if col.change == "changed" else (col.new or col.old)
+            console.print(
+                f"      {marks[col.change]} column {escape(col.name)}: {escape(was or '')}"
+            )
+
+
+def _row_change(c: s.FileChange) -> str:
+    old = c.old.table.rows if c.old and c.old.table else None
+    new = c.new.table.rows if c.new and c.new.table else None
+    if c.change == "changed" and (old is not None or new is not None):
+        return f"  (rows {_rows(old)} → {_rows(new)})"
+    return ""
+
+
+def _summary(v: s.DatasetVersion) -> str:
+    rows = f", {_rows(v.rows)} rows" if v.rows is not None else ""
+    return f"{v.files} files, {size(v.size)}{rows}"
+
+
+def _rows(n: int | None) -> str:
+    return "-" if n is None else f"{n:,}"

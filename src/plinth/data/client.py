@@ -1,0 +1,311 @@
+"""Datasets' SDK calls, reached as methods of ``plinth.Client``.
+
+A push reads the data where it is (local paths, or fsspec URLs: ``s3://``, ``gs://``,
+``az://`` with their usual credentials): each file is hashed, and a tabular one's schema
+and row count read with pyarrow, on parallel threads; the server is asked which content
+it lacks, only that is uploaded, in parallel, and the version names it all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from plinth.core.blobs import CHUNK, file_digest
+from plinth.data import schemas as s
+from plinth.data.refs import check_dataset_name, parse_ref
+from plinth.data.tabular import read_table
+from plinth.errors import InvalidInput
+from plinth.tracking.schemas import check_artifact_path
+from plinth.transfer import download_verified, transfer_progress
+
+if TYPE_CHECKING:
+    from plinth.client import Transport
+
+WORKERS = 4  # files hashed, and uploaded, at once (the server lets one principal run 8)
+
+
+@dataclass(frozen=True)
+class Source:
+    """One file to push: its path inside the dataset, its size, how to open it."""
+
+    path: str
+    size: int
+    where: str  # the local path or URL, for messages
+    open: Callable[[], IO[bytes]]
+    local: str | None = None  # a local file's path: hashed without Python's loop
+
+
+class DataCalls:
+    _transport: Transport
+
+    def push_dataset(
+        self,
+        project: str,
+        name: str,
+        paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+        *,
+        message: str = "",
+        storage_options: dict[str, Any] | None = None,
+        progress: bool | None = None,
+    ) -> s.DatasetVersion:
+        """Push files as the next version of dataset ``name``; each path (a file or a
+        folder, local or an fsspec URL) keeps its own name in the dataset. Content the
+        project holds is not sent again; the same files as the newest version make no
+        new version (``created`` is false)."""
+        check_dataset_name(name)
+        if isinstance(paths, str | os.PathLike):
+            paths = [paths]
+        sources = sources_of(paths, storage_options or {})
+        files = _described(sources, progress)
+        base = _datasets(project, name)
+        digests = sorted({f.digest for f in files})
+        missing = set(
+            self._transport.request(
+                "POST", f"{base}/content/missing", json={"digests": digests}, retry=True
+            )["missing"]
+        )
+        by_digest = {f.digest: src for f, src in zip(files, sources, strict=True)}
+        self._push_all(base, [(d, by_digest[d]) for d in digests if d in missing], progress)
+        body = {"files": [f.model_dump(exclude_none=True) for f in files], "message": message}
+        data = self._transport.request("POST", f"{base}/versions", json=body, retry=True)
+        return s.DatasetVersion(**data)
+
+    def _push_all(self, base: str, todo: list[tuple[str, Source]], progress: bool | None) -> None:
+        total = sum(src.size for _, src in todo)
+        with (
+            transfer_progress(f"uploading {len(todo)} files", total, progress) as advance,
+            ThreadPoolExecutor(WORKERS, "plinth-push") as pool,
+        ):
+            for done in pool.map(
+                lambda item: self._push_one(base, item[0], item[1], advance), todo
+            ):
+                del done
+
+    def _push_one(
+        self, base: str, digest: str, src: Source, advance: Callable[[int], None]
+    ) -> None:
+        with src.open() as f:
+
+            def chunks() -> Iterator[bytes]:
+                while chunk := f.read(CHUNK):
+                    advance(len(chunk))
+                    yield chunk
+
+            self._transport.request(
+                "PUT",
+                f"{base}/content",
+                content=chunks(),
+                headers={
+                    "X-Plinth-Digest": digest,
+                    "Content-Length": str(src.size),
+                    "Content-Type": "application/octet-stream",
+                },
+            )
+
+    def pull_dataset(
+        self,
+        project: str,
+        ref: str,
+        dest: str | os.PathLike[str],
+        *,
+        progress: bool | None = None,
+    ) -> s.DatasetVersion:
+        """Download a version (``churn@3``; ``churn`` is the newest) into ``dest``. Files
+        already there with the right content are kept, so an interrupted pull goes on
+        where it stopped; each file is verified against its digest before it is
+        renamed into place, and no path leaves ``dest``."""
+        found = self.get_dataset_version(project, ref)
+        base = f"{_datasets(project, found.name)}/versions/{found.version}"
+        files = self.dataset_files(project, found.ref)
+        root = Path(dest)
+        todo = []
+        for f in files:
+            target = _inside(root, f.path)
+            if not _holds(target, f):
+                todo.append((f, target))
+        total = sum(f.size for f, _ in todo)
+        with transfer_progress(f"pulling {found.ref}", total, progress) as advance:
+
+            def one(item: tuple[s.DatasetFile, Path]) -> None:
+                f, target = item
+                url = f"{base}/files/{quote(f.path)}"
+                download_verified(self._transport, url, f.path, f.digest, f.size, target, False)
+                advance(f.size)
+
+            with ThreadPoolExecutor(WORKERS, "plinth-pull") as pool:
+                for done in pool.map(one, todo):
+                    del done
+        return found
+
+    def list_datasets(self, project: str) -> list[s.Dataset]:
+        return [s.Dataset(**d) for d in self._transport.request("GET", _datasets(project))]
+
+    def get_dataset(self, project: str, name: str) -> s.Dataset:
+        return s.Dataset(**self._transport.request("GET", _datasets(project, name)))
+
+    def list_dataset_versions(self, project: str, name: str) -> list[s.DatasetVersion]:
+        url = f"{_datasets(project, name)}/versions"
+        return [s.DatasetVersion(**v) for v in self._transport.request("GET", url)]
+
+    def get_dataset_version(self, project: str, ref: str) -> s.DatasetVersion:
+        """A version by reference: ``churn@3``, or ``churn`` / ``churn@latest``."""
+        r = parse_ref(ref)
+        url = f"{_datasets(project, r.name)}/versions/{r.selector}"
+        return s.DatasetVersion(**self._transport.request("GET", url))
+
+    def dataset_files(self, project: str, ref: str) -> list[s.DatasetFile]:
+        """The files of a version, with each tabular file's schema and row count."""
+        r = parse_ref(ref)
+        url = f"{_datasets(project, r.name)}/versions/{r.selector}/files"
+        return [s.DatasetFile(**f) for f in self._transport.request("GET", url)]
+
+    def diff_datasets(self, project: str, old: str, new: str) -> s.DatasetDiff:
+        """What changed between two versions of one dataset (``churn@2``, ``churn@3``)."""
+        a, b = parse_ref(old), parse_ref(new)
+        if a.name != b.name:
+            raise InvalidInput(f"compare versions of one dataset: {a.name!r} and {b.name!r} differ")
+        params = {"old": a.selector, "new": b.selector}
+        url = f"{_datasets(project, a.name)}/diff"
+        return s.DatasetDiff(**self._transport.request("GET", url, params=params))
+
+
+def sources_of(
+    paths: Iterable[str | os.PathLike[str]], storage_options: dict[str, Any]
+) -> list[Source]:
+    """Every file the paths name, each under its path in the dataset: a file or folder
+    keeps its own name (``data/`` gives ``data/train.csv``)."""
+    found: list[Source] = []
+    for path in paths:
+        text = os.fspath(path)
+        found += _remote(text, storage_options) if "://" in text else _local(text)
+    if not found:
+        raise InvalidInput("nothing to push: the paths hold no files")
+    seen: dict[str, str] = {}
+    for src in found:
+        check_artifact_path(src.path)
+        if src.path in seen:
+            raise InvalidInput(f"{src.where} and {seen[src.path]} both give {src.path!r}")
+        seen[src.path] = src.where
+    return sorted(found, key=lambda src: src.path)
+
+
+def _local(text: str) -> list[Source]:
+    local = Path(text)
+    name = Path(os.path.abspath(local)).name
+    if not local.exists():
+        raise InvalidInput(f"no such file or directory: {text}")
+    if not name:
+        raise InvalidInput(f"{text} has no name of its own to push it under")
+    if local.is_file():
+        pairs = [(local, name)]
+    else:
+        files = sorted(p for p in local.rglob("*") if p.is_file())
+        pairs = [(p, f"{name}/{p.relative_to(local).as_posix()}") for p in files]
+    return [
+        Source(
+            path=inside,
+            size=p.stat().st_size,
+            where=str(p),
+            open=_reader(p),
+            local=str(p),
+        )
+        for p, inside in pairs
+    ]
+
+
+def _reader(path: Path) -> Callable[[], IO[bytes]]:
+    def opened() -> IO[bytes]:
+        return open(path, "rb")
+
+    return opened
+
+
+def _remote(url: str, storage_options: dict[str, Any]) -> list[Source]:
+    import fsspec
+
+    try:
+        fs, root = fsspec.core.url_to_fs(url, **storage_options)
+    except (ImportError, ValueError) as exc:
+        raise InvalidInput(f"cannot read {url}: {exc}") from None
+    root = root.rstrip("/")
+    name = root.rsplit("/", 1)[-1]
+    protocol = url.split("://", 1)[0]
+    if fs.isfile(root):
+        entries = {root: fs.info(root)}
+        names = {root: name}
+    elif fs.isdir(root):
+        entries = {p: info for p, info in fs.find(root, detail=True).items()}
+        names = {p: f"{name}/{p[len(root) :].lstrip('/')}" for p in entries}
+    else:
+        raise InvalidInput(f"no such file or directory: {url}")
+    return [
+        Source(
+            path=names[p],
+            size=int(info["size"]),
+            where=f"{protocol}://{p}",
+            open=partial(fs.open, p, "rb"),
+        )
+        for p, info in entries.items()
+        if info.get("type") != "directory"
+    ]
+
+
+def _described(sources: list[Source], progress: bool | None) -> list[s.DatasetFile]:
+    """Each source's digest, size, and table (for a tabular file), read in parallel."""
+    total = sum(src.size for src in sources)
+    with (
+        transfer_progress(f"hashing {len(sources)} files", total, progress) as advance,
+        ThreadPoolExecutor(WORKERS, "plinth-hash") as pool,
+    ):
+        return list(pool.map(lambda src: _describe(src, advance), sources))
+
+
+def _describe(src: Source, advance: Callable[[int], None]) -> s.DatasetFile:
+    if src.local is not None:
+        info = file_digest(src.local, advance)
+        digest, size = info.digest, info.size
+    else:
+        h, size = hashlib.sha256(), 0
+        with src.open() as f:
+            while chunk := f.read(CHUNK):
+                h.update(chunk)
+                size += len(chunk)
+                advance(len(chunk))
+        digest = h.hexdigest()
+    return s.DatasetFile(
+        path=src.path, digest=digest, size=size, table=read_table(src.path, src.open)
+    )
+
+
+def _inside(root: Path, path: str) -> Path:
+    """Where a manifest's path lands under ``root``: checked like an artifact path,
+    and never outside ``root`` (nor through a link that leads out of it)."""
+    check_artifact_path(path)
+    target = root.joinpath(*path.split("/"))
+    base = root.resolve()
+    if not target.resolve().is_relative_to(base):
+        raise InvalidInput(f"{path!r} would land outside {root}")
+    return target
+
+
+def _holds(target: Path, f: s.DatasetFile) -> bool:
+    """Whether ``target`` already is this file, byte for byte."""
+    try:
+        if not target.is_file() or target.is_symlink() or target.stat().st_size != f.size:
+            return False
+    except OSError:
+        return False
+    return file_digest(target).digest == f.digest
+
+
+def _datasets(project: str, name: str | None = None) -> str:
+    base = f"/api/v1/projects/{quote(project, safe='')}/datasets"
+    return base if name is None else f"{base}/{quote(name, safe='')}"

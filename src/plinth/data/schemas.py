@@ -1,0 +1,135 @@
+"""Wire types of datasets, shared by the server, the SDK and the CLI."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from plinth.tracking.schemas import DIGEST, check_artifact_path
+
+MAX_FILES = 100_000  # per version
+MAX_COLUMNS = 10_000  # per table
+FORMATS = ("parquet", "csv", "jsonl")
+Digest = Annotated[str, Field(pattern=DIGEST)]
+FilePath = Annotated[str, AfterValidator(check_artifact_path)]
+
+
+class Column(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(max_length=1000)
+    type: str = Field(max_length=1000)  # Arrow's name for it: int64, string, timestamp[us]…
+    nullable: bool = True
+
+
+class Table(BaseModel):
+    """What a tabular file holds: its format, row count and schema (Arrow types)."""
+
+    model_config = ConfigDict(extra="forbid")
+    format: Literal["parquet", "csv", "jsonl"]
+    rows: int = Field(ge=0)
+    columns: list[Column] = Field(max_length=MAX_COLUMNS)
+
+
+class DatasetFile(BaseModel):
+    """One file of a version: its path inside the dataset, its content, and for a
+    tabular file its table."""
+
+    model_config = ConfigDict(extra="forbid")
+    path: FilePath
+    digest: Digest
+    size: int = Field(ge=0)
+    table: Table | None = None
+
+
+class VersionCreate(BaseModel):
+    """The manifest of a new version. Every file's content must be in the project
+    already (``ContentQuery`` says which to upload first)."""
+
+    model_config = ConfigDict(extra="forbid")
+    files: list[DatasetFile] = Field(min_length=1, max_length=MAX_FILES)
+    message: str = Field("", max_length=5000)
+
+    @model_validator(mode="after")
+    def _paths_unique(self) -> VersionCreate:
+        seen: set[str] = set()
+        folders: set[str] = set()
+        for f in self.files:
+            if f.path in seen:
+                raise ValueError(f"the path {f.path!r} is listed twice")
+            seen.add(f.path)
+            parts = f.path.split("/")
+            folders.update("/".join(parts[:i]) for i in range(1, len(parts)))
+        clash = sorted(seen & folders)
+        if clash:
+            raise ValueError(f"{clash[0]!r} is both a file and a folder")
+        return self
+
+
+class ContentQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    digests: list[Digest] = Field(max_length=MAX_FILES)
+
+
+class ContentMissing(BaseModel):
+    """The digests the project does not hold: upload those before creating a version."""
+
+    missing: list[str]
+
+
+class Content(BaseModel):
+    digest: str
+    size: int
+
+
+class Dataset(BaseModel):
+    project: str
+    name: str
+    description: str
+    created_at: float
+    updated_at: float
+    latest_version: int | None
+    versions: int
+
+
+class DatasetVersion(BaseModel):
+    project: str
+    name: str
+    version: int
+    ref: str  # NAME@VERSION
+    digest: str  # sha256 over the manifest of its files
+    message: str
+    files: int
+    size: int  # bytes, all files
+    rows: int | None  # all tabular files' rows; None without any
+    created_at: float
+    created_by: str
+    created: bool = True  # False: the same files as the newest version, nothing new made
+
+
+class ColumnChange(BaseModel):
+    name: str
+    change: Literal["added", "removed", "changed"]
+    old: str | None = None  # type, with "not null" when the column is not nullable
+    new: str | None = None
+
+
+class FileChange(BaseModel):
+    path: str
+    change: Literal["added", "removed", "changed"]
+    old: DatasetFile | None = None
+    new: DatasetFile | None = None
+    columns: list[ColumnChange] = Field(default_factory=list)
+
+
+class DatasetDiff(BaseModel):
+    project: str
+    name: str
+    old: int
+    new: int
+    added: int
+    removed: int
+    changed: int
+    unchanged: int
+    rows: tuple[int | None, int | None]
+    changes: list[FileChange]

@@ -1,0 +1,405 @@
+"""Datasets: versions as content-addressed manifests of files, pushed and pulled.
+
+A push is three steps, each safe to repeat: ask which content the project lacks
+(``missing_content``), upload that (``upload_content``, outside any transaction), then
+name it all as the next version (``create_version``, one audited transaction). A push
+killed anywhere leaves no version; its retry uploads only what did not arrive. The
+same files as the newest version make no new version. Editors push, viewers read,
+outsiders get the same 404 as for a dataset that does not exist.
+
+The server never parses the files: the schema and row counts of tabular files come
+with the manifest from the client that read them (the SDK infers them with pyarrow).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from plinth.core.access import Need, Principal
+from plinth.core.artifacts import StoredContent
+from plinth.core.blobs import manifest_digest
+from plinth.core.platform import Platform
+from plinth.data import schemas as s
+from plinth.data import tables as t
+from plinth.data.refs import LATEST, check_dataset_name, parse_version
+from plinth.errors import BlobMissing, InvalidInput, NotFound, PlinthError
+from plinth.tracking.schemas import check_artifact_path
+
+PUSH = "datasets.push"
+CONTENT_PUT = "datasets.content"
+
+
+def _now() -> float:
+    return time.time()
+
+
+class DatasetService:
+    def __init__(self, platform: Platform) -> None:
+        self.db = platform.db
+        self.audit = platform.audit
+        self.projects = platform.projects
+        self.artifacts = platform.artifacts
+
+    # push ---------------------------------------------------------------------------
+
+    def missing_content(
+        self, project: str, name: str, query: s.ContentQuery, *, principal: Principal
+    ) -> s.ContentMissing:
+        """Which of the digests the project does not hold (a first push creates the
+        project, as a first run does)."""
+        check_dataset_name(name)
+        try:
+            with self.db.write() as conn:
+                pid = self.projects.create_or_require(conn, project, principal)
+                held = self.artifacts.held(conn, pid, query.digests)
+        except PlinthError as exc:
+            self.audit.refusal(principal, PUSH, exc, project=project, object=name)
+            raise
+        gone = {d for d, c in held.items() if not self.artifacts.store(pid, c.encrypted).exists(d)}
+        return s.ContentMissing(
+            missing=sorted({d for d in query.digests if d not in held or d in gone})
+        )
+
+    def upload_content(
+        self, project: str, name: str, chunks: Iterable[bytes], digest: str, *, principal: Principal
+    ) -> s.Content:
+        """Store one file's bytes in the project (outside any transaction: an upload
+        takes a while); they must hash to ``digest``."""
+        check_dataset_name(name)
+        try:
+            with self.db.write() as conn:
+                pid = self.projects.create_or_require(conn, project, principal)
+            content = self.artifacts.put(pid, chunks, digest)
+        except PlinthError as exc:
+            self.audit.refusal(principal, CONTENT_PUT, exc, project=project, object=name)
+            raise
+        return s.Content(digest=content.digest, size=content.size)
+
+    def create_version(
+        self, project: str, name: str, req: s.VersionCreate, *, principal: Principal
+    ) -> s.DatasetVersion:
+        """The next version of ``name`` (the dataset is created by its first): the
+        files of ``req``, whose content the project must hold. The same files as the
+        newest version answer that version, with ``created`` false."""
+        check_dataset_name(name)
+        digest = manifest_digest((f.path, f.digest, f.size) for f in req.files)
+        with self.audit.recorded(principal, PUSH, project=project, object=name) as (conn, change):
+            pid = self.projects.create_or_require(conn, project, principal)
+            contents = self._contents(conn, pid, req.files)
+            dataset_id = self._dataset_for_write(conn, pid, name)
+            v = t.dataset_versions
+            newest = conn.execute(
+                sa.select(v.c.version, v.c.digest)
+                .where(v.c.dataset_id == dataset_id)
+                .order_by(v.c.version.desc())
+                .limit(1)
+            ).first()
+            if newest is not None and newest.digest == digest:
+                change.record = False  # the same files again: nothing changes
+                return self._version(conn, project, name, dataset_id, newest.version, False)
+            number = 1 + (newest.version if newest is not None else 0)
+            now = _now()
+            d = t.datasets
+            conn.execute(d.update().where(d.c.id == dataset_id).values(updated_at=now))
+            tables = [f.table for f in req.files if f.table is not None]
+            conn.execute(
+                v.insert(),
+                {
+                    "dataset_id": dataset_id,
+                    "version": number,
+                    "digest": digest,
+                    "message": req.message,
+                    "files": len(req.files),
+                    "size": sum(f.size for f in req.files),
+                    "rows": sum(tb.rows for tb in tables) if tables else None,
+                    "created_at": now,
+                    "created_by": principal.name,
+                },
+            )
+            conn.execute(
+                t.dataset_files.insert(),
+                [
+                    {
+                        "dataset_id": dataset_id,
+                        "version": number,
+                        "path": f.path,
+                        "digest": f.digest,
+                        "size": f.size,
+                        "encrypted": contents[f.digest].encrypted,
+                        "tabular": None if f.table is None else f.table.model_dump_json(),
+                    }
+                    for f in req.files
+                ],
+            )
+            change.object = f"{name}@{number}"
+            change.details = {"digest": digest, "files": len(req.files)}
+            return self._version(conn, project, name, dataset_id, number, True)
+
+    def _contents(
+        self, conn: Connection, project_id: str, files: list[s.DatasetFile]
+    ) -> dict[str, StoredContent]:
+        held = self.artifacts.held(conn, project_id, (f.digest for f in files))
+        lacking = [f for f in files if f.digest not in held]
+        if lacking:
+            raise BlobMissing(
+                f"the content of {len(lacking)} file(s) is not in this project, "
+                f"{lacking[0].path!r} first; upload it, then create the version"
+            )
+        for f in files:
+            if held[f.digest].size != f.size:
+                raise InvalidInput(
+                    f"{f.path!r}: size {f.size} does not match its content "
+                    f"({held[f.digest].size} bytes)"
+                )
+        return held
+
+    def _dataset_for_write(self, conn: Connection, project_id: str, name: str) -> str:
+        """The dataset's id, created if new; its row is locked for this transaction, so
+        concurrent pushes number their versions one after the other."""
+        d = t.datasets
+        now = _now()
+        conn.execute(
+            self.db.insert_ignoring_duplicates(d),
+            {
+                "id": uuid.uuid4().hex,
+                "project_id": project_id,
+                "name": name,
+                "description": "",
+                "created_at": now,
+                "updated_at": now,
+            },
+        )
+        where = sa.and_(d.c.project_id == project_id, d.c.name == name)
+        dataset_id = str(conn.execute(sa.select(d.c.id).where(where)).scalar_one())
+        # a row lock (Postgres; SQLite's writer lock holds already) that changes nothing
+        conn.execute(d.update().where(d.c.id == dataset_id).values(updated_at=d.c.updated_at))
+        return dataset_id
+
+    # read -----------------------------------------------------------------------------
+
+    def list_datasets(self, project: str, *, principal: Principal) -> list[s.Dataset]:
+        d = t.datasets
+        with self.db.read() as conn:
+            pid = self.projects.require(conn, project, principal, Need.READ)
+            rows = conn.execute(sa.select(d).where(d.c.project_id == pid).order_by(d.c.name))
+            return [self._dataset(conn, project, row) for row in rows.all()]
+
+    def get_dataset(self, project: str, name: str, *, principal: Principal) -> s.Dataset:
+        with self.db.read() as conn:
+            return self._dataset(conn, project, self._require(conn, project, name, principal))
+
+    def list_versions(
+        self, project: str, name: str, *, principal: Principal
+    ) -> list[s.DatasetVersion]:
+        v = t.dataset_versions
+        with self.db.read() as conn:
+            dataset = self._require(conn, project, name, principal)
+            rows = conn.execute(
+                sa.select(v).where(v.c.dataset_id == dataset.id).order_by(v.c.version)
+            )
+            return [_version_of(project, name, row) for row in rows.all()]
+
+    def get_version(
+        self, project: str, name: str, selector: str, *, principal: Principal
+    ) -> s.DatasetVersion:
+        with self.db.read() as conn:
+            dataset = self._require(conn, project, name, principal)
+            return _version_of(project, name, self._version_row(conn, dataset, selector))
+
+    def version_files(
+        self, project: str, name: str, selector: str, *, principal: Principal
+    ) -> list[s.DatasetFile]:
+        with self.db.read() as conn:
+            dataset = self._require(conn, project, name, principal)
+            row = self._version_row(conn, dataset, selector)
+            return [_file_of(r) for r in self._file_rows(conn, dataset.id, row.version)]
+
+    def open_file(
+        self, project: str, name: str, selector: str, path: str, *, principal: Principal
+    ) -> tuple[s.DatasetFile, Iterator[bytes]]:
+        """A file of a version and its bytes, opened now (a missing blob is an error
+        before any byte is sent); the caller verifies the digest end to end."""
+        check_artifact_path(path)
+        f = t.dataset_files
+        with self.db.read() as conn:
+            dataset = self._require(conn, project, name, principal)
+            version = self._version_row(conn, dataset, selector).version
+            row = conn.execute(
+                sa.select(f).where(
+                    f.c.dataset_id == dataset.id, f.c.version == version, f.c.path == path
+                )
+            ).first()
+        if row is None:
+            raise NotFound(f"{name}@{version} has no file {path!r}")
+        content = StoredContent(row.digest, row.size, row.encrypted)
+        return _file_of(row), self.artifacts.open(dataset.project_id, content)
+
+    def diff(
+        self, project: str, name: str, old: str, new: str, *, principal: Principal
+    ) -> s.DatasetDiff:
+        """What changed from version ``old`` to version ``new``: files added, removed
+        and changed, with their schemas' column changes and row counts."""
+        with self.db.read() as conn:
+            dataset = self._require(conn, project, name, principal)
+            a = self._version_row(conn, dataset, old)
+            b = self._version_row(conn, dataset, new)
+            before = {r.path: _file_of(r) for r in self._file_rows(conn, dataset.id, a.version)}
+            after = {r.path: _file_of(r) for r in self._file_rows(conn, dataset.id, b.version)}
+        changes = [
+            change
+            for path in sorted(before.keys() | after.keys())
+            if (change := _file_change(path, before.get(path), after.get(path))) is not None
+        ]
+        counts = {kind: sum(c.change == kind for c in changes) for kind in ("added", "removed")}
+        changed = sum(c.change == "changed" for c in changes)
+        return s.DatasetDiff(
+            project=project,
+            name=name,
+            old=a.version,
+            new=b.version,
+            added=counts["added"],
+            removed=counts["removed"],
+            changed=changed,
+            unchanged=len(after) - counts["added"] - changed,
+            rows=(a.rows, b.rows),
+            changes=changes,
+        )
+
+    # shared -----------------------------------------------------------------------------
+
+    def _require(self, conn: Connection, project: str, name: str, principal: Principal) -> Any:
+        """The dataset's row, if the principal may read its project; a dataset that does
+        not exist and a project one cannot see answer alike."""
+        hidden = NotFound(f"no dataset {name!r} in project {project!r}")
+        d = t.datasets
+        try:
+            pid = self.projects.require(conn, project, principal, Need.READ)
+        except NotFound:
+            raise hidden from None
+        row = conn.execute(sa.select(d).where(d.c.project_id == pid, d.c.name == name)).first()
+        if row is None:
+            raise hidden
+        return row
+
+    @staticmethod
+    def _version_row(conn: Connection, dataset: Any, selector: str) -> Any:
+        v = t.dataset_versions
+        stmt = sa.select(v).where(v.c.dataset_id == dataset.id)
+        if selector == LATEST:
+            row = conn.execute(stmt.order_by(v.c.version.desc()).limit(1)).first()
+            if row is None:
+                raise NotFound(f"dataset {dataset.name!r} has no versions")
+            return row
+        number = parse_version(selector)
+        row = conn.execute(stmt.where(v.c.version == number)).first()
+        if row is None:
+            raise NotFound(f"dataset {dataset.name!r} has no version {number}")
+        return row
+
+    @staticmethod
+    def _file_rows(conn: Connection, dataset_id: str, version: int) -> list[Any]:
+        f = t.dataset_files
+        return list(
+            conn.execute(
+                sa.select(f)
+                .where(f.c.dataset_id == dataset_id, f.c.version == version)
+                .order_by(f.c.path)
+            )
+        )
+
+    def _version(
+        self,
+        conn: Connection,
+        project: str,
+        name: str,
+        dataset_id: str,
+        number: int,
+        created: bool,
+    ) -> s.DatasetVersion:
+        v = t.dataset_versions
+        row = conn.execute(
+            sa.select(v).where(v.c.dataset_id == dataset_id, v.c.version == number)
+        ).one()
+        return _version_of(project, name, row, created)
+
+    @staticmethod
+    def _dataset(conn: Connection, project: str, row: Any) -> s.Dataset:
+        v = t.dataset_versions
+        count, latest = conn.execute(
+            sa.select(sa.func.count(), sa.func.max(v.c.version)).where(v.c.dataset_id == row.id)
+        ).one()
+        return s.Dataset(
+            project=project,
+            name=row.name,
+            description=row.description,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+            latest_version=latest,
+            versions=count,
+        )
+
+
+def _version_of(project: str, name: str, row: Any, created: bool = True) -> s.DatasetVersion:
+    return s.DatasetVersion(
+        project=project,
+        name=name,
+        version=row.version,
+        ref=f"{name}@{row.version}",
+        digest=row.digest,
+        message=row.message,
+        files=row.files,
+        size=row.size,
+        rows=row.rows,
+        created_at=row.created_at,
+        created_by=row.created_by,
+        created=created,
+    )
+
+
+def _file_of(row: Any) -> s.DatasetFile:
+    table = None if row.tabular is None else s.Table.model_validate(json.loads(row.tabular))
+    return s.DatasetFile(path=row.path, digest=row.digest, size=row.size, table=table)
+
+
+def _file_change(
+    path: str, old: s.DatasetFile | None, new: s.DatasetFile | None
+) -> s.FileChange | None:
+    if old is None:
+        return s.FileChange(path=path, change="added", new=new)
+    if new is None:
+        return s.FileChange(path=path, change="removed", old=old)
+    if old.digest == new.digest:
+        return None
+    return s.FileChange(
+        path=path, change="changed", old=old, new=new, columns=column_changes(old.table, new.table)
+    )
+
+
+def column_changes(old: s.Table | None, new: s.Table | None) -> list[s.ColumnChange]:
+    """Columns added, removed, or with another type or nullability, in the new
+    table's order (removed ones last)."""
+    before = {c.name: _typed(c) for c in old.columns} if old else {}
+    after = {c.name: _typed(c) for c in new.columns} if new else {}
+    changes = []
+    for name, typed in after.items():
+        if name not in before:
+            changes.append(s.ColumnChange(name=name, change="added", new=typed))
+        elif before[name] != typed:
+            changes.append(s.ColumnChange(name=name, change="changed", old=before[name], new=typed))
+    changes += [
+        s.ColumnChange(name=name, change="removed", old=typed)
+        for name, typed in before.items()
+        if name not in after
+    ]
+    return changes
+
+
+def _typed(column: s.Column) -> str:
+    return column.type if column.nullable else f"{column.type} not null"

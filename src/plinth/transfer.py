@@ -1,0 +1,85 @@
+"""Moving files to and from the server, shared by every capability's SDK calls: a
+progress bar for long transfers (Rich is imported only when one is shown) and verified
+downloads."""
+
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from plinth.core.blobs import CHUNK, PipelinedHash
+from plinth.errors import CorruptArtifact
+
+if TYPE_CHECKING:
+    from plinth.client import Transport
+
+PROGRESS_MIN_BYTES = 64 << 20
+
+
+@contextmanager
+def transfer_progress(
+    label: str, total: int, enabled: bool | None
+) -> Iterator[Callable[[int], None]]:
+    """A Rich progress bar for large transfers on a terminal (or when asked for); the
+    callable it yields advances it by a number of bytes, from any thread."""
+    if enabled is None:
+        enabled = total >= PROGRESS_MIN_BYTES and sys.stderr.isatty()
+    if not enabled:
+        yield lambda _n: None
+        return
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        transient=True,
+    ) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda n: bar.advance(task, n)
+
+
+def download_verified(
+    transport: Transport,
+    url: str,
+    label: str,
+    digest: str,
+    size: int,
+    target: Path,
+    progress: bool | None,
+) -> None:
+    """Stream ``url`` into a temp file beside ``target``, check it against ``digest``,
+    then rename: a failed or corrupt download leaves nothing behind."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f".{target.name}.plinth-{uuid.uuid4().hex[:8]}"
+    try:
+        with (
+            transfer_progress(f"downloading {label}", size, progress) as advance,
+            transport.stream("GET", url) as response,
+            open(tmp, "wb") as out,
+            PipelinedHash() as h,
+        ):
+            for chunk in response.iter_raw(CHUNK):
+                h.update(chunk)
+                out.write(chunk)
+                advance(len(chunk))
+            got = h.hexdigest()
+        if got != digest:
+            raise CorruptArtifact(f"{label}: downloaded bytes do not match sha256:{digest}")
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -1,0 +1,339 @@
+"""Datasets over the real store (SQLite and Postgres): versions as content-addressed
+manifests, deduplicated pushes, verified and resumable pulls, diffs with schemas,
+manifests checked like artifact paths, roles and the uniform 404, audit."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from plinth import Client
+from plinth.core.blobs import manifest_digest
+from plinth.data import client as data_client
+from plinth.errors import InvalidInput, NotFound, PermissionDenied
+from plinth.settings import Settings
+from tests.conftest import raw_http
+
+
+def _tree(root: Path, files: dict[str, bytes]) -> Path:
+    for name, content in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+    return root
+
+
+@pytest.fixture
+def uploads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The digests each push uploads, in order."""
+    sent: list[str] = []
+    push_one: Callable[..., None] = data_client.DataCalls._push_one
+
+    def counted(self: Any, base: str, digest: str, *rest: Any) -> None:
+        sent.append(digest)
+        push_one(self, base, digest, *rest)
+
+    monkeypatch.setattr(data_client.DataCalls, "_push_one", counted)
+    return sent
+
+
+def test_a_push_versions_files_once_and_unchanged_data_makes_no_version(
+    client: Client, project: str, tmp_path: Path, uploads: list[str]
+) -> None:
+    files = {f"f{i:03}.bin": os.urandom(2000) for i in range(20)}
+    files["copy.bin"] = files["f000.bin"]  # the same content under two names
+    data = _tree(tmp_path / "data", files)
+    v1 = client.push_dataset(project, "churn", data, message="first")
+    assert (v1.version, v1.ref, v1.files, v1.created, v1.message) == (
+        1,
+        "churn@1",
+        21,
+        True,
+        "first",
+    )
+    assert v1.size == sum(len(c) for c in files.values()) and v1.rows is None
+    expected = manifest_digest(
+        (f"data/{n}", hashlib.sha256(c).hexdigest(), len(c)) for n, c in files.items()
+    )
+    assert v1.digest == expected
+    assert len(uploads) == 20  # each content once
+
+    uploads.clear()
+    again = client.push_dataset(project, "churn", data)
+    assert (again.version, again.created, uploads) == (1, False, [])
+    assert len(client.list_dataset_versions(project, "churn")) == 1
+
+    (data / "f007.bin").write_bytes(b"changed")
+    v2 = client.push_dataset(project, "churn", data, message="one changed")
+    assert (v2.version, v2.created) == (2, True)
+    assert uploads == [hashlib.sha256(b"changed").hexdigest()]  # only the changed file
+    d = client.get_dataset(project, "churn")
+    assert (d.versions, d.latest_version) == (2, 2)
+    assert [x.name for x in client.list_datasets(project)] == ["churn"]
+    assert client.get_dataset_version(project, "churn").version == 2
+    assert client.get_dataset_version(project, "churn@1").digest == v1.digest
+
+
+def test_tabular_files_carry_their_schema_and_rows_and_a_diff_names_changes(
+    client: Client, project: str, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    table = pa.table(
+        {"id": pa.array([1, 2, 3], pa.int64()), "name": ["a", "b", None], "x": [0.5, 1.5, 2.5]},
+        schema=pa.schema(
+            [pa.field("id", pa.int64(), nullable=False), ("name", pa.string()), ("x", pa.float64())]
+        ),
+    )
+    pq.write_table(table, data / "train.parquet")
+    (data / "test.csv").write_text("id,name\n1,x\n2,y\n")
+    (data / "events.jsonl").write_text('{"a": 1}\n{"a": 2}\n{"a": 3}\n{"a": 4}\n')
+    (data / "notes.txt").write_text("not a table")
+    (data / "broken.csv").write_bytes(b"a,b\n1,2,3\n")
+    v1 = client.push_dataset(project, "churn", data)
+    assert v1.rows == 3 + 2 + 4
+    files = {f.path: f for f in client.dataset_files(project, "churn@1")}
+    parquet = files["data/train.parquet"].table
+    assert parquet is not None and (parquet.format, parquet.rows) == ("parquet", 3)
+    assert [(c.name, c.type, c.nullable) for c in parquet.columns] == [
+        ("id", "int64", False),
+        ("name", "string", True),
+        ("x", "double", True),
+    ]
+    csv = files["data/test.csv"].table
+    assert csv is not None and (csv.format, csv.rows) == ("csv", 2)
+    assert [c.name for c in csv.columns] == ["id", "name"]
+    events = files["data/events.jsonl"].table
+    assert events is not None and (events.rows, events.columns[0].type) == (4, "int64")
+    assert files["data/notes.txt"].table is None
+    assert files["data/broken.csv"].table is None  # kept, without a schema
+
+    (data / "test.csv").write_text("id,name,age\n1,x,30\n")
+    (data / "notes.txt").unlink()
+    (data / "more.txt").write_text("new")
+    client.push_dataset(project, "churn", data)
+    d = client.diff_datasets(project, "churn@1", "churn@2")
+    assert (d.old, d.new, d.added, d.removed, d.changed, d.unchanged) == (1, 2, 1, 1, 1, 3)
+    assert d.rows == (9, 8)
+    by_path = {c.path: c for c in d.changes}
+    assert by_path["data/more.txt"].change == "added"
+    assert by_path["data/notes.txt"].change == "removed"
+    changed = by_path["data/test.csv"]
+    assert changed.change == "changed" and changed.old and changed.new
+    assert changed.old.table and changed.new.table
+    assert (changed.old.table.rows, changed.new.table.rows) == (2, 1)
+    assert [(c.name, c.change, c.new) for c in changed.columns] == [("age", "added", "int64")]
+    with pytest.raises(InvalidInput):
+        client.diff_datasets(project, "churn@1", "other@2")
+
+
+def test_a_pull_is_verified_resumable_and_writes_only_inside_its_folder(
+    client: Client, project: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    files = {"a.txt": b"alpha", "sub/b.txt": b"beta" * 1000, "sub/deep/c.bin": os.urandom(5000)}
+    client.push_dataset(project, "churn", _tree(tmp_path / "data", files))
+    dest = tmp_path / "out"
+    found = client.pull_dataset(project, "churn@1", dest)
+    assert found.version == 1
+    for name, content in files.items():
+        assert (dest / "data" / name).read_bytes() == content
+
+    fetched: list[str] = []
+    real = data_client.download_verified
+
+    def counted(transport: Any, url: str, label: str, *rest: Any) -> None:
+        fetched.append(label)
+        real(transport, url, label, *rest)
+
+    monkeypatch.setattr(data_client, "download_verified", counted)
+    (dest / "data" / "sub" / "b.txt").write_bytes(b"tampered" + b"x" * 3992)  # same size
+    (dest / "data" / "a.txt").unlink()
+    client.pull_dataset(project, "churn", dest)
+    assert sorted(fetched) == ["data/a.txt", "data/sub/b.txt"]  # c.bin was already right
+    assert (dest / "data" / "sub" / "b.txt").read_bytes() == files["sub/b.txt"]
+
+    # a folder in dest that is a link out of it: nothing is written through it
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    (linked / "data").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(InvalidInput, match="outside"):
+        client.pull_dataset(project, "churn", linked)
+    assert list(outside.iterdir()) == []
+    with pytest.raises(NotFound):
+        client.pull_dataset(project, "churn@9", tmp_path / "none")
+    assert not (tmp_path / "none").exists()
+
+
+def test_a_killed_push_leaves_no_version_and_its_retry_sends_the_rest(
+    client: Client,
+    project: str,
+    tmp_path: Path,
+    uploads: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    files = {f"f{i}.bin": os.urandom(3000) for i in range(6)}
+    data = _tree(tmp_path / "data", files)
+    real = data_client.DataCalls._push_one
+    sent = 0
+
+    def dies_after_three(self: Any, *args: Any) -> None:
+        nonlocal sent
+        if sent >= 3:
+            raise KeyboardInterrupt  # the process stops mid-push
+        sent += 1
+        real(self, *args)
+
+    monkeypatch.setattr(data_client.DataCalls, "_push_one", dies_after_three)
+    data_client.WORKERS, workers = 1, data_client.WORKERS
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            client.push_dataset(project, "churn", data)
+    finally:
+        data_client.WORKERS = workers
+    with pytest.raises(NotFound):
+        client.get_dataset(project, "churn")  # nothing was named
+    monkeypatch.setattr(data_client.DataCalls, "_push_one", real)
+    counted: list[str] = []
+
+    def counting(self: Any, base: str, digest: str, *rest: Any) -> None:
+        counted.append(digest)
+        real(self, base, digest, *rest)
+
+    monkeypatch.setattr(data_client.DataCalls, "_push_one", counting)
+    v = client.push_dataset(project, "churn", data)
+    assert v.version == 1 and len(counted) == 3  # the three that had not arrived
+
+
+BAD_PATHS = [
+    "../escape.txt",
+    "a/../../escape.txt",
+    "/etc/passwd",
+    "a\\b.txt",
+    "a/\x00b",
+    "%2e%2e/escape.txt",
+    "a//b",
+    "./a",
+    "C:/x",
+]
+
+
+@pytest.mark.parametrize("bad", BAD_PATHS)
+def test_a_manifest_with_a_bad_path_is_refused_and_changes_nothing(
+    client: Client, project: str, bad: str
+) -> None:
+    http = raw_http(client)
+    digest = hashlib.sha256(b"x").hexdigest()
+    base = f"/api/v1/projects/{project}/datasets/churn"
+    r = http.put(f"{base}/content", content=b"x", headers={"X-Plinth-Digest": digest})
+    assert r.status_code == 201
+    body = {"files": [{"path": bad, "digest": digest, "size": 1}]}
+    r = http.post(f"{base}/versions", json=body)
+    assert r.status_code in (400, 422), r.text
+    assert http.get(f"{base}").status_code == 404
+
+
+def test_manifests_are_checked_before_anything_is_named(client: Client, project: str) -> None:
+    http = raw_http(client)
+    base = f"/api/v1/projects/{project}/datasets/churn"
+    held = hashlib.sha256(b"x").hexdigest()
+    lacking = hashlib.sha256(b"never sent").hexdigest()
+    assert http.put(f"{base}/content", content=b"x", headers={"X-Plinth-Digest": held}).is_success
+    r = http.put(f"{base}/content", content=b"y", headers={"X-Plinth-Digest": held})
+    assert r.status_code == 400  # bytes that do not hash to the digest are not kept
+    r = http.post(f"{base}/content/missing", json={"digests": [held, lacking]})
+    assert r.json() == {"missing": [lacking]}
+    cases = [
+        [{"path": "a", "digest": lacking, "size": 10}],  # content never sent
+        [{"path": "a", "digest": held, "size": 2}],  # wrong size
+        [{"path": "a", "digest": held, "size": 1}, {"path": "a", "digest": held, "size": 1}],
+        [{"path": "a", "digest": held, "size": 1}, {"path": "a/b", "digest": held, "size": 1}],
+        [],
+    ]
+    for files in cases:
+        r = http.post(f"{base}/versions", json={"files": files})
+        assert 400 <= r.status_code < 500 and r.status_code != 403, (files, r.text)
+    assert http.get(base).status_code == 404
+    ok = http.post(f"{base}/versions", json={"files": [{"path": "a", "digest": held, "size": 1}]})
+    assert ok.status_code == 201
+    again = http.post(
+        f"{base}/versions", json={"files": [{"path": "a", "digest": held, "size": 1}]}
+    )
+    assert (again.status_code, again.json()["version"], again.json()["created"]) == (200, 1, False)
+    for bad in ("0", "-1", "x", "99999999999"):
+        assert http.get(f"{base}/versions/{bad}").status_code in (400, 422)
+    assert http.get(f"{base}/versions/1/files/..%2Fa").status_code in (400, 404, 422)
+    with pytest.raises(InvalidInput):
+        client.push_dataset(project, "bad name!", ".")
+
+
+def test_concurrent_pushes_number_versions_one_after_the_other(
+    client: Client, project: str, tmp_path: Path
+) -> None:
+    dirs = [_tree(tmp_path / str(i) / "data", {"x.bin": bytes([i]) * 100}) for i in range(5)]
+    numbers: list[int] = []
+    threads = [
+        threading.Thread(
+            target=lambda d=d: numbers.append(client.push_dataset(project, "c", d).version)
+        )
+        for d in dirs
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(numbers) == [1, 2, 3, 4, 5]
+
+
+def test_viewers_read_editors_push_outsiders_see_nothing_and_pushes_are_audited(
+    own_settings: Settings, project: str, tmp_path: Path
+) -> None:
+    settings = own_settings
+    with Client(settings=settings) as anonymous:
+        root_token = anonymous.init_admin("root").token.token
+    as_user = lambda token: Client(settings=settings.model_copy(update={"token": token}))  # noqa: E731
+    data = _tree(tmp_path / "data", {"a.csv": b"x,y\n1,2\n"})
+    with as_user(root_token) as root:
+        root.create_run(project)
+        users = {name: root.create_user(name).token.token for name in ("ed", "vic", "out")}
+        root.add_member(project, "ed", "editor")
+        root.add_member(project, "vic", "viewer")
+        with as_user(users["ed"]) as ed:
+            v = ed.push_dataset(project, "churn", data, message="by ed")
+            assert v.created_by == "ed"
+        with as_user(users["vic"]) as vic:
+            assert vic.get_dataset_version(project, "churn@1").digest == v.digest
+            vic.pull_dataset(project, "churn@1", tmp_path / "vic")
+            assert (tmp_path / "vic" / "data" / "a.csv").read_bytes() == b"x,y\n1,2\n"
+            (data / "b.csv").write_bytes(b"z\n3\n")
+            with pytest.raises(PermissionDenied):
+                vic.push_dataset(project, "churn", data)
+        with as_user(users["out"]) as out:
+            for call in (
+                lambda: out.get_dataset(project, "churn"),
+                lambda: out.list_datasets(project),
+                lambda: out.get_dataset_version(project, "churn@1"),
+                lambda: out.dataset_files(project, "churn@1"),
+                lambda: out.diff_datasets(project, "churn@1", "churn@1"),
+                lambda: out.pull_dataset(project, "churn@1", tmp_path / "out"),
+                lambda: out.push_dataset(project, "churn", data),
+            ):
+                with pytest.raises(NotFound) as caught:
+                    call()
+                assert "churn" not in str(caught.value) or project in str(caught.value)
+            with pytest.raises(NotFound):
+                out.get_dataset(project, "nonexistent")
+        pushes = [e for e in root.audit_events(project=project) if e.action == "datasets.push"]
+        assert [(e.actor, e.object, e.outcome) for e in pushes if e.outcome == "ok"] == [
+            ("ed", "churn@1", "ok")
+        ]
+        assert any(e.actor == "vic" and e.outcome == "refused" for e in pushes)
