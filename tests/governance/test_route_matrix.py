@@ -93,6 +93,9 @@ SNAPSHOT = b"a working directory's archive"
 DEPLOY = "/api/v1/projects/{project}/deployments"
 DEPLOYS = "/api/v1/projects/team-a/deployments"
 _NEW_DEPLOYMENT = {"model": "models:/team-a/churn/1", "runtime": "memory"}
+DATA = "/api/v1/projects/team-a/datasets"
+DATASET = "/api/v1/projects/{project}/datasets"
+CONTENT = b"a file of a dataset"
 MLFLOW = "/mlflow/api/2.0/mlflow"
 MLFLOW_ARTIFACTS = "/mlflow/api/2.0/mlflow-artifacts/artifacts"
 MPU = "/mlflow/api/2.0/mlflow-artifacts/mpu"
@@ -737,6 +740,55 @@ REQUESTS: dict[tuple[str, str], tuple[str, Make]] = {
         "project",
         lambda w, r: ("DELETE", f"{DEPLOYS}/{_spare_deployment(w)}", {}),
     ),
+    # datasets
+    ("GET", DATASET): ("project", lambda w, r: ("GET", DATA, {})),
+    ("GET", f"{DATASET}/{{name}}"): ("project", lambda w, r: ("GET", f"{DATA}/churn", {})),
+    ("POST", f"{DATASET}/{{name}}/content/missing"): (
+        "project",
+        lambda w, r: ("POST", f"{DATA}/churn/content/missing", {"json": {"digests": [w.digest]}}),
+    ),
+    ("PUT", f"{DATASET}/{{name}}/content"): (
+        "project",
+        lambda w, r: (
+            "PUT",
+            f"{DATA}/churn/content",
+            {
+                "content": CONTENT,
+                "headers": {
+                    "X-Plinth-Digest": hashlib.sha256(CONTENT).hexdigest(),
+                    "Content-Type": "application/octet-stream",
+                },
+            },
+        ),
+    ),
+    ("POST", f"{DATASET}/{{name}}/versions"): (
+        "project",
+        lambda w, r: (
+            "POST",
+            f"{DATA}/churn/versions",
+            {"json": {"files": [{"path": _unique("f"), "digest": w.digest, "size": 1}]}},
+        ),
+    ),
+    ("GET", f"{DATASET}/{{name}}/versions"): (
+        "project",
+        lambda w, r: ("GET", f"{DATA}/churn/versions", {}),
+    ),
+    ("GET", f"{DATASET}/{{name}}/versions/{{version}}"): (
+        "project",
+        lambda w, r: ("GET", f"{DATA}/churn/versions/1", {}),
+    ),
+    ("GET", f"{DATASET}/{{name}}/versions/{{version}}/files"): (
+        "project",
+        lambda w, r: ("GET", f"{DATA}/churn/versions/latest/files", {}),
+    ),
+    ("GET", f"{DATASET}/{{name}}/versions/{{version}}/files/{{path:path}}"): (
+        "project",
+        lambda w, r: ("GET", f"{DATA}/churn/versions/1/files/data/a.txt", {}),
+    ),
+    ("GET", f"{DATASET}/{{name}}/diff"): (
+        "project",
+        lambda w, r: ("GET", f"{DATA}/churn/diff", {"params": {"old": 1, "new": "latest"}}),
+    ),
     # compute (the matrix's app dispatches nothing: jobs stay queued)
     ("PUT", "/api/v1/projects/{project}/snapshots"): (
         "project",
@@ -1073,6 +1125,9 @@ def _build(settings: Settings, files: Path) -> Iterator[World]:
     root.set_secret("team-a", "API_KEY", "secret value")
     tokens["token-b"] = root.create_token("b-only", project="team-b", role="admin").token
     job = root.submit_job("team-a", ["true"]).id
+    (files / "data").mkdir()
+    (files / "data" / "a.txt").write_text("a")
+    root.push_dataset("team-a", "churn", files / "data")
     world = World(settings, root, run.id, artifact.digest, job)
     for role, token in tokens.items():
         world.callers[role] = as_user(token)
@@ -1092,6 +1147,7 @@ def _snapshot(w: World) -> tuple[Any, ...]:
         w.root.list_model_versions("team-a", "churn"),
         w.root.model_alias_history("team-a", "churn"),
         w.root.list_jobs("team-a"),
+        w.root.list_dataset_versions("team-a", "churn"),
     )
 
 

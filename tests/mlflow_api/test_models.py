@@ -69,6 +69,8 @@ def log_model(http: httpx.Client, experiment_id: str, run_id: str, **extra: Any)
 def test_a_logged_model_registers_as_a_plinth_version(
     client: Client, http: httpx.Client, project: str, tmp_path: Path
 ) -> None:
+    # MLflow names models in one namespace: a name of its own in the shared database
+    name = f"churn-{project}"
     experiment_id, run_id = start(http, project)
     model = log_model(http, experiment_id, run_id, params=[{"key": "C", "value": "1.0"}])
     info = model["info"]
@@ -103,33 +105,33 @@ def test_a_logged_model_registers_as_a_plinth_version(
         http,
         "POST",
         "model-versions/create",
-        json={"name": "churn", "source": f"models:/{model_id}", "model_id": model_id},
+        json={"name": name, "source": f"models:/{model_id}", "model_id": model_id},
     )["model_version"]
     assert (created["version"], created["status"], created["run_id"]) == ("1", "READY", run_id)
     assert created["source"] == info["artifact_uri"] and created["model_id"] == model_id
-    version = client.get_model_version(project, "churn", 1)
+    version = client.get_model_version(project, name, 1)
     assert (version.flavor, version.needs_pickle) == ("sklearn", False)
     assert version.artifact_path == f"models/{model_id}"
     # Plinth's own loader loads what MLflow saved with skops: no pickle.
-    client.download_model(f"models:/{project}/churn/1", tmp_path / "model")
+    client.download_model(f"models:/{project}/{name}/1", tmp_path / "model")
     assert load_model(tmp_path / "model").predict(X).tolist() == [0, 1, 0, 1]
 
     download = call(
-        http, "GET", "model-versions/get-download-uri", params={"name": "churn", "version": "1"}
+        http, "GET", "model-versions/get-download-uri", params={"name": name, "version": "1"}
     )
     assert download["artifact_uri"] == info["artifact_uri"]
     call(
         http,
         "POST",
         "registered-models/alias",
-        json={"name": "churn", "alias": "champion", "version": "1"},
+        json={"name": name, "alias": "champion", "version": "1"},
     )
     by_alias = call(
-        http, "GET", "registered-models/alias", params={"name": "churn", "alias": "champion"}
+        http, "GET", "registered-models/alias", params={"name": name, "alias": "champion"}
     )["model_version"]
     assert by_alias["version"] == "1" and by_alias["aliases"] == ["champion"]
-    assert client.get_model_version(project, "churn", 1).aliases == ["champion"]
-    registered = call(http, "GET", "registered-models/get", params={"name": "churn"})
+    assert client.get_model_version(project, name, 1).aliases == ["champion"]
+    registered = call(http, "GET", "registered-models/get", params={"name": name})
     model_row = registered["registered_model"]
     assert model_row["aliases"] == [{"alias": "champion", "version": "1"}]
     assert [v["version"] for v in model_row["latest_versions"]] == ["1"]
@@ -137,34 +139,34 @@ def test_a_logged_model_registers_as_a_plinth_version(
         http,
         "POST",
         "model-versions/set-tag",
-        json={"name": "churn", "version": "1", "key": "q", "value": "ok"},
+        json={"name": name, "version": "1", "key": "q", "value": "ok"},
     )
-    assert client.get_model_version(project, "churn", 1).tags == {"q": "ok"}
+    assert client.get_model_version(project, name, 1).tags == {"q": "ok"}
     call(
         http,
         "PATCH",
         "model-versions/update",
-        json={"name": "churn", "version": "1", "description": "d"},
+        json={"name": name, "version": "1", "description": "d"},
     )
-    assert client.get_model_version(project, "churn", 1).description == "d"
-    searched = call(http, "GET", "model-versions/search", params={"filter": "name='churn'"})
+    assert client.get_model_version(project, name, 1).description == "d"
+    searched = call(http, "GET", "model-versions/search", params={"filter": f"name='{name}'"})
     assert [v["version"] for v in searched["model_versions"]] == ["1"]
 
     # Stages: Archived is Plinth's archived status, None its ready one.
-    call(http, "DELETE", "registered-models/alias", json={"name": "churn", "alias": "champion"})
+    call(http, "DELETE", "registered-models/alias", json={"name": name, "alias": "champion"})
     archived = call(
         http,
         "POST",
         "model-versions/transition-stage",
-        json={"name": "churn", "version": "1", "stage": "Archived"},
+        json={"name": name, "version": "1", "stage": "Archived"},
     )["model_version"]
     assert archived["current_stage"] == "Archived"
-    assert client.get_model_version(project, "churn", 1).status == "archived"
+    assert client.get_model_version(project, name, 1).status == "archived"
     latest = call(
         http,
         "POST",
         "registered-models/get-latest-versions",
-        json={"name": "churn", "stages": ["None"]},
+        json={"name": name, "stages": ["None"]},
     )
     assert latest["model_versions"] == []
     actions = {e.action for e in client.audit_events(project=project)}
