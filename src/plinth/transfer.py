@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import sys
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -62,21 +62,32 @@ def download_verified(
     target: Path,
     progress: bool | None,
 ) -> None:
-    """Stream ``url`` into a temp file beside ``target``, check it against ``digest``,
+    """Stream ``url`` into ``target``, verified (see ``save_verified``)."""
+    with (
+        transfer_progress(f"downloading {label}", size, progress) as advance,
+        transport.stream("GET", url) as response,
+    ):
+        save_verified(response.iter_raw(CHUNK), target, digest, label, advance)
+
+
+def save_verified(
+    chunks: Iterable[bytes],
+    target: Path,
+    digest: str,
+    label: str,
+    advance: Callable[[int], None] | None = None,
+) -> None:
+    """Write chunks to a temp file beside ``target``, check them against ``digest``,
     then rename: a failed or corrupt download leaves nothing behind."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.parent / f".{target.name}.plinth-{uuid.uuid4().hex[:8]}"
     try:
-        with (
-            transfer_progress(f"downloading {label}", size, progress) as advance,
-            transport.stream("GET", url) as response,
-            open(tmp, "wb") as out,
-            PipelinedHash() as h,
-        ):
-            for chunk in response.iter_raw(CHUNK):
+        with open(tmp, "wb") as out, PipelinedHash() as h:
+            for chunk in chunks:
                 h.update(chunk)
                 out.write(chunk)
-                advance(len(chunk))
+                if advance is not None:
+                    advance(len(chunk))
             got = h.hexdigest()
         if got != digest:
             raise CorruptArtifact(f"{label}: downloaded bytes do not match sha256:{digest}")

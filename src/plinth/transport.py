@@ -206,6 +206,7 @@ class _Exchange(httpx.SyncByteStream):
         self.window = threading.Semaphore(WINDOW)
         self.closed = threading.Event()
         self.finished: asyncio.Event | None = None
+        self.body_error: Exception | None = None  # the caller's body failed while sent
 
     async def run(self, app: Any) -> None:
         self.finished = asyncio.Event()
@@ -218,9 +219,13 @@ class _Exchange(httpx.SyncByteStream):
             if body_done:
                 await self.finished.wait()  # type: ignore[union-attr]
                 return {"type": "http.disconnect"}
-            chunk = next(body, None)
-            while chunk == b"":
+            try:
                 chunk = next(body, None)
+                while chunk == b"":
+                    chunk = next(body, None)
+            except Exception as exc:  # the caller's side broke: to the app, a disconnect
+                self.body_error, body_done = exc, True
+                return {"type": "http.disconnect"}
             if chunk is None:
                 body_done = True
                 return {"type": "http.request", "body": b"", "more_body": False}
@@ -251,14 +256,16 @@ class _Exchange(httpx.SyncByteStream):
         except BaseException as exc:
             if started:  # the response already began: the caller sees it end early
                 log.exception("error while streaming a response")
-                self.items.put(exc)
-            else:
-                self.items.put(exc)
+            self.items.put(exc)
         finally:
+            if not started and self.body_error is not None:
+                self.items.put(self.body_error)
             self.finished.set()
 
     def wait_start(self) -> tuple[int, list[tuple[bytes, bytes]]]:
         item = self.items.get()
+        if self.body_error is not None:  # the caller's own error, as over a network
+            raise self.body_error
         if isinstance(item, BaseException):
             raise item
         return item

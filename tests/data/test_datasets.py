@@ -33,15 +33,15 @@ def _tree(root: Path, files: dict[str, bytes]) -> Path:
 
 @pytest.fixture
 def uploads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The digests each push uploads, in order."""
+    """The digests pushes upload."""
     sent: list[str] = []
-    push_one: Callable[..., None] = data_client.DataCalls._push_one
+    send: Callable[..., None] = data_client.DataCalls._send_content
 
-    def counted(self: Any, base: str, digest: str, *rest: Any) -> None:
-        sent.append(digest)
-        push_one(self, base, digest, *rest)
+    def counted(self: Any, base: str, items: list[tuple[str, Any]], *rest: Any) -> None:
+        sent.extend(digest for digest, _ in items)
+        send(self, base, items, *rest)
 
-    monkeypatch.setattr(data_client.DataCalls, "_push_one", counted)
+    monkeypatch.setattr(data_client.DataCalls, "_send_content", counted)
     return sent
 
 
@@ -147,13 +147,13 @@ def test_a_pull_is_verified_resumable_and_writes_only_inside_its_folder(
         assert (dest / "data" / name).read_bytes() == content
 
     fetched: list[str] = []
-    real = data_client.download_verified
+    real = data_client.DataCalls._fetch
 
-    def counted(transport: Any, url: str, label: str, *rest: Any) -> None:
-        fetched.append(label)
-        real(transport, url, label, *rest)
+    def counted(self: Any, base: str, items: list[tuple[Any, Path]], *rest: Any) -> None:
+        fetched.extend(f.path for f, _ in items)
+        real(self, base, items, *rest)
 
-    monkeypatch.setattr(data_client, "download_verified", counted)
+    monkeypatch.setattr(data_client.DataCalls, "_fetch", counted)
     (dest / "data" / "sub" / "b.txt").write_bytes(b"tampered" + b"x" * 3992)  # same size
     (dest / "data" / "a.txt").unlink()
     client.pull_dataset(project, "churn", dest)
@@ -174,44 +174,102 @@ def test_a_pull_is_verified_resumable_and_writes_only_inside_its_folder(
     assert not (tmp_path / "none").exists()
 
 
+class Killed(Exception):
+    pass
+
+
 def test_a_killed_push_leaves_no_version_and_its_retry_sends_the_rest(
+    client: Client, project: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # small files, sent in one tar stream of 1 MiB chunks: the first three make one
+    files = {f"f{i}.bin": os.urandom(400_000) for i in range(6)}
+    data = _tree(tmp_path / "data", files)
+    real = data_client._read
+    opened = 0
+
+    def dies_at_the_fourth(src: Any, advance: Any) -> Any:
+        nonlocal opened
+        opened += 1
+        if opened == 4:
+            raise Killed  # the process stops mid-push, mid-stream
+        return real(src, advance)
+
+    monkeypatch.setattr(data_client, "_read", dies_at_the_fourth)
+    with pytest.raises(Killed):
+        client.push_dataset(project, "churn", data)
+    with pytest.raises(NotFound):
+        client.get_dataset(project, "churn")  # nothing was named
+    monkeypatch.setattr(data_client, "_read", real)
+    counted: list[str] = []
+    send = data_client.DataCalls._send_content
+
+    def counting(self: Any, base: str, items: list[tuple[str, Any]], *rest: Any) -> None:
+        counted.extend(digest for digest, _ in items)
+        send(self, base, items, *rest)
+
+    monkeypatch.setattr(data_client.DataCalls, "_send_content", counting)
+    v = client.push_dataset(project, "churn", data)
+    assert v.version == 1 and len(counted) == 3  # what had arrived whole was kept
+    client.pull_dataset(project, "churn@1", tmp_path / "out")
+    for name, content in files.items():
+        assert (tmp_path / "out" / "data" / name).read_bytes() == content
+
+
+def test_a_broken_batch_keeps_what_arrived_whole_and_refuses_the_rest(
+    client: Client, project: str
+) -> None:
+    http = raw_http(client)
+    base = f"/api/v1/projects/{project}/datasets/churn"
+    good = [os.urandom(700) for _ in range(3)]
+    members = [(hashlib.sha256(c).hexdigest(), len(c), lambda c=c: [c]) for c in good]
+    _length, stream = data_client.write_tar(members)
+    whole = b"".join(stream)
+    cut = whole[: len(whole) - 1024 - 512 - 200]  # the third member cut short
+    r = http.put(
+        f"{base}/content/batch", content=cut, headers={"Content-Type": "application/x-tar"}
+    )
+    assert r.status_code == 400, r.text
+    digests = [d for d, _, _ in members]
+    r = http.post(f"{base}/content/missing", json={"digests": digests})
+    assert r.json()["missing"] == [digests[2]]  # the two whole ones were kept
+
+    lying = data_client.write_tar([(digests[0], 700, lambda: [good[1]])])[1]
+    r = http.put(f"{base}/content/batch", content=b"".join(lying))
+    assert r.status_code == 400  # bytes that do not hash to their member's name
+    named = data_client.write_tar([("../../etc/passwd", 3, lambda: [b"abc"])])[1]
+    r = http.put(f"{base}/content/batch", content=b"".join(named))
+    assert r.status_code == 400
+    r = http.put(f"{base}/content/batch", content=b"not a tar at all" * 100)
+    assert r.status_code == 400
+    r = http.post(f"{base}/versions/1/archive", json={"paths": ["../x"]})
+    assert r.status_code in (400, 404, 422)
+
+
+def test_large_files_travel_alone_and_small_ones_in_batches(
     client: Client,
     project: str,
     tmp_path: Path,
     uploads: list[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    files = {f"f{i}.bin": os.urandom(3000) for i in range(6)}
+    monkeypatch.setattr(data_client, "SMALL", 4096)
+    monkeypatch.setattr(data_client.packs, "BATCH_FILES", 3)
+    files = {f"s{i}.bin": os.urandom(100 + i) for i in range(7)}
+    files |= {"big1.bin": os.urandom(9000), "big2.bin": os.urandom(12000)}
     data = _tree(tmp_path / "data", files)
-    real = data_client.DataCalls._push_one
-    sent = 0
+    groups: list[int] = []
+    send = data_client.DataCalls._send_content
 
-    def dies_after_three(self: Any, *args: Any) -> None:
-        nonlocal sent
-        if sent >= 3:
-            raise KeyboardInterrupt  # the process stops mid-push
-        sent += 1
-        real(self, *args)
+    def grouped(self: Any, base: str, items: list[tuple[str, Any]], *rest: Any) -> None:
+        groups.append(len(items))
+        send(self, base, items, *rest)
 
-    monkeypatch.setattr(data_client.DataCalls, "_push_one", dies_after_three)
-    data_client.WORKERS, workers = 1, data_client.WORKERS
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            client.push_dataset(project, "churn", data)
-    finally:
-        data_client.WORKERS = workers
-    with pytest.raises(NotFound):
-        client.get_dataset(project, "churn")  # nothing was named
-    monkeypatch.setattr(data_client.DataCalls, "_push_one", real)
-    counted: list[str] = []
-
-    def counting(self: Any, base: str, digest: str, *rest: Any) -> None:
-        counted.append(digest)
-        real(self, base, digest, *rest)
-
-    monkeypatch.setattr(data_client.DataCalls, "_push_one", counting)
-    v = client.push_dataset(project, "churn", data)
-    assert v.version == 1 and len(counted) == 3  # the three that had not arrived
+    monkeypatch.setattr(data_client.DataCalls, "_send_content", grouped)
+    client.push_dataset(project, "churn", data)
+    assert sorted(groups) == [1, 1, 1, 3, 3]  # two large alone, seven small in threes
+    client.pull_dataset(project, "churn", tmp_path / "out")
+    for name, content in files.items():
+        assert (tmp_path / "out" / "data" / name).read_bytes() == content
 
 
 BAD_PATHS = [

@@ -18,21 +18,23 @@ from urllib.parse import quote
 
 import anyio
 import anyio.to_thread
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from plinth.api.context import services_of
 from plinth.core.access import Principal
-from plinth.errors import TooManyRequests
+from plinth.errors import InvalidInput, TooManyRequests
 
 T = TypeVar("T")
 BODY_LIMIT = "x-plinth-body-limit"
 
 
-def streamed_body(limit_setting: str) -> dict[str, Any]:
+def streamed_body(
+    limit_setting: str, media_type: str = "application/octet-stream"
+) -> dict[str, Any]:
     """``openapi_extra`` of a route whose raw body streams: its size limit is the
     server setting ``limit_setting`` instead of ``max_request_bytes``."""
     return {
-        "requestBody": {"content": {"application/octet-stream": {}}},
+        "requestBody": {"content": {media_type: {}}},
         BODY_LIMIT: limit_setting,
     }
 
@@ -91,6 +93,8 @@ class Uploads:
                     yield anyio.from_thread.run(next_chunk)
                 except StopAsyncIteration:
                     return
+                except ClientDisconnect:  # the client went away: not a server fault
+                    raise InvalidInput("the upload was cut off before its end") from None
 
         return await anyio.to_thread.run_sync(lambda: consume(chunks()), limiter=self._limiter)
 

@@ -70,18 +70,30 @@ class Artifacts:
         return encrypted_store(self.blobs, project_id, self.keyring) if encrypted else self.blobs
 
     def put(
-        self, project_id: str, chunks: Iterable[bytes], expected: str | None = None
+        self,
+        project_id: str,
+        chunks: Iterable[bytes],
+        expected: str | None = None,
+        *,
+        hold: bool = True,
     ) -> StoredContent:
         """Store a stream for the project (outside any transaction: it may take
-        minutes); with ``expected`` the bytes must hash to it or nothing is kept."""
+        minutes); with ``expected`` the bytes must hash to it or nothing is kept.
+        Without ``hold`` the caller names it for the project (``hold``), with others."""
         encrypted = self.encrypting
         info = self.store(project_id, encrypted).put(
             chunks, expected=expected, max_bytes=self.max_bytes
         )
         content = StoredContent(info.digest, info.size, encrypted)
-        with self.db.write() as conn:
-            self._hold(conn, project_id, content)
+        if hold:
+            self.hold(project_id, [content])
         return content
+
+    def hold(self, project_id: str, contents: list[StoredContent]) -> None:
+        """Record that the project holds this stored content, in one transaction."""
+        if contents:
+            with self.db.write() as conn:
+                self._hold(conn, project_id, contents)
 
     def claim(self, conn: Connection, project_id: str, digest: str, size: int) -> StoredContent:
         """Content the project already holds, named by digest; ``BlobMissing`` (send the
@@ -121,14 +133,18 @@ class Artifacts:
     def sweep_partial(self) -> int:
         return self.blobs.sweep_partial(layers=[f"{ENC_PREFIX}*/"])
 
-    def _hold(self, conn: Connection, project_id: str, content: StoredContent) -> None:
+    def _hold(self, conn: Connection, project_id: str, contents: list[StoredContent]) -> None:
+        now = time.time()
         conn.execute(
             self.db.insert_ignoring_duplicates(project_blobs),
-            {
-                "project_id": project_id,
-                "digest": content.digest,
-                "encrypted": content.encrypted,
-                "size": content.size,
-                "created_at": time.time(),
-            },
+            [
+                {
+                    "project_id": project_id,
+                    "digest": c.digest,
+                    "encrypted": c.encrypted,
+                    "size": c.size,
+                    "created_at": now,
+                }
+                for c in {(c.digest, c.encrypted): c for c in contents}.values()
+            ],
         )

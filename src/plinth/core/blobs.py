@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import io
 import os
 import re
 import time
@@ -216,20 +217,52 @@ class BlobStore:
         return int(sweep(older_than_s, [f"{layer}{TMP_KEYS}" for layer in ("", *layers)]))
 
 
+class ChunksReader(io.RawIOBase):
+    """Chunks (a request's body, a blob's bytes) as a raw stream, for readers that want
+    a file: ``tarfile``, ``io.BufferedReader``."""
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self._chunks = iter(chunks)
+        self._pending = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._pending:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                return 0
+            self._pending = memoryview(chunk)
+        out = memoryview(buffer).cast("B")
+        n = min(len(out), len(self._pending))
+        out[:n] = self._pending[:n]
+        self._pending = self._pending[n:]
+        return n
+
+
 class PipelinedHash:
     """sha256 on a helper thread while the caller moves the bytes.
 
     hashlib and file writes both release the GIL, so hashing chunk N while writing it
     and fetching chunk N+1 runs near the speed of the slower of the two, not their sum.
-    Chunks are hashed in order; at most one is in flight.
+    Chunks are hashed in order; at most one is in flight. The first chunk is hashed
+    inline: content of one chunk (most files) never pays for a thread.
     """
 
     def __init__(self) -> None:
         self._hash = hashlib.sha256()
-        self._pool = ThreadPoolExecutor(1, "plinth-sha256")
+        self._pool: ThreadPoolExecutor | None = None
         self._pending: Future[None] | None = None
+        self._chunks = 0
 
     def update(self, chunk: bytes) -> None:
+        self._chunks += 1
+        if self._chunks == 1:
+            self._hash.update(chunk)
+            return
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, "plinth-sha256")
         if self._pending is not None:
             self._pending.result()
         self._pending = self._pool.submit(self._hash.update, chunk)
@@ -244,7 +277,8 @@ class PipelinedHash:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._pool.shutdown(wait=True)
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
 
 
 def _copy_hashing(chunks: Iterable[bytes], writer: Writer, max_bytes: int | None) -> BlobInfo:

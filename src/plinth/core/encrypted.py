@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from plinth.core.blobs import CHUNK, Backend, BlobStore, Writer
+from plinth.core.blobs import CHUNK, Backend, BlobStore, ChunksReader, Writer
 from plinth.core.crypto import (
     HEADER_SIZE,
     KEY_SIZE,
@@ -227,34 +227,18 @@ class _SealingWriter:
         self.inner.discard()
 
 
-class _OpeningReader(io.RawIOBase):
+class _OpeningReader(ChunksReader):
     """The plaintext of a sealed file, a segment at a time, as a raw stream."""
 
     def __init__(self, f: IO[bytes], decryptor: Decryptor) -> None:
+        super().__init__(self._open(f, decryptor))
         self._file = f
-        self._segments = self._open(f, decryptor)
-        self._pending = memoryview(b"")
 
     @staticmethod
     def _open(f: IO[bytes], decryptor: Decryptor) -> Iterator[bytes]:
         while chunk := f.read(CHUNK):
             yield from decryptor.update(chunk)
         yield decryptor.final()
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        while not self._pending:
-            segment = next(self._segments, None)
-            if segment is None:
-                return 0
-            self._pending = memoryview(segment)
-        out = memoryview(buffer).cast("B")
-        n = min(len(out), len(self._pending))
-        out[:n] = self._pending[:n]
-        self._pending = self._pending[n:]
-        return n
 
     def close(self) -> None:
         if not self.closed:

@@ -15,20 +15,23 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote
 
 from plinth.core.blobs import CHUNK, file_digest
+from plinth.data import packs
 from plinth.data import schemas as s
+from plinth.data.packs import MEDIA_TYPE, SMALL, member_chunks, read_tar, write_tar
 from plinth.data.refs import check_dataset_name, parse_ref
 from plinth.data.tabular import read_table
-from plinth.errors import InvalidInput
+from plinth.errors import CorruptArtifact, InvalidInput
 from plinth.tracking.schemas import check_artifact_path
-from plinth.transfer import download_verified, transfer_progress
+from plinth.transfer import download_verified, save_verified, transfer_progress
 
 if TYPE_CHECKING:
     from plinth.client import Transport
 
+T = TypeVar("T")
 WORKERS = 4  # files hashed, and uploaded, at once (the server lets one principal run 8)
 
 
@@ -73,42 +76,40 @@ class DataCalls:
             )["missing"]
         )
         by_digest = {f.digest: src for f, src in zip(files, sources, strict=True)}
-        self._push_all(base, [(d, by_digest[d]) for d in digests if d in missing], progress)
+        todo = [(d, by_digest[d]) for d in digests if d in missing]
+        total = sum(src.size for _, src in todo)
+        with transfer_progress(f"uploading {len(todo)} files", total, progress) as advance:
+            _in_parallel(
+                lambda items: self._send_content(base, items, advance),
+                _grouped(todo, lambda item: item[1].size),
+            )
         body = {"files": [f.model_dump(exclude_none=True) for f in files], "message": message}
         data = self._transport.request("POST", f"{base}/versions", json=body, retry=True)
         return s.DatasetVersion(**data)
 
-    def _push_all(self, base: str, todo: list[tuple[str, Source]], progress: bool | None) -> None:
-        total = sum(src.size for _, src in todo)
-        with (
-            transfer_progress(f"uploading {len(todo)} files", total, progress) as advance,
-            ThreadPoolExecutor(WORKERS, "plinth-push") as pool,
-        ):
-            for done in pool.map(
-                lambda item: self._push_one(base, item[0], item[1], advance), todo
-            ):
-                del done
-
-    def _push_one(
-        self, base: str, digest: str, src: Source, advance: Callable[[int], None]
+    def _send_content(
+        self, base: str, items: list[tuple[str, Source]], advance: Callable[[int], None]
     ) -> None:
-        with src.open() as f:
-
-            def chunks() -> Iterator[bytes]:
-                while chunk := f.read(CHUNK):
-                    advance(len(chunk))
-                    yield chunk
-
-            self._transport.request(
-                "PUT",
-                f"{base}/content",
-                content=chunks(),
-                headers={
-                    "X-Plinth-Digest": digest,
-                    "Content-Length": str(src.size),
-                    "Content-Type": "application/octet-stream",
-                },
+        """Upload content: a large file alone, small ones in one tar stream."""
+        if len(items) == 1 and items[0][1].size > SMALL:
+            digest, src = items[0]
+            length, body = src.size, _read(src, advance)
+            url, headers = f"{base}/content", {"X-Plinth-Digest": digest}
+        else:
+            length, body = write_tar(
+                (digest, src.size, partial(_read, src, advance)) for digest, src in items
             )
+            url, headers = f"{base}/content/batch", {}
+        self._transport.request(
+            "PUT",
+            url,
+            content=body,
+            headers={
+                **headers,
+                "Content-Length": str(length),
+                "Content-Type": MEDIA_TYPE if url.endswith("batch") else "application/octet-stream",
+            },
+        )
 
     def pull_dataset(
         self,
@@ -133,17 +134,40 @@ class DataCalls:
                 todo.append((f, target))
         total = sum(f.size for f, _ in todo)
         with transfer_progress(f"pulling {found.ref}", total, progress) as advance:
-
-            def one(item: tuple[s.DatasetFile, Path]) -> None:
-                f, target = item
-                url = f"{base}/files/{quote(f.path)}"
-                download_verified(self._transport, url, f.path, f.digest, f.size, target, False)
-                advance(f.size)
-
-            with ThreadPoolExecutor(WORKERS, "plinth-pull") as pool:
-                for done in pool.map(one, todo):
-                    del done
+            _in_parallel(
+                lambda items: self._fetch(base, items, advance),
+                _grouped(todo, lambda item: item[0].size),
+            )
         return found
+
+    def _fetch(
+        self, base: str, items: list[tuple[s.DatasetFile, Path]], advance: Callable[[int], None]
+    ) -> None:
+        """Download files of a version: a large one alone, small ones in one tar
+        stream; each is verified against its digest before it takes its place."""
+        if len(items) == 1 and items[0][0].size > SMALL:
+            f, target = items[0]
+            download_verified(
+                self._transport,
+                f"{base}/files/{quote(f.path)}",
+                f.path,
+                f.digest,
+                f.size,
+                target,
+                False,
+            )
+            advance(f.size)
+            return
+        wanted = {f.path: (f, target) for f, target in items}
+        body = {"paths": list(wanted)}
+        with self._transport.stream("POST", f"{base}/archive", json=body) as response:
+            for name, _size, member in read_tar(response.iter_raw(CHUNK)):
+                if name not in wanted:
+                    raise CorruptArtifact(f"the server sent {name!r}, which was not asked for")
+                f, target = wanted.pop(name)
+                save_verified(member_chunks(member), target, f.digest, f.path, advance)
+        if wanted:
+            raise CorruptArtifact(f"the server's archive ended before {next(iter(wanted))!r}")
 
     def list_datasets(self, project: str) -> list[s.Dataset]:
         return [s.Dataset(**d) for d in self._transport.request("GET", _datasets(project))]
@@ -195,6 +219,30 @@ def sources_of(
             raise InvalidInput(f"{src.where} and {seen[src.path]} both give {src.path!r}")
         seen[src.path] = src.where
     return sorted(found, key=lambda src: src.path)
+
+
+def _grouped(items: list[T], size: Callable[[T], int]) -> list[list[T]]:
+    """Each large item alone, small ones in batches (``packs.batches``)."""
+    large = [[item] for item in items if size(item) > SMALL]
+    small = [(str(i), size(item)) for i, item in enumerate(items) if size(item) <= SMALL]
+    return large + [[items[int(i)] for i in batch] for batch in packs.batches(small)]
+
+
+def _in_parallel(work: Callable[[T], None], groups: list[T]) -> None:
+    """``work`` on each group, ``WORKERS`` at a time; the first error stops the rest."""
+    if len(groups) == 1:
+        work(groups[0])
+        return
+    with ThreadPoolExecutor(WORKERS, "plinth-data") as pool:
+        for done in pool.map(work, groups):
+            del done
+
+
+def _read(src: Source, advance: Callable[[int], None]) -> Iterator[bytes]:
+    with src.open() as f:
+        while chunk := f.read(CHUNK):
+            advance(len(chunk))
+            yield chunk
 
 
 def _local(text: str) -> list[Source]:

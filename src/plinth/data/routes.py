@@ -13,6 +13,7 @@ from plinth.api.uploads import download_headers, receive_upload, streamed_body
 from plinth.core.access import Permission
 from plinth.core.names import PROJECT_NAME
 from plinth.data import schemas as s
+from plinth.data.packs import MEDIA_TYPE
 from plinth.data.refs import DATASET_NAME
 from plinth.data.service import DatasetService
 from plinth.tracking.schemas import DIGEST, check_artifact_path
@@ -69,6 +70,22 @@ async def upload_content(
     )
 
 
+@router.put(
+    "/{name}/content/batch",
+    response_model=s.ContentBatch,
+    status_code=status.HTTP_201_CREATED,
+    openapi_extra=streamed_body("max_artifact_bytes", MEDIA_TYPE),
+)
+async def upload_batch(project: Project, name: Name, request: Request, c: Write) -> s.ContentBatch:
+    """Many files' bytes in one tar stream, each member named by the sha256 its bytes
+    must hash to (only regular members; nothing is extracted)."""
+    return await receive_upload(
+        request,
+        c.principal,
+        lambda chunks: c.service.upload_batch(project, name, chunks, principal=c.principal),
+    )
+
+
 @router.post(
     "/{name}/versions",
     response_model=s.DatasetVersion,
@@ -120,6 +137,23 @@ async def download_file(
             "X-Plinth-Digest": found.digest,
             **download_headers(found.path),
         },
+    )
+
+
+@router.post(
+    "/{name}/versions/{version}/archive",
+    response_class=StreamingResponse,
+    responses={200: {"content": {MEDIA_TYPE: {}}}},
+)
+async def archive(
+    project: Project, name: Name, version: Version, req: s.ArchiveRequest, c: Read
+) -> StreamingResponse:
+    """Files of a version in one tar stream, members named by path, in the order asked."""
+    length, chunks = await c(c.service.archive, project, name, version, req.paths)
+    return StreamingResponse(
+        c.blocking.iterate(chunks),
+        media_type=MEDIA_TYPE,
+        headers={"Content-Length": str(length), **download_headers(f"{name}.tar")},
     )
 
 

@@ -10,6 +10,7 @@ from plinth.tracking.schemas import DIGEST, check_artifact_path
 
 MAX_FILES = 100_000  # per version
 MAX_COLUMNS = 10_000  # per table
+MAX_ARCHIVE_FILES = 10_000  # per batch download
 FORMATS = ("parquet", "csv", "jsonl")
 Digest = Annotated[str, Field(pattern=DIGEST)]
 FilePath = Annotated[str, AfterValidator(check_artifact_path)]
@@ -80,6 +81,19 @@ class ContentMissing(BaseModel):
 class Content(BaseModel):
     digest: str
     size: int
+
+
+class ContentBatch(BaseModel):
+    """What a batch upload stored, in the order it came."""
+
+    stored: list[Content]
+
+
+class ArchiveRequest(BaseModel):
+    """Files of a version to fetch in one tar stream (members named by path)."""
+
+    model_config = ConfigDict(extra="forbid")
+    paths: list[FilePath] = Field(min_length=1, max_length=MAX_ARCHIVE_FILES)
 
 
 class Dataset(BaseModel):

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import sqlalchemy as sa
@@ -24,10 +24,11 @@ from sqlalchemy.engine import Connection
 
 from plinth.core.access import Need, Principal
 from plinth.core.artifacts import StoredContent
-from plinth.core.blobs import manifest_digest
+from plinth.core.blobs import check_digest, manifest_digest
 from plinth.core.platform import Platform
 from plinth.data import schemas as s
 from plinth.data import tables as t
+from plinth.data.packs import member_chunks, read_tar, write_tar
 from plinth.data.refs import LATEST, check_dataset_name, parse_version
 from plinth.errors import BlobMissing, InvalidInput, NotFound, PlinthError
 from plinth.tracking.schemas import check_artifact_path
@@ -81,6 +82,29 @@ class DatasetService:
             self.audit.refusal(principal, CONTENT_PUT, exc, project=project, object=name)
             raise
         return s.Content(digest=content.digest, size=content.size)
+
+    def upload_batch(
+        self, project: str, name: str, chunks: Iterable[bytes], *, principal: Principal
+    ) -> s.ContentBatch:
+        """Store many files' bytes sent as one tar stream, each member named by the
+        digest its bytes must hash to. What arrived before a failing member is kept."""
+        check_dataset_name(name)
+        stored: list[StoredContent] = []
+        try:
+            with self.db.write() as conn:
+                pid = self.projects.create_or_require(conn, project, principal)
+            try:
+                for digest, _size, f in read_tar(chunks):
+                    check_digest(digest)
+                    if len(stored) == s.MAX_FILES:
+                        raise InvalidInput(f"a batch holds at most {s.MAX_FILES:,} files")
+                    stored.append(self.artifacts.put(pid, member_chunks(f), digest, hold=False))
+            finally:
+                self.artifacts.hold(pid, stored)
+        except PlinthError as exc:
+            self.audit.refusal(principal, CONTENT_PUT, exc, project=project, object=name)
+            raise
+        return s.ContentBatch(stored=[s.Content(digest=c.digest, size=c.size) for c in stored])
 
     def create_version(
         self, project: str, name: str, req: s.VersionCreate, *, principal: Principal
@@ -240,6 +264,37 @@ class DatasetService:
             raise NotFound(f"{name}@{version} has no file {path!r}")
         content = StoredContent(row.digest, row.size, row.encrypted)
         return _file_of(row), self.artifacts.open(dataset.project_id, content)
+
+    def archive(
+        self, project: str, name: str, selector: str, paths: list[str], *, principal: Principal
+    ) -> tuple[int, Iterator[bytes]]:
+        """Files of a version as one tar stream (members named by path, in the order
+        asked) and its length; each file's bytes are opened when the stream reaches
+        it. The caller verifies each against its digest."""
+        f = t.dataset_files
+        with self.db.read() as conn:
+            dataset = self._require(conn, project, name, principal)
+            version = self._version_row(conn, dataset, selector).version
+            rows: dict[str, Any] = {}
+            wanted = sorted(set(paths))
+            for start in range(0, len(wanted), 500):
+                for row in conn.execute(
+                    sa.select(f).where(
+                        f.c.dataset_id == dataset.id,
+                        f.c.version == version,
+                        f.c.path.in_(wanted[start : start + 500]),
+                    )
+                ):
+                    rows[row.path] = row
+        lacking = [p for p in paths if p not in rows]
+        if lacking:
+            raise NotFound(f"{name}@{version} has no file {lacking[0]!r}")
+
+        def opener(row: Any) -> Callable[[], Iterable[bytes]]:
+            content = StoredContent(row.digest, row.size, row.encrypted)
+            return lambda: self.artifacts.open(dataset.project_id, content)
+
+        return write_tar((p, rows[p].size, opener(rows[p])) for p in paths)
 
     def diff(
         self, project: str, name: str, old: str, new: str, *, principal: Principal
