@@ -30,6 +30,7 @@ from plinth.api.context import all_routes
 from plinth.client import Client
 from plinth.core.access import Permission
 from plinth.core.crypto import MasterKey
+from plinth.data.packs import write_tar
 from plinth.server.app import create_app
 from plinth.settings import Settings
 from tests import services
@@ -759,6 +760,29 @@ REQUESTS: dict[tuple[str, str], tuple[str, Make]] = {
                     "Content-Type": "application/octet-stream",
                 },
             },
+        ),
+    ),
+    ("PUT", f"{DATASET}/{{name}}/content/batch"): (
+        "project",
+        lambda w, r: (
+            "PUT",
+            f"{DATA}/churn/content/batch",
+            {
+                "content": b"".join(
+                    write_tar(
+                        [(hashlib.sha256(CONTENT).hexdigest(), len(CONTENT), lambda: [CONTENT])]
+                    )[1]
+                ),
+                "headers": {"Content-Type": "application/x-tar"},
+            },
+        ),
+    ),
+    ("POST", f"{DATASET}/{{name}}/versions/{{version}}/archive"): (
+        "project",
+        lambda w, r: (
+            "POST",
+            f"{DATA}/churn/versions/1/archive",
+            {"json": {"paths": ["data/a.txt"]}},
         ),
     ),
     ("POST", f"{DATASET}/{{name}}/versions"): (
