@@ -777,6 +777,10 @@ REQUESTS: dict[tuple[str, str], tuple[str, Make]] = {
             },
         ),
     ),
+    ("GET", f"{DATASET}/{{name}}/versions/{{version}}/profiles"): (
+        "project",
+        lambda w, r: ("GET", f"{DATA}/churn/versions/1/profiles", {}),
+    ),
     ("POST", f"{DATASET}/{{name}}/versions/{{version}}/archive"): (
         "project",
         lambda w, r: (

@@ -136,6 +136,76 @@ def show(ref: Ref, project: ProjectOpt, as_json: JsonFlag = False) -> None:
     console.print(table)
 
 
+@datasets_app.command("profile")
+def profile(
+    ref: Ref,
+    project: ProjectOpt,
+    file: Annotated[
+        str | None, typer.Option("--file", "-f", help="Only this file of the version.")
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Show each tabular file's profile: nulls, ranges, mean and deviation, median,
+    and each column's distribution (a histogram, or its most frequent values)."""
+    from plinth.errors import NotFound
+
+    found = _client().dataset_profiles(project, ref)
+    if file is not None:
+        if file not in found:
+            raise NotFound(f"{ref} has no profile of {file!r}")
+        found = {file: found[file]}
+    if as_json:
+        print_json({path: p.model_dump(exclude_none=True) for path, p in found.items()})
+        return
+    if not found:
+        console.print(f"{escape(ref)} has no profiled tabular files")
+    for path, p in found.items():
+        sampled = "" if p.sampled == p.rows else f" (distributions from {p.sampled:,} sampled)"
+        console.print(f"[bold]{escape(path)}[/]: {p.rows:,} rows{sampled}")
+        table = Table(
+            "column", "type", "nulls", "min", "max", "mean", "std", "median", "distribution"
+        )
+        for c in p.columns:
+            total = c.count + c.nulls
+            table.add_row(
+                escape(c.name),
+                escape(c.type),
+                f"{c.nulls / total:.1%}" if total else "-",
+                _short(c.min),
+                _short(c.max),
+                _short(c.mean),
+                _short(c.std),
+                _short(c.quantiles.get("p50")),
+                escape(_distribution(c)),
+            )
+        console.print(table)
+        if p.columns_left_out:
+            console.print(f"  ({p.columns_left_out} more columns were not profiled)")
+
+
+def _distribution(c: s.ColumnProfile) -> str:
+    """A histogram as a sparkline; categories as their most frequent values."""
+    if c.histogram is not None and c.histogram.counts:
+        peak = max(c.histogram.counts) or 1
+        return "".join(_BARS[round(n / peak * (len(_BARS) - 1))] for n in c.histogram.counts)
+    if c.top and c.count:
+        shown = ", ".join(f"{t.value} {t.count / c.count:.0%}" for t in c.top[:3])
+        more = c.distinct_over or c.distinct
+        return shown + (f" (of {more:,}{'+' if c.distinct_over else ''})" if more else "")
+    return ""
+
+
+_BARS = " ▁▂▃▄▅▆▇█"
+
+
+def _short(value: float | str | None) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, str):
+        return value[:24]
+    return f"{value:.4g}"
+
+
 @datasets_app.command("diff")
 def diff(
     old: Annotated[str, typer.Argument(help="The older version, NAME@VERSION.")],

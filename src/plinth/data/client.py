@@ -57,6 +57,7 @@ class DataCalls:
         *,
         message: str = "",
         storage_options: dict[str, Any] | None = None,
+        profile: bool = True,
         progress: bool | None = None,
     ) -> s.DatasetVersion:
         """Push files as the next version of dataset ``name``; each path (a file or a
@@ -67,7 +68,9 @@ class DataCalls:
         if isinstance(paths, str | os.PathLike):
             paths = [paths]
         sources = sources_of(paths, storage_options or {})
-        files = _described(sources, progress)
+        described = _described(sources, progress, profile)
+        files = [f for f, _ in described]
+        profiles = {f.path: p for f, p in described if p is not None}
         base = _datasets(project, name)
         digests = sorted({f.digest for f in files})
         missing = set(
@@ -83,7 +86,11 @@ class DataCalls:
                 lambda items: self._send_content(base, items, advance),
                 _grouped(todo, lambda item: item[1].size),
             )
-        body = {"files": [f.model_dump(exclude_none=True) for f in files], "message": message}
+        body = {
+            "files": [f.model_dump(exclude_none=True) for f in files],
+            "message": message,
+            "profiles": {path: p.model_dump(exclude_none=True) for path, p in profiles.items()},
+        }
         data = self._transport.request("POST", f"{base}/versions", json=body, retry=True)
         return s.DatasetVersion(**data)
 
@@ -190,6 +197,13 @@ class DataCalls:
         r = parse_ref(ref)
         url = f"{_datasets(project, r.name)}/versions/{r.selector}/files"
         return [s.DatasetFile(**f) for f in self._transport.request("GET", url)]
+
+    def dataset_profiles(self, project: str, ref: str) -> dict[str, s.Profile]:
+        """Each tabular file's profile in a version, by path (``churn@3``)."""
+        r = parse_ref(ref)
+        url = f"{_datasets(project, r.name)}/versions/{r.selector}/profiles"
+        found = self._transport.request("GET", url)
+        return {path: s.Profile(**p) for path, p in found.items()}
 
     def diff_datasets(self, project: str, old: str, new: str) -> s.DatasetDiff:
         """What changed between two versions of one dataset (``churn@2``, ``churn@3``)."""
@@ -306,17 +320,22 @@ def _remote(url: str, storage_options: dict[str, Any]) -> list[Source]:
     ]
 
 
-def _described(sources: list[Source], progress: bool | None) -> list[s.DatasetFile]:
-    """Each source's digest, size, and table (for a tabular file), read in parallel."""
+def _described(
+    sources: list[Source], progress: bool | None, profile: bool
+) -> list[tuple[s.DatasetFile, s.Profile | None]]:
+    """Each source's digest, size, and table and profile (for a tabular file), read
+    in parallel."""
     total = sum(src.size for src in sources)
     with (
-        transfer_progress(f"hashing {len(sources)} files", total, progress) as advance,
+        transfer_progress(f"reading {len(sources)} files", total, progress) as advance,
         ThreadPoolExecutor(WORKERS, "plinth-hash") as pool,
     ):
-        return list(pool.map(lambda src: _describe(src, advance), sources))
+        return list(pool.map(lambda src: _describe(src, advance, profile), sources))
 
 
-def _describe(src: Source, advance: Callable[[int], None]) -> s.DatasetFile:
+def _describe(
+    src: Source, advance: Callable[[int], None], profile: bool
+) -> tuple[s.DatasetFile, s.Profile | None]:
     if src.local is not None:
         info = file_digest(src.local, advance)
         digest, size = info.digest, info.size
@@ -328,9 +347,8 @@ def _describe(src: Source, advance: Callable[[int], None]) -> s.DatasetFile:
                 size += len(chunk)
                 advance(len(chunk))
         digest = h.hexdigest()
-    return s.DatasetFile(
-        path=src.path, digest=digest, size=size, table=read_table(src.path, src.open)
-    )
+    table, found = read_table(src.path, src.open, profile)
+    return s.DatasetFile(path=src.path, digest=digest, size=size, table=table), found
 
 
 def _inside(root: Path, path: str) -> Path:

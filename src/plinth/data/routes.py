@@ -140,6 +140,13 @@ async def download_file(
     )
 
 
+@router.get("/{name}/versions/{version}/profiles", response_model=dict[str, s.Profile])
+async def profiles(project: Project, name: Name, version: Version, c: Read) -> dict[str, s.Profile]:
+    """Each tabular file's profile, by path: counts, nulls, ranges, quantiles,
+    histograms, top values."""
+    return await c(c.service.profiles, project, name, version)
+
+
 @router.post(
     "/{name}/versions/{version}/archive",
     response_class=StreamingResponse,

@@ -11,6 +11,8 @@ from plinth.tracking.schemas import DIGEST, check_artifact_path
 MAX_FILES = 100_000  # per version
 MAX_COLUMNS = 10_000  # per table
 MAX_ARCHIVE_FILES = 10_000  # per batch download
+MAX_BINS = 100
+MAX_PROFILED_COLUMNS = 1_000
 FORMATS = ("parquet", "csv", "jsonl")
 Digest = Annotated[str, Field(pattern=DIGEST)]
 FilePath = Annotated[str, AfterValidator(check_artifact_path)]
@@ -32,6 +34,48 @@ class Table(BaseModel):
     columns: list[Column] = Field(max_length=MAX_COLUMNS)
 
 
+class Histogram(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    edges: list[float] = Field(max_length=MAX_BINS + 1)
+    counts: list[float] = Field(max_length=MAX_BINS)  # estimated from the sample
+
+
+class TopValue(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    value: str = Field(max_length=1000)
+    count: int = Field(ge=0)
+
+
+class ColumnProfile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(max_length=1000)
+    type: str = Field(max_length=1000)
+    kind: Literal["numeric", "categorical", "temporal", "other"]
+    count: int = Field(ge=0)  # values that are not null
+    nulls: int = Field(ge=0)
+    min: float | str | None = None
+    max: float | str | None = None
+    mean: float | None = None
+    std: float | None = None
+    quantiles: dict[Annotated[str, Field(pattern=r"^p[0-9]{1,3}$")], float] = Field(
+        default_factory=dict, max_length=20
+    )
+    histogram: Histogram | None = None
+    distinct: int | None = None  # categories: how many (exact), unless over the tracked
+    distinct_over: int | None = None  # categories: more distinct values than this
+    top: list[TopValue] = Field(default_factory=list, max_length=100)
+
+
+class Profile(BaseModel):
+    """What a tabular file's data looked like (see ``plinth.data.profile``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    rows: int = Field(ge=0)
+    sampled: int = Field(ge=0)  # rows behind the quantiles and histograms
+    columns: list[ColumnProfile] = Field(max_length=MAX_PROFILED_COLUMNS)
+    columns_left_out: int = Field(0, ge=0)
+
+
 class DatasetFile(BaseModel):
     """One file of a version: its path inside the dataset, its content, and for a
     tabular file its table."""
@@ -50,6 +94,7 @@ class VersionCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     files: list[DatasetFile] = Field(min_length=1, max_length=MAX_FILES)
     message: str = Field("", max_length=5000)
+    profiles: dict[FilePath, Profile] = Field(default_factory=dict, max_length=MAX_FILES)
 
     @model_validator(mode="after")
     def _paths_unique(self) -> VersionCreate:
@@ -64,6 +109,9 @@ class VersionCreate(BaseModel):
         clash = sorted(seen & folders)
         if clash:
             raise ValueError(f"{clash[0]!r} is both a file and a folder")
+        stray = sorted(set(self.profiles) - seen)
+        if stray:
+            raise ValueError(f"a profile of {stray[0]!r}, which is not a file of the version")
         return self
 
 

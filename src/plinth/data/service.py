@@ -158,6 +158,7 @@ class DatasetService:
                         "size": f.size,
                         "encrypted": contents[f.digest].encrypted,
                         "tabular": None if f.table is None else f.table.model_dump_json(),
+                        "profile": _json(req.profiles.get(f.path)),
                     }
                     for f in req.files
                 ],
@@ -296,6 +297,23 @@ class DatasetService:
 
         return write_tar((p, rows[p].size, opener(rows[p])) for p in paths)
 
+    def profiles(
+        self, project: str, name: str, selector: str, *, principal: Principal
+    ) -> dict[str, s.Profile]:
+        """The profile of each profiled tabular file of a version, by path."""
+        f = t.dataset_files
+        with self.db.read() as conn:
+            dataset = self._require(conn, project, name, principal)
+            version = self._version_row(conn, dataset, selector).version
+            rows = conn.execute(
+                sa.select(f.c.path, f.c.profile)
+                .where(
+                    f.c.dataset_id == dataset.id, f.c.version == version, f.c.profile.is_not(None)
+                )
+                .order_by(f.c.path)
+            )
+            return {r.path: s.Profile.model_validate_json(r.profile) for r in rows}
+
     def diff(
         self, project: str, name: str, old: str, new: str, *, principal: Principal
     ) -> s.DatasetDiff:
@@ -416,6 +434,10 @@ def _version_of(project: str, name: str, row: Any, created: bool = True) -> s.Da
         created_by=row.created_by,
         created=created,
     )
+
+
+def _json(model: Any) -> str | None:
+    return None if model is None else str(model.model_dump_json(exclude_none=True))
 
 
 def _file_of(row: Any) -> s.DatasetFile:

@@ -48,6 +48,7 @@ dataset_files = sa.Table(
     sa.Column("size", sa.BigInteger, nullable=False),
     sa.Column("encrypted", sa.Boolean, nullable=False),
     sa.Column("tabular", sa.Text),  # JSON of schemas.Table; NULL for any other file
+    sa.Column("profile", sa.Text),  # JSON of schemas.Profile; NULL when not profiled
     sa.ForeignKeyConstraint(
         ["dataset_id", "version"], [dataset_versions.c.dataset_id, dataset_versions.c.version]
     ),

@@ -45,6 +45,7 @@ def upgrade() -> None:
         sa.Column("size", sa.BigInteger, nullable=False),
         sa.Column("encrypted", sa.Boolean, nullable=False),
         sa.Column("tabular", sa.Text),
+        sa.Column("profile", sa.Text),
         sa.ForeignKeyConstraint(
             ["dataset_id", "version"],
             ["dataset_versions.dataset_id", "dataset_versions.version"],

@@ -1,0 +1,96 @@
+"""Profiles, unit by unit over pyarrow (no server): exact counts and moments, sampled
+quantiles and histograms, bounded category tracking; then end to end through a push."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from plinth import Client
+from plinth.data import profile as profiling
+from plinth.data.schemas import ColumnProfile
+from plinth.data.tabular import read_table
+
+
+def _profile(table: pa.Table, path: Path, batch_rows: int = 1000) -> dict[str, ColumnProfile]:
+    pq.write_table(table, path, row_group_size=batch_rows)
+    found, profile = read_table(path.name, lambda: io.BytesIO(path.read_bytes()))
+    assert found is not None and profile is not None
+    assert profile.rows == table.num_rows == found.rows
+    return {c.name: c for c in profile.columns}
+
+
+def test_counts_moments_and_ranges_are_exact_across_batches(tmp_path: Path) -> None:
+    rng = np.random.default_rng(7)
+    x = rng.normal(5, 2, 5000)
+    with_nulls = pa.array([None if i % 10 == 0 else float(v) for i, v in enumerate(x)])
+    table = pa.table({"x": x, "y": with_nulls, "n": pa.array(np.arange(5000) % 7, pa.int32())})
+    cols = _profile(table, tmp_path / "t.parquet")
+    cx = cols["x"]
+    assert (cx.kind, cx.count, cx.nulls) == ("numeric", 5000, 0)
+    assert cx.min == pytest.approx(x.min()) and cx.max == pytest.approx(x.max())
+    assert cx.mean == pytest.approx(x.mean()) and cx.std == pytest.approx(x.std())
+    assert cx.quantiles["p50"] == pytest.approx(np.quantile(x, 0.5))
+    assert cx.histogram is not None and sum(cx.histogram.counts) == pytest.approx(5000)
+    cy = cols["y"]
+    kept = np.array([v for i, v in enumerate(x) if i % 10])
+    assert (cy.count, cy.nulls) == (4500, 500)
+    assert cy.mean == pytest.approx(kept.mean()) and cy.std == pytest.approx(kept.std())
+
+
+def test_quantiles_of_a_long_file_come_from_a_uniform_sample(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(profiling, "SAMPLE", 2000)
+    x = np.arange(100_000, dtype=float)  # sorted: a biased sample would show it
+    cols = _profile(pa.table({"x": x}), tmp_path / "t.parquet", batch_rows=10_000)
+    cx = cols["x"]
+    assert cx.mean == pytest.approx(x.mean()) and cx.max == 99_999
+    assert cx.quantiles["p50"] == pytest.approx(50_000, rel=0.05)
+    assert cx.quantiles["p95"] == pytest.approx(95_000, rel=0.03)
+    assert cx.histogram is not None
+    counts = cx.histogram.counts
+    assert sum(counts) == pytest.approx(100_000) and min(counts) > 0.6 * max(counts)
+
+
+def test_categories_are_counted_within_a_bound(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(profiling, "TRACKED", 50)
+    common = ["a"] * 3000 + ["b"] * 2000 + ["c"] * 1000
+    rare = [f"r{i}" for i in range(400)]  # each once: more distinct values than tracked
+    values = common + rare + [None] * 100
+    rng = np.random.default_rng(3)
+    order = rng.permutation(len(values))
+    table = pa.table({"c": pa.array([values[i] for i in order]), "b": [True, False] * 3250})
+    cols = _profile(table, tmp_path / "t.parquet", batch_rows=500)
+    cc = cols["c"]
+    assert (cc.kind, cc.count, cc.nulls) == ("categorical", 6400, 100)
+    assert [(t.value, t.count) for t in cc.top[:3]] == [("a", 3000), ("b", 2000), ("c", 1000)]
+    assert cc.distinct is None and cc.distinct_over == 50
+    cb = cols["b"]
+    assert cb.distinct == 2 and {t.value for t in cb.top} == {"True", "False"}
+
+
+def test_a_push_stores_each_tables_profile_and_csv_is_profiled_in_the_same_pass(
+    client: Client, project: str, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "t.csv").write_text("age,plan,when\n30,pro,2026-01-01\n40,free,2026-02-01\n,pro,\n")
+    (data / "notes.txt").write_text("no table")
+    client.push_dataset(project, "churn", data)
+    profiles = client.dataset_profiles(project, "churn@1")
+    assert set(profiles) == {"data/t.csv"}
+    p = profiles["data/t.csv"]
+    cols = {c.name: c for c in p.columns}
+    assert p.rows == 3 and (cols["age"].count, cols["age"].nulls, cols["age"].mean) == (2, 1, 35)
+    assert [(t.value, t.count) for t in cols["plan"].top] == [("pro", 2), ("free", 1)]
+    assert cols["when"].kind == "temporal" and cols["when"].min is not None
+    unprofiled = client.push_dataset(project, "plain", data, profile=False)
+    assert unprofiled.rows == 3 and client.dataset_profiles(project, "plain") == {}
