@@ -19,7 +19,8 @@ from plinth.data.tabular import read_table
 
 def _profile(table: pa.Table, path: Path, batch_rows: int = 1000) -> dict[str, ColumnProfile]:
     pq.write_table(table, path, row_group_size=batch_rows)
-    found, profile = read_table(path.name, lambda: io.BytesIO(path.read_bytes()))
+    read = read_table(path.name, lambda: io.BytesIO(path.read_bytes()))
+    found, profile = read.table, read.profile
     assert found is not None and profile is not None
     assert profile.rows == table.num_rows == found.rows
     return {c.name: c for c in profile.columns}

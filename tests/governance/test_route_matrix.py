@@ -744,6 +744,14 @@ REQUESTS: dict[tuple[str, str], tuple[str, Make]] = {
     # datasets
     ("GET", DATASET): ("project", lambda w, r: ("GET", DATA, {})),
     ("GET", f"{DATASET}/{{name}}"): ("project", lambda w, r: ("GET", f"{DATA}/churn", {})),
+    ("GET", f"{DATASET}/{{name}}/rules"): (
+        "project",
+        lambda w, r: ("GET", f"{DATA}/churn/rules", {}),
+    ),
+    ("PUT", f"{DATASET}/{{name}}/rules"): (
+        "project",
+        lambda w, r: ("PUT", f"{DATA}/{_unique('ruled')}/rules", {"json": {"rules": []}}),
+    ),
     ("POST", f"{DATASET}/{{name}}/content/missing"): (
         "project",
         lambda w, r: ("POST", f"{DATA}/churn/content/missing", {"json": {"digests": [w.digest]}}),
@@ -1176,6 +1184,7 @@ def _snapshot(w: World) -> tuple[Any, ...]:
         w.root.model_alias_history("team-a", "churn"),
         w.root.list_jobs("team-a"),
         w.root.list_dataset_versions("team-a", "churn"),
+        w.root.list_datasets("team-a"),
     )
 
 

@@ -7,7 +7,10 @@ CAPABILITY = Capability(
     name="data",
     services=("plinth.data.service:DatasetService",),
     routers=("plinth.data.routes:router",),
-    commands=(("datasets", "plinth.data.cli:datasets_app"),),
+    commands=(
+        ("datasets", "plinth.data.cli:datasets_app"),
+        ("datasets rules", "plinth.data.cli:rules_app"),
+    ),
     calls=("plinth.data.client:DataCalls",),
     tables=("plinth.data.tables",),
 )

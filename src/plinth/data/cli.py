@@ -48,6 +48,69 @@ def push(
         console.print(f"pushed [bold]{escape(found.ref)}[/]: {_summary(found)}")
     else:
         console.print(f"unchanged: the newest version is [bold]{escape(found.ref)}[/]")
+    _print_warnings(found)
+
+
+def _print_warnings(version: s.DatasetVersion) -> None:
+    from plinth.data.rules import describe
+
+    report = version.validation
+    for result in report.warnings if report is not None else []:
+        console.print(f"[yellow]warning[/] {escape(describe(result))}")
+
+
+rules_app = typer.Typer(
+    help="A dataset's validation rules (YAML), checked on every push where the data is read.",
+    no_args_is_help=True,
+)
+
+
+@rules_app.command("set")
+def rules_set(
+    name: Annotated[str, typer.Argument(help="Dataset name.")],
+    rules_file: Annotated[Path, typer.Argument(help="A YAML file: rules: [{check: range, …}].")],
+    project: ProjectOpt,
+    as_json: JsonFlag = False,
+) -> None:
+    """Replace a dataset's rules with those in a YAML file (an empty list removes them)."""
+    from plinth.errors import InvalidInput
+
+    if not rules_file.is_file():
+        raise InvalidInput(f"no such file: {rules_file}")
+    found = _client().set_dataset_rules(project, name, rules_file)
+    if as_json:
+        print_json(found.model_dump(mode="json"))
+        return
+    console.print(f"{len(found.rules)} rules set on [bold]{escape(name)}[/]")
+
+
+@rules_app.command("show")
+def rules_show(
+    name: Annotated[str, typer.Argument(help="Dataset name.")],
+    project: ProjectOpt,
+    as_json: JsonFlag = False,
+) -> None:
+    """Show a dataset's rules."""
+    from plinth.data.schemas import rule_name
+
+    found = _client().dataset_rules(project, name)
+    if as_json:
+        print_json(found.model_dump(mode="json"))
+        return
+    table = Table("rule", "check", "column", "severity", "files", "settings", title=name)
+    for rule in found.rules:
+        settings = rule.model_dump(
+            exclude={"name", "check", "column", "severity", "files"}, exclude_none=True
+        )
+        table.add_row(
+            escape(rule_name(rule)),
+            rule.check,
+            escape(str(getattr(rule, "column", "-"))),
+            rule.severity,
+            escape(rule.files),
+            escape(", ".join(f"{k}={v}" for k, v in settings.items())),
+        )
+    console.print(table)
 
 
 @datasets_app.command("pull")

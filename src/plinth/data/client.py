@@ -23,8 +23,10 @@ from plinth.data import packs
 from plinth.data import schemas as s
 from plinth.data.packs import MEDIA_TYPE, SMALL, member_chunks, read_tar, write_tar
 from plinth.data.refs import check_dataset_name, parse_ref
-from plinth.data.tabular import read_table
-from plinth.errors import CorruptArtifact, InvalidInput
+from plinth.data.rules import Check, ValidationFailed, Validator, load_rules
+from plinth.data.schemas import ValidationReport
+from plinth.data.tabular import Read, read_table
+from plinth.errors import CorruptArtifact, InvalidInput, NotFound
 from plinth.tracking.schemas import check_artifact_path
 from plinth.transfer import download_verified, save_verified, transfer_progress
 
@@ -58,19 +60,34 @@ class DataCalls:
         message: str = "",
         storage_options: dict[str, Any] | None = None,
         profile: bool = True,
+        checks: Sequence[Check] = (),
         progress: bool | None = None,
     ) -> s.DatasetVersion:
         """Push files as the next version of dataset ``name``; each path (a file or a
         folder, local or an fsspec URL) keeps its own name in the dataset. Content the
         project holds is not sent again; the same files as the newest version make no
-        new version (``created`` is false)."""
+        new version (``created`` is false).
+
+        The dataset's rules, and ``checks`` (custom rules in Python), are checked on
+        every tabular file as it is read; a failing blocking rule raises
+        ``ValidationFailed`` (its ``report`` names each rule, file and sample rows)
+        before anything is uploaded."""
         check_dataset_name(name)
         if isinstance(paths, str | os.PathLike):
             paths = [paths]
         sources = sources_of(paths, storage_options or {})
-        described = _described(sources, progress, profile)
+        rules = self._rules_for_push(project, name)
+        validator = Validator(rules[0], checks) if rules[0].rules or checks else None
+        described = _described(sources, progress, profile, validator)
         files = [f for f, _ in described]
-        profiles = {f.path: p for f, p in described if p is not None}
+        profiles = {f.path: r.profile for f, r in described if r.profile is not None}
+        report = None
+        if validator is not None:
+            report = ValidationReport(
+                rules_digest=rules[1], results=[x for _, r in described for x in r.results]
+            )
+            if report.blocking:
+                raise ValidationFailed(report)
         base = _datasets(project, name)
         digests = sorted({f.digest for f in files})
         missing = set(
@@ -90,9 +107,34 @@ class DataCalls:
             "files": [f.model_dump(exclude_none=True) for f in files],
             "message": message,
             "profiles": {path: p.model_dump(exclude_none=True) for path, p in profiles.items()},
+            "validation": None if report is None else report.model_dump(mode="json"),
         }
         data = self._transport.request("POST", f"{base}/versions", json=body, retry=True)
         return s.DatasetVersion(**data)
+
+    def _rules_for_push(self, project: str, name: str) -> tuple[s.RuleSet, str]:
+        """The dataset's rules and their digest; none for a dataset not made yet."""
+        try:
+            found = self.dataset_rules(project, name)
+        except NotFound:
+            return s.RuleSet(), ""
+        return s.RuleSet(rules=found.rules), found.digest
+
+    def dataset_rules(self, project: str, name: str) -> s.Rules:
+        """A dataset's validation rules, with the digest a push's report names."""
+        return s.Rules(**self._transport.request("GET", f"{_datasets(project, name)}/rules"))
+
+    def set_dataset_rules(
+        self,
+        project: str,
+        name: str,
+        rules: str | os.PathLike[str] | list[Any] | dict[str, Any] | s.RuleSet,
+    ) -> s.Rules:
+        """Replace a dataset's rules (from a YAML file, YAML text, or a list of rule
+        dicts); an empty list removes them. Every later push checks them."""
+        body = load_rules(rules).model_dump(mode="json", exclude_none=True)
+        url = f"{_datasets(project, name)}/rules"
+        return s.Rules(**self._transport.request("PUT", url, json=body, retry=True))
 
     def _send_content(
         self, base: str, items: list[tuple[str, Source]], advance: Callable[[int], None]
@@ -321,21 +363,21 @@ def _remote(url: str, storage_options: dict[str, Any]) -> list[Source]:
 
 
 def _described(
-    sources: list[Source], progress: bool | None, profile: bool
-) -> list[tuple[s.DatasetFile, s.Profile | None]]:
-    """Each source's digest, size, and table and profile (for a tabular file), read
-    in parallel."""
+    sources: list[Source], progress: bool | None, profile: bool, validator: Validator | None
+) -> list[tuple[s.DatasetFile, Read]]:
+    """Each source's digest and size, and for a tabular file its table, profile and
+    rules' results, read in parallel."""
     total = sum(src.size for src in sources)
     with (
         transfer_progress(f"reading {len(sources)} files", total, progress) as advance,
         ThreadPoolExecutor(WORKERS, "plinth-hash") as pool,
     ):
-        return list(pool.map(lambda src: _describe(src, advance, profile), sources))
+        return list(pool.map(lambda src: _describe(src, advance, profile, validator), sources))
 
 
 def _describe(
-    src: Source, advance: Callable[[int], None], profile: bool
-) -> tuple[s.DatasetFile, s.Profile | None]:
+    src: Source, advance: Callable[[int], None], profile: bool, validator: Validator | None
+) -> tuple[s.DatasetFile, Read]:
     if src.local is not None:
         info = file_digest(src.local, advance)
         digest, size = info.digest, info.size
@@ -347,8 +389,8 @@ def _describe(
                 size += len(chunk)
                 advance(len(chunk))
         digest = h.hexdigest()
-    table, found = read_table(src.path, src.open, profile)
-    return s.DatasetFile(path=src.path, digest=digest, size=size, table=table), found
+    found = read_table(src.path, src.open, profile, validator)
+    return s.DatasetFile(path=src.path, digest=digest, size=size, table=found.table), found
 
 
 def _inside(root: Path, path: str) -> Path:

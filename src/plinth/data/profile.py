@@ -30,20 +30,34 @@ QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 
 def profile_batches(schema: Any, batches: Iterable[Any], seed: int = 0) -> Profile:
     """The profile of record batches with this Arrow schema, read once."""
-    columns = [_tracker(field) for field in list(schema)[:MAX_COLUMNS]]
-    rng = np.random.default_rng(seed)
-    rows = 0
+    profiler = Profiler(schema, seed)
     for batch in batches:
-        keys = rng.random(batch.num_rows)
-        for i, tracker in enumerate(columns):
+        profiler.add(batch)
+    return profiler.result()
+
+
+class Profiler:
+    """A profile built batch by batch, for a reader that feeds others the same batches."""
+
+    def __init__(self, schema: Any, seed: int = 0) -> None:
+        self.schema = schema
+        self.columns = [_tracker(field) for field in list(schema)[:MAX_COLUMNS]]
+        self.rng = np.random.default_rng(seed)
+        self.rows = 0
+
+    def add(self, batch: Any) -> None:
+        keys = self.rng.random(batch.num_rows)
+        for i, tracker in enumerate(self.columns):
             tracker.add(batch.column(i), keys)
-        rows += batch.num_rows
-    return Profile(
-        rows=rows,
-        sampled=min(rows, SAMPLE),
-        columns=[t.result() for t in columns],
-        columns_left_out=max(0, len(schema) - MAX_COLUMNS),
-    )
+        self.rows += batch.num_rows
+
+    def result(self) -> Profile:
+        return Profile(
+            rows=self.rows,
+            sampled=min(self.rows, SAMPLE),
+            columns=[t.result() for t in self.columns],
+            columns_left_out=max(0, len(self.schema) - MAX_COLUMNS),
+        )
 
 
 def _tracker(field: Any) -> _Column:

@@ -39,6 +39,18 @@ async def get_dataset(project: Project, name: Name, c: Read) -> s.Dataset:
     return await c(c.service.get_dataset, project, name)
 
 
+@router.get("/{name}/rules", response_model=s.Rules)
+async def get_rules(project: Project, name: Name, c: Read) -> s.Rules:
+    """The dataset's validation rules, and the digest a push's report must name."""
+    return await c(c.service.get_rules, project, name)
+
+
+@router.put("/{name}/rules", response_model=s.Rules)
+async def set_rules(project: Project, name: Name, rules: s.RuleSet, c: Write) -> s.Rules:
+    """Replace the dataset's validation rules (an empty list removes them)."""
+    return await c(c.service.set_rules, project, name, rules)
+
+
 @router.post("/{name}/content/missing", response_model=s.ContentMissing)
 async def missing_content(
     project: Project, name: Name, query: s.ContentQuery, c: Write

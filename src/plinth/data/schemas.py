@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
@@ -12,6 +12,7 @@ MAX_FILES = 100_000  # per version
 MAX_COLUMNS = 10_000  # per table
 MAX_ARCHIVE_FILES = 10_000  # per batch download
 MAX_BINS = 100
+SAMPLE_ROWS = 5  # offending rows a failing rule reports
 MAX_PROFILED_COLUMNS = 1_000
 FORMATS = ("parquet", "csv", "jsonl")
 Digest = Annotated[str, Field(pattern=DIGEST)]
@@ -87,6 +88,121 @@ class DatasetFile(BaseModel):
     table: Table | None = None
 
 
+Severity = Literal["block", "warn"]
+RuleName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")]
+TYPE_FAMILIES = ("integer", "floating", "numeric", "string", "boolean", "temporal")
+
+
+class _Rule(BaseModel):
+    """What every rule has: a name (a default is made from what it checks), whether a
+    failure stops the version (``block``) or is recorded (``warn``), and which files it
+    reads (a glob of paths; every tabular file by default)."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: RuleName | None = None
+    severity: Severity = "block"
+    files: str = Field("*", max_length=1000)
+
+
+class _ColumnRule(_Rule):
+    column: str = Field(max_length=1000)
+
+
+class TypeRule(_ColumnRule):
+    check: Literal["type"]
+    type: str = Field(max_length=200, description=f"an Arrow type, or one of {TYPE_FAMILIES}")
+
+
+class RangeRule(_ColumnRule):
+    check: Literal["range"]
+    min: float | None = None
+    max: float | None = None
+
+
+class AllowedRule(_ColumnRule):
+    check: Literal["allowed"]
+    values: list[str | int | float | bool] = Field(min_length=1, max_length=10_000)
+
+
+class UniqueRule(_ColumnRule):
+    check: Literal["unique"]
+
+
+class NullsRule(_ColumnRule):
+    check: Literal["nulls"]
+    max_fraction: float = Field(ge=0, le=1)
+
+
+class RowsRule(_Rule):
+    check: Literal["rows"]
+    min: int | None = Field(None, ge=0)
+    max: int | None = Field(None, ge=0)
+
+
+Rule = Annotated[
+    TypeRule | RangeRule | AllowedRule | UniqueRule | NullsRule | RowsRule,
+    Field(discriminator="check"),
+]
+
+
+class RuleSet(BaseModel):
+    """A dataset's validation rules, checked on every push where the data is read."""
+
+    model_config = ConfigDict(extra="forbid")
+    rules: list[Rule] = Field(default_factory=list, max_length=1000)
+
+    @model_validator(mode="after")
+    def _names_unique(self) -> RuleSet:
+        names = [rule_name(r) for r in self.rules]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"two rules are named {twice[0]!r}; name them apart")
+        return self
+
+
+def rule_name(rule: Any) -> str:
+    if rule.name:
+        return str(rule.name)
+    column = getattr(rule, "column", None)
+    return f"{column}-{rule.check}" if column else str(rule.check)
+
+
+class Rules(BaseModel):
+    """A dataset's rules as stored, with the digest a push's report must name."""
+
+    rules: list[Rule]
+    digest: str  # sha256 of the rules' canonical JSON ("" when none)
+    updated_at: float | None = None
+    updated_by: str | None = None
+
+
+class RuleResult(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    rule: str = Field(max_length=200)
+    file: str = Field(max_length=1000)
+    severity: Severity
+    passed: bool
+    failing: int = Field(0, ge=0)  # rows (or 1 for a file-wide rule)
+    message: str = Field("", max_length=2000)
+    samples: list[dict[str, Any]] = Field(default_factory=list, max_length=SAMPLE_ROWS)
+
+
+class ValidationReport(BaseModel):
+    """What a push found: each rule's result on each file it read."""
+
+    model_config = ConfigDict(extra="forbid")
+    rules_digest: str = Field("", pattern=r"^([0-9a-f]{64})?$")
+    results: list[RuleResult] = Field(default_factory=list, max_length=100_000)
+
+    @property
+    def blocking(self) -> list[RuleResult]:
+        return [r for r in self.results if not r.passed and r.severity == "block"]
+
+    @property
+    def warnings(self) -> list[RuleResult]:
+        return [r for r in self.results if not r.passed and r.severity == "warn"]
+
+
 class VersionCreate(BaseModel):
     """The manifest of a new version. Every file's content must be in the project
     already (``ContentQuery`` says which to upload first)."""
@@ -95,6 +211,7 @@ class VersionCreate(BaseModel):
     files: list[DatasetFile] = Field(min_length=1, max_length=MAX_FILES)
     message: str = Field("", max_length=5000)
     profiles: dict[FilePath, Profile] = Field(default_factory=dict, max_length=MAX_FILES)
+    validation: ValidationReport | None = None
 
     @model_validator(mode="after")
     def _paths_unique(self) -> VersionCreate:
@@ -167,6 +284,7 @@ class DatasetVersion(BaseModel):
     created_at: float
     created_by: str
     created: bool = True  # False: the same files as the newest version, nothing new made
+    validation: ValidationReport | None = None
 
 
 class ColumnChange(BaseModel):

@@ -30,11 +30,13 @@ from plinth.data import schemas as s
 from plinth.data import tables as t
 from plinth.data.packs import member_chunks, read_tar, write_tar
 from plinth.data.refs import LATEST, check_dataset_name, parse_version
-from plinth.errors import BlobMissing, InvalidInput, NotFound, PlinthError
+from plinth.data.rules import rules_digest
+from plinth.errors import BlobMissing, Conflict, InvalidInput, NotFound, PlinthError
 from plinth.tracking.schemas import check_artifact_path
 
 PUSH = "datasets.push"
 CONTENT_PUT = "datasets.content"
+RULES = "datasets.rules"
 
 
 def _now() -> float:
@@ -118,6 +120,7 @@ class DatasetService:
             pid = self.projects.create_or_require(conn, project, principal)
             contents = self._contents(conn, pid, req.files)
             dataset_id = self._dataset_for_write(conn, pid, name)
+            _check_report(conn, dataset_id, name, req.validation)
             v = t.dataset_versions
             newest = conn.execute(
                 sa.select(v.c.version, v.c.digest)
@@ -143,6 +146,7 @@ class DatasetService:
                     "files": len(req.files),
                     "size": sum(f.size for f in req.files),
                     "rows": sum(tb.rows for tb in tables) if tables else None,
+                    "validation": _json(req.validation),
                     "created_at": now,
                     "created_by": principal.name,
                 },
@@ -166,6 +170,33 @@ class DatasetService:
             change.object = f"{name}@{number}"
             change.details = {"digest": digest, "files": len(req.files)}
             return self._version(conn, project, name, dataset_id, number, True)
+
+    def set_rules(
+        self, project: str, name: str, rules: s.RuleSet, *, principal: Principal
+    ) -> s.Rules:
+        """Replace a dataset's validation rules (the dataset is made if new); audited."""
+        check_dataset_name(name)
+        d = t.datasets
+        digest = rules_digest(rules)
+        with self.audit.recorded(principal, RULES, project=project, object=name) as (conn, change):
+            pid = self.projects.create_or_require(conn, project, principal)
+            dataset_id = self._dataset_for_write(conn, pid, name)
+            conn.execute(
+                d.update()
+                .where(d.c.id == dataset_id)
+                .values(
+                    rules=json.dumps(rules.model_dump(mode="json", exclude_none=True)["rules"]),
+                    rules_digest=digest,
+                    rules_updated_at=_now(),
+                    rules_updated_by=principal.name,
+                )
+            )
+            change.details = {"digest": digest, "rules": len(rules.rules)}
+            return _rules_of(conn.execute(sa.select(d).where(d.c.id == dataset_id)).one())
+
+    def get_rules(self, project: str, name: str, *, principal: Principal) -> s.Rules:
+        with self.db.read() as conn:
+            return _rules_of(self._require(conn, project, name, principal))
 
     def _contents(
         self, conn: Connection, project_id: str, files: list[s.DatasetFile]
@@ -420,7 +451,11 @@ class DatasetService:
 
 
 def _version_of(project: str, name: str, row: Any, created: bool = True) -> s.DatasetVersion:
+    validation = row.validation
     return s.DatasetVersion(
+        validation=None
+        if validation is None
+        else s.ValidationReport.model_validate_json(validation),
         project=project,
         name=name,
         version=row.version,
@@ -434,6 +469,40 @@ def _version_of(project: str, name: str, row: Any, created: bool = True) -> s.Da
         created_by=row.created_by,
         created=created,
     )
+
+
+def _rules_of(row: Any) -> s.Rules:
+    return s.Rules(
+        rules=s.RuleSet.model_validate({"rules": json.loads(row.rules)}).rules,
+        digest=row.rules_digest,
+        updated_at=row.rules_updated_at,
+        updated_by=row.rules_updated_by,
+    )
+
+
+def _check_report(
+    conn: Connection, dataset_id: str, name: str, report: s.ValidationReport | None
+) -> None:
+    """A dataset with rules takes a version only with a report against those rules
+    that no blocking rule failed (the pusher checked them where the data is)."""
+    d = t.datasets
+    digest = conn.execute(sa.select(d.c.rules_digest).where(d.c.id == dataset_id)).scalar_one()
+    if report is None:
+        if digest:
+            raise Conflict(
+                f"dataset {name!r} has validation rules (sha256:{digest[:12]}…) and this push "
+                "did not check them; push with Plinth's SDK or CLI, which check them"
+            )
+        return
+    if report.rules_digest != digest:
+        raise Conflict(
+            f"the rules of dataset {name!r} changed while this push checked them; push again"
+        )
+    if report.blocking:
+        raise InvalidInput(
+            f"blocking rules failed ({', '.join(sorted({r.rule for r in report.blocking}))}): "
+            "nothing was pushed"
+        )
 
 
 def _json(model: Any) -> str | None:

@@ -21,6 +21,10 @@ datasets = sa.Table(
     sa.Column("description", sa.Text, nullable=False, server_default=""),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Column("rules", sa.Text, nullable=False, server_default="[]"),  # JSON of the rule list
+    sa.Column("rules_digest", sa.String(64), nullable=False, server_default=""),
+    sa.Column("rules_updated_at", sa.Float),
+    sa.Column("rules_updated_by", sa.String(200)),
     sa.UniqueConstraint("project_id", "name", name="uq_datasets_project_name"),
 )
 
@@ -34,6 +38,7 @@ dataset_versions = sa.Table(
     sa.Column("files", sa.Integer, nullable=False),
     sa.Column("size", sa.BigInteger, nullable=False),
     sa.Column("rows", sa.BigInteger),  # NULL: no tabular file
+    sa.Column("validation", sa.Text),  # JSON of the push's ValidationReport; NULL: no rules
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("created_by", sa.String(200), nullable=False),
 )

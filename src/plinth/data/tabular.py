@@ -6,11 +6,13 @@ Parquet file answers from its footer alone."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import IO, Any
 
-from plinth.data.profile import profile_batches
-from plinth.data.schemas import Column, Profile, Table
+from plinth.data.profile import Profiler
+from plinth.data.rules import Validator
+from plinth.data.schemas import Column, Profile, RuleResult, Table
 
 log = logging.getLogger("plinth.data")
 BATCH_ROWS = 65_536  # rows read at once from Parquet: memory stays bounded
@@ -32,58 +34,60 @@ def format_of(path: str) -> str | None:
     return None
 
 
+@dataclass
+class Read:
+    """What reading a file found: its table, its profile, its rules' results."""
+
+    table: Table | None = None
+    profile: Profile | None = None
+    results: list[RuleResult] = field(default_factory=list)
+
+
 def read_table(
-    path: str, opener: Callable[[], IO[bytes]], profile: bool = True
-) -> tuple[Table | None, Profile | None]:
-    """The table in a file whose name says it is tabular, and with ``profile`` its
-    profile, in one pass; (None, None) for any other file, and (with a warning) for
-    one pyarrow cannot read as its name says."""
+    path: str,
+    opener: Callable[[], IO[bytes]],
+    profile: bool = True,
+    validator: Validator | None = None,
+) -> Read:
+    """The table in a file whose name says it is tabular, with its profile (when
+    asked) and its rules' results (with a validator), all in one pass. Nothing for
+    any other file; for one pyarrow cannot read as its name says, a warning (and a
+    failing result when rules would have read it)."""
     fmt = format_of(path)
     if fmt is None:
-        return None, None
+        return Read()
     import pyarrow as pa
 
     try:
         with opener() as f:
             schema, batches, rows = _READERS[fmt](f)
-            counted = _Counted(batches)
-            found = profile_batches(schema, counted) if profile else None
-            if found is None:
-                counted.drain(rows is None)
+            readers: list[Any] = []
+            profiler = Profiler(schema) if profile else None
+            checker = validator.for_file(path, schema) if validator is not None else None
+            readers = [r for r in (profiler, checker) if r is not None]
+            counted = 0
+            if readers or rows is None:
+                for batch in batches:
+                    counted += batch.num_rows
+                    for reader in readers:
+                        reader.add(batch)
     except (pa.ArrowException, OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         log.warning("%s: not readable as %s, kept without a schema: %s", path, fmt, first)
-        return None, None
+        why = f"not readable as {fmt}: {first}"
+        return Read(results=validator.unreadable(path, why) if validator is not None else [])
     table = Table.model_validate(
-        {
-            "format": fmt,
-            "rows": counted.rows if rows is None else rows,
-            "columns": columns_of(schema),
-        }
+        {"format": fmt, "rows": counted if rows is None else rows, "columns": columns_of(schema)}
     )
-    return table, found
+    return Read(
+        table,
+        profiler.result() if profiler is not None else None,
+        checker.results() if checker is not None else [],
+    )
 
 
 def columns_of(schema: Any) -> list[Column]:
     return [Column(name=f.name, type=str(f.type), nullable=f.nullable) for f in schema]
-
-
-class _Counted:
-    """Record batches passed through, their rows counted."""
-
-    def __init__(self, batches: Iterable[Any]) -> None:
-        self.batches = batches
-        self.rows = 0
-
-    def __iter__(self) -> Iterator[Any]:
-        for batch in self.batches:
-            self.rows += batch.num_rows
-            yield batch
-
-    def drain(self, needed: bool) -> None:
-        if needed:
-            for _ in self:
-                pass
 
 
 Reader = Callable[[IO[bytes]], tuple[Any, Iterable[Any], int | None]]

@@ -22,6 +22,10 @@ def upgrade() -> None:
         sa.Column("description", sa.Text, nullable=False, server_default=""),
         sa.Column("created_at", sa.Float, nullable=False),
         sa.Column("updated_at", sa.Float, nullable=False),
+        sa.Column("rules", sa.Text, nullable=False, server_default="[]"),
+        sa.Column("rules_digest", sa.String(64), nullable=False, server_default=""),
+        sa.Column("rules_updated_at", sa.Float),
+        sa.Column("rules_updated_by", sa.String(200)),
         sa.UniqueConstraint("project_id", "name", name="uq_datasets_project_name"),
     )
     op.create_table(
@@ -33,6 +37,7 @@ def upgrade() -> None:
         sa.Column("files", sa.Integer, nullable=False),
         sa.Column("size", sa.BigInteger, nullable=False),
         sa.Column("rows", sa.BigInteger),
+        sa.Column("validation", sa.Text),
         sa.Column("created_at", sa.Float, nullable=False),
         sa.Column("created_by", sa.String(200), nullable=False),
     )
