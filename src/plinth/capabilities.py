@@ -28,6 +28,7 @@ def declared() -> tuple[Capability, ...]:
 def load_tables() -> None:
     """Import every table declaration: the kernel's and each capability's."""
     load("plinth.core.platform")
+    load("plinth.core.lineage")
     for capability in declared():
         for module in capability.tables:
             load(module)

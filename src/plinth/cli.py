@@ -35,15 +35,19 @@ app = typer.Typer(
 
 def _mount(root: typer.Typer) -> None:
     """Mount every capability's command groups: ``"runs"`` at the top, ``"projects
-    members"`` inside the ``projects`` group (which must be declared before it)."""
+    members"`` inside the ``projects`` group (which must be declared before it). A
+    declared function (not a ``Typer``) is one command of that name."""
     groups: dict[str, typer.Typer] = {}
     for capability in declared():
         for name, path in capability.commands:
             *parents, leaf = name.split()
-            group = load(path)
+            found = load(path)
             parent = groups[" ".join(parents)] if parents else root
-            parent.add_typer(group, name=leaf)
-            groups[name] = group
+            if isinstance(found, typer.Typer):
+                parent.add_typer(found, name=leaf)
+                groups[name] = found
+            else:
+                parent.command(name=leaf)(found)
 
 
 _mount(app)

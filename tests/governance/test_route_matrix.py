@@ -744,6 +744,18 @@ REQUESTS: dict[tuple[str, str], tuple[str, Make]] = {
     # datasets
     ("GET", DATASET): ("project", lambda w, r: ("GET", DATA, {})),
     ("GET", f"{DATASET}/{{name}}"): ("project", lambda w, r: ("GET", f"{DATA}/churn", {})),
+    ("POST", f"{DATASET}/{{name}}/versions/{{version}}/uses"): (
+        "project",
+        lambda w, r: ("POST", f"{DATA}/churn/versions/1/uses", {"json": {"run_id": w.run}}),
+    ),
+    ("GET", "/api/v1/projects/{project}/lineage"): (
+        "project",
+        lambda w, r: (
+            "GET",
+            "/api/v1/projects/team-a/lineage",
+            {"params": {"uri": "datasets:/team-a/churn@1"}},
+        ),
+    ),
     ("GET", f"{DATASET}/{{name}}/rules"): (
         "project",
         lambda w, r: ("GET", f"{DATA}/churn/rules", {}),

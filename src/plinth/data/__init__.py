@@ -5,7 +5,7 @@ from plinth.core.capability import Capability
 
 CAPABILITY = Capability(
     name="data",
-    services=("plinth.data.service:DatasetService",),
+    services=("plinth.data.service:DatasetService",),  # after tracking's: it takes runs
     routers=("plinth.data.routes:router",),
     commands=(
         ("datasets", "plinth.data.cli:datasets_app"),

@@ -240,6 +240,22 @@ class DataCalls:
         url = f"{_datasets(project, r.name)}/versions/{r.selector}/files"
         return [s.DatasetFile(**f) for f in self._transport.request("GET", url)]
 
+    def use_dataset(
+        self, ref: str, *, run_id: str | None = None, project: str | None = None
+    ) -> s.DatasetVersion:
+        """Record that a run read a dataset version (``churn@3``; ``churn``: the newest,
+        resolved now): an edge of the lineage graph. ``run_id`` defaults to the run of
+        the job this runs in (``PLINTH_RUN_ID``), ``project`` to the run's project."""
+        run_id = run_id or getattr(getattr(self, "settings", None), "run_id", None)
+        if not run_id:
+            raise InvalidInput("which run read it? pass run_id= (or use run.use_dataset)")
+        if project is None:
+            found = self._transport.request("GET", f"/api/v1/runs/{quote(run_id, safe='')}")
+            project = str(found["project"])
+        r = parse_ref(ref)
+        url = f"{_datasets(project, r.name)}/versions/{r.selector}/uses"
+        return s.DatasetVersion(**self._transport.request("POST", url, json={"run_id": run_id}))
+
     def dataset_profiles(self, project: str, ref: str) -> dict[str, s.Profile]:
         """Each tabular file's profile in a version, by path (``churn@3``)."""
         r = parse_ref(ref)

@@ -152,6 +152,14 @@ async def download_file(
     )
 
 
+@router.post("/{name}/versions/{version}/uses", response_model=s.DatasetVersion, status_code=201)
+async def use_version(
+    project: Project, name: Name, version: Version, req: s.DatasetUse, c: Write
+) -> s.DatasetVersion:
+    """Record that a run read this version (lineage)."""
+    return await c(c.service.use, project, name, version, req)
+
+
 @router.get("/{name}/versions/{version}/profiles", response_model=dict[str, s.Profile])
 async def profiles(project: Project, name: Name, version: Version, c: Read) -> dict[str, s.Profile]:
     """Each tabular file's profile, by path: counts, nulls, ranges, quantiles,

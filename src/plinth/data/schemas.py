@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from plinth.tracking.schemas import DIGEST, check_artifact_path
+from plinth.tracking.schemas import DIGEST, RUN_ID, check_artifact_path
 
 MAX_FILES = 100_000  # per version
 MAX_COLUMNS = 10_000  # per table
@@ -259,6 +259,13 @@ class ArchiveRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     paths: list[FilePath] = Field(min_length=1, max_length=MAX_ARCHIVE_FILES)
+
+
+class DatasetUse(BaseModel):
+    """A run that read a dataset version (lineage: dataset version → run)."""
+
+    model_config = ConfigDict(extra="forbid")
+    run_id: str = Field(pattern=RUN_ID, max_length=32)
 
 
 class Dataset(BaseModel):

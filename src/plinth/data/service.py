@@ -22,6 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from plinth.core import lineage
 from plinth.core.access import Need, Principal
 from plinth.core.artifacts import StoredContent
 from plinth.core.blobs import check_digest, manifest_digest
@@ -33,10 +34,12 @@ from plinth.data.refs import LATEST, check_dataset_name, parse_version
 from plinth.data.rules import rules_digest
 from plinth.errors import BlobMissing, Conflict, InvalidInput, NotFound, PlinthError
 from plinth.tracking.schemas import check_artifact_path
+from plinth.tracking.service import TrackingService
 
 PUSH = "datasets.push"
 CONTENT_PUT = "datasets.content"
 RULES = "datasets.rules"
+USE = "datasets.use"
 
 
 def _now() -> float:
@@ -44,7 +47,8 @@ def _now() -> float:
 
 
 class DatasetService:
-    def __init__(self, platform: Platform) -> None:
+    def __init__(self, platform: Platform, *, runs: TrackingService) -> None:
+        self.runs = runs
         self.db = platform.db
         self.audit = platform.audit
         self.projects = platform.projects
@@ -297,6 +301,26 @@ class DatasetService:
         content = StoredContent(row.digest, row.size, row.encrypted)
         return _file_of(row), self.artifacts.open(dataset.project_id, content)
 
+    def use(
+        self, project: str, name: str, selector: str, req: s.DatasetUse, *, principal: Principal
+    ) -> s.DatasetVersion:
+        """Record that a run read a version (an edge of the lineage graph); audited.
+        The principal reads the dataset and writes to the run."""
+        with self.audit.recorded(principal, USE, project=project, object=name) as (conn, change):
+            dataset = self._require(conn, project, name, principal, record=False)
+            row = self._version_row(conn, dataset, selector)
+            run = self.runs.require_run(conn, req.run_id, principal, Need.WRITE)
+            lineage.record(
+                self.db,
+                conn,
+                lineage.Node(f"datasets:/{project}/{name}@{row.version}", dataset.project_id),
+                lineage.Node(f"runs:/{req.run_id}", run.project_id),
+                "read",
+            )
+            change.object = f"{name}@{row.version}"
+            change.details = {"run_id": req.run_id}
+            return _version_of(project, name, row)
+
     def archive(
         self, project: str, name: str, selector: str, paths: list[str], *, principal: Principal
     ) -> tuple[int, Iterator[bytes]]:
@@ -378,13 +402,15 @@ class DatasetService:
 
     # shared -----------------------------------------------------------------------------
 
-    def _require(self, conn: Connection, project: str, name: str, principal: Principal) -> Any:
+    def _require(
+        self, conn: Connection, project: str, name: str, principal: Principal, record: bool = True
+    ) -> Any:
         """The dataset's row, if the principal may read its project; a dataset that does
         not exist and a project one cannot see answer alike."""
         hidden = NotFound(f"no dataset {name!r} in project {project!r}")
         d = t.datasets
         try:
-            pid = self.projects.require(conn, project, principal, Need.READ)
+            pid = self.projects.require(conn, project, principal, Need.READ, record=record)
         except NotFound:
             raise hidden from None
         row = conn.execute(sa.select(d).where(d.c.project_id == pid, d.c.name == name)).first()

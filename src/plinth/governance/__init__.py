@@ -1,5 +1,5 @@
-"""Governance: users, tokens, sessions, projects' members and secrets, the audit trail
-and the master key."""
+"""Governance: users, tokens, sessions, projects' members and secrets, the audit trail,
+lineage and the master key."""
 
 from plinth.core.capability import Capability
 
@@ -11,6 +11,7 @@ CAPABILITY = Capability(
         "plinth.governance.projects:ProjectsService",
         "plinth.governance.secrets:SecretsService",
         "plinth.governance.service:AuditService",
+        "plinth.governance.lineage:LineageService",
     ),
     routers=("plinth.governance.routes:router",),
     commands=(
@@ -22,6 +23,7 @@ CAPABILITY = Capability(
         ("admin", "plinth.governance.identity_cli:admin_app"),
         ("audit", "plinth.governance.cli:audit_app"),
         ("keys", "plinth.governance.keys_cli:keys_app"),
+        ("lineage", "plinth.governance.cli:lineage"),
     ),
     calls=(
         "plinth.governance.client:GovernanceCalls",

@@ -107,3 +107,46 @@ def verify() -> None:
         soft_wrap=True,
     )
     raise typer.Exit(1)
+
+
+def lineage(
+    uri: Annotated[
+        str,
+        typer.Argument(
+            help="datasets:/PROJECT/NAME@VERSION, runs:/RUN_ID or models:/PROJECT/NAME/VERSION."
+        ),
+    ],
+    project: Annotated[
+        str | None, typer.Option("--project", "-p", help="Its project (read from the URI).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+) -> None:
+    """Lineage: what a dataset version, run or model version came from (upstream) and
+    what came of it (downstream), as two trees."""
+    from rich.markup import escape
+    from rich.tree import Tree
+
+    graph = _client().lineage(uri, project=project)
+    if as_json:
+        typer.echo(json.dumps(graph.model_dump(), indent=2))
+        return
+    ups: dict[str, list[tuple[str, str]]] = {}
+    downs: dict[str, list[tuple[str, str]]] = {}
+    for e in graph.edges:
+        ups.setdefault(e.dst, []).append((e.src, e.relation))
+        downs.setdefault(e.src, []).append((e.dst, e.relation))
+
+    def grow(
+        tree: Tree, node: str, links: dict[str, list[tuple[str, str]]], seen: set[str]
+    ) -> None:
+        for other, relation in sorted(links.get(node, [])):
+            branch = tree.add(f"[dim]{relation}[/] {escape(other)}")
+            if other not in seen:
+                grow(branch, other, links, seen | {other})
+
+    for title, links in (("upstream", ups), ("downstream", downs)):
+        tree = Tree(f"[bold]{escape(graph.root)}[/] [dim]{title}[/]")
+        grow(tree, graph.root, links, {graph.root})
+        if not tree.children:
+            tree.add("[dim](nothing recorded)[/]")
+        console.print(tree)

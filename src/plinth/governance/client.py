@@ -17,6 +17,20 @@ if TYPE_CHECKING:
 class GovernanceCalls:
     _transport: Transport
 
+    def lineage(self, uri: str, *, project: str | None = None) -> s.LineageGraph:
+        """The lineage graph around a node: ``datasets:/PROJECT/NAME@3``, ``runs:/ID``,
+        ``models:/PROJECT/NAME/3`` (upstream: what it came from; downstream: what came
+        of it), in the projects you may read."""
+        if project is None:
+            kind, _, rest = uri.partition(":/")
+            if kind == "runs":
+                run = self._transport.request("GET", f"/api/v1/runs/{quote(rest, safe='')}")
+                project = str(run["project"])
+            else:
+                project = rest.split("/", 1)[0]
+        url = f"/api/v1/projects/{quote(project, safe='')}/lineage"
+        return s.LineageGraph(**self._transport.request("GET", url, params={"uri": uri}))
+
     def audit_events(
         self,
         *,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Response
+from fastapi import APIRouter, Depends, Path, Query, Response
 
 from plinth.api.auth import caller
 from plinth.api.context import Caller
@@ -13,6 +13,7 @@ from plinth.core.access import Permission
 from plinth.core.names import PROJECT_NAME
 from plinth.governance import schemas as s
 from plinth.governance.identity import IdentityService
+from plinth.governance.lineage import LineageService
 from plinth.governance.projects import ProjectsService
 from plinth.governance.secrets import SecretsService
 from plinth.governance.service import AuditService
@@ -31,6 +32,7 @@ ProjectsWrite = Annotated[
 ProjectsAdmin = Annotated[
     Caller[ProjectsService], caller(ProjectsService, Permission.PROJECT_ADMIN)
 ]
+LineageRead = Annotated[Caller[LineageService], caller(LineageService, Permission.PROJECT_READ)]
 SecretsRead = Annotated[Caller[SecretsService], caller(SecretsService, Permission.PROJECT_READ)]
 SecretsWrite = Annotated[Caller[SecretsService], caller(SecretsService, Permission.PROJECT_WRITE)]
 
@@ -135,3 +137,14 @@ async def set_secret(project: ProjectName, req: s.SecretSet, c: SecretsWrite) ->
 async def delete_secret(project: ProjectName, name: SecretName, c: SecretsWrite) -> Response:
     await c(c.service.delete_secret, project, name)
     return Response(status_code=204)
+
+
+@router.get("/projects/{project}/lineage", response_model=s.LineageGraph)
+async def lineage(
+    project: ProjectName,
+    c: LineageRead,
+    uri: Annotated[str, Query(pattern=s.LINEAGE_URI, max_length=600)],
+) -> s.LineageGraph:
+    """The lineage graph around a node of the project (``datasets:/P/NAME@3``,
+    ``runs:/ID``, ``models:/P/NAME/3``): what it came from and what came of it."""
+    return await c(c.service.lineage, project, uri)

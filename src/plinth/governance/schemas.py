@@ -131,3 +131,26 @@ class SecretSet(BaseModel):
 class SecretInfo(BaseModel):
     name: str
     updated_at: float
+
+
+LINEAGE_URI = r"^(datasets|runs|models|deployments):/[^\s]{1,590}$"
+
+
+class LineageNode(BaseModel):
+    uri: str
+    kind: str  # datasets | runs | models | deployments
+    project: str
+
+
+class LineageEdge(BaseModel):
+    src: str
+    dst: str
+    relation: str  # read | produced | …
+
+
+class LineageGraph(BaseModel):
+    """The graph around ``root``: its nodes and edges, upstream and downstream."""
+
+    root: str
+    nodes: list[LineageNode]
+    edges: list[LineageEdge]

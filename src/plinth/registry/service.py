@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from pydantic import ValidationError
 from sqlalchemy.engine import Connection
 
+from plinth.core import lineage
 from plinth.core.access import Need, Principal
 from plinth.core.artifacts import StoredContent
 from plinth.core.platform import Platform
@@ -124,6 +125,13 @@ class RegistryService:
                     for k, val in req.tags.items()
                 ]
                 conn.execute(t.model_version_tags.insert(), tag_rows)
+            lineage.record(
+                self.db,
+                conn,
+                lineage.Node(f"runs:/{req.run_id}", pid),
+                lineage.Node(f"models:/{project}/{name}/{number}", pid),
+                "produced",
+            )
             change.object = f"{name}/{number}"
             change.details = {"run_id": req.run_id, "digest": digest, "flavor": meta.flavor}
             return self.version_of(conn, project, name, model_id, number)

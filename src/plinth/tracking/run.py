@@ -358,6 +358,11 @@ class Run:
         )
         return version
 
+    def use_dataset(self, ref: str, *, project: str | None = None) -> Any:
+        """Record that this run read a dataset version (``churn@3``; ``churn``: the
+        newest), in this run's project unless ``project`` says another; returns it."""
+        return self.client.use_dataset(ref, run_id=self.id, project=project or self.info.project)
+
     def flush(self) -> None:
         """Block until every point logged so far is committed on the server."""
         self._logger.flush()

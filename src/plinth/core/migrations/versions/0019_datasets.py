@@ -1,4 +1,5 @@
-"""data: datasets, their versions and the files each version names
+"""data: datasets (with their rules), their versions and the files each version names;
+core: lineage edges
 
 Revision ID: 0019
 Revises: 0018
@@ -57,8 +58,21 @@ def upgrade() -> None:
         ),
     )
 
+    op.create_table(
+        "lineage_edges",
+        sa.Column("src", sa.String(600), primary_key=True),
+        sa.Column("dst", sa.String(600), primary_key=True),
+        sa.Column("relation", sa.String(32), nullable=False),
+        sa.Column("src_project_id", sa.String(32), nullable=False),
+        sa.Column("dst_project_id", sa.String(32), nullable=False),
+        sa.Column("created_at", sa.Float, nullable=False),
+    )
+    op.create_index("ix_lineage_edges_dst", "lineage_edges", ["dst"])
+
 
 def downgrade() -> None:
+    op.drop_index("ix_lineage_edges_dst", "lineage_edges")
+    op.drop_table("lineage_edges")
     op.drop_table("dataset_files")
     op.drop_table("dataset_versions")
     op.drop_table("datasets")

@@ -1,0 +1,97 @@
+"""Lineage from dataset versions through runs to model versions: recorded where each
+thing happens, walked upstream and downstream, and shown only within the projects the
+reader may read."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import plinth
+from plinth import Client
+from plinth.errors import InvalidInput, NotFound
+from plinth.settings import Settings
+from tests.conftest import raw_http
+from tests.registry.files import model_files
+
+
+def _dataset(client: Client, project: str, root: Path, name: str = "customers") -> str:
+    data = root / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    (data / "t.csv").write_text("id,age\n1,30\n")
+    return client.push_dataset(project, name, data, profile=False).ref
+
+
+def test_a_models_lineage_reaches_back_to_the_dataset_its_run_read(
+    client: Client, project: str, tmp_path: Path
+) -> None:
+    ref = _dataset(client, project, tmp_path)
+    with plinth.start_run(project, client=client) as run:
+        used = run.use_dataset(ref)
+        run.use_dataset(ref)  # again: one edge
+        run.log_artifacts(str(model_files(tmp_path / "model")), "model")
+    assert used.ref == "customers@1"
+    version = client.register_model(run.id, "model", "churn")
+    dataset_uri, run_uri = f"datasets:/{project}/customers@1", f"runs:/{run.id}"
+
+    graph = client.lineage(version.uri)
+    assert graph.root == version.uri
+    assert [(e.src, e.relation, e.dst) for e in graph.edges] == [
+        (dataset_uri, "read", run_uri),
+        (run_uri, "produced", version.uri),
+    ]
+    assert {n.uri: (n.kind, n.project) for n in graph.nodes} == {
+        dataset_uri: ("datasets", project),
+        run_uri: ("runs", project),
+        version.uri: ("models", project),
+    }
+    down = client.lineage(dataset_uri)
+    assert {e.dst for e in down.edges} == {run_uri, version.uri}
+    assert client.lineage(run_uri).edges == graph.edges  # a run's project found from it
+    alone = client.lineage(f"datasets:/{project}/other@1")
+    assert alone.edges == [] and [n.uri for n in alone.nodes] == [f"datasets:/{project}/other@1"]
+    uses = [e for e in client.audit_events(project=project) if e.action == "datasets.use"]
+    assert len(uses) == 2 and uses[0].object == "customers@1"
+
+
+def test_use_dataset_needs_a_run_and_a_version_that_exists(
+    client: Client, project: str, tmp_path: Path
+) -> None:
+    ref = _dataset(client, project, tmp_path)
+    with pytest.raises(InvalidInput):
+        client.use_dataset(ref)
+    run = client.create_run(project)
+    with pytest.raises(NotFound):
+        client.use_dataset("customers@7", run_id=run.id)
+    with pytest.raises(NotFound):
+        client.use_dataset(ref, run_id="0" * 32, project=project)
+    http = raw_http(client)
+    for bad in ("nonsense", "models:/", "files:/etc/passwd", "runs:/a b"):
+        r = http.get(f"/api/v1/projects/{project}/lineage", params={"uri": bad})
+        assert r.status_code == 400, bad
+
+
+def test_a_reader_sees_only_the_projects_they_may_read(
+    own_settings: Settings, tmp_path: Path
+) -> None:
+    with Client(settings=own_settings) as anonymous:
+        root_token = anonymous.init_admin("root").token.token
+    as_user = lambda token: Client(settings=own_settings.model_copy(update={"token": token}))  # noqa: E731
+    with as_user(root_token) as root:
+        ref = _dataset(root, "raw", tmp_path)  # a dataset in project raw
+        run = root.create_run("team")
+        root.use_dataset(ref, run_id=run.id, project="raw")
+        users = {n: root.create_user(n).token.token for n in ("ana", "out")}
+        root.add_member("team", "ana", "viewer")
+        seen = root.lineage(f"runs:/{run.id}")
+        assert {n.project for n in seen.nodes} == {"raw", "team"}
+        with as_user(users["ana"]) as ana:  # reads team, not raw
+            graph = ana.lineage(f"runs:/{run.id}")
+            assert graph.edges == [] and {n.project for n in graph.nodes} == {"team"}
+            with pytest.raises(NotFound):
+                ana.lineage("datasets:/raw/customers@1")
+            with pytest.raises(NotFound):  # a node of another project, named through this one
+                ana.lineage("datasets:/raw/customers@1", project="team")
+        with as_user(users["out"]) as out, pytest.raises(NotFound):
+            out.lineage(f"runs:/{run.id}", project="team")
