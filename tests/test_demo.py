@@ -5,7 +5,7 @@ from pathlib import Path
 import skops.io as sio
 
 from plinth.client import Client
-from plinth.demo import EPOCHS, MODEL, SWEEP, run_demo
+from plinth.demo import DATASET, EPOCHS, MODEL, RULES, SWEEP, run_demo
 from tests.conftest import make_settings
 
 
@@ -26,6 +26,17 @@ def test_demo_tracks_a_sweep_with_models(tmp_path: Path, capsys) -> None:  # typ
         champion = client.get_model_version(f"models:/demo/{MODEL}@champion")
         assert (champion.run_id, champion.flavor) == (best.id, "sklearn")
         assert client.list_deployments("demo") == []  # stopped at the end, as asked
+        # the data went in as a dataset version, checked and profiled, and every trial read it
+        data = client.get_dataset_version("demo", DATASET)
+        assert (data.version, data.files, data.rows) == (1, 2, 569)
+        assert data.validation is not None and len(data.validation.results) == 2 * len(RULES)
+        assert all(r.passed for r in data.validation.results)
+        profiles = client.dataset_profiles("demo", data.ref)
+        assert set(profiles) == {f"{DATASET}/train.parquet", f"{DATASET}/val.parquet"}
+        graph = client.lineage(champion.uri)
+        assert (f"datasets:/demo/{data.ref}", "read", f"runs:/{best.id}") in {
+            (e.src, e.relation, e.dst) for e in graph.edges
+        }
     shown = capsys.readouterr().out
     assert best.name in shown and "plinth server" in shown
     assert f"{MODEL}/{champion.version}: " in shown  # the champion answered, over HTTP

@@ -1,10 +1,11 @@
 """``plinth demo``: the guided tour of what Plinth does, on the embedded default.
 
-Today: run a sweep of scikit-learn models as jobs on the local executor (each trial a
-job and a tracked run: metrics per epoch, the model saved in a safe format), rank the
-runs, register the best as a model version with the
-``champion`` alias, deploy it with the runner-up as a 10% canary, send it traffic and
-count who answered, then show where to look.
+Today: push the data as a dataset version (validated against its rules, profiled),
+run a sweep of scikit-learn models as jobs on the local executor (each trial a job and
+a tracked run that pulls that version and records that it read it: metrics per epoch,
+the model saved in a safe format), rank the runs, register the best as a model version
+with the ``champion`` alias, deploy it with the runner-up as a 10% canary, send it
+traffic and count who answered, then show where to look.
 """
 
 from __future__ import annotations
@@ -36,20 +37,65 @@ SWEEP: dict[str, list[Any]] = {
 }
 
 
-def _data() -> tuple[Any, Any, Any, Any]:
+MODEL = "breast-cancer"
+DATASET = "breast-cancer"
+TARGET = "target"
+RULES: list[dict[str, Any]] = [
+    {"check": "rows", "min": 100},
+    {"check": "allowed", "column": TARGET, "values": [0, 1]},
+    {"check": "nulls", "column": "mean radius", "max_fraction": 0.0},
+    {"check": "range", "column": "mean radius", "min": 0},
+]
+
+
+def _write_data(folder: Path) -> Path:
+    """The breast-cancer data (scikit-learn's copy), split, as two Parquet files."""
     datasets = require("sklearn.datasets", "sklearn")
+    import pyarrow as pa
+    import pyarrow.parquet as pq
     from sklearn.model_selection import train_test_split
+
+    found = datasets.load_breast_cancer()
+    x_train, x_val, y_train, y_val = train_test_split(
+        found.data, found.target, test_size=0.25, random_state=0, stratify=found.target
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    for part, x, y in (("train", x_train, y_train), ("val", x_val, y_val)):
+        columns = {str(n): x[:, i] for i, n in enumerate(found.feature_names)}
+        pq.write_table(pa.table({**columns, TARGET: y}), folder / f"{part}.parquet")
+    return folder
+
+
+def _data(folder: Path) -> tuple[Any, Any, Any, Any]:
+    """Features (scaled on the training part) and labels, read from the dataset."""
+    import numpy as np
+    import pyarrow.parquet as pq
     from sklearn.preprocessing import StandardScaler
 
-    x, y = datasets.load_breast_cancer(return_X_y=True)
-    x_train, x_val, y_train, y_val = train_test_split(
-        x, y, test_size=0.25, random_state=0, stratify=y
-    )
+    parts = []
+    for part in ("train", "val"):
+        table = pq.read_table(folder / f"{part}.parquet")
+        features = [table.column(n).to_numpy() for n in table.column_names if n != TARGET]
+        parts.append((np.column_stack(features), table.column(TARGET).to_numpy()))
+    (x_train, y_train), (x_val, y_val) = parts
     scaler = StandardScaler().fit(x_train)
     return scaler.transform(x_train), scaler.transform(x_val), y_train, y_val
 
 
-MODEL = "breast-cancer"
+def _push_data(client: Client, project: str, tmp: Path) -> Any:
+    """The data as the next version of the dataset (the same version when unchanged),
+    checked against the demo's rules and profiled on the way."""
+    from plinth.data.rules import load_rules
+
+    try:
+        current = client.dataset_rules(project, DATASET).rules
+    except NotFound:
+        current = None
+    if current != load_rules(RULES).rules:
+        client.set_dataset_rules(project, DATASET, RULES)
+    return client.push_dataset(
+        project, DATASET, _write_data(tmp / DATASET), message="the demo's data"
+    )
 
 
 def _train(run: Any, params: dict[str, Any], data: tuple[Any, ...], workdir: Path) -> None:
@@ -78,15 +124,20 @@ def _train(run: Any, params: dict[str, Any], data: tuple[Any, ...], workdir: Pat
 
 
 def _run_trials(
-    console: Console, client: Client, project: str, grid: list[dict[str, Any]], sweep: str
+    console: Console,
+    client: Client,
+    project: str,
+    grid: list[dict[str, Any]],
+    sweep: str,
+    dataset: str,
 ) -> None:
-    """One job per trial (``python -m plinth.demo PARAMS SWEEP``), as many at once as the
-    machine has CPUs; each logs into its job's own run."""
+    """One job per trial (``python -m plinth.demo PARAMS SWEEP DATASET``), as many at
+    once as the machine has CPUs; each logs into its job's own run."""
     argv = [sys.executable, "-m", "plinth.demo"]
     with Progress(console=console) as bar:
         task = bar.add_task("training (jobs)", total=len(grid))
         pending = {
-            client.submit_job(project, [*argv, json.dumps(params), sweep], cpus=1).id
+            client.submit_job(project, [*argv, json.dumps(params), sweep, dataset], cpus=1).id
             for params in grid
         }
         while pending:
@@ -104,14 +155,17 @@ def _run_trials(
                 bar.advance(task)
 
 
-def _trial(params_json: str, sweep: str) -> None:
-    """One trial, inside its job: ``start_run()`` continues the job's own run."""
+def _trial(params_json: str, sweep: str, dataset: str) -> None:
+    """One trial, inside its job: ``start_run()`` continues the job's own run, which
+    pulls the dataset version and records that it read it."""
     params = json.loads(params_json)
     with (
         tempfile.TemporaryDirectory() as tmp,
         start_run(params=params, tags={"sweep": sweep}) as run,
     ):
-        _train(run, params, _data(), Path(tmp))
+        run.client.pull_dataset(run.info.project, dataset, tmp)
+        run.use_dataset(dataset)
+        _train(run, params, _data(Path(tmp) / DATASET), Path(tmp))
 
 
 def run_demo(
@@ -131,10 +185,17 @@ def run_demo(
         f"(scikit-learn) as jobs on the local executor, tracked in project "
         f"[bold]{project}[/], {where}.\n"
     )
-    data = _data()
+    with tempfile.TemporaryDirectory() as tmp:
+        dataset = _push_data(client, project, Path(tmp))
+        data = _data(Path(tmp) / DATASET)
+    console.print(
+        f"{'Pushed' if dataset.created else 'Unchanged:'} [bold]datasets:/{project}/"
+        f"{dataset.ref}[/]: {dataset.files} Parquet files, {dataset.rows} rows, "
+        f"{len(RULES)} validation rules passed, each column profiled\n"
+    )
     sweep = time.strftime("%Y%m%d-%H%M%S")
     started = time.perf_counter()
-    _run_trials(console, client, project, grid, sweep)
+    _run_trials(console, client, project, grid, sweep, dataset.ref)
     elapsed = time.perf_counter() - started
     page = client.search_runs(
         project,
@@ -187,6 +248,8 @@ def run_demo(
         f"runs show {best.id}",
         f"models versions {MODEL} --project {project}",
         f"models card {MODEL} champion --project {project}",
+        f"datasets profile {dataset.ref} --project {project}",
+        f"lineage {version.uri}",
         *serving,
         "server    # then open http://127.0.0.1:8765 in a browser",
     ):
@@ -284,5 +347,5 @@ def _command() -> str:
     return relative if not relative.startswith("..") else str(beside)
 
 
-if __name__ == "__main__":  # a trial job: python -m plinth.demo PARAMS SWEEP
-    _trial(*sys.argv[1:3])
+if __name__ == "__main__":  # a trial job: python -m plinth.demo PARAMS SWEEP DATASET
+    _trial(*sys.argv[1:4])
