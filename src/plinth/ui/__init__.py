@@ -15,6 +15,7 @@ CAPABILITY = Capability(
         "plinth.ui.jobs:router",
         "plinth.ui.job_changes:router",
         "plinth.ui.sweeps:router",
+        "plinth.ui.datasets:router",
         "plinth.ui.mlflow_links:router",
     ),
     pages=(("Projects", "/"), ("Jobs", "/jobs")),

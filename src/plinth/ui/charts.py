@@ -188,3 +188,21 @@ def _polyline(f: _Frame, line: Line, points: list[Point]) -> str:
         f'<polyline class="series" points="{coords}" fill="none" stroke="{color}">'
         f"<title>{label}</title></polyline>"
     )
+
+
+def bars(values: Sequence[float], *, width: int = 160, height: int = 36, title: str = "") -> Markup:
+    """A small bar chart (a histogram's counts, or top values' shares) as inline SVG."""
+    if not values:
+        return Markup("")
+    peak = max(values) or 1.0
+    step = width / len(values)
+    rects = "".join(
+        f'<rect x="{i * step + 0.5:.1f}" y="{height - max(1.0, v / peak * height):.1f}" '
+        f'width="{max(step - 1, 1):.1f}" height="{max(1.0, v / peak * height):.1f}"/>'
+        for i, v in enumerate(values)
+    )
+    label = f"<title>{escape(title)}</title>" if title else ""
+    return Markup(
+        f'<svg class="bars" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
+        f'role="img" aria-label="{escape(title or "distribution")}">{label}{rects}</svg>'
+    )
