@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: setup browser demo test check format bench bench-serving bench-compute bench-mlflow bench-startup clean
+.PHONY: setup browser demo test check format bench bench-serving bench-compute bench-data bench-mlflow bench-startup clean
 
 $(VENV)/bin/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -59,6 +59,7 @@ bench: setup
 	$(PY) benchmarks/serving.py
 	$(PY) benchmarks/compute.py
 	$(PY) benchmarks/mlflow_compat.py
+	$(PY) benchmarks/data.py
 
 # Plinth's model server against the floor and LitServe, BentoML, MLflow, Ray Serve (wrk).
 bench-serving: setup
@@ -67,6 +68,10 @@ bench-serving: setup
 # Jobs: submit-to-running against a bare spawn and Ray's Jobs API; the scheduler.
 bench-compute: setup
 	$(PY) benchmarks/compute.py
+
+# Datasets: push and pull against `dvc add` + `dvc push` to a local remote, and cp.
+bench-data: setup
+	$(PY) benchmarks/data.py
 
 # MLflow's client against Plinth's MLflow API and against `mlflow server`.
 bench-mlflow: setup

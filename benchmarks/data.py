@@ -326,6 +326,11 @@ def seconds(value: float | None) -> str:
     return f"{value:.3f} s" if value < 1 else f"{value:.2f} s"
 
 
+def ratio_text(ratio: float) -> str:
+    """A ratio, with two decimals below 10 (3.36x is not 3.4x against a 3.4x goal)."""
+    return f"{ratio:.2f}x" if ratio < 10 else f"{ratio:.1f}x"
+
+
 def report(figures: dict[str, Any], args: argparse.Namespace) -> int:
     times = figures["times"]
     med = {case: {k: median(times[case][k]) for k in KINDS} for case in times}
@@ -351,8 +356,8 @@ def report(figures: dict[str, Any], args: argparse.Namespace) -> int:
                 return seconds(value)
             return f"{seconds(value)}\n{mib / value:,.0f} MiB/s"
 
-        vs_dvc = f"{dvc / mine:.1f}x faster" if mine and dvc else "-"
-        vs_cp = f"{mine / floor:.1f}x" if mine and floor else "-"
+        vs_dvc = f"{ratio_text(dvc / mine)} faster" if mine and dvc else "-"
+        vs_cp = ratio_text(mine / floor) if mine and floor else "-"
         goal, met = "-", ""
         if case in GOALS and mine is not None:
             limit, ratio = GOALS[case]
