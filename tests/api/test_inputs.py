@@ -102,10 +102,15 @@ REPLACED = {
     f"PUT {_MODELS}/aliases/{{alias}}",
     "POST /mlflow/api/2.0/mlflow/runs/set-tag",
     "POST /mlflow/api/2.0/mlflow/runs/log-batch",
+    "PUT /api/v1/projects/{project}/datasets/{name}/rules",  # the rules, all replaced
 }
 # Registering the same files again answers the version they made: only the first
 # accepted description (or tag) is kept.
-FIRST_KEPT = {f"POST {_MODELS}/versions"}
+# A dataset's versions are read at version 1 here, which the first accepted push made.
+FIRST_KEPT = {
+    f"POST {_MODELS}/versions",
+    "POST /api/v1/projects/{project}/datasets/{name}/versions",
+}
 # Read back through MLflow's API only (tests/mlflow_api reads each back there): a model
 # MLflow code makes by name before any version is in no project yet (Plinth's API shows
 # it from its first version on), and a run's dataset inputs wait for Plinth's datasets.
@@ -249,6 +254,7 @@ class Scene:
             "user": "member",
             "role": "viewer",
             "digest": self.digest,
+            "digests": [self.digest],
             "size": self.size,
             "token_id": "0" * 16,
             "version": 1,  # of the model named like the project

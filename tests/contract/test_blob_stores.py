@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import tracemalloc
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -17,7 +18,16 @@ from typing import Any
 
 import pytest
 
-from plinth.core.blobs import CHUNK, Backend, BlobStore, Writer, open_store, part_size
+from plinth.core.blobs import (
+    CHUNK,
+    Backend,
+    BlobBatch,
+    BlobStore,
+    LocalBackend,
+    Writer,
+    open_store,
+    part_size,
+)
 from plinth.core.crypto import MasterKey
 from plinth.core.db import Database
 from plinth.core.encrypted import ENC_PREFIX, Keyring, encrypted_store
@@ -307,3 +317,57 @@ def test_parts_grow_so_the_largest_s3_object_fits() -> None:
         size = part_size(written, size)
     assert parts < 10_000
     assert part_size(8 * MiB, 8 * MiB) == 8 * MiB  # small uploads keep small parts
+
+
+def test_a_batch_names_what_it_stored_whole_and_nothing_else(harness: Harness) -> None:
+    """Every store, sealed or not: a batch's blobs read back once it ends; one whose
+    bytes lie about their digest is not kept, the others are, even though the batch
+    ends with that error; no temp file or upload is left."""
+    good = [os.urandom(2000 + i) for i in range(BlobBatch.GROUP + 5)]
+    with pytest.raises(DigestMismatch), harness.store.batch() as batch:
+        for data in good:
+            batch.put([data], sha256(data))
+        batch.put([b"not what it says"], sha256(b"something else"))
+    for data in good:
+        assert b"".join(harness.store.read(sha256(data))) == data
+    assert not harness.store.exists(sha256(b"something else"))
+    assert not any("tmp" in key for key in harness.objects())
+    assert harness.uploads() == []
+    with harness.store.batch() as batch:  # stored already: read, checked, not rewritten
+        assert batch.put([good[0]], sha256(good[0])).size == len(good[0])
+        with pytest.raises(DigestMismatch):
+            batch.put([b"x"], sha256(good[1]))
+
+
+def test_a_local_batch_syncs_once_per_group_not_per_blob(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = open_store(str(tmp_path / "blobs"))
+    syncs: list[set[str]] = []
+    real = LocalBackend.sync
+
+    def counted(self: LocalBackend) -> None:
+        # what is named when the filesystem is synced: never a blob written after
+        syncs.append({p.name for p in (tmp_path / "blobs").rglob("*") if p.is_file()})
+        real(self)
+
+    monkeypatch.setattr(LocalBackend, "sync", counted)
+    fsync = os.fsync
+
+    def no_file_fsync(fd: int) -> None:
+        assert stat.S_ISDIR(os.fstat(fd).st_mode), "a batch fsyncs no file"  # a new folder
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", no_file_fsync)
+    blobs = [os.urandom(100) + bytes([i]) for i in range(BlobBatch.GROUP * 2 + 3)]
+    with store.batch() as batch:
+        for data in blobs:
+            batch.put([data], sha256(data))
+            if len(syncs) == 0:  # staged, not yet named
+                assert not store.exists(sha256(data))
+    named = [len([n for n in seen if not n.startswith(".tmp-")]) for seen in syncs]
+    staged = [len([n for n in seen if n.startswith(".tmp-")]) for seen in syncs]
+    # a sync per group (its blobs staged, none named yet), then one for the names
+    assert (named, staged) == ([0, 64, 128, 131], [64, 64, 3, 0])
+    assert all(store.exists(sha256(d)) for d in blobs)
+    assert not [p for p in (tmp_path / "blobs").rglob(".tmp-*")]

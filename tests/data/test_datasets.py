@@ -226,7 +226,7 @@ def test_a_broken_batch_keeps_what_arrived_whole_and_refuses_the_rest(
     whole = b"".join(stream)
     cut = whole[: len(whole) - 1024 - 512 - 200]  # the third member cut short
     r = http.put(
-        f"{base}/content/batch", content=cut, headers={"Content-Type": "application/x-tar"}
+        f"{base}/content/batch", content=cut, headers={"Content-Type": "application/octet-stream"}
     )
     assert r.status_code == 400, r.text
     digests = [d for d, _, _ in members]

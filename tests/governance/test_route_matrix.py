@@ -793,7 +793,7 @@ REQUESTS: dict[tuple[str, str], tuple[str, Make]] = {
                         [(hashlib.sha256(CONTENT).hexdigest(), len(CONTENT), lambda: [CONTENT])]
                     )[1]
                 ),
-                "headers": {"Content-Type": "application/x-tar"},
+                "headers": {"Content-Type": "application/octet-stream"},
             },
         ),
     ),

@@ -28,13 +28,11 @@ T = TypeVar("T")
 BODY_LIMIT = "x-plinth-body-limit"
 
 
-def streamed_body(
-    limit_setting: str, media_type: str = "application/octet-stream"
-) -> dict[str, Any]:
+def streamed_body(limit_setting: str) -> dict[str, Any]:
     """``openapi_extra`` of a route whose raw body streams: its size limit is the
     server setting ``limit_setting`` instead of ``max_request_bytes``."""
     return {
-        "requestBody": {"content": {media_type: {}}},
+        "requestBody": {"content": {"application/octet-stream": {}}},
         BODY_LIMIT: limit_setting,
     }
 

@@ -11,8 +11,9 @@ some content exists nor lets anyone read another project's bytes.
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -70,24 +71,36 @@ class Artifacts:
         return encrypted_store(self.blobs, project_id, self.keyring) if encrypted else self.blobs
 
     def put(
-        self,
-        project_id: str,
-        chunks: Iterable[bytes],
-        expected: str | None = None,
-        *,
-        hold: bool = True,
+        self, project_id: str, chunks: Iterable[bytes], expected: str | None = None
     ) -> StoredContent:
         """Store a stream for the project (outside any transaction: it may take
-        minutes); with ``expected`` the bytes must hash to it or nothing is kept.
-        Without ``hold`` the caller names it for the project (``hold``), with others."""
+        minutes); with ``expected`` the bytes must hash to it or nothing is kept."""
         encrypted = self.encrypting
         info = self.store(project_id, encrypted).put(
             chunks, expected=expected, max_bytes=self.max_bytes
         )
         content = StoredContent(info.digest, info.size, encrypted)
-        if hold:
-            self.hold(project_id, [content])
+        self.hold(project_id, [content])
         return content
+
+    @contextlib.contextmanager
+    def batch(self, project_id: str) -> Iterator[Callable[..., StoredContent]]:
+        """Store many streams for the project with a few syncs (``BlobBatch``): the
+        callable takes ``(chunks, expected)``. On leaving, even with an error, what was
+        stored whole is synced and held by the project."""
+        encrypted = self.encrypting
+        stored: list[StoredContent] = []
+        try:
+            with self.store(project_id, encrypted).batch() as batch:
+
+                def put(chunks: Iterable[bytes], expected: str) -> StoredContent:
+                    info = batch.put(chunks, expected, self.max_bytes)
+                    stored.append(StoredContent(info.digest, info.size, encrypted))
+                    return stored[-1]
+
+                yield put
+        finally:
+            self.hold(project_id, stored)
 
     def hold(self, project_id: str, contents: list[StoredContent]) -> None:
         """Record that the project holds this stored content, in one transaction."""

@@ -205,6 +205,11 @@ class EncryptedBackend:
     def delete(self, key: str) -> None:
         self.inner.delete(self.prefix + key)
 
+    def sync(self) -> None:
+        sync = getattr(self.inner, "sync", None)
+        if sync is not None:
+            sync()
+
 
 class _SealingWriter:
     def __init__(self, inner: Writer, encryptor: Encryptor) -> None:
@@ -225,6 +230,22 @@ class _SealingWriter:
 
     def discard(self) -> None:
         self.inner.discard()
+
+    def __getattr__(self, name: str) -> Any:
+        """``stage`` and ``publish`` when the inner writer has them (``BlobBatch``)."""
+        if name == "stage" and hasattr(self.inner, "stage"):
+            return self._stage
+        if name == "publish" and hasattr(self.inner, "publish"):
+            return self.inner.publish
+        raise AttributeError(name)
+
+    def _stage(self) -> None:
+        try:
+            self.inner.write(self.encryptor.final())
+        except BaseException:
+            self.inner.discard()
+            raise
+        self.inner.stage()  # type: ignore[attr-defined]  # checked in __getattr__
 
 
 class _OpeningReader(ChunksReader):

@@ -21,7 +21,7 @@ from urllib.parse import quote
 from plinth.core.blobs import CHUNK, file_digest
 from plinth.data import packs
 from plinth.data import schemas as s
-from plinth.data.packs import MEDIA_TYPE, SMALL, member_chunks, read_tar, write_tar
+from plinth.data.packs import SMALL, member_chunks, read_tar, write_tar
 from plinth.data.refs import check_dataset_name, parse_ref
 from plinth.data.rules import Check, ValidationFailed, Validator, load_rules
 from plinth.data.schemas import ValidationReport
@@ -156,7 +156,7 @@ class DataCalls:
             headers={
                 **headers,
                 "Content-Length": str(length),
-                "Content-Type": MEDIA_TYPE if url.endswith("batch") else "application/octet-stream",
+                "Content-Type": "application/octet-stream",
             },
         )
 

@@ -86,11 +86,12 @@ async def upload_content(
     "/{name}/content/batch",
     response_model=s.ContentBatch,
     status_code=status.HTTP_201_CREATED,
-    openapi_extra=streamed_body("max_artifact_bytes", MEDIA_TYPE),
+    openapi_extra=streamed_body("max_artifact_bytes"),
 )
 async def upload_batch(project: Project, name: Name, request: Request, c: Write) -> s.ContentBatch:
-    """Many files' bytes in one tar stream, each member named by the sha256 its bytes
-    must hash to (only regular members; nothing is extracted)."""
+    """Many files' bytes in one tar stream (sent as ``application/octet-stream``), each
+    member named by the sha256 its bytes must hash to (only regular members; nothing
+    is extracted)."""
     return await receive_upload(
         request,
         c.principal,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, model_validator
 
 from plinth.tracking.schemas import DIGEST, RUN_ID, check_artifact_path
 
@@ -23,7 +23,7 @@ class Column(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(max_length=1000)
     type: str = Field(max_length=1000)  # Arrow's name for it: int64, string, timestamp[us]…
-    nullable: bool = True
+    nullable: StrictBool = True
 
 
 class Table(BaseModel):
@@ -181,7 +181,7 @@ class RuleResult(BaseModel):
     rule: str = Field(max_length=200)
     file: str = Field(max_length=1000)
     severity: Severity
-    passed: bool
+    passed: StrictBool
     failing: int = Field(0, ge=0)  # rows (or 1 for a file-wide rule)
     message: str = Field("", max_length=2000)
     samples: list[dict[str, Any]] = Field(default_factory=list, max_length=SAMPLE_ROWS)

@@ -99,14 +99,12 @@ class DatasetService:
         try:
             with self.db.write() as conn:
                 pid = self.projects.create_or_require(conn, project, principal)
-            try:
+            with self.artifacts.batch(pid) as put:
                 for digest, _size, f in read_tar(chunks):
                     check_digest(digest)
                     if len(stored) == s.MAX_FILES:
                         raise InvalidInput(f"a batch holds at most {s.MAX_FILES:,} files")
-                    stored.append(self.artifacts.put(pid, member_chunks(f), digest, hold=False))
-            finally:
-                self.artifacts.hold(pid, stored)
+                    stored.append(put(member_chunks(f), digest))
         except PlinthError as exc:
             self.audit.refusal(principal, CONTENT_PUT, exc, project=project, object=name)
             raise
