@@ -395,3 +395,30 @@ def test_viewers_read_editors_push_outsiders_see_nothing_and_pushes_are_audited(
             ("ed", "churn@1", "ok")
         ]
         assert any(e.actor == "vic" and e.outcome == "refused" for e in pushes)
+
+
+def test_an_unchanged_local_file_is_not_hashed_again_and_a_changed_one_is(
+    client: Client, project: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = _tree(tmp_path / "data", {f"f{i}.bin": os.urandom(500) for i in range(5)})
+    client.push_dataset(project, "c", data)
+    hashed: list[str] = []
+    real = data_client.file_digest
+
+    def counted(path: Any, *rest: Any) -> Any:
+        hashed.append(Path(path).name)
+        return real(path, *rest)
+
+    monkeypatch.setattr(data_client, "file_digest", counted)
+    assert client.push_dataset(project, "c", data).created is False
+    assert hashed == []  # all five remembered
+    (data / "f2.bin").write_bytes(os.urandom(500))  # same size, new content
+    v = client.push_dataset(project, "c", data)
+    assert (hashed, v.version) == (["f2.bin"], 2)
+    client.pull_dataset(project, "c@2", tmp_path / "out")
+    assert (tmp_path / "out" / "data" / "f2.bin").read_bytes() == (data / "f2.bin").read_bytes()
+    cache = Path(client.settings.home) / "cache" / "file-digests.sqlite"
+    cache.write_bytes(b"not a database")  # a broken cache is no cache, never an error
+    hashed.clear()
+    assert client.push_dataset(project, "c", data).created is False
+    assert len(hashed) == 5

@@ -21,6 +21,7 @@ from urllib.parse import quote
 from plinth.core.blobs import CHUNK, file_digest
 from plinth.data import packs
 from plinth.data import schemas as s
+from plinth.data.digests import DigestCache
 from plinth.data.packs import SMALL, member_chunks, read_tar, write_tar
 from plinth.data.refs import check_dataset_name, parse_ref
 from plinth.data.rules import Check, ValidationFailed, Validator, load_rules
@@ -78,7 +79,9 @@ class DataCalls:
         sources = sources_of(paths, storage_options or {})
         rules = self._rules_for_push(project, name)
         validator = Validator(rules[0], checks) if rules[0].rules or checks else None
-        described = _described(sources, progress, profile, validator)
+        home = getattr(getattr(self, "settings", None), "home", None)
+        cache = DigestCache(Path(home) / "cache" / "file-digests.sqlite" if home else None)
+        described = _described(sources, progress, profile, validator, cache)
         files = [f for f, _ in described]
         profiles = {f.path: r.profile for f, r in described if r.profile is not None}
         report = None
@@ -379,21 +382,41 @@ def _remote(url: str, storage_options: dict[str, Any]) -> list[Source]:
 
 
 def _described(
-    sources: list[Source], progress: bool | None, profile: bool, validator: Validator | None
+    sources: list[Source],
+    progress: bool | None,
+    profile: bool,
+    validator: Validator | None,
+    cache: DigestCache,
 ) -> list[tuple[s.DatasetFile, Read]]:
     """Each source's digest and size, and for a tabular file its table, profile and
-    rules' results, read in parallel."""
+    rules' results, read in parallel. A local file unchanged since an earlier push is
+    not hashed again (``DigestCache``)."""
     total = sum(src.size for src in sources)
+    known = cache.known([src.local for src in sources if src.local is not None])
+    hashed: list[tuple[str, os.stat_result, str]] = []
+
+    def one(src: Source) -> tuple[s.DatasetFile, Read]:
+        if src.local is not None and src.local in known:
+            advance(src.size)
+            found = s.DatasetFile(path=src.path, digest=known[src.local], size=src.size)
+        else:
+            before = os.stat(src.local) if src.local is not None else None
+            found = _digest(src, advance)
+            if before is not None and src.local is not None:
+                hashed.append((src.local, before, found.digest))
+        read = read_table(src.path, src.open, profile, validator)
+        return found.model_copy(update={"table": read.table}), read
+
     with (
         transfer_progress(f"reading {len(sources)} files", total, progress) as advance,
         ThreadPoolExecutor(WORKERS, "plinth-hash") as pool,
     ):
-        return list(pool.map(lambda src: _describe(src, advance, profile, validator), sources))
+        described = list(pool.map(one, sources))
+    cache.remember(hashed)
+    return described
 
 
-def _describe(
-    src: Source, advance: Callable[[int], None], profile: bool, validator: Validator | None
-) -> tuple[s.DatasetFile, Read]:
+def _digest(src: Source, advance: Callable[[int], None]) -> s.DatasetFile:
     if src.local is not None:
         info = file_digest(src.local, advance)
         digest, size = info.digest, info.size
@@ -405,8 +428,7 @@ def _describe(
                 size += len(chunk)
                 advance(len(chunk))
         digest = h.hexdigest()
-    found = read_table(src.path, src.open, profile, validator)
-    return s.DatasetFile(path=src.path, digest=digest, size=size, table=found.table), found
+    return s.DatasetFile(path=src.path, digest=digest, size=size)
 
 
 def _inside(root: Path, path: str) -> Path:
