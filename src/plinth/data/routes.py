@@ -9,7 +9,7 @@ from fastapi.responses import StreamingResponse
 
 from plinth.api.auth import caller
 from plinth.api.context import Caller
-from plinth.api.uploads import download_headers, receive_upload, streamed_body
+from plinth.api.uploads import download_headers, file_download, receive_upload, streamed_body
 from plinth.core.access import Permission
 from plinth.core.names import PROJECT_NAME
 from plinth.data import schemas as s
@@ -142,15 +142,7 @@ async def download_file(
 ) -> StreamingResponse:
     check_artifact_path(path)
     found, chunks = await c(c.service.open_file, project, name, version, path)
-    return StreamingResponse(
-        c.blocking.iterate(chunks),
-        media_type="application/octet-stream",
-        headers={
-            "Content-Length": str(found.size),
-            "X-Plinth-Digest": found.digest,
-            **download_headers(found.path),
-        },
-    )
+    return file_download(c.blocking, chunks, size=found.size, digest=found.digest, name=found.path)
 
 
 @router.post("/{name}/versions/{version}/uses", response_model=s.DatasetVersion, status_code=201)

@@ -9,7 +9,7 @@ from fastapi.responses import HTMLResponse, PlainTextResponse, StreamingResponse
 
 from plinth.api.auth import caller
 from plinth.api.context import Caller
-from plinth.api.uploads import download_headers
+from plinth.api.uploads import file_download
 from plinth.core.access import Permission
 from plinth.core.names import PROJECT_NAME
 from plinth.registry import schemas as s
@@ -103,15 +103,7 @@ async def download_version_file(
 ) -> StreamingResponse:
     check_artifact_path(path)
     found, chunks = await c(c.service.open_version_file, project, name, version, path)
-    return StreamingResponse(
-        c.blocking.iterate(chunks),
-        media_type="application/octet-stream",
-        headers={
-            "Content-Length": str(found.size),
-            "X-Plinth-Digest": found.digest,
-            **download_headers(found.path),
-        },
-    )
+    return file_download(c.blocking, chunks, size=found.size, digest=found.digest, name=found.path)
 
 
 @router.get(

@@ -10,7 +10,7 @@ from fastapi.responses import StreamingResponse
 from plinth.api.auth import caller
 from plinth.api.context import Caller
 from plinth.api.lean import lean
-from plinth.api.uploads import download_headers, receive_upload, streamed_body
+from plinth.api.uploads import file_download, receive_upload, streamed_body
 from plinth.core.access import Permission, Principal
 from plinth.tracking import history
 from plinth.tracking import schemas as s
@@ -168,14 +168,6 @@ async def download_artifact(
     run_id: RunId, path: ArtifactName, c: ArtifactsRead
 ) -> StreamingResponse:
     artifact, chunks = await c(c.service.get_artifact, run_id, path)
-    # The client verifies the digest end to end while it writes; hashing here too
-    # would halve throughput and could only fail after the bytes were sent.
-    return StreamingResponse(
-        c.blocking.iterate(chunks),
-        media_type="application/octet-stream",
-        headers={
-            "Content-Length": str(artifact.size),
-            "X-Plinth-Digest": artifact.digest,
-            **download_headers(artifact.path),
-        },
+    return file_download(
+        c.blocking, chunks, size=artifact.size, digest=artifact.digest, name=artifact.path
     )
