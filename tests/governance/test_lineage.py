@@ -54,6 +54,15 @@ def test_a_models_lineage_reaches_back_to_the_dataset_its_run_read(
     uses = [e for e in client.audit_events(project=project) if e.action == "datasets.use"]
     assert len(uses) == 2 and uses[0].object == "customers@1"
 
+    # serving it: model version → deployment, and from the deployment back to the data
+    client.create_deployment(project, "svc", version.uri, runtime="memory")
+    service = f"deployments:/{project}/svc"
+    assert (version.uri, "served", service) in {
+        (e.src, e.relation, e.dst) for e in client.lineage(version.uri).edges
+    }
+    back = client.lineage(service, project=project)
+    assert {n.uri for n in back.nodes} == {dataset_uri, run_uri, version.uri, service}
+
 
 def test_use_dataset_needs_a_run_and_a_version_that_exists(
     client: Client, project: str, tmp_path: Path

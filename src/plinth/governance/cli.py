@@ -113,7 +113,8 @@ def lineage(
     uri: Annotated[
         str,
         typer.Argument(
-            help="datasets:/PROJECT/NAME@VERSION, runs:/RUN_ID or models:/PROJECT/NAME/VERSION."
+            help="datasets:/PROJECT/NAME@VERSION, runs:/RUN_ID, models:/PROJECT/NAME/VERSION "
+            "or deployments:/PROJECT/NAME."
         ),
     ],
     project: Annotated[

@@ -23,6 +23,7 @@ import sqlalchemy as sa
 from pydantic import ValidationError
 from sqlalchemy.engine import Connection
 
+from plinth.core import lineage
 from plinth.core.access import Need, Principal
 from plinth.core.platform import Platform
 from plinth.errors import Conflict, InvalidInput, NotFound, ServiceUnavailable
@@ -99,6 +100,7 @@ class DeploymentService:
                 },
             )
             self._event(conn, deployment_id, "create", None, spec, principal, req.reason)
+            self._served(conn, project, pid, req.name, spec)
             ch.details = {"model": req.model, "version": pinned.version, "port": port}
         return self._applied(project, req.name, deployment_id, principal)
 
@@ -274,9 +276,24 @@ class DeploymentService:
             if written != 1:
                 raise Conflict(f"deployment {name!r} changed meanwhile: read it again and retry")
             self._event(conn, row.id, action, before, after, principal, reason)
+            self._served(conn, project, row.project_id, name, after)
             ch.details = {"split": [[e.version, e.weight] for e in after.split], "reason": reason}
             ch.details |= {"replicas": after.replicas}
         return self._applied(project, name, row.id, principal)
+
+    def _served(
+        self, conn: Connection, project: str, project_id: str, name: str, spec: s.DeploymentSpec
+    ) -> None:
+        """Lineage: each version the deployment serves (or shadows) → the deployment."""
+        shadow = [spec.shadow] if spec.shadow is not None else []
+        for entry in [*spec.split, *shadow]:
+            lineage.record(
+                self.db,
+                conn,
+                lineage.Node(f"models:/{project}/{spec.model}/{entry.version}", project_id),
+                lineage.Node(f"deployments:/{project}/{name}", project_id),
+                "served",
+            )
 
     def _last_traffic(self, conn: Connection, deployment_id: str) -> s.DeploymentSpec | None:
         """The spec before the last change of the split or the shadow."""
