@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import stat
 import tracemalloc
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -352,13 +351,7 @@ def test_a_local_batch_syncs_once_per_group_not_per_blob(
         real(self)
 
     monkeypatch.setattr(LocalBackend, "sync", counted)
-    fsync = os.fsync
-
-    def no_file_fsync(fd: int) -> None:
-        assert stat.S_ISDIR(os.fstat(fd).st_mode), "a batch fsyncs no file"  # a new folder
-        fsync(fd)
-
-    monkeypatch.setattr(os, "fsync", no_file_fsync)
+    monkeypatch.setattr(os, "fsync", lambda fd: pytest.fail("a batch fsyncs nothing"))
     blobs = [os.urandom(100) + bytes([i]) for i in range(BlobBatch.GROUP * 2 + 3)]
     with store.batch() as batch:
         for data in blobs:
@@ -371,3 +364,25 @@ def test_a_local_batch_syncs_once_per_group_not_per_blob(
     assert (named, staged) == ([0, 64, 128, 131], [64, 64, 3, 0])
     assert all(store.exists(sha256(d)) for d in blobs)
     assert not [p for p in (tmp_path / "blobs").rglob(".tmp-*")]
+
+
+def test_a_single_put_syncs_its_file_its_folder_and_a_new_folders_parent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = open_store(str(tmp_path / "blobs"))
+    synced: list[str] = []
+    fsync = os.fsync
+
+    def recorded(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recorded)
+    digest = store.put([b"first"]).digest  # promoted from tmp/: a put of its own
+    folder = tmp_path / "blobs" / "sha256" / digest[:2]
+    assert str(folder) in synced and str(folder.parent) in synced  # new: its parent too
+    synced.clear()
+    again = b"second, in the same folder? only if the digests agree on two hex digits"
+    store.put([again], expected=sha256(again))
+    parent = tmp_path / "blobs" / "sha256" / sha256(again)[:2]
+    assert str(parent) in synced

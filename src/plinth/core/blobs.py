@@ -374,9 +374,9 @@ def _fsync_dir(path: Path) -> None:
 
 class _LocalWriter:
     def __init__(self, final: Path) -> None:
-        if not final.parent.is_dir():
+        self.new_folder = not final.parent.is_dir()
+        if self.new_folder:
             final.parent.mkdir(parents=True, exist_ok=True)
-            _fsync_dir(final.parent.parent)
         self.final = final
         self.tmp, self.file = _locked_temp(final.parent)
 
@@ -388,8 +388,11 @@ class _LocalWriter:
         os.fsync(self.file.fileno())
         self.file.close()
         os.replace(self.tmp, self.final)
-        # The rename itself must survive a power cut before the database names the blob.
+        # The rename itself must survive a power cut before the database names the blob
+        # (and the folder it is in, when this writer made it; a batch's sync covers both).
         _fsync_dir(self.final.parent)
+        if self.new_folder:
+            _fsync_dir(self.final.parent.parent)
 
     def stage(self) -> None:
         """Written, not yet synced nor named: the file stays open and locked (a sweep

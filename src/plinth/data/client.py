@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from plinth.client import Transport
 
 T = TypeVar("T")
+PER_TASK = 32  # files read per task: a thousand small files are not a thousand tasks
 WORKERS = 4  # files hashed, and uploaded, at once (the server lets one principal run 8)
 
 
@@ -407,11 +408,15 @@ def _described(
         read = read_table(src.path, src.open, profile, validator)
         return found.model_copy(update={"table": read.table}), read
 
+    def some(part: list[Source]) -> list[tuple[s.DatasetFile, Read]]:
+        return [one(src) for src in part]
+
+    parts = [sources[i : i + PER_TASK] for i in range(0, len(sources), PER_TASK)]
     with (
         transfer_progress(f"reading {len(sources)} files", total, progress) as advance,
         ThreadPoolExecutor(WORKERS, "plinth-hash") as pool,
     ):
-        described = list(pool.map(one, sources))
+        described = [found for part in pool.map(some, parts) for found in part]
     cache.remember(hashed)
     return described
 
