@@ -873,6 +873,22 @@ REQUESTS: dict[tuple[str, str], tuple[str, Make]] = {
     ("GET", "/runs/{run_id}"): ("project", lambda w, r: ("GET", f"/runs/{w.run}", {})),
     ("GET", "/compare"): ("project", lambda w, r: ("GET", "/compare", {"params": {"runs": w.run}})),
     # The registry's pages; their forms redirect back to the page (followed: a 200).
+    ("GET", "/projects/{project}/datasets"): (
+        "project",
+        lambda w, r: ("GET", "/projects/team-a/datasets", {}),
+    ),
+    ("GET", "/projects/{project}/datasets/{name}"): (
+        "project",
+        lambda w, r: ("GET", "/projects/team-a/datasets/churn", {}),
+    ),
+    ("GET", "/projects/{project}/datasets/{name}/versions/{version}"): (
+        "project",
+        lambda w, r: ("GET", "/projects/team-a/datasets/churn/versions/1", {}),
+    ),
+    ("GET", "/projects/{project}/datasets/{name}/diff"): (
+        "project",
+        lambda w, r: ("GET", "/projects/team-a/datasets/churn/diff", {"params": {"old": 1}}),
+    ),
     ("GET", "/projects/{project}/models"): (
         "project",
         lambda w, r: ("GET", "/projects/team-a/models", {}),
