@@ -13,7 +13,6 @@ stream goes on; ``distinct_over`` says so).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -26,14 +25,6 @@ TRACKED = 10_000
 TOP = 10
 BINS = 20
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
-
-
-def profile_batches(schema: Any, batches: Iterable[Any], seed: int = 0) -> Profile:
-    """The profile of record batches with this Arrow schema, read once."""
-    profiler = Profiler(schema, seed)
-    for batch in batches:
-        profiler.add(batch)
-    return profiler.result()
 
 
 class Profiler:

@@ -135,14 +135,14 @@ class FileChecker:
         self.states: list[_State] = []
         for rule in rules.rules:
             column = getattr(rule, "column", None)
-            if not fnmatch.fnmatchcase(path, rule.files):
+            if not _applies(rule.files, path):
                 continue
             if column is not None and column not in self.names:
                 if rule.files != "*":  # named the file: the column must be there
                     self.states.append(_Missing(rule, path))
                 continue
             self.states.append(_STATES[rule.check](rule, path, schema))
-        self.states += [_Custom(c, path) for c in checks if fnmatch.fnmatchcase(path, c.files)]
+        self.states += [_Custom(c, path) for c in checks if _applies(c.files, path)]
 
     def add(self, batch: Any) -> None:
         for state in self.states:
@@ -358,7 +358,3 @@ def _plain(value: Any) -> Any:
         return value
     text = value.isoformat() if hasattr(value, "isoformat") else str(value)
     return text[:200]
-
-
-def report_of(rules_digest_: str, results: Iterable[RuleResult]) -> ValidationReport:
-    return ValidationReport(rules_digest=rules_digest_, results=list(results))

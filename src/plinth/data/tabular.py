@@ -61,10 +61,9 @@ def read_table(
     try:
         with opener() as f:
             schema, batches, rows = _READERS[fmt](f)
-            readers: list[Any] = []
             profiler = Profiler(schema) if profile else None
             checker = validator.for_file(path, schema) if validator is not None else None
-            readers = [r for r in (profiler, checker) if r is not None]
+            readers: list[Any] = [r for r in (profiler, checker) if r is not None]
             counted = 0
             if readers or rows is None:
                 for batch in batches:
