@@ -25,6 +25,7 @@ from plinth.errors import (
 
 if TYPE_CHECKING:
     from plinth.client import Client
+    from plinth.pipelines.dsl import dataset, pipeline, step
     from plinth.tracking.run import Run, start_run
 
 __version__ = "0.1.0"
@@ -33,6 +34,9 @@ _LAZY = {
     "Client": "plinth.client",
     "Run": "plinth.tracking.run",
     "start_run": "plinth.tracking.run",
+    "step": "plinth.pipelines.dsl",
+    "pipeline": "plinth.pipelines.dsl",
+    "dataset": "plinth.pipelines.dsl",
 }
 
 
@@ -63,5 +67,8 @@ __all__ = [
     "Run",
     "Unauthenticated",
     "__version__",
+    "dataset",
+    "pipeline",
     "start_run",
+    "step",
 ]

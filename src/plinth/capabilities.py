@@ -15,6 +15,7 @@ CAPABILITIES = (
     "plinth.governance",
     "plinth.compute",
     "plinth.data",
+    "plinth.pipelines",
     "plinth.mlflow",
     "plinth.ui",
 )

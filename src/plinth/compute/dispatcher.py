@@ -180,6 +180,12 @@ class Dispatcher:
         if hand_off:
             start_agent(self.settings)
 
+    @property
+    def leading(self) -> bool:
+        """Whether this process holds the dispatch lease (background work that must run
+        in one process at a time, a pipeline's advance, goes where this is true)."""
+        return self._leading
+
     def wake(self) -> None:
         """Something changed (a cancel, say): run a round now."""
         self._dirty = True

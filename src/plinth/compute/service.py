@@ -39,6 +39,7 @@ from plinth.tracking.service import TrackingService
 
 log = logging.getLogger("plinth.compute")
 SNAPSHOT_PUT = "jobs.snapshot"
+SUBMIT = "jobs.submit"
 MASK = "********"
 MIN_MASKED = 4  # shorter secret values are not masked in logs: they would mask everything
 
@@ -98,46 +99,75 @@ class JobService:
 
     def submit_job(self, project: str, req: s.JobSubmit, *, principal: Principal) -> s.Job:
         values = self._checked(project, req)
-        job_id, run_id = uuid.uuid4().hex, uuid.uuid4().hex
+        job_id = uuid.uuid4().hex
+        # One transaction: the job, its run (creating the project if need be), both audited.
+        with self.audit.recorded(principal, SUBMIT, project=project, object=job_id) as (conn, ch):
+            row, ch.details = self._insert(conn, project, job_id, values, req, principal)
+        self.submitted(row, project)
+        return _job(row, project)
+
+    def submit_job_within(
+        self, conn: Connection, project: str, req: s.JobSubmit, *, principal: Principal
+    ) -> Any:
+        """A job queued and audited in the caller's write transaction (a pipeline's step
+        commits with its job); its row, for ``submitted`` once that commits."""
+        values = self._checked(project, req)
+        job_id = uuid.uuid4().hex
+        row, details = self._insert(conn, project, job_id, values, req, principal)
+        self.audit.append(
+            conn, principal, SUBMIT, project=project, object=job_id, details=details
+        )
+        return row
+
+    def submitted(self, row: Any, project: str) -> None:
+        """A job committed: the dispatcher takes it now instead of at its next round."""
+        self.dispatcher.submitted(row, project)
+
+    def _insert(
+        self,
+        conn: Connection,
+        project: str,
+        job_id: str,
+        values: dict[str, Any],
+        req: s.JobSubmit,
+        principal: Principal,
+    ) -> tuple[Any, dict[str, Any]]:
+        run_id = uuid.uuid4().hex
         run = ts.RunCreate(
             id=run_id, project=project, name=f"job-{job_id[:8]}", tags={"plinth.job": job_id}
         )
-        act = "jobs.submit"
-        # One transaction: the job, its run (creating the project if need be), both audited.
-        with self.audit.recorded(principal, act, project=project, object=job_id) as (conn, ch):
-            self.tracking.create_run_within(conn, run, principal=principal)
-            project_id = self.projects.require(conn, project, principal, Need.WRITE, record=False)
-            snapshot = self._claim_snapshot(conn, project_id, req.snapshot)
-            seq = conn.execute(sa.select(sa.func.coalesce(sa.func.max(t.jobs.c.seq), 0))).scalar()
-            row = conn.execute(
-                t.jobs.insert().returning(*t.jobs.c),
-                {
-                    **values,
-                    **snapshot,
-                    "id": job_id,
-                    "project_id": project_id,
-                    "seq": int(seq or 0) + 1,
-                    "user": principal.name,
-                    "user_id": principal.user_id,
-                    "status": "queued",
-                    "attempt": 0,
-                    "failures": 0,
-                    "disruptions": 0,
-                    "submitted_at": time.time(),
-                    "run_id": run_id,
-                },
-            ).one()
-            ch.details = {
-                "argv0": req.argv[0][:200],
-                "env": sorted(req.env),  # names only
-                "secrets": req.secrets,
-                "cpus": req.cpus,
-                "gpus": req.gpus,
-                "pool": values["pool"],
+        self.tracking.create_run_within(conn, run, principal=principal)
+        project_id = self.projects.require(conn, project, principal, Need.WRITE, record=False)
+        snapshot = self._claim_snapshot(conn, project_id, req.snapshot)
+        seq = conn.execute(sa.select(sa.func.coalesce(sa.func.max(t.jobs.c.seq), 0))).scalar()
+        row = conn.execute(
+            t.jobs.insert().returning(*t.jobs.c),
+            {
+                **values,
+                **snapshot,
+                "id": job_id,
+                "project_id": project_id,
+                "seq": int(seq or 0) + 1,
+                "user": principal.name,
+                "user_id": principal.user_id,
+                "status": "queued",
+                "attempt": 0,
+                "failures": 0,
+                "disruptions": 0,
+                "submitted_at": time.time(),
                 "run_id": run_id,
-            }
-        self.dispatcher.submitted(row, project)
-        return _job(row, project)
+            },
+        ).one()
+        details = {
+            "argv0": req.argv[0][:200],
+            "env": sorted(req.env),  # names only
+            "secrets": req.secrets,
+            "cpus": req.cpus,
+            "gpus": req.gpus,
+            "pool": values["pool"],
+            "run_id": run_id,
+        }
+        return row, details
 
     def cancel_job(self, project: str, job_id: str, *, principal: Principal) -> s.Job:
         """A queued job is cancelled at once; a running one is stopped (SIGTERM, then

@@ -30,7 +30,7 @@ from plinth.core.platform import Platform
 from plinth.data import schemas as s
 from plinth.data import tables as t
 from plinth.data.packs import member_chunks, read_tar, write_tar
-from plinth.data.refs import LATEST, check_dataset_name, parse_version
+from plinth.data.refs import LATEST, check_dataset_name, parse_ref, parse_version
 from plinth.data.rules import rules_digest
 from plinth.errors import BlobMissing, Conflict, InvalidInput, NotFound, PlinthError
 from plinth.tracking.schemas import check_artifact_path
@@ -317,6 +317,28 @@ class DatasetService:
             change.object = f"{name}@{row.version}"
             change.details = {"run_id": req.run_id}
             return _version_of(project, name, row)
+
+    def pin(
+        self, conn: Connection, project: str, ref: str, principal: Principal
+    ) -> tuple[str, str]:
+        """In the caller's transaction: the version ``ref`` names now (``NAME`` is the
+        newest), as ``NAME@VERSION``, and its digest, for work that must read exactly
+        it (a pipeline's step)."""
+        wanted = parse_ref(ref)
+        dataset = self._require(conn, project, wanted.name, principal, record=False)
+        row = self._version_row(conn, dataset, wanted.selector)
+        return f"{wanted.name}@{row.version}", str(row.digest)
+
+    def newest_version(self, conn: Connection, project_id: str, name: str) -> int | None:
+        """The newest version number of a dataset (None: no such dataset, or no
+        version yet), for the server's own watchers; no access check."""
+        d, v = t.datasets, t.dataset_versions
+        found = conn.execute(
+            sa.select(sa.func.max(v.c.version))
+            .select_from(v.join(d, d.c.id == v.c.dataset_id))
+            .where(d.c.project_id == project_id, d.c.name == name)
+        ).scalar()
+        return None if found is None else int(found)
 
     def archive(
         self, project: str, name: str, selector: str, paths: list[str], *, principal: Principal

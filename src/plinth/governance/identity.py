@@ -254,6 +254,23 @@ class IdentityService(Authenticator):
             ch.details = {"role": Role.EDITOR.value, "for": name}
         return token.token, token.info.id
 
+    def acting_as(self, user_id: str, project_id: str, project: str) -> Principal:
+        """The principal work started by a user goes on as (a pipeline's steps, a
+        trigger's runs): that user as they are now, scoped to the one project with at
+        most the editor role. NotFound once the user is gone."""
+        with self.db.read() as conn:
+            row = conn.execute(sa.select(t.users).where(t.users.c.id == user_id)).first()
+        if row is None:
+            raise NotFound(f"no user {user_id!r} to act as")
+        return Principal(
+            name=row.name,
+            user_id=row.id,
+            is_admin=bool(row.is_admin),
+            scope_project_id=project_id,
+            scope_project=project,
+            scope_role=Role.EDITOR,
+        )
+
     def revoke_job_token(self, token_id: str) -> None:
         """Revoke a job's token when its attempt ends (a no-op when it is already)."""
         principal = Principal(name="plinth-dispatcher", is_admin=True)

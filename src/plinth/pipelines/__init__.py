@@ -1,0 +1,16 @@
+"""Pipelines: steps (``@plinth.step``) composed in plain Python (``@plinth.pipeline``),
+run by the server as compute jobs in parallel as the graph allows, each skipped when
+its code and inputs match a step that already ran; cron and new-dataset triggers."""
+
+from plinth.core.capability import Capability
+
+CAPABILITY = Capability(
+    name="pipelines",
+    services=("plinth.pipelines.service:PipelineService",),
+    routers=("plinth.pipelines.routes:router",),
+    commands=(("pipelines", "plinth.pipelines.cli:pipelines_app"),),
+    calls=("plinth.pipelines.client:PipelineCalls",),
+    tables=("plinth.pipelines.tables",),
+    startup=("plinth.pipelines.service:PipelineService.start",),
+    shutdown=("plinth.pipelines.service:PipelineService.stop",),
+)

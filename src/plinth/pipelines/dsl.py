@@ -1,0 +1,483 @@
+"""Steps and pipelines in plain Python: ``@plinth.step``, ``@plinth.pipeline``,
+``plinth.dataset``.
+
+Calling a pipeline's function under ``trace`` does not run its steps: each call of a
+step records the step and hands back a placeholder of its output, which passed to a
+later step makes that step read it. What comes out is a ``PipelineSpec``: the steps in
+the order they were called, each with its arguments (a plain JSON value, an earlier
+step's output, or a dataset) and the digest of its code. Outside ``trace`` a step is
+its function: calling it runs it, as a test would.
+
+A step's **code digest** covers what it runs from the user's own files: the step
+function's source, and through the global names it uses, the source of every function
+and class of the working directory it reaches (transitively), every module of the
+working directory it uses whole (``helpers.clean(...)``: the file), and the value of
+plain constants (``THRESHOLD = 0.5``). Editing a helper the step calls changes its key;
+editing another step, a comment elsewhere or the pipeline's wiring does not. Installed
+libraries are not hashed: pin them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import dis
+import functools
+import hashlib
+import importlib
+import inspect
+import json
+import sys
+import types
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any, TypeVar, overload
+
+from plinth.errors import InvalidInput
+from plinth.pipelines import schemas as s
+
+F = TypeVar("F", bound=Callable[..., Any])
+_TRACING: contextvars.ContextVar[_Builder | None] = contextvars.ContextVar(
+    "plinth_pipeline_trace", default=None
+)
+PLAIN = (bool, int, float, str, bytes, type(None))
+IN_WORKER = False  # set by the step worker: a module it imports must not start runs
+
+
+class Dataset:
+    """A dataset version a step reads: ``plinth.dataset("churn@3")``, or
+    ``plinth.dataset("churn")`` for the newest when the run starts. The step gets the
+    pulled version's directory as a ``pathlib.Path``."""
+
+    def __init__(self, ref: str) -> None:
+        from plinth.data.refs import parse_ref
+
+        parse_ref(ref)  # a clear error now, not when the run starts
+        self.ref = ref
+
+    def __repr__(self) -> str:
+        return f"plinth.dataset({self.ref!r})"
+
+
+def dataset(ref: str) -> Dataset:
+    return Dataset(ref)
+
+
+class Output:
+    """A step's output while a pipeline is traced: known only once the step has run,
+    so it can only be passed to another step."""
+
+    def __init__(self, step: str, index: int) -> None:
+        self.step, self.index = step, index
+
+    def __repr__(self) -> str:
+        return f"<output {self.index} of step {self.step!r}>"
+
+    def __bool__(self) -> bool:
+        raise TypeError(
+            f"{self!r} is known only when the step runs: a pipeline wires steps together, "
+            "it cannot branch on their results (do that inside a step)"
+        )
+
+    def __iter__(self) -> Iterator[Any]:
+        raise TypeError(
+            f"{self!r} is one value: declare @plinth.step(outputs=N) to unpack N of them"
+        )
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        raise TypeError(f"{self!r} has no attribute {name!r} yet: pass it to a step")
+
+
+class Step:
+    """A function marked as a step (``@plinth.step(cpus=2)``)."""
+
+    def __init__(self, fn: Callable[..., Any], **resources: Any) -> None:
+        if inspect.iscoroutinefunction(fn):
+            raise InvalidInput(f"step {fn.__name__}: a step is a plain function, not async")
+        for p in inspect.signature(fn).parameters.values():
+            if p.kind is p.VAR_POSITIONAL:
+                raise InvalidInput(f"step {fn.__name__}: *{p.name} is not allowed; name them")
+        self.fn = fn
+        self.outputs = int(resources.pop("outputs", 1))
+        self.resources = resources
+        functools.update_wrapper(self, fn)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        builder = _TRACING.get()
+        if builder is None:
+            return self.fn(*args, **kwargs)
+        return builder.add(self, args, kwargs)
+
+    def __repr__(self) -> str:
+        return f"<plinth step {self.fn.__module__}.{self.fn.__qualname__}>"
+
+
+class Pipeline:
+    """A function marked as a pipeline (``@plinth.pipeline``): calls of steps inside it
+    make its graph. Its arguments are the pipeline's parameters (``--param k=v``)."""
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self.fn = fn
+        self.name = fn.__name__
+        functools.update_wrapper(self, fn)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.fn(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<plinth pipeline {self.fn.__module__}.{self.fn.__qualname__}>"
+
+    def trace(
+        self, params: Mapping[str, Any] | None = None, *, workdir: str | Path = "."
+    ) -> s.PipelineSpec:
+        """The spec: the steps this function calls with ``params`` (strings from the
+        command line are converted to the types of the function's defaults or
+        annotations), each with its code digest taken against ``workdir``."""
+        root = Path(workdir).resolve()
+        values = _bind_params(self.fn, dict(params or {}))
+        builder = _Builder(root)
+        token = _TRACING.set(builder)
+        try:
+            self.fn(**values)
+        finally:
+            _TRACING.reset(token)
+        if not builder.steps:
+            raise InvalidInput(f"pipeline {self.name} calls no step")
+        try:
+            return s.PipelineSpec(
+                name=self.name,
+                function=function_ref(self.fn, root),
+                params=_jsonable(values, "params"),
+                steps=builder.steps,
+            )
+        except ValueError as exc:
+            raise InvalidInput(f"pipeline {self.name}: {exc}") from None
+
+
+@overload
+def step(fn: F) -> F: ...
+@overload
+def step(
+    *,
+    cpus: float = 1.0,
+    gpus: int = 0,
+    memory: str | None = None,
+    pool: str | None = None,
+    retries: int = 0,
+    timeout: str | None = None,
+    outputs: int = 1,
+) -> Callable[[F], F]: ...
+def step(fn: Any = None, **resources: Any) -> Any:
+    """Mark a function as a pipeline step: ``@plinth.step`` or ``@plinth.step(cpus=2,
+    gpus=1, memory="8Gi", outputs=2)``. Its return value (or ``outputs`` of them, as a
+    tuple) is stored as artifacts: JSON values, numpy arrays, pandas DataFrames, Arrow
+    tables, bytes, files or folders (a ``pathlib.Path``), scikit-learn models (skops)."""
+    allowed = {"cpus", "gpus", "memory", "pool", "retries", "timeout", "outputs"}
+    unknown = set(resources) - allowed
+    if unknown:
+        raise TypeError(f"plinth.step got unknown options: {', '.join(sorted(unknown))}")
+    if fn is None:
+        return lambda f: Step(f, **resources)
+    return Step(fn, **resources)
+
+
+def pipeline(fn: F) -> F:
+    """Mark a function as a pipeline: ``@plinth.pipeline``."""
+    return Pipeline(fn)  # type: ignore[return-value]
+
+
+class _Builder:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.steps: list[s.StepSpec] = []
+        self.names: set[str] = set()
+        self.digests: dict[Callable[..., Any], str] = {}
+
+    def add(self, step: Step, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        fn = step.fn
+        try:
+            bound = inspect.signature(fn).bind(*args, **kwargs)
+        except TypeError as exc:
+            raise InvalidInput(f"step {fn.__name__}: {exc}") from None
+        inputs: dict[str, Any] = {}
+        for name, value in bound.arguments.items():
+            kind = inspect.signature(fn).parameters[name].kind
+            if kind is inspect.Parameter.VAR_KEYWORD:
+                for key, item in value.items():
+                    inputs[key] = _input(fn.__name__, key, item)
+            else:
+                inputs[name] = _input(fn.__name__, name, value)
+        name = _unique(fn.__name__, self.names)
+        if fn not in self.digests:
+            self.digests[fn] = code_digest(fn, self.root)
+        try:
+            spec = s.StepSpec(
+                name=name,
+                function=function_ref(fn, self.root),
+                code_digest=self.digests[fn],
+                inputs=inputs,
+                outputs=step.outputs,
+                **step.resources,
+            )
+        except ValueError as exc:
+            raise InvalidInput(f"step {name}: {exc}") from None
+        self.steps.append(spec)
+        if step.outputs == 1:
+            return Output(name, 0)
+        return tuple(Output(name, i) for i in range(step.outputs))
+
+
+def _input(step: str, arg: str, value: Any) -> dict[str, Any]:
+    if isinstance(value, Output):
+        return {"kind": "output", "step": value.step, "index": value.index}
+    if isinstance(value, Dataset):
+        return {"kind": "dataset", "ref": value.ref}
+    return {"kind": "value", "value": _jsonable(value, f"step {step} argument {arg}")}
+
+
+def _jsonable(value: Any, what: str) -> Any:
+    def refuse(found: Any) -> Any:
+        if isinstance(found, Output | Dataset):
+            raise InvalidInput(
+                f"{what}: {found!r} inside a list or dict; pass it as an argument of its own"
+            )
+        raise InvalidInput(
+            f"{what}: {type(found).__name__} is not plain JSON; a step's arguments are "
+            "JSON values, other steps' outputs or plinth.dataset(...)"
+        )
+
+    try:
+        return json.loads(json.dumps(value, allow_nan=False, default=refuse))
+    except ValueError as exc:
+        raise InvalidInput(f"{what}: {exc}") from None
+
+
+def _unique(name: str, names: set[str]) -> str:
+    candidate, n = name, 1
+    while candidate in names:
+        n += 1
+        candidate = f"{name}-{n}"
+    names.add(candidate)
+    return candidate
+
+
+def _bind_params(fn: Callable[..., Any], params: dict[str, Any]) -> dict[str, Any]:
+    signature = inspect.signature(fn)
+    unknown = set(params) - set(signature.parameters)
+    if unknown and not any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values()):
+        raise InvalidInput(
+            f"pipeline {fn.__name__} has no parameter {', '.join(sorted(unknown))} "
+            f"(it takes: {', '.join(signature.parameters) or 'none'})"
+        )
+    values: dict[str, Any] = {}
+    for name, p in signature.parameters.items():
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        if name in params:
+            values[name] = _convert(name, params[name], p)
+        elif p.default is p.empty:
+            raise InvalidInput(f"pipeline {fn.__name__} needs --param {name}=…")
+        else:
+            values[name] = p.default
+    for name in unknown:
+        values[name] = _convert(name, params[name], None)
+    return values
+
+
+def _convert(name: str, value: Any, p: inspect.Parameter | None) -> Any:
+    """A parameter as the function expects it: text from the command line becomes an
+    int, float or bool when its default or annotation says so, else JSON if it parses,
+    else stays text."""
+    if not isinstance(value, str):
+        return value
+    kind: Any = None
+    if p is not None:
+        kind = p.annotation if p.annotation is not p.empty else None
+        if kind is None and p.default is not p.empty and p.default is not None:
+            kind = type(p.default)
+        if isinstance(kind, str):  # postponed annotations
+            kind = {"int": int, "float": float, "bool": bool, "str": str}.get(kind)
+    try:
+        if kind is bool:
+            lowered = value.strip().lower()
+            if lowered not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError(value)
+            return lowered in ("true", "1", "yes")
+        if kind in (int, float):
+            return kind(value)
+        if kind is str:
+            return value
+    except ValueError:
+        raise InvalidInput(
+            f"--param {name}={value}: expected {getattr(kind, '__name__', kind)}"
+        ) from None
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
+
+
+# where code is ---------------------------------------------------------------------------
+
+
+def function_ref(fn: Callable[..., Any], root: Path) -> str:
+    """``module:qualname`` that imports ``fn`` in the snapshot of ``root``."""
+    qualname = fn.__qualname__
+    if "<locals>" in qualname or "<lambda>" in qualname:
+        raise InvalidInput(
+            f"{fn.__name__} is defined inside a function: steps and pipelines are "
+            "module-level functions (the worker imports them)"
+        )
+    return f"{module_name(fn, root)}:{qualname}"
+
+
+def module_name(fn: Callable[..., Any], root: Path) -> str:
+    module = fn.__module__
+    if module != "__main__":
+        return module
+    file = getattr(sys.modules.get("__main__"), "__file__", None)
+    if not file:
+        raise InvalidInput(
+            f"{fn.__name__} is defined in an interactive session: put it in a file of "
+            "the working directory"
+        )
+    path = Path(file).resolve()
+    try:
+        relative = path.relative_to(root)
+    except ValueError:
+        raise InvalidInput(f"{path} is outside the working directory {root}") from None
+    return ".".join(relative.with_suffix("").parts)
+
+
+def load_function(ref: str, root: Path | None = None) -> Any:
+    """The object ``module:qualname`` names, importing the module with ``root`` (or the
+    current directory) first on the path."""
+    module, _, qualname = ref.partition(":")
+    if not module or not qualname:
+        raise InvalidInput(f"{ref!r}: give MODULE:FUNCTION, such as pipeline:train")
+    where = str(Path(root or ".").resolve())
+    if where not in sys.path:
+        sys.path.insert(0, where)
+    try:
+        found: Any = importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        raise InvalidInput(f"cannot import {module!r}: {exc}") from None
+    for part in qualname.split("."):
+        try:
+            found = getattr(found, part)
+        except AttributeError:
+            raise InvalidInput(f"module {module!r} has no {qualname!r}") from None
+    return found
+
+
+def code_digest(fn: Callable[..., Any], root: Path) -> str:
+    """sha256 of what ``fn`` runs from the working directory ``root`` (see above)."""
+    digest = hashlib.sha256()
+    _Hasher(root, digest).function(fn)
+    return digest.hexdigest()
+
+
+class _Hasher:
+    def __init__(self, root: Path, digest: Any) -> None:
+        self.root, self.digest = root, digest
+        self.seen: set[int] = set()
+
+    def feed(self, label: str, data: str | bytes) -> None:
+        raw = data.encode() if isinstance(data, str) else data
+        self.digest.update(f"{label}\0{len(raw)}\0".encode())
+        self.digest.update(raw)
+
+    def local(self, obj: Any) -> bool:
+        module = sys.modules.get(getattr(obj, "__module__", None) or "")
+        file = getattr(module, "__file__", None)
+        if not file:
+            return getattr(obj, "__module__", None) == "__main__"
+        return _under(Path(file), self.root)
+
+    def function(self, fn: Any) -> None:
+        if id(fn) in self.seen:
+            return
+        self.seen.add(id(fn))
+        self.feed("function", f"{fn.__module__}:{fn.__qualname__}")
+        try:
+            self.feed("source", inspect.getsource(fn))
+        except (OSError, TypeError):
+            self.feed("bytecode", _code_bytes(fn.__code__))
+        names = set(_names(fn.__code__))
+        cells = dict(zip(fn.__code__.co_freevars, fn.__closure__ or (), strict=False))
+        for name in sorted(names):
+            if name in fn.__globals__:
+                self.value(name, fn.__globals__[name])
+        for name, cell in sorted(cells.items()):
+            try:
+                self.value(name, cell.cell_contents)
+            except ValueError:  # an empty cell
+                continue
+
+    def value(self, name: str, value: Any) -> None:
+        if isinstance(value, Step | Pipeline):
+            value = value.fn
+        if isinstance(value, types.ModuleType):
+            file = getattr(value, "__file__", None)
+            if file and _under(Path(file), self.root) and id(value) not in self.seen:
+                self.seen.add(id(value))
+                self.feed(f"module {value.__name__}", Path(file).read_bytes())
+            return
+        if isinstance(value, types.FunctionType):
+            if self.local(value):
+                self.function(value)
+            return
+        if isinstance(value, type):
+            if self.local(value) and id(value) not in self.seen:
+                self.seen.add(id(value))
+                with contextlib.suppress(OSError, TypeError):
+                    self.feed(f"class {value.__qualname__}", inspect.getsource(value))
+                for member in vars(value).values():
+                    inner = getattr(member, "__func__", member)
+                    if isinstance(inner, types.FunctionType):
+                        self.function(inner)
+            return
+        if _plain(value):
+            self.feed(f"constant {name}", repr(value))
+
+
+def _plain(value: Any, depth: int = 0) -> bool:
+    if isinstance(value, PLAIN):
+        return True
+    if depth > 3:
+        return False
+    if isinstance(value, tuple | list | frozenset | set):
+        return len(value) <= 1000 and all(_plain(v, depth + 1) for v in value)
+    if isinstance(value, dict):
+        return len(value) <= 1000 and all(
+            _plain(k, depth + 1) and _plain(v, depth + 1) for k, v in value.items()
+        )
+    return False
+
+
+def _under(path: Path, root: Path) -> bool:
+    try:
+        path.resolve().relative_to(root)
+    except ValueError:
+        return False
+    return "site-packages" not in path.parts
+
+
+def _names(code: types.CodeType) -> Iterator[str]:
+    """The global and attribute names a code object (and those nested in it) uses."""
+    yield from code.co_names
+    for instruction in dis.get_instructions(code):
+        if instruction.opname in ("LOAD_GLOBAL", "LOAD_NAME") and isinstance(
+            instruction.argval, str
+        ):
+            yield instruction.argval
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            yield from _names(const)
+
+
+def _code_bytes(code: types.CodeType) -> bytes:
+    parts = [code.co_code, repr(code.co_consts).encode(), repr(code.co_names).encode()]
+    return b"\0".join(parts)

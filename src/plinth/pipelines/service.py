@@ -1,0 +1,833 @@
+"""Pipeline runs, held by the server: their steps run as compute jobs, in parallel as
+far as the graph allows, skipped when an earlier step of the project already made the
+same outputs from the same inputs.
+
+A run is rows, not a process: the ``advance`` loop of the process that holds the
+dispatch lease (a server, or an embedded app) reads the runs in progress and moves
+each step on. A step
+whose upstream steps are done gets its **cache key**, sha256 over its code digest, its
+value arguments, the digests of the upstream outputs it reads and of the dataset
+versions it reads; a succeeded step of the project with that key lends its outputs
+(the step is ``cached``), otherwise its job is queued, in the same transaction as the
+step's move to ``running``. Every move is a compare-and-set on the step's state, so two
+server processes advancing the same run never both start a step, and a server killed
+anywhere leaves rows the next round picks up.
+
+A step's job runs ``python -m plinth.pipelines.worker`` in the run's snapshot, which
+reads the step's resolved inputs from this service, calls the function and logs its
+return value as artifacts ``outputs/<i>/…`` of the job's tracked run. When the job
+succeeds those artifacts are the step's outputs (their manifest digests feed the keys
+downstream); when it fails the steps after it are skipped and the run fails, and
+``resume`` takes it up again from the failed steps.
+
+Triggers start a run of a stored spec on a cron schedule (UTC) or when a dataset gets
+a new version. Each firing moves the trigger on (its next time, or the version it has
+seen) with a compare-and-set in the transaction that creates the run: a firing happens
+once, however many server processes watch and however often they restart. Firings
+missed while no server ran collapse into one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import sys
+import threading
+import time
+import uuid
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from plinth.compute import schemas as cs
+from plinth.compute.service import JobService
+from plinth.core import lineage
+from plinth.core.access import Need, Principal
+from plinth.core.blobs import manifest_digest
+from plinth.core.platform import Platform
+from plinth.data.refs import check_dataset_name
+from plinth.data.service import DatasetService
+from plinth.errors import Conflict, InvalidInput, NotFound, PlinthError
+from plinth.governance.identity import IdentityService
+from plinth.pipelines import schemas as s
+from plinth.pipelines import tables as t
+from plinth.tracking.artifacts import RunArtifactsService
+
+log = logging.getLogger(__name__)
+
+SYSTEM = Principal(name="plinth-pipelines", is_admin=True)
+RUN, RESUME, CANCEL = "pipelines.run", "pipelines.resume", "pipelines.cancel"
+TRIGGER_ADD, TRIGGER_REMOVE, TRIGGER_FIRE = (
+    "pipelines.triggers.create",
+    "pipelines.triggers.delete",
+    "pipelines.triggers.fire",
+)
+POLL_SECONDS = 0.5
+TRIGGER_SECONDS = 2.0
+OUTPUTS = "outputs"
+WORKER = "plinth.pipelines.worker"
+_RETRY_FAILED = ("failed", "skipped", "cancelled")
+
+
+def _now() -> float:
+    return time.time()
+
+
+class PipelineService:
+    def __init__(
+        self,
+        platform: Platform,
+        *,
+        jobs: JobService,
+        datasets: DatasetService,
+        artifacts: RunArtifactsService,
+        identity: IdentityService,
+    ) -> None:
+        self.db = platform.db
+        self.audit = platform.audit
+        self.projects = platform.projects
+        self.blobs = platform.artifacts
+        self.jobs, self.datasets, self.artifacts, self.identity = (
+            jobs,
+            datasets,
+            artifacts,
+            identity,
+        )
+        self._wake = threading.Event()
+        self._halt = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._triggers_at = 0.0
+        self._outage = False
+
+    # the app's life ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._halt.clear()
+        self._thread = threading.Thread(target=self._loop, name="plinth-pipelines", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._halt.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+            self._thread = None
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def _loop(self) -> None:
+        while not self._halt.is_set():
+            self._wake.wait(POLL_SECONDS)
+            self._wake.clear()
+            if self._halt.is_set():
+                return
+            if not self.jobs.dispatcher.leading:
+                continue  # the process holding the dispatch lease moves pipelines on
+            try:
+                self.advance()
+                if time.monotonic() - self._triggers_at >= TRIGGER_SECONDS:
+                    self._triggers_at = time.monotonic()
+                    self.fire_triggers()
+            except Exception as exc:  # the database away: the next round tries again
+                if not self._outage:
+                    log.warning("advancing pipelines failed: %s", exc, exc_info=True)
+                self._outage = True
+            else:
+                self._outage = False
+
+    # runs -------------------------------------------------------------------------------
+
+    def create_run(
+        self, project: str, req: s.PipelineRunCreate, *, principal: Principal
+    ) -> s.PipelineRun:
+        """A new run of ``req.spec`` in ``req.snapshot`` (uploaded to the project
+        first); its dataset arguments are pinned to versions now. Audited."""
+        run_id = uuid.uuid4().hex
+        with self.audit.recorded(principal, RUN, project=project, object=run_id) as (conn, ch):
+            pid = self.projects.require(conn, project, principal, Need.WRITE, record=False)
+            self._insert_run(
+                conn, run_id, pid, project, req.spec, req.snapshot, req.no_cache, principal
+            )
+            ch.details = {"pipeline": req.spec.name, "steps": len(req.spec.steps)}
+        self.wake()
+        return self.get_run(project, run_id, principal=principal)
+
+    def _insert_run(
+        self,
+        conn: Connection,
+        run_id: str,
+        project_id: str,
+        project: str,
+        spec: s.PipelineSpec,
+        snapshot: cs.Snapshot,
+        no_cache: bool,
+        principal: Principal,
+        trigger: str | None = None,
+    ) -> None:
+        self.blobs.claim(conn, project_id, snapshot.digest, snapshot.size)
+        r = t.pipeline_runs
+        seq = conn.execute(sa.select(sa.func.coalesce(sa.func.max(r.c.seq), 0))).scalar()
+        conn.execute(
+            r.insert(),
+            {
+                "id": run_id,
+                "project_id": project_id,
+                "seq": int(seq or 0) + 1,
+                "name": spec.name,
+                "function": spec.function,
+                "spec": spec.model_dump_json(),
+                "snapshot_digest": snapshot.digest,
+                "snapshot_size": snapshot.size,
+                "no_cache": no_cache,
+                "status": "running",
+                "user": principal.name,
+                "user_id": principal.user_id,
+                "trigger": trigger,
+                "created_at": _now(),
+            },
+        )
+        rows = []
+        for position, step in enumerate(spec.steps):
+            pinned = {}
+            for arg, source in step.inputs.items():
+                if isinstance(source, s.DatasetInput):
+                    try:
+                        pinned[arg] = self.datasets.pin(conn, project, source.ref, principal)[0]
+                    except NotFound as exc:
+                        raise NotFound(f"step {step.name} argument {arg}: {exc.message}") from None
+            rows.append(
+                {
+                    "run_id": run_id,
+                    "name": step.name,
+                    "position": position,
+                    "project_id": project_id,
+                    "status": "waiting",
+                    "datasets": json.dumps(pinned),
+                }
+            )
+        conn.execute(t.pipeline_steps.insert(), rows)
+
+    def get_run(self, project: str, run_id: str, *, principal: Principal) -> s.PipelineRun:
+        with self.db.read() as conn:
+            row = self._require(conn, project, run_id, principal, Need.READ)
+            return self._run(conn, project, row)
+
+    def list_runs(
+        self, project: str, query: s.PipelineRunsQuery, *, principal: Principal
+    ) -> s.PipelineRunPage:
+        r, st = t.pipeline_runs, t.pipeline_steps
+        with self.db.read() as conn:
+            pid = self.projects.require(conn, project, principal, Need.READ)
+            stmt = sa.select(r).where(r.c.project_id == pid)
+            if query.name is not None:
+                stmt = stmt.where(r.c.name == query.name)
+            if query.status is not None:
+                stmt = stmt.where(r.c.status == query.status)
+            if query.cursor is not None:
+                stmt = stmt.where(r.c.seq < _cursor(query.cursor))
+            rows = conn.execute(stmt.order_by(r.c.seq.desc()).limit(query.limit + 1)).all()
+            more = len(rows) > query.limit
+            rows = rows[: query.limit]
+            counts: dict[str, dict[str, int]] = {row.id: {} for row in rows}
+            if rows:
+                for run_id, status, _cached_from, n in conn.execute(
+                    sa.select(st.c.run_id, st.c.status, st.c.cached_from, sa.func.count())
+                    .where(st.c.run_id.in_(list(counts)))
+                    .group_by(st.c.run_id, st.c.status, st.c.cached_from)
+                ):
+                    into = counts[run_id]
+                    into["steps"] = into.get("steps", 0) + n
+                    into[status] = into.get(status, 0) + n
+        page = [
+            s.PipelineRunSummary(
+                id=row.id,
+                project=project,
+                name=row.name,
+                status=row.status,
+                user=row.user,
+                trigger=row.trigger,
+                created_at=row.created_at,
+                ended_at=row.ended_at,
+                steps=counts[row.id].get("steps", 0),
+                cached=counts[row.id].get("cached", 0),
+                failed=counts[row.id].get("failed", 0),
+            )
+            for row in rows
+        ]
+        cursor = str(rows[-1].seq) if more and rows else None
+        return s.PipelineRunPage(runs=page, next_cursor=cursor)
+
+    def cancel_run(self, project: str, run_id: str, *, principal: Principal) -> s.PipelineRun:
+        """Steps not started are cancelled at once, running ones' jobs are stopped; the
+        run ends cancelled once they have."""
+        st = t.pipeline_steps
+        with self.audit.recorded(principal, CANCEL, project=project, object=run_id) as (conn, ch):
+            row = self._require(conn, project, run_id, principal, Need.WRITE, record=False)
+            if row.status != "running":
+                ch.record = False
+                return self._run(conn, project, row)
+            conn.execute(
+                st.update()
+                .where(st.c.run_id == row.id, st.c.status == "waiting")
+                .values(
+                    status="cancelled", reason=f"cancelled by {principal.name}", ended_at=_now()
+                )
+            )
+            jobs = conn.execute(
+                sa.select(st.c.job_id).where(st.c.run_id == row.id, st.c.status == "running")
+            ).scalars()
+            running = [j for j in jobs if j]
+        for job_id in running:
+            try:
+                self.jobs.cancel_job(project, job_id, principal=SYSTEM)
+            except PlinthError as exc:  # ended meanwhile: the next round settles it
+                log.info("cancelling job %s of pipeline run %s: %s", job_id, run_id, exc)
+        self.wake()
+        return self.get_run(project, row.id, principal=principal)
+
+    def resume_run(self, project: str, run_id: str, *, principal: Principal) -> s.PipelineRun:
+        """Run a failed or cancelled run's unfinished steps again, in its snapshot and
+        with its dataset versions; its succeeded steps stand. Conflict while it runs."""
+        r, st = t.pipeline_runs, t.pipeline_steps
+        with self.audit.recorded(principal, RESUME, project=project, object=run_id) as (conn, ch):
+            row = self._require(conn, project, run_id, principal, Need.WRITE, record=False)
+            if row.status in ("running", "succeeded"):
+                raise Conflict(f"pipeline run {row.id[:8]} is {row.status}: nothing to resume")
+            again = conn.execute(
+                st.update()
+                .where(st.c.run_id == row.id, st.c.status.in_(_RETRY_FAILED))
+                .values(
+                    status="waiting",
+                    cache_key=None,
+                    inputs=None,
+                    job_id=None,
+                    outputs_run_id=None,
+                    outputs=None,
+                    outputs_digest=None,
+                    cached_from=None,
+                    reason=None,
+                    started_at=None,
+                    ended_at=None,
+                )
+            ).rowcount
+            conn.execute(
+                r.update()
+                .where(r.c.id == row.id)
+                .values(status="running", reason=None, ended_at=None, user=principal.name)
+            )
+            if principal.user_id is not None:
+                conn.execute(r.update().where(r.c.id == row.id).values(user_id=principal.user_id))
+            ch.object = row.id
+            ch.details = {"steps": again}
+        self.wake()
+        return self.get_run(project, row.id, principal=principal)
+
+    # moving runs on ---------------------------------------------------------------------
+
+    def advance(self) -> None:
+        """One round: every run in progress moved on as far as it can go now."""
+        r = t.pipeline_runs
+        with self.db.read() as conn:
+            ids = list(
+                conn.execute(
+                    sa.select(r.c.id).where(r.c.status == "running").order_by(r.c.seq)
+                ).scalars()
+            )
+        for run_id in ids:
+            try:
+                self._advance(run_id)
+            except PlinthError as exc:
+                log.warning("pipeline run %s: %s", run_id, exc)
+
+    def _advance(self, run_id: str) -> None:
+        r, st = t.pipeline_runs, t.pipeline_steps
+        with self.db.read() as conn:
+            run = conn.execute(sa.select(r).where(r.c.id == run_id)).one()
+            steps = conn.execute(
+                sa.select(st).where(st.c.run_id == run_id).order_by(st.c.position)
+            ).all()
+            project = self.projects.names(conn, {run.project_id})[run.project_id]
+        spec = s.PipelineSpec.model_validate_json(run.spec)
+        by_name = {row.name: row for row in steps}
+        for step_spec in spec.steps:
+            row = by_name[step_spec.name]
+            if row.status == "running":
+                by_name[row.name] = self._watch(project, row) or row
+            elif row.status == "waiting":
+                upstream = [by_name[name] for name in spec.upstream(step_spec)]
+                if any(u.status in _RETRY_FAILED for u in upstream):
+                    self._end_step(row, "skipped", "an upstream step did not succeed")
+                    by_name[row.name] = self._reread(row)
+                elif all(u.status in s.DONE for u in upstream):
+                    self._start(run, project, step_spec, row, by_name)
+                    by_name[row.name] = self._reread(row)
+        statuses = [row.status for row in by_name.values()]
+        if any(status in ("waiting", "running") for status in statuses):
+            return
+        if "cancelled" in statuses:
+            outcome, reason = "cancelled", "cancelled"
+        elif "failed" in statuses or "skipped" in statuses:
+            failed = [row.name for row in by_name.values() if row.status == "failed"]
+            outcome, reason = "failed", f"step {', '.join(failed)} failed"
+        else:
+            outcome, reason = "succeeded", None
+        with self.db.write() as conn:
+            conn.execute(
+                r.update()
+                .where(r.c.id == run_id, r.c.status == "running")
+                .values(status=outcome, reason=reason, ended_at=_now())
+            )
+
+    def _reread(self, row: Any) -> Any:
+        st = t.pipeline_steps
+        with self.db.read() as conn:
+            return conn.execute(
+                sa.select(st).where(st.c.run_id == row.run_id, st.c.name == row.name)
+            ).one()
+
+    def _watch(self, project: str, row: Any) -> Any:
+        """A running step whose job has ended: succeeded with its outputs, or failed."""
+        job = self.jobs.get_job(project, row.job_id, principal=SYSTEM)
+        if not job.ended:
+            return None
+        if job.status != "succeeded":
+            why = job.reason or f"its job {job.status}"
+            if job.exit_code not in (None, 0):
+                why = f"its job exited with {job.exit_code}: {why}"
+            self._end_step(row, "cancelled" if job.status == "cancelled" else "failed", why)
+            return self._reread(row)
+        assert job.run_id is not None
+        listed = self.artifacts.list_artifacts(job.run_id, OUTPUTS, principal=SYSTEM)
+        files = [(a.path, a.digest, a.size) for a in listed]
+        if not files:
+            self._end_step(row, "failed", "its job succeeded but left no outputs")
+            return self._reread(row)
+        st = t.pipeline_steps
+        with self.db.write() as conn:
+            conn.execute(
+                st.update()
+                .where(st.c.run_id == row.run_id, st.c.name == row.name, st.c.status == "running")
+                .values(
+                    status="succeeded",
+                    outputs_run_id=job.run_id,
+                    outputs=json.dumps(files),
+                    outputs_digest=manifest_digest(files),
+                    ended_at=_now(),
+                )
+            )
+        return self._reread(row)
+
+    def _end_step(self, row: Any, status: str, reason: str) -> None:
+        st = t.pipeline_steps
+        with self.db.write() as conn:
+            conn.execute(
+                st.update()
+                .where(st.c.run_id == row.run_id, st.c.name == row.name, st.c.status == row.status)
+                .values(status=status, reason=reason[:2000], ended_at=_now())
+            )
+
+    def _start(
+        self,
+        run: Any,
+        project: str,
+        spec: s.StepSpec,
+        row: Any,
+        done: dict[str, Any],
+    ) -> None:
+        """A waiting step whose inputs are all known: reuse what an earlier step with the
+        same key made, or queue its job."""
+        pinned = json.loads(row.datasets)
+        inputs: dict[str, dict[str, Any]] = {}
+        key_parts: dict[str, Any] = {}
+        with self.db.read() as conn:
+            for arg, source in sorted(spec.inputs.items()):
+                if isinstance(source, s.ValueInput):
+                    inputs[arg] = {"kind": "value", "value": source.value}
+                    key_parts[arg] = {"value": source.value}
+                elif isinstance(source, s.OutputInput):
+                    upstream = done[source.step]
+                    path = f"{OUTPUTS}/{source.index}"
+                    digest = _part_digest(json.loads(upstream.outputs), path)
+                    inputs[arg] = {
+                        "kind": "output",
+                        "run_id": upstream.outputs_run_id,
+                        "path": path,
+                        "digest": digest,
+                    }
+                    key_parts[arg] = {"output": digest}
+                else:
+                    ref = pinned[arg]
+                    _, digest = self.datasets.pin(conn, project, ref, SYSTEM)
+                    inputs[arg] = {"kind": "dataset", "ref": ref, "digest": digest}
+                    key_parts[arg] = {"dataset": digest}
+        key = _cache_key(spec, key_parts)
+        st = t.pipeline_steps
+        where = sa.and_(st.c.run_id == row.run_id, st.c.name == row.name, st.c.status == "waiting")
+        hit = None if run.no_cache else self._cached(run.project_id, key)
+        if hit is not None:
+            with self.db.write() as conn:
+                conn.execute(
+                    st.update()
+                    .where(where)
+                    .values(
+                        status="cached",
+                        cache_key=key,
+                        inputs=json.dumps(inputs),
+                        outputs_run_id=hit.outputs_run_id,
+                        outputs=hit.outputs,
+                        outputs_digest=hit.outputs_digest,
+                        cached_from=hit.run_id,
+                        started_at=_now(),
+                        ended_at=_now(),
+                    )
+                )
+            return
+        submit = cs.JobSubmit(
+            argv=[sys.executable, "-m", WORKER, project, run.id, spec.name],
+            cpus=spec.cpus,
+            gpus=spec.gpus,
+            memory=spec.memory,
+            pool=spec.pool,
+            retries=spec.retries,
+            timeout=spec.timeout,
+            snapshot=cs.Snapshot(digest=run.snapshot_digest, size=run.snapshot_size),
+        )
+        try:
+            principal = self._acting(run, project)
+            with self.db.write() as conn:
+                claimed = conn.execute(
+                    st.update()
+                    .where(where)
+                    .values(
+                        status="running",
+                        cache_key=key,
+                        inputs=json.dumps(inputs),
+                        started_at=_now(),
+                    )
+                ).rowcount
+                if not claimed:
+                    return  # another process started it
+                job = self.jobs.submit_job_within(conn, project, submit, principal=principal)
+                conn.execute(
+                    st.update()
+                    .where(st.c.run_id == row.run_id, st.c.name == row.name)
+                    .values(job_id=job.id)
+                )
+                self._record_lineage(conn, run, project, job.run_id, inputs)
+        except PlinthError as exc:
+            self._end_step(row, "failed", f"its job could not be queued: {exc.message}")
+            return
+        self.jobs.submitted(job, project)
+
+    def _record_lineage(
+        self, conn: Connection, run: Any, project: str, job_run: str, inputs: dict[str, Any]
+    ) -> None:
+        """The step's run read these dataset versions and upstream steps' runs."""
+        dst = lineage.Node(f"runs:/{job_run}", run.project_id)
+        for source in inputs.values():
+            if source["kind"] == "dataset":
+                src = lineage.Node(f"datasets:/{project}/{source['ref']}", run.project_id)
+                lineage.record(self.db, conn, src, dst, "read")
+            elif source["kind"] == "output":
+                src = lineage.Node(f"runs:/{source['run_id']}", run.project_id)
+                lineage.record(self.db, conn, src, dst, "fed")
+
+    def _cached(self, project_id: str, key: str) -> Any:
+        st = t.pipeline_steps
+        with self.db.read() as conn:
+            return conn.execute(
+                sa.select(st)
+                .where(
+                    st.c.project_id == project_id,
+                    st.c.cache_key == key,
+                    st.c.status == "succeeded",
+                )
+                .order_by(st.c.ended_at.desc())
+                .limit(1)
+            ).first()
+
+    def _acting(self, run: Any, project: str) -> Principal:
+        """Who a run's steps are queued as: the user who started (or resumed) it."""
+        if run.user_id is None:  # no sign-in here: the home's own user
+            return Principal(name=run.user, is_admin=True)
+        return self.identity.acting_as(run.user_id, run.project_id, project)
+
+    # triggers ---------------------------------------------------------------------------
+
+    def create_trigger(
+        self, project: str, req: s.TriggerCreate, *, principal: Principal
+    ) -> s.Trigger:
+        tr = t.pipeline_triggers
+        now = _now()
+        next_at = next_cron(req.cron, now) if req.cron is not None else None
+        with self.audit.recorded(principal, TRIGGER_ADD, project=project, object=req.name) as (
+            conn,
+            ch,
+        ):
+            pid = self.projects.require(conn, project, principal, Need.WRITE, record=False)
+            self.blobs.claim(conn, pid, req.snapshot.digest, req.snapshot.size)
+            seen = None
+            if req.dataset is not None:
+                check_dataset_name(req.dataset)
+                seen = self.datasets.newest_version(conn, pid, req.dataset)
+                if seen is None:
+                    raise NotFound(
+                        f"no dataset {req.dataset!r} with a version in project {project!r}: "
+                        "push its first version before a trigger watches it"
+                    )
+            for step in req.spec.steps:  # every dataset it reads must be there to pin
+                for source in step.inputs.values():
+                    if isinstance(source, s.DatasetInput) and req.dataset is None:
+                        self.datasets.pin(conn, project, source.ref, principal)
+            inserted = conn.execute(
+                self.db.insert_ignoring_duplicates(tr).returning(tr.c.id),
+                {
+                    "id": uuid.uuid4().hex,
+                    "project_id": pid,
+                    "name": req.name,
+                    "pipeline": req.spec.name,
+                    "spec": req.spec.model_dump_json(),
+                    "snapshot_digest": req.snapshot.digest,
+                    "snapshot_size": req.snapshot.size,
+                    "no_cache": req.no_cache,
+                    "cron": req.cron,
+                    "dataset": req.dataset,
+                    "next_at": next_at,
+                    "seen_version": seen,
+                    "user": principal.name,
+                    "user_id": principal.user_id,
+                    "created_at": now,
+                },
+            ).scalar()
+            if inserted is None:
+                raise Conflict(f"project {project!r} has a trigger {req.name!r}: remove it first")
+            ch.details = {"pipeline": req.spec.name, "cron": req.cron, "dataset": req.dataset}
+            row = conn.execute(sa.select(tr).where(tr.c.id == inserted)).one()
+        return _trigger(project, row)
+
+    def list_triggers(self, project: str, *, principal: Principal) -> list[s.Trigger]:
+        tr = t.pipeline_triggers
+        with self.db.read() as conn:
+            pid = self.projects.require(conn, project, principal, Need.READ)
+            rows = conn.execute(sa.select(tr).where(tr.c.project_id == pid).order_by(tr.c.name))
+            return [_trigger(project, row) for row in rows]
+
+    def delete_trigger(self, project: str, name: str, *, principal: Principal) -> s.Trigger:
+        tr = t.pipeline_triggers
+        with self.audit.recorded(principal, TRIGGER_REMOVE, project=project, object=name) as (
+            conn,
+            _ch,
+        ):
+            pid = self.projects.require(conn, project, principal, Need.WRITE, record=False)
+            row = conn.execute(
+                sa.select(tr).where(tr.c.project_id == pid, tr.c.name == name)
+            ).first()
+            if row is None:
+                raise NotFound(f"no trigger {name!r} in project {project!r}")
+            conn.execute(tr.delete().where(tr.c.id == row.id))
+        return _trigger(project, row)
+
+    def fire_triggers(self, now: float | None = None) -> int:
+        """Start a run for every trigger that is due; how many started."""
+        now = _now() if now is None else now
+        tr = t.pipeline_triggers
+        with self.db.read() as conn:
+            rows = conn.execute(sa.select(tr)).all()
+        fired = 0
+        for row in rows:
+            if row.cron is not None and row.next_at is not None and row.next_at <= now:
+                moved = {"next_at": next_cron(row.cron, now)}
+                guard = tr.c.next_at == row.next_at
+            elif row.dataset is not None:
+                with self.db.read() as conn:
+                    newest = self.datasets.newest_version(conn, row.project_id, row.dataset)
+                if newest is None or newest <= (row.seen_version or 0):
+                    continue
+                moved = {"seen_version": newest}
+                guard = tr.c.seen_version == row.seen_version
+            else:
+                continue
+            fired += self._fire(row, moved, guard, now)
+        if fired:
+            self.wake()
+        return fired
+
+    def _fire(self, row: Any, moved: dict[str, Any], guard: Any, now: float) -> int:
+        tr = t.pipeline_triggers
+        run_id = uuid.uuid4().hex
+        with self.db.read() as conn:
+            project = self.projects.names(conn, {row.project_id})[row.project_id]
+        try:
+            principal = self._acting(row, project)
+            with self.audit.recorded(principal, TRIGGER_FIRE, project=project, object=row.name) as (
+                conn,
+                ch,
+            ):
+                claimed = conn.execute(
+                    tr.update()
+                    .where(tr.c.id == row.id, guard)
+                    .values(**moved, fired_at=now, fired=tr.c.fired + 1, last_run=run_id)
+                ).rowcount
+                if not claimed:  # another process fired it
+                    ch.record = False
+                    return 0
+                self.projects.require(conn, project, principal, Need.WRITE, record=False)
+                spec = s.PipelineSpec.model_validate_json(row.spec)
+                snapshot = cs.Snapshot(digest=row.snapshot_digest, size=row.snapshot_size)
+                self._insert_run(
+                    conn,
+                    run_id,
+                    row.project_id,
+                    project,
+                    spec,
+                    snapshot,
+                    row.no_cache,
+                    principal,
+                    trigger=row.name,
+                )
+                ch.details = {"run_id": run_id, **moved}
+            return 1
+        except PlinthError as exc:
+            # refused (and audited so): move on all the same, or it is refused every round
+            log.warning("trigger %s of project %s did not fire: %s", row.name, project, exc)
+            with self.db.write() as conn:
+                conn.execute(tr.update().where(tr.c.id == row.id, guard).values(**moved))
+            return 0
+
+    # shared -----------------------------------------------------------------------------
+
+    def _require(
+        self,
+        conn: Connection,
+        project: str,
+        run_id: str,
+        principal: Principal,
+        need: Need,
+        *,
+        record: bool = True,
+    ) -> Any:
+        """The run's row (by id, or a unique prefix of 8 or more), if the principal may
+        ``need`` its project; a run that does not exist and a project one cannot see
+        answer alike."""
+        hidden = NotFound(f"no pipeline run {run_id!r} in project {project!r}")
+        try:
+            pid = self.projects.require(conn, project, principal, need, record=record)
+        except NotFound:
+            raise hidden from None
+        r = t.pipeline_runs
+        if not (8 <= len(run_id) <= 32) or not all(c in "0123456789abcdef" for c in run_id):
+            raise hidden
+        rows = conn.execute(
+            sa.select(r).where(r.c.project_id == pid, r.c.id.startswith(run_id)).limit(2)
+        ).all()
+        if len(rows) != 1:
+            if len(rows) > 1:
+                raise InvalidInput(f"{run_id!r} names more than one run: give more of its id")
+            raise hidden
+        return rows[0]
+
+    def _run(self, conn: Connection, project: str, row: Any) -> s.PipelineRun:
+        st = t.pipeline_steps
+        spec = s.PipelineSpec.model_validate_json(row.spec)
+        rows = {r.name: r for r in conn.execute(sa.select(st).where(st.c.run_id == row.id)).all()}
+        steps = []
+        for step in spec.steps:
+            r = rows[step.name]
+            steps.append(
+                s.Step(
+                    name=step.name,
+                    function=step.function,
+                    status=r.status,
+                    upstream=spec.upstream(step),
+                    cpus=step.cpus,
+                    gpus=step.gpus,
+                    outputs=step.outputs,
+                    cache_key=r.cache_key,
+                    cached=r.status == "cached",
+                    cached_from=r.cached_from,
+                    job_id=r.job_id,
+                    run_id=r.outputs_run_id,
+                    outputs_digest=r.outputs_digest,
+                    datasets=json.loads(r.datasets),
+                    inputs=None if r.inputs is None else json.loads(r.inputs),
+                    reason=r.reason,
+                    started_at=r.started_at,
+                    ended_at=r.ended_at,
+                )
+            )
+        return s.PipelineRun(
+            id=row.id,
+            project=project,
+            name=row.name,
+            function=row.function,
+            status=row.status,
+            reason=row.reason,
+            user=row.user,
+            params=spec.params,
+            no_cache=row.no_cache,
+            trigger=row.trigger,
+            snapshot=cs.Snapshot(digest=row.snapshot_digest, size=row.snapshot_size),
+            created_at=row.created_at,
+            ended_at=row.ended_at,
+            steps=steps,
+        )
+
+
+def _cache_key(spec: s.StepSpec, parts: dict[str, Any]) -> str:
+    body = {
+        "function": spec.function,
+        "code": spec.code_digest,
+        "outputs": spec.outputs,
+        "inputs": parts,
+    }
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _part_digest(files: list[list[Any]], path: str) -> str:
+    """The manifest digest of one output: the files under ``path/``."""
+    prefix = f"{path}/"
+    return manifest_digest(
+        (p.removeprefix(prefix), d, n) for p, d, n in files if p.startswith(prefix)
+    )
+
+
+def next_cron(expression: str, after: float) -> float:
+    """When a cron schedule (five fields, UTC) next fires after ``after``."""
+    from datetime import UTC, datetime
+
+    from croniter import croniter
+
+    try:
+        if len(expression.split()) != 5:
+            raise ValueError("five fields: minute hour day-of-month month day-of-week")
+        it = croniter(expression, datetime.fromtimestamp(after, UTC))
+        return float(it.get_next(float))
+    except (ValueError, KeyError) as exc:
+        raise InvalidInput(f"cron {expression!r}: {exc}") from None
+
+
+def _cursor(text: str) -> int:
+    if not text.isdigit():
+        raise InvalidInput("cursor: pass a page's next_cursor")
+    return int(text)
+
+
+def _trigger(project: str, row: Any) -> s.Trigger:
+    return s.Trigger(
+        name=row.name,
+        project=project,
+        pipeline=row.pipeline,
+        cron=row.cron,
+        dataset=row.dataset,
+        user=row.user,
+        created_at=row.created_at,
+        next_at=row.next_at,
+        seen_version=row.seen_version,
+        fired_at=row.fired_at,
+        fired=row.fired,
+        last_run=row.last_run,
+    )
