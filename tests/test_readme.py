@@ -49,3 +49,9 @@ def test_the_datasets_guide_runs_as_pasted(tmp_path: Path) -> None:
     assert "customers@1 2 2" in output
     assert "[('data/train.csv', 'changed', ['plan'])]" in output
     assert output.rstrip().endswith("id,age,churned")
+
+
+def test_the_pipelines_guide_runs_as_pasted(tmp_path: Path) -> None:
+    output = _run_blocks(ROOT / "docs" / "pipelines.md", tmp_path)
+    assert "succeeded ['succeeded', 'succeeded']" in output
+    assert "['cached', 'succeeded']" in output

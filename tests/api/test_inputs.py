@@ -266,6 +266,8 @@ class Scene:
             "job_id": self.job_id,
             "experiment_id": self.project_id,
             "argv": ["true"],  # a job's command (never run here)
+            "function": "flow:train",  # a pipeline's (never imported on the server)
+            "code_digest": self.digest,
         }.get(name)
 
 

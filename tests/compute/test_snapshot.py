@@ -209,3 +209,12 @@ def test_unpack_reads_an_archive_file_too(tmp_path: Path) -> None:
     archive.write_bytes(_tar(_file("../x")))
     with pytest.raises(InvalidInput, match="plain relative path"):
         unpack(archive, tmp_path / "out2")
+
+
+def test_a_plinth_home_inside_the_tree_is_left_out(tmp_path: Path) -> None:
+    root = tmp_path / "work"
+    write(root, {"flow.py": "x = 1", "home/plinth.db": b"db", "home/artifacts/blob": b"b"})
+    write(root, {"notes/plinth.txt": "kept"})
+    notes: list[str] = []
+    assert [f.path for f in collect(root, CAP, notes)] == ["flow.py", "notes/plinth.txt"]
+    assert notes == ["home/: a Plinth home (its database and stores), left out"]

@@ -106,17 +106,27 @@ class JobService:
         self.submitted(row, project)
         return _job(row, project)
 
+    def check_job(self, project: str, req: s.JobSubmit) -> dict[str, Any]:
+        """What ``submit_job_within`` needs, checked before its transaction opens (the
+        check consults the dispatcher, which may itself wait on the database)."""
+        return self._checked(project, req)
+
     def submit_job_within(
-        self, conn: Connection, project: str, req: s.JobSubmit, *, principal: Principal
+        self,
+        conn: Connection,
+        project: str,
+        req: s.JobSubmit,
+        checked: dict[str, Any],
+        *,
+        principal: Principal,
     ) -> Any:
         """A job queued and audited in the caller's write transaction (a pipeline's step
-        commits with its job); its row, for ``submitted`` once that commits."""
-        values = self._checked(project, req)
+        commits with its job); ``checked`` is ``check_job``'s. Its row, for
+        ``submitted`` once that commits."""
+        values = checked
         job_id = uuid.uuid4().hex
         row, details = self._insert(conn, project, job_id, values, req, principal)
-        self.audit.append(
-            conn, principal, SUBMIT, project=project, object=job_id, details=details
-        )
+        self.audit.append(conn, principal, SUBMIT, project=project, object=job_id, details=details)
         return row
 
     def submitted(self, row: Any, project: str) -> None:

@@ -31,6 +31,7 @@ __all__ = ["SnapshotFile", "collect", "pack", "unpack"]
 log = logging.getLogger(__name__)
 _MODE_EXECUTABLE, _MODE_PLAIN = 0o755, 0o644
 _BIGGEST_SHOWN = 5
+HOME_MARK = "plinth.db"  # a folder holding it is a Plinth home: never part of a job
 
 
 class SnapshotFile(NamedTuple):
@@ -86,6 +87,9 @@ def _walk(
         if _ignored(specs, rel, is_dir):
             continue
         if is_dir:
+            if (Path(entry.path) / HOME_MARK).exists():
+                notes.append(f"{rel}/: a Plinth home (its database and stores), left out")
+                continue
             yield from _walk(root, Path(entry.path), rel + "/", specs, notes)
             continue
         found = _regular_file(root, Path(entry.path), rel, notes)

@@ -315,7 +315,9 @@ def _configure_sqlite(engine: Engine, synchronous: str) -> None:
 
 
 def _retry_locked(fn: Any) -> Any:
-    """Retry what SQLite refuses with "database is locked" despite the busy timeout.
+    """Retry what SQLite refuses with "database is locked" (or "locking protocol", its
+    SQLITE_PROTOCOL: processes opening one WAL database at the same moment) despite
+    the busy timeout.
 
     The busy handler does not cover every path (switching to WAL, a checkpoint racing
     a new writer), so these few calls get a short back-off of their own.
@@ -324,7 +326,8 @@ def _retry_locked(fn: Any) -> Any:
         try:
             return fn()
         except Exception as exc:  # sqlite3.OperationalError, possibly wrapped
-            if "locked" not in str(exc) or attempt == _LOCKED_RETRIES - 1:
+            transient = "locked" in str(exc) or "locking protocol" in str(exc)
+            if not transient or attempt == _LOCKED_RETRIES - 1:
                 raise
             time.sleep(0.05 * (attempt + 1))
     return None

@@ -25,6 +25,7 @@ import dis
 import functools
 import hashlib
 import importlib
+import importlib.util
 import inspect
 import json
 import sys
@@ -357,11 +358,18 @@ def load_function(ref: str, root: Path | None = None) -> Any:
     module, _, qualname = ref.partition(":")
     if not module or not qualname:
         raise InvalidInput(f"{ref!r}: give MODULE:FUNCTION, such as pipeline:train")
-    where = str(Path(root or ".").resolve())
-    if where not in sys.path:
-        sys.path.insert(0, where)
+    where = Path(root or ".").resolve()
+    if str(where) not in sys.path:
+        sys.path.insert(0, str(where))
+    importlib.invalidate_caches()
     try:
         found: Any = importlib.import_module(module)
+        file = getattr(found, "__file__", None)
+        if file and _under(Path(file), where) and _changed(found):
+            # edited since it was imported: trace the edit (not bytecode cached from a
+            # file of the same size written in the same second)
+            Path(importlib.util.cache_from_source(file)).unlink(missing_ok=True)
+            found = importlib.reload(found)
     except ModuleNotFoundError as exc:
         raise InvalidInput(f"cannot import {module!r}: {exc}") from None
     for part in qualname.split("."):
@@ -370,6 +378,22 @@ def load_function(ref: str, root: Path | None = None) -> Any:
         except AttributeError:
             raise InvalidInput(f"module {module!r} has no {qualname!r}") from None
     return found
+
+
+def _changed(module: types.ModuleType) -> bool:
+    """Whether a module's file differs from what was imported (as a notebook that edits
+    its pipeline's file and runs it again would have it)."""
+    file = Path(str(module.__file__))
+    try:
+        now = hashlib.sha256(file.read_bytes()).hexdigest()
+    except OSError:
+        return False
+    before = _IMPORTED.setdefault(module.__name__, now)
+    _IMPORTED[module.__name__] = now
+    return before != now
+
+
+_IMPORTED: dict[str, str] = {}
 
 
 def code_digest(fn: Callable[..., Any], root: Path) -> str:

@@ -36,20 +36,20 @@ async def list_runs(
     return await c(c.service.list_runs, project, query)
 
 
-@router.get("/runs/{run_id}", response_model=s.PipelineRun)
-async def get_run(project: Project, run_id: RunId, c: Read) -> s.PipelineRun:
-    return await c(c.service.get_run, project, run_id)
+@router.get("/runs/{pipeline_run_id}", response_model=s.PipelineRun)
+async def get_run(project: Project, pipeline_run_id: RunId, c: Read) -> s.PipelineRun:
+    return await c(c.service.get_run, project, pipeline_run_id)
 
 
-@router.post("/runs/{run_id}/cancel", response_model=s.PipelineRun)
-async def cancel_run(project: Project, run_id: RunId, c: Write) -> s.PipelineRun:
-    return await c(c.service.cancel_run, project, run_id)
+@router.post("/runs/{pipeline_run_id}/cancel", response_model=s.PipelineRun)
+async def cancel_run(project: Project, pipeline_run_id: RunId, c: Write) -> s.PipelineRun:
+    return await c(c.service.cancel_run, project, pipeline_run_id)
 
 
-@router.post("/runs/{run_id}/resume", response_model=s.PipelineRun)
-async def resume_run(project: Project, run_id: RunId, c: Write) -> s.PipelineRun:
+@router.post("/runs/{pipeline_run_id}/resume", response_model=s.PipelineRun)
+async def resume_run(project: Project, pipeline_run_id: RunId, c: Write) -> s.PipelineRun:
     """Run a failed or cancelled run's failed, skipped and cancelled steps again."""
-    return await c(c.service.resume_run, project, run_id)
+    return await c(c.service.resume_run, project, pipeline_run_id)
 
 
 @router.get("/triggers", response_model=list[s.Trigger])

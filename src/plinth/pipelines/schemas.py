@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 
 from plinth.compute.schemas import DIGEST, POOL, Snapshot
 
@@ -93,6 +93,33 @@ class StepSpec(BaseModel):
     retries: int = Field(0, ge=0, le=20)
     timeout: str | None = Field(None, max_length=32)
 
+    @field_validator("memory")
+    @classmethod
+    def _memory(cls, value: str | None) -> str | None:
+        from plinth.compute.resources import parse_memory
+
+        return _parsed(value, parse_memory)
+
+    @field_validator("timeout")
+    @classmethod
+    def _timeout(cls, value: str | None) -> str | None:
+        from plinth.compute.resources import parse_duration
+
+        return _parsed(value, parse_duration)
+
+
+def _parsed(value: str | None, parse: Any) -> str | None:
+    """A job's resource as its job would take it, or ValueError now, not at its start."""
+    from plinth.errors import InvalidInput
+
+    if value is not None:
+        try:
+            if parse(value) <= 0:
+                raise ValueError(f"{value!r}: give an amount above zero")
+        except InvalidInput as exc:
+            raise ValueError(exc.message) from None
+    return value
+
 
 class PipelineSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -140,7 +167,7 @@ class PipelineRunCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     spec: PipelineSpec
     snapshot: Snapshot = Field(description="the working directory the steps run in")
-    no_cache: bool = Field(False, description="run every step, reusing nothing")
+    no_cache: StrictBool = Field(False, description="run every step, reusing nothing")
 
 
 class ResolvedInput(BaseModel):
@@ -243,7 +270,7 @@ class TriggerCreate(BaseModel):
     snapshot: Snapshot
     cron: str | None = Field(None, min_length=9, max_length=120)
     dataset: str | None = Field(None, min_length=1, max_length=200)
-    no_cache: bool = False
+    no_cache: StrictBool = False
 
     @model_validator(mode="after")
     def _one(self) -> TriggerCreate:

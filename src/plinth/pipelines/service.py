@@ -497,6 +497,7 @@ class PipelineService:
         )
         try:
             principal = self._acting(run, project)
+            checked = self.jobs.check_job(project, submit)
             with self.db.write() as conn:
                 claimed = conn.execute(
                     st.update()
@@ -510,7 +511,9 @@ class PipelineService:
                 ).rowcount
                 if not claimed:
                     return  # another process started it
-                job = self.jobs.submit_job_within(conn, project, submit, principal=principal)
+                job = self.jobs.submit_job_within(
+                    conn, project, submit, checked, principal=principal
+                )
                 conn.execute(
                     st.update()
                     .where(st.c.run_id == row.run_id, st.c.name == row.name)

@@ -47,17 +47,17 @@ def save(value: Any, folder: Path, what: str) -> None:
         (folder / "bytes.bin").write_bytes(bytes(value))
         return
     kind = f"{type(value).__module__}.{type(value).__qualname__}"
-    if kind == "numpy.ndarray":
+    if _is(value, "numpy", "ndarray"):
         import numpy as np
 
         if value.dtype.hasobject:
             raise InvalidInput(f"{what}: an array of Python objects cannot be saved safely")
         np.save(folder / "array.npy", value, allow_pickle=False)
         return
-    if kind == "pandas.core.frame.DataFrame":
+    if _is(value, "pandas", "DataFrame"):
         value.to_parquet(folder / "frame.parquet")
         return
-    if kind == "pyarrow.lib.Table":
+    if _is(value, "pyarrow", "Table"):
         import pyarrow.parquet as pq
 
         pq.write_table(value, folder / "table.parquet")
@@ -110,6 +110,14 @@ def load(folder: Path) -> Any:
     if not folder.exists() or not any(folder.iterdir()):
         return None  # an empty folder: nothing was written (an empty dir output)
     raise InvalidInput(f"{folder} holds no output Plinth knows how to read")
+
+
+def _is(value: Any, module: str, name: str) -> bool:
+    """Whether ``value`` is a ``module.name``, without importing a module not loaded."""
+    import sys
+
+    found = getattr(sys.modules.get(module), name, None)
+    return isinstance(found, type) and isinstance(value, found)
 
 
 def _is_estimator(value: Any) -> bool:
