@@ -100,7 +100,7 @@ def test_tracing_records_steps_in_order_with_their_arguments(
     spec = _trace(flow_dir, n="5", factor="0.5")
     assert [step.name for step in spec.steps] == ["load", "double", "clean", "split", "total"]
     assert spec.params == {"n": 5, "factor": 0.5, "data": "churn"}  # converted by default
-    load, double, clean, split, total = spec.steps
+    load, double, _clean, split, total = spec.steps
     assert load.inputs["n"] == s.ValueInput(value=5)
     assert double.inputs["xs"] == s.OutputInput(step="load")
     assert double.inputs["factor"] == s.ValueInput(value=0.5)

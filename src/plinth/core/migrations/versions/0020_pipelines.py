@@ -38,9 +38,7 @@ def upgrade() -> None:
     op.create_index("ix_pipeline_runs_status", "pipeline_runs", ["status"])
     op.create_table(
         "pipeline_steps",
-        sa.Column(
-            "run_id", sa.String(32), sa.ForeignKey("pipeline_runs.id"), primary_key=True
-        ),
+        sa.Column("run_id", sa.String(32), sa.ForeignKey("pipeline_runs.id"), primary_key=True),
         sa.Column("name", sa.String(100), primary_key=True),
         sa.Column("position", sa.Integer, nullable=False),
         sa.Column("project_id", sa.String(32), nullable=False),
