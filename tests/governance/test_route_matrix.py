@@ -97,6 +97,8 @@ _NEW_DEPLOYMENT = {"model": "models:/team-a/churn/1", "runtime": "memory"}
 DATA = "/api/v1/projects/team-a/datasets"
 DATASET = "/api/v1/projects/{project}/datasets"
 CONTENT = b"a file of a dataset"
+PIPELINE = "/api/v1/projects/{project}/pipelines"
+PIPELINES = "/api/v1/projects/team-a/pipelines"
 MLFLOW = "/mlflow/api/2.0/mlflow"
 MLFLOW_ARTIFACTS = "/mlflow/api/2.0/mlflow-artifacts/artifacts"
 MPU = "/mlflow/api/2.0/mlflow-artifacts/mpu"
@@ -837,6 +839,40 @@ REQUESTS: dict[tuple[str, str], tuple[str, Make]] = {
         "project",
         lambda w, r: ("GET", f"{DATA}/churn/diff", {"params": {"old": 1, "new": "latest"}}),
     ),
+    # pipelines (nothing dispatches: a run stays running, its steps waiting)
+    ("POST", f"{PIPELINE}/runs"): (
+        "project",
+        lambda w, r: ("POST", f"{PIPELINES}/runs", {"json": _pipeline_body(w)}),
+    ),
+    ("GET", f"{PIPELINE}/runs"): ("project", lambda w, r: ("GET", f"{PIPELINES}/runs", {})),
+    ("GET", f"{PIPELINE}/runs/{{pipeline_run_id}}"): (
+        "project",
+        lambda w, r: ("GET", f"{PIPELINES}/runs/{_pipeline_run(w)}", {}),
+    ),
+    ("POST", f"{PIPELINE}/runs/{{pipeline_run_id}}/cancel"): (
+        "project",
+        lambda w, r: ("POST", f"{PIPELINES}/runs/{_pipeline_run(w)}/cancel", {}),
+    ),
+    ("POST", f"{PIPELINE}/runs/{{pipeline_run_id}}/resume"): (
+        "project",
+        lambda w, r: ("POST", f"{PIPELINES}/runs/{_pipeline_run(w, cancelled=True)}/resume", {}),
+    ),
+    ("GET", f"{PIPELINE}/triggers"): (
+        "project",
+        lambda w, r: ("GET", f"{PIPELINES}/triggers", {}),
+    ),
+    ("POST", f"{PIPELINE}/triggers"): (
+        "project",
+        lambda w, r: (
+            "POST",
+            f"{PIPELINES}/triggers",
+            {"json": {"name": _unique("t"), "cron": "0 3 * * *", **_pipeline_body(w)}},
+        ),
+    ),
+    ("DELETE", f"{PIPELINE}/triggers/{{name}}"): (
+        "project",
+        lambda w, r: ("DELETE", f"{PIPELINES}/triggers/{_pipeline_trigger(w)}", {}),
+    ),
     # compute (the matrix's app dispatches nothing: jobs stay queued)
     ("PUT", "/api/v1/projects/{project}/snapshots"): (
         "project",
@@ -888,6 +924,14 @@ REQUESTS: dict[tuple[str, str], tuple[str, Make]] = {
     ("GET", "/projects/{project}/datasets/{name}/diff"): (
         "project",
         lambda w, r: ("GET", "/projects/team-a/datasets/churn/diff", {"params": {"old": 1}}),
+    ),
+    ("GET", "/projects/{project}/pipelines"): (
+        "project",
+        lambda w, r: ("GET", "/projects/team-a/pipelines", {}),
+    ),
+    ("GET", "/projects/{project}/pipelines/{pipeline_run_id}"): (
+        "project",
+        lambda w, r: ("GET", f"/projects/team-a/pipelines/{_pipeline_run(w)}", {}),
     ),
     ("GET", "/projects/{project}/models"): (
         "project",
@@ -1086,6 +1130,54 @@ def _job_snapshot(w: World) -> str:
         w.root.submit_job("team-a", ["true"], snapshot=snapshot)
         w.snapshot = snapshot.digest
     return w.snapshot
+
+
+_FLOW = """import plinth
+
+
+@plinth.step
+def one():
+    return 1
+
+
+@plinth.pipeline
+def flow():
+    return one()
+"""
+_PIPELINE_BODIES: dict[str, dict[str, Any]] = {}
+
+
+def _pipeline_body(w: World) -> dict[str, Any]:
+    """A traced one-step pipeline and its snapshot in project A (uploaded by root, once
+    per world): what starting a run or adding a trigger sends."""
+    key = str(w.settings.home)
+    if key not in _PIPELINE_BODIES:
+        module = f"flow_{uuid.uuid4().hex[:8]}"  # modules are imported, and cached, by name
+        with tempfile.TemporaryDirectory() as where:
+            (Path(where) / f"{module}.py").write_text(_FLOW)
+            spec = w.root.trace_pipeline(f"{module}:flow", workdir=where)
+            snapshot = w.root.upload_snapshot("team-a", where)
+        body = {"spec": spec.model_dump(mode="json"), "snapshot": snapshot.model_dump(mode="json")}
+        _PIPELINE_BODIES[key] = body
+    return _PIPELINE_BODIES[key]
+
+
+def _pipeline_run(w: World, *, cancelled: bool = False) -> str:
+    """A run of project A started by root: it stays running (nothing dispatches), or
+    ends cancelled at once when root cancels it (none of its steps runs)."""
+    made = raw_http(w.root).post(f"{PIPELINES}/runs", json=_pipeline_body(w))
+    made.raise_for_status()
+    run_id = str(made.json()["id"])
+    if cancelled:
+        raw_http(w.root).post(f"{PIPELINES}/runs/{run_id}/cancel").raise_for_status()
+    return run_id
+
+
+def _pipeline_trigger(w: World) -> str:
+    name = _unique("t")
+    body = {"name": name, "cron": "0 3 * * *", **_pipeline_body(w)}
+    raw_http(w.root).post(f"{PIPELINES}/triggers", json=body).raise_for_status()
+    return name
 
 
 def _spare_sweep(w: World) -> str:

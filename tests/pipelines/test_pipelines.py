@@ -5,6 +5,7 @@ once; roles and the uniform 404."""
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import textwrap
 import threading
@@ -17,10 +18,15 @@ import pytest
 import sqlalchemy as sa
 
 from plinth import Client
+from plinth.api.blocking import Blocking
+from plinth.api.context import Services
+from plinth.core.platform import Platform
 from plinth.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from plinth.pipelines import schemas as s
 from plinth.pipelines import tables as t
 from plinth.pipelines.service import PipelineService
+from plinth.pipelines.triggers import TriggerService
+from plinth.server.app import build_services
 from plinth.settings import ComputeSettings, Settings
 from tests.conftest import make_settings, raw_http
 
@@ -124,8 +130,15 @@ def _states(run: s.PipelineRun) -> dict[str, str]:
     return {step.name: step.status for step in run.steps}
 
 
-def _service(client: Client) -> PipelineService:
-    return client._transport._whole.app.state.services.get(PipelineService)  # type: ignore[attr-defined,no-any-return]
+@contextlib.contextmanager
+def another_server(settings: Settings) -> Iterator[Services]:
+    """The services of a second process over the same home and database (its loops not
+    started): what another server, or this one after a restart, would do."""
+    platform = Platform.open(settings)
+    try:
+        yield build_services(platform, Blocking(inline=True))
+    finally:
+        platform.close()
 
 
 def test_steps_run_as_jobs_and_an_unchanged_pipeline_runs_nothing(
@@ -215,7 +228,7 @@ def test_a_failed_run_resumes_from_the_failed_step(
     failed = flow.run(client, project, params={"gate": str(gate)})
     assert failed.status == "failed" and "total" in (failed.reason or "")
     assert _states(failed) == {"load": "succeeded", "double": "succeeded", "total": "failed"}
-    assert "exited with 1" in (failed.step("total").reason or "")
+    assert "exited with code 1" in (failed.step("total").reason or "")
     log = client.job_logs(project, failed.step("total").job_id).text  # type: ignore[arg-type]
     assert "the gate" in log and "is closed" in log
 
@@ -347,10 +360,27 @@ def test_a_cancelled_run_stops_its_jobs(
 
 
 def test_triggers_fire_once_per_new_version_and_per_cron_time(
-    sqlite_client: Client, project: str, flow: Flow, tmp_path: Path
+    project: str, flow: Flow, tmp_path: Path
 ) -> None:
-    client = sqlite_client
-    service = _service(client)
+    # This app fires nothing itself (it does not dispatch): the two "servers" below do.
+    held = ComputeSettings(dispatch=False, handoff=False)
+    settings = make_settings(tmp_path / "home", compute=held)
+    with (
+        Client(settings=settings) as client,
+        another_server(settings) as one,
+        another_server(settings) as two,
+    ):
+        _triggers(client, one.get(TriggerService), two.get(TriggerService), project, flow, tmp_path)
+
+
+def _triggers(
+    client: Client,
+    service: TriggerService,
+    other: TriggerService,
+    project: str,
+    flow: Flow,
+    tmp_path: Path,
+) -> None:
     _numbers(client, project, tmp_path, [1, 2])
     with pytest.raises(NotFound, match="push its first version"):
         client.create_pipeline_trigger(project, "t", flow.ref, dataset="nope", workdir=flow.root)
@@ -372,8 +402,6 @@ def test_triggers_fire_once_per_new_version_and_per_cron_time(
 
     _numbers(client, project, tmp_path, [3, 4])
     # Two servers watching (or one restarted mid-way): the version fires once.
-    other = PipelineService.__new__(PipelineService)
-    other.__dict__.update(service.__dict__)
     fired: list[int] = []
     threads = [
         threading.Thread(target=lambda x=x: fired.append(x.fire_triggers()))
@@ -387,8 +415,8 @@ def test_triggers_fire_once_per_new_version_and_per_cron_time(
     assert service.fire_triggers() == 0
     [run] = client.list_pipeline_runs(project).runs
     assert run.trigger == "on-numbers"
-    done = client.wait_pipeline_run(project, run.id, timeout=WAIT)
-    assert done.step("load").datasets == {"data": "numbers@2"}
+    started = client.get_pipeline_run(project, run.id)
+    assert started.step("load").datasets == {"data": "numbers@2"}  # pinned as it started
 
     cron = client.create_pipeline_trigger(
         project, "nightly", flow.ref, cron="0 3 * * *", workdir=flow.root
@@ -406,8 +434,6 @@ def test_triggers_fire_once_per_new_version_and_per_cron_time(
     actions = {e.action for e in events}
     assert {"pipelines.triggers.create", "pipelines.triggers.fire"} <= actions
     assert "pipelines.triggers.delete" in actions
-    for run in client.list_pipeline_runs(project).runs:
-        client.wait_pipeline_run(project, run.id, timeout=WAIT)
 
 
 def test_bad_runs_are_refused_and_change_nothing(
@@ -491,23 +517,72 @@ def test_outsiders_get_the_uniform_404_and_viewers_cannot_run(
 
 
 def test_steps_are_not_started_twice_by_two_advancing_processes(
-    sqlite_client: Client, project: str, flow: Flow, tmp_path: Path
+    project: str, flow: Flow, tmp_path: Path
 ) -> None:
-    client = sqlite_client
-    service = _service(client)
-    _numbers(client, project, tmp_path, [1, 2, 3])
-    run = client.run_pipeline(project, flow.ref, workdir=flow.root)
-    rounds = [threading.Thread(target=service.advance) for _ in range(4)]
-    for thread in rounds:
-        thread.start()
-    for thread in rounds:
-        thread.join()
-    done = client.wait_pipeline_run(project, run.id, timeout=WAIT)
-    assert done.status == "succeeded"
-    with service.db.read() as conn:
-        jobs = conn.execute(
-            sa.select(sa.func.count())
-            .select_from(t.pipeline_steps)
-            .where(t.pipeline_steps.c.run_id == run.id, t.pipeline_steps.c.job_id.is_not(None))
-        ).scalar()
-    assert jobs == 3 and len(client.list_jobs(project).jobs) == 3
+    settings = make_settings(tmp_path / "home")
+    with (
+        Client(settings=settings) as client,
+        another_server(settings) as one,
+        another_server(settings) as two,
+    ):
+        _numbers(client, project, tmp_path, [1, 2, 3])
+        run = client.run_pipeline(project, flow.ref, workdir=flow.root)
+        services = [one.get(PipelineService), two.get(PipelineService)] * 2
+        rounds = [threading.Thread(target=service.advance) for service in services]
+        for thread in rounds:
+            thread.start()
+        for thread in rounds:
+            thread.join()
+        done = client.wait_pipeline_run(project, run.id, timeout=WAIT)
+        assert done.status == "succeeded"
+        with one.platform.db.read() as conn:
+            jobs = conn.execute(
+                sa.select(sa.func.count())
+                .select_from(t.pipeline_steps)
+                .where(t.pipeline_steps.c.run_id == run.id, t.pipeline_steps.c.job_id.is_not(None))
+            ).scalar()
+        assert jobs == 3 and len(client.list_jobs(project).jobs) == 3
+
+
+def test_a_run_in_flight_survives_a_restart_of_the_app(project: str, tmp_path: Path) -> None:
+    """The run is rows: an app that stops mid-run (its step's job still running) and a
+    new one over the same home carry it on to the end, each step run once."""
+    import time
+
+    slow = Flow(
+        tmp_path / "restart",
+        textwrap.dedent(
+            """
+            import time
+            import plinth
+
+            @plinth.step
+            def first(seconds: float):
+                time.sleep(seconds)
+                return seconds
+
+            @plinth.step
+            def second(x):
+                return x * 2
+
+            @plinth.pipeline
+            def flow():
+                return second(first(3.0))
+            """
+        ),
+    )
+    settings = make_settings(tmp_path / "home")
+    try:
+        with Client(settings=settings) as before:
+            run = before.run_pipeline(project, slow.ref, workdir=slow.root)
+            start = time.monotonic()
+            while before.get_pipeline_run(project, run.id).step("first").job_id is None:
+                assert time.monotonic() - start < 60
+                time.sleep(0.1)
+    finally:
+        sys.modules.pop(slow.module, None)
+    with Client(settings=settings) as after:
+        done = after.wait_pipeline_run(project, run.id, timeout=WAIT)
+        assert done.status == "succeeded", done
+        assert _output(after, done, "second", tmp_path) == 6.0
+        assert len(after.list_jobs(project).jobs) == 2

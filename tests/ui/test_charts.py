@@ -1,12 +1,13 @@
-"""The SVG chart helper: axes, ticks, skipped non-finite points, escaping. (Thinning a
-long history is tracking's: tests/tracking/test_history.py.)"""
+"""The SVG chart helpers: axes, ticks, skipped non-finite points, escaping; a graph's
+columns by longest path. (Thinning a long history is tracking's:
+tests/tracking/test_history.py.)"""
 
 from __future__ import annotations
 
 import math
 import re
 
-from plinth.ui.charts import Line, line_chart, nice_ticks
+from plinth.ui.charts import Line, Node, Swatch, dag, layers, line_chart, nice_ticks
 
 
 def _polylines(svg: str) -> list[list[tuple[float, float]]]:
@@ -54,3 +55,37 @@ def test_labels_are_escaped() -> None:
     svg = str(line_chart([Line("<b>x</b>", [(0, 1), (1, 2)])], title="<script>"))
     assert "<script>" not in svg and "<b>" not in svg
     assert "&lt;script&gt;" in svg and "&lt;b&gt;x&lt;/b&gt;" in svg
+
+
+def test_a_graphs_columns_are_longest_paths_from_roots() -> None:
+    nodes = [
+        Node("load"),
+        Node("other"),
+        Node("clean", ["load"]),
+        Node("train", ["clean", "load"]),  # after clean, however near load is
+        Node("report", ["train", "other"]),
+    ]
+    names = [[n.name for n in column] for column in layers(nodes)]
+    assert names == [["load", "other"], ["clean"], ["train"], ["report"]]
+    assert layers([]) == []
+
+
+def test_a_node_sits_near_its_upstream() -> None:
+    nodes = [Node("a"), Node("b"), Node("from-b", ["b"]), Node("from-a", ["a"])]
+    assert [n.name for n in layers(nodes)[1]] == ["from-a", "from-b"]
+
+
+def test_a_graph_links_its_boxes_draws_edges_and_escapes() -> None:
+    nodes = [
+        Node("<a>", caption="ok", href="#step-x", fill="red"),
+        Node("b", ["<a>"], caption="<i>", dashed=True),
+    ]
+    svg = str(dag(nodes, [Swatch("<s>", "#fff", "#000")], title="<t>", kind="step"))
+    assert svg.startswith('<svg class="dag"') and svg.endswith("</svg>")
+    assert '<a class="dag-node" href="#step-x" data-step="&lt;a&gt;">' in svg
+    assert '<g class="dag-node" data-step="b">' in svg  # no href: no link
+    assert svg.count('class="dag-edge"') == 1 and 'stroke-dasharray="5 3"' in svg
+    assert "<a>" not in svg.replace('<a class="dag-node"', "") and "<i>" not in svg
+    assert "&lt;s&gt;" in svg and "&lt;t&gt;" in svg
+    long = str(dag([Node("x" * 100)]))
+    assert "x" * 18 + "…" in long and "x" * 100 in long  # cut on the box, whole in its title

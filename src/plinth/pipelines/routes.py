@@ -12,6 +12,7 @@ from plinth.core.access import Permission
 from plinth.core.names import PROJECT_NAME
 from plinth.pipelines import schemas as s
 from plinth.pipelines.service import PipelineService
+from plinth.pipelines.triggers import TriggerService
 
 router = APIRouter(prefix="/api/v1/projects/{project}/pipelines", tags=["pipelines"])
 Read = Annotated[Caller[PipelineService], caller(PipelineService, Permission.PROJECT_READ)]
@@ -19,6 +20,8 @@ Write = Annotated[Caller[PipelineService], caller(PipelineService, Permission.PR
 Project = Annotated[str, Path(pattern=PROJECT_NAME, max_length=200)]
 # A run id, or a unique prefix of 8 or more of its characters; any other names no run (404).
 RunId = Annotated[str, Path(json_schema_extra={"pattern": s.RUN_ID, "maxLength": 32})]
+TriggersRead = Annotated[Caller[TriggerService], caller(TriggerService, Permission.PROJECT_READ)]
+TriggersWrite = Annotated[Caller[TriggerService], caller(TriggerService, Permission.PROJECT_WRITE)]
 TriggerName = Annotated[str, Path(pattern=s.TRIGGER_NAME, max_length=63)]
 
 
@@ -52,17 +55,20 @@ async def resume_run(project: Project, pipeline_run_id: RunId, c: Write) -> s.Pi
     return await c(c.service.resume_run, project, pipeline_run_id)
 
 
-@router.get("/triggers", response_model=list[s.Trigger])
-async def list_triggers(project: Project, c: Read) -> list[s.Trigger]:
+triggers_router = APIRouter(prefix="/api/v1/projects/{project}/pipelines", tags=["pipelines"])
+
+
+@triggers_router.get("/triggers", response_model=list[s.Trigger])
+async def list_triggers(project: Project, c: TriggersRead) -> list[s.Trigger]:
     return await c(c.service.list_triggers, project)
 
 
-@router.post("/triggers", response_model=s.Trigger, status_code=status.HTTP_201_CREATED)
-async def create_trigger(project: Project, req: s.TriggerCreate, c: Write) -> s.Trigger:
+@triggers_router.post("/triggers", response_model=s.Trigger, status_code=status.HTTP_201_CREATED)
+async def create_trigger(project: Project, req: s.TriggerCreate, c: TriggersWrite) -> s.Trigger:
     """Start the pipeline on a cron schedule (UTC) or on each new version of a dataset."""
     return await c(c.service.create_trigger, project, req)
 
 
-@router.delete("/triggers/{name}", response_model=s.Trigger)
-async def delete_trigger(project: Project, name: TriggerName, c: Write) -> s.Trigger:
+@triggers_router.delete("/triggers/{name}", response_model=s.Trigger)
+async def delete_trigger(project: Project, name: TriggerName, c: TriggersWrite) -> s.Trigger:
     return await c(c.service.delete_trigger, project, name)

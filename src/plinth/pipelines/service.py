@@ -20,11 +20,7 @@ succeeds those artifacts are the step's outputs (their manifest digests feed the
 downstream); when it fails the steps after it are skipped and the run fails, and
 ``resume`` takes it up again from the failed steps.
 
-Triggers start a run of a stored spec on a cron schedule (UTC) or when a dataset gets
-a new version. Each firing moves the trigger on (its next time, or the version it has
-seen) with a compare-and-set in the transaction that creates the run: a firing happens
-once, however many server processes watch and however often they restart. Firings
-missed while no server ran collapse into one.
+Triggers (``triggers.py``) start runs through ``insert_run``.
 """
 
 from __future__ import annotations
@@ -47,7 +43,6 @@ from plinth.core import lineage
 from plinth.core.access import Need, Principal
 from plinth.core.blobs import manifest_digest
 from plinth.core.platform import Platform
-from plinth.data.refs import check_dataset_name
 from plinth.data.service import DatasetService
 from plinth.errors import Conflict, InvalidInput, NotFound, PlinthError
 from plinth.governance.identity import IdentityService
@@ -59,13 +54,7 @@ log = logging.getLogger(__name__)
 
 SYSTEM = Principal(name="plinth-pipelines", is_admin=True)
 RUN, RESUME, CANCEL = "pipelines.run", "pipelines.resume", "pipelines.cancel"
-TRIGGER_ADD, TRIGGER_REMOVE, TRIGGER_FIRE = (
-    "pipelines.triggers.create",
-    "pipelines.triggers.delete",
-    "pipelines.triggers.fire",
-)
 POLL_SECONDS = 0.5
-TRIGGER_SECONDS = 2.0
 OUTPUTS = "outputs"
 WORKER = "plinth.pipelines.worker"
 _RETRY_FAILED = ("failed", "skipped", "cancelled")
@@ -98,7 +87,6 @@ class PipelineService:
         self._wake = threading.Event()
         self._halt = threading.Event()
         self._thread: threading.Thread | None = None
-        self._triggers_at = 0.0
         self._outage = False
 
     # the app's life ---------------------------------------------------------------------
@@ -128,9 +116,6 @@ class PipelineService:
                 continue  # the process holding the dispatch lease moves pipelines on
             try:
                 self.advance()
-                if time.monotonic() - self._triggers_at >= TRIGGER_SECONDS:
-                    self._triggers_at = time.monotonic()
-                    self.fire_triggers()
             except Exception as exc:  # the database away: the next round tries again
                 if not self._outage:
                     log.warning("advancing pipelines failed: %s", exc, exc_info=True)
@@ -148,14 +133,14 @@ class PipelineService:
         run_id = uuid.uuid4().hex
         with self.audit.recorded(principal, RUN, project=project, object=run_id) as (conn, ch):
             pid = self.projects.require(conn, project, principal, Need.WRITE, record=False)
-            self._insert_run(
+            self.insert_run(
                 conn, run_id, pid, project, req.spec, req.snapshot, req.no_cache, principal
             )
             ch.details = {"pipeline": req.spec.name, "steps": len(req.spec.steps)}
         self.wake()
         return self.get_run(project, run_id, principal=principal)
 
-    def _insert_run(
+    def insert_run(
         self,
         conn: Connection,
         run_id: str,
@@ -227,8 +212,10 @@ class PipelineService:
             if query.status is not None:
                 stmt = stmt.where(r.c.status == query.status)
             if query.cursor is not None:
-                stmt = stmt.where(r.c.seq < _cursor(query.cursor))
-            rows = conn.execute(stmt.order_by(r.c.seq.desc()).limit(query.limit + 1)).all()
+                seq, run_id = _cursor(query.cursor)
+                stmt = stmt.where(sa.or_(r.c.seq < seq, sa.and_(r.c.seq == seq, r.c.id < run_id)))
+            newest_first = (r.c.seq.desc(), r.c.id.desc())
+            rows = conn.execute(stmt.order_by(*newest_first).limit(query.limit + 1)).all()
             more = len(rows) > query.limit
             rows = rows[: query.limit]
             counts: dict[str, dict[str, int]] = {row.id: {} for row in rows}
@@ -257,7 +244,7 @@ class PipelineService:
             )
             for row in rows
         ]
-        cursor = str(rows[-1].seq) if more and rows else None
+        cursor = f"{rows[-1].seq}.{rows[-1].id}" if more and rows else None
         return s.PipelineRunPage(runs=page, next_cursor=cursor)
 
     def cancel_run(self, project: str, run_id: str, *, principal: Principal) -> s.PipelineRun:
@@ -280,6 +267,12 @@ class PipelineService:
                 sa.select(st.c.job_id).where(st.c.run_id == row.id, st.c.status == "running")
             ).scalars()
             running = [j for j in jobs if j]
+            if not running:  # nothing to wait for: the run ends now
+                conn.execute(
+                    t.pipeline_runs.update()
+                    .where(t.pipeline_runs.c.id == row.id, t.pipeline_runs.c.status == "running")
+                    .values(status="cancelled", reason="cancelled", ended_at=_now())
+                )
         for job_id in running:
             try:
                 self.jobs.cancel_job(project, job_id, principal=SYSTEM)
@@ -393,10 +386,10 @@ class PipelineService:
         job = self.jobs.get_job(project, row.job_id, principal=SYSTEM)
         if not job.ended:
             return None
+        if job.started_at is not None:  # it waited in the queue from started_at until then
+            self._started(row, job.started_at)
         if job.status != "succeeded":
-            why = job.reason or f"its job {job.status}"
-            if job.exit_code not in (None, 0):
-                why = f"its job exited with {job.exit_code}: {why}"
+            why = f"its job {job.status}" + (f": {job.reason}" if job.reason else "")
             self._end_step(row, "cancelled" if job.status == "cancelled" else "failed", why)
             return self._reread(row)
         assert job.run_id is not None
@@ -419,6 +412,15 @@ class PipelineService:
                 )
             )
         return self._reread(row)
+
+    def _started(self, row: Any, when: float) -> None:
+        st = t.pipeline_steps
+        with self.db.write() as conn:
+            conn.execute(
+                st.update()
+                .where(st.c.run_id == row.run_id, st.c.name == row.name)
+                .values(started_at=when)
+            )
 
     def _end_step(self, row: Any, status: str, reason: str) -> None:
         st = t.pipeline_steps
@@ -496,7 +498,7 @@ class PipelineService:
             snapshot=cs.Snapshot(digest=run.snapshot_digest, size=run.snapshot_size),
         )
         try:
-            principal = self._acting(run, project)
+            principal = self.acting(run, project)
             checked = self.jobs.check_job(project, submit)
             with self.db.write() as conn:
                 claimed = conn.execute(
@@ -552,153 +554,11 @@ class PipelineService:
                 .limit(1)
             ).first()
 
-    def _acting(self, run: Any, project: str) -> Principal:
+    def acting(self, run: Any, project: str) -> Principal:
         """Who a run's steps are queued as: the user who started (or resumed) it."""
         if run.user_id is None:  # no sign-in here: the home's own user
             return Principal(name=run.user, is_admin=True)
         return self.identity.acting_as(run.user_id, run.project_id, project)
-
-    # triggers ---------------------------------------------------------------------------
-
-    def create_trigger(
-        self, project: str, req: s.TriggerCreate, *, principal: Principal
-    ) -> s.Trigger:
-        tr = t.pipeline_triggers
-        now = _now()
-        next_at = next_cron(req.cron, now) if req.cron is not None else None
-        with self.audit.recorded(principal, TRIGGER_ADD, project=project, object=req.name) as (
-            conn,
-            ch,
-        ):
-            pid = self.projects.require(conn, project, principal, Need.WRITE, record=False)
-            self.blobs.claim(conn, pid, req.snapshot.digest, req.snapshot.size)
-            seen = None
-            if req.dataset is not None:
-                check_dataset_name(req.dataset)
-                seen = self.datasets.newest_version(conn, pid, req.dataset)
-                if seen is None:
-                    raise NotFound(
-                        f"no dataset {req.dataset!r} with a version in project {project!r}: "
-                        "push its first version before a trigger watches it"
-                    )
-            for step in req.spec.steps:  # every dataset it reads must be there to pin
-                for source in step.inputs.values():
-                    if isinstance(source, s.DatasetInput) and req.dataset is None:
-                        self.datasets.pin(conn, project, source.ref, principal)
-            inserted = conn.execute(
-                self.db.insert_ignoring_duplicates(tr).returning(tr.c.id),
-                {
-                    "id": uuid.uuid4().hex,
-                    "project_id": pid,
-                    "name": req.name,
-                    "pipeline": req.spec.name,
-                    "spec": req.spec.model_dump_json(),
-                    "snapshot_digest": req.snapshot.digest,
-                    "snapshot_size": req.snapshot.size,
-                    "no_cache": req.no_cache,
-                    "cron": req.cron,
-                    "dataset": req.dataset,
-                    "next_at": next_at,
-                    "seen_version": seen,
-                    "user": principal.name,
-                    "user_id": principal.user_id,
-                    "created_at": now,
-                },
-            ).scalar()
-            if inserted is None:
-                raise Conflict(f"project {project!r} has a trigger {req.name!r}: remove it first")
-            ch.details = {"pipeline": req.spec.name, "cron": req.cron, "dataset": req.dataset}
-            row = conn.execute(sa.select(tr).where(tr.c.id == inserted)).one()
-        return _trigger(project, row)
-
-    def list_triggers(self, project: str, *, principal: Principal) -> list[s.Trigger]:
-        tr = t.pipeline_triggers
-        with self.db.read() as conn:
-            pid = self.projects.require(conn, project, principal, Need.READ)
-            rows = conn.execute(sa.select(tr).where(tr.c.project_id == pid).order_by(tr.c.name))
-            return [_trigger(project, row) for row in rows]
-
-    def delete_trigger(self, project: str, name: str, *, principal: Principal) -> s.Trigger:
-        tr = t.pipeline_triggers
-        with self.audit.recorded(principal, TRIGGER_REMOVE, project=project, object=name) as (
-            conn,
-            _ch,
-        ):
-            pid = self.projects.require(conn, project, principal, Need.WRITE, record=False)
-            row = conn.execute(
-                sa.select(tr).where(tr.c.project_id == pid, tr.c.name == name)
-            ).first()
-            if row is None:
-                raise NotFound(f"no trigger {name!r} in project {project!r}")
-            conn.execute(tr.delete().where(tr.c.id == row.id))
-        return _trigger(project, row)
-
-    def fire_triggers(self, now: float | None = None) -> int:
-        """Start a run for every trigger that is due; how many started."""
-        now = _now() if now is None else now
-        tr = t.pipeline_triggers
-        with self.db.read() as conn:
-            rows = conn.execute(sa.select(tr)).all()
-        fired = 0
-        for row in rows:
-            if row.cron is not None and row.next_at is not None and row.next_at <= now:
-                moved = {"next_at": next_cron(row.cron, now)}
-                guard = tr.c.next_at == row.next_at
-            elif row.dataset is not None:
-                with self.db.read() as conn:
-                    newest = self.datasets.newest_version(conn, row.project_id, row.dataset)
-                if newest is None or newest <= (row.seen_version or 0):
-                    continue
-                moved = {"seen_version": newest}
-                guard = tr.c.seen_version == row.seen_version
-            else:
-                continue
-            fired += self._fire(row, moved, guard, now)
-        if fired:
-            self.wake()
-        return fired
-
-    def _fire(self, row: Any, moved: dict[str, Any], guard: Any, now: float) -> int:
-        tr = t.pipeline_triggers
-        run_id = uuid.uuid4().hex
-        with self.db.read() as conn:
-            project = self.projects.names(conn, {row.project_id})[row.project_id]
-        try:
-            principal = self._acting(row, project)
-            with self.audit.recorded(principal, TRIGGER_FIRE, project=project, object=row.name) as (
-                conn,
-                ch,
-            ):
-                claimed = conn.execute(
-                    tr.update()
-                    .where(tr.c.id == row.id, guard)
-                    .values(**moved, fired_at=now, fired=tr.c.fired + 1, last_run=run_id)
-                ).rowcount
-                if not claimed:  # another process fired it
-                    ch.record = False
-                    return 0
-                self.projects.require(conn, project, principal, Need.WRITE, record=False)
-                spec = s.PipelineSpec.model_validate_json(row.spec)
-                snapshot = cs.Snapshot(digest=row.snapshot_digest, size=row.snapshot_size)
-                self._insert_run(
-                    conn,
-                    run_id,
-                    row.project_id,
-                    project,
-                    spec,
-                    snapshot,
-                    row.no_cache,
-                    principal,
-                    trigger=row.name,
-                )
-                ch.details = {"run_id": run_id, **moved}
-            return 1
-        except PlinthError as exc:
-            # refused (and audited so): move on all the same, or it is refused every round
-            log.warning("trigger %s of project %s did not fire: %s", row.name, project, exc)
-            with self.db.write() as conn:
-                conn.execute(tr.update().where(tr.c.id == row.id, guard).values(**moved))
-            return 0
 
     # shared -----------------------------------------------------------------------------
 
@@ -798,39 +658,10 @@ def _part_digest(files: list[list[Any]], path: str) -> str:
     )
 
 
-def next_cron(expression: str, after: float) -> float:
-    """When a cron schedule (five fields, UTC) next fires after ``after``."""
-    from datetime import UTC, datetime
-
-    from croniter import croniter
-
-    try:
-        if len(expression.split()) != 5:
-            raise ValueError("five fields: minute hour day-of-month month day-of-week")
-        it = croniter(expression, datetime.fromtimestamp(after, UTC))
-        return float(it.get_next(float))
-    except (ValueError, KeyError) as exc:
-        raise InvalidInput(f"cron {expression!r}: {exc}") from None
-
-
-def _cursor(text: str) -> int:
-    if not text.isdigit():
+def _cursor(text: str) -> tuple[int, str]:
+    """A page's ``next_cursor``: the last run's number and id (numbers are not unique:
+    two runs created at one moment may share one)."""
+    seq, _, run_id = text.partition(".")
+    if not seq.isdigit() or len(run_id) != 32 or not run_id.isalnum():
         raise InvalidInput("cursor: pass a page's next_cursor")
-    return int(text)
-
-
-def _trigger(project: str, row: Any) -> s.Trigger:
-    return s.Trigger(
-        name=row.name,
-        project=project,
-        pipeline=row.pipeline,
-        cron=row.cron,
-        dataset=row.dataset,
-        user=row.user,
-        created_at=row.created_at,
-        next_at=row.next_at,
-        seen_version=row.seen_version,
-        fired_at=row.fired_at,
-        fired=row.fired,
-        last_run=row.last_run,
-    )
+    return int(seq), run_id

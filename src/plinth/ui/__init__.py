@@ -16,6 +16,7 @@ CAPABILITY = Capability(
         "plinth.ui.job_changes:router",
         "plinth.ui.sweeps:router",
         "plinth.ui.datasets:router",
+        "plinth.ui.pipelines:router",
         "plinth.ui.mlflow_links:router",
     ),
     pages=(("Projects", "/"), ("Jobs", "/jobs")),
