@@ -318,10 +318,13 @@ def test_parts_grow_so_the_largest_s3_object_fits() -> None:
     assert part_size(8 * MiB, 8 * MiB) == 8 * MiB  # small uploads keep small parts
 
 
-def test_a_batch_names_what_it_stored_whole_and_nothing_else(harness: Harness) -> None:
+def test_a_batch_names_what_it_stored_whole_and_nothing_else(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Every store, sealed or not: a batch's blobs read back once it ends; one whose
     bytes lie about their digest is not kept, the others are, even though the batch
     ends with that error; no temp file or upload is left."""
+    monkeypatch.setattr(BlobBatch, "GROUP", 16)  # more than one group, quickly
     good = [os.urandom(2000 + i) for i in range(BlobBatch.GROUP + 5)]
     with pytest.raises(DigestMismatch), harness.store.batch() as batch:
         for data in good:
@@ -352,6 +355,7 @@ def test_a_local_batch_syncs_once_per_group_not_per_blob(
 
     monkeypatch.setattr(LocalBackend, "sync", counted)
     monkeypatch.setattr(os, "fsync", lambda fd: pytest.fail("a batch fsyncs nothing"))
+    monkeypatch.setattr(BlobBatch, "GROUP", 64)
     blobs = [os.urandom(100) + bytes([i]) for i in range(BlobBatch.GROUP * 2 + 3)]
     with store.batch() as batch:
         for data in blobs:
@@ -364,6 +368,27 @@ def test_a_local_batch_syncs_once_per_group_not_per_blob(
     assert (named, staged) == ([0, 64, 128, 131], [64, 64, 3, 0])
     assert all(store.exists(sha256(d)) for d in blobs)
     assert not [p for p in (tmp_path / "blobs").rglob(".tmp-*")]
+
+
+def test_a_local_batch_also_syncs_once_its_group_holds_enough_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = open_store(str(tmp_path / "blobs"))
+    syncs: list[int] = []
+    real = LocalBackend.sync
+
+    def counted(self: LocalBackend) -> None:
+        syncs.append(len([p for p in (tmp_path / "blobs").rglob(".tmp-*")]))
+        real(self)
+
+    monkeypatch.setattr(LocalBackend, "sync", counted)
+    monkeypatch.setattr(BlobBatch, "GROUP_BYTES", 1000)
+    blobs = [os.urandom(400) + bytes([i]) for i in range(7)]  # 401 bytes each
+    with store.batch() as batch:
+        for data in blobs:
+            batch.put([data], sha256(data))
+    assert syncs == [3, 3, 1, 0]  # three make 1,203 bytes: a group; then the names
+    assert all(store.exists(sha256(d)) for d in blobs)
 
 
 def test_a_single_put_syncs_its_file_its_folder_and_a_new_folders_parent(
