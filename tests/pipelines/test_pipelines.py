@@ -228,7 +228,8 @@ def test_a_failed_run_resumes_from_the_failed_step(
     failed = flow.run(client, project, params={"gate": str(gate)})
     assert failed.status == "failed" and "total" in (failed.reason or "")
     assert _states(failed) == {"load": "succeeded", "double": "succeeded", "total": "failed"}
-    assert "exited with code 1" in (failed.step("total").reason or "")
+    reason = failed.step("total").reason or ""
+    assert reason.startswith("RuntimeError: the gate") and "exited with code 1" in reason
     log = client.job_logs(project, failed.step("total").job_id).text  # type: ignore[arg-type]
     assert "the gate" in log and "is closed" in log
 

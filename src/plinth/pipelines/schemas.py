@@ -25,6 +25,7 @@ FUNCTION = r"^[A-Za-z_][A-Za-z0-9_.]{0,299}:[A-Za-z_][A-Za-z0-9_.<>]{0,199}$"
 RUN_ID = r"^[0-9a-f]{32}$"
 MAX_STEPS = 500
 MAX_OUTPUTS = 32
+ERROR_TAG = "plinth.step.error"  # the exception a step raised, tagged on its job's run
 MAX_VALUE_BYTES = 64 << 10  # a value argument, as JSON: data goes in as a dataset
 RunStatus = Literal["running", "succeeded", "failed", "cancelled"]
 StepStatus = Literal["waiting", "running", "succeeded", "cached", "failed", "skipped", "cancelled"]

@@ -390,6 +390,9 @@ class PipelineService:
             self._started(row, job.started_at)
         if job.status != "succeeded":
             why = f"its job {job.status}" + (f": {job.reason}" if job.reason else "")
+            raised = self._raised(job.run_id)
+            if raised:
+                why = f"{raised} ({why})"
             self._end_step(row, "cancelled" if job.status == "cancelled" else "failed", why)
             return self._reread(row)
         assert job.run_id is not None
@@ -412,6 +415,16 @@ class PipelineService:
                 )
             )
         return self._reread(row)
+
+    def _raised(self, run_id: str | None) -> str | None:
+        """What the step's function raised, as its worker tagged the job's run."""
+        if run_id is None:
+            return None
+        try:
+            tags = self.artifacts.runs.get_run(run_id, principal=SYSTEM).tags
+        except NotFound:
+            return None
+        return tags.get(s.ERROR_TAG)
 
     def _started(self, row: Any, when: float) -> None:
         st = t.pipeline_steps

@@ -19,6 +19,8 @@ from typing import Any
 from plinth.pipelines import dsl, values
 from plinth.pipelines import schemas as s
 
+ERROR_CHARS = 500
+
 
 def main(argv: list[str]) -> int:
     if len(argv) != 3:
@@ -54,7 +56,13 @@ def main(argv: list[str]) -> int:
     fn = function.fn if isinstance(function, dsl.Step) else function
     print(f"step {name}: {step.function}({', '.join(kwargs)})", flush=True)
     started = time.perf_counter()
-    result = fn(**kwargs)
+    try:
+        result = fn(**kwargs)
+    except BaseException as exc:  # the traceback goes to the log; the gist to the run
+        if job_run:
+            gist = f"{type(exc).__name__}: {exc}"[:ERROR_CHARS]
+            client.log_batch(job_run, tags={s.ERROR_TAG: gist})
+        raise
     print(f"step {name}: returned in {time.perf_counter() - started:.2f} s", flush=True)
     results = (result,) if step.outputs == 1 else result
     if not isinstance(results, tuple | list) or len(results) != step.outputs:
