@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 import textwrap
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -219,3 +219,171 @@ def test_specs_that_are_not_a_dag_are_refused() -> None:
         s.PipelineSpec(name="p", function="m:p", steps=[{**step, "name": "a"}] * 2)
     with pytest.raises(ValueError, match="KiB as JSON"):
         s.ValueInput(value="x" * (s.MAX_VALUE_BYTES + 1))
+
+
+TREE = {
+    "util_{k}.py": "def norm(x):\n    return x + 1\n",
+    "helpers_{k}.py": (
+        "from util_{k} import norm\n\n\ndef clean(xs):\n    return [norm(x) for x in xs]\n"
+    ),
+    "base_{k}.py": "class Base:\n    def run(self, x):\n        return x\n",
+    "config.yaml": "lr: 0.1\n",
+    "flow_{k}.py": """
+import functools
+import sys
+from pathlib import Path
+
+import plinth
+import helpers_{k}
+from base_{k} import Base
+
+THRESHOLD = 5
+STOP = {{"the", "a", "an", "of", "to", "in"}}
+
+
+class Cfg:
+    def __init__(self, lr):
+        self.lr = lr
+
+
+CFG = Cfg(lr=0.1)
+CLEAN = functools.partial(helpers_{k}.clean)
+
+
+def deco(fn):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        return fn(*args, **kwargs) * 10
+
+    return wrapper
+
+
+class Model(Base):
+    pass
+
+
+@plinth.step
+def uses_helpers(xs):
+    return helpers_{k}.clean(xs)
+
+
+@plinth.step
+def uses_default(x, t=THRESHOLD):
+    return x > t
+
+
+@plinth.step
+def uses_base(x):
+    return Model().run(x)
+
+
+@plinth.step
+@deco
+def uses_deco(x):
+    return x
+
+
+@plinth.step
+def uses_cfg(x):
+    return x * CFG.lr
+
+
+@plinth.step
+def uses_partial(xs):
+    return CLEAN(xs)
+
+
+@plinth.step
+def uses_stop(word):
+    return word in STOP
+
+
+@plinth.pipeline
+def flow():
+    uses_helpers([1])
+    uses_default(1)
+    uses_base(1)
+    uses_deco(1)
+    uses_cfg(1)
+    uses_partial([1])
+    uses_stop("a")
+
+
+if __name__ == "__main__":
+    from plinth.pipelines.dsl import code_digest
+
+    print(code_digest(uses_stop.fn, Path(__file__).parent))
+""",
+}
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Iterator[tuple[Path, str]]:
+    k = uuid.uuid4().hex[:8]
+    for name, text in TREE.items():
+        (tmp_path / name.format(k=k)).write_text(text.format(k=k))
+    yield tmp_path, k
+    for name in TREE:
+        sys.modules.pop(name.format(k=k).removesuffix(".py"), None)
+
+
+def _tree_digests(root: Path, k: str) -> dict[str, str]:
+    for name in TREE:  # each trace imports the tree afresh, as a new process would
+        sys.modules.pop(name.format(k=k).removesuffix(".py"), None)
+    return _digests(dsl.load_function(f"flow_{k}:flow", root).trace(workdir=root))
+
+
+def test_the_code_digest_misses_no_code_a_step_reaches(tree: tuple[Path, str]) -> None:
+    """Each edit changes the digest of the step that runs the edited code: through a
+    helper's own imports, a default argument, a base class, a decorator's wrapper, an
+    object made at import, a partial, or a file of the working directory."""
+    root, k = tree
+    edits = [
+        (f"util_{k}.py", "x + 1", "x + 2", {"uses_helpers", "uses_partial"}),
+        (f"flow_{k}.py", "THRESHOLD = 5", "THRESHOLD = 6", {"uses_default"}),
+        (f"base_{k}.py", "return x", "return x * 2", {"uses_base"}),
+        (f"flow_{k}.py", "* 10", "* 99", {"uses_deco"}),
+        (f"flow_{k}.py", "Cfg(lr=0.1)", "Cfg(lr=0.2)", {"uses_cfg"}),
+        ("config.yaml", "0.1", "0.2", set(TREE_STEPS)),
+    ]
+    before = _tree_digests(root, k)
+    for file, old, new, changed in edits:
+        path = root / file
+        path.write_text(path.read_text().replace(old, new, 1))
+        after = _tree_digests(root, k)
+        moved = {step for step in after if after[step] != before[step]}
+        assert changed <= moved, (file, old, new, moved)
+        before = after
+
+
+TREE_STEPS = (
+    "uses_helpers",
+    "uses_default",
+    "uses_base",
+    "uses_deco",
+    "uses_cfg",
+    "uses_partial",
+    "uses_stop",
+)
+
+
+def test_the_code_digest_is_the_same_in_every_process(tree: tuple[Path, str]) -> None:
+    """Whatever the hash seed (a set's order), and whether the file runs as __main__ or
+    is imported by name, as the worker imports it."""
+    import os
+    import subprocess
+
+    root, k = tree
+    imported = _tree_digests(root, k)["uses_stop"]
+    for seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        done = subprocess.run(
+            [sys.executable, f"flow_{k}.py"],
+            cwd=root,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        assert done.stdout.strip() == imported

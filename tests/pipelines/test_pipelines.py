@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from plinth import Client
 from plinth.api.blocking import Blocking
 from plinth.api.context import Services
+from plinth.core.access import LOCAL
 from plinth.core.platform import Platform
 from plinth.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from plinth.pipelines import schemas as s
@@ -587,3 +588,42 @@ def test_a_run_in_flight_survives_a_restart_of_the_app(project: str, tmp_path: P
         assert done.status == "succeeded", done
         assert _output(after, done, "second", tmp_path) == 6.0
         assert len(after.list_jobs(project).jobs) == 2
+
+
+def test_a_spec_whose_code_digest_lies_runs_nothing_and_poisons_no_cache(
+    sqlite_client: Client, project: str, flow: Flow, tmp_path: Path
+) -> None:
+    """The worker hashes the code in the snapshot again: a spec claiming another
+    digest (edited, or made from other files) fails its step before any user code
+    runs, so no outputs are stored under a key they do not match."""
+    client = sqlite_client
+    _numbers(client, project, tmp_path, [1, 2])
+    spec = client.trace_pipeline(flow.ref, workdir=flow.root)
+    snapshot = client.upload_snapshot(project, flow.root)
+    body = s.PipelineRunCreate(spec=spec, snapshot=snapshot).model_dump(mode="json")
+    body["spec"]["steps"][0]["code_digest"] = "0" * 64
+    made = raw_http(client).post(f"/api/v1/projects/{project}/pipelines/runs", json=body)
+    assert made.status_code == 201, made.text
+    done = client.wait_pipeline_run(project, made.json()["id"], timeout=WAIT)
+    assert _states(done) == {"load": "failed", "double": "skipped", "total": "skipped"}
+    log = client.job_logs(project, done.step("load").job_id).text  # type: ignore[arg-type]
+    assert "is not the code that was traced" in log
+    honest = flow.run(client, project)
+    assert honest.status == "succeeded" and not any(step.cached for step in honest.steps)
+
+
+def test_work_started_before_sign_in_does_not_run_as_an_admin_after_it(
+    project: str, flow: Flow, tmp_path: Path
+) -> None:
+    held = ComputeSettings(dispatch=False, handoff=False)
+    settings = make_settings(tmp_path / "home", compute=held)
+    with Client(settings=settings) as client:
+        _numbers(client, project, tmp_path, [1])
+        run = client.run_pipeline(project, flow.ref, workdir=flow.root)
+        client.init_admin("root")
+    with another_server(settings) as server:
+        pipelines = server.get(PipelineService)
+        pipelines.advance()
+        found = pipelines.get_run(project, run.id, principal=LOCAL)
+    assert found.step("load").status == "failed"
+    assert "before sign-in was turned on" in (found.step("load").reason or "")

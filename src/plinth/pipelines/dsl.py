@@ -195,6 +195,7 @@ class _Builder:
         self.steps: list[s.StepSpec] = []
         self.names: set[str] = set()
         self.digests: dict[Callable[..., Any], str] = {}
+        self.resources = resources_digest(root)
 
     def add(self, step: Step, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         fn = step.fn
@@ -212,7 +213,7 @@ class _Builder:
                 inputs[name] = _input(fn.__name__, name, value)
         name = _unique(fn.__name__, self.names)
         if fn not in self.digests:
-            self.digests[fn] = code_digest(fn, self.root)
+            self.digests[fn] = code_digest(fn, self.root, self.resources)
         try:
             spec = s.StepSpec(
                 name=name,
@@ -396,14 +397,41 @@ def _changed(module: types.ModuleType) -> bool:
 _IMPORTED: dict[str, str] = {}
 
 
-def code_digest(fn: Callable[..., Any], root: Path) -> str:
-    """sha256 of what ``fn`` runs from the working directory ``root`` (see above)."""
+def code_digest(fn: Callable[..., Any], root: Path, resources: str | None = None) -> str:
+    """sha256 of what ``fn`` runs from the working directory ``root`` (see above), and
+    of the working directory's other files (``resources``: ``resources_digest``)."""
     digest = hashlib.sha256()
     _Hasher(root, digest).function(fn)
+    digest.update(f"resources\0{resources or resources_digest(root)}".encode())
     return digest.hexdigest()
 
 
+def resources_digest(root: Path) -> str:
+    """The digest of the files a snapshot of ``root`` would hold that are not Python
+    (configuration, SQL, small data): a step may read any of them, so each counts for
+    every step. Compiled caches and a worker's scratch folder are left out."""
+    from plinth.compute.snapshot import collect
+    from plinth.core.blobs import manifest_digest
+
+    files = []
+    for f in collect(root, 1 << 62):
+        parts = f.path.split("/")
+        if f.path.endswith((".py", ".pyc")) or "__pycache__" in parts or parts[0] == SCRATCH:
+            continue
+        with open(f.source, "rb") as handle:
+            files.append((f.path, hashlib.file_digest(handle, "sha256").hexdigest(), f.size))
+    return manifest_digest(files)
+
+
+SCRATCH = ".plinth-step"  # where a step's worker fetches inputs and writes outputs
+
+
 class _Hasher:
+    """Feeds what a function runs into a digest. Precise where it can be (a function's
+    source, the functions, classes and constants it names, transitively), conservative
+    where it cannot: a global it cannot read as code or plain data (an object, a
+    partial of unknown make) adds the whole file of the module that holds it."""
+
     def __init__(self, root: Path, digest: Any) -> None:
         self.root, self.digest = root, digest
         self.seen: set[int] = set()
@@ -416,55 +444,119 @@ class _Hasher:
     def local(self, obj: Any) -> bool:
         module = sys.modules.get(getattr(obj, "__module__", None) or "")
         file = getattr(module, "__file__", None)
-        if not file:
-            return getattr(obj, "__module__", None) == "__main__"
-        return _under(Path(file), self.root)
+        return bool(file) and _under(Path(str(file)), self.root)
+
+    def once(self, obj: Any) -> bool:
+        if id(obj) in self.seen:
+            return False
+        self.seen.add(id(obj))
+        return True
+
+    def name(self, obj: Any) -> str:
+        try:
+            return f"{module_name(obj, self.root)}:{obj.__qualname__}"
+        except InvalidInput:
+            return f"{obj.__module__}:{obj.__qualname__}"
 
     def function(self, fn: Any) -> None:
-        if id(fn) in self.seen:
+        if not self.once(fn):
             return
-        self.seen.add(id(fn))
-        self.feed("function", f"{fn.__module__}:{fn.__qualname__}")
-        try:
-            self.feed("source", inspect.getsource(fn))
+        code = getattr(fn, "__code__", None)
+        if code is None:  # a wrapper object (functools.cache): what it wraps
+            inner = getattr(fn, "__wrapped__", None)
+            if inner is not None:
+                self.feed("wrapper", f"{type(fn).__module__}.{type(fn).__qualname__}")
+                self.function(inner)
+            return
+        self.feed("function", self.name(fn))
+        try:  # the code object's own lines: a decorator's wrapper, not what it wraps
+            self.feed("source", inspect.getsource(code))
         except (OSError, TypeError):
-            self.feed("bytecode", _code_bytes(fn.__code__))
-        names = set(_names(fn.__code__))
-        cells = dict(zip(fn.__code__.co_freevars, fn.__closure__ or (), strict=False))
-        for name in sorted(names):
-            if name in fn.__globals__:
-                self.value(name, fn.__globals__[name])
+            self.feed("bytecode", _code_bytes(code))
+        owner = fn.__globals__
+        for default in (*(fn.__defaults__ or ()), *(fn.__kwdefaults__ or {}).values()):
+            self.value("default", default, owner)
+        for name in sorted(set(_names(code))):
+            if name in owner:
+                self.value(name, owner[name], owner)
+        cells = dict(zip(code.co_freevars, fn.__closure__ or (), strict=False))
         for name, cell in sorted(cells.items()):
             try:
-                self.value(name, cell.cell_contents)
+                self.value(name, cell.cell_contents, owner)
             except ValueError:  # an empty cell
                 continue
+        inner = getattr(fn, "__wrapped__", None)
+        if inner is not None:
+            self.function(inner)
 
-    def value(self, name: str, value: Any) -> None:
+    def module(self, module: types.ModuleType) -> None:
+        """A module of the working directory: its file, and the working directory's
+        modules, functions and classes it imports (``from util import norm``)."""
+        file = getattr(module, "__file__", None)
+        if not file or not _under(Path(file), self.root) or not self.once(module):
+            return
+        self.feed(f"module {module.__name__}", Path(file).read_bytes())
+        for value in list(vars(module).values()):
+            if isinstance(value, types.ModuleType):
+                self.module(value)
+            elif (
+                isinstance(value, types.FunctionType | type)
+                and getattr(value, "__module__", None) != module.__name__
+                and self.local(value)
+            ):
+                self.value("imported", value, vars(module))
+
+    def value(self, name: str, value: Any, owner: dict[str, Any]) -> None:
         if isinstance(value, Step | Pipeline):
             value = value.fn
         if isinstance(value, types.ModuleType):
-            file = getattr(value, "__file__", None)
-            if file and _under(Path(file), self.root) and id(value) not in self.seen:
-                self.seen.add(id(value))
-                self.feed(f"module {value.__name__}", Path(file).read_bytes())
-            return
-        if isinstance(value, types.FunctionType):
-            if self.local(value):
+            self.module(value)
+        elif isinstance(value, types.FunctionType) or hasattr(value, "__wrapped__"):
+            if self.local(value) or self.local(getattr(value, "__wrapped__", None)):
                 self.function(value)
-            return
-        if isinstance(value, type):
-            if self.local(value) and id(value) not in self.seen:
-                self.seen.add(id(value))
+        elif isinstance(value, type):
+            if self.local(value) and self.once(value):
                 with contextlib.suppress(OSError, TypeError):
-                    self.feed(f"class {value.__qualname__}", inspect.getsource(value))
+                    self.feed(f"class {self.name(value)}", inspect.getsource(value))
+                for base in value.__bases__:
+                    self.value("base", base, owner)
                 for member in vars(value).values():
                     inner = getattr(member, "__func__", member)
                     if isinstance(inner, types.FunctionType):
                         self.function(inner)
-            return
-        if _plain(value):
-            self.feed(f"constant {name}", repr(value))
+        elif isinstance(value, functools.partial):
+            self.value(f"{name}.func", value.func, owner)
+            self.value(f"{name}.args", value.args, owner)
+            self.value(f"{name}.keywords", value.keywords, owner)
+        elif _plain(value):
+            self.feed(f"constant {name}", _canonical(value))
+        elif isinstance(value, list | tuple | set | frozenset | dict) and len(value) <= 1000:
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            for key, item in items:  # a table of functions, say
+                self.value(f"{name}[{key!r}]", item, owner)
+        elif _is_library(value):
+            return  # a library's object (a logger, a compiled pattern): not your code
+        else:  # an object of some make: whatever made it is in its module's file
+            kind = type(value)
+            if self.local(kind):
+                self.value("type", kind, owner)
+            holder = sys.modules.get(str(owner.get("__name__")))
+            if holder is not None:
+                self.module(holder)
+
+
+def _is_library(value: Any) -> bool:
+    module = sys.modules.get(type(value).__module__ or "")
+    file = getattr(module, "__file__", None)
+    return module is not None and (
+        file is None or "site-packages" in Path(file).parts or _stdlib(file)
+    )
+
+
+def _stdlib(file: str) -> bool:
+    import sysconfig
+
+    return Path(file).resolve().is_relative_to(Path(sysconfig.get_paths()["stdlib"]).resolve())
 
 
 def _plain(value: Any, depth: int = 0) -> bool:
@@ -479,6 +571,18 @@ def _plain(value: Any, depth: int = 0) -> bool:
             _plain(k, depth + 1) and _plain(v, depth + 1) for k, v in value.items()
         )
     return False
+
+
+def _canonical(value: Any) -> str:
+    """Plain data as text that is the same in every process (a set's order is not)."""
+    if isinstance(value, set | frozenset):
+        return "{" + ",".join(sorted(_canonical(v) for v in value)) + "}"
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{_canonical(k)}:{_canonical(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list | tuple):
+        body = ",".join(_canonical(v) for v in value)
+        return f"[{body}]" if isinstance(value, list) else f"({body})"
+    return repr(value)
 
 
 def _under(path: Path, root: Path) -> bool:

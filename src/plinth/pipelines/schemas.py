@@ -21,7 +21,7 @@ STEP_NAME = r"^[A-Za-z_][A-Za-z0-9_.-]{0,99}$"
 PIPELINE_NAME = r"^[A-Za-z_][A-Za-z0-9_.-]{0,99}$"
 TRIGGER_NAME = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
 ARG_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,99}$"
-FUNCTION = r"^[A-Za-z_][A-Za-z0-9_.]{0,299}:[A-Za-z_][A-Za-z0-9_.<>]{0,199}$"
+FUNCTION = r"^[A-Za-z_][A-Za-z0-9_.]{0,248}:[A-Za-z_][A-Za-z0-9_.]{0,248}$"  # 500 at most
 RUN_ID = r"^[0-9a-f]{32}$"
 MAX_STEPS = 500
 MAX_OUTPUTS = 32
@@ -186,6 +186,7 @@ class ResolvedInput(BaseModel):
 class Step(BaseModel):
     name: str
     function: str
+    code_digest: str = Field(description="of the code traced; the worker checks its snapshot's")
     status: StepStatus
     upstream: list[str]
     cpus: float

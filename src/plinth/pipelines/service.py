@@ -44,7 +44,7 @@ from plinth.core.access import Need, Principal
 from plinth.core.blobs import manifest_digest
 from plinth.core.platform import Platform
 from plinth.data.service import DatasetService
-from plinth.errors import Conflict, InvalidInput, NotFound, PlinthError
+from plinth.errors import Conflict, InvalidInput, NotFound, PermissionDenied, PlinthError
 from plinth.governance.identity import IdentityService
 from plinth.pipelines import schemas as s
 from plinth.pipelines import tables as t
@@ -151,7 +151,10 @@ class PipelineService:
         no_cache: bool,
         principal: Principal,
         trigger: str | None = None,
+        newest: dict[str, int] | None = None,
     ) -> None:
+        """The run's rows, its dataset arguments pinned to versions (``newest``: the
+        version a bare NAME means, where the caller has already chosen it)."""
         self.blobs.claim(conn, project_id, snapshot.digest, snapshot.size)
         r = t.pipeline_runs
         seq = conn.execute(sa.select(sa.func.coalesce(sa.func.max(r.c.seq), 0))).scalar()
@@ -179,8 +182,11 @@ class PipelineService:
             pinned = {}
             for arg, source in step.inputs.items():
                 if isinstance(source, s.DatasetInput):
+                    ref = source.ref
+                    if newest and ref in newest:  # a trigger's version, not a later one
+                        ref = f"{ref}@{newest[ref]}"
                     try:
-                        pinned[arg] = self.datasets.pin(conn, project, source.ref, principal)[0]
+                        pinned[arg] = self.datasets.pin(conn, project, ref, principal)[0]
                     except NotFound as exc:
                         raise NotFound(f"step {step.name} argument {arg}: {exc.message}") from None
             rows.append(
@@ -570,6 +576,11 @@ class PipelineService:
     def acting(self, run: Any, project: str) -> Principal:
         """Who a run's steps are queued as: the user who started (or resumed) it."""
         if run.user_id is None:  # no sign-in here: the home's own user
+            if self.identity.auth_enabled():
+                raise PermissionDenied(
+                    f"{run.user!r} started this before sign-in was turned on: start it "
+                    "again as a user"
+                )
             return Principal(name=run.user, is_admin=True)
         return self.identity.acting_as(run.user_id, run.project_id, project)
 
@@ -616,6 +627,7 @@ class PipelineService:
                 s.Step(
                     name=step.name,
                     function=step.function,
+                    code_digest=step.code_digest,
                     status=r.status,
                     upstream=spec.upstream(step),
                     cpus=step.cpus,

@@ -186,6 +186,7 @@ class TriggerService:
                     row.no_cache,
                     principal,
                     trigger=row.name,
+                    newest=None if row.dataset is None else {row.dataset: moved["seen_version"]},
                 )
                 ch.details = {"run_id": run_id, **moved}
             return 1

@@ -9,7 +9,8 @@ Each output is a folder holding one kind of file, which says how to read it back
 ``table.parquet``  a pyarrow Table
 ``bytes.bin``      bytes
 ``file/NAME``      a file the step returned as a ``pathlib.Path``
-``dir/…``          a folder the step returned as a ``pathlib.Path``
+``dir/…``          a folder the step returned as a ``pathlib.Path`` (``empty-dir``: an
+                   empty one)
 ``model.skops``    a scikit-learn model (skops; only scikit-learn, NumPy and SciPy
                    types are built back, as the registry's sklearn flavor does)
 =================  =============================================================
@@ -29,13 +30,16 @@ from plinth.errors import InvalidInput
 KINDS = ("value.json", "array.npy", "frame.parquet", "table.parquet", "bytes.bin", "file", "dir")
 SKOPS = "model.skops"
 TRUSTED = "trusted.json"
+EMPTY_DIR = "empty-dir"  # a folder output with nothing in it
 
 
 def save(value: Any, folder: Path, what: str) -> None:
     """Write ``value`` into the empty ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
     if isinstance(value, Path):
-        if value.is_dir():
+        if value.is_dir() and not any(value.iterdir()):
+            (folder / EMPTY_DIR).write_bytes(b"")  # no file to store: say so instead
+        elif value.is_dir():
             shutil.copytree(value, folder / "dir")
         elif value.is_file():
             (folder / "file").mkdir()
@@ -101,6 +105,9 @@ def load(folder: Path) -> Any:
         [only] = list((folder / "file").iterdir())
         return only
     if (folder / "dir").is_dir():
+        return folder / "dir"
+    if (folder / EMPTY_DIR).is_file():
+        (folder / "dir").mkdir()
         return folder / "dir"
     if (folder / SKOPS).is_file():
         from plinth.registry.flavors.sklearn import SklearnFlavor

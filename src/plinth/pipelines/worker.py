@@ -45,15 +45,26 @@ def main(argv: list[str]) -> int:
                 "plinth.pipeline": run.name,
                 "plinth.pipeline.run": run.id,
                 "plinth.step": name,
+                s.ERROR_TAG: "",  # an earlier attempt's error, if any, is not this one's
             },
         )
-    work = Path(".plinth-step")
+    work = Path(dsl.SCRATCH)
     shutil.rmtree(work, ignore_errors=True)
+    function = dsl.load_function(step.function, Path.cwd())
+    fn = function.fn if isinstance(function, dsl.Step) else function
+    found = dsl.code_digest(fn, Path.cwd())
+    if found != step.code_digest:
+        print(
+            f"step {name}: the code in this run's snapshot is not the code that was traced "
+            f"(digest {found[:12]}, traced {step.code_digest[:12]}): a file changed between "
+            "tracing and snapshotting, or the spec did not come from this snapshot. Run the "
+            "pipeline again.",
+            file=sys.stderr,
+        )
+        return 1
     kwargs = {
         arg: _fetch(client, project, arg, source, work) for arg, source in step.inputs.items()
     }
-    function = dsl.load_function(step.function, Path.cwd())
-    fn = function.fn if isinstance(function, dsl.Step) else function
     print(f"step {name}: {step.function}({', '.join(kwargs)})", flush=True)
     started = time.perf_counter()
     try:
@@ -89,11 +100,31 @@ def _fetch(client: Any, project: str, arg: str, source: s.ResolvedInput, work: P
     if source.kind == "output":
         assert source.run_id is not None and source.path is not None
         folder = client.download_artifact(source.run_id, source.path, work / "in" / arg)
+        if _folder_digest(folder) != source.digest:  # files added to that run since
+            raise RuntimeError(
+                f"argument {arg}: the output in run {source.run_id} under {source.path}/ is "
+                "not what its step made (files were added to that run since)"
+            )
         return values.load(folder)
     assert source.ref is not None
     dest = work / "data" / arg
     client.pull_dataset(project, source.ref, dest, progress=False)
     return dest.resolve()
+
+
+def _folder_digest(folder: Path) -> str:
+    """The manifest digest of the files under ``folder``, as the server computed its
+    output's (paths relative to it)."""
+    import hashlib
+
+    from plinth.core.blobs import manifest_digest
+
+    files = []
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        with open(path, "rb") as f:
+            digest = hashlib.file_digest(f, "sha256").hexdigest()
+        files.append((path.relative_to(folder).as_posix(), digest, path.stat().st_size))
+    return manifest_digest(files)
 
 
 def _param(value: s.ResolvedInput) -> str:
