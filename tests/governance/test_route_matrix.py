@@ -925,6 +925,14 @@ REQUESTS: dict[tuple[str, str], tuple[str, Make]] = {
         "project",
         lambda w, r: ("GET", "/projects/team-a/datasets/churn/diff", {"params": {"old": 1}}),
     ),
+    ("GET", "/projects/{project}/lineage"): (
+        "project",
+        lambda w, r: (
+            "GET",
+            "/projects/team-a/lineage",
+            {"params": {"uri": "datasets:/team-a/churn@1"}},
+        ),
+    ),
     ("GET", "/projects/{project}/pipelines"): (
         "project",
         lambda w, r: ("GET", "/projects/team-a/pipelines", {}),

@@ -17,6 +17,7 @@ CAPABILITY = Capability(
         "plinth.ui.sweeps:router",
         "plinth.ui.datasets:router",
         "plinth.ui.pipelines:router",
+        "plinth.ui.lineage:router",
         "plinth.ui.mlflow_links:router",
     ),
     pages=(("Projects", "/"), ("Jobs", "/jobs")),
