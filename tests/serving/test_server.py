@@ -120,7 +120,11 @@ def test_metrics_are_exposed_and_count(iris: Served) -> None:
 
 
 def test_the_ready_line_prints_a_curl_command(iris: Served) -> None:
-    log = iris.log.read_text()
+    import time
+
+    deadline = time.monotonic() + 10  # /ready answers a moment before the line is flushed
+    while "curl -s" not in (log := iris.log.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert f"http://127.0.0.1:{iris.port}" in log
     assert "curl -s" in log and "/v1/models/iris:predict" in log and "sepal_length" in log
 

@@ -42,6 +42,7 @@ from plinth.compute.service import JobService
 from plinth.core import lineage
 from plinth.core.access import Need, Principal
 from plinth.core.blobs import manifest_digest
+from plinth.core.db import database_fault
 from plinth.core.platform import Platform
 from plinth.data.service import DatasetService
 from plinth.errors import Conflict, InvalidInput, NotFound, PermissionDenied, PlinthError
@@ -87,7 +88,7 @@ class PipelineService:
         self._wake = threading.Event()
         self._halt = threading.Event()
         self._thread: threading.Thread | None = None
-        self._outage = False
+        self._outage: str | None = None  # the database's fault while it lasts
 
     # the app's life ---------------------------------------------------------------------
 
@@ -117,11 +118,21 @@ class PipelineService:
             try:
                 self.advance()
             except Exception as exc:  # the database away: the next round tries again
-                if not self._outage:
-                    log.warning("advancing pipelines failed: %s", exc, exc_info=True)
-                self._outage = True
+                self._failed(exc)
             else:
-                self._outage = False
+                if self._outage is not None:
+                    log.warning("the database is back: pipelines advance again")
+                self._outage = None
+
+    def _failed(self, exc: Exception) -> None:
+        """A bug with its traceback; the database down or full in one line, once per
+        outage, so a long outage does not bury the log."""
+        fault = database_fault(exc)
+        if fault is None:
+            log.exception("advancing pipelines failed")
+        elif self._outage != fault:
+            self._outage = fault
+            log.warning("advancing pipelines failed: the database is %s; waiting for it", fault)
 
     # runs -------------------------------------------------------------------------------
 
