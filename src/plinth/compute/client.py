@@ -5,10 +5,10 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote
 
 from plinth.compute import schemas as s
@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 WAIT_POLL_FIRST_S = 0.05
 WAIT_POLL_MAX_S = 1.0
 Moment = float | datetime | str  # when a usage window starts or ends
+T = TypeVar("T")
 
 
 def _jobs(project: str, job_id: str | None = None) -> str:
@@ -156,16 +157,12 @@ class ComputeCalls:
     def wait_job(self, project: str, job_id: str, *, timeout: float | None = None) -> s.Job:
         """The job once it has ended (succeeded, failed, cancelled or lost); with
         ``timeout``, TimeoutError if it has not by then."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        pause = WAIT_POLL_FIRST_S
-        while True:
-            job = self.get_job(project, job_id)
-            if job.ended:
-                return job
-            if deadline is not None and time.monotonic() >= deadline:
-                raise TimeoutError(f"job {job_id} is still {job.status} after {timeout} s")
-            time.sleep(pause)
-            pause = min(WAIT_POLL_MAX_S, pause * 1.5)
+        return wait_until(
+            lambda: self.get_job(project, job_id),
+            lambda job: job.ended,
+            timeout,
+            lambda job: f"job {job_id} is still {job.status} after {timeout} s",
+        )
 
     def list_nodes(self) -> list[s.NodeUse]:
         return [s.NodeUse(**n) for n in self._transport.request("GET", "/api/v1/compute/nodes")]
@@ -193,6 +190,26 @@ class ComputeCalls:
         if project is not None:
             params["project"] = project
         return s.Usage(**self._transport.request("GET", "/api/v1/usage", params=params))
+
+
+def wait_until(
+    get: Callable[[], T],
+    done: Callable[[T], bool],
+    timeout: float | None,
+    still: Callable[[T], str],
+) -> T:
+    """``get()`` again, backing off, until ``done`` says so; with ``timeout``,
+    TimeoutError (``still`` says what it was still doing) if that takes longer."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    pause = WAIT_POLL_FIRST_S
+    while True:
+        found = get()
+        if done(found):
+            return found
+        if deadline is not None and time.monotonic() >= deadline:
+            raise TimeoutError(still(found))
+        time.sleep(pause)
+        pause = min(WAIT_POLL_MAX_S, pause * 1.5)
 
 
 def moment(value: Moment, name: str = "time") -> float:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,9 +15,6 @@ if TYPE_CHECKING:
     from plinth.client import Transport
     from plinth.compute.schemas import Snapshot
     from plinth.pipelines.dsl import Pipeline
-
-WAIT_POLL_FIRST_S = 0.1
-WAIT_POLL_MAX_S = 1.0
 
 
 def _base(project: str) -> str:
@@ -106,16 +102,14 @@ class PipelineCalls:
         self, project: str, run_id: str, *, timeout: float | None = None
     ) -> s.PipelineRun:
         """The run once it has ended; with ``timeout``, TimeoutError if it has not."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        pause = WAIT_POLL_FIRST_S
-        while True:
-            run = self.get_pipeline_run(project, run_id)
-            if run.ended:
-                return run
-            if deadline is not None and time.monotonic() >= deadline:
-                raise TimeoutError(f"pipeline run {run_id} is still running after {timeout} s")
-            time.sleep(pause)
-            pause = min(WAIT_POLL_MAX_S, pause * 1.5)
+        from plinth.compute.client import wait_until
+
+        return wait_until(
+            lambda: self.get_pipeline_run(project, run_id),
+            lambda run: run.ended,
+            timeout,
+            lambda run: f"pipeline run {run_id} is still running after {timeout} s",
+        )
 
     def cancel_pipeline_run(self, project: str, run_id: str) -> s.PipelineRun:
         url = f"{_run(project, run_id)}/cancel"
