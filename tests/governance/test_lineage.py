@@ -104,3 +104,50 @@ def test_a_reader_sees_only_the_projects_they_may_read(
                 ana.lineage("datasets:/raw/customers@1", project="team")
         with as_user(users["out"]) as out, pytest.raises(NotFound):
             out.lineage(f"runs:/{run.id}", project="team")
+
+
+def test_a_predictions_lineage_is_the_version_that_answered_it(
+    client: Client, settings: Settings, project: str, tmp_path: Path
+) -> None:
+    """A prediction's record names the version that answered; its graph is that
+    version's, back to the data, with the prediction added. Records are written by the
+    replicas' own recorder, as a served deployment writes them."""
+    import sqlalchemy as sa
+
+    from plinth.core.platform import Platform
+    from plinth.serving.records import Recorder, RecordSettings, deployment_records_dir
+    from plinth.serving.tables import deployments
+
+    ref = _dataset(client, project, tmp_path)
+    with plinth.start_run(project, client=client) as run:
+        run.use_dataset(ref)
+        run.log_artifacts(str(model_files(tmp_path / "model")), "model")
+    version = client.register_model(run.id, "model", "churn")
+    client.create_deployment(project, "svc", version.uri, runtime="memory")
+    platform = Platform.open(settings)
+    try:
+        with platform.db.read() as conn:
+            project_id = platform.projects.id_of(conn, project)
+            dep_id = conn.execute(
+                sa.select(deployments.c.id).where(
+                    deployments.c.project_id == project_id, deployments.c.name == "svc"
+                )
+            ).scalar_one()
+    finally:
+        platform.close()
+    recorder = Recorder(RecordSettings(deployment_records_dir(settings.home / "serving", dep_id)))
+    for n in range(5):
+        recorder.submit({"prediction_id": f"p{n}", "at": 1.0, "model": "churn", "version": "1"})
+    recorder.close()
+
+    uri = f"predictions:/{project}/svc/p3"
+    graph = client.lineage(uri)
+    assert graph.root == uri
+    edges = {(e.src, e.relation, e.dst) for e in graph.edges}
+    assert (version.uri, "answered", uri) in edges
+    assert (f"deployments:/{project}/svc", "recorded", uri) in edges
+    assert (f"runs:/{run.id}", "produced", version.uri) in edges
+    assert (f"datasets:/{project}/customers@1", "read", f"runs:/{run.id}") in edges
+    for missing in (f"predictions:/{project}/svc/nope", "predictions:/other/svc/p3"):
+        with pytest.raises(NotFound):
+            client.lineage(missing, project=project)

@@ -146,5 +146,6 @@ async def lineage(
     uri: Annotated[str, Query(pattern=s.LINEAGE_URI, max_length=600)],
 ) -> s.LineageGraph:
     """The lineage graph around a node of the project (``datasets:/P/NAME@3``,
-    ``runs:/ID``, ``models:/P/NAME/3``): what it came from and what came of it."""
+    ``runs:/ID``, ``models:/P/NAME/3``, ``deployments:/P/NAME``,
+    ``predictions:/P/DEPLOYMENT/ID``): what it came from and what came of it."""
     return await c(c.service.lineage, project, uri)

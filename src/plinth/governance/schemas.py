@@ -133,7 +133,7 @@ class SecretInfo(BaseModel):
     updated_at: float
 
 
-LINEAGE_URI = r"^(datasets|runs|models|deployments):/[^\s]{1,590}$"
+LINEAGE_URI = r"^(datasets|runs|models|deployments|predictions):/[^\s]{1,590}$"
 
 
 class LineageNode(BaseModel):

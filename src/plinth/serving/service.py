@@ -37,6 +37,8 @@ from plinth.serving.records import deployment_records_dir
 from plinth.serving.supervisor import DeploymentSupervisor
 
 log = logging.getLogger("plinth.serving")
+FIND_PAGE = 1000
+FIND_LIMIT = 1_000_000  # records a prediction's lookup reads at most
 HISTORY_LIMIT = 1000
 SPLIT_CHANGES = ("update", "promote", "rollback")
 
@@ -242,6 +244,36 @@ class DeploymentService:
                 skipped += 1
         cursor = None if page.next is None else encode_cursor(page.next)
         return s.PredictionRecords(records=records, next_cursor=cursor, skipped=skipped)
+
+    def find_prediction(
+        self, project: str, name: str, prediction_id: str, *, principal: Principal
+    ) -> s.PredictionRecord:
+        """The record of one prediction (its ``X-Plinth-Prediction-Id``), searched from
+        the newest back through at most ``FIND_LIMIT`` records; NotFound past that."""
+        with self.db.read() as conn:
+            row = self._require(conn, project, name, principal, Need.READ)
+        directory = deployment_records_dir(self.supervisor.root, row.id)
+        after, seen = None, 0
+        while seen < FIND_LIMIT:
+            try:
+                page = read_page(directory, PageQuery(limit=FIND_PAGE, after=after))
+            except OSError as exc:
+                log.warning("reading the records of %s failed: %s", row.id, exc)
+                raise ServiceUnavailable("the prediction records cannot be read now") from None
+            for record in page.records:
+                if record.get("prediction_id") == prediction_id:
+                    try:
+                        return _prediction(record)
+                    except ValidationError:
+                        break
+            seen += len(page.records)
+            if page.next is None:
+                break
+            after = page.next
+        raise NotFound(
+            f"deployment {name!r} has no record of prediction {prediction_id!r} among its "
+            f"newest {FIND_LIMIT:,} (records are sampled and rotated)"
+        )
 
     # shared -----------------------------------------------------------------------------
 

@@ -30,6 +30,7 @@ COLORS: dict[str, tuple[str, str]] = {
     "runs": ("#f3f4f6", "#6b7280"),
     "models": ("#dcfce7", "#16a34a"),
     "deployments": ("#fef3c7", "#d97706"),
+    "predictions": ("#fce7f3", "#db2777"),
 }
 OTHER = ("#f5f5f5", "#a3a3a3")
 LEGEND = [
@@ -39,6 +40,7 @@ LEGEND = [
         ("runs", "run"),
         ("models", "model version"),
         ("deployments", "deployment"),
+        ("predictions", "prediction"),
     )
 ]
 
@@ -123,6 +125,8 @@ def label(uri: str) -> str:
         return f"{parts[1]} v{parts[2]}"
     if kind == "deployments" and len(parts) == 2:
         return f"deployment {parts[1]}"
+    if kind == "predictions" and len(parts) == 3:
+        return f"prediction {parts[2][:8]}"
     return uri
 
 
