@@ -291,6 +291,7 @@ def _when(found: s.Trigger) -> str:
 
 @triggers_app.command("list")
 def triggers_list(project: ProjectOpt, as_json: JsonFlag = False) -> None:
+    """A project's triggers: when each fires, how often it has, its last run."""
     found = _client().list_pipeline_triggers(project)
     if as_json:
         print_json([t.model_dump() for t in found])
@@ -314,6 +315,7 @@ def triggers_list(project: ProjectOpt, as_json: JsonFlag = False) -> None:
 def triggers_rm(
     name: Annotated[str, typer.Argument(help="The trigger's name.")], project: ProjectOpt
 ) -> None:
+    """Remove a trigger: it fires no more (runs it started go on)."""
     _client().delete_pipeline_trigger(project, name)
     console.print(f"removed trigger [bold]{escape(name)}[/]")
 
