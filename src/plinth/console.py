@@ -40,3 +40,16 @@ def size(n: int | None) -> str:
             break
         amount, unit = amount / 1024, bigger
     return f"{n} B" if unit == "B" else f"{amount:.1f} {unit}"
+
+
+def key_values(items: list[str] | None, option: str) -> dict[str, str]:
+    """Repeated ``KEY=VALUE`` options (``--env``, ``--param``) as a dict."""
+    from plinth.errors import InvalidInput
+
+    pairs: dict[str, str] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise InvalidInput(f"{option} takes KEY=VALUE, not {item!r}")
+        pairs[key.strip()] = value
+    return pairs

@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperGroup
 
-from plinth.console import JsonFlag, print_json, when
+from plinth.console import JsonFlag, key_values, print_json, when
 from plinth.console import client as _client
 
 if TYPE_CHECKING:
@@ -92,7 +92,7 @@ def submit(
     argv = list(ctx.args)
     if not argv:
         raise InvalidInput("give the command after --: plinth jobs submit -p P -- python x.py")
-    pairs = env_pairs(env or [])
+    pairs = key_values(env, "--env")
     with _client() as c:
         job = c.submit_job(
             project,
@@ -114,19 +114,6 @@ def submit(
         print_json(job.model_dump())
     else:
         typer.echo(job.id)
-
-
-def env_pairs(items: list[str]) -> dict[str, str]:
-    """``--env K=V`` options, for ``jobs submit`` and ``sweep``."""
-    from plinth.errors import InvalidInput
-
-    pairs = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise InvalidInput(f"--env takes K=V, not {item!r}")
-        pairs[key] = value
-    return pairs
 
 
 @jobs_app.command("list")

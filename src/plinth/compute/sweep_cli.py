@@ -13,8 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from typer.core import TyperGroup
 
-from plinth.compute.cli import env_pairs
-from plinth.console import JsonFlag, print_json
+from plinth.console import JsonFlag, key_values, print_json
 from plinth.console import client as _client
 
 if TYPE_CHECKING:
@@ -92,7 +91,7 @@ def sweep(
         "priority": priority,
         "timeout": timeout,
         "workdir": None if no_workdir else (workdir or Path(".")),
-        "env": env_pairs(env or []),
+        "env": key_values(env, "--env"),
         "secrets": secret or [],
     }
     with _client() as c, _Bar(trials, metric, quiet=as_json) as bar:

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from plinth.console import JsonFlag, print_json, when
+from plinth.console import JsonFlag, key_values, print_json, when
 from plinth.console import client as _client
 
 if TYPE_CHECKING:
@@ -60,16 +60,6 @@ STYLE = {
 }
 
 
-def params_of(items: list[str] | None) -> dict[str, str]:
-    params: dict[str, str] = {}
-    for item in items or []:
-        key, eq, value = item.partition("=")
-        if not eq or not key.strip():
-            raise typer.BadParameter(f"{item!r}: give KEY=VALUE", param_hint="--param")
-        params[key.strip()] = value
-    return params
-
-
 @pipelines_app.command("run")
 def run(
     target: Target,
@@ -82,9 +72,10 @@ def run(
 ) -> None:
     """Run a pipeline: trace it here, snapshot the working directory, and follow its
     steps until it ends (exit status 1 if it failed)."""
-    c = _client()
-    found = c.run_pipeline(project, target, params_of(param), no_cache=no_cache, workdir=workdir)
-    _follow(found, detach, as_json)
+    params = key_values(param, "--param")
+    with _client() as c:  # closed: an embedded app hands running jobs on as it stops
+        found = c.run_pipeline(project, target, params, no_cache=no_cache, workdir=workdir)
+        _follow(c, found, detach, as_json)
 
 
 @pipelines_app.command("resume")
@@ -94,11 +85,11 @@ def resume(
     """Run a failed or cancelled run again from its failed steps (same snapshot and
     dataset versions). To pick up changed code, `pipelines run` again: unchanged steps
     come from the cache."""
-    _follow(_client().resume_pipeline_run(project, run_id), detach, as_json)
+    with _client() as c:
+        _follow(c, c.resume_pipeline_run(project, run_id), detach, as_json)
 
 
-def _follow(found: s.PipelineRun, detach: bool, as_json: bool) -> None:
-    c = _client()
+def _follow(c: Any, found: s.PipelineRun, detach: bool, as_json: bool) -> None:
     if not detach:
         found = c.wait_pipeline_run(found.project, found.id) if as_json else _watch(c, found)
     if as_json:
@@ -169,7 +160,8 @@ def _table(found: s.PipelineRun) -> Table:
 @pipelines_app.command("show")
 def show(run_id: RunId, project: ProjectOpt, as_json: JsonFlag = False) -> None:
     """A run's steps: state, what they read, cache hits, jobs."""
-    found = _client().get_pipeline_run(project, run_id)
+    with _client() as c:
+        found = c.get_pipeline_run(project, run_id)
     if as_json:
         print_json(found.model_dump())
         return
@@ -190,7 +182,8 @@ def list_runs(
     as_json: JsonFlag = False,
 ) -> None:
     """A project's pipeline runs, newest first."""
-    page = _client().list_pipeline_runs(project, name=name, status=status, limit=limit)
+    with _client() as c:
+        page = c.list_pipeline_runs(project, name=name, status=status, limit=limit)
     if as_json:
         print_json(page.model_dump())
         return
@@ -220,29 +213,30 @@ def logs(
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Stream until it ends.")] = False,
 ) -> None:
     """The log of a step's job."""
-    c = _client()
-    found = c.get_pipeline_run(project, run_id)
-    try:
-        job_id = found.step(step).job_id
-    except KeyError:
-        names = ", ".join(each.name for each in found.steps)
-        raise typer.BadParameter(
-            f"run {found.id[:12]} has no step {step!r} (it has {names})"
-        ) from None
-    if job_id is None:
-        console.print(f"step {escape(step)} ran no job ({found.step(step).status})")
-        return
-    if follow:
-        for text in c.follow_job_logs(project, job_id):
-            typer.echo(text, nl=False)
-    else:
-        typer.echo(c.job_logs(project, job_id).text, nl=False)
+    with _client() as c:
+        found = c.get_pipeline_run(project, run_id)
+        try:
+            job_id = found.step(step).job_id
+        except KeyError:
+            names = ", ".join(each.name for each in found.steps)
+            raise typer.BadParameter(
+                f"run {found.id[:12]} has no step {step!r} (it has {names})"
+            ) from None
+        if job_id is None:
+            console.print(f"step {escape(step)} ran no job ({found.step(step).status})")
+            return
+        if follow:
+            for text in c.follow_job_logs(project, job_id):
+                typer.echo(text, nl=False)
+        else:
+            typer.echo(c.job_logs(project, job_id).text, nl=False)
 
 
 @pipelines_app.command("cancel")
 def cancel(run_id: RunId, project: ProjectOpt, as_json: JsonFlag = False) -> None:
     """Cancel a run: steps not started never start, running steps' jobs are stopped."""
-    found = _client().cancel_pipeline_run(project, run_id)
+    with _client() as c:
+        found = c.cancel_pipeline_run(project, run_id)
     if as_json:
         print_json(found.model_dump())
         return
@@ -267,16 +261,17 @@ def triggers_add(
 ) -> None:
     """Have the server start a pipeline (traced and snapshotted now) on a schedule or on
     new versions of a dataset."""
-    found = _client().create_pipeline_trigger(
-        project,
-        name,
-        target,
-        params_of(param),
-        cron=cron,
-        dataset=on_dataset,
-        no_cache=no_cache,
-        workdir=workdir,
-    )
+    with _client() as c:
+        found = c.create_pipeline_trigger(
+            project,
+            name,
+            target,
+            key_values(param, "--param"),
+            cron=cron,
+            dataset=on_dataset,
+            no_cache=no_cache,
+            workdir=workdir,
+        )
     if as_json:
         print_json(found.model_dump())
         return
@@ -292,7 +287,8 @@ def _when(found: s.Trigger) -> str:
 @triggers_app.command("list")
 def triggers_list(project: ProjectOpt, as_json: JsonFlag = False) -> None:
     """A project's triggers: when each fires, how often it has, its last run."""
-    found = _client().list_pipeline_triggers(project)
+    with _client() as c:
+        found = c.list_pipeline_triggers(project)
     if as_json:
         print_json([t.model_dump() for t in found])
         return
@@ -316,7 +312,8 @@ def triggers_rm(
     name: Annotated[str, typer.Argument(help="The trigger's name.")], project: ProjectOpt
 ) -> None:
     """Remove a trigger: it fires no more (runs it started go on)."""
-    _client().delete_pipeline_trigger(project, name)
+    with _client() as c:
+        c.delete_pipeline_trigger(project, name)
     console.print(f"removed trigger [bold]{escape(name)}[/]")
 
 

@@ -411,15 +411,14 @@ def resources_digest(root: Path) -> str:
     (configuration, SQL, small data): a step may read any of them, so each counts for
     every step. Compiled caches and a worker's scratch folder are left out."""
     from plinth.compute.snapshot import collect
-    from plinth.core.blobs import manifest_digest
+    from plinth.core.blobs import file_digest, manifest_digest
 
     files = []
     for f in collect(root, 1 << 62):
         parts = f.path.split("/")
         if f.path.endswith((".py", ".pyc")) or "__pycache__" in parts or parts[0] == SCRATCH:
             continue
-        with open(f.source, "rb") as handle:
-            files.append((f.path, hashlib.file_digest(handle, "sha256").hexdigest(), f.size))
+        files.append((f.path, file_digest(f.source).digest, f.size))
     return manifest_digest(files)
 
 

@@ -399,38 +399,35 @@ class PipelineService:
             ).one()
 
     def _watch(self, project: str, row: Any) -> Any:
-        """A running step whose job has ended: succeeded with its outputs, or failed."""
+        """A running step whose job has ended: succeeded with its outputs, or failed.
+        Its start becomes its job's (it waited in the queue from queuing until then)."""
         job = self.jobs.get_job(project, row.job_id, principal=SYSTEM)
         if not job.ended:
             return None
-        if job.started_at is not None:  # it waited in the queue from started_at until then
-            self._started(row, job.started_at)
+        started = {} if job.started_at is None else {"started_at": job.started_at}
         if job.status != "succeeded":
             why = f"its job {job.status}" + (f": {job.reason}" if job.reason else "")
             raised = self._raised(job.run_id)
             if raised:
                 why = f"{raised} ({why})"
-            self._end_step(row, "cancelled" if job.status == "cancelled" else "failed", why)
+            status = "cancelled" if job.status == "cancelled" else "failed"
+            self._end_step(row, status, why, **started)
             return self._reread(row)
         assert job.run_id is not None
         listed = self.artifacts.list_artifacts(job.run_id, OUTPUTS, principal=SYSTEM)
         files = [(a.path, a.digest, a.size) for a in listed]
         if not files:
-            self._end_step(row, "failed", "its job succeeded but left no outputs")
+            self._end_step(row, "failed", "its job succeeded but left no outputs", **started)
             return self._reread(row)
-        st = t.pipeline_steps
-        with self.db.write() as conn:
-            conn.execute(
-                st.update()
-                .where(st.c.run_id == row.run_id, st.c.name == row.name, st.c.status == "running")
-                .values(
-                    status="succeeded",
-                    outputs_run_id=job.run_id,
-                    outputs=json.dumps(files),
-                    outputs_digest=manifest_digest(files),
-                    ended_at=_now(),
-                )
-            )
+        self._end_step(
+            row,
+            "succeeded",
+            None,
+            outputs_run_id=job.run_id,
+            outputs=json.dumps(files),
+            outputs_digest=manifest_digest(files),
+            **started,
+        )
         return self._reread(row)
 
     def _raised(self, run_id: str | None) -> str | None:
@@ -443,22 +440,20 @@ class PipelineService:
             return None
         return tags.get(s.ERROR_TAG)
 
-    def _started(self, row: Any, when: float) -> None:
-        st = t.pipeline_steps
-        with self.db.write() as conn:
-            conn.execute(
-                st.update()
-                .where(st.c.run_id == row.run_id, st.c.name == row.name)
-                .values(started_at=when)
-            )
-
-    def _end_step(self, row: Any, status: str, reason: str) -> None:
+    def _end_step(self, row: Any, status: str, reason: str | None, **values: Any) -> None:
+        """Move a step from the state it was read in to an ended one (compare-and-set:
+        a process that moved it first wins)."""
         st = t.pipeline_steps
         with self.db.write() as conn:
             conn.execute(
                 st.update()
                 .where(st.c.run_id == row.run_id, st.c.name == row.name, st.c.status == row.status)
-                .values(status=status, reason=reason[:2000], ended_at=_now())
+                .values(
+                    status=status,
+                    reason=None if reason is None else reason[:2000],
+                    ended_at=_now(),
+                    **values,
+                )
             )
 
     def _start(

@@ -77,10 +77,11 @@ class TriggerService:
                         f"no dataset {req.dataset!r} with a version in project {project!r}: "
                         "push its first version before a trigger watches it"
                     )
-            for step in req.spec.steps:  # every dataset it reads must be there to pin
-                for source in step.inputs.values():
-                    if isinstance(source, s.DatasetInput) and req.dataset is None:
-                        self.datasets.pin(conn, project, source.ref, principal)
+            else:  # every dataset a scheduled run reads must be there to pin
+                for step in req.spec.steps:
+                    for source in step.inputs.values():
+                        if isinstance(source, s.DatasetInput):
+                            self.datasets.pin(conn, project, source.ref, principal)
             inserted = conn.execute(
                 self.db.insert_ignoring_duplicates(tr).returning(tr.c.id),
                 {

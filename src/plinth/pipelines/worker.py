@@ -115,15 +115,12 @@ def _fetch(client: Any, project: str, arg: str, source: s.ResolvedInput, work: P
 def _folder_digest(folder: Path) -> str:
     """The manifest digest of the files under ``folder``, as the server computed its
     output's (paths relative to it)."""
-    import hashlib
-
-    from plinth.core.blobs import manifest_digest
+    from plinth.core.blobs import file_digest, manifest_digest
 
     files = []
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        with open(path, "rb") as f:
-            digest = hashlib.file_digest(f, "sha256").hexdigest()
-        files.append((path.relative_to(folder).as_posix(), digest, path.stat().st_size))
+        info = file_digest(path)
+        files.append((path.relative_to(folder).as_posix(), info.digest, info.size))
     return manifest_digest(files)
 
 

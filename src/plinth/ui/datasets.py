@@ -17,6 +17,7 @@ from plinth.data.refs import DATASET_NAME
 from plinth.data.service import DatasetService
 from plinth.ui.charts import bars
 from plinth.ui.routes import PageRoute, _service, render
+from plinth.ui.views import url_segment
 
 READ = [requires(Permission.PROJECT_READ)]
 Project = Annotated[str, Path(pattern=PROJECT_NAME, max_length=200)]
@@ -25,6 +26,13 @@ Selector = r"^(latest|[1-9][0-9]{0,9})$"
 Version = Annotated[str, Path(pattern=Selector)]
 
 router = APIRouter(include_in_schema=False, route_class=PageRoute)
+
+
+def dataset_url(project: str, ref: str) -> str:
+    """The page of a pinned dataset version, from ``NAME@VERSION``."""
+    name, _, version = ref.rpartition("@")
+    base = f"/projects/{url_segment(project)}/datasets/{url_segment(name)}"
+    return f"{base}/versions/{url_segment(version)}"
 
 
 @router.get("/projects/{project}/datasets", response_class=HTMLResponse, dependencies=READ)

@@ -17,6 +17,9 @@ from plinth.core.names import PROJECT_NAME
 from plinth.governance import schemas as gs
 from plinth.governance.lineage import LineageService
 from plinth.ui.charts import Node, Swatch, dag
+from plinth.ui.datasets import dataset_url
+from plinth.ui.deployments import deployment_url
+from plinth.ui.models import version_url
 from plinth.ui.routes import PageRoute, _service, render
 from plinth.ui.views import url_segment
 
@@ -134,14 +137,12 @@ def href(uri: str, project: str) -> str:
     """The page of a node, or '' when it has none."""
     kind, _, rest = uri.partition(":/")
     parts = rest.split("/")
-    seg = url_segment
     if kind == "datasets" and len(parts) == 2 and "@" in parts[1]:
-        name, _, version = parts[1].rpartition("@")
-        return f"/projects/{seg(parts[0])}/datasets/{seg(name)}/versions/{seg(version)}"
+        return dataset_url(parts[0], parts[1])
     if kind == "runs" and len(parts) == 1:
-        return f"/runs/{seg(parts[0])}"
-    if kind == "models" and len(parts) == 3:
-        return f"/projects/{seg(parts[0])}/models/{seg(parts[1])}/versions/{seg(parts[2])}"
+        return f"/runs/{url_segment(parts[0])}"
+    if kind == "models" and len(parts) == 3 and parts[2].isdigit():
+        return version_url(parts[0], parts[1], int(parts[2]))
     if kind == "deployments" and len(parts) == 2:
-        return f"/projects/{seg(parts[0])}/deployments/{seg(parts[1])}"
+        return deployment_url(parts[0], parts[1])
     return ""

@@ -24,6 +24,7 @@ from plinth.pipelines import schemas as s
 from plinth.pipelines.service import PipelineService
 from plinth.pipelines.triggers import TriggerService
 from plinth.ui.charts import Node, Swatch, dag
+from plinth.ui.datasets import dataset_url
 from plinth.ui.jobs import job_url
 from plinth.ui.routes import PageRoute, _service, render
 from plinth.ui.views import url_segment
@@ -134,10 +135,3 @@ def took(step: s.Step) -> str:
         return f"{minutes}m {secs:02d}s"
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h {minutes:02d}m"
-
-
-def dataset_url(project: str, ref: str) -> str:
-    """The page of a pinned dataset version, from ``NAME@VERSION``."""
-    name, _, version = ref.rpartition("@")
-    base = f"/projects/{url_segment(project)}/datasets/{url_segment(name)}"
-    return f"{base}/versions/{url_segment(version)}"
