@@ -469,7 +469,7 @@ class _Hasher:
             return
         self.feed("function", self.name(fn))
         try:  # the code object's own lines: a decorator's wrapper, not what it wraps
-            self.feed("source", inspect.getsource(code))
+            self.feed("source", _source(code))
         except (OSError, TypeError):
             self.feed("bytecode", _code_bytes(code))
         owner = fn.__globals__
@@ -516,7 +516,7 @@ class _Hasher:
         elif isinstance(value, type):
             if self.local(value) and self.once(value):
                 with contextlib.suppress(OSError, TypeError):
-                    self.feed(f"class {self.name(value)}", inspect.getsource(value))
+                    self.feed(f"class {self.name(value)}", _source(value))
                 for base in value.__bases__:
                     self.value("base", base, owner)
                 for member in vars(value).values():
@@ -603,6 +603,16 @@ def _names(code: types.CodeType) -> Iterator[str]:
     for const in code.co_consts:
         if isinstance(const, types.CodeType):
             yield from _names(const)
+
+
+def _source(obj: Any) -> str:
+    """``inspect.getsource``, asked again when Python 3.11's parser trips over another
+    thread's parse (``SystemError: AST constructor recursion depth mismatch``, CPython
+    gh-106905: the depth counter is shared between threads)."""
+    for _ in range(4):
+        with contextlib.suppress(SystemError):
+            return inspect.getsource(obj)
+    return inspect.getsource(obj)
 
 
 def _code_bytes(code: types.CodeType) -> bytes:
