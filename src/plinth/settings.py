@@ -90,6 +90,11 @@ class PoolSettings(BaseModel):
         [], description="local: unset means this machine, as one node"
     )
     address: str | None = Field(None, description="ray: the cluster's address")
+    shared_filesystem: bool = Field(
+        True,
+        description="ray: the nodes see the server's disk at the same paths; false: each "
+        "worker fetches its job's snapshot from the server and its log is read back",
+    )
     namespace: str = Field("default", description="kubernetes: where Jobs are created")
     image: str | None = Field(None, description="kubernetes: the image jobs run in")
     service_account: str | None = Field(None, description="kubernetes: the pods' account")

@@ -251,8 +251,10 @@ class Dispatcher:
             found = [p for p in self.compute.pools if p.name == pool]
             kind = found[0].executor if found else "local"
             options: dict[str, Any] = {}
-            if found and kind == "ray" and found[0].address:
-                options["address"] = found[0].address
+            if found and kind == "ray":
+                options.update(
+                    address=found[0].address, shared_filesystem=found[0].shared_filesystem
+                )
             if found and kind == "kubernetes":
                 pool_settings = found[0]
                 options.update(

@@ -15,6 +15,12 @@ too, for a memory limit), and nothing here may import ``plinth``.
   that asked for them, and a restarted server asks the same launcher about them by
   name. It keeps each worker's result (for hours), learning it from Ray as the task
   ends, so a status call reads memory and nothing else.
+- Where the nodes do not share the Plinth server's disk (the executor's
+  ``shared_filesystem=False``), a task works in a private directory of its own on its
+  node: it fetches the job's snapshot there from the server (``python -m
+  plinth.compute.fetch``, with the job's URL and token), runs the worker in it, and
+  appends its output to a log beside it, which the executor reads back through the
+  launchers (``read_log``) while the worker runs and once it has ended.
 - A **stop** is a small file on the node where the worker runs (a private directory
   under the temporary directory, named by a hash of the worker's name): the launcher
   writes it on the worker's node (every node, for a worker Ray placed), and the task,
@@ -32,9 +38,11 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import signal
 import stat
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -48,6 +56,7 @@ KEEP_SECONDS = 6 * 3600  # an ended worker's result, for a server that was down 
 LOST = "its Ray task is gone without an exit record (its node or its process died)"
 UNKNOWN = "its launcher does not know it (the launcher was restarted, or another worker)"
 NOT_SHARED = "the job's working directory is not on this Ray node"
+FETCH_FAILED = "fetching the job's snapshot from the Plinth server failed"
 _NOT_SHARED_LOG = (
     "plinth: the job's working directory {cwd} is not on this Ray node: a Ray pool's "
     "nodes must share the Plinth server's disk (its home), see docs/ray.md\n"
@@ -97,26 +106,63 @@ def launcher_on(node_id: str) -> Any:
 def run_worker(
     argv: list[str],
     env: dict[str, str],
-    cwd: str,
-    log_path: str,
+    cwd: str | None,
+    log_path: str | None,
     memory_bytes: int | None,
+    snapshot: str | None,
     name: str,
     token: str,
 ) -> dict[str, Any]:
     """Run one worker to its end: ``{"code": N, "reason": why Plinth ended it | None}``.
     While it runs, it carries out a stop asked for on this node (``ask_stop``) and
-    its memory limit."""
+    its memory limit. ``cwd`` None: the nodes do not share the server's disk, so the
+    worker gets a directory of its own on this node, with ``snapshot`` (PROJECT/DIGEST)
+    fetched into it, and its log beside it."""
     stop = _stop_path(name)
     if _stop_asked(stop, token) is not None:
         return {"code": 128 + signal.SIGTERM, "reason": "stopped before it started"}
+    shipped = cwd is None
+    if cwd is None or log_path is None:
+        cwd, log_path = _own_dir(name, token)
+    try:
+        proc = _start(argv, env, cwd, log_path, snapshot, shipped, stop, token)
+        if isinstance(proc, dict):  # it never started
+            return proc
+        try:
+            return _watch(proc, memory_bytes, stop, token)
+        finally:
+            _signal_group(proc.pid, signal.SIGKILL)  # what it left behind is freed too
+            with contextlib.suppress(OSError):
+                os.unlink(stop)
+    finally:
+        if shipped:
+            shutil.rmtree(cwd, ignore_errors=True)  # the log stays until it is read
+
+
+def _start(
+    argv: list[str],
+    env: dict[str, str],
+    cwd: str,
+    log_path: str,
+    snapshot: str | None,
+    shipped: bool,
+    stop: str,
+    token: str,
+) -> subprocess.Popen[bytes] | dict[str, Any]:
+    """The worker's process, started in ``cwd`` (fetched first when ``shipped``) with
+    its output appended to ``log_path``; or its end, when it cannot start."""
     os.makedirs(os.path.dirname(log_path) or ".", exist_ok=True)
     out = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     try:
-        if not os.path.isdir(cwd):  # this slice: Ray nodes share the server's disk
+        if shipped:
+            fetched = _fetch(snapshot, cwd, env, out, stop, token)
+            if fetched is not None:
+                return fetched
+        elif not os.path.isdir(cwd):
             os.write(out, _NOT_SHARED_LOG.format(cwd=cwd).encode())
             return {"code": 127, "reason": NOT_SHARED}
         try:
-            proc = subprocess.Popen(
+            return subprocess.Popen(
                 argv,
                 env=env,
                 cwd=cwd,
@@ -130,12 +176,36 @@ def run_worker(
             return {"code": 127, "reason": None}
     finally:
         os.close(out)
+
+
+def _fetch(
+    snapshot: str | None, cwd: str, env: dict[str, str], out: int, stop: str, token: str
+) -> dict[str, Any] | None:
+    """The job's snapshot fetched from the Plinth server into ``cwd`` (an empty
+    ``cwd`` for a job without one); None when done, else the worker's end."""
+    if not snapshot:
+        os.makedirs(cwd, exist_ok=True)
+        return None
+    command = [sys.executable, "-m", "plinth.compute.fetch", cwd]
     try:
-        return _watch(proc, memory_bytes, stop, token)
+        proc = subprocess.Popen(
+            command,
+            env={**env, "PLINTH_SNAPSHOT": snapshot},
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        os.write(out, f"plinth: cannot fetch the job's snapshot: {exc}\n".encode())
+        return {"code": 127, "reason": FETCH_FAILED}
+    try:
+        ended = _watch(proc, None, stop, token)
     finally:
-        _signal_group(proc.pid, signal.SIGKILL)  # what it left behind is freed too
-        with contextlib.suppress(OSError):
-            os.unlink(stop)
+        _signal_group(proc.pid, signal.SIGKILL)
+    if ended["code"] == 0:
+        return None
+    return {"code": ended["code"], "reason": ended["reason"] or FETCH_FAILED}
 
 
 def _watch(
@@ -239,6 +309,62 @@ def _prune_stops(older_than: float) -> None:
                     os.unlink(entry.path)
 
 
+# -- a worker's own directory, where the nodes do not share the server's disk ------------
+
+
+def _own_path(name: str) -> str:
+    """Where worker ``name`` works on this node: a private directory of this user under
+    the temporary directory; the name is hashed, never a path."""
+    digest = hashlib.sha256(name.encode()).hexdigest()[:32]
+    return os.path.join(tempfile.gettempdir(), f"plinth-ray-work-{os.getuid()}", digest)
+
+
+def _own_dir(name: str, token: str) -> tuple[str, str]:
+    """(cwd, log) of worker ``name`` on this node, made afresh, with its token beside
+    them: only a reader with the token reads the log."""
+    where = _own_path(name)
+    folder = os.path.dirname(where)
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    if not _private(folder):
+        raise RuntimeError(f"{folder} is not a private directory of this user: not used")
+    shutil.rmtree(where, ignore_errors=True)  # an earlier run's, under the same name
+    os.makedirs(where, mode=0o700)
+    with open(os.path.join(where, "token"), "w") as f:
+        f.write(token)
+    return os.path.join(where, "work"), os.path.join(where, "log")
+
+
+def read_log_here(name: str, token: str, offset: int, limit: int, drop: bool) -> bytes | None:
+    """Up to ``limit`` bytes of the log of worker ``name`` on this node from ``offset``;
+    None when it has no log here (or another token). ``drop``: the worker has ended,
+    so its directory goes once its log is read to the end."""
+    where = _own_path(name)
+    if not _private(os.path.dirname(where)):
+        return None
+    try:
+        with open(os.path.join(where, "token")) as f:
+            if f.read() != token:
+                return None
+        with open(os.path.join(where, "log"), "rb") as f:
+            f.seek(offset)
+            data = f.read(limit)
+    except OSError:
+        return None
+    if drop and len(data) < limit:
+        shutil.rmtree(where, ignore_errors=True)
+    return data
+
+
+def _prune_own(older_than: float) -> None:
+    """Remove the directories of workers whose log nobody came to read."""
+    folder = os.path.dirname(_own_path("x"))
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(folder):
+            with contextlib.suppress(OSError):
+                if entry.stat().st_mtime < older_than:
+                    shutil.rmtree(entry.path, ignore_errors=True)
+
+
 # -- the launcher -----------------------------------------------------------------------
 
 
@@ -261,11 +387,12 @@ class Launcher:
         self._task: Any = ray.remote(max_retries=0)(run_worker)
         self._lock = threading.Lock()
         self._workers: dict[str, _Worker] = {}
+        self._log_nodes: dict[str, str] = {}  # worker name -> the node its log is on
         self._pruned_at = time.time()
 
     def launch(self, items: list[tuple[str, str, tuple[Any, ...], dict[str, Any], Any]]) -> None:
         """Submit each worker's task. An item: (name, token, args, options, placement);
-        ``args``: ``run_worker``'s first five; ``options``: Ray's resources for it;
+        ``args``: ``run_worker``'s first six; ``options``: Ray's resources for it;
         ``placement``: ``{"node": id}`` (pinned here), ``{"group": pg, "bundle": i}``
         (a gang's), or empty (Ray chooses)."""
         from ray.util.scheduling_strategies import (
@@ -328,6 +455,42 @@ class Launcher:
         """A stop for a worker that may run on this node (see ``ask_stop``)."""
         ask_stop(name, token, grace_seconds)
 
+    def read_log(self, name: str, token: str, offset: int, limit: int, drop: bool) -> bytes | None:
+        """The worker's log from ``offset`` (``read_log_here``), read on this node, or
+        through the launcher of the node where Ray ran it; None: nowhere yet."""
+        import ray
+
+        found = read_log_here(name, token, offset, limit, drop)
+        if found is not None:
+            return found
+        with self._lock:
+            worker = self._workers.get(name)
+            where = self._log_nodes.get(name)
+        if worker is not None and worker.here:
+            return None
+        nodes = [where] if where else [n["NodeID"] for n in ray.nodes() if n["Alive"]]
+        asked = {
+            node: launcher_on(node).read_log_here.remote(name, token, offset, limit, drop)
+            for node in nodes
+            if node != self._node
+        }
+        for node, ref in asked.items():
+            with contextlib.suppress(ray.exceptions.RayError):
+                found = ray.get(ref, timeout=5.0)
+                if found is not None:
+                    with self._lock:
+                        self._log_nodes[name] = node
+                    return found
+        return None
+
+    def read_log_here(
+        self, name: str, token: str, offset: int, limit: int, drop: bool
+    ) -> bytes | None:
+        """The worker's log on this node (see ``read_log_here``)."""
+        with self._lock:
+            self._prune()  # a node whose launcher launches nothing still forgets old logs
+        return read_log_here(name, token, offset, limit, drop)
+
     # -- inside ---------------------------------------------------------------------------
 
     def _settle(self, worker: _Worker, done: Future[Any]) -> None:
@@ -350,7 +513,9 @@ class Launcher:
         old = now - KEEP_SECONDS
         for name in [n for n, w in self._workers.items() if w.result and w.ended_at < old]:
             del self._workers[name]
+            self._log_nodes.pop(name, None)
         _prune_stops(old)
+        _prune_own(old)
 
 
 # -- processes --------------------------------------------------------------------------

@@ -31,9 +31,14 @@ Where a worker runs:
 Polls are answered in batches: one call to a launcher answers for every worker this
 executor watches there, and an answer is reused for ``FRESH_SECONDS``.
 
-Limitation of this slice: the Ray nodes share the filesystem with the Plinth server
-(one machine, or a shared mount): the working-directory snapshot (``cwd``) and the log
-are paths on it. A later slice ships the snapshot and streams logs back.
+Where the work is: with ``shared_filesystem`` (the default) the Ray nodes see the
+Plinth server's disk at the same paths (one machine, or a shared mount), and the
+worker's ``cwd`` (the unpacked snapshot) and log are paths on it. Without, each task
+fetches the job's snapshot from the server into a private directory on its node (as a
+Kubernetes pod's init container does, with the job's URL and token), and its log,
+written beside it, is read back through the launchers by ``poll``: every
+``log_interval`` seconds while it runs, and to its end once it has ended, into the
+server's log path; then the node's directory goes.
 
 Connection: ``ray.init(address=…, namespace="plinth")`` once per process, lazily, on
 first use; Ray allows one connection per process, shared by every instance here.
@@ -48,6 +53,7 @@ import logging
 import threading
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 from plinth.compute.executors import Handle, Launch, Status
@@ -61,6 +67,7 @@ BATCH_SECONDS = 0.002  # launches to one launcher this close together go in one 
 BATCH_SIZE = 64
 FRESH_SECONDS = 0.02  # a launcher's answer is reused this long for the other polls
 _ANSWER_SECONDS = 5.0  # a call slower than this: the launcher is busy, not gone
+LOG_CHUNK = 4 << 20  # a worker's log is read back this much per call at most
 _OLD_HANDLE = "it was started by an earlier Plinth (one Ray actor per worker)"
 _STRATEGIES = ("STRICT_SPREAD", "SPREAD", "PACK", "STRICT_PACK")
 _Answer = dict[str, Any]
@@ -132,6 +139,8 @@ class RayExecutor:
         node_ip_address: str | None = None,
         gang_strategy: str = "STRICT_SPREAD",
         gang_timeout: float = 60.0,
+        shared_filesystem: bool = True,
+        log_interval: float = 1.0,
     ) -> None:
         if not address:
             raise InvalidInput("a Ray pool needs `address`: its cluster's host:port")
@@ -141,6 +150,9 @@ class RayExecutor:
         self._node_ip = node_ip_address
         self._strategy = gang_strategy
         self._gang_timeout = gang_timeout
+        self._shared = shared_filesystem
+        self._log_interval = log_interval
+        self._log_read: dict[_Key, float] = {}  # when a shipped log was last read back
         self._connected = False
         self._lock = threading.Lock()
         self._nodes: dict[str, str] = {}  # Ray node IP -> node id
@@ -204,7 +216,23 @@ class RayExecutor:
             data["gang"] = {"group": _group_name(spec), "world": world}
         env = dict(spec.env)
         env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in spec.gpu_ids)
-        args = (list(spec.argv), env, str(spec.cwd), str(spec.log_path), spec.memory_bytes)
+        args: tuple[Any, ...] = (
+            list(spec.argv),
+            env,
+            str(spec.cwd),
+            str(spec.log_path),
+            spec.memory_bytes,
+            None,
+        )
+        if not self._shared:
+            if spec.snapshot and not env.get("PLINTH_URL"):
+                raise InvalidInput(
+                    "a Ray pool without a shared filesystem fetches each job's snapshot "
+                    "from the Plinth server, and this job has no server URL: run a "
+                    "`plinth server` with sign-in on and set compute.server_url"
+                )
+            args = (list(spec.argv), env, None, None, spec.memory_bytes, spec.snapshot)
+            data["log"] = str(spec.log_path)
         for last_try in (False, True):  # once more after a launcher or node went away
             node = self._node_id(spec.node) if _is_ip(spec.node) and world == 1 else None
             item = (name, data["token"], args, options, {"node": node} if node else placement)
@@ -238,7 +266,11 @@ class RayExecutor:
             return Status("running")  # its launch is still on its way to the launcher
         answer = {"state": "lost", "reason": failed} if failed else self._answer(handle, key)
         if answer["state"] == "running":
+            if "log" in handle.data:
+                self._read_log(handle, key, final=False)
             return Status("running")
+        if "log" in handle.data:
+            self._read_log(handle, key, final=True)
         if answer["state"] == "exited":
             status = Status("exited", int(answer["code"]), answer.get("reason"))
         else:
@@ -257,6 +289,38 @@ class RayExecutor:
         launcher = self._launcher_of(handle)
         if launcher is not None:  # fire and forget: SIGTERM now, SIGKILL after the grace
             launcher.stop.remote(*key, float(grace_seconds))
+
+    def _read_log(self, handle: Handle, key: _Key, final: bool) -> None:
+        """Append what is new of a worker's node-local log to its log here (at most
+        every ``log_interval`` seconds while it runs; all of it once it has ended). The
+        length of the log here is where reading goes on, so a restarted server goes
+        on where the last one stopped."""
+        now = time.monotonic()
+        with self._lock:
+            if not final and now - self._log_read.get(key, 0.0) < self._log_interval:
+                return
+            self._log_read[key] = now
+        launcher = self._launcher_of(handle)
+        if launcher is None:
+            return
+        path = Path(handle.data["log"])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "ab") as out:
+            while True:
+                try:
+                    call = launcher.read_log.remote(*key, out.tell(), LOG_CHUNK, final)
+                    data = _ray().get(call, timeout=_ANSWER_SECONDS)
+                except _ray().exceptions.RayError as exc:
+                    log.debug("reading the log of %s: %s", key[0], remote.first_line(exc))
+                    return
+                if data:
+                    out.write(data)
+                    out.flush()
+                if not final or not data or len(data) < LOG_CHUNK:
+                    break
+        if final:
+            with self._lock:
+                self._log_read.pop(key, None)
 
     def _post(self, name: str, launcher: Any, item: tuple[Any, ...], key: _Key) -> None:
         """Queue a launch for ``launcher``: the launches of the next BATCH_SECONDS (or
