@@ -160,7 +160,11 @@ def ray_cluster(cpus: int = 4, gpus: int = 4) -> Iterator[RayCluster]:
         _wait_started(procs[0], temp_dir / "head.log")
         second_cmd = [str(ray), "start", f"--address={address}", f"--node-ip-address={SECOND_IP}"]
         second_cmd += ['--resources={"second": 1}', "--dashboard-agent-listen-port=52366"]
-        second_env = {**base, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1"}
+        # The second node's temporary directory is its own, as another machine's would
+        # be: the workers' private directories there are out of the head's sight.
+        second_tmp = temp_dir / "t2"
+        second_tmp.mkdir()
+        second_env = {**base, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1", "TMPDIR": str(second_tmp)}
         procs.append(_start([*enter, *second_cmd, *common], second_env, temp_dir / "second.log"))
         _wait_started(procs[1], temp_dir / "second.log")
         yield RayCluster(address, token, netns, procs[0], procs[1], temp_dir)

@@ -8,6 +8,7 @@ workers can reach); the job and its snapshot are made through the same home firs
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -19,10 +20,12 @@ import pytest
 
 from plinth.client import Client
 from plinth.compute.executors import Launch
+from plinth.compute.executors import _ray_launcher as remote
+from plinth.compute.executors.ray import worker_name
 from plinth.governance.identity import init_admin
 from tests.compute.contract.conftest import RAY_MARKER
 from tests.compute.contract.harness import ended, log_text, python, spec, wait_for, waits_for
-from tests.compute.ray_cluster import RaySetup, RemoteExecutor, ray_setup_fixture
+from tests.compute.ray_cluster import HEAD_IP, RaySetup, RemoteExecutor, ray_setup_fixture
 from tests.conftest import make_settings
 from tests.processes import PLINTH, REPO, child_env
 
@@ -91,6 +94,12 @@ def executor(ray_setup: RaySetup) -> Iterator[RemoteExecutor]:
     made.close()
 
 
+def own_dir(launch: Launch) -> Path:
+    """The worker's private directory, where a worker on this node has it."""
+    name = worker_name(launch.job_id, launch.attempt, launch.rank)
+    return Path(remote._own_path(name))
+
+
 def unshared(
     tmp_path: Path, served: Served, code: str, env: dict[str, str] | None = None, **fields: Any
 ) -> Launch:
@@ -134,17 +143,21 @@ def test_workers_fetch_the_snapshot_and_their_logs_come_back(
     wait_for(read_while_running, "both workers' first lines on the server, while they run")
     assert not (tmp_path / "server-only").exists()  # never the server's path
     where = [Path(log_text(x).split(" in ")[-1].split()[0]) for x in launches]
-    assert where[0] != where[1]
     assert all(w.name == "work" and w.is_dir() for w in where)  # both nodes' disk is this one
+    # One on the head, in its private directory under this machine's temporary
+    # directory; the other on the second node, whose temporary directory is its own:
+    # that one's log comes back through the second node's launcher.
+    here = [w.parent == own_dir(x) for w, x in zip(where, launches, strict=True)]
+    assert sorted(here) == [False, True]
     go.touch()
     statuses = [ended(executor, handle) for handle in handles]
     assert [(s.state, s.exit_code) for s in statuses] == [("exited", 0)] * 2
-    for launch in launches:
-        text = log_text(launch)
-        assert "the job's snapshot: 2 files" in text
-        assert text.rstrip().endswith("done")
-        assert text.count("done") == 1  # each byte once, however often it was polled
+    for rank, (launch, cwd) in enumerate(zip(launches, where, strict=True)):
+        fetched = f"plinth: the job's snapshot: 2 files in {cwd}\n"
+        ran = f"rank {rank} read hello from the snapshot 1 in {cwd}\ndone\n"
+        assert log_text(launch) == fetched + ran  # each byte once, in order
     assert not any(w.parent.exists() for w in where)  # the work and the log, gone
+    assert not any(own_dir(x).exists() for x in launches)
 
 
 def test_a_snapshot_it_may_not_fetch_ends_the_worker_with_why(
@@ -157,6 +170,39 @@ def test_a_snapshot_it_may_not_fetch_ends_the_worker_with_why(
     text = log_text(launch)
     assert "cannot fetch the job's snapshot" in text and "answered 404" in text
     assert "never" not in text
+
+
+def test_a_stop_during_the_fetch_ends_the_worker_before_it_started(
+    ray_setup: RaySetup, executor: RemoteExecutor, served: Served, tmp_path: Path
+) -> None:
+    """The server takes the connection and never answers: the stop ends the fetch."""
+    listen = (
+        "import socket, sys, time; s = socket.socket(); "
+        f"s.bind(('127.0.0.1', {PORT + 1})); s.listen(); print('up', flush=True); time.sleep(300)"
+    )
+    mute = subprocess.Popen(
+        [*ray_setup.cluster.enter(), sys.executable, "-c", listen], stdout=subprocess.PIPE
+    )
+    try:
+        assert mute.stdout is not None and mute.stdout.readline().strip() == b"up"
+        launch = unshared(
+            tmp_path,
+            served,
+            "print('never')",
+            env={"PLINTH_URL": f"http://127.0.0.1:{PORT + 1}"},
+            node=HEAD_IP,  # where its private directory is in this machine's sight
+        )
+        handle = executor.launch(launch)
+        wait_for(lambda: own_dir(launch).exists() or None, "the worker's directory")
+        executor.stop(handle, grace_seconds=5)
+        status = ended(executor, handle)
+    finally:
+        mute.kill()
+        mute.wait()
+    assert (status.state, status.exit_code) == ("exited", 128 + signal.SIGTERM)
+    assert status.reason == "stopped before it started"
+    assert "never" not in log_text(launch)
+    assert not own_dir(launch).exists()  # the fetch's temporary files went with it
 
 
 def test_a_job_with_a_snapshot_and_no_server_to_fetch_it_from_is_refused(

@@ -2,8 +2,9 @@
 Ray task that runs one worker.
 
 This module is shipped to the Ray cluster *by value* (cloudpickle), so a Ray node needs
-nothing of Plinth installed: it imports only the standard library and Ray (``psutil``
-too, for a memory limit), and nothing here may import ``plinth``.
+nothing of Plinth installed (except to fetch snapshots, below): it imports only the
+standard library and Ray (``psutil`` too, for a memory limit), and nothing here may
+import ``plinth``.
 
 - ``run_worker`` is a plain Ray task: it starts the worker's argv as a subprocess in
   its own session, waits for it (enforcing its memory limit and carrying out a stop)
@@ -20,7 +21,8 @@ too, for a memory limit), and nothing here may import ``plinth``.
   node: it fetches the job's snapshot there from the server (``python -m
   plinth.compute.fetch``, with the job's URL and token), runs the worker in it, and
   appends its output to a log beside it, which the executor reads back through the
-  launchers (``read_log``) while the worker runs and once it has ended.
+  launchers (``read_log``) while the worker runs and once it has ended; the directory
+  goes once its log has been read to its end (or six hours after the worker ended).
 - A **stop** is a small file on the node where the worker runs (a private directory
   under the temporary directory, named by a hash of the worker's name): the launcher
   writes it on the worker's node (every node, for a worker Ray placed), and the task,
@@ -53,9 +55,11 @@ from typing import Any
 
 NAMESPACE = "plinth"
 KEEP_SECONDS = 6 * 3600  # an ended worker's result, for a server that was down a while
+ABANDONED_SECONDS = 7 * 86400  # a worker directory with no end and no output this long
 LOST = "its Ray task is gone without an exit record (its node or its process died)"
 UNKNOWN = "its launcher does not know it (the launcher was restarted, or another worker)"
 NOT_SHARED = "the job's working directory is not on this Ray node"
+STOPPED_EARLY = "stopped before it started"
 FETCH_FAILED = "fetching the job's snapshot from the Plinth server failed"
 _NOT_SHARED_LOG = (
     "plinth: the job's working directory {cwd} is not on this Ray node: a Ray pool's "
@@ -120,23 +124,30 @@ def run_worker(
     fetched into it, and its log beside it."""
     stop = _stop_path(name)
     if _stop_asked(stop, token) is not None:
-        return {"code": 128 + signal.SIGTERM, "reason": "stopped before it started"}
+        return {"code": 128 + signal.SIGTERM, "reason": STOPPED_EARLY}
     shipped = cwd is None
-    if cwd is None or log_path is None:
-        cwd, log_path = _own_dir(name, token)
+    proc = None
     try:
-        proc = _start(argv, env, cwd, log_path, snapshot, shipped, stop, token)
-        if isinstance(proc, dict):  # it never started
-            return proc
         try:
-            return _watch(proc, memory_bytes, stop, token)
-        finally:
-            _signal_group(proc.pid, signal.SIGKILL)  # what it left behind is freed too
-            with contextlib.suppress(OSError):
-                os.unlink(stop)
+            if cwd is None or log_path is None:
+                cwd, log_path = _own_dir(name, token)
+            started = _start(argv, env, cwd, log_path, snapshot, shipped, stop, token)
+        except (OSError, RuntimeError) as exc:  # a full disk, a folder not ours
+            why = f"the worker could not be set up on its Ray node: {first_line(exc)}"
+            return {"code": 127, "reason": why[:500]}
+        if isinstance(started, dict):  # it never started
+            return started
+        proc = started
+        return _watch(proc, memory_bytes, stop, token)
     finally:
-        if shipped:
-            shutil.rmtree(cwd, ignore_errors=True)  # the log stays until it is read
+        if proc is not None:
+            _signal_group(proc.pid, signal.SIGKILL)  # what it left behind is freed too
+        with contextlib.suppress(OSError):
+            os.unlink(stop)
+        if shipped and cwd is not None:  # the log stays until it is read
+            shutil.rmtree(cwd, ignore_errors=True)
+            with contextlib.suppress(OSError), open(_ended_marker(cwd), "w"):
+                pass
 
 
 def _start(
@@ -187,10 +198,11 @@ def _fetch(
         os.makedirs(cwd, exist_ok=True)
         return None
     command = [sys.executable, "-m", "plinth.compute.fetch", cwd]
+    own = os.path.dirname(cwd)  # its temporary files go with the worker's directory
     try:
         proc = subprocess.Popen(
             command,
-            env={**env, "PLINTH_SNAPSHOT": snapshot},
+            env={**env, "PLINTH_SNAPSHOT": snapshot, "TMPDIR": own},
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -205,6 +217,8 @@ def _fetch(
         _signal_group(proc.pid, signal.SIGKILL)
     if ended["code"] == 0:
         return None
+    if ended["reason"] is None and _stop_asked(stop, token) is not None:
+        return {"code": ended["code"], "reason": STOPPED_EARLY}
     return {"code": ended["code"], "reason": ended["reason"] or FETCH_FAILED}
 
 
@@ -302,6 +316,8 @@ def _prune_stops(older_than: float) -> None:
     """Remove stop requests no worker came to read (asked on every node for a worker
     that ran on one)."""
     folder = os.path.dirname(_stop_path("x"))
+    if not _private(folder):
+        return
     with contextlib.suppress(OSError):
         for entry in os.scandir(folder):
             with contextlib.suppress(OSError):
@@ -337,7 +353,7 @@ def _own_dir(name: str, token: str) -> tuple[str, str]:
 def read_log_here(name: str, token: str, offset: int, limit: int, drop: bool) -> bytes | None:
     """Up to ``limit`` bytes of the log of worker ``name`` on this node from ``offset``;
     None when it has no log here (or another token). ``drop``: the worker has ended,
-    so its directory goes once its log is read to the end."""
+    so its directory goes when a read finds nothing more (the reader had it all)."""
     where = _own_path(name)
     if not _private(os.path.dirname(where)):
         return None
@@ -350,18 +366,32 @@ def read_log_here(name: str, token: str, offset: int, limit: int, drop: bool) ->
             data = f.read(limit)
     except OSError:
         return None
-    if drop and len(data) < limit:
+    if drop and not data:  # read to its end, and written where it was asked for
         shutil.rmtree(where, ignore_errors=True)
     return data
 
 
-def _prune_own(older_than: float) -> None:
-    """Remove the directories of workers whose log nobody came to read."""
+def _ended_marker(cwd: str) -> str:
+    return os.path.join(os.path.dirname(cwd), "ended")
+
+
+def _prune_own(ended_before: float, abandoned_before: float) -> None:
+    """Remove the directories of workers whose log nobody came to read: ended before
+    ``ended_before``, or without an end (their task died) and untouched since
+    ``abandoned_before``. A worker still running is never touched."""
     folder = os.path.dirname(_own_path("x"))
+    if not _private(folder):
+        return
     with contextlib.suppress(OSError):
         for entry in os.scandir(folder):
             with contextlib.suppress(OSError):
-                if entry.stat().st_mtime < older_than:
+                marker = os.path.join(entry.path, "ended")
+                if os.path.exists(marker):
+                    old = os.stat(marker).st_mtime < ended_before
+                else:
+                    log = os.path.join(entry.path, "log")
+                    old = os.stat(log).st_mtime < abandoned_before
+                if old:
                     shutil.rmtree(entry.path, ignore_errors=True)
 
 
@@ -457,7 +487,8 @@ class Launcher:
 
     def read_log(self, name: str, token: str, offset: int, limit: int, drop: bool) -> bytes | None:
         """The worker's log from ``offset`` (``read_log_here``), read on this node, or
-        through the launcher of the node where Ray ran it; None: nowhere yet."""
+        through the launcher of the node where Ray ran it; None: on no node (yet).
+        Raises when a node that may have it did not answer."""
         import ray
 
         found = read_log_here(name, token, offset, limit, drop)
@@ -470,17 +501,20 @@ class Launcher:
             return None
         nodes = [where] if where else [n["NodeID"] for n in ray.nodes() if n["Alive"]]
         asked = {
-            node: launcher_on(node).read_log_here.remote(name, token, offset, limit, drop)
+            launcher_on(node).read_log_here.remote(name, token, offset, limit, drop): node
             for node in nodes
             if node != self._node
         }
-        for node, ref in asked.items():
+        ready, _ = ray.wait(list(asked), num_returns=len(asked), timeout=3.0) if asked else ([], [])
+        for ref in ready:
             with contextlib.suppress(ray.exceptions.RayError):
-                found = ray.get(ref, timeout=5.0)
+                found = ray.get(ref)
                 if found is not None:
                     with self._lock:
-                        self._log_nodes[name] = node
+                        self._log_nodes[name] = asked[ref]
                     return found
+        if len(ready) < len(asked):  # not here, and not known to be nowhere: ask again
+            raise TimeoutError(f"a node's launcher did not answer for the log of {name}")
         return None
 
     def read_log_here(
@@ -515,7 +549,7 @@ class Launcher:
             del self._workers[name]
             self._log_nodes.pop(name, None)
         _prune_stops(old)
-        _prune_own(old)
+        _prune_own(old, now - ABANDONED_SECONDS)
 
 
 # -- processes --------------------------------------------------------------------------

@@ -3,7 +3,8 @@ launcher actor on the cluster, which answers for it by name.
 
 A pool ``executor: ray`` with ``address`` runs here. Plinth decides what runs and when;
 Ray hosts the processes. The pieces that run on the cluster are in ``_ray_launcher``
-(shipped by value, so Ray nodes need nothing of Plinth):
+(shipped by value, so Ray nodes need nothing of Plinth but, without a shared
+filesystem, its snapshot fetcher):
 
 - each Ray node that runs Plinth work gets one **launcher**, a detached actor named
   ``plinth-launcher-<node id>`` in the ``plinth`` namespace, with no CPUs of its own;
@@ -49,6 +50,7 @@ leaving the workers running. Ray's token auth comes from the environment
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -68,6 +70,7 @@ BATCH_SIZE = 64
 FRESH_SECONDS = 0.02  # a launcher's answer is reused this long for the other polls
 _ANSWER_SECONDS = 5.0  # a call slower than this: the launcher is busy, not gone
 LOG_CHUNK = 4 << 20  # a worker's log is read back this much per call at most
+LOG_GIVE_UP_SECONDS = 30.0  # an ended worker's log end unreadable this long: ended without
 _OLD_HANDLE = "it was started by an earlier Plinth (one Ray actor per worker)"
 _STRATEGIES = ("STRICT_SPREAD", "SPREAD", "PACK", "STRICT_PACK")
 _Answer = dict[str, Any]
@@ -153,6 +156,8 @@ class RayExecutor:
         self._shared = shared_filesystem
         self._log_interval = log_interval
         self._log_read: dict[_Key, float] = {}  # when a shipped log was last read back
+        self._log_calls: dict[_Key, tuple[Any, int]] = {}  # a read on its way, its offset
+        self._log_failing: dict[_Key, float] = {}  # since when an ended log's end fails
         self._connected = False
         self._lock = threading.Lock()
         self._nodes: dict[str, str] = {}  # Ray node IP -> node id
@@ -186,6 +191,8 @@ class RayExecutor:
             connected, self._connected = self._connected, False
             for cache in (self._nodes, self._launchers, self._groups, self._watched):
                 cache.clear()
+            for logs in (self._log_read, self._log_calls, self._log_failing):
+                logs.clear()
             self._heard.clear()
             self._sending.clear()
             self._answers.clear()
@@ -269,8 +276,14 @@ class RayExecutor:
             if "log" in handle.data:
                 self._read_log(handle, key, final=False)
             return Status("running")
-        if "log" in handle.data:
-            self._read_log(handle, key, final=True)
+        if "log" in handle.data and not self._read_log(handle, key, final=True):
+            with self._lock:
+                failing = self._log_failing.setdefault(key, time.monotonic())
+            if time.monotonic() - failing < LOG_GIVE_UP_SECONDS:
+                return Status("running")  # ended, but its log's end is still to come
+            log.warning("the end of %s's log could not be read back: ending without it", key[0])
+        with self._lock:
+            self._log_failing.pop(key, None)
         if answer["state"] == "exited":
             status = Status("exited", int(answer["code"]), answer.get("reason"))
         else:
@@ -290,37 +303,53 @@ class RayExecutor:
         if launcher is not None:  # fire and forget: SIGTERM now, SIGKILL after the grace
             launcher.stop.remote(*key, float(grace_seconds))
 
-    def _read_log(self, handle: Handle, key: _Key, final: bool) -> None:
-        """Append what is new of a worker's node-local log to its log here (at most
-        every ``log_interval`` seconds while it runs; all of it once it has ended). The
-        length of the log here is where reading goes on, so a restarted server goes
-        on where the last one stopped."""
-        now = time.monotonic()
-        with self._lock:
-            if not final and now - self._log_read.get(key, 0.0) < self._log_interval:
-                return
-            self._log_read[key] = now
-        launcher = self._launcher_of(handle)
-        if launcher is None:
-            return
+    def _read_log(self, handle: Handle, key: _Key, final: bool) -> bool:
+        """Append what is new of a worker's node-local log to its log here: while it
+        runs, one call at a time every ``log_interval`` seconds, its answer taken by a
+        later poll (a poll never waits for it); once it has ended, all of it, waited
+        for. Where reading goes on is the length of the log here, so a restarted
+        server goes on where the last one stopped. False: the end could not be read."""
+        ray = _ray()
         path = Path(handle.data["log"])
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "ab") as out:
-            while True:
-                try:
-                    call = launcher.read_log.remote(*key, out.tell(), LOG_CHUNK, final)
-                    data = _ray().get(call, timeout=_ANSWER_SECONDS)
-                except _ray().exceptions.RayError as exc:
-                    log.debug("reading the log of %s: %s", key[0], remote.first_line(exc))
-                    return
-                if data:
-                    out.write(data)
-                    out.flush()
-                if not final or not data or len(data) < LOG_CHUNK:
-                    break
-        if final:
+        with self._lock:
+            pending = self._log_calls.pop(key, None)
+        if pending is not None:
+            call, offset = pending
+            ready, _ = ray.wait([call], timeout=_ANSWER_SECONDS if final else 0)
+            if not ready and not final:
+                with self._lock:
+                    self._log_calls[key] = pending
+                return True
+            with contextlib.suppress(ray.exceptions.RayError):
+                _append(path, offset, ray.get(call, timeout=0) if ready else None)
+        launcher = self._launcher_of(handle)
+        if not final:
+            now = time.monotonic()
             with self._lock:
-                self._log_read.pop(key, None)
+                due = now - self._log_read.get(key, 0.0) >= self._log_interval
+                if due:
+                    self._log_read[key] = now
+            if due and launcher is not None:
+                offset = _size(path)
+                call = launcher.read_log.remote(*key, offset, LOG_CHUNK, False)
+                with self._lock:
+                    self._log_calls[key] = (call, offset)
+            return True
+        with self._lock:
+            self._log_read.pop(key, None)
+        if launcher is None:
+            return False
+        while True:
+            offset = _size(path)
+            try:
+                call = launcher.read_log.remote(*key, offset, LOG_CHUNK, True)
+                data = ray.get(call, timeout=_ANSWER_SECONDS)
+            except ray.exceptions.RayError as exc:
+                log.debug("reading the log of %s: %s", key[0], remote.first_line(exc))
+                return False
+            if not data:  # read to its end (and dropped there), or on no node at all
+                return True
+            _append(path, offset, data)
 
     def _post(self, name: str, launcher: Any, item: tuple[Any, ...], key: _Key) -> None:
         """Queue a launch for ``launcher``: the launches of the next BATCH_SECONDS (or
@@ -531,6 +560,24 @@ class RayExecutor:
             pg.remove_placement_group(group)
         except Exception as exc:  # already removed by another server: fine
             log.debug("removing placement group %s: %s", name, exc)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _append(path: Path, offset: int, data: bytes | None) -> None:
+    """``data`` read from ``offset`` of a node's log, appended here when this log is
+    that long (an answer overtaken by a later read is dropped, never written twice)."""
+    if not data:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "ab") as out:
+        if out.tell() == offset:
+            out.write(data)
 
 
 def _pg() -> Any:
