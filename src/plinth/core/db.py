@@ -239,9 +239,14 @@ class Database:
 
     @contextlib.contextmanager
     def write(self) -> Iterator[Connection]:
-        """A transaction that will write; commits on exit, rolls back on error."""
-        with self._connect(write=True) as conn, conn.begin():
-            yield conn
+        """A transaction that will write; commits on exit, rolls back on error. What it
+        noted in ``uncommitted(conn)`` goes with it."""
+        with self._connect(write=True) as conn:
+            try:
+                with conn.begin():
+                    yield conn
+            finally:
+                conn.info.pop(_UNCOMMITTED, None)
 
     @contextlib.contextmanager
     def read(self) -> Iterator[Connection]:
@@ -292,6 +297,16 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+_UNCOMMITTED = "plinth.uncommitted"
+
+
+def uncommitted(conn: Connection) -> dict[str, Any]:
+    """What the write transaction on ``conn`` made that may yet roll back, by kind (a
+    cache must not keep it): noted by its makers, dropped when ``Database.write`` ends."""
+    found: dict[str, Any] = conn.info.setdefault(_UNCOMMITTED, {})
+    return found
 
 
 def _configure_sqlite(engine: Engine, synchronous: str) -> None:

@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from plinth.core.access import Need, Principal, Role, authorize, scope_limit
-from plinth.core.db import Database, metadata
+from plinth.core.db import Database, metadata, uncommitted
 from plinth.core.names import check_project_name, is_project_name
 from plinth.errors import Conflict, NotFound, PermissionDenied, PlinthError
 
@@ -80,6 +80,7 @@ def visible_projects(principal: Principal) -> Any:
 
 
 _BY_NAME = sa.select(projects.c.id).where(projects.c.name == sa.bindparam("name"))
+_CREATED = "projects"  # in uncommitted(conn): the names this transaction created
 
 
 class Projects:
@@ -93,8 +94,8 @@ class Projects:
 
     def id_of(self, conn: Connection, name: str) -> str | None:
         pid = self._ids.get(name) or conn.execute(_BY_NAME, {"name": name}).scalar()
-        if pid is not None:
-            self._ids[name] = str(pid)
+        if pid is not None and name not in uncommitted(conn).get(_CREATED, ()):
+            self._ids[name] = str(pid)  # never one this transaction made: it may roll back
         return None if pid is None else str(pid)
 
     def require(
@@ -184,8 +185,9 @@ class Projects:
         if principal.user_id is not None:
             grant(conn, pid, principal.user_id, Role.ADMIN)
         self.audit.append(conn, principal, "projects.create", project=name, object=pid)
-        # Not cached here: until this transaction commits, another request must not
-        # find the id (a run there would name a project that may yet roll back).
+        # Not cached until this transaction commits: another request must not find the
+        # id (a run there would name a project that may yet roll back).
+        uncommitted(conn).setdefault(_CREATED, set()).add(name)
         return pid
 
     def _may_create(self, principal: Principal, name: str) -> None:
