@@ -39,6 +39,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.engine import Connection
+
 from plinth.compute import launch
 from plinth.compute.executors import Executor, Handle, Status, by_name
 from plinth.compute.resources import Node, nodes_from_settings, parse_memory
@@ -104,6 +106,7 @@ class Dispatcher:
         self._rows: dict[str, Any] = {}  # the queued jobs' rows, as last read
         self._fresh: dict[str, Any] = {}  # jobs submitted here since the last round
         self._fresh_lock = threading.Lock()
+        self._claims: list[Claim] = []  # claimed in their submit's transaction, committed
         self._dirty = True  # something besides a submit changed: read the whole queue
         self._synced_at = 0.0
         self._active: dict[str, Active] = {}
@@ -199,6 +202,59 @@ class Dispatcher:
                 self._fresh[row.id] = _WithProject(row, project)
         self._wake.set()
 
+    def claim_within(self, conn: Connection, row: Any, project: str) -> Claim | None:
+        """Claim a job in its submit's own transaction when it can start at once: this
+        process dispatches and is not in a round, nothing else waits in the queue, and
+        it fits. That saves the claim's own commit and a round's reading: the next
+        round launches it first thing (``claimed``). None: it goes the usual way.
+        The caller calls ``claimed`` once its transaction commits, ``unclaimed`` if it
+        does not."""
+        if not self.compute.dispatch or not self._lock.acquire(blocking=False):
+            return None
+        try:
+            lease_ok = time.time() - self._lead_checked < self.compute.lease_seconds / 2
+            if not (self._leading and lease_ok) or self._scheduler is None:
+                return None
+            scheduler = self._scheduler
+            request = request_of(row, project)
+            if scheduler.queued() or scheduler.unplaceable(request) is not None:
+                return None
+            scheduler.submit(request)
+            placements = scheduler.place()
+            if [p.job_id for p in placements] != [row.id]:  # it does not fit now
+                for placement in placements:
+                    scheduler.release(placement.job_id)
+                scheduler.withdraw(row.id)
+                return None
+            placement = placements[0]
+            nodes = [a.node for a in placement.allocations]
+            lease = self.compute.lease_seconds
+            attempt = self.store.claim_in(conn, row, placement.allocations, nodes, lease)
+            if attempt is None:
+                scheduler.release(row.id)
+                return None
+            return Claim(_WithProject(row, project), attempt, placement)
+        finally:
+            self._lock.release()
+
+    def claimed(self, claim: Claim) -> None:
+        """A claim's transaction committed: the next round, now, launches it."""
+        with self._fresh_lock:
+            self._claims.append(claim)
+        self._wake.set()
+
+    def unclaimed(self, claim: Claim) -> None:
+        """A claim's transaction did not commit: its resources are free again."""
+        with self._lock:
+            if self._scheduler is not None:
+                self._scheduler.release(claim.row.id)
+
+    def _launch_claims(self) -> None:
+        with self._fresh_lock:
+            claims, self._claims = self._claims, []
+        for claim in claims:
+            self._begin(claim.row, claim.attempt, claim.placement)
+
     def _loop(self) -> None:
         while not self._halt.is_set():
             retry_in = POLL_SECONDS if self._next_retry is None else self._next_retry - time.time()
@@ -276,7 +332,9 @@ class Dispatcher:
             if not self._lead(now):
                 with self._fresh_lock:
                     self._fresh.clear()  # the leader elsewhere reads them from the database
+                    self._claims.clear()  # the leader adopts them (lost, then retried)
                 return
+            self._launch_claims()
             self._sync_queue(now)
             self._watch(now)
             self._preempt()
@@ -331,6 +389,10 @@ class Dispatcher:
         if row is None or attempt is None:  # cancelled, or another dispatcher took it
             self.scheduler.release(placement.job_id)
             return
+        self._begin(row, attempt, placement)
+
+    def _begin(self, row: Any, attempt: int, placement: Placement) -> None:
+        """A claimed attempt launched and watched (or, failing to launch, settled)."""
         active = Active(row.id, attempt, row.pool, time.time(), row.timeout_seconds, row.run_id)
         self._active[row.id] = active
         try:
@@ -601,6 +663,15 @@ def _quietly(fn: Any, *args: Any) -> None:
         fn(*args)
     except Exception as exc:
         log.warning("%s failed: %s", getattr(fn, "__name__", fn), exc)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A job claimed in its submit's transaction (``Dispatcher.claim_within``)."""
+
+    row: Any
+    attempt: int
+    placement: Placement
 
 
 class _WithProject:

@@ -100,11 +100,23 @@ class JobService:
     def submit_job(self, project: str, req: s.JobSubmit, *, principal: Principal) -> s.Job:
         values = self._checked(project, req)
         job_id = uuid.uuid4().hex
-        # One transaction: the job, its run (creating the project if need be), both audited.
-        with self.audit.recorded(principal, SUBMIT, project=project, object=job_id) as (conn, ch):
-            row, ch.details = self._insert(conn, project, job_id, values, req, principal)
-        self.submitted(row, project)
-        return _job(row, project)
+        # One transaction: the job, its run (creating the project if need be), both
+        # audited; and its claim, when it can start at once.
+        claim = None
+        recorded = self.audit.recorded(principal, SUBMIT, project=project, object=job_id)
+        try:
+            with recorded as (conn, ch):
+                row, ch.details = self._insert(conn, project, job_id, values, req, principal)
+                claim = self.dispatcher.claim_within(conn, row, project)
+        except BaseException:
+            if claim is not None:
+                self.dispatcher.unclaimed(claim)
+            raise
+        if claim is None:
+            self.submitted(row, project)
+            return _job(row, project)
+        self.dispatcher.claimed(claim)
+        return self.get_job(project, job_id, principal=principal)
 
     def check_job(self, project: str, req: s.JobSubmit) -> dict[str, Any]:
         """What ``submit_job_within`` needs, checked before its transaction opens (the

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 
 from plinth.compute import tables as t
 from plinth.compute.executors import Handle
@@ -204,38 +205,49 @@ class JobStore:
     ) -> int | None:
         """Queued → running, only if still queued as read: the new attempt, or None when
         another dispatcher took it or it was cancelled meanwhile."""
-        j, now, attempt = t.jobs, time.time(), row.attempt + 1
         with self.db.write() as conn:
-            taken = conn.execute(
-                j.update()
-                .where(j.c.id == row.id, j.c.status == "queued", j.c.attempt == row.attempt)
-                .values(
-                    status="running",
-                    attempt=attempt,
-                    started_at=now,
-                    stop=None,
-                    retry_at=None,
-                    node=nodes[0] if nodes else None,
-                    exit_code=None,
-                    reason=None,
-                )
-            ).rowcount
-            if not taken:
-                return None
-            conn.execute(
-                t.job_attempts.insert(),
-                {
-                    "job_id": row.id,
-                    "attempt": attempt,
-                    "status": "running",
-                    "nodes": json.dumps(nodes),
-                    "allocations": allocations_json(allocations),
-                    "handles": "[]",
-                    "lease_expires_at": now + lease,
-                    "started_at": now,
-                    **granted(allocations),
-                },
+            return self.claim_in(conn, row, allocations, nodes, lease)
+
+    def claim_in(
+        self,
+        conn: Connection,
+        row: Any,
+        allocations: Sequence[Allocation],
+        nodes: list[str],
+        lease: float,
+    ) -> int | None:
+        """``claim`` in the caller's transaction."""
+        j, now, attempt = t.jobs, time.time(), row.attempt + 1
+        taken = conn.execute(
+            j.update()
+            .where(j.c.id == row.id, j.c.status == "queued", j.c.attempt == row.attempt)
+            .values(
+                status="running",
+                attempt=attempt,
+                started_at=now,
+                stop=None,
+                retry_at=None,
+                node=nodes[0] if nodes else None,
+                exit_code=None,
+                reason=None,
             )
+        ).rowcount
+        if not taken:
+            return None
+        conn.execute(
+            t.job_attempts.insert(),
+            {
+                "job_id": row.id,
+                "attempt": attempt,
+                "status": "running",
+                "nodes": json.dumps(nodes),
+                "allocations": allocations_json(allocations),
+                "handles": "[]",
+                "lease_expires_at": now + lease,
+                "started_at": now,
+                **granted(allocations),
+            },
+        )
         return attempt
 
     def launched(

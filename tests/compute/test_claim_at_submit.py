@@ -1,0 +1,102 @@
+"""A job that can start at once is claimed in its submit's own transaction (one commit
+fewer before it runs); one that cannot, or that would jump a waiting queue, goes the
+usual way; and a submit whose transaction fails after its claim holds nothing."""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from plinth.api.blocking import Blocking
+from plinth.compute import schemas as s
+from plinth.compute.service import JobService
+from plinth.core.access import LOCAL
+from plinth.core.platform import Platform
+from plinth.errors import NotFound
+from plinth.server.app import build_services
+from plinth.settings import ComputeSettings, NodeSettings, PoolSettings, Settings
+from tests.compute.conftest import py, wait_for
+
+POOL = PoolSettings(name="local", nodes=[NodeSettings(name="n1", cpus=4, memory="4Gi", gpus=2)])
+
+
+@pytest.fixture
+def compute(settings: Settings) -> Iterator[JobService]:
+    """The compute service of an app over ``settings``, its dispatcher running."""
+    configured = settings.model_copy(
+        update={"compute": ComputeSettings(pools=[POOL], handoff=False, grace_seconds=1)}
+    )
+    platform = Platform.open(configured)
+    service = build_services(platform, Blocking(inline=True)).get(JobService)
+    service.dispatcher.start()
+    try:
+        yield service
+    finally:
+        service.dispatcher.stop()
+        platform.close()
+
+
+def _held(gate: Path) -> list[str]:
+    return py(f"import os, time\nwhile not os.path.exists({str(gate)!r}): time.sleep(0.02)\n")
+
+
+def _submit(compute: JobService, project: str, argv: list[str], gpus: int) -> s.Job:
+    return compute.submit_job(project, s.JobSubmit(argv=argv, gpus=gpus), principal=LOCAL)
+
+
+def _ended(compute: JobService, project: str, job_id: str) -> s.Job:
+    def done() -> s.Job | None:
+        job = compute.get_job(project, job_id, principal=LOCAL)
+        return job if job.status not in ("queued", "running") else None
+
+    found: s.Job = wait_for(done, timeout=60, what=f"job {job_id} to end")
+    return found
+
+
+def test_what_fits_starts_in_its_submit_and_what_waits_keeps_its_place(
+    compute: JobService, tmp_path: Path
+) -> None:
+    project, gate = f"p-{uuid.uuid4().hex[:8]}", tmp_path / "go"
+    first = _submit(compute, project, _held(gate), gpus=1)
+    second = _submit(compute, project, _held(gate), gpus=1)
+    # Claimed in the submit's transaction: already running when the call returns.
+    assert [(j.status, j.attempt) for j in (first, second)] == [("running", 1)] * 2
+    third = _submit(compute, project, _held(gate), gpus=2)  # both GPUs are taken
+    assert third.status == "queued"
+    wait_for(lambda: compute.dispatcher.scheduler.queued() == [third.id], what="queued")
+    fourth = _submit(compute, project, _held(gate), gpus=0)  # fits, but the third waits
+    assert fourth.status == "queued"
+    gate.write_text("")
+    for job in (first, second, third, fourth):
+        done = _ended(compute, project, job.id)
+        assert done.status == "succeeded", done
+
+
+def test_a_submit_whose_transaction_fails_after_its_claim_holds_nothing(
+    compute: JobService, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project, gate = f"p-{uuid.uuid4().hex[:8]}", tmp_path / "go"
+    real = compute.audit.recorded
+
+    @contextlib.contextmanager
+    def failing(*args: Any, **kwargs: Any) -> Iterator[Any]:
+        with real(*args, **kwargs) as opened:
+            yield opened
+            raise OSError("the disk is full")  # the transaction rolls back, claim and all
+
+    monkeypatch.setattr(compute.audit, "recorded", failing)
+    with pytest.raises(OSError, match="the disk is full"):
+        _submit(compute, project, _held(gate), gpus=2)
+    monkeypatch.undo()
+    with pytest.raises(NotFound):  # nothing of it stays, not even its new project
+        compute.list_jobs(project, s.JobsQuery(), principal=LOCAL)
+    assert all(used.gpus == 0 for used in compute.dispatcher.scheduler.in_use().values())
+    again = _submit(compute, project, _held(gate), gpus=2)  # both GPUs are free
+    assert (again.status, again.attempt) == ("running", 1)
+    gate.write_text("")
+    assert _ended(compute, project, again.id).status == "succeeded"
