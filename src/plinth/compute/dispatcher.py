@@ -238,7 +238,15 @@ class Dispatcher:
             self._lock.release()
 
     def claimed(self, claim: Claim) -> None:
-        """A claim's transaction committed: the next round, now, launches it."""
+        """A claim's transaction committed: launched now, on the caller's thread, when
+        no round is under way (else by the next round, woken now)."""
+        if self._lock.acquire(blocking=False):
+            try:
+                if self._leading:
+                    self._begin(claim.row, claim.attempt, claim.placement)
+                    return
+            finally:
+                self._lock.release()
         with self._fresh_lock:
             self._claims.append(claim)
         self._wake.set()
