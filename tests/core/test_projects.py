@@ -22,11 +22,10 @@ def test_a_project_made_by_a_transaction_that_rolls_back_is_not_remembered(
     platform: Platform,
 ) -> None:
     projects, db = platform.projects, platform.db
-    with pytest.raises(RuntimeError, match="the rest of the change failed"):
-        with db.write() as conn:
-            made = projects.create_or_require(conn, "fleeting", LOCAL)
-            assert projects.id_of(conn, "fleeting") == made  # seen inside its transaction
-            raise RuntimeError("the rest of the change failed")
+    with pytest.raises(RuntimeError, match="the rest of the change failed"), db.write() as conn:
+        made = projects.create_or_require(conn, "fleeting", LOCAL)
+        assert projects.id_of(conn, "fleeting") == made  # seen inside its transaction
+        raise RuntimeError("the rest of the change failed")
     with db.read() as conn:
         assert projects.id_of(conn, "fleeting") is None
     with db.write() as conn:  # made again, for good this time
