@@ -68,7 +68,7 @@ def test_what_fits_starts_in_its_submit_and_what_waits_keeps_its_place(
     assert [(j.status, j.attempt) for j in (first, second)] == [("running", 1)] * 2
     third = _submit(compute, project, _held(gate), gpus=2)  # both GPUs are taken
     assert third.status == "queued"
-    wait_for(lambda: compute.dispatcher.scheduler.queued() == [third.id], what="queued")
+    # Whether or not the scheduler has read the third yet, the database says it waits.
     fourth = _submit(compute, project, _held(gate), gpus=0)  # fits, but the third waits
     assert fourth.status == "queued"
     gate.write_text("")
@@ -97,6 +97,25 @@ def test_a_submit_whose_transaction_fails_after_its_claim_holds_nothing(
         compute.list_jobs(project, s.JobsQuery(), principal=LOCAL)
     assert all(used.gpus == 0 for used in compute.dispatcher.scheduler.in_use().values())
     again = _submit(compute, project, _held(gate), gpus=2)  # both GPUs are free
+    assert (again.status, again.attempt) == ("running", 1)
+    gate.write_text("")
+    assert _ended(compute, project, again.id).status == "succeeded"
+
+
+def test_a_claim_that_fails_in_the_database_holds_nothing(
+    compute: JobService, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project, gate = f"p-{uuid.uuid4().hex[:8]}", tmp_path / "go"
+
+    def broken(*args: Any, **kwargs: Any) -> int | None:
+        raise OSError("the database went away")
+
+    monkeypatch.setattr(compute.dispatcher.store, "claim_in", broken)
+    with pytest.raises(OSError, match="went away"):
+        _submit(compute, project, _held(gate), gpus=2)
+    monkeypatch.undo()
+    assert all(used.gpus == 0 for used in compute.dispatcher.scheduler.in_use().values())
+    again = _submit(compute, project, _held(gate), gpus=2)  # the GPUs, and the dispatcher
     assert (again.status, again.attempt) == ("running", 1)
     gate.write_text("")
     assert _ended(compute, project, again.id).status == "succeeded"

@@ -106,7 +106,6 @@ class Dispatcher:
         self._rows: dict[str, Any] = {}  # the queued jobs' rows, as last read
         self._fresh: dict[str, Any] = {}  # jobs submitted here since the last round
         self._fresh_lock = threading.Lock()
-        self._claims: list[Claim] = []  # claimed in their submit's transaction, committed
         self._dirty = True  # something besides a submit changed: read the whole queue
         self._synced_at = 0.0
         self._active: dict[str, Active] = {}
@@ -161,8 +160,8 @@ class Dispatcher:
         due = self.compute.lease_seconds / 3 if self._leading else 1.0
         if now - self._lead_checked < due:
             return self._leading
-        self._lead_checked = now
         leading = self.store.lead(self._holder, now, now + self.compute.lease_seconds)
+        self._lead_checked = now  # only once the database said (a claim trusts it)
         if leading != self._leading:
             self._forget()
             self._leading = leading
@@ -204,20 +203,28 @@ class Dispatcher:
 
     def claim_within(self, conn: Connection, row: Any, project: str) -> Claim | None:
         """Claim a job in its submit's own transaction when it can start at once: this
-        process dispatches and is not in a round, nothing else waits in the queue, and
-        it fits. That saves the claim's own commit and a round's reading: the next
-        round launches it first thing (``claimed``). None: it goes the usual way.
-        The caller calls ``claimed`` once its transaction commits, ``unclaimed`` if it
-        does not."""
+        process dispatches and is not in a round, no other job waits (in the scheduler
+        or the database), its pool is local and it fits. That saves the claim's own
+        commit and the hand-off to the dispatcher's thread. A claim holds the
+        dispatcher until ``claimed`` (once the transaction commits: it launches the
+        job) or ``unclaimed`` (if it does not): no round, lease change or stop comes
+        between. None: the job goes the usual way."""
         if not self.compute.dispatch or not self._lock.acquire(blocking=False):
             return None
+        held = False
         try:
-            lease_ok = time.time() - self._lead_checked < self.compute.lease_seconds / 2
-            if not (self._leading and lease_ok) or self._scheduler is None:
-                return None
+            now = time.time()
+            lease_ok = now - self._lead_checked < self.compute.lease_seconds / 2
             scheduler = self._scheduler
+            if not (self._leading and lease_ok) or scheduler is None:
+                return None
+            pool = [p for p in self.compute.pools if p.name == row.pool]
+            if pool and pool[0].executor != "local":  # a remote launch may take long
+                return None
             request = request_of(row, project)
             if scheduler.queued() or scheduler.unplaceable(request) is not None:
+                return None
+            if self.store.others_waiting(conn, row.id, now):
                 return None
             scheduler.submit(request)
             placements = scheduler.place()
@@ -229,39 +236,38 @@ class Dispatcher:
             placement = placements[0]
             nodes = [a.node for a in placement.allocations]
             lease = self.compute.lease_seconds
-            attempt = self.store.claim_in(conn, row, placement.allocations, nodes, lease)
+            try:
+                attempt = self.store.claim_in(conn, row, placement.allocations, nodes, lease)
+            except BaseException:
+                scheduler.release(row.id)
+                raise
             if attempt is None:
                 scheduler.release(row.id)
                 return None
+            held = True
             return Claim(_WithProject(row, project), attempt, placement)
+        finally:
+            if not held:
+                self._lock.release()
+
+    def claimed(self, claim: Claim) -> None:
+        """A claim's transaction committed: its job launched now, on the caller's
+        thread; the dispatcher is free again. A failure is the job's (settled as any
+        launch's), never the caller's: the job exists and is reported so."""
+        try:
+            self._begin(claim.row, claim.attempt, claim.placement)
+        except Exception as exc:  # settling it failed too (the database away, say)
+            self._failed(f"starting job {claim.row.id}", exc)
         finally:
             self._lock.release()
 
-    def claimed(self, claim: Claim) -> None:
-        """A claim's transaction committed: launched now, on the caller's thread, when
-        no round is under way (else by the next round, woken now)."""
-        if self._lock.acquire(blocking=False):
-            try:
-                if self._leading:
-                    self._begin(claim.row, claim.attempt, claim.placement)
-                    return
-            finally:
-                self._lock.release()
-        with self._fresh_lock:
-            self._claims.append(claim)
-        self._wake.set()
-
     def unclaimed(self, claim: Claim) -> None:
         """A claim's transaction did not commit: its resources are free again."""
-        with self._lock:
+        try:
             if self._scheduler is not None:
                 self._scheduler.release(claim.row.id)
-
-    def _launch_claims(self) -> None:
-        with self._fresh_lock:
-            claims, self._claims = self._claims, []
-        for claim in claims:
-            self._begin(claim.row, claim.attempt, claim.placement)
+        finally:
+            self._lock.release()
 
     def _loop(self) -> None:
         while not self._halt.is_set():
@@ -340,9 +346,7 @@ class Dispatcher:
             if not self._lead(now):
                 with self._fresh_lock:
                     self._fresh.clear()  # the leader elsewhere reads them from the database
-                    self._claims.clear()  # the leader adopts them (lost, then retried)
                 return
-            self._launch_claims()
             self._sync_queue(now)
             self._watch(now)
             self._preempt()

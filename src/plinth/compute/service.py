@@ -116,7 +116,10 @@ class JobService:
             self.submitted(row, project)
             return _job(row, project)
         self.dispatcher.claimed(claim)
-        return self.get_job(project, job_id, principal=principal)
+        try:
+            return self.get_job(project, job_id, principal=principal)
+        except PlinthError:  # the database away now: the job is there all the same
+            return _job(row, project).model_copy(update={"status": "running", "attempt": 1})
 
     def check_job(self, project: str, req: s.JobSubmit) -> dict[str, Any]:
         """What ``submit_job_within`` needs, checked before its transaction opens (the

@@ -208,6 +208,14 @@ class JobStore:
         with self.db.write() as conn:
             return self.claim_in(conn, row, allocations, nodes, lease)
 
+    def others_waiting(self, conn: Connection, job_id: str, now: float) -> bool:
+        """Whether a queued job besides ``job_id`` may start now (in the caller's
+        transaction: under SQLite's write lock, the whole truth)."""
+        j = t.jobs
+        ready = sa.or_(j.c.retry_at.is_(None), j.c.retry_at <= now)
+        found = sa.select(j.c.id).where(j.c.status == "queued", j.c.id != job_id, ready).limit(1)
+        return conn.execute(found).first() is not None
+
     def claim_in(
         self,
         conn: Connection,
