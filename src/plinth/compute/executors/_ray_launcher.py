@@ -146,7 +146,7 @@ def run_worker(
             os.unlink(stop)
         if shipped and cwd is not None:  # the log stays until it is read
             shutil.rmtree(cwd, ignore_errors=True)
-            with contextlib.suppress(OSError), open(_ended_marker(cwd), "w"):
+            with contextlib.suppress(OSError), open(_ended_marker(os.path.dirname(cwd)), "w"):
                 pass
 
 
@@ -262,11 +262,16 @@ def _watch(
 # -- stop requests: a small file per worker, on the node where it runs -------------------
 
 
-def _stop_path(name: str) -> str:
-    """Where a stop for worker ``name`` is asked on this node: a private directory of
-    this user under the temporary directory; the name is hashed, never a path."""
+def _node_path(folder: str, name: str) -> str:
+    """Worker ``name``'s entry in ``folder``, a private directory of this user under
+    this node's temporary directory; the name is hashed, never a path."""
     digest = hashlib.sha256(name.encode()).hexdigest()[:32]
-    return os.path.join(tempfile.gettempdir(), f"plinth-ray-{os.getuid()}", digest)
+    return os.path.join(tempfile.gettempdir(), f"{folder}-{os.getuid()}", digest)
+
+
+def _stop_path(name: str) -> str:
+    """Where a stop for worker ``name`` is asked on this node."""
+    return _node_path("plinth-ray", name)
 
 
 def _private(folder: str) -> bool:
@@ -315,24 +320,28 @@ def ask_stop(name: str, token: str, grace_seconds: float) -> None:
 def _prune_stops(older_than: float) -> None:
     """Remove stop requests no worker came to read (asked on every node for a worker
     that ran on one)."""
-    folder = os.path.dirname(_stop_path("x"))
+    for entry in _entries(os.path.dirname(_stop_path("x"))):
+        with contextlib.suppress(OSError):
+            if entry.stat().st_mtime < older_than:
+                os.unlink(entry.path)
+
+
+def _entries(folder: str) -> list[os.DirEntry[str]]:
+    """What ``folder`` holds, when it is a private directory of this user."""
     if not _private(folder):
-        return
-    with contextlib.suppress(OSError):
-        for entry in os.scandir(folder):
-            with contextlib.suppress(OSError):
-                if entry.stat().st_mtime < older_than:
-                    os.unlink(entry.path)
+        return []
+    try:
+        return list(os.scandir(folder))
+    except OSError:
+        return []
 
 
 # -- a worker's own directory, where the nodes do not share the server's disk ------------
 
 
 def _own_path(name: str) -> str:
-    """Where worker ``name`` works on this node: a private directory of this user under
-    the temporary directory; the name is hashed, never a path."""
-    digest = hashlib.sha256(name.encode()).hexdigest()[:32]
-    return os.path.join(tempfile.gettempdir(), f"plinth-ray-work-{os.getuid()}", digest)
+    """Where worker ``name`` works on this node."""
+    return _node_path("plinth-ray-work", name)
 
 
 def _own_dir(name: str, token: str) -> tuple[str, str]:
@@ -371,28 +380,24 @@ def read_log_here(name: str, token: str, offset: int, limit: int, drop: bool) ->
     return data
 
 
-def _ended_marker(cwd: str) -> str:
-    return os.path.join(os.path.dirname(cwd), "ended")
+def _ended_marker(where: str) -> str:
+    """The file a worker's own directory gets when the worker has ended."""
+    return os.path.join(where, "ended")
 
 
 def _prune_own(ended_before: float, abandoned_before: float) -> None:
     """Remove the directories of workers whose log nobody came to read: ended before
     ``ended_before``, or without an end (their task died) and untouched since
     ``abandoned_before``. A worker still running is never touched."""
-    folder = os.path.dirname(_own_path("x"))
-    if not _private(folder):
-        return
-    with contextlib.suppress(OSError):
-        for entry in os.scandir(folder):
-            with contextlib.suppress(OSError):
-                marker = os.path.join(entry.path, "ended")
-                if os.path.exists(marker):
-                    old = os.stat(marker).st_mtime < ended_before
-                else:
-                    log = os.path.join(entry.path, "log")
-                    old = os.stat(log).st_mtime < abandoned_before
-                if old:
-                    shutil.rmtree(entry.path, ignore_errors=True)
+    for entry in _entries(os.path.dirname(_own_path("x"))):
+        with contextlib.suppress(OSError):
+            marker = _ended_marker(entry.path)
+            if os.path.exists(marker):
+                old = os.stat(marker).st_mtime < ended_before
+            else:
+                old = os.stat(os.path.join(entry.path, "log")).st_mtime < abandoned_before
+            if old:
+                shutil.rmtree(entry.path, ignore_errors=True)
 
 
 # -- the launcher -----------------------------------------------------------------------
