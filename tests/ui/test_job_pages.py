@@ -10,6 +10,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -17,6 +18,7 @@ from pydantic import SecretStr
 
 from plinth.client import Client
 from plinth.compute import schemas as s
+from plinth.compute.service import JobService
 from plinth.core.crypto import MasterKey
 from plinth.ui.forms import FORM_CSRF_COOKIE
 from plinth.ui.jobs import age, percent, resources
@@ -186,6 +188,33 @@ def test_an_editor_cancels_a_running_job_from_its_page(site: Site) -> None:
     assert ended.status == "cancelled"
     page = site.http.get(url).text
     assert "status-cancelled" in page and 'id="cancel-form"' not in page
+
+
+@pytest.mark.parametrize("read", ["page", "fragment"])
+def test_a_job_that_ends_between_its_reads_is_shown_ended(
+    site: Site, read: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The page reads the job, then its log: a job that ends in between must show its
+    end with the log's end, or the page stops following while it says "running"."""
+    job = site.root.submit_job("lab", py("import time; print('on', flush=True); time.sleep(60)"))
+    wait_for(lambda: site.root.job_logs("lab", job.id).text == "on\n", what="the job's output")
+    job_logs = JobService.job_logs
+
+    def ending_first(self: JobService, project: str, job_id: str, *a: Any, **kw: Any) -> Any:
+        if job_id == job.id and not self.get_job(project, job_id, principal=kw["principal"]).ended:
+            self.cancel_job(project, job_id, principal=kw["principal"])
+            wait_for(lambda: self.get_job(project, job_id, principal=kw["principal"]).ended)
+        return job_logs(self, project, job_id, *a, **kw)
+
+    monkeypatch.setattr(JobService, "job_logs", ending_first)
+    url = f"{PAGE}/{job.id}"
+    if read == "page":
+        page = site.http.get(url).text
+        assert "status-cancelled" in page and "data-follow" not in _log_tag(page)
+        assert 'id="cancel-form"' not in page
+    else:
+        chunk = site.http.get(f"{url}/logs", params={"offset": 0, "attempt": 1}).text
+        assert _chunk(chunk)[2:] == ("true", "cancelled")
 
 
 def test_the_compute_overview_shows_pools_nodes_and_use(site: Site) -> None:

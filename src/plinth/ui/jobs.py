@@ -142,7 +142,8 @@ def job_page(
     if attempt > job.attempt:
         raise InvalidInput(f"attempt: this job has started {job.attempt} time(s), not {attempt}")
     latest = attempt == 0
-    _, piece = read_log(svc, project, job_id, attempt or job.attempt, 0, rank, latest=latest)
+    # The page shows the job as read with its log: one that ended in between shows so.
+    job, piece = read_log(svc, project, job_id, attempt or job.attempt, 0, rank, latest=latest)
     token = form_token(request)
     here = job_url(project, job_id)
     response = render(
@@ -195,6 +196,8 @@ def read_log(
     if attempt == 0:  # not started yet: nothing to read
         return job, LogPiece("", 0, offset, offset, job.ended)
     logs = _logs(svc, project, job_id, attempt, offset, rank)
+    if logs.ended and not job.ended:  # it ended since: say so with the log's end, or a
+        job = svc.get_job(project, job_id)  # page would stop following, still "running"
     # An ended attempt's log comes whole, not in lines: a read short of the chunk
     # reached its end.
     at_end = logs.next_offset - offset < LOG_CHUNK
