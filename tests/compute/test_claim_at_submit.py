@@ -5,6 +5,7 @@ usual way; and a submit whose transaction fails after its claim holds nothing.""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any
 import pytest
 
 from plinth.api.blocking import Blocking
+from plinth.compute import dispatcher, snapshot
 from plinth.compute import schemas as s
 from plinth.compute.service import JobService
 from plinth.core.access import LOCAL
@@ -75,6 +77,27 @@ def test_what_fits_starts_in_its_submit_and_what_waits_keeps_its_place(
     for job in (first, second, third, fourth):
         done = _ended(compute, project, job.id)
         assert done.status == "succeeded", done
+
+
+@pytest.mark.parametrize("bound", [None, 0])
+def test_a_job_with_a_big_snapshot_is_not_claimed_in_its_submit(
+    compute: JobService, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bound: int | None
+) -> None:
+    """Its unpack would hold the submit's answer: it starts the usual way instead."""
+    if bound is not None:
+        monkeypatch.setattr(dispatcher, "CLAIM_SNAPSHOT_BYTES", bound)
+    project, work = f"p-{uuid.uuid4().hex[:8]}", tmp_path / "work"
+    work.mkdir()
+    (work / "hello.py").write_text("print('from the snapshot')\n")
+    archive = snapshot.pack(work, 1 << 20)
+    digest = hashlib.sha256(archive).hexdigest()
+    uploaded = compute.upload_snapshot(project, [archive], digest, principal=LOCAL)
+    submit = s.JobSubmit(argv=py("exec(open('hello.py').read())"), snapshot=uploaded)
+    job = compute.submit_job(project, submit, principal=LOCAL)
+    assert job.status == ("running" if bound is None else "queued")
+    assert _ended(compute, project, job.id).status == "succeeded"
+    logs = compute.job_logs(project, job.id, s.JobLogsQuery(), principal=LOCAL)
+    assert logs.text == "from the snapshot\n"
 
 
 def test_a_submit_whose_transaction_fails_after_its_claim_holds_nothing(

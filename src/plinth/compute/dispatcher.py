@@ -59,6 +59,9 @@ from plinth.tracking.service import TrackingService
 log = logging.getLogger("plinth.compute")
 SYSTEM = Principal(name="plinth-dispatcher", is_admin=True)
 POLL_SECONDS = 0.5
+# A job whose snapshot is bigger is not claimed in its submit: its unpack would hold the
+# submit's answer (and the dispatcher) for longer than the claim saves.
+CLAIM_SNAPSHOT_BYTES = 4 << 20
 TOKEN_SLACK_SECONDS = 7 * 86400  # a job token outlives a lost server by at most this
 _RUN_STATUS = {"succeeded": "finished", "failed": "failed", "lost": "failed", "cancelled": "killed"}
 
@@ -208,7 +211,10 @@ class Dispatcher:
         commit and the hand-off to the dispatcher's thread. A claim holds the
         dispatcher until ``claimed`` (once the transaction commits: it launches the
         job) or ``unclaimed`` (if it does not): no round, lease change or stop comes
-        between. None: the job goes the usual way."""
+        between. None: the job goes the usual way (a job with a big snapshot always does:
+        its unpack would hold the submit's answer)."""
+        if (row.snapshot_size or 0) > CLAIM_SNAPSHOT_BYTES:
+            return None
         if not self.compute.dispatch or not self._lock.acquire(blocking=False):
             return None
         held = False
