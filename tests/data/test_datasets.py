@@ -422,3 +422,44 @@ def test_an_unchanged_local_file_is_not_hashed_again_and_a_changed_one_is(
     hashed.clear()
     assert client.push_dataset(project, "c", data).created is False
     assert len(hashed) == 5
+
+
+def test_a_folder_is_read_as_its_regular_files_links_to_files_included(tmp_path: Path) -> None:
+    """What a push of a folder takes: every regular file under it, hidden ones too, and
+    a link to a file (as its target's bytes); not a broken link, nor what a link to a
+    folder leads to. Each with its size, as the one walk found it."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_text("not in the dataset")
+    data = _tree(tmp_path / "data", {"a.txt": b"alpha", ".hidden": b"h", "sub/deep/c.bin": b"ccc"})
+    (data / "sub" / "to-a").symlink_to(data / "a.txt")
+    (data / "broken").symlink_to(tmp_path / "nowhere")
+    (data / "elsewhere").symlink_to(outside, target_is_directory=True)
+    found = data_client.sources_of([data], {})
+    assert [(src.path, src.size) for src in found] == [
+        ("data/.hidden", 1),
+        ("data/a.txt", 5),
+        ("data/sub/deep/c.bin", 3),
+        ("data/sub/to-a", 5),
+    ]
+    with found[-1].open() as f:
+        assert f.read() == b"alpha"
+    assert all(src.stat is not None and src.stat.st_size == src.size for src in found)
+
+
+def test_a_file_the_walk_cannot_read_stops_the_push(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not a version silently missing it (as root no folder refuses, so the refusal is
+    made here): only what is no file at all (a broken link) is passed over."""
+    data = _tree(tmp_path / "data", {"a.txt": b"alpha", "locked/b.txt": b"beta"})
+    real = os.stat
+
+    def stat(path: Any, *args: Any, **kwargs: Any) -> os.stat_result:
+        if str(path).endswith("b.txt"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", stat)
+    with pytest.raises(InvalidInput, match=r"cannot read .*b\.txt: Permission denied"):
+        data_client.sources_of([data], {})

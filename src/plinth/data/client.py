@@ -8,8 +8,10 @@ it lacks, only that is uploaded, in parallel, and the version names it all.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import stat
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -48,6 +50,7 @@ class Source:
     where: str  # the local path or URL, for messages
     open: Callable[[], IO[bytes]]
     local: str | None = None  # a local file's path: hashed without Python's loop
+    stat: os.stat_result | None = None  # a local file's, as the walk found it
 
 
 class DataCalls:
@@ -329,23 +332,45 @@ def _local(text: str) -> list[Source]:
     if not name:
         raise InvalidInput(f"{text} has no name of its own to push it under")
     if local.is_file():
-        pairs = [(local, name)]
+        found = [(str(local), name, local.stat())]
     else:
-        files = sorted(p for p in local.rglob("*") if p.is_file())
-        pairs = [(p, f"{name}/{p.relative_to(local).as_posix()}") for p in files]
+        found = [(where, f"{name}/{inside}", st) for where, inside, st in _files(str(local))]
     return [
         Source(
             path=inside,
-            size=p.stat().st_size,
-            where=str(p),
-            open=_reader(p),
-            local=str(p),
+            size=st.st_size,
+            where=where,
+            open=_reader(where),
+            local=where,
+            stat=st,
         )
-        for p, inside in pairs
+        for where, inside, st in found
     ]
 
 
-def _reader(path: Path) -> Callable[[], IO[bytes]]:
+_NOT_A_FILE = frozenset((errno.ENOENT, errno.ENOTDIR, errno.EBADF, errno.ELOOP))  # as is_file
+
+
+def _files(top: str) -> Iterator[tuple[str, str, os.stat_result]]:
+    """The regular files under ``top`` (a link to one counts; links to folders are not
+    entered), each with its path, its path from ``top`` with ``/`` between parts, and
+    its stat: one ``stat`` a file, which the digest cache then reuses."""
+    for folder, _dirs, names in os.walk(top):
+        inner = os.path.relpath(folder, top)
+        prefix = "" if inner == "." else inner.replace(os.sep, "/") + "/"
+        for entry in names:
+            where = os.path.join(folder, entry)
+            try:
+                st = os.stat(where)
+            except OSError as exc:  # a broken link, or gone since the listing: not a file
+                if exc.errno in _NOT_A_FILE:
+                    continue
+                raise InvalidInput(f"cannot read {where}: {exc.strerror}") from None
+            if stat.S_ISREG(st.st_mode):
+                yield where, prefix + entry, st
+
+
+def _reader(path: str) -> Callable[[], IO[bytes]]:
     def opened() -> IO[bytes]:
         return open(path, "rb")
 
@@ -393,7 +418,7 @@ def _described(
     rules' results, read in parallel. A local file unchanged since an earlier push is
     not hashed again (``DigestCache``)."""
     total = sum(src.size for src in sources)
-    known = cache.known([src.local for src in sources if src.local is not None])
+    known = cache.known({src.local: src.stat for src in sources if src.local is not None})
     hashed: list[tuple[str, os.stat_result, str]] = []
 
     def one(src: Source) -> tuple[s.DatasetFile, Read]:
@@ -401,7 +426,7 @@ def _described(
             advance(src.size)
             found = s.DatasetFile(path=src.path, digest=known[src.local], size=src.size)
         else:
-            before = os.stat(src.local) if src.local is not None else None
+            before = src.stat
             found = _digest(src, advance)
             if before is not None and src.local is not None:
                 hashed.append((src.local, before, found.digest))

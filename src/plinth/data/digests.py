@@ -37,12 +37,13 @@ class DigestCache:
         except (OSError, sqlite3.Error):
             return None
 
-    def known(self, paths: list[str]) -> dict[str, str]:
-        """The remembered digest of each file that has not changed since."""
+    def known(self, files: dict[str, os.stat_result | None]) -> dict[str, str]:
+        """The remembered digest of each file that has not changed since: ``files``
+        are paths with their stat taken now (None: stat it here)."""
         conn = self._connect()
-        if conn is None or not paths:
+        if conn is None or not files:
             return {}
-        given = {os.path.abspath(p): p for p in paths}  # remembered by absolute path
+        given = {os.path.abspath(p): p for p in files}  # remembered by absolute path
         absolute = list(given)
         found: dict[str, str] = {}
         try:
@@ -57,7 +58,8 @@ class DigestCache:
                     )
                     for path, size, inode, mtime, ctime, digest in rows:
                         with contextlib.suppress(OSError):
-                            if _key(os.stat(path)) == (size, inode, mtime, ctime):
+                            now = files[given[path]] or os.stat(path)
+                            if _key(now) == (size, inode, mtime, ctime):
                                 found[given[path]] = digest
         except sqlite3.Error:
             return {}
