@@ -201,7 +201,10 @@ def read_log(
     # An ended attempt's log comes whole, not in lines: a read short of the chunk
     # reached its end.
     at_end = logs.next_offset - offset < LOG_CHUNK
-    done = at_end and (logs.ended or (attempt < job.attempt and not latest))
+    if latest:  # all read once the job has ended and no newer attempt has begun
+        done = at_end and logs.ended and attempt == job.attempt
+    else:  # this attempt's log only
+        done = at_end and (logs.ended or attempt < job.attempt)
     return job, LogPiece(heading + logs.text, attempt, offset, logs.next_offset, done)
 
 
