@@ -138,12 +138,9 @@ def job_page(
 ) -> Response:
     """The page; after a refused cancel, with why (and the service's status)."""
     svc = _service(request, JobService)
-    job = svc.get_job(project, job_id)
-    if attempt > job.attempt:
-        raise InvalidInput(f"attempt: this job has started {job.attempt} time(s), not {attempt}")
-    latest = attempt == 0
+    latest = attempt == 0  # read_log takes attempt 0 as the latest, and checks the others
     # The page shows the job as read with its log: one that ended in between shows so.
-    job, piece = read_log(svc, project, job_id, attempt or job.attempt, 0, rank, latest=latest)
+    job, piece = read_log(svc, project, job_id, attempt, 0, rank, latest=latest)
     token = form_token(request)
     here = job_url(project, job_id)
     response = render(
