@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import os
 import re
 import tempfile
 import uuid
@@ -550,17 +551,17 @@ class BlobFiles:
         commit, delete = blobs._LocalWriter.commit, blobs.LocalBackend.delete
 
         def committed(writer: Any) -> None:
-            new = not writer.final.exists()
+            new = not os.path.exists(writer.final)
             commit(writer)
             if new:
-                files._made(str(writer.final))
+                files._made(writer.final)
 
         def deleted(backend: Any, key: str) -> None:
             path = backend._path(key)
-            existed = path.exists()
+            existed = os.path.exists(path)
             delete(backend, key)
             if existed:
-                files._gone(str(path))
+                files._gone(path)
 
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(blobs._LocalWriter, "commit", committed)

@@ -28,7 +28,7 @@ from plinth.data.packs import SMALL, member_chunks, read_tar, write_tar
 from plinth.data.refs import check_dataset_name, parse_ref
 from plinth.data.rules import Check, ValidationFailed, Validator, load_rules
 from plinth.data.schemas import ValidationReport
-from plinth.data.tabular import Read, read_table
+from plinth.data.tabular import Read, format_of, read_table
 from plinth.errors import CorruptArtifact, InvalidInput, NotFound
 from plinth.tracking.schemas import check_artifact_path
 from plinth.transfer import download_verified, save_verified, transfer_progress
@@ -37,8 +37,13 @@ if TYPE_CHECKING:
     from plinth.client import Transport
 
 T = TypeVar("T")
-PER_TASK = 32  # files read per task: a thousand small files are not a thousand tasks
 WORKERS = 4  # files hashed, and uploaded, at once (the server lets one principal run 8)
+# Files are read in tasks of about TASK_COST: a local file costs its size, a remote one
+# or a table (a request's latency, a parse) TASK_OVERHEAD more. A thousand small local
+# files are one task, read in this thread: hashing 10 KiB at a time holds the GIL for
+# most of each file, and threads taking turns at it made such a read twice as slow.
+TASK_COST = 32 << 20
+TASK_OVERHEAD = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -436,14 +441,29 @@ def _described(
     def some(part: list[Source]) -> list[tuple[s.DatasetFile, Read]]:
         return [one(src) for src in part]
 
-    parts = [sources[i : i + PER_TASK] for i in range(0, len(sources), PER_TASK)]
-    with (
-        transfer_progress(f"reading {len(sources)} files", total, progress) as advance,
-        ThreadPoolExecutor(WORKERS, "plinth-hash") as pool,
-    ):
-        described = [found for part in pool.map(some, parts) for found in part]
+    parts = _tasks(sources)
+    with transfer_progress(f"reading {len(sources)} files", total, progress) as advance:
+        if len(parts) == 1:
+            described = some(parts[0])
+        else:
+            with ThreadPoolExecutor(WORKERS, "plinth-hash") as pool:
+                described = [found for part in pool.map(some, parts) for found in part]
     cache.remember(hashed)
     return described
+
+
+def _tasks(sources: list[Source]) -> list[list[Source]]:
+    """``sources`` cut into tasks of about ``TASK_COST``, in order."""
+    tasks: list[list[Source]] = [[]]
+    held = 0
+    for src in sources:
+        if held >= TASK_COST:
+            tasks.append([])
+            held = 0
+        tasks[-1].append(src)
+        slow = src.local is None or format_of(src.path) is not None
+        held += src.size + (TASK_OVERHEAD if slow else 0)
+    return tasks
 
 
 def _digest(src: Source, advance: Callable[[int], None]) -> s.DatasetFile:
