@@ -153,9 +153,15 @@ class BlobStore:
         return BlobInfo(expected, size)
 
     def _promote(self, tmp_key: str, info: BlobInfo) -> None:
+        """Name content stored under a temp key by its digest: a rename where the
+        backend has one (a local disk), else a copy (S3)."""
         final = self.key(info.digest)
         if self.backend.exists(final):
             self.backend.delete(tmp_key)
+            return
+        rename = getattr(self.backend, "rename", None)
+        if rename is not None:
+            rename(tmp_key, final)
             return
         with self.backend.open_read(tmp_key) as src:
             writer = self.backend.open_write(final)
@@ -443,6 +449,18 @@ class LocalBackend:
     def delete(self, key: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._path(key))
+
+    def rename(self, key: str, new: str) -> None:
+        """Give a committed blob another key, durably (an existing one is replaced)."""
+        final = self._path(new)
+        folder = os.path.dirname(final)
+        new_folder = not os.path.isdir(folder)
+        if new_folder:
+            os.makedirs(folder, exist_ok=True)
+        os.replace(self._path(key), final)
+        _fsync_dir(folder)
+        if new_folder:
+            _fsync_dir(os.path.dirname(folder))
 
     def sync(self) -> None:
         """Everything written under the root reaches the disk: one ``syncfs`` of its

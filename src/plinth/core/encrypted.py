@@ -205,6 +205,13 @@ class EncryptedBackend:
     def delete(self, key: str) -> None:
         self.inner.delete(self.prefix + key)
 
+    def __getattr__(self, name: str) -> Any:
+        """``rename`` when the inner backend has one: a sealed blob names no key, only
+        its project, so it may move within the project's prefix."""
+        if name == "rename" and hasattr(self.inner, "rename"):
+            return lambda key, new: self.inner.rename(self.prefix + key, self.prefix + new)
+        raise AttributeError(name)
+
     def sync(self) -> None:
         sync = getattr(self.inner, "sync", None)
         if sync is not None:
