@@ -79,7 +79,8 @@ def save_verified(
 ) -> None:
     """Write chunks to a temp file beside ``target``, check them against ``digest``,
     then rename: a failed or corrupt download leaves nothing behind."""
-    target.parent.mkdir(parents=True, exist_ok=True)
+    if not target.parent.is_dir():  # a pull of a thousand files makes a few folders
+        target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.parent / f".{target.name}.plinth-{uuid.uuid4().hex[:8]}"
     try:
         with open(tmp, "wb") as out, PipelinedHash() as h:
@@ -92,5 +93,6 @@ def save_verified(
         if got != digest:
             raise CorruptArtifact(f"{label}: downloaded bytes do not match sha256:{digest}")
         os.replace(tmp, target)
-    finally:
+    except BaseException:
         tmp.unlink(missing_ok=True)
+        raise

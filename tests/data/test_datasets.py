@@ -169,6 +169,13 @@ def test_a_pull_is_verified_resumable_and_writes_only_inside_its_folder(
     with pytest.raises(InvalidInput, match="outside"):
         client.pull_dataset(project, "churn", linked)
     assert list(outside.iterdir()) == []
+    # nor a file in dest that is a link out of it
+    (linked / "data").unlink()
+    (linked / "data" / "sub").mkdir(parents=True)
+    (linked / "data" / "sub" / "b.txt").symlink_to(outside / "b.txt")
+    with pytest.raises(InvalidInput, match="outside"):
+        client.pull_dataset(project, "churn", linked)
+    assert list(outside.iterdir()) == []
     with pytest.raises(NotFound):
         client.pull_dataset(project, "churn@9", tmp_path / "none")
     assert not (tmp_path / "none").exists()

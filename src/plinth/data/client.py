@@ -189,8 +189,9 @@ class DataCalls:
         files = self.dataset_files(project, found.ref)
         root = Path(dest)
         todo = []
+        resolved: dict[Path, Path] = {}
         for f in files:
-            target = _inside(root, f.path)
+            target = _inside(root, f.path, resolved)
             if not _holds(target, f):
                 todo.append((f, target))
         total = sum(f.size for f, _ in todo)
@@ -481,13 +482,18 @@ def _digest(src: Source, advance: Callable[[int], None]) -> s.DatasetFile:
     return s.DatasetFile(path=src.path, digest=digest, size=size)
 
 
-def _inside(root: Path, path: str) -> Path:
+def _inside(root: Path, path: str, resolved: dict[Path, Path]) -> Path:
     """Where a manifest's path lands under ``root``: checked like an artifact path,
-    and never outside ``root`` (nor through a link that leads out of it)."""
+    and never outside ``root`` (nor through a link that leads out of it). ``resolved``
+    keeps each folder's real path, so a thousand files in one folder resolve it once."""
     check_artifact_path(path)
     target = root.joinpath(*path.split("/"))
-    base = root.resolve()
-    if not target.resolve().is_relative_to(base):
+    for folder in (root, target.parent):
+        if folder not in resolved:
+            resolved[folder] = folder.resolve()
+    # a link's own target; else the file's name in its folder's real path
+    landed = target.resolve() if target.is_symlink() else resolved[target.parent] / target.name
+    if not landed.is_relative_to(resolved[root]):
         raise InvalidInput(f"{path!r} would land outside {root}")
     return target
 
