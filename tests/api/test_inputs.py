@@ -549,6 +549,7 @@ class BlobFiles:
     def watched(cls) -> Iterator[BlobFiles]:
         files = cls()
         commit, delete = blobs._LocalWriter.commit, blobs.LocalBackend.delete
+        rename = blobs.LocalBackend.rename
 
         def committed(writer: Any) -> None:
             new = not os.path.exists(writer.final)
@@ -563,9 +564,18 @@ class BlobFiles:
             if existed:
                 files._gone(path)
 
+        def renamed(backend: Any, key: str, new: str) -> None:
+            path, final = backend._path(key), backend._path(new)
+            made = not os.path.exists(final)
+            rename(backend, key, new)
+            files._gone(path)
+            if made:
+                files._made(final)
+
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(blobs._LocalWriter, "commit", committed)
             patch.setattr(blobs.LocalBackend, "delete", deleted)
+            patch.setattr(blobs.LocalBackend, "rename", renamed)
             yield files
 
 

@@ -7,6 +7,7 @@ really holds, so "nothing visible" is checked against the storage, not the store
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import tracemalloc
@@ -279,6 +280,28 @@ def test_a_local_put_without_digest_renames_its_temp_copy(tmp_path: Path, sealed
     assert b"".join(harness.store.read(DIGEST)) == DATA
     again = harness.store.put(chunked(DATA))  # already stored: its temp copy goes
     assert again.digest == DIGEST and harness.objects() == {harness.key(DIGEST)}
+
+
+def test_a_local_store_whose_disk_fails_is_not_taken_for_empty(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An I/O error is an error (readiness fails, a claim answers 503), never "no
+    such blob"."""
+    store = open_store(str(tmp_path / "blobs"))
+    assert not store.exists(DIGEST)
+    store.ping()
+    real = os.stat
+
+    def failing(path: Any, *args: Any, **kwargs: Any) -> Any:
+        if str(path).startswith(str(tmp_path / "blobs")):
+            raise OSError(errno.EIO, "Input/output error", str(path))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", failing)
+    with pytest.raises(OSError):
+        store.ping()
+    with pytest.raises(OSError):
+        store.exists(DIGEST)
 
 
 def test_put_file(harness: Harness, tmp_path: Path) -> None:

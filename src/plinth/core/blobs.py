@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import fcntl
 import hashlib
 import io
 import os
 import re
+import stat
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -161,8 +163,12 @@ class BlobStore:
             return
         rename = getattr(self.backend, "rename", None)
         if rename is not None:
-            rename(tmp_key, final)
-            return
+            try:
+                rename(tmp_key, final)
+                return
+            except OSError as exc:  # tmp/ mounted apart from the blobs: copy instead
+                if exc.errno != errno.EXDEV:
+                    raise
         with self.backend.open_read(tmp_key) as src:
             writer = self.backend.open_write(final)
             try:
@@ -435,7 +441,12 @@ class LocalBackend:
         return os.path.join(self._root, key)
 
     def exists(self, key: str) -> bool:
-        return os.path.isfile(self._path(key))
+        """Whether a blob is there; a disk that cannot answer raises (readiness says
+        so), unlike ``os.path.isfile``, which would call it missing."""
+        try:
+            return stat.S_ISREG(os.stat(self._path(key)).st_mode)
+        except (FileNotFoundError, NotADirectoryError):
+            return False
 
     def size(self, key: str) -> int:
         return os.stat(self._path(key)).st_size
