@@ -32,7 +32,7 @@ from plinth.core.access import Permission
 from plinth.core.crypto import MasterKey
 from plinth.data.packs import write_tar
 from plinth.server.app import create_app
-from plinth.settings import Settings
+from plinth.settings import ComputeSettings, Settings, TrackingSettings
 from tests import services
 from tests.conftest import make_settings, raw_http
 from tests.registry.files import model_files
@@ -1252,9 +1252,15 @@ def world(
     home = tmp_path_factory.mktemp("matrix") / "home"
     key = SecretStr(MasterKey.generate().to_text())
     with _database(request) as database_url:
-        settings = make_settings(home, database_url).model_copy(update={"master_key": key})
-        held = settings.compute.model_copy(update={"dispatch": False})  # no processes here
-        settings = settings.model_copy(update={"compute": held})
+        # The world's run sends no heartbeats: on a slow machine the module outlasts the
+        # reaper's 120 s, and a run it killed mid-test looked like a refused request's
+        # change. Jobs stay queued for the same reason: no background change.
+        settings = make_settings(
+            home,
+            database_url,
+            tracking=TrackingSettings(stale_after_seconds=24 * 3600),
+            compute=ComputeSettings(handoff=False, dispatch=False),
+        ).model_copy(update={"master_key": key})
         yield from _build(settings, tmp_path_factory.mktemp("files"))
 
 
