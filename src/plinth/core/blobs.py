@@ -389,17 +389,33 @@ def _fsync_dir(path: str | os.PathLike[str]) -> None:
         os.close(fd)
 
 
+def _make_folder(final: str) -> bool:
+    """Make the folder ``final`` goes in, if missing; whether it was."""
+    folder = os.path.dirname(final)
+    if os.path.isdir(folder):
+        return False
+    os.makedirs(folder, exist_ok=True)
+    return True
+
+
+def _sync_name(final: str, new_folder: bool) -> None:
+    """The rename that named ``final`` must survive a power cut before the database
+    names the blob: its folder is synced, and that folder's parent when the folder is
+    new (a batch's sync covers both)."""
+    folder = os.path.dirname(final)
+    _fsync_dir(folder)
+    if new_folder:
+        _fsync_dir(os.path.dirname(folder))
+
+
 class _LocalWriter:
     """Paths here are plain strings: a batch opens a thousand of these, and pathlib's
     parsing was a fifth of storing a small file."""
 
     def __init__(self, final: str) -> None:
-        folder = os.path.dirname(final)
-        self.new_folder = not os.path.isdir(folder)
-        if self.new_folder:
-            os.makedirs(folder, exist_ok=True)
+        self.new_folder = _make_folder(final)
         self.final = final
-        self.tmp, self.file = _locked_temp(folder)
+        self.tmp, self.file = _locked_temp(os.path.dirname(final))
 
     def write(self, data: bytes) -> None:
         self.file.write(data)
@@ -409,12 +425,7 @@ class _LocalWriter:
         os.fsync(self.file.fileno())
         self.file.close()
         os.replace(self.tmp, self.final)
-        # The rename itself must survive a power cut before the database names the blob
-        # (and the folder it is in, when this writer made it; a batch's sync covers both).
-        folder = os.path.dirname(self.final)
-        _fsync_dir(folder)
-        if self.new_folder:
-            _fsync_dir(os.path.dirname(folder))
+        _sync_name(self.final, self.new_folder)
 
     def stage(self) -> None:
         """Written, not yet synced nor named: the file stays open and locked (a sweep
@@ -464,14 +475,9 @@ class LocalBackend:
     def rename(self, key: str, new: str) -> None:
         """Give a committed blob another key, durably (an existing one is replaced)."""
         final = self._path(new)
-        folder = os.path.dirname(final)
-        new_folder = not os.path.isdir(folder)
-        if new_folder:
-            os.makedirs(folder, exist_ok=True)
+        new_folder = _make_folder(final)
         os.replace(self._path(key), final)
-        _fsync_dir(folder)
-        if new_folder:
-            _fsync_dir(os.path.dirname(folder))
+        _sync_name(final, new_folder)
 
     def sync(self) -> None:
         """Everything written under the root reaches the disk: one ``syncfs`` of its

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from plinth.client import Transport
 
 T = TypeVar("T")
+R = TypeVar("R")
 WORKERS = 4  # files hashed, and uploaded, at once (the server lets one principal run 8)
 # Files are read in tasks of about TASK_COST: a local file costs its size, a remote one
 # or a table (a request's latency, a parse) TASK_OVERHEAD more. A thousand small local
@@ -313,14 +314,13 @@ def _grouped(items: list[T], size: Callable[[T], int]) -> list[list[T]]:
     return large + [[items[int(i)] for i in batch] for batch in packs.batches(small)]
 
 
-def _in_parallel(work: Callable[[T], None], groups: list[T]) -> None:
-    """``work`` on each group, ``WORKERS`` at a time; the first error stops the rest."""
+def _in_parallel(work: Callable[[T], R], groups: list[T]) -> list[R]:
+    """``work`` on each group, ``WORKERS`` at a time (one group in this thread), and
+    what each gave, in order; the first error stops the rest."""
     if len(groups) == 1:
-        work(groups[0])
-        return
+        return [work(groups[0])]
     with ThreadPoolExecutor(WORKERS, "plinth-data") as pool:
-        for done in pool.map(work, groups):
-            del done
+        return list(pool.map(work, groups))
 
 
 def _read(src: Source, advance: Callable[[int], None]) -> Iterator[bytes]:
@@ -442,13 +442,8 @@ def _described(
     def some(part: list[Source]) -> list[tuple[s.DatasetFile, Read]]:
         return [one(src) for src in part]
 
-    parts = _tasks(sources)
     with transfer_progress(f"reading {len(sources)} files", total, progress) as advance:
-        if len(parts) == 1:
-            described = some(parts[0])
-        else:
-            with ThreadPoolExecutor(WORKERS, "plinth-hash") as pool:
-                described = [found for part in pool.map(some, parts) for found in part]
+        described = [found for part in _in_parallel(some, _tasks(sources)) for found in part]
     cache.remember(hashed)
     return described
 
