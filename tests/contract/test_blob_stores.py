@@ -380,6 +380,45 @@ def test_a_batch_names_what_it_stored_whole_and_nothing_else(
             batch.put([b"x"], sha256(good[1]))
 
 
+@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.s3)])
+def plain_harness(request: pytest.FixtureRequest, tmp_path: Path) -> Harness:
+    """The stores that hold packs: content sealed per project is a blob each."""
+    if request.param == "local":
+        return _local(tmp_path)
+    return _s3(
+        request.getfixturevalue("s3_endpoint"),
+        request.getfixturevalue("s3_bucket"),
+        request.getfixturevalue("s3_fs"),
+    )
+
+
+def test_a_pack_is_one_object_whose_spans_read_back(plain_harness: Harness) -> None:
+    store = plain_harness.store
+    blobs = [os.urandom(n) for n in (1, 1000, 3 * 1024 * 1024 + 7, 0, 500)]
+    pack = store.open_pack()
+    starts = [pack.add(b) for b in blobs]
+    assert not store.pack_exists(pack.id)  # nothing is named before the commit
+    pack.commit()
+    assert store.pack_exists(pack.id)
+    assert [k for k in plain_harness.objects() if "tmp" not in k] == [store.pack_key(pack.id)]
+    for data, start in zip(blobs, starts, strict=True):
+        assert b"".join(store.read_packed(pack.id, start, len(data))) == data
+    with pytest.raises(CorruptArtifact, match="before its blob"):
+        b"".join(store.read_packed(pack.id, starts[-1], len(blobs[-1]) + 1))
+    with pytest.raises(NotFound):
+        store.read_packed("0" * 32, 0, 1)
+    with pytest.raises(ValueError, match="not a pack id"):
+        store.read_packed("../" + "0" * 29, 0, 1)
+
+    dropped = store.open_pack()
+    dropped.add(b"never named")
+    dropped.discard()
+    store.open_pack().commit()  # nothing added: nothing written
+    assert [k for k in plain_harness.objects() if "tmp" not in k] == [store.pack_key(pack.id)]
+    assert not any("tmp" in key for key in plain_harness.objects())
+    assert plain_harness.uploads() == []
+
+
 def test_a_local_batch_syncs_once_per_group_not_per_blob(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -14,13 +14,17 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import sqlalchemy as sa
 
 from plinth import Client
 from plinth.core.blobs import manifest_digest
+from plinth.core.crypto import MasterKey
+from plinth.core.platform import Platform
+from plinth.core.projects import projects
 from plinth.data import client as data_client
-from plinth.errors import InvalidInput, NotFound, PermissionDenied
+from plinth.errors import BlobMissing, InvalidInput, NotFound, PermissionDenied
 from plinth.settings import Settings
-from tests.conftest import raw_http
+from tests.conftest import make_settings, raw_http
 
 
 def _tree(root: Path, files: dict[str, bytes]) -> Path:
@@ -80,6 +84,64 @@ def test_a_push_versions_files_once_and_unchanged_data_makes_no_version(
     assert [x.name for x in client.list_datasets(project)] == ["churn"]
     assert client.get_dataset_version(project, "churn").version == 2
     assert client.get_dataset_version(project, "churn@1").digest == v1.digest
+
+
+def test_the_small_files_of_a_push_are_stored_as_one_pack_and_read_back_from_it(
+    client: Client, project: str, tmp_path: Path, platform: Platform
+) -> None:
+    files = {f"f{i:03}.bin": os.urandom(300 + i) for i in range(30)}
+    files["copy.bin"] = files["f000.bin"]
+    data = _tree(tmp_path / "data", files)
+    client.push_dataset(project, "churn", data)
+    root = Path(client.settings.resolved_artifacts_url())
+
+    def stored() -> list[Path]:
+        return sorted(p for p in root.rglob("*") if p.is_file())
+
+    packs = stored()
+    # one object, named in packs/, holding each content once: no blob per file
+    assert [p.relative_to(root).parts[0] for p in packs] == ["packs"]
+    assert packs[0].stat().st_size == sum(len(c) for n, c in files.items() if n != "copy.bin")
+    client.pull_dataset(project, "churn@1", tmp_path / "out")
+    for name, content in files.items():
+        assert (tmp_path / "out" / "data" / name).read_bytes() == content
+    http = raw_http(client)
+    one = http.get(f"/api/v1/projects/{project}/datasets/churn/versions/1/files/data/f007.bin")
+    assert one.status_code == 200 and one.content == files["f007.bin"]
+
+    # what the project holds is claimed where it lies; another project holds nothing
+    digest = hashlib.sha256(files["f007.bin"]).hexdigest()
+    with platform.db.read() as conn:
+        pid = conn.execute(sa.select(projects.c.id).where(projects.c.name == project)).scalar()
+        held = platform.artifacts.claim(conn, pid, digest, len(files["f007.bin"]))
+        assert held.pack == packs[0].name
+        assert packs[0].read_bytes()[held.start : held.start + held.size] == files["f007.bin"]
+    other = f"{project}-b"
+    client.push_dataset(other, "churn", data)  # its own pack: no bytes are shared by name
+    assert len(stored()) == 2
+
+    packs[0].unlink()  # the store lost it: said so, never other bytes
+    with platform.db.read() as conn, pytest.raises(BlobMissing):
+        platform.artifacts.claim(conn, pid, digest, len(files["f007.bin"]))
+    one = http.get(f"/api/v1/projects/{project}/datasets/churn/versions/1/files/data/f007.bin")
+    assert one.status_code == 404
+    client.pull_dataset(other, "churn@1", tmp_path / "other")
+    assert (tmp_path / "other" / "data" / "f007.bin").read_bytes() == files["f007.bin"]
+
+
+def test_a_sealed_store_keeps_a_blob_per_file(
+    project: str, tmp_path: Path, backend: str, request: pytest.FixtureRequest
+) -> None:
+    db = request.getfixturevalue("postgres_url") if backend == "postgres" else None
+    settings = make_settings(tmp_path / "home", db, master_key=MasterKey.generate().to_text())
+    files = {f"f{i}.bin": os.urandom(500) for i in range(5)}
+    with Client(settings=settings) as client:
+        client.push_dataset(project, "churn", _tree(tmp_path / "data", files))
+        root = Path(settings.resolved_artifacts_url())
+        assert not (root / "packs").exists()
+        client.pull_dataset(project, "churn@1", tmp_path / "out")
+    for name, content in files.items():
+        assert (tmp_path / "out" / "data" / name).read_bytes() == content
 
 
 def test_tabular_files_carry_their_schema_and_rows_and_a_diff_names_changes(

@@ -62,9 +62,11 @@ def test_a_push_reads_an_s3_folder_and_a_pull_brings_it_back(
     s3_client.pull_dataset(project, "churn@1", tmp_path / "out")
     for name, content in files.items():
         assert (tmp_path / "out" / name).read_bytes() == content
-    # the bytes sit in the store once, under their digests
-    stored = [p for p in s3_fs.find(f"{s3_bucket}/store") if "/sha256/" in p]
-    assert len(stored) == 2
+    # the two small files were sent in one batch: they sit in the store once, in one
+    # pack, and nothing else was stored
+    stored = [p for p in s3_fs.find(f"{s3_bucket}/store") if "/tmp" not in p]
+    assert [p.split("/store/")[1].split("/")[0] for p in stored] == ["packs"]
+    assert s3_fs.size(stored[0]) == sum(len(c) for c in files.values())
     with pytest.raises(InvalidInput, match="no such"):
         s3_client.push_dataset(
             project, "churn", f"s3://{s3_bucket}/nothing", storage_options=options

@@ -7,22 +7,27 @@ invisible: a project may name content by digest only when that project already h
 it (``project_blobs``); otherwise the bytes must be sent, and they are hashed and
 checked even when the store has them already. So knowing a digest neither proves that
 some content exists nor lets anyone read another project's bytes.
+
+Small content sent in a batch (a dataset's thousand small files) is stored in a pack,
+one stored object for the batch (``PackWriter``), and the project's record of it says
+which pack and where in it. Content sealed under a project's key is stored a blob each.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from plinth.core.blobs import BlobStore, check_digest
+from plinth.core.blobs import BlobStore, PackWriter, check_digest
 from plinth.core.db import Database, metadata
 from plinth.core.encrypted import ENC_PREFIX, Keyring, encrypted_store
-from plinth.errors import BlobMissing, InvalidInput
+from plinth.errors import BlobMissing, DigestMismatch, InvalidInput, PayloadTooLarge
 
 project_blobs = sa.Table(
     "project_blobs",
@@ -32,10 +37,19 @@ project_blobs = sa.Table(
     sa.Column("encrypted", sa.Boolean, primary_key=True),
     sa.Column("size", sa.BigInteger, nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("pack", sa.String(32)),  # stored in this pack (PackWriter), or a blob of its own
+    sa.Column("start", sa.BigInteger),  # where in the pack
 )
 
+PACKED_MAX = 1 << 20  # content up to this size, sent in a batch, is packed
+
 _HELD = (
-    sa.select(project_blobs.c.encrypted, project_blobs.c.size)
+    sa.select(
+        project_blobs.c.encrypted,
+        project_blobs.c.size,
+        project_blobs.c.pack,
+        project_blobs.c.start,
+    )
     .where(
         project_blobs.c.project_id == sa.bindparam("p"),
         project_blobs.c.digest == sa.bindparam("d"),
@@ -52,6 +66,8 @@ class StoredContent:
     digest: str
     size: int
     encrypted: bool
+    pack: str | None = None  # where packed content lies; None: unknown here, or a blob
+    start: int = 0
 
 
 class Artifacts:
@@ -85,22 +101,34 @@ class Artifacts:
 
     @contextlib.contextmanager
     def batch(self, project_id: str) -> Iterator[Callable[..., StoredContent]]:
-        """Store many streams for the project with a few syncs (``BlobBatch``): the
-        callable takes ``(chunks, expected)``. On leaving, even with an error, what was
-        stored whole is synced and held by the project."""
+        """Store many streams for the project with a few syncs: the callable takes
+        ``(chunks, expected, size=None)``. Content of a known ``size`` up to
+        ``PACKED_MAX`` goes into one pack (``_Packer``), the rest a blob each
+        (``BlobBatch``). On leaving, even with an error, what was stored whole is made
+        durable and held by the project."""
         encrypted = self.encrypting
         stored: list[StoredContent] = []
+        packer = None if encrypted else _Packer(self.blobs.open_pack(), self.blobs)
         try:
             with self.store(project_id, encrypted).batch() as batch:
 
-                def put(chunks: Iterable[bytes], expected: str) -> StoredContent:
+                def put(
+                    chunks: Iterable[bytes], expected: str, size: int | None = None
+                ) -> StoredContent:
+                    if packer is not None and size is not None and size <= PACKED_MAX:
+                        return packer.put(chunks, expected, size, self.max_bytes)
                     info = batch.put(chunks, expected, self.max_bytes)
                     stored.append(StoredContent(info.digest, info.size, encrypted))
                     return stored[-1]
 
                 yield put
         finally:
-            self.hold(project_id, stored)
+            try:
+                if packer is not None:
+                    packer.pack.commit()
+                    stored += packer.stored
+            finally:
+                self.hold(project_id, stored)
 
     def hold(self, project_id: str, contents: list[StoredContent]) -> None:
         """Record that the project holds this stored content, in one transaction."""
@@ -113,11 +141,15 @@ class Artifacts:
         bytes) for anything else, whether or not another project has it."""
         check_digest(digest)
         row = conn.execute(_HELD, {"p": project_id, "d": digest}).first()
-        if row is None or not self.store(project_id, row.encrypted).exists(digest):
+        if row is None or not (
+            self.blobs.pack_exists(row.pack)
+            if row.pack
+            else self.store(project_id, row.encrypted).exists(digest)
+        ):
             raise BlobMissing(f"content sha256:{digest} is not stored in this project; upload it")
         if row.size != size:
             raise InvalidInput(f"size {size} does not match the stored content ({row.size} bytes)")
-        return StoredContent(digest, row.size, row.encrypted)
+        return StoredContent(digest, row.size, row.encrypted, row.pack, row.start or 0)
 
     def held(
         self, conn: Connection, project_id: str, digests: Iterable[str]
@@ -129,22 +161,63 @@ class Artifacts:
         found: dict[str, StoredContent] = {}
         for start in range(0, len(wanted), _IN_BATCH):
             rows = conn.execute(
-                sa.select(p.c.digest, p.c.size, p.c.encrypted).where(
+                sa.select(p.c.digest, p.c.size, p.c.encrypted, p.c.pack, p.c.start).where(
                     p.c.project_id == project_id, p.c.digest.in_(wanted[start : start + _IN_BATCH])
                 )
             )
             for row in rows:
                 if row.digest not in found or row.encrypted:
-                    found[row.digest] = StoredContent(row.digest, row.size, row.encrypted)
+                    found[row.digest] = StoredContent(
+                        row.digest, row.size, row.encrypted, row.pack, row.start or 0
+                    )
         return found
 
     def open(self, project_id: str, content: StoredContent) -> Iterator[bytes]:
         """The content's bytes, opened now (a missing blob or master key fails before
         any byte is sent); the reader verifies the digest end to end."""
-        return self.store(project_id, content.encrypted).read(content.digest, verify=False)
+        return self.openers(project_id, [content])[0]()
+
+    def openers(
+        self, project_id: str, contents: Sequence[StoredContent]
+    ) -> list[Callable[[], Iterator[bytes]]]:
+        """What opens each content's bytes (as ``open``); where packed content lies is
+        looked up for all at once in the project's record: a pull of a thousand small
+        files is one query, not a thousand."""
+        places = self._places(
+            project_id, [c.digest for c in contents if not c.encrypted and c.pack is None]
+        )
+
+        def opener(c: StoredContent) -> Callable[[], Iterator[bytes]]:
+            pack, start = (c.pack, c.start) if c.pack else places.get(c.digest, (None, 0))
+            if pack is not None and not c.encrypted:
+                return lambda: self.blobs.read_packed(pack, start, c.size)
+            store = self.store(project_id, c.encrypted)
+            return lambda: store.read(c.digest, verify=False)
+
+        return [opener(c) for c in contents]
 
     def sweep_partial(self) -> int:
         return self.blobs.sweep_partial(layers=[f"{ENC_PREFIX}*/"])
+
+    def _places(self, project_id: str, digests: list[str]) -> dict[str, tuple[str, int]]:
+        """Where the project's packed plain content of ``digests`` lies."""
+        p = project_blobs
+        wanted = sorted(set(digests))
+        found: dict[str, tuple[str, int]] = {}
+        if not wanted:
+            return found
+        with self.db.read() as conn:
+            for start in range(0, len(wanted), _IN_BATCH):
+                rows = conn.execute(
+                    sa.select(p.c.digest, p.c.pack, p.c.start).where(
+                        p.c.project_id == project_id,
+                        p.c.digest.in_(wanted[start : start + _IN_BATCH]),
+                        p.c.encrypted.is_(False),
+                        p.c.pack.is_not(None),
+                    )
+                )
+                found.update({r.digest: (r.pack, int(r.start)) for r in rows})
+        return found
 
     def _hold(self, conn: Connection, project_id: str, contents: list[StoredContent]) -> None:
         now = time.time()
@@ -157,7 +230,48 @@ class Artifacts:
                     "encrypted": c.encrypted,
                     "size": c.size,
                     "created_at": now,
+                    "pack": c.pack,
+                    "start": c.start if c.pack else None,
                 }
                 for c in {(c.digest, c.encrypted): c for c in contents}.values()
             ],
         )
+
+
+class _Packer:
+    """The small content of one batch, packed (``PackWriter``): each is read whole (it
+    is small), checked against its digest, and appended unless the store has it as a
+    blob already. Packed content is deduplicated within a project (its pushes send
+    only what it lacks), not across projects."""
+
+    def __init__(self, pack: PackWriter, blobs: BlobStore) -> None:
+        self.pack = pack
+        self.blobs = blobs
+        self.stored: list[StoredContent] = []  # checked, and packed unless a blob
+        self.placed: dict[str, int] = {}
+
+    def put(
+        self, chunks: Iterable[bytes], expected: str, size: int, max_bytes: int | None
+    ) -> StoredContent:
+        check_digest(expected)
+        parts, got = [], 0
+        for chunk in chunks:
+            got += len(chunk)
+            if got > size:
+                raise InvalidInput(f"sha256:{expected}: more than the {size} bytes announced")
+            parts.append(chunk)
+        if max_bytes is not None and got > max_bytes:
+            raise PayloadTooLarge(f"artifact exceeds {max_bytes} bytes")
+        data = b"".join(parts)
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != expected:
+            raise DigestMismatch(f"content hashes to {digest}, not {expected}")
+        if digest in self.placed:
+            content = StoredContent(digest, got, False, self.pack.id, self.placed[digest])
+        elif self.blobs.exists(digest):
+            content = StoredContent(digest, got, False)
+        else:
+            self.placed[digest] = self.pack.add(data)
+            content = StoredContent(digest, got, False, self.pack.id, self.placed[digest])
+        self.stored.append(content)
+        return content

@@ -43,7 +43,9 @@ PARTIAL_MAX_AGE_S = 3600.0  # an unfinished promotion this old has no live write
 TMP_PREFIX = ".tmp-"  # a local writer's file until it commits
 TMP_KEYS = "tmp/"  # content whose digest is not known yet, until it is promoted
 PROBE_KEY = "readyz-probe"  # never written: looking it up proves the store answers
+PACKS = "packs/"  # packs of small blobs (``PackWriter``), named by a random id
 _DIGEST = re.compile(r"[0-9a-f]{64}")
+_PACK_ID = re.compile(r"[0-9a-f]{32}")
 
 
 @dataclass(frozen=True)
@@ -104,8 +106,29 @@ class BlobStore:
         check_digest(digest)
         return f"sha256/{digest[:2]}/{digest[2:]}"
 
+    @staticmethod
+    def pack_key(pack: str) -> str:
+        if not _PACK_ID.fullmatch(pack):
+            raise ValueError(f"not a pack id: {pack!r}")
+        return f"{PACKS}{pack[:2]}/{pack}"
+
     def exists(self, digest: str) -> bool:
         return self.backend.exists(self.key(digest))
+
+    def pack_exists(self, pack: str) -> bool:
+        return self.backend.exists(self.pack_key(pack))
+
+    def open_pack(self) -> PackWriter:
+        return PackWriter(self)
+
+    def read_packed(self, pack: str, start: int, size: int) -> Iterator[bytes]:
+        """The bytes of a blob stored in a pack at ``start``, chunk by chunk, unverified
+        (the caller knows the digest). Opened now, as ``read``."""
+        try:
+            f = self.backend.open_read(self.pack_key(pack))
+        except FileNotFoundError:
+            raise NotFound(f"no pack {pack}") from None
+        return _span(f, start, size)
 
     def ping(self) -> None:
         """Raise unless the storage answers a lookup (for readiness)."""
@@ -303,6 +326,54 @@ class BlobBatch:
         self._publish()
         if self.named:
             self.store.sync()  # the renames
+
+
+class PackWriter:
+    """Small blobs appended to one stored object, a pack: a batch of a thousand small
+    files is one file written, synced and named, where a blob each was a thousand
+    (file creation, not bytes, was most of their cost). Where each blob lies in the
+    pack is the caller's to record (``core/artifacts.py``), once ``commit`` has made
+    the pack durable; a pack nobody records is garbage, never a wrong answer."""
+
+    def __init__(self, store: BlobStore) -> None:
+        self.store = store
+        self.id = uuid.uuid4().hex
+        self.size = 0
+        self._writer: Writer | None = None
+
+    def add(self, data: bytes) -> int:
+        """Append a blob's bytes; where they start."""
+        if self._writer is None:
+            self._writer = self.store.backend.open_write(self.store.pack_key(self.id))
+        start = self.size
+        self._writer.write(data)
+        self.size += len(data)
+        return start
+
+    def commit(self) -> None:
+        if self._writer is None:
+            return
+        try:
+            self._writer.commit()
+        except BaseException:
+            self._writer.discard()
+            raise
+
+    def discard(self) -> None:
+        if self._writer is not None:
+            self._writer.discard()
+
+
+def _span(f: IO[bytes], start: int, size: int) -> Iterator[bytes]:
+    with f:
+        f.seek(start)
+        left = size
+        while left:
+            chunk = f.read(min(CHUNK, left))
+            if not chunk:
+                raise CorruptArtifact(f"a pack ends {left} bytes before its blob does")
+            left -= len(chunk)
+            yield chunk
 
 
 class ChunksReader(io.RawIOBase):

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import sqlalchemy as sa
@@ -99,11 +99,11 @@ class DatasetService:
             with self.db.write() as conn:
                 pid = self.projects.create_or_require(conn, project, principal)
             with self.artifacts.batch(pid) as put:
-                for digest, _size, f in read_tar(chunks):
+                for digest, size, f in read_tar(chunks):
                     check_digest(digest)
                     if len(stored) == s.MAX_FILES:
                         raise InvalidInput(f"a batch holds at most {s.MAX_FILES:,} files")
-                    stored.append(put(member_chunks(f), digest))
+                    stored.append(put(member_chunks(f), digest, size))
         except PlinthError as exc:
             self.audit.refusal(principal, CONTENT_PUT, exc, project=project, object=name)
             raise
@@ -365,11 +365,11 @@ class DatasetService:
         if lacking:
             raise NotFound(f"{name}@{version} has no file {lacking[0]!r}")
 
-        def opener(row: Any) -> Callable[[], Iterable[bytes]]:
-            content = StoredContent(row.digest, row.size, row.encrypted)
-            return lambda: self.artifacts.open(dataset.project_id, content)
-
-        return write_tar((p, rows[p].size, opener(rows[p])) for p in paths)
+        contents = [StoredContent(rows[p].digest, rows[p].size, rows[p].encrypted) for p in paths]
+        openers = self.artifacts.openers(dataset.project_id, contents)
+        return write_tar(
+            (p, rows[p].size, opener) for p, opener in zip(paths, openers, strict=True)
+        )
 
     def profiles(
         self, project: str, name: str, selector: str, *, principal: Principal

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-HEAD = "0020"
+HEAD = "0021"
 _HERE = Path(__file__).parent
 
 
