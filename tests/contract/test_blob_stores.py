@@ -419,6 +419,26 @@ def test_a_pack_is_one_object_whose_spans_read_back(plain_harness: Harness) -> N
     assert plain_harness.uploads() == []
 
 
+def test_a_batch_whose_sync_fails_calls_nothing_it_staged_durable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = open_store(str(tmp_path / "blobs"))
+    there = os.urandom(100)
+    store.put([there], sha256(there))
+    fresh = [os.urandom(200 + i) for i in range(3)]
+
+    def fails() -> None:
+        raise OSError(errno.EIO, "the disk failed")
+
+    with pytest.raises(OSError), store.batch() as batch:
+        batch.put([there], sha256(there))  # stored already: durable at once
+        for data in fresh:
+            batch.put([data], sha256(data))
+        monkeypatch.setattr(store, "sync", fails)
+    assert [i.digest for i in batch.durable] == [sha256(there)]
+    assert not any(store.exists(sha256(d)) for d in fresh)
+
+
 def test_a_local_batch_syncs_once_per_group_not_per_blob(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -4,6 +4,7 @@ manifests checked like artifact paths, roles and the uniform 404, audit."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import threading
@@ -11,12 +12,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
 
 from plinth import Client
+from plinth.core import blobs as blobs_module
 from plinth.core.blobs import manifest_digest
 from plinth.core.crypto import MasterKey
 from plinth.core.platform import Platform
@@ -127,6 +130,62 @@ def test_the_small_files_of_a_push_are_stored_as_one_pack_and_read_back_from_it(
     assert one.status_code == 404
     client.pull_dataset(other, "churn@1", tmp_path / "other")
     assert (tmp_path / "other" / "data" / "f007.bin").read_bytes() == files["f007.bin"]
+
+
+def test_a_batch_sent_again_stores_only_what_is_lost_and_a_failed_pack_holds_nothing(
+    client: Client, project: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    http = raw_http(client)
+    base = f"/api/v1/projects/{project}/datasets/churn"
+    good = [os.urandom(900 + i) for i in range(12)]
+    members = [(hashlib.sha256(c).hexdigest(), len(c), lambda c=c: [c]) for c in good]
+    digests = [d for d, _, _ in members]
+
+    def send() -> httpx.Response:
+        return http.put(
+            f"{base}/content/batch", content=b"".join(data_client.write_tar(members)[1])
+        )
+
+    root = Path(client.settings.resolved_artifacts_url())
+
+    def packs() -> list[Path]:
+        return sorted(p for p in (root / "packs").rglob("*") if p.is_file())
+
+    assert send().status_code == 201
+    first = packs()
+    assert len(first) == 1
+    assert send().status_code == 201  # all held where they lie: nothing stored again
+    assert packs() == first
+    first[0].unlink()  # the store lost the pack: sending the bytes again restores them
+    assert send().status_code == 201
+    assert len(packs()) == 1 and packs() != first
+    version = http.post(
+        f"{base}/versions",
+        json={
+            "files": [
+                {"path": f"f{i}", "digest": d, "size": len(good[i])} for i, d in enumerate(digests)
+            ]
+        },
+    )
+    assert version.status_code in (200, 201), version.text
+    for i in (0, 11):
+        r = http.get(f"{base}/versions/1/files/f{i}")
+        assert r.status_code == 200 and r.content == good[i]
+
+    # a pack that cannot be made durable: the request fails, nothing is held, no temp file
+    other = [os.urandom(700) for _ in range(3)]
+    members = [(hashlib.sha256(c).hexdigest(), len(c), lambda c=c: [c]) for c in other]
+
+    def no_sync(self: Any) -> None:
+        raise OSError(errno.EIO, "the disk failed")
+
+    monkeypatch.setattr(blobs_module._LocalWriter, "commit", no_sync)
+    r = send()
+    assert r.status_code == 503, r.text
+    monkeypatch.undo()
+    r = http.post(f"{base}/content/missing", json={"digests": [d for d, _, _ in members]})
+    assert len(r.json()["missing"]) == 3
+    assert not [p for p in root.rglob(".tmp-*")]
 
 
 def test_a_sealed_store_keeps_a_blob_per_file(

@@ -72,11 +72,13 @@ def _translated_by_s3fs(cause: Exception) -> OSError:
         (EndpointConnectionError(endpoint_url="http://s3"), ServiceUnavailable),
         (_s3_error(503, "SlowDown"), ServiceUnavailable),
         (_translated_by_s3fs(_s3_error(500, "InternalError")), ServiceUnavailable),
+        (OSError(errno.EIO, "Input/output error"), ServiceUnavailable),  # the local disk
         # bugs and refusals stay what they are
         (_wrapped(sqlite3.OperationalError("no such table: runs")), None),
         (_wrapped(sqlite3.IntegrityError("UNIQUE constraint failed"), sa.exc.IntegrityError), None),
         (_wrapped(psycopg.errors.UndefinedTable("no runs"), sa.exc.ProgrammingError), None),
         (_s3_error(403, "AccessDenied"), None),
+        (_translated_by_s3fs(_s3_error(400, "InvalidRequest")), None),
         (OSError(errno.EACCES, "Permission denied"), None),
         (RuntimeError("a bug"), None),
     ],

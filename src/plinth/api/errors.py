@@ -3,7 +3,7 @@
 A ``PlinthError`` answers with its class's status and ``{"error": {"type", "message"}}``;
 request validation failures are 400s of type ``InvalidInput``. A failing backend is
 a fault of the service, not a bug: a database that is down or restarting, an object
-store that does not answer, a full disk become 503 (507 for a full disk) with
+store that does not answer, a disk that fails I/O or is full become 503 (507 for a full disk) with
 ``Retry-After`` and one line in the log (see ``backend_fault``). Anything else
 unexpected is a JSON 500 whose details go to the server log, never to the caller.
 """
@@ -103,6 +103,12 @@ def _full_disk(exc: BaseException) -> bool:
     return (isinstance(exc, OSError) and exc.errno in _FULL) or database_fault(exc) == "full"
 
 
+def _disk_failed(exc: BaseException) -> bool:
+    """The server's own disk answered an I/O error (a failing device, a lost mount);
+    not s3fs's EIO, which wraps the store's own answer (judged by that, as its cause)."""
+    return isinstance(exc, OSError) and exc.errno == errno.EIO and exc.__cause__ is None
+
+
 def _database_down(exc: BaseException) -> bool:
     return database_fault(exc) == "down"
 
@@ -130,6 +136,7 @@ _FAULTS: tuple[tuple[Callable[[BaseException], bool], type[PlinthError], str], .
         ServiceUnavailable,
         "the artifact store is unavailable; try again shortly",
     ),
+    (_disk_failed, ServiceUnavailable, "the server's storage failed to read or write; try again"),
 )
 
 

@@ -24,10 +24,10 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from plinth.core.blobs import BlobStore, PackWriter, check_digest
+from plinth.core.blobs import BlobInfo, BlobStore, check_digest
 from plinth.core.db import Database, metadata
 from plinth.core.encrypted import ENC_PREFIX, Keyring, encrypted_store
-from plinth.errors import BlobMissing, DigestMismatch, InvalidInput, PayloadTooLarge
+from plinth.errors import BlobMissing, DigestMismatch, InvalidInput, NotFound, PayloadTooLarge
 
 project_blobs = sa.Table(
     "project_blobs",
@@ -96,7 +96,7 @@ class Artifacts:
             chunks, expected=expected, max_bytes=self.max_bytes
         )
         content = StoredContent(info.digest, info.size, encrypted)
-        self.hold(project_id, [content])
+        self.hold(project_id, [content], moved=[content])
         return content
 
     @contextlib.contextmanager
@@ -107,34 +107,44 @@ class Artifacts:
         (``BlobBatch``). On leaving, even with an error, what was stored whole is made
         durable and held by the project."""
         encrypted = self.encrypting
-        stored: list[StoredContent] = []
-        packer = None if encrypted else _Packer(self.blobs.open_pack(), self.blobs)
+        packer = None if encrypted else _Packer(self, project_id)
+        durable: list[BlobInfo] = []
         try:
             with self.store(project_id, encrypted).batch() as batch:
+                durable = batch.durable  # filled as blobs become durable, until it ends
 
                 def put(
                     chunks: Iterable[bytes], expected: str, size: int | None = None
                 ) -> StoredContent:
                     if packer is not None and size is not None and size <= PACKED_MAX:
-                        return packer.put(chunks, expected, size, self.max_bytes)
+                        return packer.put(chunks, expected, size)
                     info = batch.put(chunks, expected, self.max_bytes)
-                    stored.append(StoredContent(info.digest, info.size, encrypted))
-                    return stored[-1]
+                    return StoredContent(info.digest, info.size, encrypted)
 
                 yield put
         finally:
+            loose = [StoredContent(i.digest, i.size, encrypted) for i in durable]
+            packed: list[StoredContent] = []
+            moved: list[StoredContent] = []
             try:
                 if packer is not None:
-                    packer.pack.commit()
-                    stored += packer.stored
+                    packed, moved = packer.commit()
             finally:
-                self.hold(project_id, stored)
+                self.hold(project_id, loose + packed, moved=loose + moved)
 
-    def hold(self, project_id: str, contents: list[StoredContent]) -> None:
-        """Record that the project holds this stored content, in one transaction."""
+    def hold(
+        self,
+        project_id: str,
+        contents: list[StoredContent],
+        moved: Sequence[StoredContent] = (),
+    ) -> None:
+        """Record that the project holds this stored content, in one transaction;
+        ``moved`` content was stored anew, and the record of it now points there (the
+        place it had may be lost: that is why it was sent again)."""
         if contents:
             with self.db.write() as conn:
                 self._hold(conn, project_id, contents)
+                self._point(conn, project_id, [c for c in moved if not c.encrypted])
 
     def claim(self, conn: Connection, project_id: str, digest: str, size: int) -> StoredContent:
         """Content the project already holds, named by digest; ``BlobMissing`` (send the
@@ -174,8 +184,17 @@ class Artifacts:
 
     def open(self, project_id: str, content: StoredContent) -> Iterator[bytes]:
         """The content's bytes, opened now (a missing blob or master key fails before
-        any byte is sent); the reader verifies the digest end to end."""
-        return self.openers(project_id, [content])[0]()
+        any byte is sent); the reader verifies the digest end to end. A blob of its
+        own is tried first, so only packed content costs a look at the database."""
+        if content.encrypted or content.pack is not None:
+            return self.openers(project_id, [content])[0]()
+        try:
+            return self.blobs.read(content.digest, verify=False)
+        except NotFound:
+            pack, start = self._places(project_id, [content.digest]).get(content.digest, (None, 0))
+            if pack is None:
+                raise
+            return self.blobs.read_packed(pack, start, content.size)
 
     def openers(
         self, project_id: str, contents: Sequence[StoredContent]
@@ -199,25 +218,50 @@ class Artifacts:
     def sweep_partial(self) -> int:
         return self.blobs.sweep_partial(layers=[f"{ENC_PREFIX}*/"])
 
-    def _places(self, project_id: str, digests: list[str]) -> dict[str, tuple[str, int]]:
-        """Where the project's packed plain content of ``digests`` lies."""
+    def _places(
+        self, project_id: str, digests: list[str], *, packed_only: bool = True
+    ) -> dict[str, tuple[str | None, int]]:
+        """Where the project's plain content of ``digests`` lies: its pack and start
+        (a pack of None: a blob of its own); with ``packed_only``, packed content only."""
         p = project_blobs
         wanted = sorted(set(digests))
-        found: dict[str, tuple[str, int]] = {}
+        found: dict[str, tuple[str | None, int]] = {}
         if not wanted:
             return found
         with self.db.read() as conn:
             for start in range(0, len(wanted), _IN_BATCH):
-                rows = conn.execute(
-                    sa.select(p.c.digest, p.c.pack, p.c.start).where(
-                        p.c.project_id == project_id,
-                        p.c.digest.in_(wanted[start : start + _IN_BATCH]),
-                        p.c.encrypted.is_(False),
-                        p.c.pack.is_not(None),
-                    )
+                query = sa.select(p.c.digest, p.c.pack, p.c.start).where(
+                    p.c.project_id == project_id,
+                    p.c.digest.in_(wanted[start : start + _IN_BATCH]),
+                    p.c.encrypted.is_(False),
                 )
-                found.update({r.digest: (r.pack, int(r.start)) for r in rows})
+                if packed_only:
+                    query = query.where(p.c.pack.is_not(None))
+                found.update({r.digest: (r.pack, int(r.start or 0)) for r in conn.execute(query)})
         return found
+
+    def _point(self, conn: Connection, project_id: str, moved: list[StoredContent]) -> None:
+        if not moved:
+            return
+        p = project_blobs
+        conn.execute(
+            sa.update(p)
+            .where(
+                p.c.project_id == sa.bindparam("b_project"),
+                p.c.digest == sa.bindparam("b_digest"),
+                p.c.encrypted.is_(False),
+            )
+            .values(pack=sa.bindparam("b_pack"), start=sa.bindparam("b_start")),
+            [
+                {
+                    "b_project": project_id,
+                    "b_digest": c.digest,
+                    "b_pack": c.pack,
+                    "b_start": c.start if c.pack else None,
+                }
+                for c in moved
+            ],
+        )
 
     def _hold(self, conn: Connection, project_id: str, contents: list[StoredContent]) -> None:
         now = time.time()
@@ -240,20 +284,26 @@ class Artifacts:
 
 class _Packer:
     """The small content of one batch, packed (``PackWriter``): each is read whole (it
-    is small), checked against its digest, and appended unless the store has it as a
-    blob already. Packed content is deduplicated within a project (its pushes send
-    only what it lacks), not across projects."""
+    is small) and checked against its digest; a few megabytes at a time, what the
+    project already holds where it still lies, or the store holds as a blob of its
+    own, is recorded, not written again, and the rest is appended to the pack."""
 
-    def __init__(self, pack: PackWriter, blobs: BlobStore) -> None:
-        self.pack = pack
-        self.blobs = blobs
-        self.stored: list[StoredContent] = []  # checked, and packed unless a blob
+    FLUSH_BYTES = 8 << 20
+
+    def __init__(self, artifacts: Artifacts, project_id: str) -> None:
+        self.artifacts = artifacts
+        self.project_id = project_id
+        self.pack = artifacts.blobs.open_pack()
+        self.waiting: list[tuple[str, bytes]] = []
+        self.waiting_bytes = 0
+        self.stored: list[StoredContent] = []
+        self.moved: list[StoredContent] = []  # held before, but where it lay is lost
         self.placed: dict[str, int] = {}
+        self.packs: dict[str, bool] = {}  # whether each pack named is there
 
-    def put(
-        self, chunks: Iterable[bytes], expected: str, size: int, max_bytes: int | None
-    ) -> StoredContent:
+    def put(self, chunks: Iterable[bytes], expected: str, size: int) -> StoredContent:
         check_digest(expected)
+        max_bytes = self.artifacts.max_bytes
         parts, got = [], 0
         for chunk in chunks:
             got += len(chunk)
@@ -266,12 +316,48 @@ class _Packer:
         digest = hashlib.sha256(data).hexdigest()
         if digest != expected:
             raise DigestMismatch(f"content hashes to {digest}, not {expected}")
-        if digest in self.placed:
-            content = StoredContent(digest, got, False, self.pack.id, self.placed[digest])
-        elif self.blobs.exists(digest):
-            content = StoredContent(digest, got, False)
-        else:
+        self.waiting.append((digest, data))
+        self.waiting_bytes += len(data)
+        if self.waiting_bytes >= self.FLUSH_BYTES:
+            self._flush()
+        return StoredContent(digest, got, False)
+
+    def _flush(self) -> None:
+        waiting, self.waiting, self.waiting_bytes = self.waiting, [], 0
+        held = self.artifacts._places(self.project_id, [d for d, _ in waiting], packed_only=False)
+        blobs = self.artifacts.blobs
+        for digest, data in waiting:
+            if digest in self.placed:
+                continue
+            if digest in held:
+                pack, start = held[digest]
+                if self._there(pack, digest):
+                    self.stored.append(StoredContent(digest, len(data), False, pack, start))
+                    continue
+            elif blobs.exists(digest):
+                self.stored.append(StoredContent(digest, len(data), False))
+                continue
             self.placed[digest] = self.pack.add(data)
-            content = StoredContent(digest, got, False, self.pack.id, self.placed[digest])
-        self.stored.append(content)
-        return content
+            content = StoredContent(digest, len(data), False, self.pack.id, self.placed[digest])
+            self.stored.append(content)
+            if digest in held:
+                self.moved.append(content)
+
+    def _there(self, pack: str | None, digest: str) -> bool:
+        if pack is None:
+            return self.artifacts.blobs.exists(digest)
+        if pack not in self.packs:
+            self.packs[pack] = self.artifacts.blobs.pack_exists(pack)
+        return self.packs[pack]
+
+    def commit(self) -> tuple[list[StoredContent], list[StoredContent]]:
+        """Pack what waits and make the pack durable: the content to hold, and of it
+        what moved. On failure nothing packed here is held (the pack is removed)."""
+        try:
+            self._flush()
+        except BaseException:
+            self.pack.discard()
+            raise
+        if not self.pack.commit():
+            return [], []
+        return self.stored, self.moved

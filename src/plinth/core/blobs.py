@@ -122,13 +122,15 @@ class BlobStore:
         return PackWriter(self)
 
     def read_packed(self, pack: str, start: int, size: int) -> Iterator[bytes]:
-        """The bytes of a blob stored in a pack at ``start``, chunk by chunk, unverified
-        (the caller knows the digest). Opened now, as ``read``."""
+        """The bytes of a blob stored in a pack at ``start`` (packed blobs are small:
+        read now, in one ranged read), unverified: the caller knows the digest."""
         try:
-            f = self.backend.open_read(self.pack_key(pack))
+            data = read_range(self.backend, self.pack_key(pack), start, size)
         except FileNotFoundError:
-            raise NotFound(f"no pack {pack}") from None
-        return _span(f, start, size)
+            raise NotFound("stored content is missing (its pack is gone)") from None
+        if len(data) != size:
+            raise CorruptArtifact(f"a pack ends {size - len(data)} bytes before its blob does")
+        return iter((data,))
 
     def ping(self) -> None:
         """Raise unless the storage answers a lookup (for readiness)."""
@@ -282,14 +284,17 @@ class BlobBatch:
 
     def __init__(self, store: BlobStore) -> None:
         self.store = store
-        self.staged: list[Any] = []
+        self.staged: list[tuple[Any, BlobInfo]] = []
         self.staged_bytes = 0
-        self.named = False
+        self.named: list[BlobInfo] = []  # renamed into place, the renames not yet synced
+        self.durable: list[BlobInfo] = []  # stored for good: what a caller may record
 
     def put(self, chunks: Iterable[bytes], expected: str, max_bytes: int | None = None) -> BlobInfo:
         check_digest(expected)
         if self.store.exists(expected):
-            return self.store._drain_and_check(chunks, expected, max_bytes)
+            info = self.store._drain_and_check(chunks, expected, max_bytes)
+            self.durable.append(info)
+            return info
         writer = self.store.backend.open_write(self.store.key(expected))
         try:
             info = _copy_hashing(chunks, writer, max_bytes)
@@ -300,9 +305,10 @@ class BlobBatch:
             raise
         if not hasattr(writer, "stage"):
             writer.commit()
+            self.durable.append(info)
             return info
         writer.stage()
-        self.staged.append(writer)
+        self.staged.append((writer, info))
         self.staged_bytes += info.size
         if len(self.staged) >= self.GROUP or self.staged_bytes >= self.GROUP_BYTES:
             self._publish()
@@ -315,17 +321,21 @@ class BlobBatch:
         try:
             self.store.sync()
         except BaseException:
-            for writer in staged:
+            for writer, _ in staged:
                 writer.discard()
             raise
-        for writer in staged:
+        for writer, info in staged:
             writer.publish()
-        self.named = True
+            self.named.append(info)
 
     def finish(self) -> None:
+        """Sync and name what is staged, then sync the names: only then are the
+        batch's blobs ``durable`` (a failed sync leaves them out, to be sent again)."""
         self._publish()
         if self.named:
             self.store.sync()  # the renames
+            self.durable += self.named
+            self.named = []
 
 
 class PackWriter:
@@ -339,41 +349,53 @@ class PackWriter:
         self.store = store
         self.id = uuid.uuid4().hex
         self.size = 0
+        self.broken = False  # a write failed: the pack is discarded, never committed
         self._writer: Writer | None = None
 
     def add(self, data: bytes) -> int:
         """Append a blob's bytes; where they start."""
+        if self.broken:
+            raise RuntimeError("a write to this pack failed")
         if self._writer is None:
             self._writer = self.store.backend.open_write(self.store.pack_key(self.id))
         start = self.size
-        self._writer.write(data)
+        try:
+            self._writer.write(data)
+        except BaseException:
+            self.discard()
+            raise
         self.size += len(data)
         return start
 
-    def commit(self) -> None:
-        if self._writer is None:
-            return
-        try:
-            self._writer.commit()
-        except BaseException:
-            self._writer.discard()
-            raise
+    def commit(self) -> bool:
+        """Make the pack durable; False when a write had failed (nothing is kept)."""
+        if self.broken:
+            return False
+        if self._writer is not None:
+            try:
+                self._writer.commit()
+            except BaseException:
+                self.discard()
+                raise
+        return True
 
     def discard(self) -> None:
+        self.broken = True
         if self._writer is not None:
-            self._writer.discard()
+            with contextlib.suppress(Exception):  # already gone, or its abort failed too
+                self._writer.discard()
 
 
-def _span(f: IO[bytes], start: int, size: int) -> Iterator[bytes]:
-    with f:
+def read_range(backend: Backend, key: str, start: int, size: int) -> bytes:
+    """Up to ``size`` bytes of ``key`` from ``start``: the backend's own ranged read
+    where it has one (S3: one GET of exactly that range, where a file opened for
+    reading would fetch a whole read-ahead block), else a seek and a read."""
+    ranged = getattr(backend, "read_range", None)
+    if ranged is not None:
+        return bytes(ranged(key, start, size))
+    with backend.open_read(key) as f:
         f.seek(start)
-        left = size
-        while left:
-            chunk = f.read(min(CHUNK, left))
-            if not chunk:
-                raise CorruptArtifact(f"a pack ends {left} bytes before its blob does")
-            left -= len(chunk)
-            yield chunk
+        return f.read(size)
 
 
 class ChunksReader(io.RawIOBase):
@@ -460,23 +482,26 @@ def _fsync_dir(path: str | os.PathLike[str]) -> None:
         os.close(fd)
 
 
-def _make_folder(final: str) -> bool:
-    """Make the folder ``final`` goes in, if missing; whether it was."""
+def _make_folder(final: str) -> list[str]:
+    """Make the folder ``final`` goes in, and any missing above it; the folders that
+    gained an entry (each new folder's parent), to sync."""
     folder = os.path.dirname(final)
-    if os.path.isdir(folder):
-        return False
-    os.makedirs(folder, exist_ok=True)
-    return True
+    made: list[str] = []
+    while not os.path.isdir(folder):
+        made.append(folder)
+        folder = os.path.dirname(folder)
+    if made:
+        os.makedirs(made[0], exist_ok=True)
+    return [os.path.dirname(f) for f in made]
 
 
-def _sync_name(final: str, new_folder: bool) -> None:
+def _sync_name(final: str, new_folders: list[str]) -> None:
     """The rename that named ``final`` must survive a power cut before the database
-    names the blob: its folder is synced, and that folder's parent when the folder is
-    new (a batch's sync covers both)."""
-    folder = os.path.dirname(final)
-    _fsync_dir(folder)
-    if new_folder:
-        _fsync_dir(os.path.dirname(folder))
+    names the blob: its folder is synced, and every folder that gained a new folder
+    (a batch's sync covers them all)."""
+    _fsync_dir(os.path.dirname(final))
+    for parent in new_folders:
+        _fsync_dir(parent)
 
 
 class _LocalWriter:
@@ -484,7 +509,7 @@ class _LocalWriter:
     parsing was a fifth of storing a small file."""
 
     def __init__(self, final: str) -> None:
-        self.new_folder = _make_folder(final)
+        self.new_folders = _make_folder(final)
         self.final = final
         self.tmp, self.file = _locked_temp(os.path.dirname(final))
 
@@ -496,7 +521,7 @@ class _LocalWriter:
         os.fsync(self.file.fileno())
         self.file.close()
         os.replace(self.tmp, self.final)
-        _sync_name(self.final, self.new_folder)
+        _sync_name(self.final, self.new_folders)
 
     def stage(self) -> None:
         """Written, not yet synced nor named: the file stays open and locked (a sweep
@@ -509,9 +534,12 @@ class _LocalWriter:
         self.file.close()
 
     def discard(self) -> None:
-        self.file.close()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.tmp)
+        try:
+            with contextlib.suppress(OSError):  # its flush fails again on a full disk
+                self.file.close()
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.tmp)
 
 
 class LocalBackend:
@@ -546,9 +574,9 @@ class LocalBackend:
     def rename(self, key: str, new: str) -> None:
         """Give a committed blob another key, durably (an existing one is replaced)."""
         final = self._path(new)
-        new_folder = _make_folder(final)
+        new_folders = _make_folder(final)
         os.replace(self._path(key), final)
-        _sync_name(final, new_folder)
+        _sync_name(final, new_folders)
 
     def sync(self) -> None:
         """Everything written under the root reaches the disk: one ``syncfs`` of its
@@ -695,6 +723,16 @@ class FsspecBackend:
 
     def open_read(self, key: str) -> IO[bytes]:
         return self.fs.open(self._path(key), "rb", block_size=self.block_size)
+
+    def read_range(self, key: str, start: int, size: int) -> bytes:
+        if size == 0:
+            return b""
+        try:
+            return bytes(self.fs.cat_file(self._path(key), start=start, end=start + size))
+        except OSError as exc:
+            if exc.errno == errno.EINVAL and "range" in str(exc):  # 416: starts past the end
+                return b""
+            raise
 
     def open_write(self, key: str) -> Writer:
         path = self._path(key)

@@ -116,7 +116,15 @@ class RegistryService:
                 },
             )
             rows = [
-                {"model_id": model_id, "version": number, "path": p, **vars(c)} for p, c in files
+                {
+                    "model_id": model_id,
+                    "version": number,
+                    "path": p,
+                    "digest": c.digest,
+                    "size": c.size,
+                    "encrypted": c.encrypted,
+                }
+                for p, c in files
             ]
             conn.execute(t.model_version_files.insert(), rows)
             if req.tags:
