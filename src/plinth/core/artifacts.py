@@ -76,6 +76,9 @@ class Artifacts:
         self.blobs = blobs
         self.keyring = keyring
         self.max_bytes = max_bytes
+        self._insert_held = db.prepare(
+            db.insert_ignoring_duplicates(project_blobs), keys=[c.name for c in project_blobs.c]
+        )
 
     @property
     def encrypting(self) -> bool:
@@ -265,8 +268,8 @@ class Artifacts:
 
     def _hold(self, conn: Connection, project_id: str, contents: list[StoredContent]) -> None:
         now = time.time()
-        conn.execute(
-            self.db.insert_ignoring_duplicates(project_blobs),
+        self._insert_held.run_many(
+            conn,
             [
                 {
                     "project_id": project_id,

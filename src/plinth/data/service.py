@@ -53,6 +53,10 @@ class DatasetService:
         self.audit = platform.audit
         self.projects = platform.projects
         self.artifacts = platform.artifacts
+        # a version's thousand file rows on the driver's cursor (``Prepared``)
+        self._insert_files = self.db.prepare(
+            t.dataset_files.insert(), keys=[c.name for c in t.dataset_files.c]
+        )
 
     # push ---------------------------------------------------------------------------
 
@@ -152,8 +156,8 @@ class DatasetService:
                     "created_by": principal.name,
                 },
             )
-            conn.execute(
-                t.dataset_files.insert(),
+            self._insert_files.run_many(
+                conn,
                 [
                     {
                         "dataset_id": dataset_id,

@@ -17,6 +17,7 @@ RUN_ID = r"^[0-9a-f]{8,32}$"  # 32 hex digits; GET takes a unique prefix of 8 or
 DIGEST = r"^[0-9a-f]{64}$"  # sha256, hex
 _KEY = re.compile(r"^[\w\-./: ]{1,250}$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_DRIVE = re.compile(r"[A-Za-z]:")
 
 
 def check_key(key: str) -> str:
@@ -38,6 +39,8 @@ def check_artifact_path(path: str) -> str:
     seen = path
     for _ in range(3):
         _check_plain_path(seen)
+        if "%" not in seen:  # nothing to decode (a dataset's thousand paths, mostly)
+            return path
         decoded = unquote(seen)
         if decoded == seen:
             return path
@@ -52,7 +55,7 @@ def _check_plain_path(path: str) -> None:
         raise InvalidInput(
             f"artifact path may not contain backslashes or control characters: {path!r}"
         )
-    if path.startswith("/") or re.match(r"^[A-Za-z]:", path):
+    if path.startswith("/") or _DRIVE.match(path):
         raise InvalidInput(f"artifact path must be relative: {path!r}")
     if any(seg in ("", ".", "..") for seg in path.split("/")):
         raise InvalidInput(f"artifact path may not contain empty, '.' or '..' segments: {path!r}")
