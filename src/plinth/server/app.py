@@ -4,7 +4,6 @@ work, over the HTTP plumbing of ``plinth.api``."""
 from __future__ import annotations
 
 import contextlib
-import gc
 import importlib.resources
 import logging
 import threading
@@ -93,12 +92,7 @@ def create_app(settings: Settings | None = None, *, embedded: bool = False) -> F
                 threading.Thread(
                     target=_every, args=(services, periodic, stop), daemon=True
                 ).start()
-        # What start-up loaded (the routes, their models, SQLAlchemy's and pyarrow's
-        # heaps) leaves the garbage collector's sight: a full collection walked all of
-        # it, 0.1 s every few dataset pushes embedded; it now walks what requests make.
-        gc.freeze()
         yield
-        gc.unfreeze()
         stop.set()
         for capability in reversed(capabilities):
             for task in capability.shutdown:
