@@ -20,6 +20,7 @@ import hashlib
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -162,7 +163,7 @@ class Artifacts:
             raise BlobMissing(f"content sha256:{digest} is not stored in this project; upload it")
         if row.size != size:
             raise InvalidInput(f"size {size} does not match the stored content ({row.size} bytes)")
-        return StoredContent(digest, row.size, row.encrypted, row.pack, row.start or 0)
+        return _stored(digest, row)
 
     def held(
         self, conn: Connection, project_id: str, digests: Iterable[str]
@@ -180,9 +181,7 @@ class Artifacts:
             )
             for row in rows:
                 if row.digest not in found or row.encrypted:
-                    found[row.digest] = StoredContent(
-                        row.digest, row.size, row.encrypted, row.pack, row.start or 0
-                    )
+                    found[row.digest] = _stored(row.digest, row)
         return found
 
     def open(self, project_id: str, content: StoredContent) -> Iterator[bytes]:
@@ -283,6 +282,11 @@ class Artifacts:
                 for c in {(c.digest, c.encrypted): c for c in contents}.values()
             ],
         )
+
+
+def _stored(digest: str, row: Any) -> StoredContent:
+    """A ``project_blobs`` row as the content it records."""
+    return StoredContent(digest, row.size, row.encrypted, row.pack, row.start or 0)
 
 
 class _Packer:

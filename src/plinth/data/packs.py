@@ -14,10 +14,11 @@ import tarfile
 from collections.abc import Callable, Iterable, Iterator
 from typing import IO
 
+from plinth.core.artifacts import PACKED_MAX
 from plinth.core.blobs import CHUNK, ChunksReader
 from plinth.errors import InvalidInput
 
-SMALL = 1 << 20  # files up to this size travel in batches
+SMALL = PACKED_MAX  # files up to this size travel in batches (and are stored packed)
 BATCH_BYTES = 64 << 20  # at most this many bytes of files in one batch
 BATCH_FILES = 2000  # and at most this many files
 MEDIA_TYPE = "application/x-tar"
