@@ -25,7 +25,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from plinth.core.blobs import BlobInfo, BlobStore, check_digest
+from plinth.core.blobs import PACKED_MAX, BlobInfo, BlobStore, check_digest
 from plinth.core.db import Database, metadata
 from plinth.core.encrypted import ENC_PREFIX, Keyring, encrypted_store
 from plinth.errors import BlobMissing, DigestMismatch, InvalidInput, NotFound, PayloadTooLarge
@@ -41,8 +41,6 @@ project_blobs = sa.Table(
     sa.Column("pack", sa.String(32)),  # stored in this pack (PackWriter), or a blob of its own
     sa.Column("start", sa.BigInteger),  # where in the pack
 )
-
-PACKED_MAX = 1 << 20  # content up to this size, sent in a batch, is packed
 
 _HELD = (
     sa.select(

@@ -39,6 +39,7 @@ from plinth.errors import (
 )
 
 CHUNK = 1 << 20
+PACKED_MAX = 1 << 20  # content up to this size, sent in a batch, is packed (Artifacts.batch)
 PARTIAL_MAX_AGE_S = 3600.0  # an unfinished promotion this old has no live writer
 TMP_PREFIX = ".tmp-"  # a local writer's file until it commits
 TMP_KEYS = "tmp/"  # content whose digest is not known yet, until it is promoted

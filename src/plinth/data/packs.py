@@ -14,8 +14,7 @@ import tarfile
 from collections.abc import Callable, Iterable, Iterator
 from typing import IO
 
-from plinth.core.artifacts import PACKED_MAX
-from plinth.core.blobs import CHUNK, ChunksReader
+from plinth.core.blobs import CHUNK, PACKED_MAX, ChunksReader
 from plinth.errors import InvalidInput
 
 SMALL = PACKED_MAX  # files up to this size travel in batches (and are stored packed)
