@@ -420,6 +420,7 @@ class Launcher:
 
         self._node = ray.get_runtime_context().get_node_id()
         self._task: Any = ray.remote(max_retries=0)(run_worker)
+        self._submitters: dict[tuple[Any, ...], Any] = {}  # by resources and placement
         self._lock = threading.Lock()
         self._workers: dict[str, _Worker] = {}
         self._log_nodes: dict[str, str] = {}  # worker name -> the node its log is on
@@ -430,26 +431,46 @@ class Launcher:
         ``args``: ``run_worker``'s first six; ``options``: Ray's resources for it;
         ``placement``: ``{"node": id}`` (pinned here), ``{"group": pg, "bundle": i}``
         (a gang's), or empty (Ray chooses)."""
-        from ray.util.scheduling_strategies import (
-            NodeAffinitySchedulingStrategy,
-            PlacementGroupSchedulingStrategy,
-        )
-
         for name, token, args, options, placement in items:
-            if "node" in placement:
-                options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(
-                    placement["node"], soft=False
-                )
-            elif "group" in placement:
-                options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
-                    placement["group"], placement_group_bundle_index=placement["bundle"]
-                )
-            ref = self._task.options(**options).remote(*args, name, token)  # kwargs: 4x dearer
+            submit = self._submitter(options, placement)
+            ref = submit.remote(*args, name, token)  # keyword arguments: 4x dearer
             worker = _Worker(token, ref, here=placement.get("node") == self._node)
             with self._lock:
                 self._prune()
                 self._workers[name] = worker
             ref.future().add_done_callback(partial(self._settle, worker))
+
+    def _submitter(self, options: dict[str, Any], placement: dict[str, Any]) -> Any:
+        """The task with these resources and this placement: made once for each, since
+        Ray's ``options`` makes a new remote function whose first submit costs more
+        than the worker's own launch (1,000 workers of one shape use one)."""
+        from ray.util.scheduling_strategies import (
+            NodeAffinitySchedulingStrategy,
+            PlacementGroupSchedulingStrategy,
+        )
+
+        group = placement.get("group")
+        key = (
+            tuple(sorted(options.items())),
+            placement.get("node"),
+            None if group is None else group.id.hex(),
+            placement.get("bundle"),
+        )
+        found = self._submitters.get(key)
+        if found is None:
+            options = dict(options)
+            if "node" in placement:
+                options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(
+                    placement["node"], soft=False
+                )
+            elif group is not None:
+                options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
+                    group, placement_group_bundle_index=placement["bundle"]
+                )
+            if len(self._submitters) >= 1024:  # gangs' groups come and go
+                self._submitters.clear()
+            found = self._submitters[key] = self._task.options(**options)
+        return found
 
     def status(self, queries: list[tuple[str, str | None]]) -> list[dict[str, Any]]:
         """Each (name, token)'s state, in order: running, exited (code, reason) or lost.

@@ -30,7 +30,9 @@ Where a worker runs:
   it); otherwise Ray chooses, and the launcher on this process's own node launches it.
 
 Polls are answered in batches: one call to a launcher answers for every worker this
-executor watches there, and an answer is reused for ``FRESH_SECONDS``.
+executor watches there, and an answer is reused for ``FRESH_SECONDS`` (a worker first asked
+about meanwhile counts as running until the next: a round of polls over 100 new
+workers makes one call, not 100).
 
 Where the work is: with ``shared_filesystem`` (the default) the Ray nodes see the
 Plinth server's disk at the same paths (one machine, or a shared mount), and the
@@ -74,6 +76,7 @@ LOG_GIVE_UP_SECONDS = 30.0  # an ended worker's log end unreadable this long: en
 _OLD_HANDLE = "it was started by an earlier Plinth (one Ray actor per worker)"
 _STRATEGIES = ("STRICT_SPREAD", "SPREAD", "PACK", "STRICT_PACK")
 _Answer = dict[str, Any]
+_RUNNING: _Answer = {"state": "running"}
 _Key = tuple[str, str | None]  # (worker name, token)
 
 
@@ -166,6 +169,7 @@ class RayExecutor:
         self._sending: dict[_Key, Any] = {}  # launch calls not yet known to have arrived
         self._outbox: dict[str, tuple[Any, list[Any], list[_Key]]] = {}  # to send, by launcher
         self._timer: threading.Timer | None = None  # sends the outbox
+        self._flushed_at = 0.0  # when the outbox was last sent
         self._groups: dict[str, Any] = {}
         self._watched: dict[str, set[_Key]] = {}  # launcher name -> workers asked about
         self._answers: dict[str, tuple[float, dict[_Key, _Answer]]] = {}
@@ -352,18 +356,21 @@ class RayExecutor:
             _append(path, offset, data)
 
     def _post(self, name: str, launcher: Any, item: tuple[Any, ...], key: _Key) -> None:
-        """Queue a launch for ``launcher``: the launches of the next BATCH_SECONDS (or
-        BATCH_SIZE of them) go in one call."""
+        """Queue a launch for ``launcher``: sent at once after a quiet spell, else with
+        the launches of the next BATCH_SECONDS (or BATCH_SIZE of them) in one call."""
         with self._lock:
             box = self._outbox.setdefault(name, (launcher, [], []))
             box[1].append(item)
             box[2].append(key)
             full = len(box[1]) >= BATCH_SIZE
-            if self._timer is None and not full:
+            # the first launch after a quiet spell goes at once; those right behind it wait
+            # for the next call (a burst of 100 launches takes a few calls, not 100)
+            first = self._timer is None and time.monotonic() - self._flushed_at >= BATCH_SECONDS
+            if self._timer is None and not (full or first):
                 self._timer = threading.Timer(BATCH_SECONDS, self._flush)
                 self._timer.daemon = True
                 self._timer.start()
-        if full:
+        if full or first:
             self._flush()
 
     def _flush(self) -> None:
@@ -371,6 +378,8 @@ class RayExecutor:
         with self._lock:  # held while sending, so a launch is always queued or sent
             boxes, self._outbox = self._outbox, {}
             timer, self._timer = self._timer, None
+            if boxes:
+                self._flushed_at = time.monotonic()
             for launcher, items, keys in boxes.values():
                 sent = launcher.launch.remote(items)
                 for key in keys:
@@ -451,8 +460,8 @@ class RayExecutor:
             watched = self._watched.setdefault(name, set())
             watched.add(key)
             at, answers = self._answers.get(name, (0.0, {}))
-            if key in answers and time.monotonic() - at < FRESH_SECONDS:
-                return answers[key]
+            if time.monotonic() - at < FRESH_SECONDS:  # a worker first asked about now
+                return answers.get(key, _RUNNING)  # is in the next answer, soon
             queries = sorted(watched, key=lambda k: (k[0], k[1] or ""))
         launcher = self._launcher_of(handle)
         if launcher is None:
