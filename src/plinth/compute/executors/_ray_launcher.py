@@ -441,9 +441,9 @@ class Launcher:
             ref.future().add_done_callback(partial(self._settle, worker))
 
     def _submitter(self, options: dict[str, Any], placement: dict[str, Any]) -> Any:
-        """The task with these resources and this placement: made once for each, since
-        Ray's ``options`` makes a new remote function whose first submit costs more
-        than the worker's own launch (1,000 workers of one shape use one)."""
+        """The task with these resources and this placement, made once for each (1,000
+        workers of one shape use one): Ray's ``options`` merges and validates them anew
+        on every call, and its submits measured dearer than a reused one's."""
         from ray.util.scheduling_strategies import (
             NodeAffinitySchedulingStrategy,
             PlacementGroupSchedulingStrategy,

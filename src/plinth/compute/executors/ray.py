@@ -76,7 +76,6 @@ LOG_GIVE_UP_SECONDS = 30.0  # an ended worker's log end unreadable this long: en
 _OLD_HANDLE = "it was started by an earlier Plinth (one Ray actor per worker)"
 _STRATEGIES = ("STRICT_SPREAD", "SPREAD", "PACK", "STRICT_PACK")
 _Answer = dict[str, Any]
-_RUNNING: _Answer = {"state": "running"}
 _Key = tuple[str, str | None]  # (worker name, token)
 
 
@@ -297,6 +296,7 @@ class RayExecutor:
             if len(self._final) >= 10_000:
                 self._final.pop(next(iter(self._final)))
             self._final[key] = status
+            self._watched.get(handle.data.get("launcher", ""), set()).discard(key)
         return status
 
     def stop(self, handle: Handle, grace_seconds: float) -> None:
@@ -451,7 +451,8 @@ class RayExecutor:
 
     def _answer(self, handle: Handle, key: _Key) -> _Answer:
         """This worker's state, from the launcher's latest answer for all the workers
-        watched there when it is fresh, else from a new one."""
+        watched there when it is fresh (a worker not in it counts as running until the
+        next), else from a new one. A worker stays watched until its poll is final."""
         ray = _ray()
         name = handle.data.get("launcher")
         if not name:
@@ -461,7 +462,7 @@ class RayExecutor:
             watched.add(key)
             at, answers = self._answers.get(name, (0.0, {}))
             if time.monotonic() - at < FRESH_SECONDS:  # a worker first asked about now
-                return answers.get(key, _RUNNING)  # is in the next answer, soon
+                return answers.get(key) or {"state": "running"}  # in the next answer
             queries = sorted(watched, key=lambda k: (k[0], k[1] or ""))
         launcher = self._launcher_of(handle)
         if launcher is None:
@@ -478,7 +479,6 @@ class RayExecutor:
         with self._lock:
             self._heard.add(name)
             self._answers[name] = (time.monotonic(), answers)
-            watched.difference_update(k for k, a in answers.items() if a["state"] != "running")
         return answers[key]
 
     # -- gangs ------------------------------------------------------------------------
