@@ -15,7 +15,9 @@ import ``plinth``.
   pinned to its node) that *owns* the tasks it submits: they outlive the Plinth server
   that asked for them, and a restarted server asks the same launcher about them by
   name. It keeps each worker's result (for hours), learning it from Ray as the task
-  ends, so a status call reads memory and nothing else.
+  ends, so a status call reads memory and nothing else. Each end also gets a number
+  in the order of ends, so a poller that keeps the number of its last answer is told
+  only what ended since (``changes``), not the state of every worker it watches.
 - Where the nodes do not share the Plinth server's disk (the executor's
   ``shared_filesystem=False``), a task works in a private directory of its own on its
   node: it fetches the job's snapshot there from the server (``python -m
@@ -36,8 +38,10 @@ another token stops nothing.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import hashlib
+import itertools
 import json
 import os
 import shutil
@@ -70,6 +74,11 @@ _NOT_SHARED_LOG = (
 def first_line(exc: BaseException) -> str:
     """The first line of an error's text (Ray's carry whole remote tracebacks)."""
     return (str(exc).strip().splitlines() or [""])[0]
+
+
+def token_digest(token: str) -> str:
+    """What a list of ends says of a worker's token (the token itself stays private)."""
+    return hashlib.sha256(token.encode()).hexdigest()[:16]
 
 
 def launcher_name(node_id: str) -> str:
@@ -405,6 +414,7 @@ def _prune_own(ended_before: float, abandoned_before: float) -> None:
 
 @dataclass
 class _Worker:
+    name: str
     token: str
     ref: Any  # the task's ObjectRef
     here: bool  # pinned to this launcher's node (else anywhere: stops go to every node)
@@ -423,6 +433,13 @@ class Launcher:
         self._submitters: dict[tuple[Any, ...], Any] = {}  # by resources and placement
         self._lock = threading.Lock()
         self._workers: dict[str, _Worker] = {}
+        self._seq = 0  # the number of the latest end
+        # (number, name, token digest, result, when): each end, in order, kept as long
+        # as its worker; every end up to ``_forgotten`` is no longer in it
+        self._ends: collections.deque[tuple[int, str, str, dict[str, Any], float]] = (
+            collections.deque()
+        )
+        self._forgotten = 0
         self._log_nodes: dict[str, str] = {}  # worker name -> the node its log is on
         self._pruned_at = time.time()
 
@@ -434,7 +451,7 @@ class Launcher:
         for name, token, args, options, placement in items:
             submit = self._submitter(options, placement)
             ref = submit.remote(*args, name, token)  # keyword arguments: 4x dearer
-            worker = _Worker(token, ref, here=placement.get("node") == self._node)
+            worker = _Worker(name, token, ref, here=placement.get("node") == self._node)
             with self._lock:
                 self._prune()
                 self._workers[name] = worker
@@ -477,15 +494,22 @@ class Launcher:
         A token of None matches any worker under the name (to see whether a gang still
         runs)."""
         with self._lock:
-            known = {name: self._workers.get(name) for name, _ in queries}
-        answers = []
-        for name, token in queries:
-            worker = known[name]
-            if worker is None or token not in (None, worker.token):
-                answers.append({"state": "lost", "reason": UNKNOWN})
-            else:
-                answers.append(worker.result or {"state": "running"})
-        return answers
+            return self._answers(queries)
+
+    def changes(
+        self, since: int | None, queries: list[tuple[str, str | None]]
+    ) -> tuple[int, list[tuple[str, str, dict[str, Any]]] | None, list[dict[str, Any]]]:
+        """For a poller that keeps count: (the number of the latest end, each end after
+        end ``since`` as (name, ``token_digest``, result), the ``status`` of each of
+        ``queries``), all as of one moment. The ends are None when ``since`` is None
+        or older than the oldest end kept: the poller must ask about each worker."""
+        with self._lock:
+            ends = None
+            if since is not None and since >= self._forgotten:
+                after: int = since
+                newer = itertools.takewhile(lambda end: end[0] > after, reversed(self._ends))
+                ends = [(name, digest, result) for _, name, digest, result, _ in newer][::-1]
+            return self._seq, ends, self._answers(queries)
 
     def stop(self, name: str, token: str, grace_seconds: float) -> None:
         """Ask the worker to stop where it runs (this node when it was pinned here, else
@@ -553,6 +577,17 @@ class Launcher:
 
     # -- inside ---------------------------------------------------------------------------
 
+    def _answers(self, queries: list[tuple[str, str | None]]) -> list[dict[str, Any]]:
+        """``status`` (the caller holds the lock)."""
+        answers = []
+        for name, token in queries:
+            worker = self._workers.get(name)
+            if worker is None or token not in (None, worker.token):
+                answers.append({"state": "lost", "reason": UNKNOWN})
+            else:
+                answers.append(worker.result or {"state": "running"})
+        return answers
+
     def _settle(self, worker: _Worker, done: Future[Any]) -> None:
         """Keep the outcome of a worker's task (called by Ray when it is known)."""
         try:
@@ -562,6 +597,9 @@ class Launcher:
             result = {"state": "lost", "reason": f"{LOST}: {first_line(exc)}"[:500]}
         with self._lock:
             worker.result, worker.ended_at = result, time.time()
+            self._seq += 1
+            digest = token_digest(worker.token)
+            self._ends.append((self._seq, worker.name, digest, result, worker.ended_at))
 
     def _prune(self) -> None:
         """Forget results kept longer than KEEP_SECONDS, and stop requests as old, at
@@ -574,6 +612,8 @@ class Launcher:
         for name in [n for n, w in self._workers.items() if w.result and w.ended_at < old]:
             del self._workers[name]
             self._log_nodes.pop(name, None)
+        while self._ends and self._ends[0][4] < old:
+            self._forgotten = self._ends.popleft()[0]
         _prune_stops(old)
         _prune_own(old, now - ABANDONED_SECONDS)
 

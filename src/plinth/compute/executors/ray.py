@@ -32,7 +32,10 @@ Where a worker runs:
 Polls are answered in batches: one call to a launcher answers for every worker this
 executor watches there, and an answer is reused for ``FRESH_SECONDS`` (a worker first asked
 about meanwhile counts as running until the next: a round of polls over 100 new
-workers makes one call, not 100).
+workers makes one call, not 100). A call asks about the workers the launcher has not
+yet said it runs, and learns what ended since the last call (``Launcher.changes``): it
+costs what changed, not what is watched (1,000 running workers are not sent and
+answered 50 times a second).
 
 Where the work is: with ``shared_filesystem`` (the default) the Ray nodes see the
 Plinth server's disk at the same paths (one machine, or a shared mount), and the
@@ -57,6 +60,7 @@ import logging
 import threading
 import time
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -75,16 +79,90 @@ LOG_CHUNK = 4 << 20  # a worker's log is read back this much per call at most
 LOG_GIVE_UP_SECONDS = 30.0  # an ended worker's log end unreadable this long: ended without
 _OLD_HANDLE = "it was started by an earlier Plinth (one Ray actor per worker)"
 _STRATEGIES = ("STRICT_SPREAD", "SPREAD", "PACK", "STRICT_PACK")
+_RUNNING = Status("running")
+_RAY_MODULE: Any = None
 _Answer = dict[str, Any]
 _Key = tuple[str, str | None]  # (worker name, token)
 
 
+@dataclass
+class _View:
+    """What this executor knows of the workers it watches at one launcher (one actor:
+    a launcher made anew under the same name is another view)."""
+
+    watched: set[_Key] = field(default_factory=set)
+    by_digest: dict[tuple[str, str | None], _Key] = field(default_factory=dict)  # ends' keys
+    new: set[_Key] = field(default_factory=set)  # neither said running nor ended yet
+    running: set[_Key] = field(default_factory=set)  # said running by the launcher
+    ended: dict[_Key, _Answer] = field(default_factory=dict)
+    seq: int | None = None  # the number of the launcher's latest end it told of
+    at: float = 0.0  # when it last answered
+
+    def watch(self, key: _Key) -> None:
+        if key not in self.watched:
+            self.watched.add(key)
+            self.new.add(key)
+            self.by_digest[_digested(key)] = key
+
+    def forget(self, key: _Key) -> None:
+        if key in self.watched:
+            self.watched.discard(key)
+            self.by_digest.pop(_digested(key), None)
+        for known in (self.new, self.running):
+            known.discard(key)
+        self.ended.pop(key, None)
+
+    def learn(
+        self,
+        seq: int | None,
+        ends: list[tuple[str, str, _Answer]] | None,
+        queries: list[_Key],
+        answers: list[_Answer],
+    ) -> None:
+        """Take a launcher's ``changes`` (``seq`` None: its ``status``, from a launcher
+        that keeps no count, whose workers are all asked about each time). Ends of None
+        after an earlier answer: the launcher kept too few to say what ended since, so
+        every worker not known to have ended is asked about anew."""
+        counted = seq is not None
+        lapsed = counted and ends is None and self.seq is not None
+        for key, answer in zip(queries, answers, strict=True):
+            if key not in self.watched:  # its poll went final meanwhile
+                continue
+            if answer["state"] != "running":
+                self.new.discard(key)
+                self.ended[key] = answer
+            elif counted:
+                self.new.discard(key)
+                self.running.add(key)
+        for name, digest, result in ends or ():
+            for found in (self.by_digest.get((name, digest)), self.by_digest.get((name, None))):
+                if found is not None:
+                    self.new.discard(found)
+                    self.running.discard(found)
+                    self.ended[found] = result
+        if lapsed:
+            self.new |= self.running
+            self.running.clear()
+        self.seq = None if lapsed else seq
+        self.at = time.monotonic()
+
+
+def _digested(key: _Key) -> tuple[str, str | None]:
+    """A watched worker as a launcher's list of ends names it."""
+    name, token = key
+    return name, None if token is None else remote.token_digest(token)
+
+
 def _ray() -> Any:
-    try:
-        import ray
-    except ImportError as exc:  # pragma: no cover - the dev install has it
-        raise InvalidInput("the Ray executor needs Ray: pip install 'plinth[ray]'") from exc
-    return ray
+    """The ``ray`` module, imported on first use (once whole: every poll asks for it)."""
+    global _RAY_MODULE
+    if _RAY_MODULE is None:
+        try:
+            import ray
+        except ImportError as exc:  # pragma: no cover - the dev install has it
+            raise InvalidInput("the Ray executor needs Ray: pip install 'plinth[ray]'") from exc
+        _RAY_MODULE = ray
+    return _RAY_MODULE
 
 
 class _Connection:
@@ -170,13 +248,14 @@ class RayExecutor:
         self._timer: threading.Timer | None = None  # sends the outbox
         self._flushed_at = 0.0  # when the outbox was last sent
         self._groups: dict[str, Any] = {}
-        self._watched: dict[str, set[_Key]] = {}  # launcher name -> workers asked about
-        self._answers: dict[str, tuple[float, dict[_Key, _Answer]]] = {}
+        self._views: dict[str, _View] = {}  # launcher actor id -> its workers asked about
         self._final: dict[_Key, Status] = {}
 
     # -- connection ---------------------------------------------------------------
 
     def _connect(self) -> None:
+        if self._connected:
+            return
         with self._lock:
             if not self._connected:
                 _Connection.acquire(self.address, self._node_ip)
@@ -192,13 +271,12 @@ class RayExecutor:
             _ray().wait(sending, num_returns=len(sending), timeout=_ANSWER_SECONDS)
         with self._lock:
             connected, self._connected = self._connected, False
-            for cache in (self._nodes, self._launchers, self._groups, self._watched):
+            for cache in (self._nodes, self._launchers, self._groups, self._views):
                 cache.clear()
             for logs in (self._log_read, self._log_calls, self._log_failing):
                 logs.clear()
             self._heard.clear()
             self._sending.clear()
-            self._answers.clear()
             self._final.clear()
         if connected:
             _Connection.release()
@@ -269,16 +347,18 @@ class RayExecutor:
         key = _key_of(handle.data, handle.ident)
         with self._lock:
             final = self._final.get(key)
-        if final is not None:
-            return final
+            if final is not None:
+                return final
+            if self._still_running(handle, key):
+                return _RUNNING
         failed = self._sent(key, 0.0)
         if failed == "":
-            return Status("running")  # its launch is still on its way to the launcher
+            return _RUNNING  # its launch is still on its way to the launcher
         answer = {"state": "lost", "reason": failed} if failed else self._answer(handle, key)
         if answer["state"] == "running":
             if "log" in handle.data:
                 self._read_log(handle, key, final=False)
-            return Status("running")
+            return _RUNNING
         if "log" in handle.data and not self._read_log(handle, key, final=True):
             with self._lock:
                 failing = self._log_failing.setdefault(key, time.monotonic())
@@ -296,8 +376,21 @@ class RayExecutor:
             if len(self._final) >= 10_000:
                 self._final.pop(next(iter(self._final)))
             self._final[key] = status
-            self._watched.get(handle.data.get("launcher", ""), set()).discard(key)
+            view = self._views.get(handle.data.get("launcher_id", ""))
+            if view is not None:
+                view.forget(key)
         return status
+
+    def _still_running(self, handle: Handle, key: _Key) -> bool:
+        """Whether the launcher's fresh answer says the worker runs, with nothing else
+        to do for it (no launch to send, no log to read back): a poll's quick way,
+        for the lock's holder."""
+        if self._outbox or key in self._sending or "log" in handle.data:
+            return False
+        view = self._views.get(handle.data.get("launcher_id", ""))
+        return (
+            view is not None and key in view.running and time.monotonic() - view.at < FRESH_SECONDS
+        )
 
     def stop(self, handle: Handle, grace_seconds: float) -> None:
         self._connect()
@@ -450,36 +543,46 @@ class RayExecutor:
         return launcher
 
     def _answer(self, handle: Handle, key: _Key) -> _Answer:
-        """This worker's state, from the launcher's latest answer for all the workers
-        watched there when it is fresh (a worker not in it counts as running until the
-        next), else from a new one. A worker stays watched until its poll is final."""
+        """This worker's state, from what the launcher told last when that is fresh (a
+        worker first asked about now counts as running until the next answer), else
+        from a new answer: about the workers it has not yet said it runs, and of every
+        end since the last. A worker stays watched until its poll is final."""
         ray = _ray()
-        name = handle.data.get("launcher")
-        if not name:
+        ident = handle.data.get("launcher_id")
+        if not handle.data.get("launcher") or not ident:
             return {"state": "lost", "reason": _OLD_HANDLE}
         with self._lock:
-            watched = self._watched.setdefault(name, set())
-            watched.add(key)
-            at, answers = self._answers.get(name, (0.0, {}))
-            if time.monotonic() - at < FRESH_SECONDS:  # a worker first asked about now
-                return answers.get(key) or {"state": "running"}  # in the next answer
-            queries = sorted(watched, key=lambda k: (k[0], k[1] or ""))
+            view = self._views.setdefault(ident, _View())
+            view.watch(key)
+            if key in view.ended:
+                return view.ended[key]
+            if time.monotonic() - view.at < FRESH_SECONDS:
+                return {"state": "running"}
+            queries = list(view.new)
+            since = view.seq
         launcher = self._launcher_of(handle)
         if launcher is None:
             return {"state": "lost", "reason": remote.LOST}
         try:
-            found = ray.get(launcher.status.remote(queries), timeout=_ANSWER_SECONDS)
+            if hasattr(launcher, "changes"):
+                call = launcher.changes.remote(since, queries)
+                seq, ends, answers = ray.get(call, timeout=_ANSWER_SECONDS)
+            else:  # a launcher made by an earlier Plinth: asked about every worker, each time
+                with self._lock:
+                    queries = [k for k in view.watched if k not in view.ended]
+                seq, ends = None, None
+                answers = ray.get(launcher.status.remote(queries), timeout=_ANSWER_SECONDS)
         except ray.exceptions.GetTimeoutError:
             return {"state": "running"}  # busy, not gone
         except ray.exceptions.RayActorError:
             with self._lock:
-                self._launchers.pop(name, None)
+                self._launchers.pop(handle.data["launcher"], None)
             return {"state": "lost", "reason": remote.LOST}
-        answers = dict(zip(queries, found, strict=True))
         with self._lock:
-            self._heard.add(name)
-            self._answers[name] = (time.monotonic(), answers)
-        return answers[key]
+            self._heard.add(handle.data["launcher"])
+            if view.seq == since:  # not overtaken by another poll's answer meanwhile
+                view.learn(seq, ends, queries, answers)
+            return view.ended.get(key) or {"state": "running"}
 
     # -- gangs ------------------------------------------------------------------------
 
