@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 import plinth
-from plinth.settings import Settings
+from plinth.settings import ServerSettings, Settings
 
 
 def plinth_cmd(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -350,3 +350,28 @@ def _served_at(proc: subprocess.Popen[bytes], log: Path) -> str:
                 return found[1]
         time.sleep(0.1)
     raise AssertionError(f"no 'serving at' line within 30 s:\n{log.read_text()}")
+
+
+def test_server_tells_its_jobs_the_port_it_really_listens_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--port`` (0: any free one) is where jobs are told to reach the server, not
+    the configured default, whose owner would otherwise be sent the jobs' tokens."""
+    import plinth.server.app
+    from plinth.cli import server
+
+    monkeypatch.setenv("PLINTH_HOME", str(tmp_path / "home"))
+    seen = []
+
+    def create_app(settings: Settings) -> None:
+        seen.append(settings.server)
+        raise KeyboardInterrupt  # stop before serving
+
+    monkeypatch.setattr(plinth.server.app, "create_app", create_app)
+    with pytest.raises(KeyboardInterrupt):
+        server(host=None, port=0, allow_unauthenticated=False, trusted_proxy=None)
+    [told] = seen
+    assert told.port not in (0, 8765) and told.local_url() == f"http://127.0.0.1:{told.port}"
+    assert ServerSettings(host="0.0.0.0", port=9).local_url() == "http://127.0.0.1:9"
+    assert ServerSettings(host="::", port=9).local_url() == "http://[::1]:9"
+    assert ServerSettings(host="10.0.0.5", port=9).local_url() == "http://10.0.0.5:9"

@@ -105,18 +105,22 @@ def server(
     host = host or settings.server.host
     port = settings.server.port if port is None else port
     _check_port(port)
+    listener = _bind(host, port)
+    # what jobs are told to reach: the address and port this server really has
+    bound = settings.server.model_copy(update={"host": host, "port": listener.getsockname()[1]})
+    settings = settings.model_copy(update={"server": bound})
     app_ = create_app(settings)
     identity = app_.state.services.get(Authenticator)
     if not (_is_loopback(host) or allow_unauthenticated or identity.auth_enabled()):
+        listener.close()
         raise InvalidInput(
             f"refusing to serve on {host} without authentication: anyone who can reach it "
             "could read and change every run. Create the first admin with 'plinth admin "
             "init' (then every request needs a token), keep the default 127.0.0.1, or "
             "pass --allow-unauthenticated on a network you trust."
         )
-    listener = _bind(host, port)
     database = make_url(settings.resolved_database_url()).render_as_string(hide_password=True)
-    url = _url(host, listener.getsockname()[1])
+    url = settings.server.local_url()
     Console(stderr=True).print(
         f"Plinth serving {database} at [bold]{url}[/] (API docs at /api/v1/docs)", soft_wrap=True
     )
@@ -174,10 +178,6 @@ def _bind(host: str, port: int) -> socket.socket:
             raise InvalidInput(message) from None
         raise InvalidInput(f"cannot serve on {host} port {port}: {exc.strerror}") from None
     return listener
-
-
-def _url(host: str, port: int) -> str:
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def _serve(app_: Any, listener: socket.socket, **options: Any) -> None:

@@ -38,6 +38,12 @@ class ServerSettings(BaseModel):
     upload_threads: int = Field(32, ge=1, description="threads that write uploads")
     uploads_per_principal: int = Field(8, ge=1, description="uploads one principal runs at once")
 
+    def local_url(self) -> str:
+        """Where a process on this machine (a local job) reaches this server: its
+        address, or loopback when it listens on every address."""
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(self.host, self.host)
+        return f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
+
     @field_validator("trusted_proxies")
     @classmethod
     def _addresses(cls, proxies: list[str]) -> list[str]:

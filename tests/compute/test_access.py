@@ -32,6 +32,7 @@ def test_a_job_gets_a_scoped_token_revoked_at_its_end(
             "import json, os\n"
             "keys = ('PLINTH_URL', 'PLINTH_TOKEN', 'PLINTH_HOME', 'PLINTH_RUN_ID')\n"
             f"json.dump({{k: os.environ.get(k) for k in keys}}, open({str(seen)!r}, 'w'))\n"
+            "print('token', os.environ['PLINTH_TOKEN'])\n"
         )
         with as_user(users["ed"]) as ed:
             job = ed.submit_job(project, py(code))
@@ -47,6 +48,9 @@ def test_a_job_gets_a_scoped_token_revoked_at_its_end(
 
         with as_user(users["vic"]) as vic:
             assert vic.get_job(project, job.id).id == job.id
+            # the job's token is masked in its log, as its secrets are: a viewer reads
+            # the log, and the token acts as an editor until the job ends
+            assert vic.job_logs(project, job.id).text == "token ********\n"
             with pytest.raises(PermissionDenied):
                 vic.submit_job(project, py("pass"))
             with pytest.raises(PermissionDenied):

@@ -426,7 +426,10 @@ class Dispatcher:
             self._unpack(row, cwd.parent, cwd)
         reach = self._reach(row, active)
         env = launch.base_env(self.settings, row, active.attempt, reach)
-        env.update(self._secret_env(row))
+        secrets = self._secret_env(row)
+        env.update(secrets)
+        label = f"{row.id}/{active.attempt}"
+        masks = self.secrets.seal_masks(row.project_id, label, list(secrets.values()))
         executor = self._executor(row.pool)
         specs = launch.workers(row, active.attempt, placement.allocations, env, cwd, self.settings)
         try:
@@ -436,15 +439,14 @@ class Dispatcher:
             for handle in active.handles:
                 executor.stop(handle, 0.0)
             raise
-        self.store.launched(row.id, active.attempt, active.handles, active.token_id)
+        self.store.launched(row.id, active.attempt, active.handles, active.token_id, masks)
 
     def _reach(self, row: Any, active: Active) -> launch.Connection:
         """How the job reaches Plinth: with auth on, this server's URL and a token of
         the job's user scoped to its project; otherwise the home."""
         if not self.identity.auth_enabled():
             return launch.Connection()
-        server = self.settings.server
-        url = self.compute.server_url or f"http://{server.host}:{server.port}"
+        url = self.compute.server_url or self.settings.server.local_url()
         if row.user_id is None:
             return launch.Connection(url)
         expires = time.time() + (row.timeout_seconds or 0) + TOKEN_SLACK_SECONDS

@@ -120,7 +120,7 @@ class JobLogs(BaseModel):
 
 
 class JobLogsQuery(BaseModel):
-    offset: int = Field(0, ge=0)
+    offset: int = Field(0, ge=0, le=1 << 60)
     limit: int = Field(1 << 20, ge=1, le=8 << 20, description="bytes at most")
     attempt: int | None = Field(None, ge=1, description="unset: the latest")
     rank: int = Field(0, ge=0, le=16_384)

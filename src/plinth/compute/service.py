@@ -15,7 +15,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -33,7 +33,7 @@ from plinth.core.artifacts import StoredContent
 from plinth.core.platform import Platform
 from plinth.core.projects import visible_projects
 from plinth.errors import InvalidInput, NotFound, PayloadTooLarge, PlinthError
-from plinth.governance.secrets import SecretsService
+from plinth.governance.secrets import SecretsService, secrets_table
 from plinth.tracking import schemas as ts
 from plinth.tracking.service import TrackingService
 
@@ -41,6 +41,10 @@ log = logging.getLogger("plinth.compute")
 SNAPSHOT_PUT = "jobs.snapshot"
 SUBMIT = "jobs.submit"
 MASK = "********"
+_MASK_BYTES = MASK.encode()
+_CURSOR = re.compile(r"[0-9]{1,18}")  # a page's next_cursor: a job's seq
+_TOKEN = re.compile(rb"plt_[0-9a-f]{16}_[A-Za-z0-9-]{43}")  # identity's tokens, whole
+_TOKEN_LENGTH = 4 + 16 + 1 + 43
 MIN_MASKED = 4  # shorter secret values are not masked in logs: they would mask everything
 
 
@@ -163,6 +167,7 @@ class JobService:
         )
         self.tracking.create_run_within(conn, run, principal=principal)
         project_id = self.projects.require(conn, project, principal, Need.WRITE, record=False)
+        _require_secrets(conn, project, project_id, req.secrets)
         snapshot = self._claim_snapshot(conn, project_id, req.snapshot)
         seq = conn.execute(sa.select(sa.func.coalesce(sa.func.max(t.jobs.c.seq), 0))).scalar()
         row = conn.execute(
@@ -268,10 +273,12 @@ class JobService:
                 rank=query.rank,
             )
         path = launch.log_path(self.settings, row.id, attempt, query.rank)
-        data = _read(path, query.offset, query.limit)
-        if not (ended or attempt < row.attempt):  # more may come: whole lines only
+        over = not (ended or attempt < row.attempt)
+        values = self._masks(row, attempt, over)
+        data = b"" if values is None else _read(path, query.offset, query.limit)
+        if over:  # more may come: whole lines only
             data = data[: data.rindex(b"\n") + 1] if b"\n" in data else _whole_utf8(data)
-        text = self._masked(row, data.decode("utf-8", "replace"))
+        text = _masked(path, query.offset, data, values or []).decode("utf-8", "replace")
         return s.JobLogs(
             text=text,
             offset=query.offset,
@@ -358,6 +365,8 @@ class JobService:
 
     def _checked(self, project: str, req: s.JobSubmit) -> dict[str, Any]:
         """The job's columns from a request, or InvalidInput saying what is wrong."""
+        if not req.argv[0]:
+            raise InvalidInput("argv[0]: name the program to run (it is empty)")
         for name in req.env:
             if launch.reserved(name):
                 raise InvalidInput(f"env: {name} is set by Plinth, not by a job")
@@ -434,17 +443,26 @@ class JobService:
             raise hidden
         return row
 
-    def _masked(self, row: Any, text: str) -> str:
-        """The job's secret values, should its program print them, masked."""
+    def _masks(self, row: Any, attempt: int, running: bool) -> list[bytes] | None:
+        """The values this attempt's logs mask: those handed to it (its secrets, its
+        token), kept sealed at its launch, so a secret changed or deleted since is
+        masked still. None: its launch is still being recorded, nothing may be read
+        yet. An attempt of before they were kept (or one that failed to launch): the
+        secrets' values now."""
+        sealed = self.dispatcher.store.masks(row.id, attempt)
+        if sealed:
+            label = f"{row.id}/{attempt}"
+            return [v.encode() for v in self.secrets.open_masks(row.project_id, label, sealed)]
+        if sealed == b"" and running:
+            return None
+        values = []
         for name in json.loads(row.secrets):
             try:
                 project = self._project_name(row.project_id)
-                value = self.secrets.reveal(project, name, principal=SYSTEM)
+                values.append(self.secrets.reveal(project, name, principal=SYSTEM).encode())
             except PlinthError:
                 continue  # deleted since: nothing of it to mask
-            if len(value) >= MIN_MASKED:
-                text = text.replace(value, MASK)
-        return text
+        return values
 
     def _project_name(self, project_id: str) -> str:
         with self.db.read() as conn:
@@ -520,9 +538,56 @@ def _capped(chunks: Iterable[bytes], limit: int) -> Iterator[bytes]:
 
 
 def _cursor(text: str) -> int:
-    if not text.isdigit():
+    if not _CURSOR.fullmatch(text):
         raise InvalidInput("cursor: pass a page's next_cursor back as it came")
     return int(text)
+
+
+def _require_secrets(conn: Connection, project: str, project_id: str, names: list[str]) -> None:
+    """Refuse a job naming a secret its project does not have (one deleted after the
+    submit fails the job when it starts)."""
+    if not names:
+        return
+    table = secrets_table
+    found = conn.execute(
+        sa.select(table.c.name).where(table.c.project_id == project_id, table.c.name.in_(names))
+    )
+    missing = sorted(set(names) - set(found.scalars()))
+    if missing:
+        raise NotFound(f"project {project!r} has no secret {missing[0]!r}")
+
+
+def _masked(path: Any, offset: int, data: bytes, values: Sequence[bytes]) -> bytes:
+    """``data``, the log at ``path`` from ``offset``, with every byte that belongs to
+    one of ``values`` or to a Plinth API token (the job's own, say) masked, where it
+    starts or ends outside ``data`` too: the log is read with a value's length of
+    context either side, so no window, however placed, shows a part of one."""
+    values = [v for v in values if len(v) >= MIN_MASKED]
+    if not data:
+        return data
+    reach = max([_TOKEN_LENGTH, *(len(v) for v in values)]) - 1
+    start = max(0, offset - reach)
+    context = _read(path, start, offset - start + len(data) + reach)
+    low, high = offset - start, offset - start + len(data)
+    found = [(m.start(), m.end()) for m in _TOKEN.finditer(context)]
+    for value in values:
+        at = context.find(value)
+        while at != -1:
+            found.append((at, at + len(value)))
+            at = context.find(value, at + 1)
+    spans = [(max(a, low), min(b, high)) for a, b in found if a < high and b > low]
+    merged: list[list[int]] = []
+    for begin, end in sorted(spans):
+        if merged and begin <= merged[-1][1]:  # overlapping or touching: one mask
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([begin, end])
+    out, done = [], low
+    for begin, end in merged:
+        out += [context[done:begin], _MASK_BYTES]
+        done = end
+    out.append(context[done:high])
+    return b"".join(out)
 
 
 def _read(path: Any, offset: int, limit: int) -> bytes:

@@ -251,6 +251,7 @@ class JobStore:
                 "nodes": json.dumps(nodes),
                 "allocations": allocations_json(allocations),
                 "handles": "[]",
+                "masks": b"",
                 "lease_expires_at": now + lease,
                 "started_at": now,
                 **granted(allocations),
@@ -259,15 +260,31 @@ class JobStore:
         return attempt
 
     def launched(
-        self, job_id: str, attempt: int, handles: Sequence[Handle], token_id: str | None
+        self,
+        job_id: str,
+        attempt: int,
+        handles: Sequence[Handle],
+        token_id: str | None,
+        masks: bytes,
     ) -> None:
+        """The attempt's workers, its token and the values its logs mask (sealed)."""
         a = t.job_attempts
         with self.db.write() as conn:
             conn.execute(
                 a.update()
                 .where(a.c.job_id == job_id, a.c.attempt == attempt)
-                .values(handles=handles_json(handles), token_id=token_id)
+                .values(handles=handles_json(handles), token_id=token_id, masks=masks)
             )
+
+    def masks(self, job_id: str, attempt: int) -> bytes | None:
+        """The attempt's sealed masks: b"" while it is launched, None for an attempt
+        made before they were kept (or none at all)."""
+        a = t.job_attempts
+        with self.db.read() as conn:
+            found = conn.execute(
+                sa.select(a.c.masks).where(a.c.job_id == job_id, a.c.attempt == attempt)
+            ).first()
+        return None if found is None else found.masks
 
     def renew(self, attempts: Iterable[tuple[str, int]], until: float) -> None:
         a = t.job_attempts

@@ -80,6 +80,9 @@ job_attempts = sa.Table(
     sa.Column("exit_code", sa.Integer),
     sa.Column("reason", sa.Text),
     sa.Column("token_id", sa.String(64)),  # the job's project-scoped token, revoked at its end
+    # The values its logs mask (its secrets and token as handed to it), sealed: JSON
+    # list. Empty until its workers are launched; NULL for an attempt of before 0022.
+    sa.Column("masks", sa.LargeBinary),
     # What the attempt was granted, all units together: usage is these times its hours.
     sa.Column("cpus", sa.Float, nullable=False, server_default="0"),
     sa.Column("memory_bytes", sa.BigInteger, nullable=False, server_default="0"),

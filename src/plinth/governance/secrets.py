@@ -8,6 +8,7 @@ the API takes it as a ``SecretStr``, the audit trail records only the name, and 
 
 from __future__ import annotations
 
+import json
 import time
 
 import sqlalchemy as sa
@@ -27,6 +28,9 @@ secrets_table = sa.Table(
     sa.Column("sealed", sa.LargeBinary, nullable=False),
     sa.Column("updated_at", sa.Float, nullable=False),
 )
+
+
+NO_MASKS = b"[]"  # sealed masks of a job given no secrets: nothing sealed
 
 
 def _aad(project_id: str, name: str) -> bytes:
@@ -97,3 +101,19 @@ class SecretsService:
         if sealed is None:
             raise NotFound(f"project {project!r} has no secret {name!r}")
         return open_value(self.keyring, project_id, sealed, _aad(project_id, name)).decode()
+
+    def seal_masks(self, project_id: str, label: str, values: list[str]) -> bytes:
+        """Values a job's logs must mask (the secrets handed to one attempt, ``label``),
+        sealed as a secret is, to be opened by ``open_masks`` only; none: ``NO_MASKS``
+        (which needs no master key)."""
+        if not values:
+            return NO_MASKS
+        data = json.dumps(values).encode()
+        return seal_value(self.keyring, project_id, data, _aad(project_id, f"\0masks\0{label}"))
+
+    def open_masks(self, project_id: str, label: str, sealed: bytes) -> list[str]:
+        if sealed == NO_MASKS:
+            return []
+        aad = _aad(project_id, f"\0masks\0{label}")
+        values: list[str] = json.loads(open_value(self.keyring, project_id, sealed, aad))
+        return values

@@ -156,12 +156,14 @@ def test_a_missing_program_exits_127_and_a_missing_cwd_is_refused(
     launch = spec(tmp_path, ("/no/such/program", "--flag"))
     status = ended(executor, executor.launch(launch))
     assert status.exit_code == 127
-    assert "/no/such/program" in log_text(launch)
+    said = log_text(launch)
+    assert "/no/such/program" in said and said.startswith("plinth-job: ")
+    assert str(launch.log_path.parent) not in said  # no path of the server's in it
     with pytest.raises(FileNotFoundError):
         executor.launch(spec(tmp_path, python("pass"), cwd=tmp_path / "absent"))
 
 
-@pytest.mark.parametrize("name", ["A-B", "1X", "", "IFS", "PPID", "OPTIND"])
+@pytest.mark.parametrize("name", ["A-B", "1X", "", "IFS", "PPID", "OPTIND", "PLINTH_EXIT_RECORD"])
 def test_environment_names_a_shell_would_not_pass_on_are_refused(
     executor: LocalExecutor, tmp_path: Path, name: str
 ) -> None:

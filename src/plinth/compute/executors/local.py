@@ -41,9 +41,12 @@ log = logging.getLogger(__name__)
 
 # Constant: $0 is the exit file, "$@" the user's argv. `unset PWD` keeps the job's
 # environment exactly what it was given (dash would otherwise export one).
+# $0 is what the shell names itself in its messages ("plinth-job: 1: x: not found"),
+# $1 the exit record's path, kept in a variable no worker's environment may name.
+_EXIT_VARIABLE = "PLINTH_EXIT_RECORD"
 _WRAPPER = (
-    'trap : HUP INT QUIT TERM USR1 USR2; unset PWD; "$@"; code=$?; '
-    'printf %s "$code" > "$0"; exit "$code"'
+    f'trap : HUP INT QUIT TERM USR1 USR2; unset PWD; {_EXIT_VARIABLE}=$1; shift; "$@"; '
+    f'code=$?; printf %s "$code" > "${_EXIT_VARIABLE}"; exit "$code"'
 )
 _WRAPPER_WITH_PWD = _WRAPPER.replace(" unset PWD;", "")
 _LOST = (
@@ -114,7 +117,7 @@ class LocalExecutor:
         try:
             with _pinned(spec.cpu_ids):
                 proc = subprocess.Popen(
-                    ["/bin/sh", "-c", script, str(exit_path), *spec.argv],
+                    ["/bin/sh", "-c", script, "plinth-job", str(exit_path), *spec.argv],
                     env=env,
                     cwd=spec.cwd,
                     stdin=subprocess.DEVNULL,
@@ -278,11 +281,11 @@ class LocalExecutor:
 
 def _check_env(env: dict[str, str]) -> None:
     for name in env:
-        if name in _SHELL_OWNED or not _CARRIED_NAME.fullmatch(name):
+        if name in _SHELL_OWNED or name == _EXIT_VARIABLE or not _CARRIED_NAME.fullmatch(name):
             raise InvalidInput(
                 f"environment variable {name!r} cannot be given to a local worker: names "
                 "are letters, digits and underscores, not starting with a digit, and not "
-                "IFS, PPID or OPTIND"
+                f"IFS, PPID, OPTIND or {_EXIT_VARIABLE}"
             )
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-HEAD = "0021"
+HEAD = "0022"
 _HERE = Path(__file__).parent
 
 
