@@ -93,3 +93,67 @@ def test_no_route_takes_a_pickle(client: Client, project: str) -> None:
             assert "never unpickled" in error["message"]
     assert client.get_run(run.id) == before
     assert client.list_artifacts(run.id) == []
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b'{"project": ', "Expecting value at character 12"),
+        (b"[" * 100_000 + b"]" * 100_000, "its arrays and objects nest too deeply"),
+        (b'{"project": "caf\xe9"}', "it is not UTF-8 text (byte 16)"),
+    ],
+)
+def test_a_body_that_is_not_json_is_invalid_input(
+    client: Client, project: str, body: bytes, reason: str
+) -> None:
+    """As every other bad input: a 400 of type InvalidInput, saying what is wrong;
+    the same from a lean route (``POST /runs``) and a FastAPI one."""
+    from tests.conftest import raw_http
+
+    http = raw_http(client)
+    run = client.create_run(project)
+    for path in ("/api/v1/runs", "/api/v1/runs/search", f"/api/v1/runs/{run.id}/batches"):
+        answer = http.post(path, content=body, headers={"Content-Type": "application/json"})
+        assert answer.status_code == 400, (path, answer.text)
+        assert answer.json() == {
+            "error": {
+                "type": "InvalidInput",
+                "message": f"the request body is not valid JSON: {reason}",
+            }
+        }, path
+
+
+def test_a_body_that_stops_arriving_is_a_request_timeout() -> None:
+    """408, typed as the SDK's ``RequestTimeout``."""
+    import asyncio
+    from collections.abc import AsyncIterator
+
+    from plinth.api.middleware import BodyLimit
+    from plinth.errors import RequestTimeout, from_response
+
+    app = FastAPI()
+    install_error_handlers(app)
+    app.add_middleware(BodyLimit, limit=1 << 20, declared=[], idle_seconds=0.05)
+
+    @app.post("/things")
+    async def things(thing: dict[str, int]) -> dict[str, int]:
+        return thing
+
+    async def stalling() -> AsyncIterator[bytes]:
+        yield b'{"a": '
+        await asyncio.sleep(5)
+        yield b"1}"
+
+    async def call() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+            return await http.post("/things", content=stalling())
+
+    answer = asyncio.run(call())
+    assert answer.status_code == 408
+    error = answer.json()["error"]
+    assert error == {
+        "type": "RequestTimeout",
+        "message": "no request bytes for 0.05 s; send faster or retry",
+    }
+    assert isinstance(from_response(error["type"], error["message"], 408), RequestTimeout)

@@ -49,6 +49,7 @@ def test_a_models_lineage_reaches_back_to_the_dataset_its_run_read(
     down = client.lineage(dataset_uri)
     assert {e.dst for e in down.edges} == {run_uri, version.uri}
     assert client.lineage(run_uri).edges == graph.edges  # a run's project found from it
+    _dataset(client, project, tmp_path, "other")  # stored, read by no run
     alone = client.lineage(f"datasets:/{project}/other@1")
     assert alone.edges == [] and [n.uri for n in alone.nodes] == [f"datasets:/{project}/other@1"]
     uses = [e for e in client.audit_events(project=project) if e.action == "datasets.use"]
@@ -62,6 +63,8 @@ def test_a_models_lineage_reaches_back_to_the_dataset_its_run_read(
     }
     back = client.lineage(service, project=project)
     assert {n.uri for n in back.nodes} == {dataset_uri, run_uri, version.uri, service}
+    client.delete_deployment(project, "svc")  # its history stays
+    assert client.lineage(service).edges == back.edges
 
 
 def test_use_dataset_needs_a_run_and_a_version_that_exists(
@@ -79,6 +82,20 @@ def test_use_dataset_needs_a_run_and_a_version_that_exists(
     for bad in ("nonsense", "models:/", "files:/etc/passwd", "runs:/a b"):
         r = http.get(f"/api/v1/projects/{project}/lineage", params={"uri": bad})
         assert r.status_code == 400, bad
+    for bad in (  # of a known kind, but not of its form
+        "runs:/../../x",
+        "runs:/0123abcd",  # a prefix: lineage names a run by its whole id
+        f"models:/{project}/churn/latest",
+        f"models:/{project}/churn",
+        f"datasets:/{project}/customers",
+        f"datasets:/{project}/../customers@1",
+        f"deployments:/{project}/svc/1",
+        f"predictions:/{project}/svc",
+    ):
+        r = http.get(f"/api/v1/projects/{project}/lineage", params={"uri": bad})
+        assert r.status_code == 400, bad
+        assert r.json()["error"]["type"] == "InvalidInput", bad
+        assert r.json()["error"]["message"].startswith(f"not a lineage URI: {bad!r}; use "), bad
 
 
 def test_a_reader_sees_only_the_projects_they_may_read(
@@ -151,3 +168,49 @@ def test_a_predictions_lineage_is_the_version_that_answered_it(
     for missing in (f"predictions:/{project}/svc/nope", "predictions:/other/svc/p3"):
         with pytest.raises(NotFound):
             client.lineage(missing, project=project)
+
+
+def test_a_node_outside_the_project_is_one_404_whether_it_exists_or_not(
+    own_settings: Settings, tmp_path: Path
+) -> None:
+    """No existence oracle: a member of pa only, asking through pa about pb's model
+    version, deployment, run or dataset version, gets the very answer given for one
+    that exists nowhere; so does a platform admin, who may read pb."""
+    with Client(settings=own_settings) as anonymous:
+        root_token = anonymous.init_admin("root").token.token
+    as_user = lambda token: Client(settings=own_settings.model_copy(update={"token": token}))  # noqa: E731
+    with as_user(root_token) as root:
+        ref = _dataset(root, "pb", tmp_path, "d1")
+        with plinth.start_run("pb", client=root) as run:
+            run.use_dataset(ref)
+            run.log_artifacts(str(model_files(tmp_path / "model")), "model")
+        root.register_model(run.id, "model", "m1")
+        root.create_deployment("pb", "dep1", "models:/pb/m1/1", runtime="memory")
+        quiet = root.create_run("pa")  # in pa, with no lineage yet
+        ana_token = root.create_user("ana").token.token
+        root.add_member("pa", "ana", "viewer")
+        with pytest.raises(NotFound, match=r"^no models:/pb/m1/1 in project 'pa'$"):
+            root.lineage("models:/pb/m1/1", project="pa")
+    foreign_and_absent = [
+        ("models:/pb/m1/1", "models:/pb/nonexist/1"),
+        ("deployments:/pb/dep1", "deployments:/pb/nodep"),
+        (f"runs:/{run.id}", f"runs:/{'0' * 32}"),
+        ("datasets:/pb/d1@1", "datasets:/pb/d1@9"),
+        ("datasets:/pb/d1@1", "datasets:/pa/d1@1"),  # absent from pa itself
+        ("models:/pb/m1/1", "models:/pa/m1/1"),
+        ("deployments:/pb/dep1", "deployments:/pa/dep1"),
+    ]
+    with as_user(ana_token) as ana:
+        http = raw_http(ana)
+        for pair in foreign_and_absent:
+            answers = []
+            for uri in pair:
+                with pytest.raises(NotFound) as caught:
+                    ana.lineage(uri, project="pa")
+                assert caught.value.message == f"no {uri} in project 'pa'"
+                r = http.get("/api/v1/projects/pa/lineage", params={"uri": uri})
+                answers.append((r.status_code, r.text.replace(uri, "URI")))
+            assert answers[0] == answers[1], pair
+        alone = ana.lineage(f"runs:/{quiet.id}")
+        assert alone.edges == []
+        assert [(n.uri, n.project) for n in alone.nodes] == [(f"runs:/{quiet.id}", "pa")]

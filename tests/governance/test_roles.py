@@ -13,6 +13,7 @@ import pytest
 import plinth
 from plinth.client import Client
 from plinth.settings import Settings
+from tests.conftest import raw_http
 
 POINT = [{"key": "m", "value": 1.0, "step": 9, "timestamp": 1.0}]
 
@@ -112,3 +113,74 @@ def test_a_taken_name_is_all_a_collision_reveals(world: dict[str, Any]) -> None:
             outsider.search_runs("team-a")
         assert hidden.value.message == "no project 'team-a'"
         assert "team-a" not in [p.name for p in outsider.list_projects()]
+
+
+def test_a_project_keeps_its_last_admin(world: dict[str, Any]) -> None:
+    """Neither removing nor demoting the last admin: 409, and nothing changes. A
+    platform admin is refused the same: the rule is about the project."""
+    with world["as_user"](world["tokens"]["viewer"]) as alice:
+        alice.create_project("alone")
+        http = raw_http(alice)
+        refusals = [
+            lambda c: c.remove_member("alone", "viewer"),
+            lambda c: c.add_member("alone", "viewer", "editor"),
+            lambda c: c.add_member("alone", "viewer", "viewer"),
+        ]
+        for client in (alice, world["root"]):
+            for refuse in refusals:
+                with pytest.raises(plinth.Conflict) as caught:
+                    refuse(client)
+                assert caught.value.message == (
+                    "project 'alone' would have no admin left; make another member admin first"
+                )
+        assert http.delete("/api/v1/projects/alone/members/viewer").status_code == 409
+        assert [(m.user, m.role) for m in alice.list_members("alone")] == [("viewer", "admin")]
+
+        alice.add_member("alone", "viewer", "admin")  # an admin stays one: allowed
+        alice.add_member("alone", "editor", "admin")
+        alice.add_member("alone", "viewer", "editor")  # another admin is left
+        with world["as_user"](world["tokens"]["editor"]) as bob:
+            with pytest.raises(plinth.Conflict):
+                bob.remove_member("alone", "editor")
+            bob.remove_member("alone", "viewer")
+            assert [(m.user, m.role) for m in bob.list_members("alone")] == [("editor", "admin")]
+
+
+def test_two_admins_removing_each_other_at_once_leave_one(world: dict[str, Any]) -> None:
+    """The admins' rows are locked while the last one is looked for: of two admins who
+    remove each other at once, one wins; the other is refused (409), or finds itself
+    no longer a member (404), by the time its turn comes."""
+    import threading
+
+    root: Client = world["root"]
+    root.create_project("pair")
+    root.add_member("pair", "viewer", "admin")
+    root.add_member("pair", "editor", "admin")
+    root.remove_member("pair", "root")
+    clients = {me: world["as_user"](world["tokens"][me]) for me in ("viewer", "editor")}
+    for client in clients.values():  # each app built and warm before the race starts
+        client.list_members("pair")
+    barrier = threading.Barrier(2, timeout=30)
+    outcomes: dict[str, str] = {}
+
+    def remove(me: str, other: str) -> None:
+        barrier.wait()
+        try:
+            clients[me].remove_member("pair", other)
+            outcomes[me] = "removed"
+        except (plinth.Conflict, plinth.NotFound) as exc:
+            outcomes[me] = type(exc).__name__
+
+    threads = [
+        threading.Thread(target=remove, args=pair, daemon=True)
+        for pair in (("viewer", "editor"), ("editor", "viewer"))
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    for client in clients.values():
+        client.close()
+    assert sorted(outcomes.values()) in (["Conflict", "removed"], ["NotFound", "removed"])
+    winner = next(me for me, outcome in outcomes.items() if outcome == "removed")
+    assert [(m.user, m.role) for m in root.list_members("pair")] == [(winner, "admin")]

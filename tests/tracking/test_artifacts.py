@@ -160,3 +160,54 @@ def test_errors_are_json_with_type_and_message(client: Client) -> None:
     assert response.status_code == 400
     assert response.json()["error"]["type"] == "InvalidInput"
     assert isinstance(response, httpx.Response)
+
+
+@pytest.mark.parametrize("raw", ["%ff%fe", "%c0%ae%c0%ae%c0%afx", "a/%80.txt", "%ef%bf%bd"])
+def test_a_path_that_is_not_utf8_is_refused_not_replaced(
+    client: Client, project: str, raw: str
+) -> None:
+    """Decoding a URL puts U+FFFD for each byte that is not UTF-8, so different names
+    would be stored as one: refused (U+FFFD sent as itself too), and nothing stored."""
+    run = client.create_run(project)
+    response = raw_http(client).put(f"/api/v1/runs/{run.id}/artifacts/{raw}", content=b"x")
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["type"] == "InvalidInput"
+    assert error["message"].startswith("artifact path is not valid UTF-8"), error
+    assert client.list_artifacts(run.id) == []
+    with pytest.raises(plinth.InvalidInput, match="not valid UTF-8"):
+        client.log_artifact(run.id, __file__, "a\ufffd")
+
+
+def test_every_route_naming_a_file_or_key_refuses_bytes_not_utf8(
+    client: Client, project: str
+) -> None:
+    """One validator for paths (``check_artifact_path``) and one for keys: runs' files,
+    model and dataset files, MLflow's artifacts, model version tags."""
+    run = client.create_run(project)
+    http = raw_http(client)
+    models = f"/api/v1/projects/{project}/models/m/versions/1"
+    mlflow = "/mlflow/api/2.0/mlflow"
+    found = http.get(f"{mlflow}/experiments/get-by-name", params={"experiment_name": project})
+    experiment = found.json()["experiment"]["experiment_id"]
+    answers = [
+        http.get(f"/api/v1/runs/{run.id}/artifacts/a%ff"),
+        http.get(f"{models}/files/a%ff"),
+        http.get(f"/api/v1/projects/{project}/datasets/d/versions/1/files/a%ff"),
+        http.put(
+            f"{mlflow}-artifacts/artifacts/{experiment}/{run.id}/artifacts/a%ff", content=b"x"
+        ),
+        http.put(f"{models}/tags/k%ff", json={"value": "v"}),
+    ]
+    for response in answers:
+        assert response.status_code == 400, (response.url, response.text)
+        assert "not valid UTF-8" in response.text, (response.url, response.text)
+
+
+def test_a_name_holding_a_percent_sign_is_still_a_name(client: Client, project: str) -> None:
+    """Only what was sent is held to UTF-8; the decoding that looks for an encoded
+    traversal makes U+FFFD of a literal ``%ff`` itself."""
+    run = client.create_run(project)
+    response = raw_http(client).put(f"/api/v1/runs/{run.id}/artifacts/100%25ff.txt", content=b"x")
+    assert response.status_code == 201, response.text
+    assert [a.path for a in client.list_artifacts(run.id)] == ["100%ff.txt"]

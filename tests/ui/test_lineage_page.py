@@ -79,8 +79,11 @@ def test_a_node_with_no_edges_and_outsiders(
     site: tuple[httpx.Client, httpx.Client, str],
 ) -> None:
     http, outsider, _ = site
-    alone = _page(http, "runs:/" + "0" * 32)
+    quiet = http.post("/api/v1/runs", json={"project": "shop"}).json()["id"]
+    alone = _page(http, f"runs:/{quiet}")
     assert alone.status_code == 200 and "Nothing is recorded" in alone.text
+    assert _page(http, "runs:/" + "0" * 32).status_code == 404  # no such run
+    assert _page(http, "runs:/../../x").status_code == 400
     assert _page(outsider, "datasets:/shop/customers@1").status_code == 404
     assert http.get("/projects/shop/lineage").status_code in (400, 422)
     assert _page(http, "<script>").status_code in (200, 400)

@@ -1,9 +1,11 @@
 """Errors become HTTP responses here, and only here.
 
 A ``PlinthError`` answers with its class's status and ``{"error": {"type", "message"}}``;
-request validation failures are 400s of type ``InvalidInput``. A failing backend is
-a fault of the service, not a bug: a database that is down or restarting, an object
-store that does not answer, a disk that fails I/O or is full become 503 (507 for a full disk) with
+request validation failures, a body that is not JSON among them, are 400s of type
+``InvalidInput``; Starlette's HTTP errors are typed as the class of their status
+(a stalled body's 408, ``RequestTimeout``). A failing backend is a fault of the
+service, not a bug: a database that is down or restarting, an object store that does
+not answer, a disk that fails I/O or is full become 503 (507 for a full disk) with
 ``Retry-After`` and one line in the log (see ``backend_fault``). Anything else
 unexpected is a JSON 500 whose details go to the server log, never to the caller.
 """
@@ -31,8 +33,10 @@ from plinth.errors import InsufficientStorage, PlinthError, ServiceUnavailable
 
 log = logging.getLogger("plinth.server")
 _HTTP_KINDS = {
+    400: "InvalidInput",
     404: "NotFound",
     405: "MethodNotAllowed",
+    408: "RequestTimeout",
     413: "PayloadTooLarge",
     422: "Unprocessable",
 }
@@ -140,13 +144,34 @@ _FAULTS: tuple[tuple[Callable[[BaseException], bool], type[PlinthError], str], .
 )
 
 
+# FastAPI's words (and ``lean.py``'s) for a body it could not parse but for its JSON
+# syntax: the error that stopped it is the exception's cause.
+_UNPARSED = "There was an error parsing the body"
+_NOT_JSON = "the request body is not valid JSON"
+
+
+def _unparsed_body(exc: HTTPException) -> str:
+    """Why a body could not be parsed, as the caller can act on it."""
+    cause = exc.__cause__
+    if isinstance(cause, UnicodeDecodeError):
+        return f"{_NOT_JSON}: it is not UTF-8 text (byte {cause.start})"
+    if isinstance(cause, RecursionError):
+        return f"{_NOT_JSON}: its arrays and objects nest too deeply"
+    return f"{_NOT_JSON}: it could not be read"
+
+
 def describe(errors: Any) -> str:
     """Pydantic's validation errors as one readable line."""
-    parts = []
-    for err in list(errors)[:5]:
-        where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
-        parts.append(f"{where}: {err.get('msg')}" if where else str(err.get("msg")))
-    return "; ".join(parts) or "invalid request"
+    return "; ".join(_described(err) for err in list(errors)[:5]) or "invalid request"
+
+
+def _described(err: Any) -> str:
+    loc = tuple(err.get("loc", ()))
+    if err.get("type") == "json_invalid" and len(loc) == 2 and loc[0] == "body":
+        reason = err.get("ctx", {}).get("error", err.get("msg"))  # of the whole body's syntax
+        return f"{_NOT_JSON}: {reason} at character {loc[1]}"
+    where = ".".join(str(p) for p in loc if p != "body")
+    return f"{where}: {err.get('msg')}" if where else str(err.get("msg"))
 
 
 # The MLflow-compatible API (``plinth/mlflow``) answers in MLflow's shape, so that the
@@ -192,6 +217,8 @@ def install_error_handlers(app: FastAPI) -> None:
     async def http_error(req: Request, exc: HTTPException) -> Response:
         kind = _HTTP_KINDS.get(exc.status_code, "PlinthError")
         message, headers = str(exc.detail), exc.headers
+        if exc.status_code == 400 and message == _UNPARSED:
+            message = _unparsed_body(exc)
         if exc.status_code == 405 and (allow := allow_header(req)):
             message = f"{req.method} is not allowed here; use {allow['Allow']}"
             headers = {**(headers or {}), **allow}

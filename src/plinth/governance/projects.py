@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from plinth.core import projects
 from plinth.core.access import Need, Principal, Role
 from plinth.core.platform import Platform
-from plinth.errors import NotFound
+from plinth.errors import Conflict, NotFound
 from plinth.governance import schemas as s
 from plinth.governance import tables as t
 
@@ -48,24 +48,45 @@ class ProjectsService:
         return [s.Member(user=name, role=Role(role)) for name, role in rows]
 
     def add_member(self, project: str, req: s.MemberAdd, *, principal: Principal) -> s.Member:
-        """Give a user a role in a project (or change it); project admins only."""
+        """Give a user a role in a project (or change it); project admins only. The
+        last admin stays one: Conflict."""
         with self.audit.recorded(principal, "members.add", project=project, object=req.user) as (
             conn,
             change,
         ):
             change.details = {"role": req.role.value}
             project_id = self.projects.require(conn, project, principal, Need.ADMIN, record=False)
-            projects.grant(conn, project_id, self._user_id(conn, req.user), req.role)
+            user_id = self._user_id(conn, req.user)
+            if req.role is not Role.ADMIN:
+                self._keep_an_admin(conn, project, project_id, user_id)
+            projects.grant(conn, project_id, user_id, req.role)
         return s.Member(user=req.user, role=req.role)
 
     def remove_member(self, project: str, user: str, *, principal: Principal) -> None:
+        """Take a user's role in a project away; project admins only, and never the
+        last admin's."""
         with self.audit.recorded(principal, "members.remove", project=project, object=user) as (
             conn,
             _,
         ):
             project_id = self.projects.require(conn, project, principal, Need.ADMIN, record=False)
             user_id = self._user_id(conn, user)
+            self._keep_an_admin(conn, project, project_id, user_id)
             conn.execute(m.delete().where(m.c.project_id == project_id, m.c.user_id == user_id))
+
+    def _keep_an_admin(
+        self, conn: sa.Connection, project: str, project_id: str, user_id: str
+    ) -> None:
+        """Conflict if ``user_id`` is the project's last admin: a project left without
+        one has nobody to manage its members (platform admins aside). The admins' rows
+        are locked, so two admins removing each other at once cannot both succeed."""
+        admins = self.db.sql.lock_rows(
+            sa.select(m.c.user_id).where(m.c.project_id == project_id, m.c.role == Role.ADMIN.value)
+        )
+        if conn.execute(admins).scalars().all() == [user_id]:
+            raise Conflict(
+                f"project {project!r} would have no admin left; make another member admin first"
+            )
 
     @staticmethod
     def _user_id(conn: sa.Connection, name: str) -> str:

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Path, Query, Response
 
 from plinth.api.auth import caller
 from plinth.api.context import Caller
+from plinth.api.errors import ErrorBody
 from plinth.core.access import Permission
 from plinth.core.names import PROJECT_NAME
 from plinth.governance import schemas as s
@@ -115,8 +116,13 @@ async def add_member(project: ProjectName, req: s.MemberAdd, c: ProjectsAdmin) -
     return await c(c.service.add_member, project, req)
 
 
-@router.delete("/projects/{project}/members/{user}", status_code=204)
+@router.delete(
+    "/projects/{project}/members/{user}",
+    status_code=204,
+    responses={409: {"model": ErrorBody, "description": "The project's last admin (Conflict)"}},
+)
 async def remove_member(project: ProjectName, user: UserName, c: ProjectsAdmin) -> Response:
+    """Take a user's role in a project away; project admins only, never the last admin's."""
     await c(c.service.remove_member, project, user)
     return Response(status_code=204)
 

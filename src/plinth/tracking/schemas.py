@@ -22,6 +22,7 @@ _DRIVE = re.compile(r"[A-Za-z]:")
 
 def check_key(key: str) -> str:
     if not _KEY.match(key):
+        check_utf8(key, "a metric, param or tag key")
         raise InvalidInput(
             f"a metric, param or tag key is 1-250 letters, digits, spaces or '_-./:'; got {key!r}"
         )
@@ -34,8 +35,10 @@ def check_artifact_path(path: str) -> str:
     Names never reach a filesystem on the server (blobs are keyed by digest), but a
     client writes downloads under them, so the rules hold everywhere: relative,
     forward slashes, no empty, '.' or '..' segments, no control characters, and the
-    same after URL-decoding so an encoded traversal cannot slip through twice.
+    same after URL-decoding so an encoded traversal cannot slip through twice; and
+    valid UTF-8 as sent, so that two different names are never stored as one.
     """
+    check_utf8(path, "artifact path")
     seen = path
     for _ in range(3):
         _check_plain_path(seen)
@@ -46,6 +49,17 @@ def check_artifact_path(path: str) -> str:
             return path
         seen = decoded
     raise InvalidInput(f"artifact path is URL-encoded more than twice: {path!r}")
+
+
+def check_utf8(text: str, what: str) -> str:
+    """Refuse text holding U+FFFD: decoding puts it where the bytes sent (a URL's
+    ``%ff``, an overlong ``%c0%ae``) were not UTF-8, so different names would arrive
+    as one. The character sent as itself is refused too: it cannot be told apart."""
+    if "\ufffd" in text:
+        raise InvalidInput(
+            f"{what} is not valid UTF-8 (U+FFFD stands for bytes that were not): {text!a}"
+        )
+    return text
 
 
 def _check_plain_path(path: str) -> None:
