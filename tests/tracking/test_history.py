@@ -294,3 +294,28 @@ def test_slow_logging_tops_up_one_chunk_and_big_batches_make_their_own(
     history_ = client.metric_history(run_id, "loss")
     assert list(history_.steps) == list(range(5_151))
     assert history_[10].value == 1.0 and history_[-1].value == 2.0
+
+
+def test_batches_written_at_once_to_one_metric_keep_every_point(client: Client) -> None:
+    """Writers that log one metric of one run at the same moment (ranks of one job)
+    each have every acknowledged point kept: on Postgres two transactions may grow the
+    metric's last chunk at once, and neither may overwrite the other's points."""
+    import threading
+    import uuid
+
+    run_id = client.create_run("concurrent").id
+    writers, each = 4, 60
+
+    def write(w: int) -> None:
+        for i in range(each):
+            step = w * each + i
+            series = [{"key": "x", "steps": [step], "timestamps": [1.0], "values": [float(step)]}]
+            client.send_batch(run_id, uuid.uuid4().hex, series)
+
+    threads = [threading.Thread(target=write, args=(w,)) for w in range(writers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    points = client.metric_history(run_id, "x")
+    assert sorted(p.step for p in points) == list(range(writers * each))

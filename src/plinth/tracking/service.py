@@ -97,9 +97,12 @@ class TrackingService:
             .order_by(mc.c.id.desc())
             .limit(1)
         )
+        # only as read: a batch that grew it meanwhile (Postgres lets two run at once)
+        # makes this one a chunk of its own instead of being overwritten
         self._grow_chunk = db.prepare(
             mc.update()
-            .where(mc.c.id == sa.bindparam("chunk"))
+            .where(mc.c.id == sa.bindparam("chunk"), mc.c.count == sa.bindparam("old_count"))
+            .returning(mc.c.id)
             .values(
                 count=sa.bindparam("new_count"),
                 steps=sa.bindparam("new_steps"),
@@ -504,17 +507,19 @@ class TrackingService:
                     bytes(o) + history.pack(k, c)
                     for o, k, c in zip(old, "qdd", columns, strict=True)
                 ]
-                self._grow_chunk.run(
+                grown = self._grow_chunk.run(
                     conn,
                     {
                         "chunk": chunk_id,
+                        "old_count": count,
                         "new_count": count + len(m.steps),
                         "new_steps": joined[0],
                         "new_timestamps": joined[1],
                         "new_values": joined[2],
                     },
                 )
-                return
+                if grown:
+                    return
         packed = [history.pack(k, c) for k, c in zip("qdd", columns, strict=True)]
         new.append(
             {
