@@ -150,3 +150,25 @@ def test_search_scope_migration_copies_each_run_project(database: Database) -> N
         for table in ("params", "tags", "latest_metrics"):
             found = conn.execute(sa.text(f"SELECT run_id, key, project_id FROM {table}")).all()
             assert sorted(found) == sorted((r[0], r[1], owner[r[0]]) for r in rows[table])
+
+
+def test_a_postgres_that_takes_the_connection_but_never_answers_is_down_in_seconds() -> None:
+    """A hung server (or one whose host is gone behind a live listener) must not hold a
+    request forever: a new connection gives up after the connect timeout, and the
+    error reads as the database being down (503 to the caller)."""
+    import socket
+    import time
+
+    from plinth.core.db import PG_CONNECT_TIMEOUT_S, database_fault
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # the kernel completes connections; nobody ever answers them
+        port = silent.getsockname()[1]
+        db = Database(f"postgresql://postgres@127.0.0.1:{port}/postgres")
+        began = time.monotonic()
+        with pytest.raises(Exception) as refused, db.read() as conn:
+            conn.execute(sa.text("SELECT 1"))
+        assert time.monotonic() - began < PG_CONNECT_TIMEOUT_S + 5
+        assert database_fault(refused.value) == "down"
+        db.engine.dispose()

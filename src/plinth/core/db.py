@@ -124,6 +124,9 @@ class SQLiteDialect(Dialect):
             yield
 
 
+PG_CONNECT_TIMEOUT_S = 5
+
+
 class PostgresDialect(Dialect):
     name = "postgresql"
 
@@ -142,7 +145,23 @@ class PostgresDialect(Dialect):
             import psycopg  # noqa: F401
         except ImportError as exc:
             raise MissingDependency("psycopg", "postgres") from exc
-        return sa.create_engine(url, pool_size=8, max_overflow=16, pool_pre_ping=True)
+        # A server that takes the connection but never answers (hung, or its host gone)
+        # fails a new connection in seconds, and a host gone fails an idle one too, so
+        # requests answer 503 rather than wait for it.
+        return sa.create_engine(
+            url,
+            pool_size=8,
+            max_overflow=16,
+            pool_pre_ping=True,
+            connect_args={
+                "connect_timeout": PG_CONNECT_TIMEOUT_S,
+                "keepalives": 1,
+                "keepalives_idle": 10,
+                "keepalives_interval": 5,
+                "keepalives_count": 3,
+                "tcp_user_timeout": 30_000,  # ms that sent data may go unacknowledged
+            },
+        )
 
     def insert(self, table: sa.Table) -> Any:
         from sqlalchemy.dialects.postgresql import insert
