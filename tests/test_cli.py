@@ -375,3 +375,50 @@ def test_server_tells_its_jobs_the_port_it_really_listens_on(
     assert ServerSettings(host="0.0.0.0", port=9).local_url() == "http://127.0.0.1:9"
     assert ServerSettings(host="::", port=9).local_url() == "http://[::1]:9"
     assert ServerSettings(host="10.0.0.5", port=9).local_url() == "http://10.0.0.5:9"
+
+
+def test_server_exits_on_sigterm_within_its_grace_with_an_upload_trickling_in(
+    tmp_path: Path,
+) -> None:
+    """A client sending a byte now and then (never idle long enough for the 408) must
+    not keep a stopped server alive: a supervisor waits for it to exit."""
+    import signal
+    import threading
+
+    from plinth.cli import SHUTDOWN_GRACE_S
+
+    log = tmp_path / "server.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "plinth", "server", "--port", "0"],
+            env=_server_env(tmp_path / "home"),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    stop = threading.Event()
+    try:
+        port = int(_served_at(proc, log).rsplit(":", 1)[1])
+        slow = socket.create_connection(("127.0.0.1", port))
+        head = (
+            "POST /api/v1/runs HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            "Content-Type: application/json\r\nContent-Length: 1000000\r\n\r\n{"
+        )
+        slow.sendall(head.encode())
+
+        def trickle() -> None:
+            while not stop.wait(1.0):
+                with contextlib.suppress(OSError):
+                    slow.sendall(b" ")
+
+        threading.Thread(target=trickle, daemon=True).start()
+        time.sleep(1.5)
+        began = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=SHUTDOWN_GRACE_S + 15)
+        assert time.monotonic() - began < SHUTDOWN_GRACE_S + 15
+    finally:
+        stop.set()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

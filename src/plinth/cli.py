@@ -193,8 +193,18 @@ def _serve(app_: Any, listener: socket.socket, **options: Any) -> None:
     log.addHandler(handler)
     log.setLevel(logging.INFO)
     log.propagate = False
-    config = uvicorn.Config(app_, log_level="warning", access_log=False, **options)
+    config = uvicorn.Config(
+        app_,
+        log_level="warning",
+        access_log=False,
+        # SIGTERM: requests in flight get this long; an upload trickling in then is cut
+        timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
+        **options,
+    )
     uvicorn.Server(config).run(sockets=[listener])
+
+
+SHUTDOWN_GRACE_S = 20
 
 
 def _is_loopback(host: str) -> bool:
