@@ -287,6 +287,9 @@ def test_bad_model_requests_are_refused_and_change_nothing(
         ("GET", "model-versions/get", bad, {"params": {"name": "m", "version": "one"}}),
         ("GET", "registered-models/get", gone, {"params": {"name": "m"}}),
         ("GET", "model-versions/search", bad, {"params": {"filter": "tags.x = 'y'"}}),
+        ("GET", "registered-models/search", bad, {"params": {"order_by": "true"}}),
+        ("GET", "model-versions/search", bad, {"params": {"order_by": "size DESC"}}),
+        ("POST", "experiments/search", bad, {"json": {"view_type": True}}),
     ]
     for method, path, code, kwargs in bad_calls:
         refused(http, method, path, code, **kwargs)

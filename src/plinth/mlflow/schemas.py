@@ -8,15 +8,34 @@ integers as numbers or as strings: both parse.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
 from plinth.tracking.schemas import MAX_BATCH_PARAMS, MAX_BATCH_POINTS, MAX_BATCH_TAGS
 
 Id = Annotated[str, Field(min_length=1, max_length=64)]
 Text = Annotated[str, Field(max_length=65_536)]
 Key = Annotated[str, Field(min_length=1, max_length=250)]
+
+
+# MLflow's view types, by name or number: never a JSON true (which lax parsing reads as 1)
+ViewType = StrictStr | StrictInt | None
+_MODEL_ORDER = re.compile(
+    r"(name|version_number|creation_timestamp|last_updated_timestamp|timestamp)"
+    r"(\s+(asc|desc))?",
+    re.IGNORECASE,
+)
+
+
+def _model_order(clause: str) -> str:
+    if not _MODEL_ORDER.fullmatch(clause.strip()):
+        raise ValueError(
+            "order_by is a field (name, version_number, creation_timestamp, "
+            f"last_updated_timestamp) and ASC or DESC; got {clause[:60]!r}"
+        )
+    return clause
 
 
 class _In(BaseModel):
@@ -39,7 +58,7 @@ class MlflowSearchExperiments(_In):
     filter: str = Field("", max_length=4000)
     order_by: list[str] = Field([], max_length=10)
     page_token: str | None = Field(None, max_length=100)
-    view_type: str | int | None = None
+    view_type: ViewType = None
 
 
 class MlflowUpdateExperiment(_In):
@@ -133,7 +152,7 @@ class MlflowLogInputs(MlflowRunRef):
 class MlflowSearchRuns(_In):
     experiment_ids: list[Id] = Field([], max_length=100)
     filter: str = Field("", max_length=4000)
-    run_view_type: str | int | None = None
+    run_view_type: ViewType = None
     max_results: int = Field(1000, ge=1, le=50_000)
     order_by: list[Annotated[str, Field(max_length=500)]] = Field([], max_length=20)
     page_token: str | None = Field(None, max_length=500)
@@ -202,7 +221,9 @@ class MlflowSearchModels(_In):
 
     filter: str = Field("", max_length=4000)
     max_results: int = Field(1000, ge=1, le=1_000_000)  # answered in pages of at most 1,000
-    order_by: list[Annotated[str, Field(max_length=200)]] = Field([], max_length=10)
+    order_by: list[Annotated[str, Field(max_length=200), AfterValidator(_model_order)]] = Field(
+        [], max_length=10
+    )
     page_token: str | None = Field(None, max_length=100)
 
 
