@@ -8,6 +8,7 @@ killed and restarted, a closed port, ``python -m http.server``, the ``plinth`` C
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import subprocess
@@ -17,6 +18,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +29,14 @@ import plinth.client
 from plinth import Client
 from plinth.core.access import LOCAL
 from plinth.core.platform import Platform
-from plinth.errors import Conflict, InvalidInput, NotFound, PlinthError, ServiceUnavailable
+from plinth.errors import (
+    Conflict,
+    InvalidInput,
+    NotFound,
+    PlinthError,
+    ServiceUnavailable,
+    TooManyRequests,
+)
 from plinth.settings import ClientSettings
 from plinth.tracking import history
 from plinth.tracking import schemas as s
@@ -155,19 +164,6 @@ def test_calls_that_are_not_idempotent_are_never_resent_blindly(
         client._transport.request("POST", "/api/v1/tokens", json={"name": "t"})
     assert len(seen) == 1
 
-    def upload_fails(request: httpx.Request, n: int) -> httpx.Response:
-        if request.method == "POST":  # "upload it": the content is not there yet
-            error = {"type": "BlobMissing", "message": "upload it"}
-            return httpx.Response(404, json={"error": error})
-        return _unavailable()
-
-    client, seen = mocked(upload_fails)
-    model = tmp_path / "model.bin"
-    model.write_bytes(b"weights")
-    with pytest.raises(ServiceUnavailable):
-        client.log_artifact("r1", model)
-    assert [r.method for r in seen] == ["POST", "PUT"]
-
     def lost_midway(request: httpx.Request, n: int) -> httpx.Response:
         if n == 2:  # sent, maybe applied, answer lost: sending again could double it
             raise httpx.ReadError("connection reset", request=request)
@@ -178,6 +174,148 @@ def test_calls_that_are_not_idempotent_are_never_resent_blindly(
     with pytest.raises(ServiceUnavailable, match="connection reset"):
         client._transport.request("POST", "/api/v1/tokens", json={})
     assert len(seen) == 2
+
+
+def _upload_it(request: httpx.Request) -> httpx.Response | None:
+    """The server's answer to naming content it does not hold yet: upload it."""
+    if request.method == "POST" and request.url.path.endswith("/artifacts"):
+        error = {"type": "BlobMissing", "message": "upload it"}
+        return httpx.Response(404, json={"error": error})
+    return None
+
+
+def test_an_upload_is_sent_again_whole_through_an_outage_and_a_busy_answer(
+    mocked: Callable[..., tuple[Client, list]], tmp_path: Path
+) -> None:
+    """An upload names its content by digest, and a name once committed keeps its
+    content: sending it again is safe, so it is, from the file's first byte."""
+
+    def flaky(request: httpx.Request, n: int) -> httpx.Response:
+        if (missing := _upload_it(request)) is not None:
+            return missing
+        if n == 2:
+            return _unavailable()
+        if n == 3:  # the server restarted mid-body
+            raise httpx.ReadError("connection reset", request=request)
+        if n == 4:  # this principal's upload slots are all busy, for a second
+            error = {"type": "TooManyRequests", "message": "uploads in progress"}
+            return httpx.Response(429, json={"error": error}, headers={"Retry-After": "0"})
+        return httpx.Response(200, json=ARTIFACT)
+
+    client, seen = mocked(flaky)
+    model = tmp_path / "model.bin"
+    model.write_bytes(b"weights" * 100_000)
+    client.log_artifact("r1", model)
+    assert [r.method for r in seen] == ["POST", "PUT", "PUT", "PUT", "PUT"]
+    assert {r.content for r in seen[1:]} == {model.read_bytes()}
+
+
+def test_a_429_without_a_short_retry_after_is_not_waited_for(
+    mocked: Callable[..., tuple[Client, list]], tmp_path: Path
+) -> None:
+    """Too many failed logins (no Retry-After), or a wait longer than the SDK's: the
+    caller hears of it at once."""
+    for headers in ({}, {"Retry-After": "60"}, {"Retry-After": "soon"}):
+
+        def busy(request: httpx.Request, n: int, headers: dict[str, str] = headers) -> Any:
+            if (missing := _upload_it(request)) is not None:
+                return missing
+            error = {"type": "TooManyRequests", "message": "wait a minute"}
+            return httpx.Response(429, json={"error": error}, headers=headers)
+
+        client, seen = mocked(busy)
+        model = tmp_path / "model.bin"
+        model.write_bytes(b"weights")
+        with pytest.raises(TooManyRequests, match="wait a minute"):
+            client.log_artifact("r1", model)
+        assert [r.method for r in seen] == ["POST", "PUT"]
+
+
+@contextmanager
+def one_slot_held(client: Client, run_id: str, seconds: float) -> Iterator[None]:
+    """The principal's only upload slot held by a stalled upload of the same principal
+    for ``seconds`` from entry; the stalled upload itself lands after that."""
+    sending, release, answers = threading.Event(), threading.Event(), []
+
+    def stalled() -> Iterator[bytes]:
+        yield b"x"
+        sending.set()
+        release.wait(10)
+        yield b"y"
+
+    def hold() -> None:
+        headers = {"X-Plinth-Digest": hashlib.sha256(b"xy").hexdigest(), "Content-Length": "2"}
+        url = f"/api/v1/runs/{run_id}/artifacts/stalled.bin"
+        answers.append(raw_http(client).put(url, content=stalled(), headers=headers))
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert sending.wait(10)
+    timer = threading.Timer(seconds, release.set)
+    timer.start()
+    try:
+        yield
+    finally:
+        release.set()
+        holder.join()
+        timer.cancel()
+    assert answers[0].status_code == 201
+
+
+@pytest.fixture
+def one_slot(tmp_path: Path) -> Iterator[Client]:
+    """An embedded client whose server lets a principal run one upload at a time."""
+    from plinth.settings import ServerSettings
+
+    settings = make_settings(tmp_path / "home", server=ServerSettings(uploads_per_principal=1))
+    with Client(settings=settings) as client:
+        yield client
+
+
+def test_an_upload_over_its_principals_limit_waits_its_turn(
+    one_slot: Client, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The real server, its one slot held: the SDK's upload is answered 429 with
+    Retry-After, waits, and lands whole once the slot is free."""
+    run = one_slot.create_run("p")
+    model = tmp_path / "model.bin"
+    model.write_bytes(uuid.uuid4().bytes * 1000)
+    began = time.monotonic()
+    with one_slot_held(one_slot, run.id, 1.0):
+        [stored] = one_slot.log_artifact(run.id, model)
+    assert time.monotonic() - began >= 0.9  # it waited for the slot …
+    assert "HTTP 429; retrying" in caplog.text  # … having been told to
+    assert stored.size == model.stat().st_size
+    assert {a.path for a in one_slot.list_artifacts(run.id)} == {"stalled.bin", "model.bin"}
+    target = one_slot.download_artifact(run.id, "model.bin", tmp_path / "back")
+    assert target.read_bytes() == model.read_bytes()
+
+
+def test_a_push_over_its_principals_limit_waits_and_lands_whole(
+    one_slot: Client, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A push uploads several bodies at once (large files alone, small ones in
+    batches): past the principal's limit they wait their turn rather than fail."""
+    from plinth.data import client as data_client
+    from plinth.data import packs
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(data_client, "SMALL", 4096)
+        patch.setattr(packs, "BATCH_FILES", 3)
+        files = {f"s{i}.bin": uuid.uuid4().bytes * (i + 1) for i in range(7)}
+        files |= {f"big{i}.bin": uuid.uuid4().bytes * 600 for i in range(3)}
+        data = tmp_path / "data"
+        data.mkdir()
+        for name, content in files.items():
+            (data / name).write_bytes(content)
+        run = one_slot.create_run("p")
+        with one_slot_held(one_slot, run.id, 1.0):
+            version = one_slot.push_dataset("p", "churn", data)
+    assert "HTTP 429; retrying" in caplog.text
+    assert version.version == 1
+    one_slot.pull_dataset("p", "churn", tmp_path / "out")
+    for name, content in files.items():
+        assert (tmp_path / "out" / "data" / name).read_bytes() == content
 
 
 def test_a_request_that_never_left_is_sent_again_whatever_it_is(

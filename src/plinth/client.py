@@ -31,18 +31,22 @@ _RETRY_STATUSES = frozenset({502, 503, 504})
 _READS = frozenset({"GET", "HEAD", "OPTIONS"})
 BACKOFF_FIRST_S = 0.25
 BACKOFF_MAX_S = 5.0
+BUSY_MAX_S = 10.0  # a 429's Retry-After up to this is waited out (idempotent requests)
 
 
 class Transport:
     """Sends requests, retries what is safe to retry, raises Plinth errors.
 
     An idempotent request (every read; a write that carries an idempotency key says
-    so with ``retry=True``) is sent again on 502, 503, 504 and on connection errors,
-    with jittered exponential back-off, for ``settings.client.retry_seconds``: long
-    enough to ride out a server or database restart. Any other request is sent again
-    only when it provably never left (the connection could not be made). A server
-    this transport has never reached is reported at once, naming its URL: a wrong
-    ``PLINTH_URL`` should not look like a hang.
+    so with ``retry=True``) is sent again on 502, 503, 504, on a 429 that names a short
+    ``Retry-After`` (a principal's uploads all busy) and on connection errors, with
+    jittered exponential back-off, for ``settings.client.retry_seconds``: long enough
+    to ride out a server or database restart. An upload whose ``content`` is a callable
+    (it makes the body anew for each try: a file opened again) is idempotent too, its
+    content being named by digest. Any other request is sent again only when it
+    provably never left (the connection could not be made). A server this transport
+    has never reached is reported at once, naming its URL: a wrong ``PLINTH_URL``
+    should not look like a hang.
     """
 
     def __init__(self, settings: Settings) -> None:
@@ -119,10 +123,15 @@ class Transport:
         whole: bool = False,
         **kwargs: Any,
     ) -> httpx.Response:
-        idempotent = method in _READS if retry is None else retry
+        body: Any = kwargs.get("content")
+        remade = callable(body)  # a body made anew for each try
+        idempotent = (remade or method in _READS) if retry is None else retry
         window = self.settings.client.retry_seconds
         deadline = time.monotonic() + window
         for attempt in itertools.count():
+            if remade:
+                kwargs["content"] = body()
+            wait = None
             try:
                 response = (whole and self._direct(method, path, **kwargs)) or self.http.send(
                     self.http.build_request(method, path, **kwargs), stream=stream
@@ -137,13 +146,14 @@ class Transport:
                 why = _reason(exc)
             else:
                 self._reached = True
-                failed = response.status_code in _RETRY_STATUSES
+                wait = _busy_for(response)
+                failed = response.status_code in _RETRY_STATUSES or wait is not None
                 self._retrying = self._retrying and failed  # any other answer ends it
                 if not (idempotent and failed) or time.monotonic() >= deadline:
                     return _checked(response, self.where)
                 response.close()
                 why = f"HTTP {response.status_code}"
-            self._back_off(attempt, deadline, why, window)
+            self._back_off(attempt, deadline, why, window, at_least=wait or 0.0)
         raise AssertionError("unreachable")
 
     def _direct(
@@ -173,15 +183,19 @@ class Transport:
         response: httpx.Response | None = self._whole.call(method, path, query, raw, body)
         return response
 
-    def _back_off(self, attempt: int, deadline: float, why: str, window: float) -> None:
+    def _back_off(
+        self, attempt: int, deadline: float, why: str, window: float, at_least: float = 0.0
+    ) -> None:
         """Sleep before trying again: exponential, capped, jittered so that clients
-        that failed together do not all come back together."""
+        that failed together do not all come back together; never less than the
+        server asked for (``at_least``)."""
         if not self._retrying:  # once per outage, not once per request
             self._retrying = True
             log.warning(
                 "plinth: Plinth at %s: %s; retrying for up to %g s", self.where, why, window
             )
         delay = random.uniform(0.5, 1.0) * min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2**attempt)
+        delay = max(delay, at_least * random.uniform(1.0, 1.5))
         time.sleep(max(0.0, min(delay, deadline - time.monotonic())))
 
     def close(self) -> None:
@@ -235,6 +249,19 @@ def _plain(value: Any) -> Any:
         if callable(getattr(value, method, None)):
             return getattr(value, method)()
     raise errors.InvalidInput(f"cannot send a {type(value).__name__} as JSON")
+
+
+def _busy_for(response: httpx.Response) -> float | None:
+    """Seconds a 429 asks the caller to wait before the same request may succeed (its
+    ``Retry-After``, when short); None for any other answer, or a 429 not worth waiting
+    for here (too many failed logins)."""
+    if response.status_code != 429:
+        return None
+    try:
+        after = float(response.headers.get("retry-after", ""))
+    except ValueError:
+        return None
+    return after if 0 <= after <= BUSY_MAX_S else None
 
 
 def _checked(response: httpx.Response, where: str) -> httpx.Response:

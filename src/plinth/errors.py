@@ -80,7 +80,15 @@ class UnsupportedMediaType(PlinthError):
 
 
 class TooManyRequests(PlinthError):
+    """``retry_after``: seconds after which the same request may well succeed (sent as
+    ``Retry-After``; the SDK waits and sends an idempotent request again), or None when
+    trying again soon is no use (too many failed logins)."""
+
     status_code = 429
+
+    def __init__(self, message: str, *, retry_after: int | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class CorruptArtifact(PlinthError):

@@ -53,6 +53,26 @@ def transfer_progress(
         yield lambda n: bar.advance(task, n)
 
 
+class Resent:
+    """A progress callback for a body that may be sent again from its start (an upload
+    retried after a restart or a busy answer): each new try takes back what the last
+    one counted, so the bar shows the bytes of the try under way."""
+
+    def __init__(self, advance: Callable[[int], None]) -> None:
+        self._advance, self._sent = advance, 0
+
+    def __call__(self, n: int) -> None:
+        self._sent += n
+        self._advance(n)
+
+    def again(self) -> Resent:
+        """This callback, rewound for a new try."""
+        if self._sent:
+            self._advance(-self._sent)
+            self._sent = 0
+        return self
+
+
 def download_verified(
     transport: Transport,
     url: str,

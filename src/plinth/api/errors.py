@@ -211,7 +211,11 @@ def error_for(
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(PlinthError)
     async def plinth_error(req: Request, exc: PlinthError) -> Response:
-        return error_for(req.url.path, type(exc).__name__, exc.message, exc.status_code)
+        after = getattr(exc, "retry_after", None)
+        headers = None if after is None else {"Retry-After": str(after)}
+        return error_for(
+            req.url.path, type(exc).__name__, exc.message, exc.status_code, headers=headers
+        )
 
     @app.exception_handler(HTTPException)
     async def http_error(req: Request, exc: HTTPException) -> Response:

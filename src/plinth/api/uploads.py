@@ -86,7 +86,8 @@ class Uploads:
             if self._active[who] >= self.per_principal:
                 raise TooManyRequests(
                     f"{principal.name} already has {self.per_principal} uploads in progress; "
-                    "wait for one to finish"
+                    "wait for one to finish",
+                    retry_after=1,
                 )
             self._active[who] += 1
         try:

@@ -31,7 +31,7 @@ from plinth.data.schemas import ValidationReport
 from plinth.data.tabular import Read, format_of, read_table
 from plinth.errors import CorruptArtifact, InvalidInput, NotFound
 from plinth.tracking.schemas import check_artifact_path
-from plinth.transfer import download_verified, save_verified, transfer_progress
+from plinth.transfer import Resent, download_verified, save_verified, transfer_progress
 
 if TYPE_CHECKING:
     from plinth.client import Transport
@@ -152,16 +152,29 @@ class DataCalls:
     def _send_content(
         self, base: str, items: list[tuple[str, Source]], advance: Callable[[int], None]
     ) -> None:
-        """Upload content: a large file alone, small ones in one tar stream."""
+        """Upload content: a large file alone, small ones in one tar stream; read anew
+        from the files if it must be sent again."""
+        sent = Resent(advance)
         if len(items) == 1 and items[0][1].size > SMALL:
             digest, src = items[0]
-            length, body = src.size, _read(src, advance)
-            url, headers = f"{base}/content", {"X-Plinth-Digest": digest}
+            length, url, headers = src.size, f"{base}/content", {"X-Plinth-Digest": digest}
+
+            def body() -> Iterator[bytes]:
+                return _read(src, sent.again())
         else:
-            length, body = write_tar(
-                (digest, src.size, partial(_read, src, advance)) for digest, src in items
-            )
             url, headers = f"{base}/content/batch", {}
+
+            def tar() -> tuple[int, Iterator[bytes]]:
+                counted = sent.again()
+                return write_tar(
+                    (digest, src.size, partial(_read, src, counted)) for digest, src in items
+                )
+
+            length = tar()[0]
+
+            def body() -> Iterator[bytes]:
+                return tar()[1]
+
         self._transport.request(
             "PUT",
             url,

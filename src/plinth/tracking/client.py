@@ -15,7 +15,7 @@ from plinth.core.blobs import CHUNK, file_digest
 from plinth.errors import BlobMissing, InvalidInput
 from plinth.tracking import history
 from plinth.tracking import schemas as s
-from plinth.transfer import download_verified, transfer_progress
+from plinth.transfer import Resent, download_verified, transfer_progress
 
 if TYPE_CHECKING:
     import numpy as np
@@ -284,20 +284,20 @@ class TrackingCalls:
         except BlobMissing:
             pass
         url = f"/api/v1/runs/{_seg(run_id)}/artifacts"
-        with (
-            transfer_progress(f"uploading {name}", size, progress) as advance,
-            open(path, "rb") as f,
-        ):
+        with transfer_progress(f"uploading {name}", size, progress) as advance:
+            sent = Resent(advance)
 
-            def chunks() -> Iterator[bytes]:
-                while chunk := f.read(CHUNK):
-                    advance(len(chunk))
-                    yield chunk
+            def chunks() -> Iterator[bytes]:  # read anew if it must be sent again
+                counted = sent.again()
+                with open(path, "rb") as f:
+                    while chunk := f.read(CHUNK):
+                        counted(len(chunk))
+                        yield chunk
 
             data = self._transport.request(
                 "PUT",
                 f"{url}/{quote(name)}",
-                content=chunks(),
+                content=chunks,
                 headers={
                     "X-Plinth-Digest": info.digest,
                     "Content-Length": str(size),
