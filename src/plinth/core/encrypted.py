@@ -137,8 +137,9 @@ class Keyring:
     def _master(self, project_id: str) -> MasterKey:
         if self.master is None:
             raise PermissionDenied(
-                f"artifacts of project {project_id} are encrypted and no master key is "
-                "configured: set PLINTH_MASTER_KEY or a master key file"
+                f"project {project_id} keeps sealed data (its secrets, its encrypted "
+                "artifacts) and no master key is configured: set PLINTH_MASTER_KEY or a "
+                "master key file"
             )
         return self.master
 
