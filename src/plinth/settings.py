@@ -143,6 +143,12 @@ class ComputeSettings(BaseModel):
         description="where a job reaches this server when auth is on (PLINTH_URL in the "
         "job); unset: http://{server.host}:{server.port}",
     )
+    local_sandbox: bool = Field(
+        True,
+        description="with auth on, a job on a local pool runs in a sandbox (Linux mount and "
+        "PID namespaces) that hides the server's home, database, artifacts and master key; "
+        "false: it runs as the server's own user and can read them",
+    )
 
 
 class S3Settings(BaseModel):

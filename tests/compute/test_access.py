@@ -5,6 +5,8 @@ outsiders see no job at all."""
 from __future__ import annotations
 
 import json
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -12,7 +14,7 @@ import pytest
 from plinth.client import Client
 from plinth.errors import NotFound, PermissionDenied
 from plinth.settings import Settings
-from tests.compute.conftest import py, with_compute
+from tests.compute.conftest import py, wait_for, with_compute
 
 
 def test_a_job_gets_a_scoped_token_revoked_at_its_end(
@@ -64,3 +66,116 @@ def test_a_job_gets_a_scoped_token_revoked_at_its_end(
             ):
                 with pytest.raises(NotFound):
                     call()
+
+
+# What a job tries to read of what the server keeps; it prints one JSON line of results.
+PRYING = r"""
+import json, os, sys
+home, key, server, other = sys.argv[1:5]
+def read(path):
+    try:
+        with open(path, 'rb') as f:
+            return f.read()[:64].decode('latin-1')
+    except OSError as exc:
+        return type(exc).__name__
+def listed(path):
+    try:
+        return sorted(os.listdir(path))
+    except OSError as exc:
+        return type(exc).__name__
+print(json.dumps({
+    'database': read(os.path.join(home, 'plinth.db')),
+    'home': listed(home),
+    'key': read(key),
+    'server environ': read(f'/proc/{server}/environ'),
+    'server root': listed(f'/proc/{server}/root/'),
+    'other job': listed(other),
+    'up from here': listed('../../..'),
+    'own file': read('mine.txt'),
+    'processes': len([p for p in os.listdir('/proc') if p.isdigit()]),
+    'environment': sorted(os.environ),
+}))
+"""
+
+
+@pytest.mark.parametrize("sandboxed", [True, False], ids=["sandboxed", "not-sandboxed"])
+def test_a_local_job_of_a_server_with_sign_in_sees_nothing_the_server_keeps(
+    own_settings: Settings, project: str, tmp_path: Path, sandboxed: bool
+) -> None:
+    """With auth on, a job on a local pool is another tenant's code on the server's
+    machine: it must not read the server's database, master key, process or other
+    jobs' files, and still has its own working directory. The unsandboxed case shows
+    what the sandbox takes away."""
+    from plinth.core.crypto import MasterKey
+
+    key = tmp_path / "master.key"
+    key.write_text(MasterKey.generate().to_text())
+    key.chmod(0o600)
+    settings = with_compute(own_settings, local_sandbox=sandboxed).model_copy(
+        update={"master_key_file": key}
+    )
+    with Client(settings=settings) as anonymous:
+        root_token = anonymous.init_admin("root").token.token
+    with Client(settings=settings.model_copy(update={"token": root_token})) as root:
+        root.create_run(project)
+        code = "open('theirs.txt', 'w').write('theirs'); import time; time.sleep(60)"
+        earlier = root.submit_job(project, py(code))  # another job, running meanwhile
+        other = settings.home / "compute" / "jobs" / earlier.id / "1" / "work"
+        wait_for(lambda: (other / "theirs.txt").exists(), what="the other job's file")
+        workdir = tmp_path / "workdir"
+        workdir.mkdir()
+        (workdir / "mine.txt").write_text("mine")
+        args = [str(settings.home), str(key), str(os.getpid()), str(other)]
+        job = root.submit_job(project, py(PRYING) + args, workdir=workdir)
+        done = root.wait_job(project, job.id, timeout=30)
+        log = root.job_logs(project, job.id).text
+        root.cancel_job(project, earlier.id)
+        assert done.status == "succeeded", log
+    seen = json.loads(log.strip().splitlines()[-1])
+    assert seen["own file"] == "mine"
+    assert "PWD" not in seen["environment"] and "PLINTH_TOKEN" in seen["environment"]
+    if sandboxed:
+        assert seen["database"] == "FileNotFoundError"
+        assert seen["home"] == ["compute"]  # the cover, with the way to its own folder
+        assert seen["key"] == ""  # /dev/null
+        assert seen["server environ"] == seen["server root"] == "FileNotFoundError"
+        assert seen["other job"] == "FileNotFoundError"
+        assert seen["up from here"] == [job.id]
+        assert seen["processes"] <= 3  # the sandbox's shell, the job (and a reader)
+    else:  # what a job could read before
+        if settings.database_url is None:  # SQLite, in the home
+            assert seen["database"].startswith("SQLite format 3")
+        assert seen["key"] == key.read_text()[:64]
+        assert "compute" in seen["home"] and "artifacts" in seen["home"]
+        assert seen["other job"] == ["theirs.txt"]
+        assert seen["processes"] > 3
+
+
+def test_a_sandboxed_job_is_stopped_as_any_other(own_settings: Settings, project: str) -> None:
+    """A cancel's SIGTERM reaches a sandboxed job with its default action (it ends at
+    once, not at the grace's SIGKILL), and a job's own handler runs to its end: the
+    exit code recorded is the handler's, not the sandbox's."""
+    settings = with_compute(own_settings, grace_seconds=30.0)
+    with Client(settings=settings) as anonymous:
+        root_token = anonymous.init_admin("root").token.token
+    handler = (
+        "import signal, sys, time\n"
+        "def done(*_):\n"
+        "    time.sleep(0.5); print('handled', flush=True); sys.exit(3)\n"
+        "signal.signal(signal.SIGTERM, done)\n"
+        "print('ready', flush=True); time.sleep(60)\n"
+    )
+    plain = "print('ready', flush=True); import time; time.sleep(60)"
+    with Client(settings=settings.model_copy(update={"token": root_token})) as root:
+        root.create_run(project)
+        jobs = [root.submit_job(project, py(code)) for code in (handler, plain)]
+        for job in jobs:
+            wait_for(lambda job=job: "ready" in root.job_logs(project, job.id).text)
+        began = time.monotonic()
+        for job in jobs:
+            root.cancel_job(project, job.id)
+        ended = [root.wait_job(project, job.id, timeout=20) for job in jobs]
+        assert time.monotonic() - began < 15  # neither waited for the grace's SIGKILL
+        assert [j.status for j in ended] == ["cancelled", "cancelled"]
+        assert ended[0].exit_code == 3 and "handled" in root.job_logs(project, jobs[0].id).text
+        assert ended[1].exit_code == 128 + 15

@@ -431,7 +431,10 @@ class Dispatcher:
         label = f"{row.id}/{active.attempt}"
         masks = self.secrets.seal_masks(row.project_id, label, list(secrets.values()))
         executor = self._executor(row.pool)
-        specs = launch.workers(row, active.attempt, placement.allocations, env, cwd, self.settings)
+        hidden = launch.server_paths(self.settings) if self._sandboxed(reach) else ()
+        specs = launch.workers(
+            row, active.attempt, placement.allocations, env, cwd, self.settings, hidden
+        )
         try:
             for spec in specs:
                 active.handles.append(executor.launch(spec))
@@ -440,6 +443,11 @@ class Dispatcher:
                 executor.stop(handle, 0.0)
             raise
         self.store.launched(row.id, active.attempt, active.handles, active.token_id, masks)
+
+    def _sandboxed(self, reach: launch.Connection) -> bool:
+        """Whether a local worker runs in a sandbox: with auth on (the job reaches the
+        server by URL, not through its home), unless the setting says not to."""
+        return reach.url is not None and self.compute.local_sandbox
 
     def _reach(self, row: Any, active: Active) -> launch.Connection:
         """How the job reaches Plinth: with auth on, this server's URL and a token of

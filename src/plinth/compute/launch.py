@@ -123,6 +123,25 @@ def home_env(settings: Settings) -> dict[str, str]:
     return env
 
 
+def server_paths(settings: Settings) -> tuple[Path, ...]:
+    """What the server keeps on this machine that no job may read: its home, and the
+    SQLite database, local artifact store and master key file where they lie outside
+    it."""
+    paths = [settings.home]
+    url = settings.resolved_database_url()
+    if url.startswith("sqlite:///"):
+        db = Path(url.removeprefix("sqlite:///").split("?")[0])
+        paths += [db.with_name(db.name + suffix) for suffix in ("", "-wal", "-shm", "-journal")]
+    artifacts = settings.resolved_artifacts_url()
+    if "://" not in artifacts or artifacts.startswith("file://"):
+        paths.append(Path(artifacts.removeprefix("file://")))
+    if settings.master_key_file is not None:
+        paths.append(settings.master_key_file)
+    home = settings.home.resolve()
+    kept = [p.resolve() for p in paths]
+    return tuple(dict.fromkeys(p for p in kept if p == home or not p.is_relative_to(home)))
+
+
 def workers(
     job: Any,
     attempt: int,
@@ -130,9 +149,11 @@ def workers(
     env: dict[str, str],
     cwd: Path,
     settings: Settings,
+    hidden: tuple[Path, ...] = (),
 ) -> list[Launch]:
     """One Launch per process: ``procs_per_node`` on each unit's node, each with its
-    share of the unit's CPUs and GPUs and the rendezvous variables torchrun would set."""
+    share of the unit's CPUs and GPUs and the rendezvous variables torchrun would set;
+    ``hidden``: what a local worker's sandbox hides (``server_paths``)."""
     procs, world = job.procs_per_node, job.units * job.procs_per_node
     local = executor_of(settings, job.pool) == "local"
     gang = rendezvous_env(allocations, world, local)
@@ -167,6 +188,7 @@ def workers(
                     snapshot=(
                         f"{job.project}/{job.snapshot_digest}" if job.snapshot_digest else None
                     ),
+                    hidden=hidden if local else (),
                 )
             )
     return launches

@@ -33,6 +33,9 @@ class Launch:
     # PROJECT/DIGEST of the job's snapshot, for a worker that cannot see ``cwd`` (a
     # Kubernetes pod fetches it from the server: ``compute/fetch.py``); None: none
     snapshot: str | None = None
+    # What the worker must not see (the server's home, database, store, key): a local
+    # worker with any runs in a sandbox hiding them but for ``cwd`` (``sandbox.py``)
+    hidden: tuple[Path, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,10 @@ Files beside ``log_path`` (the dispatcher chooses it; one per worker and attempt
 ``<log>.exit`` the exit code, ``<log>.stop`` the SIGKILL deadline of a stop in progress
 (so a restarted server still escalates), ``<log>.reason`` why Plinth killed it.
 POSIX only (``/bin/sh``, process groups).
+
+A worker whose Launch names ``hidden`` paths (a server with sign-in) runs its argv in a
+sandbox (``sandbox.py``) inside the wrapper: the wrapper, outside it, still records the
+exit code where the server reads it.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from plinth.compute.executors import Handle, Launch, Status, _procs
+from plinth.compute.executors import Handle, Launch, Status, _procs, sandbox
 from plinth.errors import InvalidInput
 
 log = logging.getLogger(__name__)
@@ -112,12 +116,15 @@ class LocalExecutor:
         env = dict(spec.env)
         env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in spec.gpu_ids)
         script = _WRAPPER_WITH_PWD if "PWD" in spec.env else _WRAPPER
+        argv = list(spec.argv)
+        if spec.hidden:  # a server with sign-in: the job must not see what it keeps
+            argv[:0] = sandbox.command(spec.hidden, spec.cwd, pwd="PWD" in spec.env)
         out = os.open(spec.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         before = _procs.clock()
         try:
             with _pinned(spec.cpu_ids):
                 proc = subprocess.Popen(
-                    ["/bin/sh", "-c", script, "plinth-job", str(exit_path), *spec.argv],
+                    ["/bin/sh", "-c", script, "plinth-job", str(exit_path), *argv],
                     env=env,
                     cwd=spec.cwd,
                     stdin=subprocess.DEVNULL,
