@@ -13,6 +13,10 @@ too when the server is not root):
   inside the home, is bound back in place from a descriptor taken before the cover,
   so the job sees its own files and nothing beside them (``..`` from it reaches the
   empty cover, not the real parent);
+- no capabilities (``setpriv``: bounding set, inheritable and ambient sets emptied, no
+  new privileges): a job that is root in its namespaces (the server runs as root, or
+  is mapped to root in a user namespace) cannot unmount a cover to see what lies
+  under it, nor make a namespace of its own to do so;
 - a **PID** namespace with its own ``/proc``: the server and the other jobs are not
   there to read. The sandbox's shell is its first process and runs the job as its
   child (not ``exec``), so the job keeps the usual signal semantics (a first process
@@ -39,11 +43,11 @@ from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
 
-# $1 the mount program, $2 env, $3 "pwd" when the job was given a PWD (else dash's own
-# is unset, as the wrapper does), $4 the job's working directory, then each hidden path
-# up to "--", then the job's argv. Run by unshare as the first process of the namespaces.
+# $1 mount, $2 setpriv, $3 env, $4 "pwd" when the job was given a PWD (else dash's own is
+# unset, as the wrapper does), $5 the job's working directory, then each hidden path up
+# to "--", then the job's argv. Run by unshare as the first process of the namespaces.
 _SCRIPT = """
-mount=$1; env=$2; pwd=$3; work=$4; shift 4
+mount=$1; setpriv=$2; env=$3; pwd=$4; work=$5; shift 5
 fail() { echo "plinth: the job's sandbox could not be set up: $1" >&2; exit 126; }
 exec 3<"$work" || fail "cannot open $work"
 while [ "$1" != -- ]; do
@@ -60,7 +64,8 @@ mkdir -p "$work" || fail "cannot make $work"
 exec 3<&-
 cd "$work" || fail "cannot enter $work"
 [ "$pwd" = pwd ] || unset PWD
-"$env" --default-signal=HUP,INT,QUIT,TERM,USR1,USR2 "$@"
+"$setpriv" --bounding-set=-all --inh-caps=-all --ambient-caps=-all --no-new-privs \\
+    "$env" --default-signal=HUP,INT,QUIT,TERM,USR1,USR2 "$@"
 """
 _SIGNALS = "HUP,INT,QUIT,TERM,USR1,USR2"  # what the wrapper traps, and a stop sends
 _IGNORING = f'trap "" {_SIGNALS.replace(",", " ")}; exec "$@"'  # then unshare
@@ -74,11 +79,14 @@ def _unshare_flags() -> list[str]:
 
 
 @cache
-def _programs() -> tuple[str, str, str] | str:
-    """(unshare, mount, env), or why the sandbox cannot run here; tried once."""
-    unshare, mount, env = shutil.which("unshare"), shutil.which("mount"), shutil.which("env")
-    if unshare is None or mount is None or env is None:
-        return "unshare and mount (util-linux) or env (coreutils) are not installed"
+def _programs() -> tuple[str, str, str, str] | str:
+    """(unshare, mount, setpriv, env), or why the sandbox cannot run here; tried once."""
+    names = ("unshare", "mount", "setpriv", "env")
+    found = [shutil.which(name) for name in names]
+    if None in found:
+        missing = ", ".join(n for n, f in zip(names, found, strict=True) if f is None)
+        return f"{missing} (util-linux, coreutils) not installed"
+    unshare, mount, setpriv, env = (str(f) for f in found)
     try:
         subprocess.run([env, f"--default-signal={_SIGNALS}", "true"], check=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
@@ -97,7 +105,7 @@ def _programs() -> tuple[str, str, str] | str:
         probe.rmdir()
     if done.returncode != 0:
         return f"this machine does not allow it: {done.stderr.strip()[:200]}"
-    return unshare, mount, env
+    return unshare, mount, setpriv, env
 
 
 def unavailable() -> str | None:
@@ -117,7 +125,7 @@ def command(hidden: Sequence[Path], work: Path, pwd: bool = False) -> list[str]:
             f"and PID namespaces), and {found}; set PLINTH_COMPUTE__LOCAL_SANDBOX=false to "
             "run them as the server's own user (see docs/security.md)"
         )
-    unshare, mount, env = found
+    unshare, mount, setpriv, env = found
     return [
         "/bin/sh",
         "-c",
@@ -130,6 +138,7 @@ def command(hidden: Sequence[Path], work: Path, pwd: bool = False) -> list[str]:
         _SCRIPT,
         "plinth-sandbox",
         mount,
+        setpriv,
         env,
         "pwd" if pwd else "-",
         str(work),
