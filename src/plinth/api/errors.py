@@ -74,7 +74,10 @@ class MlflowErrorBody(BaseModel):
 
 def error_response(kind: str, message: str, status: int, **kwargs: Any) -> PlinthJSONResponse:
     if status in RETRY_AFTER:
-        kwargs["headers"] = {"Retry-After": str(RETRY_AFTER[status]), **kwargs.get("headers", {})}
+        kwargs["headers"] = {
+            "Retry-After": str(RETRY_AFTER[status]),
+            **(kwargs.get("headers") or {}),
+        }
     return PlinthJSONResponse({"error": {"type": kind, "message": message}}, status, **kwargs)
 
 
@@ -204,7 +207,10 @@ def error_for(
     if not route:
         code = "ENDPOINT_NOT_FOUND"
     if status in RETRY_AFTER:
-        kwargs["headers"] = {"Retry-After": str(RETRY_AFTER[status]), **kwargs.get("headers", {})}
+        kwargs["headers"] = {
+            "Retry-After": str(RETRY_AFTER[status]),
+            **(kwargs.get("headers") or {}),
+        }
     return PlinthJSONResponse({"error_code": code, "message": message}, status, **kwargs)
 
 
@@ -212,7 +218,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(PlinthError)
     async def plinth_error(req: Request, exc: PlinthError) -> Response:
         after = getattr(exc, "retry_after", None)
-        headers = None if after is None else {"Retry-After": str(after)}
+        headers = {} if after is None else {"Retry-After": str(after)}
         return error_for(
             req.url.path, type(exc).__name__, exc.message, exc.status_code, headers=headers
         )
