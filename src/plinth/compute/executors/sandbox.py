@@ -35,6 +35,7 @@ connections (use passwords: docs/security.md).
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import subprocess
@@ -43,13 +44,15 @@ from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
 
+log = logging.getLogger(__name__)
+
 # $1 mount, $2 setpriv, $3 env, $4 "pwd" when the job was given a PWD (else dash's own is
 # unset, as the wrapper does), $5 the job's working directory, then each hidden path up
 # to "--", then the job's argv. Run by unshare as the first process of the namespaces.
 _SCRIPT = """
 mount=$1; setpriv=$2; env=$3; pwd=$4; work=$5; shift 5
 fail() { echo "plinth: the job's sandbox could not be set up: $1" >&2; exit 126; }
-exec 3<"$work" || fail "cannot open $work"
+command exec 3<"$work" || fail "cannot open $work"
 while [ "$1" != -- ]; do
     if [ -d "$1" ]; then
         "$mount" -t tmpfs -o mode=755,size=16k plinth-hidden "$1" || fail "cannot cover $1"
@@ -92,9 +95,11 @@ def _programs() -> tuple[str, str, str, str] | str:
     except (OSError, subprocess.SubprocessError):
         return "env has no --default-signal (coreutils 8.31 or later)"
     probe = Path(tempfile.mkdtemp(prefix="plinth-sandbox-probe-"))
+    drop = [setpriv, "--bounding-set=-all", "--no-new-privs", "true"]
+    script = '"$1" -t tmpfs -o size=4k probe "$2" && shift 2 && exec "$@"'
     try:
         done = subprocess.run(
-            [unshare, *_unshare_flags(), mount, "-t", "tmpfs", "-o", "size=4k", "probe", probe],
+            [unshare, *_unshare_flags(), "/bin/sh", "-c", script, "-", mount, probe, *drop],
             capture_output=True,
             text=True,
             timeout=10,
@@ -106,6 +111,15 @@ def _programs() -> tuple[str, str, str, str] | str:
     if done.returncode != 0:
         return f"this machine does not allow it: {done.stderr.strip()[:200]}"
     return unshare, mount, setpriv, env
+
+
+@cache
+def _warn_root() -> None:
+    log.warning(
+        "plinth: this server runs as root, so a sandboxed job stays uid 0 (without "
+        "capabilities) and can still change files root owns outside its sandbox's "
+        "covers: run the server as a user of its own (docs/security.md)"
+    )
 
 
 def unavailable() -> str | None:
@@ -126,6 +140,8 @@ def command(hidden: Sequence[Path], work: Path, pwd: bool = False) -> list[str]:
             "run them as the server's own user (see docs/security.md)"
         )
     unshare, mount, setpriv, env = found
+    if os.geteuid() == 0:
+        _warn_root()
     return [
         "/bin/sh",
         "-c",
@@ -141,7 +157,7 @@ def command(hidden: Sequence[Path], work: Path, pwd: bool = False) -> list[str]:
         setpriv,
         env,
         "pwd" if pwd else "-",
-        str(work),
-        *(str(path) for path in hidden),
+        str(work.absolute()),
+        *(str(path.absolute()) for path in hidden),
         "--",
     ]
