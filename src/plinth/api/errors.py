@@ -72,13 +72,18 @@ class MlflowErrorBody(BaseModel):
     message: str
 
 
-def error_response(kind: str, message: str, status: int, **kwargs: Any) -> PlinthJSONResponse:
+def _retry_after(status: int, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``kwargs`` with ``Retry-After`` among its headers for an outage (503, 507); a
+    header the caller gave wins."""
     if status in RETRY_AFTER:
-        kwargs["headers"] = {
-            "Retry-After": str(RETRY_AFTER[status]),
-            **(kwargs.get("headers") or {}),
-        }
-    return PlinthJSONResponse({"error": {"type": kind, "message": message}}, status, **kwargs)
+        headers = {"Retry-After": str(RETRY_AFTER[status]), **(kwargs.get("headers") or {})}
+        return {**kwargs, "headers": headers}
+    return kwargs
+
+
+def error_response(kind: str, message: str, status: int, **kwargs: Any) -> PlinthJSONResponse:
+    body = {"error": {"type": kind, "message": message}}
+    return PlinthJSONResponse(body, status, **_retry_after(status, kwargs))
 
 
 def backend_fault(exc: BaseException) -> PlinthError | None:
@@ -206,12 +211,8 @@ def error_for(
     code = _MLFLOW_CODES.get(status, "INTERNAL_ERROR")  # the status stays Plinth's
     if not route:
         code = "ENDPOINT_NOT_FOUND"
-    if status in RETRY_AFTER:
-        kwargs["headers"] = {
-            "Retry-After": str(RETRY_AFTER[status]),
-            **(kwargs.get("headers") or {}),
-        }
-    return PlinthJSONResponse({"error_code": code, "message": message}, status, **kwargs)
+    body = {"error_code": code, "message": message}
+    return PlinthJSONResponse(body, status, **_retry_after(status, kwargs))
 
 
 def install_error_handlers(app: FastAPI) -> None:

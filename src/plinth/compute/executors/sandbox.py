@@ -46,12 +46,13 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
+_SIGNALS = "HUP,INT,QUIT,TERM,USR1,USR2"  # what the wrapper traps, and a stop sends
 # $1 mount, $2 setpriv, $3 env, $4 "pwd" when the job was given a PWD (else dash's own is
 # unset, as the wrapper does), $5 the job's working directory, then each hidden path up
 # to "--", then the job's argv. Run by unshare as the first process of the namespaces.
-_SCRIPT = """
+_SCRIPT = f"""
 mount=$1; setpriv=$2; env=$3; pwd=$4; work=$5; shift 5
-fail() { echo "plinth: the job's sandbox could not be set up: $1" >&2; exit 126; }
+fail() {{ echo "plinth: the job's sandbox could not be set up: $1" >&2; exit 126; }}
 command exec 3<"$work" || fail "cannot open $work"
 while [ "$1" != -- ]; do
     if [ -d "$1" ]; then
@@ -68,9 +69,8 @@ exec 3<&-
 cd "$work" || fail "cannot enter $work"
 [ "$pwd" = pwd ] || unset PWD
 "$setpriv" --bounding-set=-all --inh-caps=-all --ambient-caps=-all --no-new-privs \\
-    "$env" --default-signal=HUP,INT,QUIT,TERM,USR1,USR2 "$@"
+    "$env" --default-signal={_SIGNALS} "$@"
 """
-_SIGNALS = "HUP,INT,QUIT,TERM,USR1,USR2"  # what the wrapper traps, and a stop sends
 _IGNORING = f'trap "" {_SIGNALS.replace(",", " ")}; exec "$@"'  # then unshare
 
 
@@ -120,12 +120,6 @@ def _warn_root() -> None:
         "capabilities) and can still change files root owns outside its sandbox's "
         "covers: run the server as a user of its own (docs/security.md)"
     )
-
-
-def unavailable() -> str | None:
-    """Why a sandbox cannot be made here, or None when it can."""
-    found = _programs()
-    return found if isinstance(found, str) else None
 
 
 def command(hidden: Sequence[Path], work: Path, pwd: bool = False) -> list[str]:
