@@ -596,10 +596,11 @@ class Dispatcher:
             _quietly(self.identity.revoke_job_token, active.token_id)
         if settled is not None and settled.ended and active.run_id:
             _quietly(self.end_run, active.run_id, settled.status)
-        shutil.rmtree(
-            launch.job_dir(self.settings, active.job_id, active.attempt) / "work",
-            ignore_errors=True,
-        )
+        for scratch in ("work", "tmp"):  # tmp: a sandboxed worker's /tmp
+            shutil.rmtree(
+                launch.job_dir(self.settings, active.job_id, active.attempt) / scratch,
+                ignore_errors=True,
+            )
         if settled is not None and not settled.ended:
             self._wake.set()
 

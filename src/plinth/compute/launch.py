@@ -16,6 +16,7 @@ Every process also gets what ``torchrun`` would set (``MASTER_ADDR``, ``MASTER_P
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -123,11 +124,31 @@ def home_env(settings: Settings) -> dict[str, str]:
     return env
 
 
+# The server's user's credentials that a job must not read (its home is otherwise left
+# readable: the interpreter and packages may live there): cloud, cluster, database.
+CREDENTIALS = (
+    ".aws",
+    ".azure",
+    ".config/gcloud",
+    ".kube",
+    ".ssh",
+    ".docker",
+    ".gnupg",
+    ".pgpass",
+    ".my.cnf",
+    ".netrc",
+    ".git-credentials",
+    ".s3cfg",
+)
+
+
 def server_paths(settings: Settings) -> tuple[Path, ...]:
-    """What the server keeps on this machine that no job may read: its home, and the
+    """What the server keeps on this machine that no job may read: its home, the
     SQLite database, local artifact store and master key file where they lie outside
-    it."""
+    it, and its user's credentials (``CREDENTIALS``)."""
     paths = [settings.home]
+    with contextlib.suppress(RuntimeError):  # no home to find them in: none to hide
+        paths += [Path.home() / name for name in CREDENTIALS]
     url = settings.resolved_database_url()
     if url.startswith("sqlite:///"):
         db = Path(url.removeprefix("sqlite:///").split("?")[0])

@@ -21,7 +21,8 @@ POSIX only (``/bin/sh``, process groups).
 
 A worker whose Launch names ``hidden`` paths (a server with sign-in) runs its argv in a
 sandbox (``sandbox.py``) inside the wrapper: the wrapper, outside it, still records the
-exit code where the server reads it.
+exit code where the server reads it. The wrapper and the sandbox's set-up then run with
+the sandbox's own fixed environment; the job's reaches the job through a file.
 """
 
 from __future__ import annotations
@@ -117,23 +118,29 @@ class LocalExecutor:
         env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in spec.gpu_ids)
         script = _WRAPPER_WITH_PWD if "PWD" in spec.env else _WRAPPER
         argv = list(spec.argv)
-        if spec.hidden:  # a server with sign-in: the job must not see what it keeps
-            argv[:0] = sandbox.command(spec.hidden, spec.cwd, pwd="PWD" in spec.env)
+        passed: tuple[int, ...] = ()
         out = os.open(spec.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        before = _procs.clock()
         try:
+            if spec.hidden:  # a server with sign-in: the job must not see what it keeps
+                tmp = spec.cwd.parent / "tmp"  # its /tmp, removed with the attempt
+                tmp.mkdir(mode=0o700, exist_ok=True)
+                passed = (sandbox.environment(env),)
+                argv[:0] = sandbox.command(spec.hidden, spec.cwd, tmp)
+                env, script = sandbox.MACHINERY_ENV, _WRAPPER  # the job's, from the file
+            before = _procs.clock()
             with _pinned(spec.cpu_ids):
                 proc = subprocess.Popen(
                     ["/bin/sh", "-c", script, "plinth-job", str(exit_path), *argv],
                     env=env,
                     cwd=spec.cwd,
-                    stdin=subprocess.DEVNULL,
+                    stdin=passed[0] if passed else subprocess.DEVNULL,
                     stdout=out,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
                 )
         finally:
-            os.close(out)
+            for fd in (out, *passed):
+                os.close(fd)
         start = self._start_stamp(proc.pid, before, _procs.clock())
         self._children[proc.pid] = proc
         data = {"pid": proc.pid, "start": list(start), "exit": str(exit_path)}

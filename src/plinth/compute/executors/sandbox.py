@@ -1,131 +1,153 @@
 """A sandbox for a local worker of a server with sign-in: it must not read what the
-server keeps.
+server keeps, nor change anything outside its own folders.
 
 A job on the local executor runs as the server's operating-system user, so without
 this it could read the server's database, artifact store and master key, every
-project's, or the server's own ``/proc/<pid>/environ`` and open files. On Linux the
-worker starts in namespaces of its own (``unshare`` from util-linux; a user namespace
-too when the server is not root):
+project's, or the server's own ``/proc/<pid>/environ`` and open files, and could
+rewrite the server's own program (its virtualenv) to run as the server next time. On
+Linux the worker starts in namespaces of its own (``unshare`` from util-linux; a user
+namespace too when the server is not root):
 
-- a **mount** namespace in which each hidden path (the server's home, a database file
-  or artifact store or key file outside it) is covered: a directory by an empty,
-  16 KiB tmpfs, a file by ``/dev/null``. The job's working directory, which lies
-  inside the home, is bound back in place from a descriptor taken before the cover,
-  so the job sees its own files and nothing beside them (``..`` from it reaches the
-  empty cover, not the real parent);
+- a **mount** namespace in which
+  - every file system is **read-only**, each mount keeping its own flags (``nosuid``,
+    ``nodev`` …), so the job cannot change the server's program, its configuration,
+    another job's files or (when the server runs as root) ``/proc/sys`` and ``/sys``;
+  - each hidden path (the server's home, a database file or artifact store or key file
+    outside it, the server's user's cloud and database credentials) is covered: a
+    directory by an empty tmpfs, a file by ``/dev/null``;
+  - the job's working directory, which lies inside the home, is bound back in place,
+    writable, from a descriptor taken before the cover (``..`` from it reaches the
+    empty cover, not the real parent), and ``/tmp`` and ``/var/tmp`` are the attempt's
+    own folder beside it (on disk, removed with the attempt), not the machine's;
+  - ``/dev`` is its own: the harmless devices (``null``, ``zero``, ``full``,
+    ``random``, ``urandom``, ``tty``), the GPUs' (NVIDIA, DRI, ROCm, InfiniBand), a
+    private ``/dev/shm`` and ``/dev/pts``; no disks, no kernel log;
 - no capabilities (``setpriv``: bounding set, inheritable and ambient sets emptied, no
   new privileges): a job that is root in its namespaces (the server runs as root, or
-  is mapped to root in a user namespace) cannot unmount a cover to see what lies
-  under it, nor make a namespace of its own to do so;
+  is mapped to root in a user namespace) cannot unmount a cover or make a mount
+  writable again, nor make a namespace of its own to do so;
 - a **PID** namespace with its own ``/proc``: the server and the other jobs are not
   there to read. The sandbox's shell is its first process and runs the job as its
   child (not ``exec``), so the job keeps the usual signal semantics (a first process
   ignores SIGTERM it has no handler for).
 
+The mounts are made by ``sandbox_setup.py``, run by this interpreter (``-I -S``, the
+standard library only) as the namespaces' first process; it then becomes the shell
+that runs the job. The sandbox's own programs (the wrapper's shell, ``unshare``, the
+set-up, ``setpriv``) run with a fixed environment (``MACHINERY_ENV``), never the job's,
+which its submitter chooses: a ``PATH`` or ``LD_PRELOAD`` of theirs would otherwise run
+their code with the capabilities the set-up holds. The job's environment reaches it
+through an anonymous file on stdin (``environment``), read by a shell that has already
+dropped every capability, just before it becomes the job.
+
 A stop signals the worker's whole process group, ``unshare`` included, which would die
 of a SIGTERM and leave the wrapper to record an end while the job still runs its
 handler: so ``unshare`` and the sandbox's shell start with the stop signals ignored,
 and the job gets them back at their defaults (``env --default-signal``, coreutils).
+A sandbox costs about 20 ms per worker start (a bare one: 11 ms), mostly the set-up's
+interpreter starting.
 
 The network is shared (the job reaches the server at ``PLINTH_URL`` with its scoped
-token) and so are devices (GPUs). What the sandbox cannot take away: whatever the
-server's user may read elsewhere on the machine, and a database that trusts local
-connections (use passwords: docs/security.md).
+token), and so is what the server's user may read elsewhere on the machine: a database
+that trusts local connections is reachable (use passwords: docs/security.md).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import shlex
 import shutil
 import subprocess
+import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import cache
 from pathlib import Path
 
+from plinth.compute.executors import sandbox_setup
+from plinth.compute.executors.sandbox_setup import SIGNALS
+
 log = logging.getLogger(__name__)
 
-_SIGNALS = "HUP,INT,QUIT,TERM,USR1,USR2"  # what the wrapper traps, and a stop sends
-# $1 mount, $2 setpriv, $3 env, $4 "pwd" when the job was given a PWD (else dash's own is
-# unset, as the wrapper does), $5 the job's working directory, then each hidden path up
-# to "--", then the job's argv. Run by unshare as the first process of the namespaces.
-_SCRIPT = f"""
-mount=$1; setpriv=$2; env=$3; pwd=$4; work=$5; shift 5
-fail() {{ echo "plinth: the job's sandbox could not be set up: $1" >&2; exit 126; }}
-command exec 3<"$work" || fail "cannot open $work"
-while [ "$1" != -- ]; do
-    if [ -d "$1" ]; then
-        "$mount" -t tmpfs -o mode=755,size=16k plinth-hidden "$1" || fail "cannot cover $1"
-    elif [ -e "$1" ]; then
-        "$mount" --bind /dev/null "$1" || fail "cannot cover $1"
-    fi
-    shift
-done
-shift
-mkdir -p "$work" || fail "cannot make $work"
-"$mount" --no-canonicalize --bind /proc/self/fd/3 "$work" || fail "cannot bind $work"
-exec 3<&-
-cd "$work" || fail "cannot enter $work"
-[ "$pwd" = pwd ] || unset PWD
-"$setpriv" --bounding-set=-all --inh-caps=-all --ambient-caps=-all --no-new-privs \\
-    "$env" --default-signal={_SIGNALS} "$@"
-"""
-_IGNORING = f'trap "" {_SIGNALS.replace(",", " ")}; exec "$@"'  # then unshare
+MACHINERY_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
+MACHINERY_ENV = {"PATH": MACHINERY_PATH}  # the sandbox's own programs run with this only
+_SETUP = str(Path(sandbox_setup.__file__).resolve())
+_IGNORING = f'trap "" {SIGNALS.replace(",", " ")}; exec "$@"'  # then unshare
 
 
-def _unshare_flags() -> list[str]:
+def _unshare_flags(as_root: bool) -> list[str]:
     flags = ["--mount", "--propagation", "private", "--pid", "--fork", "--mount-proc"]
-    if os.geteuid() != 0:  # a user namespace, where mount(8) runs as root
+    if not as_root:  # a user namespace, where the set-up runs as root
         flags.insert(0, "--map-root-user")
     return flags
 
 
 @cache
-def _programs() -> tuple[str, str, str, str] | str:
-    """(unshare, mount, setpriv, env), or why the sandbox cannot run here; tried once."""
-    names = ("unshare", "mount", "setpriv", "env")
+def _programs() -> tuple[str, str, str] | str:
+    """(unshare, setpriv, env), or why the sandbox cannot run here; tried once,
+    by running a whole sandbox around ``true``."""
+    names = ("unshare", "setpriv", "env")
     found = [shutil.which(name) for name in names]
-    if None in found:
-        missing = ", ".join(n for n, f in zip(names, found, strict=True) if f is None)
-        return f"{missing} (util-linux, coreutils) not installed"
-    unshare, mount, setpriv, env = (str(f) for f in found)
+    missing = [n for n, f in zip(names, found, strict=True) if f is None]
+    if missing:
+        return f"{', '.join(missing)} (util-linux, coreutils) not installed"
+    unshare, setpriv, env = (str(f) for f in found)
+    programs = (unshare, setpriv, env)
     try:
-        subprocess.run([env, f"--default-signal={_SIGNALS}", "true"], check=True, timeout=10)
+        subprocess.run([env, f"--default-signal={SIGNALS}", "true"], check=True)
     except (OSError, subprocess.SubprocessError):
         return "env has no --default-signal (coreutils 8.31 or later)"
-    probe = Path(tempfile.mkdtemp(prefix="plinth-sandbox-probe-"))
-    drop = [setpriv, "--bounding-set=-all", "--no-new-privs", "true"]
-    script = '"$1" -t tmpfs -o size=4k probe "$2" && shift 2 && exec "$@"'
-    try:
-        done = subprocess.run(
-            [unshare, *_unshare_flags(), "/bin/sh", "-c", script, "-", mount, probe, *drop],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        )
-    except (OSError, subprocess.SubprocessError) as exc:
-        return f"unshare failed: {exc}"
-    finally:
-        probe.rmdir()
+    with tempfile.TemporaryDirectory(prefix="plinth-sandbox-probe-") as probe:
+        work, tmp = Path(probe, "work"), Path(probe, "tmp")
+        work.mkdir()
+        tmp.mkdir()
+        envfd = environment({})
+        try:
+            done = subprocess.run(
+                [*_argv(programs, (), work, tmp), "true"],
+                env=MACHINERY_ENV,
+                stdin=envfd,
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+        except (OSError, subprocess.SubprocessError) as exc:
+            return f"unshare failed: {exc}"
+        finally:
+            os.close(envfd)
     if done.returncode != 0:
-        return f"this machine does not allow it: {done.stderr.strip()[:200]}"
-    return unshare, mount, setpriv, env
+        return f"this machine does not allow it: {done.stderr.strip()[-300:]}"
+    return programs
 
 
 @cache
 def _warn_root() -> None:
     log.warning(
         "plinth: this server runs as root, so a sandboxed job stays uid 0 (without "
-        "capabilities) and can still change files root owns outside its sandbox's "
-        "covers: run the server as a user of its own (docs/security.md)"
+        "capabilities, on a read-only file system): one kernel flaw from root; run the "
+        "server as a user of its own (docs/security.md)"
     )
 
 
-def command(hidden: Sequence[Path], work: Path, pwd: bool = False) -> list[str]:
+def environment(env: Mapping[str, str]) -> int:
+    """A descriptor of an anonymous file holding ``env`` as the shell's ``export``
+    lines, for the sandbox to give the job: the worker's stdin. Names must be the
+    shell's (the local executor checks them)."""
+    fd = os.memfd_create("plinth-job-env")
+    lines = "".join(f"export {name}={shlex.quote(value)}\n" for name, value in env.items())
+    data = memoryview(os.fsencode(lines))
+    while data:
+        data = data[os.write(fd, data) :]
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
+
+
+def command(hidden: Sequence[Path], work: Path, tmp: Path) -> list[str]:
     """The argv prefix that runs a command in a sandbox hiding ``hidden`` but for
-    ``work``, its working directory (``pwd``: the command's environment names a
-    ``PWD``); raises OSError where none can be made."""
+    ``work``, its working directory, with ``tmp`` as its ``/tmp``; run it with
+    ``MACHINERY_ENV`` as its environment and the job's on stdin (``environment``).
+    Raises OSError where no sandbox can be made."""
     found = _programs()
     if isinstance(found, str):
         raise OSError(
@@ -133,25 +155,37 @@ def command(hidden: Sequence[Path], work: Path, pwd: bool = False) -> list[str]:
             f"and PID namespaces), and {found}; set PLINTH_COMPUTE__LOCAL_SANDBOX=false to "
             "run them as the server's own user (see docs/security.md)"
         )
-    unshare, mount, setpriv, env = found
     if os.geteuid() == 0:
         _warn_root()
+    return _argv(found, hidden, work, tmp)
+
+
+def _argv(
+    programs: tuple[str, str, str],
+    hidden: Sequence[Path],
+    work: Path,
+    tmp: Path,
+    python: str | None = None,
+    as_root: bool | None = None,
+) -> list[str]:
+    """The argv prefix; ``python`` (this interpreter) runs the set-up, ``as_root``
+    (whether this process is) says whether a user namespace is needed."""
+    unshare, setpriv, env = programs
     return [
         "/bin/sh",
         "-c",
         _IGNORING,
         "plinth-sandbox",
         unshare,
-        *_unshare_flags(),
-        "/bin/sh",
-        "-c",
-        _SCRIPT,
-        "plinth-sandbox",
-        mount,
+        *_unshare_flags(os.geteuid() == 0 if as_root is None else as_root),
+        python or sys.executable,
+        "-I",
+        "-S",
+        _SETUP,
         setpriv,
         env,
-        "pwd" if pwd else "-",
-        str(work.absolute()),
+        str(work.resolve()),
+        str(tmp.resolve()),
         *(str(path.absolute()) for path in hidden),
         "--",
     ]

@@ -1,0 +1,200 @@
+"""The sandbox's set-up: the first process of a local worker's new namespaces, holding
+every capability in them, run as ``python -I -S`` before the job (``sandbox.py`` says
+what it makes and why). The standard library only; the server never imports it.
+
+argv: setpriv, env, the job's working directory, its temporary folder, each hidden path,
+``--``, then the job's argv. Its environment is the sandbox's own (never the job's,
+which arrives on stdin). On success it becomes ``/bin/sh`` running the job through
+``setpriv`` (every capability dropped) and ``env``; on failure it says what it could
+not do and exits 126.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import sys
+
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 0x1, 0x2, 0x4, 0x8
+MS_REMOUNT, MS_NOSYMFOLLOW, MS_NOATIME, MS_NODIRATIME = 0x20, 0x100, 0x400, 0x800
+MS_BIND, MS_MOVE, MS_RELATIME, MS_STRICTATIME = 0x1000, 0x2000, 0x200000, 0x1000000
+# statvfs's flags and the mount flags they are: what a remount must keep (in a user
+# namespace a mount's nosuid, nodev, noexec and atime flags may not be dropped)
+KEPT = (
+    (os.ST_NOSUID, MS_NOSUID),
+    (os.ST_NODEV, MS_NODEV),
+    (os.ST_NOEXEC, MS_NOEXEC),
+    (os.ST_NOATIME, MS_NOATIME),
+    (os.ST_NODIRATIME, MS_NODIRATIME),
+    (os.ST_RELATIME, MS_RELATIME),
+    (0x2000, MS_NOSYMFOLLOW),  # ST_NOSYMFOLLOW
+)
+HIDDEN = MS_NOSUID | MS_NODEV | MS_NOEXEC
+SIGNALS = "HUP,INT,QUIT,TERM,USR1,USR2"  # what the wrapper traps, and a stop sends
+DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
+ACCELERATORS = ("nvidia", "dri", "kfd", "infiniband")  # /dev names starting so
+LINKS = {
+    "fd": "/proc/self/fd",
+    "stdin": "/proc/self/fd/0",
+    "stdout": "/proc/self/fd/1",
+    "stderr": "/proc/self/fd/2",
+    "ptmx": "pts/ptmx",
+}
+# pid 1 of the namespaces: runs the job as its child (a first process would ignore the
+# SIGTERM the job has no handler for), and ends with its code
+RUN = '"$@"\nexit $?'
+# With no capability left: the job's environment exactly as given (nothing of the
+# sandbox's own), then the job (env's argv), its stdin /dev/null as unsandboxed.
+ENTER = 'unset PATH PWD OLDPWD\n. /proc/self/fd/0 || exit 126\nexec "$@" < /dev/null\n'
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.mount.argtypes = (ctypes.c_char_p,) * 3 + (ctypes.c_ulong, ctypes.c_char_p)
+
+
+class Failed(Exception):
+    pass
+
+
+def mount(source: str | None, target: str, kind: str | None, flags: int, data: str = "") -> None:
+    def raw(text: str | None) -> bytes | None:
+        return None if text is None else os.fsencode(text)
+
+    if _libc.mount(raw(source), raw(target), raw(kind), flags, raw(data) if data else None):
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code), target)
+
+
+def kept(path: str) -> int:
+    """The flags of the mount at ``path`` that a remount must repeat."""
+    found = os.statvfs(path).f_flag
+    flags = sum(flag for st, flag in KEPT if found & st)
+    if not found & (os.ST_NOATIME | os.ST_RELATIME):
+        flags |= MS_STRICTATIME
+    return flags
+
+
+def remount(path: str, readonly: bool) -> None:
+    mount(None, path, None, MS_REMOUNT | MS_BIND | (MS_RDONLY if readonly else 0) | kept(path))
+
+
+def writable_mounts() -> list[str]:
+    """Where each writable mount is, from ``/proc/self/mountinfo`` (octal escapes read)."""
+    found = []
+    with open("/proc/self/mountinfo", "rb") as info:
+        for line in info:
+            fields = line.split(b" ")
+            if fields[5].split(b",")[0] == b"rw":
+                found.append(os.fsdecode(unescaped(fields[4])))
+    return found
+
+
+def unescaped(field: bytes) -> bytes:
+    """A mountinfo field as it is: the kernel writes a space, tab, newline or backslash
+    in it as a backslash and three octal digits."""
+    first, *rest = field.split(b"\\")
+    return first + b"".join(bytes([int(part[:3], 8)]) + part[3:] for part in rest)
+
+
+def set_up(work: str, tmp: str, hidden: list[str]) -> None:
+    try:  # both before anything covers them
+        own = os.open(work, os.O_RDONLY | os.O_DIRECTORY)
+        scratch = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError as exc:
+        raise Failed(f"cannot open {exc.filename}") from exc
+    # 1. every mount read-only, with its own flags
+    for at in writable_mounts():
+        try:
+            remount(at, readonly=True)
+        except (FileNotFoundError, NotADirectoryError, PermissionError):
+            continue  # its mount point is gone, or out of this user's reach: the job's too
+        except OSError as exc:
+            raise Failed(f"cannot make {at} read-only") from exc
+    # 2. /tmp and /var/tmp: the attempt's own folder, writable (a home or key below
+    # them is gone from view with the machine's)
+    for at in ("/tmp", "/var/tmp"):
+        if os.path.isdir(at):
+            try:
+                mount(f"/proc/self/fd/{scratch}", at, None, MS_BIND)
+                remount(at, readonly=False)
+            except OSError as exc:
+                raise Failed(f"cannot bind {at}") from exc
+    # 3. what the server keeps, covered, read-only too (with the way to the work)
+    for path in hidden:
+        try:
+            if os.path.isdir(path):
+                mount("plinth-hidden", path, "tmpfs", HIDDEN, "mode=755,size=16k")
+                if work.startswith(path.rstrip("/") + "/"):
+                    os.makedirs(work)
+                remount(path, readonly=True)
+            elif os.path.lexists(path):
+                mount("/dev/null", path, None, MS_BIND)
+        except OSError as exc:
+            raise Failed(f"cannot cover {path}") from exc
+    # 4. its working directory, writable
+    try:
+        os.makedirs(work, exist_ok=True)
+        mount(f"/proc/self/fd/{own}", work, None, MS_BIND)
+        remount(work, readonly=False)
+    except OSError as exc:
+        raise Failed(f"cannot bind {work}") from exc
+    os.close(own)
+    os.close(scratch)
+    # 5. a /dev of its own, made in its /tmp and moved into place
+    try:
+        make_dev(f"/tmp/.plinth-dev.{os.urandom(8).hex()}")
+    except OSError as exc:
+        raise Failed("cannot make a /dev") from exc
+    try:
+        os.chdir(work)
+    except OSError as exc:
+        raise Failed(f"cannot enter {work}") from exc
+
+
+def make_dev(stage: str) -> None:
+    """The harmless devices, the accelerators', a private /dev/shm and /dev/pts."""
+    os.mkdir(stage, 0o700)
+    mount("plinth-dev", stage, "tmpfs", HIDDEN, "mode=755,size=64k")
+    names = [*DEVICES, *(n for n in sorted(os.listdir("/dev")) if n.startswith(ACCELERATORS))]
+    for name in names:
+        node, target = f"/dev/{name}", f"{stage}/{name}"
+        if not os.path.exists(node):
+            continue
+        if os.path.isdir(node):
+            os.mkdir(target)
+        else:
+            os.close(os.open(target, os.O_CREAT | os.O_WRONLY, 0o600))
+        mount(node, target, None, MS_BIND)
+    os.mkdir(f"{stage}/shm")
+    mount("plinth-shm", f"{stage}/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
+    os.mkdir(f"{stage}/pts")
+    pts = "newinstance,ptmxmode=0666,mode=0620"
+    mount("plinth-pts", f"{stage}/pts", "devpts", MS_NOSUID | MS_NOEXEC, pts)
+    for name, to in LINKS.items():
+        os.symlink(to, f"{stage}/{name}")
+    mount(stage, "/dev", None, MS_MOVE)
+    os.rmdir(stage)
+    remount("/dev", readonly=True)
+
+
+def main(argv: list[str]) -> None:
+    setpriv, env, work, tmp, *rest = argv
+    split = rest.index("--")
+    hidden, job = rest[:split], rest[split + 1 :]
+    try:
+        set_up(work, tmp, hidden)
+    except Failed as exc:
+        cause = exc.__cause__
+        why = f": {cause.strerror}" if isinstance(cause, OSError) and cause.strerror else ""
+        print(f"plinth: the job's sandbox could not be set up: {exc}{why}", file=sys.stderr)
+        sys.exit(126)
+    drop = ["--bounding-set=-all", "--inh-caps=-all", "--ambient-caps=-all", "--no-new-privs"]
+    # SIGPIPE and SIGXFSZ too: this interpreter ignored them, as Python does
+    defaults = f"--default-signal={SIGNALS},PIPE,XFSZ"
+    enter = ["/bin/sh", "-c", ENTER, "plinth-job", env, defaults, *job]
+    # the environment it was given (not the LC_CTYPE this interpreter may have added)
+    argv = ["plinth-sandbox", "-c", RUN, "plinth-sandbox", setpriv, *drop, *enter]
+    os.execve("/bin/sh", argv, {"PATH": os.environ.get("PATH", "/usr/bin:/bin")})
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,249 @@
+"""The local worker's sandbox itself, run directly around a small Python program: what
+a job of a server with sign-in may read, write and start with (``sandbox.py``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from plinth.compute.executors import sandbox
+
+REPO = Path(__file__).resolve().parents[2]
+
+# What the job tries; it prints one JSON object. A write outside its own folders is
+# only an open (a new file, or O_WRONLY on a sysctl): should the sandbox ever fail, the
+# test must not change the machine (the test removes what it finds made).
+TRYING = r"""
+import errno, json, os, sys
+def opened(path, flags=os.O_WRONLY | os.O_CREAT | os.O_EXCL):
+    try:
+        os.close(os.open(path, flags, 0o600))
+        return 'opened'
+    except OSError as exc:
+        return errno.errorcode[exc.errno]
+def write(path):
+    try:
+        with open(path, 'a') as f:
+            f.write('x')
+        return 'written'
+    except OSError as exc:
+        return errno.errorcode[exc.errno]
+def read(path):
+    try:
+        with open(path, 'rb') as f:
+            return f.read()[:64].decode('latin-1')
+    except OSError as exc:
+        return errno.errorcode[exc.errno]
+def listed(path):
+    try:
+        return sorted(os.listdir(path))
+    except OSError as exc:
+        return errno.errorcode[exc.errno]
+docs, readme, *outside = sys.argv[1:]
+print(json.dumps({
+    'environment': dict(os.environ),
+    'cwd': os.getcwd(),
+    'hidden folder': listed(docs),
+    'hidden file': read(readme),
+    'own folder': write('mine.txt'),
+    'tmp': write('/tmp/t.txt'),
+    'var tmp': listed('/var/tmp'),
+    'shm': write('/dev/shm/s'),
+    'null': write('/dev/null'),
+    'dev': listed('/dev'),
+    'outside': [opened(path) for path in outside],
+    'sysctl': opened('/proc/sys/kernel/core_pattern', os.O_WRONLY),
+}))
+"""
+
+
+def run_sandboxed(
+    tmp_path: Path, env: dict[str, str], *argv: str
+) -> subprocess.CompletedProcess[str]:
+    """``argv`` in a sandbox hiding the repository's docs/ and README.md (a folder and a
+    file the job could otherwise read), as the local executor starts a worker."""
+    work, tmp = tmp_path / "attempt" / "work", tmp_path / "attempt" / "tmp"
+    work.mkdir(parents=True)
+    tmp.mkdir()
+    hidden = [REPO / "docs", REPO / "README.md"]
+    return run([*sandbox.command(hidden, work, tmp), *argv], env, cwd=work)
+
+
+def run(argv: list[str], env: dict[str, str], cwd: Path | None = None) -> Any:
+    """``argv`` (a sandbox's) as the local executor runs it: the sandbox's own
+    environment, the job's ``env`` on stdin."""
+    envfd = sandbox.environment(env)
+    try:
+        return subprocess.run(
+            argv,
+            env=sandbox.MACHINERY_ENV,
+            stdin=envfd,
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        os.close(envfd)
+
+
+@pytest.fixture
+def outside() -> Iterator[list[Path]]:
+    """New files' names where a job must not write: beside the server's interpreter, in
+    its virtualenv, in /etc and among the cgroups. Removed if a failing sandbox let a
+    job make them."""
+    tag = f"plinth-sandbox-probe-{uuid.uuid4().hex}"
+    folders = (sys.base_prefix, sys.prefix, "/etc", "/sys/fs/cgroup")
+    paths = [Path(folder, tag) for folder in folders]
+    yield paths
+    for path in paths:
+        if path.is_dir():
+            path.rmdir()
+        else:
+            path.unlink(missing_ok=True)
+
+
+def test_a_sandboxed_job_writes_only_its_own_folders(tmp_path: Path, outside: list[Path]) -> None:
+    env = {"PATH": os.environ["PATH"], "LANG": "C.UTF-8", "ODD": "a 'b' \"c\" $d `e`\nf\\g"}
+    hidden = [str(REPO / "docs"), str(REPO / "README.md")]
+    done = run_sandboxed(tmp_path, env, sys.executable, "-c", TRYING, *hidden, *map(str, outside))
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout)
+    assert seen["environment"] == env  # exactly the job's: nothing of the sandbox's own
+    assert seen["cwd"] == str(tmp_path / "attempt" / "work")
+    assert seen["hidden folder"] == [] and seen["hidden file"] == ""  # covered
+    assert (tmp_path / "attempt" / "work" / "mine.txt").read_text() == "x"
+    assert (tmp_path / "attempt" / "tmp" / "t.txt").read_text() == "x"  # /tmp is its own
+    assert "t.txt" in seen["var tmp"]  # so is /var/tmp
+    assert seen["shm"] == seen["null"] == "written"
+    assert not Path("/dev/shm/s").exists()  # a /dev/shm of its own
+    # the server's program, its virtualenv, the system: read-only (root or not)
+    assert seen["outside"] == ["EROFS"] * len(outside)
+    assert not any(path.exists() for path in outside)
+    assert seen["sysctl"] == "EROFS"
+    harmless = {"null", "zero", "full", "random", "urandom", "tty", "shm", "pts", "ptmx"}
+    links = {"fd", "stdin", "stdout", "stderr"}
+    gpus = {d for d in seen["dev"] if d.startswith(("nvidia", "dri", "kfd", "infiniband"))}
+    assert set(seen["dev"]) - gpus == harmless | links  # no disks, no kernel log
+
+
+def test_the_sandbox_runs_none_of_the_jobs_environment(tmp_path: Path) -> None:
+    """The job's submitter chooses its environment: a PATH or LD_PRELOAD of theirs must
+    not reach the sandbox's set-up, which holds every capability of its namespaces."""
+    trap, marker = tmp_path / "trap", tmp_path / "trapped"
+    trap.mkdir()
+    for name in ("mkdir", "mktemp", "ln", "findmnt", "mount", "setpriv", "env", "sh"):
+        program = trap / name
+        program.write_text(f'#!/bin/sh\necho {name} >> "{marker}"\n')
+        program.chmod(0o755)
+    env = {"PATH": f"{trap}:{os.environ['PATH']}", "LD_PRELOAD": str(tmp_path / "none.so")}
+    done = run_sandboxed(
+        tmp_path, env, sys.executable, "-c", "import os; print(os.environ['PATH'])"
+    )
+    assert done.returncode == 0, done.stderr
+    assert not marker.exists()
+    assert done.stdout.strip() == env["PATH"]
+    # the loader names the missing library twice, both after the capabilities are gone:
+    # for env(1), which becomes the job, and for the job's own program
+    assert done.stderr.count("none.so") == 2, done.stderr
+
+
+def test_a_sandboxed_job_starts_with_no_signal_ignored(tmp_path: Path) -> None:
+    """The stop signals are ignored on the way in (a stop must not end the sandbox
+    before the job's handler ran), and the set-up's interpreter ignores SIGPIPE and
+    SIGXFSZ: the job gets every one back at its default, as a worker without the
+    sandbox does."""
+    done = run_sandboxed(tmp_path, {}, "/bin/grep", "^SigIgn:", "/proc/self/status")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["SigIgn:", "0" * 16]
+
+
+def test_a_job_cannot_make_its_sandbox_writable(tmp_path: Path, outside: list[Path]) -> None:
+    """Root in its namespaces, without capabilities: no remount, nor from a namespace of
+    its own."""
+    target = outside[1]  # in the server's virtualenv
+    attempts = [
+        ["mount", "-o", "remount,bind,rw", str(target.parent)],
+        ["unshare", "-Urm", "mount", "-o", "remount,bind,rw", str(target.parent)],
+    ]
+    script = "; ".join(f"{' '.join(a)} 2>/dev/null" for a in attempts)
+    script += f"; touch {target} 2>/dev/null && echo made || echo refused"
+    done = run_sandboxed(tmp_path, {"PATH": os.environ["PATH"]}, "/bin/sh", "-c", script)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "refused" and not target.exists()
+
+
+def test_a_sandbox_that_cannot_be_set_up_says_why(tmp_path: Path) -> None:
+    missing = tmp_path / "gone"  # the working directory removed under a starting worker
+    done = run([*sandbox.command([], missing, tmp_path), "true"], {})
+    assert done.returncode == 126
+    assert f"the job's sandbox could not be set up: cannot open {missing}" in done.stderr
+
+
+NOBODY = 65534
+
+
+def as_nobody(*argv: str) -> list[str]:
+    user = [f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
+    return ["setpriv", *user, "--inh-caps=-all", "--bounding-set=-all", *argv]
+
+
+def _ran(argv: list[str]) -> bool:
+    return subprocess.run(argv, capture_output=True).returncode == 0
+
+
+def test_the_sandbox_of_a_server_that_is_not_root(tmp_path: Path) -> None:
+    """A server run as a user of its own (as docs/security.md asks) makes the sandbox
+    in a user namespace, where the set-up is root over nothing but its namespaces: the
+    same view. Here as ``nobody`` when the tests run as root (else every other test of
+    this file ran so already)."""
+    if os.geteuid() != 0:
+        pytest.skip("the other tests of this file ran the sandbox in a user namespace")
+    pythons = [sys.executable, "/usr/bin/python3", shutil.which("python3") or ""]
+    in_namespace = ["unshare", "--map-root-user"]  # where a user's reach may be less
+    runs = [p for p in pythons if p and _ran(as_nobody(*in_namespace, p, "-c", ""))]
+    if not runs:
+        pytest.fail("no Python that user nobody may run, to set a sandbox up as nobody")
+    base = Path(tempfile.mkdtemp(prefix="plinth-sandbox-nobody-"))  # /tmp: nobody reaches it
+    try:
+        work, tmp, hidden = base / "attempt" / "work", base / "attempt" / "tmp", base / "home"
+        for folder in (work, tmp, hidden):
+            folder.mkdir(parents=True)
+        (hidden / "plinth.db").write_text("secret")
+        for path in (base, *base.rglob("*")):
+            os.chown(path, NOBODY, NOBODY)
+        script = (
+            "id -u; ls -A /dev | tr '\\n' ' '; echo; cat /proc/self/status | grep CapEff; "
+            "touch mine /tmp/t && echo own-ok; touch /etc/x 2>/dev/null || echo etc-refused; "
+            f"cat {hidden}/plinth.db 2>/dev/null || echo hidden; ls -A /var/tmp | grep -x t"
+        )
+        found = sandbox._programs()
+        assert not isinstance(found, str), found
+        prefix = sandbox._argv(found, [hidden], work, tmp, python=runs[0], as_root=False)
+        done = run(as_nobody(*prefix, "/bin/sh", "-c", script), {"PATH": "/usr/bin:/bin"})
+        assert done.returncode == 0, done.stderr
+        uid, dev, caps, *rest = done.stdout.splitlines()
+        assert uid == "0"  # root in its user namespace …
+        assert caps.split() == ["CapEff:", "0000000000000000"]  # … with no capability
+        assert set(dev.split()) == {"null", "zero", "full", "random", "urandom", "tty", "shm"} | {
+            "pts",
+            "ptmx",
+            "fd",
+            "stdin",
+            "stdout",
+            "stderr",
+        }
+        assert rest == ["own-ok", "etc-refused", "hidden", "t"]
+        assert (work / "mine").exists() and (tmp / "t").exists()
+    finally:
+        shutil.rmtree(base)
