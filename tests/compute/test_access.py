@@ -95,6 +95,7 @@ print(json.dumps({
     'own file': read('mine.txt'),
     'processes': len([p for p in os.listdir('/proc') if p.isdigit()]),
     'environment': sorted(os.environ),
+    'TMPDIR': os.environ.get('TMPDIR'),
 }))
 # root in its namespaces (the server runs as root here): try to lift the cover
 import subprocess
@@ -108,7 +109,11 @@ print(json.dumps({'database after umount': read(os.path.join(home, 'plinth.db'))
 
 @pytest.mark.parametrize("sandboxed", [True, False], ids=["sandboxed", "not-sandboxed"])
 def test_a_local_job_of_a_server_with_sign_in_sees_nothing_the_server_keeps(
-    own_settings: Settings, project: str, tmp_path: Path, sandboxed: bool
+    own_settings: Settings,
+    project: str,
+    tmp_path: Path,
+    sandboxed: bool,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """With auth on, a job on a local pool is another tenant's code on the server's
     machine: it must not read the server's database, master key, process or other
@@ -116,6 +121,7 @@ def test_a_local_job_of_a_server_with_sign_in_sees_nothing_the_server_keeps(
     what the sandbox takes away."""
     from plinth.core.crypto import MasterKey
 
+    monkeypatch.setenv("TMPDIR", str(tmp_path))  # the server's, which jobs inherit
     key = tmp_path / "master.key"
     key.write_text(MasterKey.generate().to_text())
     key.chmod(0o600)
@@ -151,6 +157,7 @@ def test_a_local_job_of_a_server_with_sign_in_sees_nothing_the_server_keeps(
         assert seen["other job"] == "FileNotFoundError"
         assert seen["up from here"] == [job.id]
         assert seen["processes"] <= 3  # the sandbox's shell, the job (and a reader)
+        assert seen["TMPDIR"] == "/tmp"  # its own
     else:  # what a job could read before
         if settings.database_url is None:  # SQLite, in the home
             assert seen["database"].startswith("SQLite format 3")
@@ -158,6 +165,7 @@ def test_a_local_job_of_a_server_with_sign_in_sees_nothing_the_server_keeps(
         assert "compute" in seen["home"] and "artifacts" in seen["home"]
         assert seen["other job"] == ["theirs.txt"]
         assert seen["processes"] > 3
+        assert seen["TMPDIR"] == str(tmp_path)
 
 
 def test_a_sandboxed_job_is_stopped_as_any_other(own_settings: Settings, project: str) -> None:

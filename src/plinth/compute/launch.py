@@ -180,11 +180,15 @@ def workers(
     gang = rendezvous_env(allocations, world, local)
     threads = str(max(1, int(job.cpus)))  # torch and numpy: as many threads as CPUs
     argv = tuple(json.loads(job.argv))
+    # the server's TMPDIR is out of a sandboxed job's reach: its /tmp is its own
+    own_tmp = bool(hidden) and local and "TMPDIR" in env and "TMPDIR" not in json.loads(job.env)
     launches = []
     for unit, allocation in enumerate(allocations):
         for local_rank in range(procs):
             rank = unit * procs + local_rank
             own = {"OMP_NUM_THREADS": threads, **env, **gang}
+            if own_tmp:
+                own["TMPDIR"] = "/tmp"
             own.update(
                 RANK=str(rank),
                 LOCAL_RANK=str(local_rank),
