@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from plinth.compute import rendezvous
-from plinth.compute.executors import Launch
+from plinth.compute.executors import Launch, sandbox_setup
 from plinth.compute.scheduler import Allocation
 from plinth.settings import Settings
 
@@ -144,18 +144,21 @@ CREDENTIALS = (
 
 def server_paths(settings: Settings) -> tuple[Path, ...]:
     """What the server keeps on this machine that no job may read: its home, the
-    SQLite database, local artifact store and master key file where they lie outside
-    it, and its user's credentials (``CREDENTIALS``)."""
+    folder of a SQLite database outside it (its ``-wal`` and ``-shm`` come and go), a
+    local artifact store outside it (made now if need be: a sandbox covers what exists
+    when it starts), the master key file, and its user's credentials
+    (``CREDENTIALS``)."""
     paths = [settings.home]
     with contextlib.suppress(RuntimeError):  # no home to find them in: none to hide
         paths += [Path.home() / name for name in CREDENTIALS]
     url = settings.resolved_database_url()
     if url.startswith("sqlite:///"):
-        db = Path(url.removeprefix("sqlite:///").split("?")[0])
-        paths += [db.with_name(db.name + suffix) for suffix in ("", "-wal", "-shm", "-journal")]
+        paths.append(Path(url.removeprefix("sqlite:///").split("?")[0]).parent)
     artifacts = settings.resolved_artifacts_url()
     if "://" not in artifacts or artifacts.startswith("file://"):
-        paths.append(Path(artifacts.removeprefix("file://")))
+        store = Path(artifacts.removeprefix("file://"))
+        store.mkdir(parents=True, exist_ok=True)
+        paths.append(store)
     if settings.master_key_file is not None:
         paths.append(settings.master_key_file)
     home = settings.home.resolve()
@@ -180,15 +183,16 @@ def workers(
     gang = rendezvous_env(allocations, world, local)
     threads = str(max(1, int(job.cpus)))  # torch and numpy: as many threads as CPUs
     argv = tuple(json.loads(job.argv))
-    # the server's TMPDIR is out of a sandboxed job's reach: its /tmp is its own
-    own_tmp = bool(hidden) and local and "TMPDIR" in env and "TMPDIR" not in json.loads(job.env)
+    # a sandboxed job's temporary folder is its own /tmp, unless its env names one; the
+    # server's is out of its reach
+    own_tmp = bool(hidden) and local and "TMPDIR" not in json.loads(job.env)
     launches = []
     for unit, allocation in enumerate(allocations):
         for local_rank in range(procs):
             rank = unit * procs + local_rank
             own = {"OMP_NUM_THREADS": threads, **env, **gang}
             if own_tmp:
-                own["TMPDIR"] = "/tmp"
+                own["TMPDIR"] = sandbox_setup.TMPS[0]
             own.update(
                 RANK=str(rank),
                 LOCAL_RANK=str(local_rank),

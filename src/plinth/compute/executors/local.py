@@ -122,7 +122,7 @@ class LocalExecutor:
         out = os.open(spec.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:
             if spec.hidden:  # a server with sign-in: the job must not see what it keeps
-                tmp = spec.cwd.parent / "tmp"  # its /tmp, removed with the attempt
+                tmp = spec.cwd.parent / "tmp"  # its TMPDIR, removed with the attempt
                 tmp.mkdir(mode=0o700, exist_ok=True)
                 passed = (sandbox.environment(env),)
                 argv[:0] = sandbox.command(spec.hidden, spec.cwd, tmp)
@@ -294,13 +294,15 @@ class LocalExecutor:
 
 
 def _check_env(env: dict[str, str]) -> None:
-    for name in env:
+    for name, value in env.items():
         if name in _SHELL_OWNED or name == _EXIT_VARIABLE or not _CARRIED_NAME.fullmatch(name):
             raise InvalidInput(
                 f"environment variable {name!r} cannot be given to a local worker: names "
                 "are letters, digits and underscores, not starting with a digit, and not "
                 f"IFS, PPID, OPTIND or {_EXIT_VARIABLE}"
             )
+        if "\0" in value:
+            raise InvalidInput(f"environment variable {name!r} holds a NUL character")
 
 
 @contextlib.contextmanager

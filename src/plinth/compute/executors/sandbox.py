@@ -1,5 +1,6 @@
 """A sandbox for a local worker of a server with sign-in: it must not read what the
-server keeps, nor change anything outside its own folders.
+server keeps, nor change anything outside its own folders, nor ask another program to
+act for it.
 
 A job on the local executor runs as the server's operating-system user, so without
 this it could read the server's database, artifact store and master key, every
@@ -12,13 +13,17 @@ namespace too when the server is not root):
   - every file system is **read-only**, each mount keeping its own flags (``nosuid``,
     ``nodev`` …), so the job cannot change the server's program, its configuration,
     another job's files or (when the server runs as root) ``/proc/sys`` and ``/sys``;
-  - each hidden path (the server's home, a database file or artifact store or key file
-    outside it, the server's user's cloud and database credentials) is covered: a
-    directory by an empty tmpfs, a file by ``/dev/null``;
+  - ``/tmp`` and ``/var/tmp`` are the attempt's own folder (on disk, removed with the
+    attempt), not the machine's (its files and sockets: tmux, X11); the server's own
+    interpreter and code, where they lie there, are carried over read-only;
+  - ``/run`` (other programs' sockets: a user's systemd and D-Bus, Docker, databases)
+    is an empty tmpfs but for what name resolution needs;
+  - each hidden path (the server's home, a database's folder or artifact store or key
+    file outside it, the server's user's cloud and database credentials) is covered:
+    a directory by an empty tmpfs, a file by ``/dev/null``;
   - the job's working directory, which lies inside the home, is bound back in place,
     writable, from a descriptor taken before the cover (``..`` from it reaches the
-    empty cover, not the real parent), and ``/tmp`` and ``/var/tmp`` are the attempt's
-    own folder beside it (on disk, removed with the attempt), not the machine's;
+    empty cover, not the real parent);
   - ``/dev`` is its own: the harmless devices (``null``, ``zero``, ``full``,
     ``random``, ``urandom``, ``tty``), the GPUs' (NVIDIA, DRI, ROCm, InfiniBand), a
     private ``/dev/shm`` and ``/dev/pts``; no disks, no kernel log;
@@ -29,7 +34,9 @@ namespace too when the server is not root):
 - a **PID** namespace with its own ``/proc``: the server and the other jobs are not
   there to read. The sandbox's shell is its first process and runs the job as its
   child (not ``exec``), so the job keeps the usual signal semantics (a first process
-  ignores SIGTERM it has no handler for).
+  ignores SIGTERM it has no handler for). ``unshare --kill-child`` ends it with the
+  wrapper: a job that kills its own process group leaves nothing behind;
+- an **IPC** namespace: System V IPC and POSIX message queues of its own.
 
 The mounts are made by ``sandbox_setup.py``, run by this interpreter (``-I -S``, the
 standard library only) as the namespaces' first process; it then becomes the shell
@@ -48,8 +55,9 @@ A sandbox costs about 20 ms per worker start (a bare one: 11 ms), mostly the set
 interpreter starting.
 
 The network is shared (the job reaches the server at ``PLINTH_URL`` with its scoped
-token), and so is what the server's user may read elsewhere on the machine: a database
-that trusts local connections is reachable (use passwords: docs/security.md).
+token), and so are abstract Unix sockets and what the server's user may read elsewhere
+on the machine: a database that trusts local TCP connections is reachable (use
+passwords: docs/security.md).
 """
 
 from __future__ import annotations
@@ -77,7 +85,10 @@ _IGNORING = f'trap "" {SIGNALS.replace(",", " ")}; exec "$@"'  # then unshare
 
 
 def _unshare_flags(as_root: bool) -> list[str]:
-    flags = ["--mount", "--propagation", "private", "--pid", "--fork", "--mount-proc"]
+    # --kill-child: a job that kills its wrapper (and unshare with it: they share its
+    # process group) must not live on untracked
+    flags = ["--mount", "--propagation", "private", "--pid", "--kill-child", "--mount-proc"]
+    flags.append("--ipc")  # System V and POSIX message queues of its own
     if not as_root:  # a user namespace, where the set-up runs as root
         flags.insert(0, "--map-root-user")
     return flags
@@ -105,7 +116,7 @@ def _programs() -> tuple[str, str, str] | str:
         envfd = environment({})
         try:
             done = subprocess.run(
-                [*_argv(programs, (), work, tmp), "true"],
+                [*_argv(programs, (), work, tmp), "/bin/sh", "-c", ""],
                 env=MACHINERY_ENV,
                 stdin=envfd,
                 capture_output=True,
@@ -188,4 +199,21 @@ def _argv(
         str(tmp.resolve()),
         *(str(path.absolute()) for path in hidden),
         "--",
+        *_carried(),
+        "--",
     ]
+
+
+@cache
+def _carried() -> tuple[str, ...]:
+    """The folders of this interpreter and its code (``sys.path``) that lie under /tmp
+    or /var/tmp, which a sandboxed job sees as its own: they are carried over,
+    read-only, so that a job can run this interpreter (a CI's checkout lies there)."""
+    tmps = [Path(t).resolve() for t in sandbox_setup.TMPS]
+    found: list[Path] = []
+    for entry in sorted({sys.prefix, sys.base_prefix, sys.exec_prefix, *sys.path}):
+        path = Path(entry).resolve() if entry else None
+        if path is not None and path.is_dir() and any(path.is_relative_to(t) for t in tmps):
+            found.append(path)
+    outer = [p for p in found if not any(p != q and p.is_relative_to(q) for q in found)]
+    return tuple(str(p) for p in outer)

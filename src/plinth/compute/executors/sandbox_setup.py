@@ -2,11 +2,12 @@
 every capability in them, run as ``python -I -S`` before the job (``sandbox.py`` says
 what it makes and why). The standard library only; the server never imports it.
 
-argv: setpriv, env, the job's working directory, its temporary folder, each hidden path,
-``--``, then the job's argv. Its environment is the sandbox's own (never the job's,
-which arrives on stdin). On success it becomes ``/bin/sh`` running the job through
-``setpriv`` (every capability dropped) and ``env``; on failure it says what it could
-not do and exits 126.
+argv: setpriv, env, the job's working directory, its temporary folder, each hidden
+path, ``--``, each folder under /tmp or /var/tmp the job must still see (the server's
+interpreter and code, read-only), ``--``, then the job's argv. Its environment is the
+sandbox's own (never the job's, which arrives on stdin). On success it becomes
+``/bin/sh`` running the job through ``setpriv`` (every capability dropped) and
+``env``; on failure it says what it could not do and exits 126.
 """
 
 from __future__ import annotations
@@ -31,6 +32,11 @@ KEPT = (
 )
 HIDDEN = MS_NOSUID | MS_NODEV | MS_NOEXEC
 SIGNALS = "HUP,INT,QUIT,TERM,USR1,USR2"  # what the wrapper traps, and a stop sends
+TMPS = ("/tmp", "/var/tmp")  # each the job's own temporary folder
+# Where other programs' sockets are (a user's systemd and D-Bus, Docker, databases'
+# local sockets): each covered, but for what name resolution needs there
+RUNS = ("/run", "/var/run")
+RESOLVE = ("/run/systemd/resolve",)  # and the folder /etc/resolv.conf's link leads to
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
 ACCELERATORS = ("nvidia", "dri", "kfd", "infiniband")  # /dev names starting so
 LINKS = {
@@ -43,8 +49,9 @@ LINKS = {
 # pid 1 of the namespaces: runs the job as its child (a first process would ignore the
 # SIGTERM the job has no handler for), and ends with its code
 RUN = '"$@"\nexit $?'
-# With no capability left: the job's environment exactly as given (nothing of the
-# sandbox's own), then the job (env's argv), its stdin /dev/null as unsandboxed.
+# With no capability left (and the signals back at their defaults): the job's
+# environment exactly as given (nothing of the sandbox's own), then the job's argv as
+# given, its stdin /dev/null as unsandboxed.
 ENTER = 'unset PATH PWD OLDPWD\n. /proc/self/fd/0 || exit 126\nexec "$@" < /dev/null\n'
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -95,10 +102,33 @@ def unescaped(field: bytes) -> bytes:
     return first + b"".join(bytes([int(part[:3], 8)]) + part[3:] for part in rest)
 
 
-def set_up(work: str, tmp: str, hidden: list[str]) -> None:
-    try:  # both before anything covers them
-        own = os.open(work, os.O_RDONLY | os.O_DIRECTORY)
-        scratch = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY)
+def opened(path: str) -> int:
+    """A descriptor of ``path`` to bind from once something covers it."""
+    return os.open(path, os.O_PATH | os.O_DIRECTORY)
+
+
+def bind(fd: int, target: str, readonly: bool) -> None:
+    """The folder ``fd`` opens, at ``target`` (made if need be)."""
+    os.makedirs(target, exist_ok=True)
+    mount(f"/proc/self/fd/{fd}", target, None, MS_BIND)
+    remount(target, readonly)
+
+
+def cover(path: str, keep: list[str]) -> None:
+    """An empty tmpfs over the folder ``path``, read-only, with the folders ``keep``
+    below it bound back as they were."""
+    kept = [(opened(folder), folder) for folder in keep]
+    mount("plinth-hidden", path, "tmpfs", HIDDEN, "mode=755,size=16k")
+    for fd, folder in kept:
+        bind(fd, folder, readonly=True)
+        os.close(fd)
+    remount(path, readonly=True)
+
+
+def set_up(work: str, tmp: str, hidden: list[str], seen: list[str]) -> None:
+    try:  # before anything covers them
+        own, scratch = opened(work), opened(tmp)
+        carried = [(opened(path), path) for path in seen]
     except OSError as exc:
         raise Failed(f"cannot open {exc.filename}") from exc
     # 1. every mount read-only, with its own flags
@@ -109,16 +139,31 @@ def set_up(work: str, tmp: str, hidden: list[str]) -> None:
             continue  # its mount point is gone, or out of this user's reach: the job's too
         except OSError as exc:
             raise Failed(f"cannot make {at} read-only") from exc
-    # 2. /tmp and /var/tmp: the attempt's own folder, writable (a home or key below
-    # them is gone from view with the machine's)
-    for at in ("/tmp", "/var/tmp"):
-        if os.path.isdir(at):
+    # 2. /tmp and /var/tmp: the attempt's own folder, writable (what lay there is gone
+    # from view, a home or key below them included), with the server's interpreter and
+    # code carried over read-only where they lay there
+    for at in TMPS:
+        if os.path.isdir(at) and not os.path.islink(at):
             try:
-                mount(f"/proc/self/fd/{scratch}", at, None, MS_BIND)
-                remount(at, readonly=False)
+                bind(scratch, at, readonly=False)
             except OSError as exc:
                 raise Failed(f"cannot bind {at}") from exc
-    # 3. what the server keeps, covered, read-only too (with the way to the work)
+    try:
+        for fd, path in carried:
+            bind(fd, path, readonly=True)
+            os.close(fd)
+    except OSError as exc:
+        raise Failed(f"cannot carry {exc.filename} over") from exc
+    # 3. other programs' sockets, covered (read-only files do not stop a connect)
+    resolv = os.path.dirname(os.path.realpath("/etc/resolv.conf"))
+    for at in RUNS:
+        if os.path.isdir(at) and not os.path.islink(at):
+            keep = [d for d in {*RESOLVE, resolv} if d.startswith(at + "/") and os.path.isdir(d)]
+            try:
+                cover(at, sorted(keep))
+            except OSError as exc:
+                raise Failed(f"cannot cover {at}") from exc
+    # 4. what the server keeps, covered, read-only too (with the way to the work)
     for path in hidden:
         try:
             if os.path.isdir(path):
@@ -126,22 +171,20 @@ def set_up(work: str, tmp: str, hidden: list[str]) -> None:
                 if work.startswith(path.rstrip("/") + "/"):
                     os.makedirs(work)
                 remount(path, readonly=True)
-            elif os.path.lexists(path):
+            elif os.path.exists(path):  # a link to nothing hides nothing
                 mount("/dev/null", path, None, MS_BIND)
         except OSError as exc:
             raise Failed(f"cannot cover {path}") from exc
-    # 4. its working directory, writable
+    # 5. its working directory, writable
     try:
-        os.makedirs(work, exist_ok=True)
-        mount(f"/proc/self/fd/{own}", work, None, MS_BIND)
-        remount(work, readonly=False)
+        bind(own, work, readonly=False)
     except OSError as exc:
         raise Failed(f"cannot bind {work}") from exc
     os.close(own)
     os.close(scratch)
-    # 5. a /dev of its own, made in its /tmp and moved into place
+    # 6. a /dev of its own, made in its working directory and moved into place
     try:
-        make_dev(f"/tmp/.plinth-dev.{os.urandom(8).hex()}")
+        make_dev(f"{work}/.plinth-dev.{os.urandom(8).hex()}")
     except OSError as exc:
         raise Failed("cannot make a /dev") from exc
     try:
@@ -179,18 +222,21 @@ def make_dev(stage: str) -> None:
 def main(argv: list[str]) -> None:
     setpriv, env, work, tmp, *rest = argv
     split = rest.index("--")
-    hidden, job = rest[:split], rest[split + 1 :]
+    hidden, rest = rest[:split], rest[split + 1 :]
+    split = rest.index("--")
+    seen, job = rest[:split], rest[split + 1 :]
     try:
-        set_up(work, tmp, hidden)
+        set_up(work, tmp, hidden, seen)
     except Failed as exc:
         cause = exc.__cause__
         why = f": {cause.strerror}" if isinstance(cause, OSError) and cause.strerror else ""
         print(f"plinth: the job's sandbox could not be set up: {exc}{why}", file=sys.stderr)
         sys.exit(126)
     drop = ["--bounding-set=-all", "--inh-caps=-all", "--ambient-caps=-all", "--no-new-privs"]
-    # SIGPIPE and SIGXFSZ too: this interpreter ignored them, as Python does
+    # SIGPIPE and SIGXFSZ too: this interpreter ignored them, as Python does. env(1)
+    # before the shell, so that the job's argv reaches exec as given (not as env's)
     defaults = f"--default-signal={SIGNALS},PIPE,XFSZ"
-    enter = ["/bin/sh", "-c", ENTER, "plinth-job", env, defaults, *job]
+    enter = [env, defaults, "/bin/sh", "-c", ENTER, "plinth-job", *job]
     # the environment it was given (not the LC_CTYPE this interpreter may have added)
     argv = ["plinth-sandbox", "-c", RUN, "plinth-sandbox", setpriv, *drop, *enter]
     os.execve("/bin/sh", argv, {"PATH": os.environ.get("PATH", "/usr/bin:/bin")})
