@@ -51,8 +51,8 @@ A stop signals the worker's whole process group, ``unshare`` included, which wou
 of a SIGTERM and leave the wrapper to record an end while the job still runs its
 handler: so ``unshare`` and the sandbox's shell start with the stop signals ignored,
 and the job gets them back at their defaults (``env --default-signal``, coreutils).
-A sandbox costs about 20 ms per worker start (a bare one: 11 ms), mostly the set-up's
-interpreter starting.
+A sandbox costs about 28 ms per worker start (the namespaces alone: 2 ms), most of it
+the set-up's interpreter starting with ``ctypes`` (17 ms).
 
 The network is shared (the job reaches the server at ``PLINTH_URL`` with its scoped
 token), and so are abstract Unix sockets and what the server's user may read elsewhere
