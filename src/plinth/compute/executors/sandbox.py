@@ -78,8 +78,8 @@ from plinth.compute.executors.sandbox_setup import SIGNALS
 
 log = logging.getLogger(__name__)
 
-MACHINERY_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
-MACHINERY_ENV = {"PATH": MACHINERY_PATH}  # the sandbox's own programs run with this only
+# the sandbox's own programs run with this environment only
+MACHINERY_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
 _SETUP = str(Path(sandbox_setup.__file__).resolve())
 _IGNORING = f'trap "" {SIGNALS.replace(",", " ")}; exec "$@"'  # then unshare
 
@@ -97,7 +97,7 @@ def _unshare_flags(as_root: bool) -> list[str]:
 @cache
 def _programs() -> tuple[str, str, str] | str:
     """(unshare, setpriv, env), or why the sandbox cannot run here; tried once,
-    by running a whole sandbox around ``true``."""
+    by running a whole sandbox around an empty shell."""
     names = ("unshare", "setpriv", "env")
     found = [shutil.which(name) for name in names]
     missing = [n for n, f in zip(names, found, strict=True) if f is None]

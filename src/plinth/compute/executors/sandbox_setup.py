@@ -1,6 +1,7 @@
 """The sandbox's set-up: the first process of a local worker's new namespaces, holding
 every capability in them, run as ``python -I -S`` before the job (``sandbox.py`` says
-what it makes and why). The standard library only; the server never imports it.
+what it makes and why). The standard library only, and as few modules as will do:
+their import is most of a sandbox's start. The server imports it for its constants.
 
 argv: setpriv, env, the job's working directory, its temporary folder, each hidden
 path, ``--``, each folder under /tmp or /var/tmp the job must still see (the server's
@@ -54,7 +55,8 @@ RUN = '"$@"\nexit $?'
 # given, its stdin /dev/null as unsandboxed.
 ENTER = 'unset PATH PWD OLDPWD\n. /proc/self/fd/0 || exit 126\nexec "$@" < /dev/null\n'
 
-_libc = ctypes.CDLL(None, use_errno=True)
+
+_libc = ctypes.CDLL(None, use_errno=True)  # the process's own: loads nothing new
 _libc.mount.argtypes = (ctypes.c_char_p,) * 3 + (ctypes.c_ulong, ctypes.c_char_p)
 
 
@@ -117,9 +119,9 @@ def bind(fd: int, target: str, readonly: bool) -> None:
 def cover(path: str, keep: list[str]) -> None:
     """An empty tmpfs over the folder ``path``, read-only, with the folders ``keep``
     below it bound back as they were."""
-    kept = [(opened(folder), folder) for folder in keep]
+    handles = [(opened(folder), folder) for folder in keep]
     mount("plinth-hidden", path, "tmpfs", HIDDEN, "mode=755,size=16k")
-    for fd, folder in kept:
+    for fd, folder in handles:
         bind(fd, folder, readonly=True)
         os.close(fd)
     remount(path, readonly=True)
