@@ -173,6 +173,72 @@ def test_the_sandbox_runs_none_of_the_jobs_environment(tmp_path: Path) -> None:
     assert done.stderr.count("none.so") == 1, done.stderr
 
 
+# Each mount the job's namespace has, with whether it is writable: /proc/self/mountinfo
+LISTING = r"""
+import json
+found = []
+for line in open('/proc/self/mountinfo'):
+    fields = line.split(' ')
+    found.append([fields[4], fields[5].split(',')[0]])
+print(json.dumps(found))
+"""
+
+
+def test_no_mount_is_writable_but_the_jobs_own(tmp_path: Path) -> None:
+    """Every mount is read-only in the job's view, those hidden under another mount
+    too (here one of two tmpfs stacked on one folder, which a remount by path misses),
+    and its /dev/shm is no larger than its memory limit."""
+    if os.geteuid() != 0:
+        pytest.skip("stacking mounts on this machine takes root")
+    stacked = tmp_path / "stacked"
+    stacked.mkdir()
+    for _ in range(2):
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=1m", "plinth-probe", stacked], check=True
+        )
+    try:
+        work, tmp = tmp_path / "attempt" / "work", tmp_path / "attempt" / "tmp"
+        work.mkdir(parents=True)
+        tmp.mkdir()
+        shm_cap = 3 << 20
+        argv = [*sandbox.command([], work, tmp, shm_cap), sys.executable, "-c", LISTING]
+        done = run(argv, {}, cwd=work)
+        seen_df = run(
+            [*sandbox.command([], work, tmp, shm_cap), "/bin/df", "-B1", "/dev/shm"], {}, work
+        )
+    finally:
+        for _ in range(2):
+            subprocess.run(["umount", stacked], check=True)
+    assert done.returncode == 0, done.stderr
+    mounts = json.loads(done.stdout)
+    assert [at for at, _ in mounts].count(str(stacked)) == 2  # both there, stacked
+    writable = {at for at, mode in mounts if mode == "rw"}
+    assert writable == {str(work), "/tmp", "/var/tmp", "/dev/shm", "/dev/pts"}
+    assert seen_df.returncode == 0, seen_df.stderr
+    assert int(seen_df.stdout.splitlines()[1].split()[1]) == shm_cap
+
+
+def test_a_kernel_without_mount_setattr_still_gets_a_read_only_view(
+    tmp_path: Path, outside: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before Linux 5.12 the set-up remounts each writable mount by its path: the set-up
+    run here as on such a kernel (its one-call way made to fail), the job still writes
+    only its own folders."""
+    setup = Path(sandbox._SETUP).read_text()
+    assert setup.count("if all_read_only() else") == 1
+    old_kernel = tmp_path / "sandbox_setup.py"
+    old_kernel.write_text(setup.replace("if all_read_only() else", "if False else"))
+    monkeypatch.setattr(sandbox, "_SETUP", str(old_kernel))
+    done = run_sandboxed(
+        tmp_path, {}, sys.executable, "-c", TRYING, "/none", "/none", *map(str, outside)
+    )
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout)
+    assert seen["outside"] == ["EROFS"] * len(outside)
+    assert seen["sysctl"] == "EROFS"
+    assert seen["own folder"] == seen["tmp"] == seen["shm"] == "written"
+
+
 def test_a_sandboxed_job_starts_with_no_signal_ignored(tmp_path: Path) -> None:
     """The stop signals are ignored on the way in (a stop must not end the sandbox
     before the job's handler ran), and the set-up's interpreter ignores SIGPIPE and

@@ -125,7 +125,7 @@ class LocalExecutor:
                 tmp = spec.cwd.parent / "tmp"  # its TMPDIR, removed with the attempt
                 tmp.mkdir(mode=0o700, exist_ok=True)
                 passed = (sandbox.environment(env),)
-                argv[:0] = sandbox.command(spec.hidden, spec.cwd, tmp)
+                argv[:0] = sandbox.command(spec.hidden, spec.cwd, tmp, spec.memory_bytes)
                 env, script = sandbox.MACHINERY_ENV, _WRAPPER  # the job's, from the file
             before = _procs.clock()
             with _pinned(spec.cpu_ids):

@@ -10,9 +10,10 @@ Linux the worker starts in namespaces of its own (``unshare`` from util-linux; a
 namespace too when the server is not root):
 
 - a **mount** namespace in which
-  - every file system is **read-only**, each mount keeping its own flags (``nosuid``,
-    ``nodev`` …), so the job cannot change the server's program, its configuration,
-    another job's files or (when the server runs as root) ``/proc/sys`` and ``/sys``;
+  - every file system is **read-only** (those under another mount too), each mount
+    keeping its own flags (``nosuid``, ``nodev`` …), so the job cannot change the
+    server's program, its configuration, another job's files or (when the server
+    runs as root) ``/proc/sys`` and ``/sys``;
   - ``/tmp`` and ``/var/tmp`` are the attempt's own folder (on disk, removed with the
     attempt), not the machine's (its files and sockets: tmux, X11); the server's own
     interpreter and code, where they lie there, are carried over read-only;
@@ -26,7 +27,8 @@ namespace too when the server is not root):
     empty cover, not the real parent);
   - ``/dev`` is its own: the harmless devices (``null``, ``zero``, ``full``,
     ``random``, ``urandom``, ``tty``), the GPUs' (NVIDIA, DRI, ROCm, InfiniBand), a
-    private ``/dev/shm`` and ``/dev/pts``; no disks, no kernel log;
+    private ``/dev/shm`` (no larger than the job's memory limit, since its files count
+    toward no process's memory) and ``/dev/pts``; no disks, no kernel log;
 - no capabilities (``setpriv``: bounding set, inheritable and ambient sets emptied, no
   new privileges): a job that is root in its namespaces (the server runs as root, or
   is mapped to root in a user namespace) cannot unmount a cover or make a mount
@@ -154,9 +156,12 @@ def environment(env: Mapping[str, str]) -> int:
     return fd
 
 
-def command(hidden: Sequence[Path], work: Path, tmp: Path) -> list[str]:
+def command(
+    hidden: Sequence[Path], work: Path, tmp: Path, shm_bytes: int | None = None
+) -> list[str]:
     """The argv prefix that runs a command in a sandbox hiding ``hidden`` but for
-    ``work``, its working directory, with ``tmp`` as its ``/tmp``; run it with
+    ``work``, its working directory, with ``tmp`` as its ``/tmp`` and a ``/dev/shm``
+    of ``shm_bytes`` at most (None: the kernel's default); run it with
     ``MACHINERY_ENV`` as its environment and the job's on stdin (``environment``).
     Raises OSError where no sandbox can be made."""
     found = _programs()
@@ -168,7 +173,7 @@ def command(hidden: Sequence[Path], work: Path, tmp: Path) -> list[str]:
         )
     if os.geteuid() == 0:
         _warn_root()
-    return _argv(found, hidden, work, tmp)
+    return _argv(found, hidden, work, tmp, shm_bytes)
 
 
 def _argv(
@@ -176,6 +181,7 @@ def _argv(
     hidden: Sequence[Path],
     work: Path,
     tmp: Path,
+    shm_bytes: int | None = None,
     python: str | None = None,
     as_root: bool | None = None,
 ) -> list[str]:
@@ -197,6 +203,7 @@ def _argv(
         env,
         str(work.resolve()),
         str(tmp.resolve()),
+        str(shm_bytes or 0),
         *(str(path.absolute()) for path in hidden),
         "--",
         *_carried(),

@@ -3,8 +3,9 @@ every capability in them, run as ``python -I -S`` before the job (``sandbox.py``
 what it makes and why). The standard library only, and as few modules as will do:
 their import is most of a sandbox's start. The server imports it for its constants.
 
-argv: setpriv, env, the job's working directory, its temporary folder, each hidden
-path, ``--``, each folder under /tmp or /var/tmp the job must still see (the server's
+argv: setpriv, env, the job's working directory, its temporary folder, the size of its
+``/dev/shm`` in bytes (0: the kernel's default, half the memory), each hidden path,
+``--``, each folder under /tmp or /var/tmp the job must still see (the server's
 interpreter and code, read-only), ``--``, then the job's argv. Its environment is the
 sandbox's own (never the job's, which arrives on stdin). On success it becomes
 ``/bin/sh`` running the job through ``setpriv`` (every capability dropped) and
@@ -58,6 +59,13 @@ ENTER = 'unset PATH PWD OLDPWD\n. /proc/self/fd/0 || exit 126\nexec "$@" < /dev/
 
 _libc = ctypes.CDLL(None, use_errno=True)  # the process's own: loads nothing new
 _libc.mount.argtypes = (ctypes.c_char_p,) * 3 + (ctypes.c_ulong, ctypes.c_char_p)
+_libc.syscall.restype = ctypes.c_long
+# mount_setattr(2), Linux 5.12: one number on every architecture but alpha's
+SYS_MOUNT_SETATTR, AT_FDCWD, AT_RECURSIVE, MOUNT_ATTR_RDONLY = 442, -100, 0x8000, 0x1
+
+
+class MountAttr(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_uint64) for name in ("set", "clr", "propagation", "userns")]
 
 
 class Failed(Exception):
@@ -80,6 +88,23 @@ def kept(path: str) -> int:
     if not found & (os.ST_NOATIME | os.ST_RELATIME):
         flags |= MS_STRICTATIME
     return flags
+
+
+def all_read_only() -> bool:
+    """Every mount of the namespace read-only in one call, each keeping its other flags,
+    those under another mount too (a remount by path cannot reach them); False where
+    the kernel has no ``mount_setattr`` or refuses it for some mount (it then changes
+    none)."""
+    attr = MountAttr(MOUNT_ATTR_RDONLY, 0, 0, 0)
+    done = _libc.syscall(
+        ctypes.c_long(SYS_MOUNT_SETATTR),
+        ctypes.c_int(AT_FDCWD),
+        b"/",
+        ctypes.c_uint(AT_RECURSIVE),
+        ctypes.byref(attr),
+        ctypes.c_size_t(ctypes.sizeof(attr)),
+    )
+    return done == 0
 
 
 def remount(path: str, readonly: bool) -> None:
@@ -127,14 +152,14 @@ def cover(path: str, keep: list[str]) -> None:
     remount(path, readonly=True)
 
 
-def set_up(work: str, tmp: str, hidden: list[str], seen: list[str]) -> None:
+def set_up(work: str, tmp: str, shm: int, hidden: list[str], seen: list[str]) -> None:
     try:  # before anything covers them
         own, scratch = opened(work), opened(tmp)
         carried = [(opened(path), path) for path in seen]
     except OSError as exc:
         raise Failed(f"cannot open {exc.filename}") from exc
-    # 1. every mount read-only, with its own flags
-    for at in writable_mounts():
+    # 1. every mount read-only, with its own flags (by path on a kernel before 5.12)
+    for at in [] if all_read_only() else writable_mounts():
         try:
             remount(at, readonly=True)
         except (FileNotFoundError, NotADirectoryError, PermissionError):
@@ -186,7 +211,7 @@ def set_up(work: str, tmp: str, hidden: list[str], seen: list[str]) -> None:
     os.close(scratch)
     # 6. a /dev of its own, made in its working directory and moved into place
     try:
-        make_dev(f"{work}/.plinth-dev.{os.urandom(8).hex()}")
+        make_dev(f"{work}/.plinth-dev.{os.urandom(8).hex()}", shm)
     except OSError as exc:
         raise Failed("cannot make a /dev") from exc
     try:
@@ -195,8 +220,9 @@ def set_up(work: str, tmp: str, hidden: list[str], seen: list[str]) -> None:
         raise Failed(f"cannot enter {work}") from exc
 
 
-def make_dev(stage: str) -> None:
-    """The harmless devices, the accelerators', a private /dev/shm and /dev/pts."""
+def make_dev(stage: str, shm: int) -> None:
+    """The harmless devices, the accelerators', a private /dev/shm (of ``shm`` bytes
+    at most, when not 0) and /dev/pts."""
     os.mkdir(stage, 0o700)
     mount("plinth-dev", stage, "tmpfs", HIDDEN, "mode=755,size=64k")
     names = [*DEVICES, *(n for n in sorted(os.listdir("/dev")) if n.startswith(ACCELERATORS))]
@@ -210,7 +236,8 @@ def make_dev(stage: str) -> None:
             os.close(os.open(target, os.O_CREAT | os.O_WRONLY, 0o600))
         mount(node, target, None, MS_BIND)
     os.mkdir(f"{stage}/shm")
-    mount("plinth-shm", f"{stage}/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
+    size = f",size={shm}" if shm else ""
+    mount("plinth-shm", f"{stage}/shm", "tmpfs", MS_NOSUID | MS_NODEV, f"mode=1777{size}")
     os.mkdir(f"{stage}/pts")
     pts = "newinstance,ptmxmode=0666,mode=0620"
     mount("plinth-pts", f"{stage}/pts", "devpts", MS_NOSUID | MS_NOEXEC, pts)
@@ -222,13 +249,13 @@ def make_dev(stage: str) -> None:
 
 
 def main(argv: list[str]) -> None:
-    setpriv, env, work, tmp, *rest = argv
+    setpriv, env, work, tmp, shm, *rest = argv
     split = rest.index("--")
     hidden, rest = rest[:split], rest[split + 1 :]
     split = rest.index("--")
     seen, job = rest[:split], rest[split + 1 :]
     try:
-        set_up(work, tmp, hidden, seen)
+        set_up(work, tmp, int(shm), hidden, seen)
     except Failed as exc:
         cause = exc.__cause__
         why = f": {cause.strerror}" if isinstance(cause, OSError) and cause.strerror else ""
