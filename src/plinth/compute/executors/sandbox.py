@@ -30,9 +30,13 @@ namespace too when the server is not root):
     private ``/dev/shm`` (no larger than the job's memory limit, since its files count
     toward no process's memory) and ``/dev/pts``; no disks, no kernel log;
 - no capabilities (``setpriv``: bounding set, inheritable and ambient sets emptied, no
-  new privileges): a job that is root in its namespaces (the server runs as root, or
-  is mapped to root in a user namespace) cannot unmount a cover or make a mount
-  writable again, nor make a namespace of its own to do so;
+  new privileges): a job mapped to root in its user namespace cannot unmount a cover
+  or make a mount writable again, nor make a namespace of its own to do so;
+- a user of its own when the server runs as root (``JOB_UID``, in no group), rather
+  than root without capabilities, who could still read every file root owns and
+  signal the sandbox's own processes: its folders are handed to that user, and where
+  a folder on its way is closed to others (``/root``, where pyenv puts Pythons) it is
+  covered, with the server's interpreter and the job's folder bound back;
 - a **PID** namespace with its own ``/proc``: the server and the other jobs are not
   there to read. The sandbox's shell is its first process and runs the job as its
   child (not ``exec``), so the job keeps the usual signal semantics (a first process
@@ -82,6 +86,8 @@ log = logging.getLogger(__name__)
 
 # the sandbox's own programs run with this environment only
 MACHINERY_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+# the user (and group) a root server's jobs run as: the kernel's overflow id, "nobody"
+JOB_UID = 65534
 _SETUP = str(Path(sandbox_setup.__file__).resolve())
 _IGNORING = f'trap "" {SIGNALS.replace(",", " ")}; exec "$@"'  # then unshare
 
@@ -134,15 +140,6 @@ def _programs() -> tuple[str, str, str] | str:
     return programs
 
 
-@cache
-def _warn_root() -> None:
-    log.warning(
-        "plinth: this server runs as root, so a sandboxed job stays uid 0 (without "
-        "capabilities, on a read-only file system): one kernel flaw from root; run the "
-        "server as a user of its own (docs/security.md)"
-    )
-
-
 def environment(env: Mapping[str, str]) -> int:
     """A descriptor of an anonymous file holding ``env`` as the shell's ``export``
     lines, for the sandbox to give the job: the worker's stdin. Names must be the
@@ -172,8 +169,23 @@ def command(
             "run them as the server's own user (see docs/security.md)"
         )
     if os.geteuid() == 0:
-        _warn_root()
+        _hand_over(work, tmp)
     return _argv(found, hidden, work, tmp, shm_bytes)
+
+
+def _hand_over(*folders: Path) -> None:
+    """``folders`` and all in them made the job's user's (a root server's jobs run as
+    ``JOB_UID``): what the snapshot brought is the job's to change, as it would be its
+    owner's without the sandbox. Relative to descriptors of the folders walked, never
+    through a link: another worker of the job, running already, may swap a folder for
+    a link to ``/etc`` meanwhile. A folder gone is left for the set-up to report."""
+    for folder in folders:
+        if not folder.is_dir():
+            continue
+        for _, _dirs, files, at in os.fwalk(folder, follow_symlinks=False):
+            os.chown(".", JOB_UID, JOB_UID, dir_fd=at, follow_symlinks=False)
+            for name in files:  # links included (as links), folders as they are walked
+                os.chown(name, JOB_UID, JOB_UID, dir_fd=at, follow_symlinks=False)
 
 
 def _argv(
@@ -186,15 +198,17 @@ def _argv(
     as_root: bool | None = None,
 ) -> list[str]:
     """The argv prefix; ``python`` (this interpreter) runs the set-up, ``as_root``
-    (whether this process is) says whether a user namespace is needed."""
+    (whether this process is) says whether a user namespace is needed, or whether the
+    job runs as ``JOB_UID`` instead."""
     unshare, setpriv, env = programs
+    root = os.geteuid() == 0 if as_root is None else as_root
     return [
         "/bin/sh",
         "-c",
         _IGNORING,
         "plinth-sandbox",
         unshare,
-        *_unshare_flags(os.geteuid() == 0 if as_root is None else as_root),
+        *_unshare_flags(root),
         python or sys.executable,
         "-I",
         "-S",
@@ -204,23 +218,33 @@ def _argv(
         str(work.resolve()),
         str(tmp.resolve()),
         str(shm_bytes or 0),
+        str(JOB_UID if root else 0),
         *(str(path.absolute()) for path in hidden),
         "--",
-        *_carried(),
+        *_carried(root),
         "--",
     ]
 
 
 @cache
-def _carried() -> tuple[str, ...]:
-    """The folders of this interpreter and its code (``sys.path``) that lie under /tmp
-    or /var/tmp, which a sandboxed job sees as its own: they are carried over,
-    read-only, so that a job can run this interpreter (a CI's checkout lies there)."""
+def _carried(other_user: bool) -> tuple[str, ...]:
+    """The folders of this interpreter and its code (``sys.path``) that a sandboxed job
+    would not reach, carried over read-only so that it can run this interpreter: those
+    under /tmp or /var/tmp, which it sees as its own (a CI's checkout lies there), and
+    for a job of ``other_user`` those under a folder others may not enter (``/root``,
+    where pyenv puts Pythons)."""
     tmps = [Path(t).resolve() for t in sandbox_setup.TMPS]
     found: list[Path] = []
     for entry in sorted({sys.prefix, sys.base_prefix, sys.exec_prefix, *sys.path}):
         path = Path(entry).resolve() if entry else None
-        if path is not None and path.is_dir() and any(path.is_relative_to(t) for t in tmps):
+        if path is None or not path.is_dir():
+            continue
+        if any(path.is_relative_to(t) for t in tmps) or (other_user and _closed_on_way(path)):
             found.append(path)
     outer = [p for p in found if not any(p != q and p.is_relative_to(q) for q in found)]
     return tuple(str(p) for p in outer)
+
+
+def _closed_on_way(path: Path) -> bool:
+    """Whether a folder on the way to ``path`` is closed to users of no group of its."""
+    return any(not folder.stat().st_mode & 0o001 for folder in path.parents)

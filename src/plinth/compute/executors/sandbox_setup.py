@@ -4,9 +4,11 @@ what it makes and why). The standard library only, and as few modules as will do
 their import is most of a sandbox's start. The server imports it for its constants.
 
 argv: setpriv, env, the job's working directory, its temporary folder, the size of its
-``/dev/shm`` in bytes (0: the kernel's default, half the memory), each hidden path,
-``--``, each folder under /tmp or /var/tmp the job must still see (the server's
-interpreter and code, read-only), ``--``, then the job's argv. Its environment is the
+``/dev/shm`` in bytes (0: the kernel's default, half the memory), the user id the job
+runs as (0: the set-up's own, in a user namespace), each hidden path, ``--``, each
+folder the job must still see where a cover would hide it (the server's interpreter and
+code under /tmp, or under a folder that the job's user may not enter), read-only,
+``--``, then the job's argv. Its environment is the
 sandbox's own (never the job's, which arrives on stdin). On success it becomes
 ``/bin/sh`` running the job through ``setpriv`` (every capability dropped) and
 ``env``; on failure it says what it could not do and exits 126.
@@ -141,18 +143,46 @@ def bind(fd: int, target: str, readonly: bool) -> None:
     remount(target, readonly)
 
 
-def cover(path: str, keep: list[str]) -> None:
+def cover(path: str, keep: list[str], make: tuple[str, ...] = ()) -> None:
     """An empty tmpfs over the folder ``path``, read-only, with the folders ``keep``
-    below it bound back as they were."""
+    below it bound back as they were, and the folders ``make`` made in it (where a
+    later bind goes)."""
     handles = [(opened(folder), folder) for folder in keep]
     mount("plinth-hidden", path, "tmpfs", HIDDEN, "mode=755,size=16k")
     for fd, folder in handles:
         bind(fd, folder, readonly=True)
         os.close(fd)
+    for folder in make:
+        os.makedirs(folder, exist_ok=True)
     remount(path, readonly=True)
 
 
-def set_up(work: str, tmp: str, shm: int, hidden: list[str], seen: list[str]) -> None:
+def under(path: str, folder: str) -> bool:
+    return path.startswith(folder.rstrip("/") + "/")
+
+
+def closed_to_others(work: str, seen: list[str]) -> dict[str, list[str]]:
+    """The outermost folders on the way to ``work`` and to each of ``seen`` that a user
+    of no group of theirs may not enter (``/root``, 0700), each with the folders of
+    ``seen`` below it: covered and those bound back, the job's user gets there."""
+    found: dict[str, list[str]] = {}
+    for path in (work, *seen):
+        parts = path.strip("/").split("/")
+        for depth in range(1, len(parts)):
+            folder = "/" + "/".join(parts[:depth])
+            try:
+                mode = os.stat(folder).st_mode
+            except OSError:
+                break  # not in this view (below a cover): made afresh, open to all
+            if not mode & 0o001:
+                found.setdefault(folder, [])
+                if path != work:
+                    found[folder].append(path)
+                break
+    return found
+
+
+def set_up(work: str, tmp: str, shm: int, uid: int, hidden: list[str], seen: list[str]) -> None:
     try:  # before anything covers them
         own, scratch = opened(work), opened(tmp)
         carried = [(opened(path), path) for path in seen]
@@ -177,7 +207,8 @@ def set_up(work: str, tmp: str, shm: int, hidden: list[str], seen: list[str]) ->
                 raise Failed(f"cannot bind {at}") from exc
     try:
         for fd, path in carried:
-            bind(fd, path, readonly=True)
+            if any(under(path, at) for at in TMPS):
+                bind(fd, path, readonly=True)
             os.close(fd)
     except OSError as exc:
         raise Failed(f"cannot carry {exc.filename} over") from exc
@@ -202,6 +233,17 @@ def set_up(work: str, tmp: str, shm: int, hidden: list[str], seen: list[str]) ->
                 mount("/dev/null", path, None, MS_BIND)
         except OSError as exc:
             raise Failed(f"cannot cover {path}") from exc
+    # 4b. a job of another user than the set-up's: the folders on its way that it may
+    # not enter (root's home, where the server's interpreter may lie) covered, with
+    # what it must reach there bound back
+    if uid:
+        # (what lies below a cover, the home's, stays out of reach)
+        others = [p for p in seen if not any(under(p, at) for at in TMPS) and os.path.isdir(p)]
+        for folder, keep in sorted(closed_to_others(work, others).items()):
+            try:
+                cover(folder, keep, make=(work,) if under(work, folder) else ())
+            except OSError as exc:
+                raise Failed(f"cannot open the way through {folder}") from exc
     # 5. its working directory, writable
     try:
         bind(own, work, readonly=False)
@@ -249,19 +291,23 @@ def make_dev(stage: str, shm: int) -> None:
 
 
 def main(argv: list[str]) -> None:
-    setpriv, env, work, tmp, shm, *rest = argv
+    setpriv, env, work, tmp, shm, uid, *rest = argv
     split = rest.index("--")
     hidden, rest = rest[:split], rest[split + 1 :]
     split = rest.index("--")
     seen, job = rest[:split], rest[split + 1 :]
+    umask = os.umask(0o022)  # what it makes on the way must be open to the job's user
     try:
-        set_up(work, tmp, int(shm), hidden, seen)
+        set_up(work, tmp, int(shm), int(uid), hidden, seen)
     except Failed as exc:
         cause = exc.__cause__
         why = f": {cause.strerror}" if isinstance(cause, OSError) and cause.strerror else ""
         print(f"plinth: the job's sandbox could not be set up: {exc}{why}", file=sys.stderr)
         sys.exit(126)
+    os.umask(umask)
     drop = ["--bounding-set=-all", "--inh-caps=-all", "--ambient-caps=-all", "--no-new-privs"]
+    if int(uid):  # a user of its own, in no group: not root without capabilities
+        drop += [f"--reuid={uid}", f"--regid={uid}", "--clear-groups"]
     # SIGPIPE and SIGXFSZ too: this interpreter ignored them, as Python does. env(1)
     # before the shell, so that the job's argv reaches exec as given (not as env's)
     defaults = f"--default-signal={SIGNALS},PIPE,XFSZ"
