@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -291,6 +292,135 @@ def test_a_root_servers_job_runs_as_a_user_of_its_own(tmp_path: Path) -> None:
         assert target.stat().st_uid == 0 and (work / "link").lstat().st_uid == sandbox.JOB_UID
     finally:
         shutil.rmtree(closed)
+
+
+def test_what_is_hidden_stays_hidden_in_a_folder_carried_through_a_closed_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A folder of the server's code in ``/root`` is bound back for a root server's job:
+    a home, a database or a key file inside it stays covered all the same."""
+    if os.geteuid() != 0:
+        pytest.skip("a server that is not root runs its jobs as its own user")
+    app = Path(tempfile.mkdtemp(dir=Path.home(), prefix="plinth-sandbox-app-"))
+    try:
+        app.chmod(0o755)  # open to all itself: /root, on its way, is not
+        home, key = app / "home", app / "master.key"
+        work, tmp = (
+            home / "compute" / "jobs" / "j" / "work",
+            home / "compute" / "jobs" / "j" / "tmp",
+        )
+        work.mkdir(parents=True)
+        tmp.mkdir()
+        (home / "plinth.db").write_text("DB SECRET")
+        key.write_text("KEY SECRET")
+        (app / "code.py").write_text("print('code')")
+        monkeypatch.setattr(sys, "path", [*sys.path, str(app)])  # the server's code lies there
+        sandbox._carried.cache_clear()
+        try:
+            argv = [*sandbox.command([home, key], work, tmp), "/bin/sh", "-c", READ_APP, "job"]
+            done = run([*argv, str(app)], {"PATH": "/usr/bin:/bin"}, cwd=work)
+        finally:
+            sandbox._carried.cache_clear()
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.split() == ["code", "hidden", "hidden"]
+    finally:
+        shutil.rmtree(app)
+
+
+READ_APP = (
+    'cat "$1/code.py" | tr -d "()\047" | cut -c6-; for f in home/plinth.db master.key; '
+    'do grep -q SECRET "$1/$f" 2>/dev/null && echo LEAKED || echo hidden; done'
+)
+
+
+def test_handing_a_jobs_folder_over_never_goes_through_a_link(tmp_path: Path) -> None:
+    """Links in the job's folder are handed over as links: what they lead to (a folder
+    of root's, a FIFO that would block an open) is neither changed nor opened; a
+    folder handed over already is left alone."""
+    if os.geteuid() != 0:
+        pytest.skip("a server that is not root runs its jobs as its own user")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "file").write_text("root's")
+    os.mkfifo(tmp_path / "fifo")
+    work = tmp_path / "work"
+    (work / "sub").mkdir(parents=True)
+    (work / "sub" / "file").write_text("the job's")
+    (work / "to-folder").symlink_to(outside)
+    (work / "to-fifo").symlink_to(tmp_path / "fifo")
+    walking = threading.Thread(target=sandbox._hand_over, args=(work,), daemon=True)
+    walking.start()
+    walking.join(10)
+    assert not walking.is_alive()  # no open of the FIFO blocked it
+    owners = {p.name: p.lstat().st_uid for p in (work, *work.rglob("*"))}
+    assert set(owners.values()) == {sandbox.JOB_UID}, owners
+    assert outside.stat().st_uid == (outside / "file").stat().st_uid == 0
+    (work / "sub" / "new").write_text("made by root after")
+    sandbox._hand_over(work)  # the folder is the job's already: not walked again
+    assert (work / "sub" / "new").stat().st_uid == 0
+
+
+def test_a_root_server_that_cannot_become_the_jobs_user_warns_and_keeps_uid_0(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """In a user namespace that does not map ``JOB_UID`` (a container's), the job stays
+    root without capabilities, as before, and the server says so."""
+    monkeypatch.setattr(sandbox, "_maps", lambda inside, table: False)
+    sandbox._job_uid.cache_clear()
+    try:
+        assert sandbox._job_uid() == 0
+        found = sandbox._programs()
+        assert not isinstance(found, str), found
+        argv = sandbox._argv(found, [], Path("/w"), Path("/t"), as_root=True)
+        assert argv[argv.index("/t") + 2] == "0"  # after the /dev/shm size: the job's uid
+    finally:
+        sandbox._job_uid.cache_clear()
+    assert "cannot run its jobs as user 65534" in caplog.text
+
+
+# A process with a key of its own in its session keyring runs a sandboxed job, which
+# lists the keys it can see (argv: the sandbox's argv as JSON)
+KEYRING = r"""
+import ctypes, json, subprocess, sys
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+KEYCTL, ADD_KEY = {"x86_64": (250, 248), "aarch64": (219, 217)}[__import__("os").uname().machine]
+assert libc.syscall(ctypes.c_long(KEYCTL), ctypes.c_int(1), ctypes.c_void_p(None)) > 0
+name = sys.argv[2].encode()
+size, session = ctypes.c_size_t(9), ctypes.c_int(-3)
+key = libc.syscall(ctypes.c_long(ADD_KEY), b"user", name, b"TOPSECRET", size, session)
+assert key > 0, ctypes.get_errno()
+assert sys.argv[2] in open("/proc/keys").read()  # the server's process sees it
+done = subprocess.run(json.loads(sys.argv[1]), stdin=0, capture_output=True, text=True)
+print(json.dumps([done.returncode, done.stdout, done.stderr]))
+"""
+
+
+def test_a_job_gets_a_keyring_of_its_own(tmp_path: Path) -> None:
+    """Keys in the server's session keyring (a service's, a login's) are not the job's."""
+    name = f"plinth-probe-{uuid.uuid4().hex}"
+    work, tmp = tmp_path / "attempt" / "work", tmp_path / "attempt" / "tmp"
+    work.mkdir(parents=True)
+    tmp.mkdir()
+    argv = [*sandbox.command([], work, tmp), "/bin/cat", "/proc/keys"]
+    envfd = sandbox.environment({})
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", KEYRING, json.dumps(argv), name],
+            env=sandbox.MACHINERY_ENV,
+            stdin=envfd,
+            cwd=work,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        os.close(envfd)
+    assert done.returncode == 0, done.stderr
+    code, listed, errors = json.loads(done.stdout)
+    assert code == 0, errors
+    assert "_ses" in listed  # a session keyring, its own
+    assert name not in listed
 
 
 # as the job: its user, a file of its snapshot changed and read by its whole path (the

@@ -42,7 +42,8 @@ namespace too when the server is not root):
   child (not ``exec``), so the job keeps the usual signal semantics (a first process
   ignores SIGTERM it has no handler for). ``unshare --kill-child`` ends it with the
   wrapper: a job that kills its own process group leaves nothing behind;
-- an **IPC** namespace: System V IPC and POSIX message queues of its own.
+- an **IPC** namespace: System V IPC and POSIX message queues of its own, and a
+  session keyring of its own (not the server's process's keys).
 
 The mounts are made by ``sandbox_setup.py``, run by this interpreter (``-I -S``, the
 standard library only) as the namespaces' first process; it then becomes the shell
@@ -168,24 +169,88 @@ def command(
             f"and PID namespaces), and {found}; set PLINTH_COMPUTE__LOCAL_SANDBOX=false to "
             "run them as the server's own user (see docs/security.md)"
         )
-    if os.geteuid() == 0:
-        _hand_over(work, tmp)
+    if os.geteuid() == 0 and _job_uid():
+        for folder in (work, tmp):
+            _hand_over(folder)
     return _argv(found, hidden, work, tmp, shm_bytes)
 
 
-def _hand_over(*folders: Path) -> None:
-    """``folders`` and all in them made the job's user's (a root server's jobs run as
-    ``JOB_UID``): what the snapshot brought is the job's to change, as it would be its
-    owner's without the sandbox. Relative to descriptors of the folders walked, never
-    through a link: another worker of the job, running already, may swap a folder for
-    a link to ``/etc`` meanwhile. A folder gone is left for the set-up to report."""
-    for folder in folders:
-        if not folder.is_dir():
-            continue
-        for _, _dirs, files, at in os.fwalk(folder, follow_symlinks=False):
-            os.chown(".", JOB_UID, JOB_UID, dir_fd=at, follow_symlinks=False)
-            for name in files:  # links included (as links), folders as they are walked
-                os.chown(name, JOB_UID, JOB_UID, dir_fd=at, follow_symlinks=False)
+@cache
+def _job_uid() -> int:
+    """The user a root server's jobs run as: ``JOB_UID``, where this root may make
+    files its and become it (a user namespace of a container may not map it); else
+    0, root without capabilities, which the server warns of."""
+    try:
+        with tempfile.TemporaryDirectory(prefix="plinth-sandbox-chown-") as probe:
+            os.chown(probe, JOB_UID, JOB_UID)
+            mapped = all(_maps(JOB_UID, f"/proc/self/{kind}_map") for kind in ("uid", "gid"))
+    except OSError:
+        mapped = False
+    if mapped:
+        return JOB_UID
+    log.warning(
+        "plinth: this server runs as root and cannot run its jobs as user %d (not mapped "
+        "in its user namespace, or no right to chown): a sandboxed job stays uid 0 "
+        "without capabilities, on a read-only file system; run the server as a user of "
+        "its own (docs/security.md)",
+        JOB_UID,
+    )
+    return 0
+
+
+def _maps(inside: int, table: str) -> bool:
+    """Whether the id map ``table`` (``/proc/self/uid_map``) maps ``inside``."""
+    with open(table) as lines:
+        for line in lines:
+            first, _, count = (int(n) for n in line.split())
+            if first <= inside < first + count:
+                return True
+    return False
+
+
+def _hand_over(folder: Path) -> None:
+    """``folder`` and all in it made the job's user's, once, before its first worker
+    runs (a folder the user owns already is left alone): what the snapshot brought is
+    the job's to change, as it would be its owner's without the sandbox. Walked by
+    descriptor, each folder opened without following a link and without blocking, on
+    this file system only; a folder gone is left for the set-up to report."""
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        top = os.open(folder, flags)
+    except OSError:
+        return
+    try:
+        if os.fstat(top).st_uid == JOB_UID:
+            return
+        device = os.fstat(top).st_dev
+        stack = [os.dup(top)]
+        try:
+            while stack:
+                at = stack.pop()
+                try:
+                    with os.scandir(at) as entries:
+                        found = list(entries)
+                    for entry in found:
+                        if not entry.is_dir(follow_symlinks=False):  # a file; a link as such
+                            os.chown(entry.name, JOB_UID, JOB_UID, dir_fd=at, follow_symlinks=False)
+                            continue
+                        try:
+                            inner = os.open(entry.name, flags, dir_fd=at)
+                        except OSError:
+                            continue  # gone, or no longer a folder
+                        if os.fstat(inner).st_dev == device:
+                            os.fchown(inner, JOB_UID, JOB_UID)
+                            stack.append(inner)
+                        else:
+                            os.close(inner)
+                finally:
+                    os.close(at)
+        finally:
+            for left in stack:
+                os.close(left)
+        os.fchown(top, JOB_UID, JOB_UID)  # last: the top folder says the walk is done
+    finally:
+        os.close(top)
 
 
 def _argv(
@@ -202,6 +267,7 @@ def _argv(
     job runs as ``JOB_UID`` instead."""
     unshare, setpriv, env = programs
     root = os.geteuid() == 0 if as_root is None else as_root
+    uid = _job_uid() if root else 0
     return [
         "/bin/sh",
         "-c",
@@ -218,10 +284,10 @@ def _argv(
         str(work.resolve()),
         str(tmp.resolve()),
         str(shm_bytes or 0),
-        str(JOB_UID if root else 0),
+        str(uid),
         *(str(path.absolute()) for path in hidden),
         "--",
-        *_carried(root),
+        *_carried(bool(uid)),
         "--",
     ]
 
@@ -235,7 +301,10 @@ def _carried(other_user: bool) -> tuple[str, ...]:
     where pyenv puts Pythons)."""
     tmps = [Path(t).resolve() for t in sandbox_setup.TMPS]
     found: list[Path] = []
-    for entry in sorted({sys.prefix, sys.base_prefix, sys.exec_prefix, *sys.path}):
+    # not sys.path[0], the script's folder or the working directory: not the
+    # interpreter's, and under /root it may hold anything (the hidden paths in it are
+    # covered after, as everywhere)
+    for entry in sorted({sys.prefix, sys.base_prefix, sys.exec_prefix, *sys.path[1:]}):
         path = Path(entry).resolve() if entry else None
         if path is None or not path.is_dir():
             continue

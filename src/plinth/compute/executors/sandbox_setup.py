@@ -17,6 +17,7 @@ sandbox's own (never the job's, which arrives on stdin). On success it becomes
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import sys
 
@@ -212,6 +213,17 @@ def set_up(work: str, tmp: str, shm: int, uid: int, hidden: list[str], seen: lis
             os.close(fd)
     except OSError as exc:
         raise Failed(f"cannot carry {exc.filename} over") from exc
+    # 2b. a job of another user than the set-up's: the folders on its way that it may
+    # not enter (root's home, where the server's interpreter may lie) covered, with
+    # what it must reach there bound back
+    if uid:
+        # (before the covers of what is hidden, which go over what is bound back here)
+        others = [p for p in seen if not any(under(p, at) for at in TMPS) and os.path.isdir(p)]
+        for folder, keep in sorted(closed_to_others(work, others).items()):
+            try:
+                cover(folder, keep, make=(work,) if under(work, folder) else ())
+            except OSError as exc:
+                raise Failed(f"cannot open the way through {folder}") from exc
     # 3. other programs' sockets, covered (read-only files do not stop a connect)
     resolv = os.path.dirname(os.path.realpath("/etc/resolv.conf"))
     for at in RUNS:
@@ -233,17 +245,6 @@ def set_up(work: str, tmp: str, shm: int, uid: int, hidden: list[str], seen: lis
                 mount("/dev/null", path, None, MS_BIND)
         except OSError as exc:
             raise Failed(f"cannot cover {path}") from exc
-    # 4b. a job of another user than the set-up's: the folders on its way that it may
-    # not enter (root's home, where the server's interpreter may lie) covered, with
-    # what it must reach there bound back
-    if uid:
-        # (what lies below a cover, the home's, stays out of reach)
-        others = [p for p in seen if not any(under(p, at) for at in TMPS) and os.path.isdir(p)]
-        for folder, keep in sorted(closed_to_others(work, others).items()):
-            try:
-                cover(folder, keep, make=(work,) if under(work, folder) else ())
-            except OSError as exc:
-                raise Failed(f"cannot open the way through {folder}") from exc
     # 5. its working directory, writable
     try:
         bind(own, work, readonly=False)
@@ -290,6 +291,22 @@ def make_dev(stage: str, shm: int) -> None:
     remount("/dev", readonly=True)
 
 
+# keyctl(2)'s number by machine, for the keyring below; KEYCTL_JOIN_SESSION_KEYRING
+KEYCTL = {"x86_64": 250, "aarch64": 219, "riscv64": 219}
+JOIN_SESSION_KEYRING = 1
+
+
+def own_keyring() -> None:
+    """A new, empty session keyring: the server's (a key its process added, a login's
+    credentials) is not the job's to read. Nothing where the kernel keeps no keys."""
+    number = KEYCTL.get(os.uname().machine)
+    if number is None:
+        return
+    call = (ctypes.c_long(number), ctypes.c_int(JOIN_SESSION_KEYRING), ctypes.c_void_p(None))
+    if _libc.syscall(*call) == -1 and ctypes.get_errno() not in (errno.ENOSYS, errno.EOPNOTSUPP):
+        raise Failed("cannot make a keyring of its own") from OSError(ctypes.get_errno(), "")
+
+
 def main(argv: list[str]) -> None:
     setpriv, env, work, tmp, shm, uid, *rest = argv
     split = rest.index("--")
@@ -299,6 +316,7 @@ def main(argv: list[str]) -> None:
     umask = os.umask(0o022)  # what it makes on the way must be open to the job's user
     try:
         set_up(work, tmp, int(shm), int(uid), hidden, seen)
+        own_keyring()
     except Failed as exc:
         cause = exc.__cause__
         why = f": {cause.strerror}" if isinstance(cause, OSError) and cause.strerror else ""
