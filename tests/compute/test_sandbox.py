@@ -396,13 +396,33 @@ print(json.dumps([done.returncode, done.stdout, done.stderr]))
 """
 
 
+# The job's own keyring calls: its user keyring's id, a key added to it, the persistent
+# keyring; each one's errno
+KEYRING_CALLS = r"""
+import ctypes, errno, os
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+KEYCTL, ADD_KEY = {"x86_64": (250, 248), "aarch64": (219, 217)}[os.uname().machine]
+def tried(*args):
+    done = libc.syscall(*args)
+    return "ok" if done >= 0 else errno.errorcode[ctypes.get_errno()]
+user = ctypes.c_int(-4)
+print(
+    tried(ctypes.c_long(KEYCTL), ctypes.c_int(0), user, ctypes.c_int(1)),
+    tried(ctypes.c_long(ADD_KEY), b"user", b"left", b"x", ctypes.c_size_t(1), user),
+    tried(ctypes.c_long(KEYCTL), ctypes.c_int(22), ctypes.c_int(-1), ctypes.c_int(-3)),
+)
+"""
+
+
 def test_a_job_gets_a_keyring_of_its_own(tmp_path: Path) -> None:
     """Keys in the server's session keyring (a service's, a login's) are not the job's."""
     name = f"plinth-probe-{uuid.uuid4().hex}"
     work, tmp = tmp_path / "attempt" / "work", tmp_path / "attempt" / "tmp"
     work.mkdir(parents=True)
     tmp.mkdir()
-    argv = [*sandbox.command([], work, tmp), "/bin/cat", "/proc/keys"]
+    argv = [*sandbox.command([], work, tmp), "/bin/sh", "-c", 'cat /proc/keys; "$0" -c "$1"']
+    argv += [sys.executable, KEYRING_CALLS]
     envfd = sandbox.environment({})
     try:
         done = subprocess.run(
@@ -421,6 +441,9 @@ def test_a_job_gets_a_keyring_of_its_own(tmp_path: Path) -> None:
     assert code == 0, errors
     assert "_ses" in listed  # a session keyring, its own
     assert name not in listed
+    # and no keyring call at all: not its user's keyring (shared with the other jobs,
+    # or the server's user's), not a new key, not the persistent keyring
+    assert listed.splitlines()[-1] == "ENOSYS ENOSYS ENOSYS"
 
 
 # as the job: its user, a file of its snapshot changed and read by its whole path (the

@@ -42,8 +42,9 @@ namespace too when the server is not root):
   child (not ``exec``), so the job keeps the usual signal semantics (a first process
   ignores SIGTERM it has no handler for). ``unshare --kill-child`` ends it with the
   wrapper: a job that kills its own process group leaves nothing behind;
-- an **IPC** namespace: System V IPC and POSIX message queues of its own, and a
-  session keyring of its own (not the server's process's keys).
+- an **IPC** namespace: System V IPC and POSIX message queues of its own; a session
+  keyring of its own and no keyring calls (seccomp): the keys of the server's process
+  and user, and of the user root's jobs share, are not a job's.
 
 The mounts are made by ``sandbox_setup.py``, run by this interpreter (``-I -S``, the
 standard library only) as the namespaces' first process; it then becomes the shell
@@ -69,6 +70,7 @@ passwords: docs/security.md).
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shlex
@@ -76,14 +78,16 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import cache
 from pathlib import Path
+from typing import Any, TypeVar
 
 from plinth.compute.executors import sandbox_setup
 from plinth.compute.executors.sandbox_setup import SIGNALS
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # the sandbox's own programs run with this environment only
 MACHINERY_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
@@ -212,45 +216,61 @@ def _hand_over(folder: Path) -> None:
     """``folder`` and all in it made the job's user's, once, before its first worker
     runs (a folder the user owns already is left alone): what the snapshot brought is
     the job's to change, as it would be its owner's without the sandbox. Walked by
-    descriptor, each folder opened without following a link and without blocking, on
-    this file system only; a folder gone is left for the set-up to report."""
+    descriptor, depth first (as many open as the tree is deep), each folder opened
+    without following a link and without blocking, on this file system only; the top
+    folder last, so that a walk cut short by an error is made again next time. A
+    folder gone is left for the set-up to report."""
     flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
     try:
         top = os.open(folder, flags)
     except OSError:
         return
     try:
-        if os.fstat(top).st_uid == JOB_UID:
+        found = os.fstat(top)
+        if found.st_uid == JOB_UID:
             return
-        device = os.fstat(top).st_dev
-        stack = [os.dup(top)]
+        stack: list[tuple[int, Iterator[os.DirEntry[str]]]] = []
         try:
+            stack.append((os.dup(top), _entries(top)))
             while stack:
-                at = stack.pop()
-                try:
-                    with os.scandir(at) as entries:
-                        found = list(entries)
-                    for entry in found:
-                        if not entry.is_dir(follow_symlinks=False):  # a file; a link as such
-                            os.chown(entry.name, JOB_UID, JOB_UID, dir_fd=at, follow_symlinks=False)
-                            continue
-                        try:
-                            inner = os.open(entry.name, flags, dir_fd=at)
-                        except OSError:
-                            continue  # gone, or no longer a folder
-                        if os.fstat(inner).st_dev == device:
-                            os.fchown(inner, JOB_UID, JOB_UID)
-                            stack.append(inner)
-                        else:
-                            os.close(inner)
-                finally:
+                at, entries = stack[-1]
+                entry = next(entries, None)
+                if entry is None:
+                    stack.pop()
+                    if stack:  # the top folder: last of all, below
+                        os.fchown(at, JOB_UID, JOB_UID)
                     os.close(at)
+                elif not entry.is_dir(follow_symlinks=False):  # a file; a link as a link
+                    _gone_ok(
+                        os.chown, entry.name, JOB_UID, JOB_UID, dir_fd=at, follow_symlinks=False
+                    )
+                elif (inner := _gone_ok(os.open, entry.name, flags, dir_fd=at)) is not None:
+                    if os.fstat(inner).st_dev == found.st_dev:
+                        stack.append((inner, _entries(inner)))
+                    else:
+                        os.close(inner)
         finally:
-            for left in stack:
-                os.close(left)
-        os.fchown(top, JOB_UID, JOB_UID)  # last: the top folder says the walk is done
+            for at, _ in stack:
+                os.close(at)
+        os.fchown(top, JOB_UID, JOB_UID)
     finally:
         os.close(top)
+
+
+def _entries(fd: int) -> Iterator[os.DirEntry[str]]:
+    with os.scandir(fd) as entries:
+        return iter(list(entries))
+
+
+def _gone_ok(call: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
+    """``call``, or None where what it names is gone or is no folder (any other
+    error stops the walk: the folder is not the job's until all in it is)."""
+    try:
+        return call(*args, **kwargs)
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+            return None
+        raise
 
 
 def _argv(
@@ -285,7 +305,7 @@ def _argv(
         str(tmp.resolve()),
         str(shm_bytes or 0),
         str(uid),
-        *(str(path.absolute()) for path in hidden),
+        *(str(path.resolve()) for path in hidden),  # a link: what it leads to
         "--",
         *_carried(bool(uid)),
         "--",

@@ -291,20 +291,71 @@ def make_dev(stage: str, shm: int) -> None:
     remount("/dev", readonly=True)
 
 
-# keyctl(2)'s number by machine, for the keyring below; KEYCTL_JOIN_SESSION_KEYRING
-KEYCTL = {"x86_64": 250, "aarch64": 219, "riscv64": 219}
+# The kernel's keyrings, by architecture as seccomp names it: (add_key, request_key,
+# keyctl), for the native calls and for the 32-bit ones a 64-bit kernel also takes
+KEY_CALLS = {
+    0xC000003E: (248, 249, 250),  # x86_64 (x32's are these | 0x40000000)
+    0x40000003: (286, 287, 288),  # i386
+    0xC00000B7: (217, 218, 219),  # aarch64
+    0x40000028: (309, 310, 311),  # arm
+}
+KEYCTL = {"x86_64": 250, "aarch64": 219}  # this machine's keyctl(2)
 JOIN_SESSION_KEYRING = 1
+PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 22, 2
+SECCOMP_RET_ALLOW, SECCOMP_RET_ERRNO = 0x7FFF0000, 0x00050000
+# classic BPF: load a word of seccomp_data, jump if equal to k, AND with k, return k
+LD, JEQ, AND, RET = 0x20, 0x15, 0x54, 0x06
 
 
-def own_keyring() -> None:
-    """A new, empty session keyring: the server's (a key its process added, a login's
-    credentials) is not the job's to read. Nothing where the kernel keeps no keys."""
+class SockFilter(ctypes.Structure):
+    _fields_ = [
+        ("code", ctypes.c_ushort),
+        ("jt", ctypes.c_ubyte),
+        ("jf", ctypes.c_ubyte),
+        ("k", ctypes.c_uint32),
+    ]
+
+
+class SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(SockFilter))]
+
+
+def key_filter() -> list[tuple[int, int, int, int]]:
+    """A seccomp program answering ENOSYS to every keyring call, on each architecture
+    (a job may run a 32-bit program), as if the kernel kept no keys."""
+    refused = (RET, 0, 0, SECCOMP_RET_ERRNO | errno.ENOSYS)
+    allowed = (RET, 0, 0, SECCOMP_RET_ALLOW)
+    program: list[tuple[int, int, int, int]] = []
+    for arch, calls in KEY_CALLS.items():
+        # arch matches: the number without x32's bit, each call refused, the rest allowed
+        block = [(LD, 0, 0, 0), (AND, 0, 0, 0xBFFFFFFF)]
+        for n, call in enumerate(calls):
+            block.append((JEQ, len(calls) - n, 0, call))
+        block += [allowed, refused]
+        program += [(LD, 0, 0, 4), (JEQ, 0, len(block), arch), *block]
+    return [*program, allowed]
+
+
+def no_keyrings() -> None:
+    """A new, empty session keyring for the set-up's shell, then no keyring calls at all
+    for the job: the server's session keyring, its user's own and persistent ones, and
+    those of the user the jobs share, are not a job's to read or to leave keys in."""
     number = KEYCTL.get(os.uname().machine)
-    if number is None:
-        return
-    call = (ctypes.c_long(number), ctypes.c_int(JOIN_SESSION_KEYRING), ctypes.c_void_p(None))
-    if _libc.syscall(*call) == -1 and ctypes.get_errno() not in (errno.ENOSYS, errno.EOPNOTSUPP):
-        raise Failed("cannot make a keyring of its own") from OSError(ctypes.get_errno(), "")
+    call = (ctypes.c_long(number or 0), ctypes.c_int(JOIN_SESSION_KEYRING), ctypes.c_void_p(None))
+    # refused (a container's seccomp profile) or no keys at all: the filter below still holds
+    kept = (errno.ENOSYS, errno.EOPNOTSUPP, errno.EPERM, errno.EACCES)
+    if number is not None and _libc.syscall(*call) == -1 and ctypes.get_errno() not in kept:
+        raise Failed("cannot make a keyring of its own") from _errno()
+    program = key_filter()
+    filters = (SockFilter * len(program))(*(SockFilter(*op) for op in program))
+    prog = SockFprog(len(program), filters)
+    if _libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(prog), 0, 0) != 0:
+        raise Failed("cannot refuse the job the kernel's keyrings") from _errno()
+
+
+def _errno() -> OSError:
+    code = ctypes.get_errno()
+    return OSError(code, os.strerror(code))
 
 
 def main(argv: list[str]) -> None:
@@ -316,7 +367,7 @@ def main(argv: list[str]) -> None:
     umask = os.umask(0o022)  # what it makes on the way must be open to the job's user
     try:
         set_up(work, tmp, int(shm), int(uid), hidden, seen)
-        own_keyring()
+        no_keyrings()
     except Failed as exc:
         cause = exc.__cause__
         why = f": {cause.strerror}" if isinstance(cause, OSError) and cause.strerror else ""
