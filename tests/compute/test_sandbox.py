@@ -360,6 +360,26 @@ def test_handing_a_jobs_folder_over_never_goes_through_a_link(tmp_path: Path) ->
     assert (work / "sub" / "new").stat().st_uid == 0
 
 
+def test_handing_over_a_wide_folder_needs_few_open_files(tmp_path: Path) -> None:
+    """More folders than a process may hold open at once (1,000 classes of images):
+    every one handed over, or the walk fails and is made again, never half done."""
+    if os.geteuid() != 0:
+        pytest.skip("a server that is not root runs its jobs as its own user")
+    work = tmp_path / "work"
+    for n in range(300):
+        (work / f"class-{n}").mkdir(parents=True)
+        (work / f"class-{n}" / "image").write_text("x")
+    walk = (
+        "import resource, sys; from pathlib import Path\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))\n"
+        "from plinth.compute.executors import sandbox\n"
+        "sandbox._hand_over(Path(sys.argv[1]))\n"
+    )
+    subprocess.run([sys.executable, "-c", walk, str(work)], check=True, timeout=60)
+    owners = {p.lstat().st_uid for p in (work, *work.rglob("*"))}
+    assert owners == {sandbox.JOB_UID}
+
+
 def test_a_root_server_that_cannot_become_the_jobs_user_warns_and_keeps_uid_0(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
