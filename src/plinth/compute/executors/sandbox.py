@@ -335,5 +335,5 @@ def _carried(other_user: bool) -> tuple[str, ...]:
 
 
 def _closed_on_way(path: Path) -> bool:
-    """Whether a folder on the way to ``path`` is closed to users of no group of its."""
-    return any(not folder.stat().st_mode & 0o001 for folder in path.parents)
+    """Whether a folder on the way to ``path`` is closed to ``JOB_UID``."""
+    return any(not sandbox_setup.enterable(str(folder), JOB_UID) for folder in path.parents)

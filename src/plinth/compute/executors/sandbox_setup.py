@@ -162,20 +162,29 @@ def under(path: str, folder: str) -> bool:
     return path.startswith(folder.rstrip("/") + "/")
 
 
-def closed_to_others(work: str, seen: list[str]) -> dict[str, list[str]]:
-    """The outermost folders on the way to ``work`` and to each of ``seen`` that a user
-    of no group of theirs may not enter (``/root``, 0700), each with the folders of
-    ``seen`` below it: covered and those bound back, the job's user gets there."""
+def enterable(folder: str, uid: int) -> bool:
+    """Whether user ``uid``, whose only group has the same number, may enter ``folder``
+    (raises OSError where it is not)."""
+    found = os.stat(folder)
+    if found.st_uid == uid:
+        return bool(found.st_mode & 0o100)
+    return bool(found.st_mode & (0o010 if found.st_gid == uid else 0o001))
+
+
+def closed_to(uid: int, work: str, seen: list[str]) -> dict[str, list[str]]:
+    """The outermost folders on the way to ``work`` and to each of ``seen`` that user
+    ``uid`` may not enter (``/root``, 0700), each with the folders of ``seen`` below
+    it: covered and those bound back, the job's user gets there."""
     found: dict[str, list[str]] = {}
     for path in (work, *seen):
         parts = path.strip("/").split("/")
         for depth in range(1, len(parts)):
             folder = "/" + "/".join(parts[:depth])
             try:
-                mode = os.stat(folder).st_mode
+                closed = not enterable(folder, uid)
             except OSError:
                 break  # not in this view (below a cover): made afresh, open to all
-            if not mode & 0o001:
+            if closed:
                 found.setdefault(folder, [])
                 if path != work:
                     found[folder].append(path)
@@ -219,7 +228,7 @@ def set_up(work: str, tmp: str, shm: int, uid: int, hidden: list[str], seen: lis
     if uid:
         # (before the covers of what is hidden, which go over what is bound back here)
         others = [p for p in seen if not any(under(p, at) for at in TMPS) and os.path.isdir(p)]
-        for folder, keep in sorted(closed_to_others(work, others).items()):
+        for folder, keep in sorted(closed_to(uid, work, others).items()):
             try:
                 cover(folder, keep, make=(work,) if under(work, folder) else ())
             except OSError as exc:
