@@ -1128,21 +1128,21 @@ class Bench:
         speed drifts by 2x within minutes, and measuring one whole side and then the
         other billed the drift to the ratio. The served runs follow."""
         sz = self.sz
-        p: dict[str, list[float]] = {"ms_per_run": []}
-        m: dict[str, list[float]] | None = {"ms_per_run": []} if self.mlflow else None
+        plinth_ms: list[float] = []
+        mlflow_ms: list[float] = []
         ratios: list[float] = []
         client = plinth_client(self.home("plinth-short"))
         try:
             for r in range(sz.repeats):
                 settle()
                 step(f"Plinth short runs, embedded, round {r + 1} of {sz.repeats} …")
-                plinth_ms = plinth_short(sz, client, repeats=1)["ms_per_run"]
-                p["ms_per_run"] += plinth_ms
+                [mine] = plinth_short(sz, client, repeats=1)["ms_per_run"]
+                plinth_ms.append(mine)
                 cfg = {"workload": "short", "n": sz.mlflow_short_runs, "repeats": 1}
-                got = self.mlflow_result(cfg | {"name": f"short-{r}"}) if m is not None else None
-                if m is not None and got and "ms_per_run" in got:
-                    m["ms_per_run"] += got["ms_per_run"]
-                    ratios.append(got["ms_per_run"][0] / plinth_ms[0])
+                got = self.mlflow_result(cfg | {"name": f"short-{r}"}) or {}
+                for theirs in got.get("ms_per_run", []):
+                    mlflow_ms.append(theirs)
+                    ratios.append(theirs / mine)
         finally:
             client.close()
         if ratios:
@@ -1161,9 +1161,7 @@ class Bench:
 
         settle()
         h = self.timed("Plinth short runs, plinth server", served)
-        if m is not None and not m["ms_per_run"]:
-            m = None
-        mlflow = m and med(m["ms_per_run"])
+        mlflow = med(mlflow_ms) if mlflow_ms else None
         name = f"short run x {sz.short_runs:,} (start, 2 params, 2 metrics, end)"
         note = (
             f"MLflow: {sz.mlflow_short_runs:,} runs, mlflow.start_run … log_params, "
@@ -1175,11 +1173,11 @@ class Bench:
                 name,
                 "ms/run, embedded",
                 "lower",
-                med(p["ms_per_run"]),
+                med(plinth_ms),
                 mlflow,
                 goal=3,
                 note=note,
-                samples={"plinth": p["ms_per_run"], "mlflow": (m or {}).get("ms_per_run", [])},
+                samples={"plinth": plinth_ms, "mlflow": mlflow_ms},
             ),
             Row(
                 name,

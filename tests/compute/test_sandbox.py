@@ -112,6 +112,10 @@ def run(argv: list[str], env: dict[str, str], cwd: Path | None = None) -> Any:
         os.close(envfd)
 
 
+# a root server's jobs run as a user of their own; one that is not root runs them as its own
+root_server = pytest.mark.skipif(os.geteuid() != 0, reason="the server is not root here")
+
+
 @pytest.fixture
 def outside() -> Iterator[list[Path]]:
     """New files' names where a job must not write: beside the server's interpreter, in
@@ -262,13 +266,12 @@ def test_a_kernel_without_mount_setattr_still_gets_a_read_only_view(
     assert seen["own folder"] == seen["tmp"] == seen["shm"] == "written"
 
 
+@root_server
 def test_a_root_servers_job_runs_as_a_user_of_its_own(tmp_path: Path) -> None:
     """A root server's home lies in ``/root`` (closed to others): its job, run as
     ``JOB_UID``, still reaches its working directory there and writes in it, sees
     nothing else of ``/root``, and owns what its snapshot brought, a link in it as a
     link (the file it leads to stays root's)."""
-    if os.geteuid() != 0:
-        pytest.skip("a server that is not root runs its jobs as its own user")
     closed = Path(tempfile.mkdtemp(dir=Path.home(), prefix="plinth-sandbox-root-"))
     target = tmp_path / "root-file"
     target.write_text("root's")
@@ -295,13 +298,12 @@ def test_a_root_servers_job_runs_as_a_user_of_its_own(tmp_path: Path) -> None:
         shutil.rmtree(closed)
 
 
+@root_server
 def test_what_is_hidden_stays_hidden_in_a_folder_carried_through_a_closed_one(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A folder of the server's code in ``/root`` is bound back for a root server's job:
     a home, a database or a key file inside it stays covered all the same."""
-    if os.geteuid() != 0:
-        pytest.skip("a server that is not root runs its jobs as its own user")
     app = Path(tempfile.mkdtemp(dir=Path.home(), prefix="plinth-sandbox-app-"))
     try:
         app.chmod(0o755)  # open to all itself: /root, on its way, is not
@@ -334,12 +336,11 @@ READ_APP = (
 )
 
 
+@root_server
 def test_handing_a_jobs_folder_over_never_goes_through_a_link(tmp_path: Path) -> None:
     """Links in the job's folder are handed over as links: what they lead to (a folder
     of root's, a FIFO that would block an open) is neither changed nor opened; a
     folder handed over already is left alone."""
-    if os.geteuid() != 0:
-        pytest.skip("a server that is not root runs its jobs as its own user")
     outside = tmp_path / "outside"
     outside.mkdir()
     (outside / "file").write_text("root's")
@@ -361,11 +362,10 @@ def test_handing_a_jobs_folder_over_never_goes_through_a_link(tmp_path: Path) ->
     assert (work / "sub" / "new").stat().st_uid == 0
 
 
+@root_server
 def test_handing_over_a_wide_folder_needs_few_open_files(tmp_path: Path) -> None:
     """More folders than a process may hold open at once (1,000 classes of images):
     every one handed over, or the walk fails and is made again, never half done."""
-    if os.geteuid() != 0:
-        pytest.skip("a server that is not root runs its jobs as its own user")
     work = tmp_path / "work"
     for n in range(300):
         (work / f"class-{n}").mkdir(parents=True)
@@ -444,19 +444,7 @@ def test_a_job_gets_a_keyring_of_its_own(tmp_path: Path) -> None:
     tmp.mkdir()
     argv = [*sandbox.command([], work, tmp), "/bin/sh", "-c", 'cat /proc/keys; "$0" -c "$1"']
     argv += [sys.executable, KEYRING_CALLS]
-    envfd = sandbox.environment({})
-    try:
-        done = subprocess.run(
-            [sys.executable, "-c", KEYRING, json.dumps(argv), name],
-            env=sandbox.MACHINERY_ENV,
-            stdin=envfd,
-            cwd=work,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-    finally:
-        os.close(envfd)
+    done = run([sys.executable, "-c", KEYRING, json.dumps(argv), name], {}, cwd=work)
     assert done.returncode == 0, done.stderr
     code, listed, errors = json.loads(done.stdout)
     assert code == 0, errors

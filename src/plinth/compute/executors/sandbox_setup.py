@@ -80,8 +80,7 @@ def mount(source: str | None, target: str, kind: str | None, flags: int, data: s
         return None if text is None else os.fsencode(text)
 
     if _libc.mount(raw(source), raw(target), raw(kind), flags, raw(data) if data else None):
-        code = ctypes.get_errno()
-        raise OSError(code, os.strerror(code), target)
+        raise _errno(target)
 
 
 def kept(path: str) -> int:
@@ -247,7 +246,7 @@ def set_up(work: str, tmp: str, shm: int, uid: int, hidden: list[str], seen: lis
         try:
             if os.path.isdir(path):
                 mount("plinth-hidden", path, "tmpfs", HIDDEN, "mode=755,size=16k")
-                if work.startswith(path.rstrip("/") + "/"):
+                if under(work, path):
                     os.makedirs(work)
                 remount(path, readonly=True)
             elif os.path.exists(path):  # a link to nothing hides nothing
@@ -308,7 +307,7 @@ KEY_CALLS = {
     0xC00000B7: (217, 218, 219),  # aarch64
     0x40000028: (309, 310, 311),  # arm
 }
-KEYCTL = {"x86_64": 250, "aarch64": 219}  # this machine's keyctl(2)
+ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}  # this machine's, as seccomp names it
 JOIN_SESSION_KEYRING = 1
 PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 22, 2
 SECCOMP_RET_ALLOW, SECCOMP_RET_ERRNO = 0x7FFF0000, 0x00050000
@@ -349,12 +348,14 @@ def no_keyrings() -> None:
     """A new, empty session keyring for the set-up's shell, then no keyring calls at all
     for the job: the server's session keyring, its user's own and persistent ones, and
     those of the user the jobs share, are not a job's to read or to leave keys in."""
-    number = KEYCTL.get(os.uname().machine)
-    call = (ctypes.c_long(number or 0), ctypes.c_int(JOIN_SESSION_KEYRING), ctypes.c_void_p(None))
-    # refused (a container's seccomp profile) or no keys at all: the filter below still holds
-    kept = (errno.ENOSYS, errno.EOPNOTSUPP, errno.EPERM, errno.EACCES)
-    if number is not None and _libc.syscall(*call) == -1 and ctypes.get_errno() not in kept:
-        raise Failed("cannot make a keyring of its own") from _errno()
+    arch = ARCH.get(os.uname().machine)
+    if arch is not None:
+        keyctl = ctypes.c_long(KEY_CALLS[arch][2])
+        joined = _libc.syscall(keyctl, ctypes.c_int(JOIN_SESSION_KEYRING), ctypes.c_void_p(None))
+        # refused (a container's seccomp profile) or no keys at all: the filter still holds
+        absent = (errno.ENOSYS, errno.EOPNOTSUPP, errno.EPERM, errno.EACCES)
+        if joined == -1 and ctypes.get_errno() not in absent:
+            raise Failed("cannot make a keyring of its own") from _errno()
     program = key_filter()
     filters = (SockFilter * len(program))(*(SockFilter(*op) for op in program))
     prog = SockFprog(len(program), filters)
@@ -362,9 +363,10 @@ def no_keyrings() -> None:
         raise Failed("cannot refuse the job the kernel's keyrings") from _errno()
 
 
-def _errno() -> OSError:
+def _errno(filename: str | None = None) -> OSError:
+    """The error of the last call through ``_libc``."""
     code = ctypes.get_errno()
-    return OSError(code, os.strerror(code))
+    return OSError(code, os.strerror(code), filename)
 
 
 def main(argv: list[str]) -> None:
