@@ -48,7 +48,15 @@ def _held(gate: Path) -> list[str]:
 
 
 def _submit(compute: JobService, project: str, argv: list[str], gpus: int) -> s.Job:
-    return compute.submit_job(project, s.JobSubmit(argv=argv, gpus=gpus), principal=LOCAL)
+    return _between_rounds(compute, s.JobSubmit(argv=argv, gpus=gpus), project)
+
+
+def _between_rounds(compute: JobService, submit: s.JobSubmit, project: str) -> s.Job:
+    """Submit while no dispatch round runs: a submit claims only then (a round would
+    start the job anyway). The rounds wait on the dispatcher's lock while this thread
+    holds it; the submit's claim, on this thread, takes it again."""
+    with compute.dispatcher._lock:
+        return compute.submit_job(project, submit, principal=LOCAL)
 
 
 def _ended(compute: JobService, project: str, job_id: str) -> s.Job:
@@ -93,7 +101,7 @@ def test_a_job_with_a_big_snapshot_is_not_claimed_in_its_submit(
     digest = hashlib.sha256(archive).hexdigest()
     uploaded = compute.upload_snapshot(project, [archive], digest, principal=LOCAL)
     submit = s.JobSubmit(argv=py("exec(open('hello.py').read())"), snapshot=uploaded)
-    job = compute.submit_job(project, submit, principal=LOCAL)
+    job = _between_rounds(compute, submit, project)
     assert job.status == ("running" if bound is None else "queued")
     assert _ended(compute, project, job.id).status == "succeeded"
     logs = compute.job_logs(project, job.id, s.JobLogsQuery(), principal=LOCAL)
