@@ -23,7 +23,7 @@ import sys
 
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 0x1, 0x2, 0x4, 0x8
 MS_REMOUNT, MS_NOSYMFOLLOW, MS_NOATIME, MS_NODIRATIME = 0x20, 0x100, 0x400, 0x800
-MS_BIND, MS_MOVE, MS_RELATIME, MS_STRICTATIME = 0x1000, 0x2000, 0x200000, 0x1000000
+MS_BIND, MS_RELATIME, MS_STRICTATIME = 0x1000, 0x200000, 0x1000000
 # statvfs's flags and the mount flags they are: what a remount must keep (in a user
 # namespace a mount's nosuid, nodev, noexec and atime flags may not be dropped)
 KEPT = (
@@ -260,9 +260,10 @@ def set_up(work: str, tmp: str, shm: int, uid: int, hidden: list[str], seen: lis
         raise Failed(f"cannot bind {work}") from exc
     os.close(own)
     os.close(scratch)
-    # 6. a /dev of its own, made in its working directory and moved into place
+    # 6. a /dev of its own (nothing of it made in the job's folder, which its other
+    # workers share and a full disk may refuse)
     try:
-        make_dev(f"{work}/.plinth-dev.{os.urandom(8).hex()}", shm)
+        make_dev(shm)
     except OSError as exc:
         raise Failed("cannot make a /dev") from exc
     try:
@@ -271,31 +272,33 @@ def set_up(work: str, tmp: str, shm: int, uid: int, hidden: list[str], seen: lis
         raise Failed(f"cannot enter {work}") from exc
 
 
-def make_dev(stage: str, shm: int) -> None:
-    """The harmless devices, the accelerators', a private /dev/shm (of ``shm`` bytes
-    at most, when not 0) and /dev/pts."""
-    os.mkdir(stage, 0o700)
-    mount("plinth-dev", stage, "tmpfs", HIDDEN, "mode=755,size=64k")
+def make_dev(shm: int) -> None:
+    """A tmpfs over ``/dev`` with the harmless devices and the accelerators' bound in
+    from the machine's ``/dev`` beneath it, a private ``/dev/shm`` (of ``shm`` bytes at
+    most, when not 0) and ``/dev/pts``."""
     names = [*DEVICES, *(n for n in sorted(os.listdir("/dev")) if n.startswith(ACCELERATORS))]
-    for name in names:
-        node, target = f"/dev/{name}", f"{stage}/{name}"
-        if not os.path.exists(node):
-            continue
-        if os.path.isdir(node):
-            os.mkdir(target)
-        else:
-            os.close(os.open(target, os.O_CREAT | os.O_WRONLY, 0o600))
-        mount(node, target, None, MS_BIND)
-    os.mkdir(f"{stage}/shm")
+    machine = opened("/dev")
+    try:
+        mount("plinth-dev", "/dev", "tmpfs", HIDDEN, "mode=755,size=64k")
+        for name in names:
+            node, target = f"/proc/self/fd/{machine}/{name}", f"/dev/{name}"
+            if not os.path.exists(node):
+                continue
+            if os.path.isdir(node):
+                os.mkdir(target)
+            else:
+                os.close(os.open(target, os.O_CREAT | os.O_WRONLY, 0o600))
+            mount(node, target, None, MS_BIND)
+    finally:
+        os.close(machine)
+    os.mkdir("/dev/shm")
     size = f",size={shm}" if shm else ""
-    mount("plinth-shm", f"{stage}/shm", "tmpfs", MS_NOSUID | MS_NODEV, f"mode=1777{size}")
-    os.mkdir(f"{stage}/pts")
+    mount("plinth-shm", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, f"mode=1777{size}")
+    os.mkdir("/dev/pts")
     pts = "newinstance,ptmxmode=0666,mode=0620"
-    mount("plinth-pts", f"{stage}/pts", "devpts", MS_NOSUID | MS_NOEXEC, pts)
+    mount("plinth-pts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, pts)
     for name, to in LINKS.items():
-        os.symlink(to, f"{stage}/{name}")
-    mount(stage, "/dev", None, MS_MOVE)
-    os.rmdir(stage)
+        os.symlink(to, f"/dev/{name}")
     remount("/dev", readonly=True)
 
 
