@@ -248,8 +248,12 @@ def parse_filter(text: str) -> Node | None:
     return node
 
 
+MAX_ORDER_KEYS = 10  # each param or tag key is four ORDER BY terms and a join
+
+
 def parse_order_by(text: str) -> list[OrderKey]:
-    keys = []
+    """The keys of ``order_by``, a field named again dropped (the first decides)."""
+    keys: list[OrderKey] = []
     for part in filter(None, (p.strip() for p in text.split(","))):
         parser = _Parser(part, "order_by")
         field = parser.field()
@@ -261,6 +265,10 @@ def parse_order_by(text: str) -> list[OrderKey]:
             descending = direction == "desc"
         if parser.peek() is not None:
             raise parser.error(f"unexpected {parser.peek()[1]!r}")  # type: ignore[index]
+        if any(k.field == field for k in keys):
+            continue
+        if len(keys) == MAX_ORDER_KEYS:
+            raise InvalidInput(f"order_by: at most {MAX_ORDER_KEYS} keys")
         keys.append(OrderKey(field, descending))
     return keys
 
