@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import math
 import re
+import sys
+
+import pytest
 
 from plinth.ui.charts import Line, Node, Swatch, dag, layers, line_chart, nice_ticks
 
@@ -49,6 +52,25 @@ def test_ticks_are_round_and_cover_the_range() -> None:
     assert nice_ticks(0.02, 1) == [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
     flat = nice_ticks(5, 5)
     assert flat[0] < 5 < flat[-1]
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        [-1.7e308, 1.7e308],  # wider than a double
+        [0.0, 5e-324],  # narrower than a step can be
+        [1.7e308, 1.7e308],  # flat at a double's end
+        [-sys.float_info.max, -sys.float_info.max, 0.0],
+        [1e-310, 2e-310],
+    ],
+)
+def test_any_finite_values_make_a_chart(values: list[float]) -> None:
+    """Any finite values an editor logs draw, their points within the plot."""
+    svg = str(line_chart([Line("m", list(enumerate(values)))]))
+    coords = [pair.split(",") for pair in svg.split('points="')[1].split('"')[0].split()]
+    for x, y in ((float(x), float(y)) for x, y in coords):
+        assert math.isfinite(x) and math.isfinite(y), svg
+        assert 0 <= x <= 560 and 0 <= y <= 260, svg
 
 
 def test_labels_are_escaped() -> None:

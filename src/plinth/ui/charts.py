@@ -13,6 +13,7 @@ markup is inserted unescaped.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -58,34 +59,46 @@ class _Frame:
     y_ticks: list[float]
 
     def x(self, value: float) -> float:
-        lo, hi = self.x_ticks[0], self.x_ticks[-1]
-        return self.left + (value - lo) / (hi - lo) * self.width
+        return self.left + _share(value, self.x_ticks) * self.width
 
     def y(self, value: float) -> float:
-        lo, hi = self.y_ticks[0], self.y_ticks[-1]
-        return self.top + self.height - (value - lo) / (hi - lo) * self.height
+        return self.top + self.height - _share(value, self.y_ticks) * self.height
+
+
+def _share(value: float, ticks: list[float]) -> float:
+    """How far ``value`` lies from the first tick to the last (0 to 1), in halves: the
+    span of two doubles may be more than a double holds."""
+    lo, hi = ticks[0], ticks[-1]
+    return (value / 2 - lo / 2) / (hi / 2 - lo / 2)
 
 
 def finite(points: Sequence[Point]) -> list[Point]:
     return [(x, y) for x, y in points if math.isfinite(x) and math.isfinite(y)]
 
 
+_NARROWEST = 1e-290  # far below any real range, far above the doubles that underflow
+
+
 def nice_ticks(lo: float, hi: float, count: int = 5, *, integer: bool = False) -> list[float]:
     """Round tick values (1, 2 or 5 times a power of ten) covering ``[lo, hi]``."""
     if hi < lo:
         lo, hi = hi, lo
-    if hi == lo:
-        pad = abs(lo) * 0.1 or 1.0
-        lo, hi = lo - pad, hi + pad
+    if hi - lo < _NARROWEST:  # a flat line (or one too narrow to divide in steps)
+        pad = abs(lo) * 0.1
+        pad = pad if pad >= _NARROWEST else 1.0
+        lo, hi = max(lo - pad, -sys.float_info.max), min(hi + pad, sys.float_info.max)
+    if not math.isfinite(hi - lo):  # wider than a double holds: the two ends
+        return [lo, hi]
     raw = (hi - lo) / max(1, count - 1)
-    magnitude = 10 ** math.floor(math.log10(raw))
+    magnitude = 10.0 ** math.floor(math.log10(raw))
     ratio = raw / magnitude
     step = magnitude * (1 if ratio < 1.5 else 2 if ratio < 3 else 5 if ratio < 7 else 10)
     if integer:
         step = max(1.0, round(step))
     first, last = math.floor(lo / step), math.ceil(hi / step)
     digits = max(0, -math.floor(math.log10(step)) + 1)
-    return [round(k * step, digits) for k in range(first, last + 1)]
+    ticks = [round(k * step, digits) for k in range(first, last + 1)]
+    return ticks if math.isfinite(ticks[0]) and math.isfinite(ticks[-1]) else [lo, hi]
 
 
 def format_number(value: float) -> str:
