@@ -115,6 +115,25 @@ def test_a_taken_name_is_all_a_collision_reveals(world: dict[str, Any]) -> None:
         assert "team-a" not in [p.name for p in outsider.list_projects()]
 
 
+def test_a_run_id_prefix_finds_only_runs_one_may_read(world: dict[str, Any]) -> None:
+    """An outsider's run whose id shares a prefix with a hidden run's: to the outsider
+    the prefix finds the outsider's own run, not an ambiguity (which would tell the
+    hidden id digit by digit); to the project's viewer it finds that project's run."""
+    hidden: str = world["run"]
+    prefix = hidden[:8]
+    mine = prefix + ("0" if hidden[8] != "0" else "1") + "f" * 23
+    with world["as_user"](world["tokens"]["outsider"]) as outsider:
+        with pytest.raises(plinth.NotFound) as caught:
+            outsider.get_run(prefix)  # as any prefix of no run
+        assert caught.value.message == f"no run {prefix!r}"
+        assert outsider.create_run("team-b", id=mine).id == mine
+        assert outsider.get_run(prefix).id == mine
+    with world["as_user"](world["tokens"]["viewer"]) as viewer:
+        assert viewer.get_run(prefix).id == hidden
+    with pytest.raises(plinth.InvalidInput, match="ambiguous"):
+        world["root"].get_run(prefix)  # an admin reads both
+
+
 def test_a_project_keeps_its_last_admin(world: dict[str, Any]) -> None:
     """Neither removing nor demoting the last admin: 409, and nothing changes. A
     platform admin is refused the same: the rule is about the project."""

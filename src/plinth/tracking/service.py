@@ -16,7 +16,7 @@ from sqlalchemy.engine import Connection
 from plinth.core import audit
 from plinth.core.access import Need, Principal
 from plinth.core.platform import Platform
-from plinth.core.projects import projects
+from plinth.core.projects import projects, visible_projects
 from plinth.errors import Conflict, InvalidInput, NotFound
 from plinth.tracking import history, search
 from plinth.tracking import schemas as s
@@ -204,12 +204,17 @@ class TrackingService:
             )
 
     def get_run(self, run_id: str, *, principal: Principal) -> s.Run:
-        """A run by id, or by a unique prefix of 8 or more characters (as ids are shown)."""
+        """A run by id, or by a prefix of 8 or more characters (as ids are shown) unique
+        among the runs the principal may read: those of other projects are neither
+        found nor counted (else a prefix would be an oracle of their ids)."""
         with self.db.read() as conn:
             runs = self._load_run(conn, run_id)
             if not runs and _ID_PREFIX.match(run_id):
-                matching = sa.select(t.runs).where(t.runs.c.id.startswith(run_id)).limit(2)
-                runs = self._load_runs(conn, matching)
+                matching = sa.select(t.runs).where(t.runs.c.id.startswith(run_id))
+                visible = visible_projects(principal)
+                if visible is not None:
+                    matching = matching.where(t.runs.c.project_id.in_(visible))
+                runs = self._load_runs(conn, matching.limit(2))
                 if len(runs) > 1:
                     raise InvalidInput(f"run id prefix {run_id!r} is ambiguous; give more of it")
             if not runs:
