@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -130,3 +131,30 @@ def test_each_dialect_reads_what_its_errors_say_of_the_database(tmp_path: Path) 
             f"postgresql://postgres@127.0.0.1:{services.free_port()}/x", connect_timeout=5
         )
     assert database_fault(refused.value) == "down"
+
+
+def test_a_read_only_database_is_down(db: Database, tmp_path: Path) -> None:
+    """A database that takes no writes (an SQLite file opened read-only, a Postgres
+    standby or a primary demoted in a fail-over): down (503), never a bug (500), read
+    through SQLAlchemy's wrapper as through the driver's own error."""
+    from plinth.core.db import database_fault
+
+    if db.dialect == "sqlite":
+        url = f"sqlite:///file:{tmp_path / 'contract.db'}?mode=ro&uri=true"
+        read_only = Database(url)
+    else:
+        read_only = Database(db.url)
+
+        @sa.event.listens_for(read_only.engine, "connect")
+        def _standby(dbapi_conn: Any, _record: Any) -> None:
+            with dbapi_conn.cursor() as cur:
+                cur.execute("SET default_transaction_read_only = on")
+            dbapi_conn.commit()
+
+    try:
+        with pytest.raises(sa.exc.DBAPIError) as refused, read_only.write() as conn:
+            conn.execute(rows.insert().values(id=1, value=1.0, state="new"))
+    finally:
+        read_only.dispose()
+    assert database_fault(refused.value) == database_fault(refused.value.orig) == "down"
+    assert _all(db) == []

@@ -73,6 +73,16 @@ def _translated_by_s3fs(cause: Exception) -> OSError:
         (_s3_error(503, "SlowDown"), ServiceUnavailable),
         (_translated_by_s3fs(_s3_error(500, "InternalError")), ServiceUnavailable),
         (OSError(errno.EIO, "Input/output error"), ServiceUnavailable),  # the local disk
+        (OSError(errno.EROFS, "Read-only file system"), ServiceUnavailable),
+        (
+            _wrapped(sqlite3.OperationalError("attempt to write a readonly database")),
+            ServiceUnavailable,
+        ),
+        (
+            _wrapped(psycopg.errors.ReadOnlySqlTransaction("read-only"), sa.exc.InternalError),
+            ServiceUnavailable,
+        ),
+        (_wrapped(psycopg.errors.AdminShutdown("terminating")), ServiceUnavailable),
         # bugs and refusals stay what they are
         (_wrapped(sqlite3.OperationalError("no such table: runs")), None),
         (_wrapped(sqlite3.IntegrityError("UNIQUE constraint failed"), sa.exc.IntegrityError), None),

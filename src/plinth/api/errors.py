@@ -16,10 +16,9 @@ import errno
 import json
 import logging
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
-import sqlalchemy as sa
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -28,7 +27,7 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
 from plinth.api.context import all_routes
-from plinth.core.db import database_fault
+from plinth.core.db import causes, database_fault
 from plinth.errors import InsufficientStorage, PlinthError, ServiceUnavailable
 
 log = logging.getLogger("plinth.server")
@@ -92,23 +91,11 @@ def backend_fault(exc: BaseException) -> PlinthError | None:
     Looks down the chain of causes, since drivers and libraries wrap what failed:
     SQLAlchemy wraps the DB-API error, s3fs a botocore one, botocore aiohttp's.
     """
-    causes = list(_causes(exc))
+    chain = list(causes(exc))
     for failed, error, message in _FAULTS:  # the most specific first
-        if any(failed(cause) for cause in causes):
+        if any(failed(cause) for cause in chain):
             return error(message)
     return None
-
-
-def _causes(exc: BaseException) -> Iterator[BaseException]:
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        yield current
-        if isinstance(current, sa.exc.DBAPIError) and isinstance(current.orig, BaseException):
-            yield current.orig
-        suppressed = current.__suppress_context__
-        current = current.__cause__ or (None if suppressed else current.__context__)
 
 
 def _full_disk(exc: BaseException) -> bool:
@@ -116,9 +103,11 @@ def _full_disk(exc: BaseException) -> bool:
 
 
 def _disk_failed(exc: BaseException) -> bool:
-    """The server's own disk answered an I/O error (a failing device, a lost mount);
-    not s3fs's EIO, which wraps the store's own answer (judged by that, as its cause)."""
-    return isinstance(exc, OSError) and exc.errno == errno.EIO and exc.__cause__ is None
+    """The server's own disk answered an I/O error (a failing device, a lost mount) or
+    is read-only; not s3fs's EIO, which wraps the store's own answer (judged by that,
+    as its cause)."""
+    failed = isinstance(exc, OSError) and exc.errno in (errno.EIO, errno.EROFS)
+    return failed and exc.__cause__ is None
 
 
 def _database_down(exc: BaseException) -> bool:

@@ -26,8 +26,17 @@ from plinth.errors import InvalidInput, MissingDependency
 BUSY_TIMEOUT_S = 60.0
 Fault = Literal["full", "down"]
 _SQLITE_FULL = "database or disk is full"
-_SQLITE_UNAVAILABLE = ("disk i/o error", "unable to open database", "database is locked")
+_SQLITE_UNAVAILABLE = (
+    "disk i/o error",
+    "unable to open database",
+    "database is locked",
+    "readonly database",  # its file, or the file system, made read-only
+)
 _PG_DISK_FULL = "53100"
+# SQLSTATEs of a server that cannot serve now: a read-only transaction (a standby, or a
+# primary demoted in a fail-over), and the classes of connection exceptions, of
+# insufficient resources and of operator intervention (a shutdown, a restart)
+_PG_UNAVAILABLE = ("25006", "08", "53", "57P")
 metadata = sa.MetaData()  # every capability's tables; the migrations must produce them all
 _LOCKED_RETRIES = 20
 
@@ -132,13 +141,14 @@ class PostgresDialect(Dialect):
 
     @staticmethod
     def fault(exc: BaseException) -> Fault | None:
-        if getattr(exc, "sqlstate", None) == _PG_DISK_FULL:
+        state = getattr(exc, "sqlstate", None) or ""
+        if state == _PG_DISK_FULL:
             return "full"
         psycopg = sys.modules.get("psycopg")  # loaded if, and only if, Postgres is used
         down = psycopg is not None and isinstance(
             exc, psycopg.OperationalError | psycopg.InterfaceError
         )
-        return "down" if down else None
+        return "down" if down or state.startswith(_PG_UNAVAILABLE) else None
 
     def create_engine(self, url: str, synchronous: str) -> Engine:
         try:
@@ -230,10 +240,29 @@ class Prepared:
             cursor.close()
 
 
+def causes(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and what it wraps, outermost first: drivers and libraries wrap what
+    failed (SQLAlchemy the DB-API error, s3fs a botocore one, botocore aiohttp's)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        if isinstance(current, sa.exc.DBAPIError) and isinstance(current.orig, BaseException):
+            yield current.orig
+        suppressed = current.__suppress_context__
+        current = current.__cause__ or (None if suppressed else current.__context__)
+
+
 def database_fault(exc: BaseException) -> Fault | None:
-    """A driver's or SQLAlchemy's error read as the state of the database: ``full``
-    (507 to the caller), ``down`` (503), or None. Either dialect's errors are read:
-    which one failed is in the exception, not in a setting."""
+    """A driver's or SQLAlchemy's error, or one it caused, read as the state of the
+    database: ``full`` (507 to the caller), ``down`` (503), or None. Either dialect's
+    errors are read: which one failed is in the exception, not in a setting."""
+    found = [_fault(cause) for cause in causes(exc)]
+    return "full" if "full" in found else "down" if "down" in found else None
+
+
+def _fault(exc: BaseException) -> Fault | None:
     for dialect in (SQLiteDialect, PostgresDialect):
         found = dialect.fault(exc)
         if found is not None:
