@@ -1,11 +1,14 @@
 """A job that can start at once is claimed in its submit's own transaction (one commit
 fewer before it runs); one that cannot, or that would jump a waiting queue, goes the
-usual way; and a submit whose transaction fails after its claim holds nothing."""
+usual way; and a submit whose transaction fails after its claim holds nothing. (Here
+too, as these hold the dispatcher between rounds: a job that ends before its deadline
+comes round ended as it did.)"""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -150,3 +153,16 @@ def test_a_claim_that_fails_in_the_database_holds_nothing(
     assert (again.status, again.attempt) == ("running", 1)
     gate.write_text("")
     assert _ended(compute, project, again.id).status == "succeeded"
+
+
+def test_a_job_that_ended_before_its_deadline_came_round_is_not_timed_out(
+    compute: JobService,
+) -> None:
+    project = f"p-{uuid.uuid4().hex[:8]}"
+    submit = s.JobSubmit(argv=py("print('done')"), timeout="1s")
+    job = _between_rounds(compute, submit, project)
+    assert job.status == "running"
+    with compute.dispatcher._lock:  # no round until the job has exited and 1 s passed
+        time.sleep(2.5)
+    done = _ended(compute, project, job.id)
+    assert (done.status, done.exit_code, done.reason) == ("succeeded", 0, None)

@@ -507,22 +507,29 @@ class Dispatcher:
             self._renewed_at = now
 
     def _watch_one(self, active: Active, asked: str | None, now: float) -> bool:
-        """Poll one attempt, carry out a stop; True while it runs."""
+        """Poll one attempt, carry out a stop; True while it runs. Polled first: an
+        attempt that ended by itself before its deadline came round ended as it did,
+        not timed out."""
         if asked is not None and active.stop is None:
             active.stop = asked
-        timed_out = active.timeout is not None and now - active.started_at > active.timeout
-        if timed_out and active.stop is None:
-            active.stop = "timeout"
-            self.store.ask_stop(active.job_id, active.attempt, "timeout")
-        if active.stop is not None and not active.stop_sent:
-            self._stop_workers(active, self.compute.grace_seconds)
+        unanswered: Exception | None = None
         try:
             statuses = self._poll(active)
         except Exception as exc:
+            statuses, unanswered = [], exc
+        if unanswered is not None or any(s.state == "running" for s in statuses):
+            timed_out = active.timeout is not None and now - active.started_at > active.timeout
+            if timed_out and active.stop is None:
+                active.stop = "timeout"
+                self.store.ask_stop(active.job_id, active.attempt, "timeout")
+            if active.stop is not None and not active.stop_sent:
+                self._stop_workers(active, self.compute.grace_seconds)
+        if unanswered is not None:
             if now - active.last_seen <= self.compute.lease_seconds:
-                log.warning("polling job %s failed: %s", active.job_id, exc)
+                log.warning("polling job %s failed: %s", active.job_id, unanswered)
                 return True
-            self._settle(active, Outcome("lost", None, f"its executor did not answer: {exc}"))
+            why = f"its executor did not answer: {unanswered}"
+            self._settle(active, Outcome("lost", None, why))
             return False
         active.last_seen = now
         outcome = self._outcome(active, statuses)
