@@ -109,6 +109,31 @@ def test_what_is_left_in_the_group_after_an_exit_is_killed(
     wait_for(lambda: process_gone(left_behind), "the background child to be killed")
 
 
+def test_memory_held_by_a_child_that_left_the_group_counts(
+    executor: LocalExecutor, tmp_path: Path
+) -> None:
+    """A child in a session of its own (``setsid``) is still the worker's: its memory
+    counts toward the limit, and the kill takes it too."""
+    code = (
+        "import os, time\n"
+        "child = os.fork()\n"
+        "if child == 0:\n"
+        "    os.setsid()\n"
+        "    print(f'pid={os.getpid()}', flush=True)\n"
+        "    hog = b'x' * (300 << 20)\n"
+        "    time.sleep(60)\n"
+        "    os._exit(0)\n"
+        "os.waitpid(child, 0)\n"
+    )
+    launch = spec(tmp_path, python(code), memory_bytes=100 * MiB)
+    handle = executor.launch(launch)
+    escaped = pid_from_log(launch)
+    status = ended(executor, handle)
+    assert status.exit_code == 137
+    assert status.reason is not None and status.reason.startswith("memory limit exceeded (")
+    wait_for(lambda: process_gone(escaped), "the child that left the group to be killed")
+
+
 def test_kills_say_why(executor: LocalExecutor, tmp_path: Path) -> None:
     hog = "import time; hog = b'x' * (300 << 20); time.sleep(60)"
     over = executor.launch(spec(tmp_path, python(hog), memory_bytes=100 * MiB))

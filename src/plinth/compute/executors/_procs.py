@@ -27,6 +27,7 @@ class ProcStat:
     state: str  # "Z" (zombie) and "X" (dead) mean it has ended
     pgid: int
     start: float  # clock ticks since boot on Linux, epoch seconds elsewhere
+    ppid: int = 0
 
 
 def stat(pid: int) -> ProcStat | None:
@@ -39,12 +40,12 @@ def stat(pid: int) -> ProcStat | None:
             return None
         # The command name may hold spaces and parentheses: fields follow the last ")".
         fields = raw[raw.rindex(b")") + 2 :].split()
-        return ProcStat(fields[0].decode(), int(fields[2]), float(fields[19]))
+        return ProcStat(fields[0].decode(), int(fields[2]), float(fields[19]), int(fields[1]))
     try:
         proc = psutil.Process(pid)
         status = proc.status()
         state = "Z" if status in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD) else "R"
-        return ProcStat(state, os.getpgid(pid), round(proc.create_time(), 2))
+        return ProcStat(state, os.getpgid(pid), round(proc.create_time(), 2), proc.ppid())
     except (psutil.Error, OSError):
         return None
 
@@ -69,16 +70,25 @@ def is_alive(pid: int, start: tuple[float, float]) -> bool:
 
 
 def group_members(pgids: Iterable[int]) -> dict[int, list[int]]:
-    """The pids in each process group, in one pass over the process table."""
+    """The pids in each process group and their descendants, in one pass over the
+    process table: a child that left its worker's group (``setsid``) still counts, as
+    long as it descends from one that did not (in a sandbox, whose first process
+    adopts the orphans, always)."""
     wanted = set(pgids)
     members: dict[int, list[int]] = {g: [] for g in wanted}
+    children: dict[int, list[int]] = {}
     for pid in psutil.pids():
-        try:
-            pgid = os.getpgid(pid)
-        except OSError:  # ended while we looked
+        now = stat(pid)
+        if now is None or now.state in ("Z", "X"):  # ended while we looked, or holds nothing
             continue
-        if pgid in wanted:
-            members[pgid].append(pid)
+        children.setdefault(now.ppid, []).append(pid)
+        if now.pgid in wanted:
+            members[now.pgid].append(pid)
+    for found in members.values():
+        grouped = set(found)
+        for pid in found:  # grows as it goes: each descendant once
+            found += [child for child in children.get(pid, ()) if child not in grouped]
+            grouped.update(children.get(pid, ()))
     return members
 
 

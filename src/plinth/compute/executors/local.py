@@ -223,9 +223,10 @@ class LocalExecutor:
         return False
 
     def _kill(self, worker: _Worker, reason: str) -> None:
-        """SIGKILL the whole group, recording the reason and, in the wrapper's place
-        (it dies too), the code 137 unless the wrapper wrote a real one first. Both are
-        written before the kill: a poll that finds the group dead finds them."""
+        """SIGKILL the whole group and what descends from it, recording the reason and,
+        in the wrapper's place (it dies too), the code 137 unless the wrapper wrote a
+        real one first. Both are written before the kill: a poll that finds the group
+        dead finds them."""
         if not _procs.is_alive(worker.pid, worker.start):
             return
         _write_atomic(worker.sibling(".reason"), reason)
@@ -233,7 +234,9 @@ class LocalExecutor:
             fd = os.open(worker.exit_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as f:
                 f.write(str(_KILLED))
+        members = _procs.group_members([worker.pid])[worker.pid]
         _signal_group(worker.pid, signal.SIGKILL)
+        _kill_started_since(worker, members)  # those that left the group (setsid)
         log.info("worker %d %s", worker.pid, reason)
         self._reap(worker.pid)
 
@@ -246,11 +249,7 @@ class LocalExecutor:
         leader = _procs.stat(worker.pid)
         if leader is not None and not worker.start[0] <= leader.start <= worker.start[1]:
             return  # the pid, hence the group id, belongs to someone else now
-        for pid in _procs.group_members([worker.pid])[worker.pid]:
-            now = _procs.stat(pid)
-            if now is not None and now.start >= worker.start[0] and now.state not in "ZX":
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+        _kill_started_since(worker, _procs.group_members([worker.pid])[worker.pid])
 
     def _reap(self, pid: int) -> None:
         proc = self._children.get(pid)
@@ -335,6 +334,16 @@ def _sibling(exit_path: Path, suffix: str) -> Path:
 def _signal_group(pgid: int, signum: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signum)
+
+
+def _kill_started_since(worker: _Worker, pids: list[int]) -> None:
+    """SIGKILL each of ``pids`` still running that started no earlier than ``worker``
+    (a pid given to another process since is not)."""
+    for pid in pids:
+        now = _procs.stat(pid)
+        if now is not None and now.start >= worker.start[0] and now.state not in "ZX":
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def _group_rss(pgid: int) -> int:
