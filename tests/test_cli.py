@@ -97,6 +97,14 @@ def test_errors_print_one_line_not_a_traceback(home_with_runs: tuple[Path, list[
     assert out.returncode == 1 and "no run 'nope'" in out.stderr
     out = plinth_cmd(home, "runs", "list")
     assert out.returncode == 2 and "--project" in out.stderr
+    # a value the request's own rules refuse before it is sent: one line per value
+    args = ("jobs", "submit", "-p", "churn", "--no-workdir", "--cpus", "0.0004")
+    out = plinth_cmd(home, *args, "--priority", "5000", "--", "true")
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    assert out.stderr.splitlines() == [
+        "error: cpus: Input should be greater than or equal to 0.001",
+        "error: priority: Input should be less than or equal to 1000",
+    ]
 
 
 def test_help_lists_commands(tmp_path: Path) -> None:

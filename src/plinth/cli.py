@@ -244,9 +244,22 @@ def version() -> None:
 
 
 def main() -> None:
-    """Entry point: Plinth errors print as one line, not a traceback."""
+    """Entry point: Plinth errors, and values an option's rules refuse before any
+    request (``--cpus -1``), print as one line each, not a traceback."""
     try:
         app()
     except PlinthError as exc:
-        Console(stderr=True, soft_wrap=True).print(f"[red]error:[/] {exc.message}", highlight=False)
-        raise SystemExit(1) from None
+        _fail([exc.message], 1)
+    except Exception as exc:
+        pydantic_core = sys.modules.get("pydantic_core")  # loaded before any such check
+        if pydantic_core is None or not isinstance(exc, pydantic_core.ValidationError):
+            raise
+        said = [".".join(map(str, e["loc"])) + f": {e['msg']}" for e in exc.errors()]
+        _fail([line.removeprefix(": ") for line in said], 2)
+
+
+def _fail(lines: list[str], code: int) -> None:
+    console = Console(stderr=True, soft_wrap=True)
+    for line in lines:
+        console.print(f"[red]error:[/] {line}", highlight=False)
+    raise SystemExit(code) from None

@@ -41,7 +41,7 @@ class Snapshot(BaseModel):
 class JobSubmit(BaseModel):
     model_config = ConfigDict(extra="forbid")
     argv: list[Arg] = Field(min_length=1, max_length=MAX_ARGS, description="never a shell line")
-    cpus: float = Field(1.0, gt=0, le=4096, description="per process")
+    cpus: float = Field(1.0, ge=0.001, le=4096, description="per process (counted in thousandths)")
     memory: str | None = Field(
         None, max_length=32, description="per process, e.g. 16Gi; over it the job is stopped"
     )
