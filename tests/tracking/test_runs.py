@@ -99,8 +99,11 @@ def test_unknown_run_is_404(client: Client) -> None:
 
 
 def test_bad_keys_are_refused_before_sending(client: Client, project: str) -> None:
-    with plinth.start_run(project, client=client) as run, pytest.raises(plinth.InvalidInput):
-        run.log({"bad\nkey": 1.0})
+    for bad in ("bad\nkey", "loss\n"):  # a key ending in a newline looks like "loss"
+        with plinth.start_run(project, client=client) as run, pytest.raises(plinth.InvalidInput):
+            run.log({bad: 1.0})
+    with pytest.raises(plinth.InvalidInput):
+        client.create_run(project, params={"lr\n": 0.1})
     with pytest.raises(plinth.InvalidInput):
         client.create_run("../etc")
 

@@ -26,7 +26,7 @@ from typing import Any
 
 from plinth.errors import InvalidInput, MissingDependency
 
-NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,99}$")
+NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,99}\Z")
 KINDS = ("float", "int", "categorical")
 MAX_PARAMS = 100
 MAX_CHOICES = 1000

@@ -50,7 +50,7 @@ _NEED_TO_GRANT = {Role.VIEWER: Need.READ, Role.EDITOR: Need.WRITE, Role.ADMIN: N
 
 
 _SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
-_ID_PREFIX = re.compile(r"^[0-9a-f]{8,15}$")  # token ids are 16 hex digits
+_ID_PREFIX = re.compile(r"^[0-9a-f]{8,15}\Z")  # token ids are 16 hex digits
 
 
 def init_admin(settings: Settings, name: str = "admin") -> s.NewUser:

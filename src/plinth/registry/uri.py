@@ -13,7 +13,7 @@ MODEL_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$"
 ALIAS = r"^[A-Za-z][A-Za-z0-9_-]{0,63}$"  # never all digits: 3 is a version
 _MODEL_NAME = re.compile(MODEL_NAME)
 _ALIAS = re.compile(ALIAS)
-_URI = re.compile(r"^models:/([^/@]+)/([^/@]+)(?:/([^/@]+)|@([^/@]+))$")
+_URI = re.compile(r"^models:/([^/@]+)/([^/@]+)(?:/([^/@]+)|@([^/@]+))\Z")
 
 
 def check_model_name(name: str) -> str:

@@ -15,7 +15,7 @@ from plinth.errors import InvalidInput, Unprocessable
 
 RUN_ID = r"^[0-9a-f]{8,32}$"  # 32 hex digits; GET takes a unique prefix of 8 or more
 DIGEST = r"^[0-9a-f]{64}$"  # sha256, hex
-_KEY = re.compile(r"^[\w\-./: ]{1,250}$")
+_KEY = re.compile(r"^[\w\-./: ]{1,250}\Z")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _DRIVE = re.compile(r"[A-Za-z]:")
 

@@ -59,8 +59,8 @@ STATUSES: tuple[str, ...] = get_args(s.RunStatus)
 KEYED = {"metrics": t.latest_metrics, "params": t.params, "tags": t.tags}
 NOUNS = {"metrics": "metric", "params": "param", "tags": "tag"}
 _NUMBER = r"-?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
-_NUMBER_TEXT = re.compile(f"^{_NUMBER}$")
-_PLAIN_KEY = re.compile(r"^[A-Za-z_][\w-]*$")
+_NUMBER_TEXT = re.compile(rf"^{_NUMBER}\Z")
+_PLAIN_KEY = re.compile(r"^[A-Za-z_][\w-]*\Z")
 OPS = ("<=", ">=", "!=", "==", "=", "<", ">", "like")
 
 _TOKEN = re.compile(

@@ -31,7 +31,7 @@ CHUNK_POINTS = 10_000  # the most points a chunk of history holds
 SMALL_CHUNK = 1_000  # a series this small joins its metric's last chunk if it has room
 SYSTEM = Principal(name="plinth")  # the platform itself, e.g. reaping silent runs
 MAX_VALUE_CHARS = 65_536
-_ID_PREFIX = re.compile(r"^[0-9a-f]{8,31}$")
+_ID_PREFIX = re.compile(r"^[0-9a-f]{8,31}\Z")
 
 
 def _number(value: Any) -> float | None:

@@ -18,7 +18,7 @@ from markupsafe import Markup
 from plinth.tracking import schemas as s
 from plinth.ui.charts import MAX_POINTS, PALETTE, Line, format_number, line_chart
 
-_PLAIN_KEY = re.compile(r"^[A-Za-z_][\w-]*$")  # a key the filter language needs no backticks for
+_PLAIN_KEY = re.compile(r"^[A-Za-z_][\w-]*\Z")  # a key the filter language needs no backticks for
 
 
 def columns(runs: Iterable[s.Run]) -> tuple[list[str], list[str]]:
