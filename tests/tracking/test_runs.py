@@ -83,6 +83,20 @@ def test_latest_metric_follows_highest_step(client: Client, project: str) -> Non
     assert [p.step for p in client.metric_history(run.id, "m")] == [3, 10]
 
 
+def test_of_points_tied_on_step_and_time_the_last_logged_is_the_latest(
+    client: Client, project: str
+) -> None:
+    """In one batch as across two: the run's value is its history's last point."""
+    run = client.create_run(project)
+    tied = [{"key": "m", "value": v, "step": 5, "timestamp": 1.0} for v in (111.0, 222.0)]
+    client.log_batch(run.id, metrics=tied)
+    assert client.get_run(run.id).metrics["m"] == 222.0
+    assert client.metric_history(run.id, "m")[-1].value == 222.0
+    client.log_batch(run.id, metrics=[{**tied[0], "value": 333.0}])
+    assert client.get_run(run.id).metrics["m"] == 333.0
+    assert client.metric_history(run.id, "m")[-1].value == 333.0
+
+
 def test_nan_and_infinite_values_round_trip(client: Client, project: str) -> None:
     with plinth.start_run(project, client=client) as run:
         run.log({"loss": float("nan")}, step=0)

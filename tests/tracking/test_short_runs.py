@@ -52,6 +52,12 @@ def test_an_end_with_its_batch_retried_applies_the_batch_once(client: Client, pr
     again = client.end_run(run_id, "finished", last_batch=batch)  # its answer was lost
     assert first.metrics == again.metrics == {"loss": 0.5}
     assert [p.value for p in client.metric_history(run_id, "loss")] == [0.5]
+    # the end itself once too: its time stays the first's, one record of it
+    assert first.end_time is not None and again.end_time == first.end_time
+    assert client.end_run(run_id, "finished").end_time == first.end_time
+    ends = [e for e in client.audit_events(project=project) if e.object == run_id]
+    assert [e.action for e in ends if e.action == "runs.end"] == ["runs.end"]
+    assert client.end_run(run_id, "failed").status == "failed"  # as MLflow's set_terminated
 
 
 def test_an_ended_run_refuses_a_new_batch_with_its_end_and_changes_nothing(

@@ -251,15 +251,19 @@ class TrackingService:
         return row
 
     def end_run(self, run_id: str, update: s.RunUpdate, *, principal: Principal) -> s.EndedRun:
-        """End a run, applying its last batch first when the request carries one."""
+        """End a run, applying its last batch first when the request carries one. Ended
+        so already (a retry whose answer was lost): nothing changes, its end time
+        included."""
         with self.audit.recorded(principal, "runs.end", object=run_id) as (conn, change):
             row = self.require_run(conn, run_id, principal, Need.WRITE, change)
             change.details = {"status": update.status}
             if update.batch is not None:
                 applied = self._apply_batch(conn, run_id, row, update.batch, touch=False)
                 change.details |= {"batch": _summary(update.batch) | {"applied": applied}}
-            ended_at = _now() if update.end_time is None else update.end_time
-            self._end.run(conn, {"run_id": run_id, "status": update.status, "now": ended_at})
+            change.record = not (row.status == update.status and row.end_time is not None)
+            if change.record:
+                ended_at = _now() if update.end_time is None else update.end_time
+                self._end.run(conn, {"run_id": run_id, "status": update.status, "now": ended_at})
             [run] = self._load_run(conn, run_id, project=row.project)
         batch = None if update.batch is None else update.batch.batch_id
         return s.EndedRun(**run.model_dump(), batch=batch)
@@ -481,7 +485,8 @@ class TrackingService:
             if not m.steps:
                 continue
             self._add_chunk(conn, run_id, m, new)
-            newest = max(range(len(m.steps)), key=lambda i: (m.steps[i], m.timestamps[i]))
+            # of points tied on (step, time) the last logged wins, as across batches
+            newest = max(range(len(m.steps)), key=lambda i: (m.steps[i], m.timestamps[i], i))
             value = m.values[newest]
             latest.append(
                 {
