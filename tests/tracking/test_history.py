@@ -131,6 +131,23 @@ def test_json_form_is_strict_json_with_non_finite_values_as_strings(
     }
 
 
+@pytest.mark.parametrize(
+    ("accept", "binary"),
+    [
+        ("", False),
+        ("*/*", False),  # the binary form only for a client that names it
+        (history.MEDIA_TYPE, True),
+        (f"{history.MEDIA_TYPE}, application/json;q=0.5", True),
+        (f"{history.MEDIA_TYPE};q=0, application/json", False),  # q=0: not acceptable
+        (f"{history.MEDIA_TYPE};q=0.4, */*;q=0.5", False),
+        (f"{history.MEDIA_TYPE.upper()};Q=0.9, application/json;q=0.8", True),
+        (f"{history.MEDIA_TYPE};q=x", False),
+    ],
+)
+def test_the_binary_form_goes_to_whom_accept_weighs_it_most(accept: str, binary: bool) -> None:
+    assert history.wants_binary(accept) is binary
+
+
 def test_binary_form_is_the_documented_layout(client: Client, run_id: str) -> None:
     response = raw_http(client).get(
         f"/api/v1/runs/{run_id}/metrics",

@@ -156,8 +156,23 @@ def _structured(columns: Columns) -> np.ndarray:
 
 
 def wants_binary(accept: str) -> bool:
-    """Whether an ``Accept`` header names the binary form (parameters ignored)."""
-    return any(part.split(";")[0].strip() == MEDIA_TYPE for part in accept.split(","))
+    """Whether an ``Accept`` header names the binary form and weighs it no less than
+    JSON (``q=0`` refuses a form); JSON otherwise."""
+    weights: dict[str, float] = {}
+    for part in accept.split(","):
+        media, *params = (item.strip() for item in part.split(";"))
+        q = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        weights[media.lower()] = max(q, weights.get(media.lower(), 0.0))
+    json = max(weights.get(m, 0.0) for m in ("application/json", "application/*", "*/*"))
+    binary = weights.get(MEDIA_TYPE, 0.0)
+    return binary > 0 and binary >= json
 
 
 def to_binary(columns: Columns) -> bytes:
