@@ -52,7 +52,11 @@ def test_parse_memory_reads_binary_decimal_and_plain_bytes(text: str, expected: 
 
 
 @pytest.mark.parametrize(
-    "text", ["", "lots", "16 Gigs", "Gi", "-1Gi", "0", "0Gi", "1e9", "nan", "12Xi", "1.2.3M"]
+    "text",
+    [
+        *("", "lots", "16 Gigs", "Gi", "-1Gi", "0", "0Gi", "1e9", "nan", "12Xi", "1.2.3M"),
+        *("\u0661\u0662Gi", "1\u00a0Gi", "\uff11Gi"),  # other scripts' digits and spaces
+    ],
 )
 def test_parse_memory_refuses_junk_zero_and_negative(text: str) -> None:
     with pytest.raises(InvalidInput, match="memory"):
@@ -81,7 +85,13 @@ def test_parse_duration_reads_units_and_plain_seconds(text: str, expected: float
     assert parse_duration(text) == expected
 
 
-@pytest.mark.parametrize("text", ["", "soon", "2x", "h", "-5", "0", "0s", "30m2h", "2hh"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        *("", "soon", "2x", "h", "-5", "0", "0s", "30m2h", "2hh"),
+        *("\u0661\u0662s", "\u0661\u0662", "3651d", "9" * 31),  # other digits; too long
+    ],
+)
 def test_parse_duration_refuses_junk_and_zero(text: str) -> None:
     with pytest.raises(InvalidInput, match="duration"):
         parse_duration(text)

@@ -200,7 +200,8 @@ def _declared_remote(pool: PoolSettings, declared: NodeSettings) -> Node:
     return Node(declared.name, pool.name, pool.executor, capacity, (), gpus)
 
 
-_MEMORY = re.compile(r"(\d+(?:\.\d+)?|\.\d+)\s*(?:([KMGTP])(i)?)?B?", re.IGNORECASE)
+# ASCII only: \d and \s also match other scripts' digits and spaces ("\u0661\u0662Gi")
+_MEMORY = re.compile(r"(\d+(?:\.\d+)?|\.\d+)\s*(?:([KMGTP])(i)?)?B?", re.IGNORECASE | re.ASCII)
 _MEMORY_UNITS = {"": 0, "K": 1, "M": 2, "G": 3, "T": 4, "P": 5}
 
 
@@ -225,9 +226,10 @@ def parse_memory(text: str) -> int:
 _DURATION = re.compile(
     r"(?:(?P<d>\d+(?:\.\d+)?)d)?(?:(?P<h>\d+(?:\.\d+)?)h)?"
     r"(?:(?P<m>\d+(?:\.\d+)?)m)?(?:(?P<s>\d+(?:\.\d+)?)s)?",
-    re.IGNORECASE,
+    re.IGNORECASE | re.ASCII,
 )
 _SECONDS = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
+_LONGEST = 3650 * 86400.0  # ten years: a timeout or a period longer is a typo
 
 
 def parse_duration(text: str) -> float:
@@ -235,7 +237,7 @@ def parse_duration(text: str) -> float:
     (for junk, and for zero or less: a duration here is a timeout or a period)."""
     cleaned = str(text).strip().replace(" ", "")
     seconds: float | None = None
-    if re.fullmatch(r"\d+(?:\.\d+)?", cleaned):
+    if re.fullmatch(r"\d+(?:\.\d+)?", cleaned, re.ASCII):
         seconds = float(cleaned)
     elif cleaned and (match := _DURATION.fullmatch(cleaned)):
         seconds = sum(float(v) * _SECONDS[k] for k, v in match.groupdict().items() if v)
@@ -245,4 +247,6 @@ def parse_duration(text: str) -> float:
         )
     if seconds <= 0:
         raise InvalidInput(f"duration {text!r}: must be more than zero")
+    if seconds > _LONGEST:
+        raise InvalidInput(f"duration {text!r}: at most 3650d (ten years)")
     return seconds
