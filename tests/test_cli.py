@@ -107,6 +107,27 @@ def test_errors_print_one_line_not_a_traceback(home_with_runs: tuple[Path, list[
     ]
 
 
+def test_text_others_wrote_reaches_a_terminal_without_its_escapes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A job's log shown on a reader's terminal: colours and cursor moves pass, a
+    clipboard write, a title or a C1 control is shown as text; to a pipe, all as is."""
+    from plinth.console import for_terminal
+
+    log = (
+        "\x1b[31mred\x1b[0m 50%\r\x1b[2K60%\n"  # colours, a progress bar's moves
+        "\x1b]52;c;ZXZpbA==\x07"  # OSC 52: write the reader's clipboard
+        "\x1b]0;title\x1b\\ \x1bP+q\x1b\\ \x9d8;;x\x9c \x1b"
+    )
+    assert for_terminal(log) == log  # pytest's stdout is no terminal
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    assert for_terminal(log) == (
+        "\x1b[31mred\x1b[0m 50%\r\x1b[2K60%\n"
+        "^[]52;c;ZXZpbA==\x07"
+        "^[]0;title^[\\ ^[P+q^[\\ \\x9d8;;x\\x9c ^["
+    )
+
+
 def test_help_lists_commands(tmp_path: Path) -> None:
     out = plinth_cmd(tmp_path, "--help")
     assert out.returncode == 0

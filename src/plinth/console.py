@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
+import sys
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -20,6 +22,20 @@ def client() -> Client:
     from plinth.client import Client
 
     return Client()
+
+
+# In text others wrote (a job's log, a model card), what a terminal would act on beyond
+# drawing: every escape but a CSI sequence (colours, cursor moves: progress bars), so
+# no OSC (a clipboard write, a title, a link), DCS, APC, PM or SOS, and the C1 controls
+_UNSAFE = re.compile(r"\x1b(?!\[[0-?]*[ -/]*[@-~])|[\x80-\x9f]")
+
+
+def for_terminal(text: str) -> str:
+    """``text`` as a reader's terminal may show it: on a terminal, the escapes it would
+    act on shown as text instead (``^[``, ``\\x9d``); elsewhere (a pipe, a file), as is."""
+    if not sys.stdout.isatty():
+        return text
+    return _UNSAFE.sub(lambda m: "^[" if m[0] == "\x1b" else f"\\x{ord(m[0]):02x}", text)
 
 
 def print_json(data: Any) -> None:

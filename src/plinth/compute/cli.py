@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperGroup
 
-from plinth.console import JsonFlag, key_values, print_json, when
+from plinth.console import JsonFlag, for_terminal, key_values, print_json, when
 from plinth.console import client as _client
 
 if TYPE_CHECKING:
@@ -163,13 +163,13 @@ def logs(
     with _client() as c:
         if follow:
             for text in c.follow_job_logs(project, job_id, rank=rank):
-                sys.stdout.write(text)
+                sys.stdout.write(for_terminal(text))
                 sys.stdout.flush()
             return
         offset = 0
         while True:
             piece = c.job_logs(project, job_id, offset=offset, rank=rank)
-            sys.stdout.write(piece.text)
+            sys.stdout.write(for_terminal(piece.text))
             if piece.next_offset == offset:
                 return
             offset = piece.next_offset

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from plinth.console import JsonFlag, key_values, print_json, when
+from plinth.console import JsonFlag, for_terminal, key_values, print_json, when
 from plinth.console import client as _client
 
 if TYPE_CHECKING:
@@ -227,9 +227,9 @@ def logs(
             return
         if follow:
             for text in c.follow_job_logs(project, job_id):
-                typer.echo(text, nl=False)
+                typer.echo(for_terminal(text), nl=False)
         else:
-            typer.echo(c.job_logs(project, job_id).text, nl=False)
+            typer.echo(for_terminal(c.job_logs(project, job_id).text), nl=False)
 
 
 @pipelines_app.command("cancel")

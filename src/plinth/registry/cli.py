@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from plinth.console import JsonFlag
+from plinth.console import JsonFlag, for_terminal
 from plinth.console import client as _client
 from plinth.console import print_json as _print_json
 from plinth.console import when as _when
@@ -191,7 +191,7 @@ def card(
         output.write_text(text, encoding="utf-8")
         console.print(f"wrote {escape(str(output))}")
     else:
-        typer.echo(text)
+        typer.echo(for_terminal(text))
 
 
 @models_app.command("archive")
