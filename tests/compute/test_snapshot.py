@@ -190,6 +190,40 @@ def test_hostile_archives_are_refused_and_leave_nothing(
     assert not (tmp_path / "escape.txt").exists()
 
 
+def _headed(headers: dict[str, str], name: str = "f.txt") -> tuple[tarfile.TarInfo, bytes]:
+    info, content = _file(name)
+    info.pax_headers = headers
+    return info, content
+
+
+@pytest.mark.parametrize(
+    ("member", "said"),
+    [
+        # a sparse map tarfile cannot parse (it raised a bare ValueError)
+        (_headed({"GNU.sparse.major": "1", "GNU.sparse.minor": "0"}), "not enough values"),
+        # a name the file system refuses: its words, not the server's path
+        (_file("a" * 300), "File name too long"),
+    ],
+)
+def test_an_unreadable_archive_is_refused_in_a_few_words_of_its_own(
+    tmp_path: Path, member: tuple[tarfile.TarInfo, bytes], said: str
+) -> None:
+    dest = tmp_path / "dest"
+    with pytest.raises(InvalidInput) as refused:
+        unpack(_tar(member), dest)
+    assert refused.value.message.startswith("not a readable snapshot archive: ")
+    assert said in refused.value.message and len(refused.value.message) < 300
+    assert str(tmp_path) not in refused.value.message
+    assert list(dest.iterdir()) == []
+
+
+def test_a_refused_entry_is_named_in_a_few_words(tmp_path: Path) -> None:
+    with pytest.raises(InvalidInput) as refused:
+        unpack(_tar(_file("../" + "x" * 5000)), tmp_path / "dest")
+    assert "plain relative path" in refused.value.message
+    assert len(refused.value.message) < 300
+
+
 def test_unpack_honours_the_cap_and_wants_an_empty_directory(tmp_path: Path) -> None:
     data = _tar(_file("a.txt"), _file("b.txt"))  # 7 bytes each
     with pytest.raises(InvalidInput, match="cap of 10 bytes"):

@@ -201,11 +201,13 @@ def unpack(data: bytes | Path, dest: Path, max_bytes: int | None = None) -> list
     try:
         with source:
             return _extract(source, dest, limit)
-    except (tarfile.TarError, InvalidInput, OSError) as error:
-        _empty(dest)
+    except (tarfile.TarError, InvalidInput, OSError, ValueError) as error:  # ValueError:
+        _empty(dest)  # a header tarfile cannot parse (a malformed PAX sparse map)
         if isinstance(error, InvalidInput):
             raise
-        raise InvalidInput(f"not a readable snapshot archive: {error}") from error
+        # an OSError's own words only: its file name is a path on the server
+        why = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+        raise InvalidInput(f"not a readable snapshot archive: {why[:200]}") from error
 
 
 def _extract(source: io.BufferedIOBase, dest: Path, limit: int) -> list[str]:
@@ -226,15 +228,16 @@ def _extract(source: io.BufferedIOBase, dest: Path, limit: int) -> list[str]:
 
 def _safe_name(member: tarfile.TarInfo, seen: set[str]) -> PurePosixPath:
     name = member.name
+    shown = repr(name) if len(name) <= 200 else repr(name[:200]) + "…"
     if member.type not in (tarfile.REGTYPE, tarfile.AREGTYPE) or member.sparse is not None:
-        raise InvalidInput(f"snapshot entry {name!r} is not a regular file: refused")
+        raise InvalidInput(f"snapshot entry {shown} is not a regular file: refused")
     path = PurePosixPath(name)
     if not name or path.is_absolute() or "\\" in name:
-        raise InvalidInput(f"snapshot entry {name!r} is not a relative path: refused")
+        raise InvalidInput(f"snapshot entry {shown} is not a relative path: refused")
     if any(part in ("..", ".", "") for part in name.split("/")):
-        raise InvalidInput(f"snapshot entry {name!r} is not a plain relative path: refused")
+        raise InvalidInput(f"snapshot entry {shown} is not a plain relative path: refused")
     if path.as_posix() in seen:
-        raise InvalidInput(f"snapshot entry {name!r} appears twice: refused")
+        raise InvalidInput(f"snapshot entry {shown} appears twice: refused")
     return path
 
 
