@@ -9,6 +9,7 @@ import pytest
 from pydantic import SecretStr
 
 from plinth.client import Client
+from plinth.compute import launch
 from plinth.core.crypto import MasterKey
 from plinth.errors import InvalidInput, NotFound
 from plinth.settings import Settings
@@ -117,6 +118,23 @@ def test_logs_stream_while_running_and_stay_after(jobs: Client, project: str) ->
     assert followed == "first\nsecond\npartial-line"
 
 
+def test_following_a_retried_job_shows_every_attempts_log(jobs: Client, project: str) -> None:
+    code = (
+        "import os\n"
+        "n = os.environ['PLINTH_JOB_ATTEMPT']\n"
+        "print('attempt', n, 'with a longer line than the next' if n == '1' else '')\n"
+        "raise SystemExit(0 if n == '3' else 1)\n"
+    )
+    job = jobs.submit_job(project, py(code), retries=2)
+    followed = "".join(jobs.follow_job_logs(project, job.id, poll=0.02))
+    assert followed == (
+        "attempt 1 with a longer line than the next\n"
+        "── attempt 2 ──\nattempt 2 \n"
+        "── attempt 3 ──\nattempt 3 \n"
+    )
+    assert jobs.get_job(project, job.id).status == "succeeded"
+
+
 def test_the_job_logs_to_its_linked_run(jobs: Client, project: str) -> None:
     code = (
         "import plinth\n"
@@ -176,6 +194,77 @@ def _env_and_secrets(jobs: Client, project: str, tmp_path: Path) -> None:
     assert jobs.job_logs(project, job.id).text == "key is ********\n"
 
 
+KEY = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n-----END PRIVATE KEY-----\n"
+PASSWORD = "SuperSecretValue123"
+TOKEN = "plt_0123456789abcdef_" + "Ab-9" * 10 + "xyz"  # an API token's shape
+
+
+def test_a_running_jobs_log_shows_no_piece_of_a_secret_however_read(
+    settings: Settings, project: str
+) -> None:
+    key = SecretStr(MasterKey.generate().to_text())
+    with Client(settings=with_compute(settings).model_copy(update={"master_key": key})) as jobs:
+        _running_log(jobs, project)
+
+
+def _running_log(jobs: Client, project: str) -> None:
+    jobs.create_run(project)  # the project
+    jobs.set_secret(project, "KEY", KEY)
+    jobs.set_secret(project, "PASSWORD", PASSWORD)
+    wait = "import os, time\nwhile not os.path.exists('go'): time.sleep(0.02)"
+    job = jobs.submit_job(project, py(wait), secrets=["KEY", "PASSWORD"])
+    log = launch.log_path(jobs.settings, job.id, 1, 0)
+    wait_for(log.exists, what="the job's log")
+    followed, offset = "", 0  # as `plinth jobs logs -f` reads it
+
+    def write(text: str, hidden: tuple[str, ...] = (PASSWORD, KEY, TOKEN[21:])) -> None:
+        nonlocal followed, offset
+        with log.open("a") as f:  # as the job would print it, a piece at a time
+            f.write(text)
+        for start in range(log.stat().st_size + 1):
+            for limit in (5, 1 << 20):
+                shown = jobs.job_logs(project, job.id, offset=start, limit=limit).text
+                assert not _pieces(shown, hidden), (text, start, limit, shown)
+        piece = jobs.job_logs(project, job.id, offset=offset)
+        followed, offset = followed + piece.text, piece.next_offset
+        assert not _pieces(followed, hidden), (text, followed)
+
+    write("start\n")
+    wait_for(lambda: jobs.job_logs(project, job.id).text, what="its launch recorded")
+    for text in ("x=SuperSecretValue12", "3\n"):  # its last character a moment later
+        write(text)
+    for line in KEY.splitlines(keepends=True):  # a multi-line value, line by line
+        write(line)
+    for text in ("t=" + TOKEN[:10], TOKEN[10:30], TOKEN[30:] + "\n"):
+        write(text)
+    write("-----BEGIN PRIVATE KEY-----\n")  # the start of the key again, held…
+    assert followed.endswith("t=********\n")
+    write("not the key\n", (PASSWORD, KEY.splitlines()[1], TOKEN[21:]))  # …till it is not
+    assert followed.endswith("t=********\n-----BEGIN PRIVATE KEY-----\nnot the key\n")
+    (launch.job_dir(jobs.settings, job.id, 1) / "work" / "go").write_text("")
+    assert jobs.wait_job(project, job.id, timeout=20).status == "succeeded"
+    whole = "start\nx=********\n********t=********\n-----BEGIN PRIVATE KEY-----\nnot the key\n"
+    assert jobs.job_logs(project, job.id).text == whole == followed
+
+
+def _pieces(text: str, values: tuple[str, ...]) -> list[str]:
+    """The pieces of ``values``, past a few characters, that ``text`` shows."""
+    return [v[i : i + 5] for v in values for i in range(len(v) - 4) if v[i : i + 5] in text]
+
+
+def test_names_plinth_sets_are_refused_as_env_and_secrets(settings: Settings, project: str) -> None:
+    key = SecretStr(MasterKey.generate().to_text())
+    with Client(settings=with_compute(settings).model_copy(update={"master_key": key})) as jobs:
+        jobs.create_run(project)  # the project
+        for name in ("PLINTH_TOKEN", "PLINTH_RUN_ID", "PLINTH_EXIT_RECORD", "IFS", "RANK"):
+            jobs.set_secret(project, name, "value-of-it")
+            with pytest.raises(InvalidInput, match=f"secrets: {name} is Plinth's to set"):
+                jobs.submit_job(project, py("pass"), secrets=[name])
+            with pytest.raises(InvalidInput, match=f"env: {name} is Plinth's to set"):
+                jobs.submit_job(project, py("pass"), env={name: "x"})
+        assert jobs.list_jobs(project).jobs == []  # nothing queued
+
+
 def test_a_job_naming_a_secret_its_project_lacks_is_refused(jobs: Client, project: str) -> None:
     jobs.create_run(project)  # the project
     with pytest.raises(NotFound, match="NOPE"):
@@ -204,7 +293,10 @@ def test_bad_requests_are_refused(jobs: Client, project: str) -> None:
             jobs.list_jobs(project, cursor=cursor)
     with pytest.raises(InvalidInput):
         jobs.job_logs(project, job.id, offset=2**63)  # past any file's end: refused, no 500
-    assert jobs.job_logs(project, job.id, offset=2**40).text == ""
+    jobs.wait_job(project, job.id, timeout=20)  # its log there to read
+    for offset in (2**40, 2**53, 2**60):  # far past the end (ext4 refuses to seek there)
+        piece = jobs.job_logs(project, job.id, offset=offset)
+        assert (piece.text, piece.next_offset) == ("", offset)
 
 
 def test_the_job_runs_in_a_snapshot_of_its_working_directory(

@@ -141,17 +141,27 @@ class ComputeCalls:
     def follow_job_logs(
         self, project: str, job_id: str, *, rank: int = 0, poll: float = 0.2
     ) -> Iterator[str]:
-        """The log's text as it is written, until the job ends."""
-        offset = 0
+        """The log's text as it is written, until the job ends: each attempt's whole,
+        in turn (a retried job's later ones after a ``── attempt N ──`` line)."""
+        attempt, offset = 1, 0
+        over: s.Job | None = None  # the job, read once this attempt was over
         while True:
-            piece = self.job_logs(project, job_id, offset=offset, rank=rank)
+            piece = self.job_logs(project, job_id, offset=offset, attempt=attempt, rank=rank)
             if piece.text:
                 yield piece.text
-            moved = piece.next_offset != offset
-            offset = piece.next_offset
-            if piece.ended and not moved:
-                return
-            if not moved:
+            if piece.next_offset != offset:
+                offset = piece.next_offset
+                continue
+            if over is not None:  # read to its end after it was over: all of it is read
+                if over.attempt <= attempt:
+                    return
+                attempt, offset, over = attempt + 1, 0, None
+                yield f"── attempt {attempt} ──\n"
+                continue
+            job = self.get_job(project, job_id)
+            if job.ended or job.attempt > attempt:
+                over = job  # the next read finds what came before it ended
+            else:
                 time.sleep(poll)
 
     def wait_job(self, project: str, job_id: str, *, timeout: float | None = None) -> s.Job:

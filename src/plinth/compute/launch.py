@@ -64,11 +64,17 @@ RESERVED = {
     "NODE_RANK",
     "GROUP_RANK",
     rendezvous.AGENT_STORE,
+    # a POSIX shell's own: the local executor starts a job through one, which would
+    # rewrite them (executors/local.py refuses them at the start)
+    "IFS",
+    "PPID",
+    "OPTIND",
 }
 
 
 def reserved(name: str) -> bool:
-    """A name a job's env may not set: Plinth's own, the GPU isolation, the rendezvous."""
+    """A name a job's env or secrets may not set: Plinth's own (``PLINTH_*``), the GPU
+    isolation, the rendezvous, a shell's own."""
     return name in RESERVED or name.startswith(RESERVED_PREFIXES)
 
 

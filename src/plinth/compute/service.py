@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import time
 import uuid
@@ -45,6 +46,10 @@ _MASK_BYTES = MASK.encode()
 _CURSOR = re.compile(r"[0-9]{1,18}")  # a page's next_cursor: a job's seq
 _TOKEN = re.compile(rb"plt_[0-9a-f]{16}_[A-Za-z0-9-]{43}")  # identity's tokens, whole
 _TOKEN_LENGTH = 4 + 16 + 1 + 43
+# the start of one, cut short by the end of what is read
+_TOKEN_START = re.compile(
+    rb"p(?:l(?:t(?:_(?:[0-9a-f]{16}(?:_[A-Za-z0-9-]{0,42})?|[0-9a-f]{0,15}))?)?)?\Z"
+)
 MIN_MASKED = 4  # shorter secret values are not masked in logs: they would mask everything
 
 
@@ -257,8 +262,7 @@ class JobService:
         self, project: str, job_id: str, query: s.JobLogsQuery, *, principal: Principal
     ) -> s.JobLogs:
         """Bytes ``offset`` on of one worker's log (rank 0 of the latest attempt by
-        default), as text. While the job runs only whole lines are sent, so that a
-        secret value is never split between two reads and always masked."""
+        default), as text, secret values and tokens masked (``_piece``)."""
         with self.db.read() as conn:
             row = self._require(conn, project, job_id, principal, Need.READ)
         attempt = query.attempt or row.attempt
@@ -273,16 +277,15 @@ class JobService:
                 rank=query.rank,
             )
         path = launch.log_path(self.settings, row.id, attempt, query.rank)
-        over = not (ended or attempt < row.attempt)
-        values = self._masks(row, attempt, over)
-        data = b"" if values is None else _read(path, query.offset, query.limit)
-        if over:  # more may come: whole lines only
-            data = data[: data.rindex(b"\n") + 1] if b"\n" in data else _whole_utf8(data)
-        text = _masked(path, query.offset, data, values or []).decode("utf-8", "replace")
+        running = not (ended or attempt < row.attempt)
+        values = self._masks(row, attempt, running)
+        data, size = b"", 0
+        if values is not None:
+            data, size = _piece(path, query.offset, query.limit, values, running)
         return s.JobLogs(
-            text=text,
+            text=data.decode("utf-8", "replace"),
             offset=query.offset,
-            next_offset=query.offset + len(data),
+            next_offset=query.offset + size,
             ended=ended,
             attempt=attempt,
             rank=query.rank,
@@ -367,9 +370,13 @@ class JobService:
         """The job's columns from a request, or InvalidInput saying what is wrong."""
         if not req.argv[0]:
             raise InvalidInput("argv[0]: name the program to run (it is empty)")
-        for name in req.env:
-            if launch.reserved(name):
-                raise InvalidInput(f"env: {name} is set by Plinth, not by a job")
+        for field, names in (("env", req.env), ("secrets", req.secrets)):
+            for name in names:
+                if launch.reserved(name):
+                    raise InvalidInput(
+                        f"{field}: {name} is Plinth's to set, not a job's (reserved: "
+                        f"PLINTH_*, {', '.join(sorted(launch.RESERVED))})"
+                    )
         memory = parse_memory(req.memory) if req.memory else 0
         timeout = parse_duration(req.timeout) if req.timeout else None
         if timeout is not None and timeout <= 0:
@@ -557,18 +564,56 @@ def _require_secrets(conn: Connection, project: str, project_id: str, names: lis
         raise NotFound(f"project {project!r} has no secret {missing[0]!r}")
 
 
-def _masked(path: Any, offset: int, data: bytes, values: Sequence[bytes]) -> bytes:
-    """``data``, the log at ``path`` from ``offset``, with every byte that belongs to
-    one of ``values`` or to a Plinth API token (the job's own, say) masked, where it
-    starts or ends outside ``data`` too: the log is read with a value's length of
-    context either side, so no window, however placed, shows a part of one."""
+def _piece(
+    path: Any, offset: int, limit: int, values: Sequence[bytes], running: bool
+) -> tuple[bytes, int]:
+    """Up to ``limit`` bytes of the log at ``path`` from ``offset``, masked (``_masked``),
+    and how many bytes of the log they stand for. The log is read with a value's length
+    of context either side, so no window, however placed, shows a part of one.
+
+    While the attempt runs, the log's end may hold the start of a value whose rest is
+    not written yet: from the first place one could begin, nothing is sent (a later
+    read sends it, masked once whole); and only whole lines are sent, where the window
+    holds a line's end."""
     values = [v for v in values if len(v) >= MIN_MASKED]
-    if not data:
-        return data
     reach = max([_TOKEN_LENGTH, *(len(v) for v in values)]) - 1
     start = max(0, offset - reach)
-    context = _read(path, start, offset - start + len(data) + reach)
-    low, high = offset - start, offset - start + len(data)
+    want = offset - start + limit + reach
+    context = _read(path, start, want)  # one read: what is held and masked agree
+    low = offset - start
+    high = min(len(context), low + limit)
+    if running:
+        if len(context) < want:  # the log's end is in reach: a value may start there
+            high = min(high, max(low, _unfinished(context, values)))
+        if high > low:
+            high = low + len(_whole_lines(context[low:high]))
+    if high <= low:
+        return b"", 0
+    return _masked(context, low, high, values), high - low
+
+
+def _unfinished(context: bytes, values: Sequence[bytes]) -> int:
+    """Where in ``context`` (which runs to the log's end) the first value or token
+    begins that the end cuts short; ``len(context)`` if none does."""
+    end = len(context)
+    first = end
+    token = _TOKEN_START.search(context, max(0, end - _TOKEN_LENGTH + 1))
+    if token is not None:
+        first = token.start()
+    for value in values:
+        at = context.find(value[:1], max(0, end - len(value) + 1), first)
+        while at != -1:
+            if context.endswith(value[: end - at]):
+                first = at
+                break
+            at = context.find(value[:1], at + 1, first)
+    return first
+
+
+def _masked(context: bytes, low: int, high: int, values: Sequence[bytes]) -> bytes:
+    """``context[low:high]`` with every byte that belongs to one of ``values`` or to a
+    Plinth API token (the job's own, say) masked, where it starts or ends outside the
+    window too."""
     found = [(m.start(), m.end()) for m in _TOKEN.finditer(context)]
     for value in values:
         at = context.find(value)
@@ -591,16 +636,23 @@ def _masked(path: Any, offset: int, data: bytes, values: Sequence[bytes]) -> byt
 
 
 def _read(path: Any, offset: int, limit: int) -> bytes:
+    """Up to ``limit`` bytes from ``offset``; none past the end (a file system refuses
+    to seek far past it)."""
     try:
         with open(path, "rb") as f:
+            if offset >= os.fstat(f.fileno()).st_size:
+                return b""
             f.seek(offset)
             return f.read(limit)
     except FileNotFoundError:
         return b""
 
 
-def _whole_utf8(data: bytes) -> bytes:
-    """``data`` without a character cut at its end (it comes whole with the next read)."""
+def _whole_lines(data: bytes) -> bytes:
+    """``data`` up to its last line's end; with none, without a character cut at its
+    end (it comes whole with the next read)."""
+    if b"\n" in data:
+        return data[: data.rindex(b"\n") + 1]
     for cut in range(min(3, len(data)) + 1):
         head = data[: len(data) - cut]
         try:
