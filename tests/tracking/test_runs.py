@@ -97,6 +97,18 @@ def test_of_points_tied_on_step_and_time_the_last_logged_is_the_latest(
     assert client.metric_history(run.id, "m")[-1].value == 333.0
 
 
+@pytest.mark.parametrize("stamp", [-1.0, 2.0**37, 1e308])
+def test_a_point_dated_outside_a_runs_times_is_refused(
+    client: Client, project: str, stamp: float
+) -> None:
+    """A timestamp is seconds since the epoch, within the bounds of a run's start."""
+    run = client.create_run(project)
+    points = [{"key": "m", "value": 1.0, "step": 0, "timestamp": t} for t in (1.0, stamp)]
+    with pytest.raises(plinth.InvalidInput):  # 422, Unprocessable
+        client.log_batch(run.id, metrics=points)
+    assert client.get_run(run.id).metrics == {}  # nothing of it
+
+
 def test_nan_and_infinite_values_round_trip(client: Client, project: str) -> None:
     with plinth.start_run(project, client=client) as run:
         run.log({"loss": float("nan")}, step=0)

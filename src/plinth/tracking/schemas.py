@@ -250,8 +250,9 @@ class MetricSeries(BaseModel):
         list[Annotated[int, Field(ge=-(2**63), lt=2**63)]], Field(max_length=MAX_BATCH_POINTS)
     ]
     values: Annotated[list[float], Field(max_length=MAX_BATCH_POINTS)]
-    timestamps: Annotated[
-        list[Annotated[float, Field(allow_inf_nan=False)]], Field(max_length=MAX_BATCH_POINTS)
+    timestamps: Annotated[  # seconds since the epoch, as a run's start and end time
+        list[Annotated[float, Field(ge=0, lt=2**37, allow_inf_nan=False)]],
+        Field(max_length=MAX_BATCH_POINTS),
     ]
 
     @model_validator(mode="after")
