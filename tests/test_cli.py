@@ -97,13 +97,35 @@ def test_errors_print_one_line_not_a_traceback(home_with_runs: tuple[Path, list[
     assert out.returncode == 1 and "no run 'nope'" in out.stderr
     out = plinth_cmd(home, "runs", "list")
     assert out.returncode == 2 and "--project" in out.stderr
-    # a value the request's own rules refuse before it is sent: one line per value
+    # values out of an option's range: what the server says of each, on one line
     args = ("jobs", "submit", "-p", "churn", "--no-workdir", "--cpus", "0.0004")
     out = plinth_cmd(home, *args, "--priority", "5000", "--", "true")
-    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
     assert out.stderr.splitlines() == [
+        "error: cpus: Input should be greater than or equal to 0.001; "
+        "priority: Input should be less than or equal to 1000"
+    ]
+
+
+def test_a_value_refused_before_any_request_prints_one_line_each(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A model built in the CLI (not the server's answer) that refuses its values."""
+    from pydantic import BaseModel, Field
+
+    from plinth import cli
+
+    class Options(BaseModel):
+        cpus: float = Field(ge=0.001)
+        nodes: int = Field(ge=1)
+
+    monkeypatch.setattr(cli, "app", lambda: Options(cpus=-1, nodes=0))
+    with pytest.raises(SystemExit) as ended:
+        cli.main()
+    assert ended.value.code == 2
+    assert capsys.readouterr().err.splitlines() == [
         "error: cpus: Input should be greater than or equal to 0.001",
-        "error: priority: Input should be less than or equal to 1000",
+        "error: nodes: Input should be greater than or equal to 1",
     ]
 
 

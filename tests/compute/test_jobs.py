@@ -287,6 +287,12 @@ def test_bad_requests_are_refused(jobs: Client, project: str) -> None:
         jobs.get_job(project, "0" * 32)
     with pytest.raises(InvalidInput, match="argv"):
         jobs.submit_job(project, [""])
+    with pytest.raises(InvalidInput, match="argv and env hold 1,0"):  # not at its start
+        jobs.submit_job(project, ["echo", *["x" * 16_000] * 66])
+    with pytest.raises(InvalidInput, match="at most 1,048,576 reach a program"):
+        jobs.submit_job(project, py("pass"), env={f"V{i}": "x" * 32_000 for i in range(40)})
+    with pytest.raises(NotFound):  # nothing of them stays, not even the project
+        jobs.list_jobs(project)
     job = jobs.submit_job(project, py("pass"))
     for cursor in ("9" * 20, "\u00b2", "-1", "1.5"):  # too big for the database, not ASCII…
         with pytest.raises(InvalidInput, match="cursor"):

@@ -62,22 +62,23 @@ class ComputeCalls:
             raise InvalidInput("give workdir or snapshot, not both")
         if workdir is not None:
             snapshot = self.upload_snapshot(project, workdir)
-        body = s.JobSubmit(
-            argv=list(argv),
-            cpus=cpus,
-            gpus=gpus,
-            memory=memory,
-            nodes=nodes,
-            procs_per_node=procs_per_node,
-            pool=pool,
-            priority=priority,
-            retries=retries,
-            timeout=None if timeout is None else _duration(timeout),
-            env=dict(env or {}),
-            secrets=list(secrets),
-            snapshot=snapshot,
-        ).model_dump(exclude_none=True)
-        return s.Job(**self._transport.request("POST", _jobs(project), json=body))
+        body = {  # checked by the server, which says what is wrong (InvalidInput)
+            "argv": list(argv),
+            "cpus": cpus,
+            "gpus": gpus,
+            "memory": memory,
+            "nodes": nodes,
+            "procs_per_node": procs_per_node,
+            "pool": pool,
+            "priority": priority,
+            "retries": retries,
+            "timeout": None if timeout is None else _duration(timeout),
+            "env": dict(env or {}),
+            "secrets": list(secrets),
+            "snapshot": None if snapshot is None else snapshot.model_dump(),
+        }
+        sent = {k: v for k, v in body.items() if v is not None}
+        return s.Job(**self._transport.request("POST", _jobs(project), json=sent))
 
     def upload_snapshot(self, project: str, workdir: str | os.PathLike[str]) -> s.Snapshot:
         """Pack ``workdir`` (as ``git add`` would see it, size-capped) and upload it to

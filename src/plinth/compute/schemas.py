@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from plinth.core.names import PROJECT_NAME as PROJECT
 
@@ -23,6 +23,9 @@ JOB_ID = r"^[0-9a-f]{32}$"
 Status = Literal["queued", "running", "succeeded", "failed", "cancelled", "preempted", "lost"]
 STATUSES: tuple[str, ...] = Status.__args__  # type: ignore[attr-defined]
 MAX_ARGS = 1000
+# what an argv and environment may hold together: half of Linux's usual ARG_MAX (2 MiB),
+# the rest left for the environment Plinth adds and the wrapper's own argv
+MAX_EXEC_BYTES = 1 << 20
 MAX_PRIORITY = 1000
 Arg = Annotated[str, StringConstraints(max_length=16_384)]
 EnvValue = Annotated[str, StringConstraints(max_length=32_768)]
@@ -57,6 +60,19 @@ class JobSubmit(BaseModel):
         default_factory=list, max_length=50, description="the project's secrets, by name"
     )
     snapshot: Snapshot | None = Field(None, description="the working directory, uploaded")
+
+    @model_validator(mode="after")
+    def _fits_an_exec(self) -> JobSubmit:
+        """Refused now, not when the job starts: more than the system passes to a
+        program (``E2BIG``)."""
+        held = sum(len(arg.encode()) + 1 for arg in self.argv)
+        held += sum(len(k) + len(v.encode()) + 2 for k, v in self.env.items())
+        if held > MAX_EXEC_BYTES:
+            raise ValueError(
+                f"argv and env hold {held:,} bytes together; at most {MAX_EXEC_BYTES:,} "
+                "reach a program (put long inputs in a file in the working directory)"
+            )
+        return self
 
 
 class Job(BaseModel):
