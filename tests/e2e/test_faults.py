@@ -206,6 +206,45 @@ def test_a_database_outage_answers_503_and_the_sdk_rides_it_out(
     assert "Traceback" not in log
 
 
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_a_database_that_takes_no_writes_is_down_until_it_does(
+    processes: Processes, tmp_path: Path, postgres_server_url: str
+) -> None:
+    """A primary demoted in a fail-over (read-only): writes answer 503, /readyz says so,
+    reads still answer; promoted again, writes go on."""
+    admin = _admin(postgres_server_url)
+    with services.postgres_database(postgres_server_url) as database_url:
+        database = sa.engine.make_url(database_url).database
+        server = processes.server(tmp_path / "home", PLINTH_DATABASE_URL=database_url)
+        http = httpx.Client(base_url=server.url, timeout=30)
+        created = http.post("/api/v1/runs", json={"project": "standby"})
+        assert created.status_code == 201, created.text
+
+        def read_only(on: bool) -> None:
+            with admin.connect() as conn:
+                setting = "SET default_transaction_read_only = on" if on else "RESET ALL"
+                conn.execute(sa.text(f'ALTER DATABASE "{database}" {setting}'))
+            _cut_connections(admin, str(database))  # new sessions take the setting
+
+        read_only(True)
+        refused = http.post("/api/v1/runs", json={"project": "standby"})
+        assert refused.status_code == 503, refused.text
+        assert refused.json()["error"]["type"] == "ServiceUnavailable"
+        assert http.get(f"/api/v1/runs/{created.json()['id']}").status_code == 200
+        ready = http.get("/readyz")
+        assert ready.status_code == 503
+        assert ready.json()["checks"]["database"] == (
+            "failing: the database takes no writes (a standby, or read-only)"
+        )
+        read_only(False)
+        assert http.post("/api/v1/runs", json={"project": "standby"}).status_code == 201
+        assert http.get("/readyz").status_code == 200
+        http.close()
+    admin.dispose()
+    assert "Traceback" not in server.log.read_text(errors="replace")
+
+
 # 3. an object store that dies ----------------------------------------------------------------
 
 

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from fastapi.responses import Response
 
 from plinth.api.errors import RETRY_AFTER, PlinthJSONResponse, backend_fault, one_line
+from plinth.errors import PlinthError
 
 log = logging.getLogger("plinth.server")
 OK = "ok"
@@ -54,7 +55,7 @@ class Readiness:
         except Exception as exc:
             # The caller learns which dependency fails, the log learns why: the error
             # text may name hosts and ports, and /readyz answers anyone.
-            fault = backend_fault(exc)
+            fault = exc if isinstance(exc, PlinthError) else backend_fault(exc)
             log.warning("readiness: %s failing: %s", name, one_line(exc))
             return f"failing: {fault.message if fault else 'unexpected error; see the server log'}"
         return OK

@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 
-from plinth.errors import InvalidInput, MissingDependency
+from plinth.errors import InvalidInput, MissingDependency, ServiceUnavailable
 
 BUSY_TIMEOUT_S = 60.0
 Fault = Literal["full", "down"]
@@ -82,6 +82,9 @@ class Dialect:
         """What a driver error says of the database itself: full, down, or nothing
         (then it is a bug, or bad SQL)."""
         return None
+
+    def ping(self, conn: Connection) -> None:
+        conn.exec_driver_sql("SELECT 1")
 
 
 class SQLiteDialect(Dialect):
@@ -149,6 +152,11 @@ class PostgresDialect(Dialect):
             exc, psycopg.OperationalError | psycopg.InterfaceError
         )
         return "down" if down or state.startswith(_PG_UNAVAILABLE) else None
+
+    def ping(self, conn: Connection) -> None:
+        """A standby, or a primary demoted in a fail-over, answers but takes no writes."""
+        if conn.exec_driver_sql("SHOW transaction_read_only").scalar() == "on":
+            raise ServiceUnavailable("the database takes no writes (a standby, or read-only)")
 
     def create_engine(self, url: str, synchronous: str) -> Engine:
         try:
@@ -311,9 +319,10 @@ class Database:
             conn.close()
 
     def ping(self) -> None:
-        """Raise unless the database answers a trivial query (for readiness)."""
+        """Raise unless the database answers, and, where it can say so without waiting
+        on a writer, would take writes (for readiness)."""
         with self.engine.connect() as conn:
-            conn.exec_driver_sql("SELECT 1")
+            self.sql.ping(conn)
 
     def prepare(self, stmt: Any, keys: Sequence[str] | None = None) -> Prepared:
         """``stmt`` compiled once for this database (``keys``: an INSERT's columns)."""
