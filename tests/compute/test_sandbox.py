@@ -246,28 +246,28 @@ def test_no_mount_is_writable_but_the_jobs_own(tmp_path: Path) -> None:
     assert int(seen_df.stdout.splitlines()[1].split()[1]) == shm_cap
 
 
-def test_a_job_starts_on_a_full_disk() -> None:
-    """The sandbox makes nothing in the job's folder (here on a file system with no
-    inode left): its /dev is made in memory, over the machine's."""
+def test_a_job_starts_with_its_working_directory_full() -> None:
+    """The sandbox makes nothing in the job's working directory (here on a file system
+    with no inode left), which its other workers share: its /dev is made in memory,
+    over the machine's. (Its /tmp is another folder: where the server's interpreter
+    lies under /tmp, as a CI's checkout does, the way to it is made there.)"""
     if os.geteuid() != 0:
         pytest.skip("mounting a full file system on this machine takes root")
     base = Path(tempfile.mkdtemp(dir=Path.home(), prefix="plinth-sandbox-full-"))  # not /tmp,
-    attempt = base / "attempt"  # which the job sees as its own
-    attempt.mkdir()
+    work, tmp = base / "work", base / "tmp"  # which the job sees as its own
+    work.mkdir()
+    tmp.mkdir(mode=0o700)
     subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m,nr_inodes=8", "plinth-probe", attempt], check=True
+        ["mount", "-t", "tmpfs", "-o", "size=1m,nr_inodes=8", "plinth-probe", work], check=True
     )
     try:
-        work, tmp = attempt / "work", attempt / "tmp"
-        work.mkdir()
-        tmp.mkdir(mode=0o700)
         with pytest.raises(OSError) as full:
             for n in range(16):
                 (work / f"filler-{n}").touch()
         assert full.value.errno == errno.ENOSPC
         done = run([*sandbox.command([], work, tmp), "/bin/ls", "/dev"], {}, cwd=work)
     finally:
-        subprocess.run(["umount", attempt], check=True)
+        subprocess.run(["umount", work], check=True)
         shutil.rmtree(base)
     assert done.returncode == 0, done.stderr
     assert {"null", "shm", "pts", "ptmx"} <= set(done.stdout.split())
