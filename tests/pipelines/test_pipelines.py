@@ -612,6 +612,57 @@ def test_a_spec_whose_code_digest_lies_runs_nothing_and_poisons_no_cache(
     assert honest.status == "succeeded" and not any(step.cached for step in honest.steps)
 
 
+def test_a_step_is_lent_only_outputs_its_snapshot_or_its_user_made(
+    own_settings: Settings, project: str, flow: Flow, tmp_path: Path
+) -> None:
+    """A cache key's code digest is the client's word, checked inside the job, which
+    runs code the snapshot's submitter chose: another user's run in another snapshot
+    could have claimed the digest. Its outputs are lent to runs in the same snapshot,
+    or of the same user, only."""
+    settings = own_settings.model_copy(
+        update={"compute": ComputeSettings(handoff=False, dispatch=False)}
+    )
+    with Client(settings=settings) as anonymous:
+        root_token = anonymous.init_admin("root").token.token
+    as_user = lambda token: Client(settings=settings.model_copy(update={"token": token}))  # noqa: E731
+    other = Flow(tmp_path / "other", flow.file.read_text())  # another snapshot, whose
+    other.module = flow.module  # steps hash the same: a module none of them uses differs
+    other.file.rename(other.root / flow.file.name)
+    (other.root / "unused.py").write_text("anything = 'at all'\n")
+    with as_user(root_token) as root:
+        _numbers(root, project, tmp_path, [1, 2])
+        ed_token = root.create_user("ed").token.token
+        root.add_member(project, "ed", "editor")
+        with as_user(ed_token) as ed:
+            made = ed.run_pipeline(project, flow.ref, workdir=flow.root)
+        with another_server(settings) as server:
+            pipelines = server.get(PipelineService)
+            pipelines.advance()  # its first step gets its key, and a job
+            st = t.pipeline_steps
+            with pipelines.db.write() as conn:  # as if that job succeeded
+                conn.execute(
+                    st.update()
+                    .where(st.c.run_id == made.id, st.c.name == "load")
+                    .values(status="succeeded", outputs="[]", outputs_digest="0" * 64)
+                )
+            runs = {
+                "root, other snapshot": root.run_pipeline(project, flow.ref, workdir=other.root),
+                "root, same snapshot": root.run_pipeline(project, flow.ref, workdir=flow.root),
+            }
+            with as_user(ed_token) as ed:
+                runs["ed, other snapshot"] = ed.run_pipeline(project, flow.ref, workdir=other.root)
+            pipelines.advance()
+            found = {
+                who: pipelines.get_run(project, run.id, principal=LOCAL).step("load").status
+                for who, run in runs.items()
+            }
+    assert found == {
+        "root, other snapshot": "running",  # run, not lent ed's outputs
+        "root, same snapshot": "cached",
+        "ed, other snapshot": "cached",
+    }
+
+
 def test_work_started_before_sign_in_does_not_run_as_an_admin_after_it(
     project: str, flow: Flow, tmp_path: Path
 ) -> None:

@@ -493,7 +493,7 @@ class PipelineService:
         key = _cache_key(spec, key_parts)
         st = t.pipeline_steps
         where = sa.and_(st.c.run_id == row.run_id, st.c.name == row.name, st.c.status == "waiting")
-        hit = None if run.no_cache else self._cached(run.project_id, key)
+        hit = None if run.no_cache else self._cached(run, key)
         if hit is not None:
             with self.db.write() as conn:
                 conn.execute(
@@ -565,15 +565,22 @@ class PipelineService:
                 src = lineage.Node(f"runs:/{source['run_id']}", run.project_id)
                 lineage.record(self.db, conn, src, dst, "fed")
 
-    def _cached(self, project_id: str, key: str) -> Any:
-        st = t.pipeline_steps
+    def _cached(self, run: Any, key: str) -> Any:
+        """A succeeded step of the project with ``key`` that ``run`` may trust: one run
+        in the same snapshot, or started by the same user. The key's code digest is the
+        client's word, checked inside the step's job, which runs code the snapshot's
+        submitter chose: another user's snapshot could have claimed any digest."""
+        st, pr = t.pipeline_steps, t.pipeline_runs
+        same_user = pr.c.user_id.is_(None) if run.user_id is None else pr.c.user_id == run.user_id
         with self.db.read() as conn:
             return conn.execute(
                 sa.select(st)
+                .join(pr, pr.c.id == st.c.run_id)
                 .where(
-                    st.c.project_id == project_id,
+                    st.c.project_id == run.project_id,
                     st.c.cache_key == key,
                     st.c.status == "succeeded",
+                    sa.or_(pr.c.snapshot_digest == run.snapshot_digest, same_user),
                 )
                 .order_by(st.c.ended_at.desc())
                 .limit(1)
