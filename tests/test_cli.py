@@ -107,6 +107,21 @@ def test_errors_print_one_line_not_a_traceback(home_with_runs: tuple[Path, list[
     ]
 
 
+def test_text_others_wrote_is_text_in_a_table() -> None:
+    """Escaped for a Rich table or line: markup shown as text, and every escape and C1
+    control a terminal would act on (a table is no place for a job's colours either)."""
+    from rich.console import Console
+
+    from plinth.console import escape
+
+    shown = escape("[/]col\x1b[31m\x1b]52;c;eA==\x07\x9b2J")
+    assert shown == "\\[/]col^[[31m^[]52;c;eA==\x07\\x9b2J"
+    console = Console(width=200)
+    with console.capture() as seen:
+        console.print(shown, highlight=False)
+    assert seen.get() == "[/]col^[[31m^[]52;c;eA==\\x9b2J\n"  # no markup error; no BEL
+
+
 def test_a_value_refused_before_any_request_prints_one_line_each(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -30,12 +30,26 @@ def client() -> Client:
 _UNSAFE = re.compile(r"\x1b(?!\[[0-?]*[ -/]*[@-~])|[\x80-\x9f]")
 
 
+def escape(text: str) -> str:
+    """``text`` others wrote, for a Rich table or line: its markup shown as text
+    (``[/]`` would end a style, or fail), and every escape a terminal would act on
+    shown as text too (``^[``): a table is no place for a job's colours either."""
+    from rich.markup import escape as markup_escaped
+
+    return markup_escaped(_shown(text, _ESCAPES))
+
+
 def for_terminal(text: str) -> str:
     """``text`` as a reader's terminal may show it: on a terminal, the escapes it would
     act on shown as text instead (``^[``, ``\\x9d``); elsewhere (a pipe, a file), as is."""
-    if not sys.stdout.isatty():
-        return text
-    return _UNSAFE.sub(lambda m: "^[" if m[0] == "\x1b" else f"\\x{ord(m[0]):02x}", text)
+    return _shown(text, _UNSAFE) if sys.stdout.isatty() else text
+
+
+_ESCAPES = re.compile(r"[\x1b\x80-\x9f]")
+
+
+def _shown(text: str, unsafe: re.Pattern[str]) -> str:
+    return unsafe.sub(lambda m: "^[" if m[0] == "\x1b" else f"\\x{ord(m[0]):02x}", text)
 
 
 def print_json(data: Any) -> None:

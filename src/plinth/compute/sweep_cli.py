@@ -8,12 +8,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from typer.core import TyperGroup
 
-from plinth.console import JsonFlag, key_values, print_json
+from plinth.console import JsonFlag, escape, key_values, print_json
 from plinth.console import client as _client
 
 if TYPE_CHECKING:

@@ -7,11 +7,10 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from plinth.compute.cli import _Command
-from plinth.console import JsonFlag, print_json, when
+from plinth.console import JsonFlag, escape, print_json, when
 from plinth.console import client as _client
 
 if TYPE_CHECKING:

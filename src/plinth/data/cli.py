@@ -7,10 +7,9 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
-from plinth.console import JsonFlag, print_json, size, when
+from plinth.console import JsonFlag, escape, print_json, size, when
 from plinth.console import client as _client
 
 if TYPE_CHECKING:

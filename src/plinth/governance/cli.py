@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from plinth.console import client as _client
+from plinth.console import escape
 from plinth.errors import InvalidInput
 
 audit_app = typer.Typer(
@@ -70,9 +71,8 @@ def list_events(
     for e in events:
         when = dt.datetime.fromtimestamp(e.at).strftime("%m-%d %H:%M:%S")
         outcome = "[green]ok[/]" if e.outcome == "ok" else f"[red]{e.outcome}[/]"
-        table.add_row(
-            str(e.id), when, e.actor, e.source, e.project or "", e.action, e.object or "", outcome
-        )
+        shown = [escape(text or "") for text in (e.actor, e.source, e.project, e.action, e.object)]
+        table.add_row(str(e.id), when, *shown, outcome)
     console.print(table)
 
 
@@ -124,7 +124,6 @@ def lineage(
 ) -> None:
     """Lineage: what a dataset version, run or model version came from (upstream) and
     what came of it (downstream), as two trees."""
-    from rich.markup import escape
     from rich.tree import Tree
 
     graph = _client().lineage(uri, project=project)

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from plinth.console import client as _client
+from plinth.console import escape
 from plinth.core.access import Role
 from plinth.errors import InvalidInput
 
@@ -113,9 +114,9 @@ def list_tokens(
         state = "[red]revoked[/]" if token.revoked_at else "[green]active[/]"
         table.add_row(
             token.id,
-            token.name,
-            token.user,
-            f"{token.project} ({token.role})" if token.project else "all",
+            escape(token.name),
+            escape(token.user),
+            escape(f"{token.project} ({token.role})") if token.project else "all",
             _when(token.created_at),
             _when(token.expires_at),
             state,
@@ -129,7 +130,7 @@ def revoke(
 ) -> None:
     """Revoke a token at once."""
     token = _client().revoke_token(token_id)
-    console.print(f"token {token.id} ({token.name}) revoked")
+    console.print(f"token {token.id} ({escape(token.name)}) revoked")
 
 
 def _when(ts: float | None) -> str:

@@ -9,11 +9,11 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from plinth.console import client as _client
+from plinth.console import escape
 
 import_app = typer.Typer(help="Bring history in from other tools.", no_args_is_help=True)
 console = Console()

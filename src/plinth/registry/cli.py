@@ -7,10 +7,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
-from plinth.console import JsonFlag, for_terminal
+from plinth.console import JsonFlag, escape, for_terminal
 from plinth.console import client as _client
 from plinth.console import print_json as _print_json
 from plinth.console import when as _when

@@ -8,10 +8,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
-from plinth.console import JsonFlag, print_json
+from plinth.console import JsonFlag, escape, print_json
 from plinth.console import client as _client
 
 if TYPE_CHECKING:

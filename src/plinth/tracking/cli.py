@@ -10,10 +10,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.cells import cell_len
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
-from plinth.console import JsonFlag
+from plinth.console import JsonFlag, escape
 from plinth.console import client as _client
 from plinth.console import print_json as _print_json
 from plinth.console import when as _when
