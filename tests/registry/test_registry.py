@@ -203,27 +203,35 @@ def test_download_checks_every_byte_against_the_digest(
     assert not (tmp_path / "again" / "model.bin").exists()
 
 
-def test_marking_a_pickle_servable_takes_a_project_admin(
+def test_marking_a_pickle_servable_takes_a_platform_admin(
     own_settings: Settings, project: str, tmp_path: Path
 ) -> None:
+    """Its pickle would run as the server's own user, which reads every project: not
+    for an editor, nor for a project's admin (any user who made one), nor for a platform
+    admin's token scoped to the project. A project admin may unmark it."""
     settings = own_settings  # logins turn on for the whole database
     with Client(settings=settings) as anonymous:
         root = Client(
             settings=settings.model_copy(update={"token": anonymous.init_admin("root").token.token})
         )
-    token = root.create_user("ed").token.token
-    editor = Client(settings=settings.model_copy(update={"token": token}))
+    as_user = lambda token: Client(settings=settings.model_copy(update={"token": token}))  # noqa: E731
+    editor = as_user(root.create_user("ed").token.token)
+    admin = as_user(root.create_user("ada").token.token)
     run_id = _logged(root, project, tmp_path, flavor="python", files=["model.bin"])
+    scoped = as_user(root.create_token("s", project=project, role="admin").token)
     root.add_member(project, "ed", "editor")
+    root.add_member(project, "ada", "admin")
     v = editor.register_model(run_id, "model", "churn")
     assert v.needs_pickle and not v.unsafe_pickle
-    with pytest.raises(PermissionDenied):
-        editor.update_model_version(v.uri, unsafe_pickle=True)
+    for refused in (editor, admin, scoped):
+        with pytest.raises(PermissionDenied):
+            refused.update_model_version(v.uri, unsafe_pickle=True)
     assert root.update_model_version(v.uri, unsafe_pickle=True).unsafe_pickle
+    assert not admin.update_model_version(v.uri, unsafe_pickle=False).unsafe_pickle
     marks = [e for e in root.audit_events(project=project) if e.action == "models.update"]
-    assert [m.outcome for m in marks] == ["refused", "ok"]
-    editor.close()
-    root.close()
+    assert [m.outcome for m in marks] == ["refused"] * 3 + ["ok"] * 2
+    for client in (editor, admin, scoped, root):
+        client.close()
 
 
 @pytest.mark.parametrize(

@@ -22,10 +22,10 @@ from pydantic import ValidationError
 from sqlalchemy.engine import Connection
 
 from plinth.core import lineage
-from plinth.core.access import Need, Principal
+from plinth.core.access import Need, Permission, Principal, allows
 from plinth.core.artifacts import StoredContent
 from plinth.core.platform import Platform
-from plinth.errors import InvalidInput, NotFound, PlinthError
+from plinth.errors import InvalidInput, NotFound, PermissionDenied, PlinthError
 from plinth.registry import schemas as s
 from plinth.registry import tables as t
 from plinth.registry.flavors.meta import MLFLOW_META_FILE, meta_from_mlflow
@@ -305,6 +305,8 @@ class RegistryService:
     ) -> s.ModelVersion:
         """Describe, archive or restore a version, edit its card; marking it
         ``unsafe_pickle`` (allowing its pickle to load in a serving worker) takes a
+        platform admin (a serving worker runs as the server's own user, which reads
+        every project: a project's admin is any user who made one), unmarking it a
         project admin. Its files never change."""
         need = Need.ADMIN if update.unsafe_pickle is not None else Need.WRITE
         where = f"{name}/{version}"
@@ -314,6 +316,11 @@ class RegistryService:
         ):
             model = self.require_model(conn, project, name, principal, need, record=False)
             row = self.require_version(conn, model, name, version)
+            if update.unsafe_pickle and not allows(principal, Permission.PLATFORM_ADMIN):
+                raise PermissionDenied(
+                    "marking a version unsafe_pickle takes a platform admin: its pickle "
+                    "would run as the server's own user, which reads every project"
+                )
             values: dict[str, Any] = update.model_dump(exclude_none=True, exclude={"card"})
             change.details = dict(values)
             if update.card is not None:
