@@ -4,6 +4,7 @@ version header, and every refusal (400 naming the field, 404, 413, 415)."""
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from collections.abc import Iterator
@@ -95,6 +96,16 @@ def test_refusals_unknown_model_large_body_pickle(iris: Served) -> None:
     assert iris.post("/v2/models/churn/infer", {"inputs": []})[0] == 404
     status, _, body = iris.post(PREDICT, {"instances": [ROW] * 100})  # over 4096 bytes
     assert status == 413 and body["error"]["type"] == "PayloadTooLarge"
+    # a few bytes that would make millions of empty rows; a body in UTF-16 or UTF-32,
+    # which the depth and surrogate checks, reading bytes, do not see as they are
+    tensor = {"name": COLUMNS[0], "shape": [30_000_000, 0], "datatype": "FP64", "data": []}
+    huge = {"inputs": [tensor]}
+    status, _, body = iris.post("/v2/models/iris/infer", huge)
+    assert status == 400 and "holds no values" in body["error"]["message"]
+    for encoding in ("utf-16", "utf-32"):
+        wide = json.dumps({"instances": [ROW]}).encode(encoding)
+        status, _, body = iris.post(PREDICT, None, raw=wide)
+        assert status == 400 and "UTF-8" in body["error"]["message"]
     for kind in ("application/python-pickle", "application/x-pickle", "application/pickle"):
         pickled = b"\x80\x04\x95\x00cos\nsystem\n."  # never parsed, let alone unpickled
         status, _, body = iris.post(PREDICT, None, raw=pickled, headers={"Content-Type": kind})

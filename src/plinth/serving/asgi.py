@@ -78,10 +78,11 @@ async def read_json(scope: Scope, receive: Receive, limit: int, idle: float = 30
     body = b"".join(chunks)
     if too_deep(body):  # before parsing: deep enough, it would exhaust the parser
         raise InvalidInput(f"the body nests arrays and objects more than {MAX_DEPTH} deep")
-    try:
-        value = json.loads(body)
+    try:  # UTF-8 only (JSON's own rule): json.loads would take UTF-16 and UTF-32 bytes
+        # too, which the depth and surrogate checks above, reading bytes, do not see
+        value = json.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidInput(f"the body is not valid JSON: {exc}") from None
+        raise InvalidInput(f"the body is not valid JSON in UTF-8: {exc}") from None
     if lone_surrogate(value, body):
         raise InvalidInput("the body holds a lone surrogate (\\ud800 to \\udfff): not text")
     return value

@@ -92,6 +92,8 @@ def _v2_tensor(tensor: Any, position: int) -> tuple[str, Any]:
     shape, data = tensor.get("shape"), tensor.get("data")
     if not isinstance(shape, list) or not all(isinstance(n, int) and n >= 0 for n in shape):
         raise InvalidInput(f"input {name!r}: shape must be a list of sizes")
+    if 0 in shape or len(shape) > 32:  # [30000000, 0]: no values, yet millions of rows
+        raise InvalidInput(f"input {name!r}: shape {shape[:33]} holds no values, or too many axes")
     if not isinstance(data, list):
         raise InvalidInput(f"input {name!r}: data must be a list")
     try:
