@@ -70,6 +70,7 @@ CORPUS: dict[str, str] = {
     "percent-encoded NUL": "%00",
     "encoded traversal": "%2e%2e%2fetc",
     "markup": "<script>alert(1)</script>&amp;",
+    "superscript digit": "\u00b2",  # str.isdigit() says yes, int() says no
     "1 MB": "x" * (1 << 20),
 }
 # On Postgres, the part of the corpus whose storage differs from SQLite's: what it
@@ -904,3 +905,11 @@ def test_a_run_logs_more_keys_at_one_step_than_a_batch_may_hold(client: Client) 
     with plinth.start_run("p-many-keys", client=client) as run:
         run.log({f"m{i}": float(i) for i in range(2_500)}, step=0)
     assert len(client.get_run(run.id).metrics) == 2_500
+
+
+def test_numbers_past_what_the_database_holds_are_refused(client: Client) -> None:
+    """An integer a field's schema would take but the database cannot (a 500 before)."""
+    http = raw_http(client)
+    answer = http.get("/api/v1/audit", params={"after_id": str(2**63)})
+    assert answer.status_code == 400, answer.text
+    assert http.get("/api/v1/audit", params={"after_id": str(2**63 - 1)}).status_code == 200

@@ -81,7 +81,7 @@ def _memory_bytes() -> int:
             limit = f.read().strip()
     except OSError:
         return total
-    return min(total, int(limit)) if limit.isdigit() else total
+    return min(total, int(limit)) if limit.isdecimal() else total
 
 
 def detect_gpus() -> tuple[Gpu, ...]:

@@ -48,7 +48,7 @@ def parse_ref(text: str) -> DatasetRef:
 
 
 def parse_version(version: str, where: str | None = None) -> int:
-    if not version.isascii() or not version.isdigit() or not 0 < int(version) < 2**31:
+    if not version.isascii() or not version.isdecimal() or not 0 < int(version) < 2**31:
         raise InvalidInput(
             f"a dataset version is a positive whole number or {LATEST!r}; got {version!r}"
             + (f" in {where!r}" if where else "")

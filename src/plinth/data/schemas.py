@@ -31,7 +31,7 @@ class Table(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     format: Literal["parquet", "csv", "jsonl"]
-    rows: int = Field(ge=0)
+    rows: int = Field(ge=0, le=2**46)  # 100,000 files' sum stays a database integer
     columns: list[Column] = Field(max_length=MAX_COLUMNS)
 
 
@@ -71,8 +71,8 @@ class Profile(BaseModel):
     """What a tabular file's data looked like (see ``plinth.data.profile``)."""
 
     model_config = ConfigDict(extra="forbid")
-    rows: int = Field(ge=0)
-    sampled: int = Field(ge=0)  # rows behind the quantiles and histograms
+    rows: int = Field(ge=0, le=2**46)
+    sampled: int = Field(ge=0, le=2**46)  # rows behind the quantiles and histograms
     columns: list[ColumnProfile] = Field(max_length=MAX_PROFILED_COLUMNS)
     columns_left_out: int = Field(0, ge=0)
 

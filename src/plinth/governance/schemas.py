@@ -44,7 +44,7 @@ class AuditQuery(BaseModel):
     action: str | None = Field(None, max_length=100)
     since: float | None = Field(None, description="seconds since the epoch")
     until: float | None = None
-    after_id: int = Field(0, ge=0, description="continue after this event id")
+    after_id: int = Field(0, ge=0, lt=2**63, description="continue after this event id")
     limit: int = Field(1000, ge=1, le=10_000)
 
 

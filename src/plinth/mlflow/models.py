@@ -736,7 +736,7 @@ def _key_values(pairs: dict[str, str]) -> list[dict[str, str]]:
 
 def _version_number(text: str | int) -> int:
     number = str(text)
-    if not number.isdigit() or not 1 <= int(number) < 2**31:
+    if not number.isdecimal() or not 1 <= int(number) < 2**31:
         raise InvalidInput(f"a version is a number from 1; got {number[:40]!r}")
     return int(number)
 

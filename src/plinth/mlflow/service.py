@@ -689,7 +689,7 @@ def _number(value: float) -> float | str:
 def _offset(token: str | None) -> int:
     if not token:
         return 0
-    if not token.isdigit():
+    if not token.isdecimal():
         raise InvalidInput(f"page_token {token[:40]!r} is not one this server gave")
     return int(token)
 

@@ -700,6 +700,6 @@ def _cursor(text: str) -> tuple[int, str]:
     """A page's ``next_cursor``: the last run's number and id (numbers are not unique:
     two runs created at one moment may share one)."""
     seq, _, run_id = text.partition(".")
-    if not seq.isdigit() or len(run_id) != 32 or not run_id.isalnum():
+    if not seq.isdecimal() or len(run_id) != 32 or not run_id.isalnum():
         raise InvalidInput("cursor: pass a page's next_cursor")
     return int(seq), run_id

@@ -40,7 +40,7 @@ def _ref(uri_or_project: str, name: str | None, version: int | str | None) -> Mo
             raise InvalidInput("give a model URI alone, or a project, a name and a version")
         return parse(uri_or_project)
     check_model_name(name)
-    if isinstance(version, int) or (isinstance(version, str) and version.isdigit()):
+    if isinstance(version, int) or (isinstance(version, str) and version.isdecimal()):
         return ModelRef(uri_or_project, name, version=int(version))
     if isinstance(version, str):
         return ModelRef(uri_or_project, name, alias=check_alias(version))

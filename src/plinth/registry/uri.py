@@ -59,6 +59,6 @@ def parse(text: str) -> ModelRef:
     check_model_name(name)
     if alias is not None:
         return ModelRef(project, name, alias=check_alias(alias))
-    if not version.isdigit() or not 0 < int(version) < 2**31:
+    if not version.isdecimal() or not 0 < int(version) < 2**31:
         raise InvalidInput(f"a version is a positive whole number; got {version!r} in {text!r}")
     return ModelRef(project, name, version=int(version))

@@ -227,7 +227,7 @@ class ServingApp:
         assert self.recorder is not None
         record = _record(prediction_id, at, model, body, answer, status, elapsed)
         size = asgi.header(scope, b"content-length") or ""
-        if size.isdigit() and int(size) > self.recorder.settings.max_field_bytes:
+        if size.isdecimal() and int(size) > self.recorder.settings.max_field_bytes:
             # never hold a large body in the queue: the writer would drop it anyway
             record["inputs"], record["inputs_truncated"] = None, True
         self.recorder.submit(record)

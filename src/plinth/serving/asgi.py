@@ -55,7 +55,7 @@ async def read_json(scope: Scope, receive: Receive, limit: int, idle: float = 30
     refused when it nests deeper than ``MAX_DEPTH`` or holds a lone surrogate (a
     ``\\ud800`` escape alone), which no model input needs and no record could keep."""
     declared = header(scope, b"content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is not None and declared.isdecimal() and int(declared) > limit:
         raise PayloadTooLarge(f"the body is {declared} bytes; the limit is {limit}")
     chunks, size = [], 0
     while True:

@@ -474,7 +474,7 @@ def _event(e: Any) -> s.DeploymentEvent:
 
 def _prediction(record: dict[str, Any]) -> s.PredictionRecord:
     version = record.get("version")
-    if isinstance(version, str) and version.isdigit():
+    if isinstance(version, str) and version.isdecimal():
         record["version"] = int(version)  # a deployment's versions are numbers
     return s.PredictionRecord.model_validate(record)
 

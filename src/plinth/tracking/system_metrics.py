@@ -51,7 +51,7 @@ def parse_nvidia_smi(out: str) -> dict[str, float]:
     values = {}
     for line in out.strip().splitlines():
         fields = [f.strip() for f in line.split(",")]
-        if len(fields) != 4 or not fields[0].isdigit():
+        if len(fields) != 4 or not fields[0].isdecimal():
             continue
         index, util, used_mib, total_mib = fields
         with contextlib.suppress(ValueError):  # "[N/A]" on some boards

@@ -141,7 +141,7 @@ def href(uri: str, project: str) -> str:
         return dataset_url(parts[0], parts[1])
     if kind == "runs" and len(parts) == 1:
         return f"/runs/{url_segment(parts[0])}"
-    if kind == "models" and len(parts) == 3 and parts[2].isdigit():
+    if kind == "models" and len(parts) == 3 and parts[2].isdecimal():
         return version_url(parts[0], parts[1], int(parts[2]))
     if kind == "deployments" and len(parts) == 2:
         return deployment_url(parts[0], parts[1])

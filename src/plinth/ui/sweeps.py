@@ -76,7 +76,7 @@ def sweep_page(request: Request, project: Project, name: SweepName) -> HTMLRespo
         state = _STATES.get(run.status, run.status)
         if state == "complete" and value is None:
             state = "failed"  # as the sweep judged it: no finite value
-        trials.append(Trial(int(number) if number.isdigit() else -1, run, state, value))
+        trials.append(Trial(int(number) if number.isdecimal() else -1, run, state, value))
     trials.sort(key=lambda t: (t.number, t.run.start_time))
 
     scored = [t for t in trials if t.state == "complete" and t.value is not None]

@@ -118,7 +118,7 @@ def _versions(readings: list[Reading]) -> tuple[list[VersionTraffic], float]:
 
 def version_order(version: str) -> tuple[int, str]:
     """Versions by number (labels are strings: "10" after "9")."""
-    numeric = version.isascii() and version.isdigit()
+    numeric = version.isascii() and version.isdecimal()
     return (int(version), "") if numeric else (2**63, version)
 
 

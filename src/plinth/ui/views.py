@@ -77,7 +77,7 @@ def color_of(index: int) -> str:
 def version_color(version: int | str) -> str:
     """A model version's color, the same wherever it is drawn: version 1 the first."""
     text = str(version)
-    return color_of(int(text) - 1) if text.isascii() and text.isdigit() else PALETTE[-1]
+    return color_of(int(text) - 1) if text.isascii() and text.isdecimal() else PALETTE[-1]
 
 
 def parse_run_ids(values: Iterable[str]) -> list[str]:

@@ -722,4 +722,4 @@ def _gang_shape(spec: Launch) -> tuple[int, int]:
 
 def _is_ip(node: str) -> bool:
     parts = node.split(".")
-    return len(parts) == 4 and all(p.isdigit() and int(p) < 256 for p in parts)
+    return len(parts) == 4 and all(p.isdecimal() and int(p) < 256 for p in parts)
