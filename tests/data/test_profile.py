@@ -44,6 +44,31 @@ def test_counts_moments_and_ranges_are_exact_across_batches(tmp_path: Path) -> N
     assert cy.mean == pytest.approx(kept.mean()) and cy.std == pytest.approx(kept.std())
 
 
+def test_any_numbers_and_times_a_file_holds_profile(tmp_path: Path) -> None:
+    """Values a double cannot cut into bins, integers past 2^53 and times past the year
+    9999 (each crashed a push, or dropped the file's schema): profiled, every figure
+    finite, what cannot be said left out."""
+    table = pa.table(
+        {
+            "alone": [1e17, 1e17],  # one large value: no width to cut
+            "extremes": [1.7e308, -1.7e308],  # a span past what a double holds
+            "ids": pa.array([2**60 + 1, 2**62 + 3], pa.int64()),  # snowflake ids
+            "wide": pa.array([10**70, 1], pa.decimal256(76, 0)),
+            "far": pa.array([253402300800 * 10**6] * 2, pa.timestamp("us")),  # year 10000
+        }
+    )
+    cols = _profile(table, tmp_path / "odd.parquet")
+    for name in ("alone", "extremes", "ids", "wide"):
+        column = cols[name]
+        assert column.kind == "numeric" and column.count == 2, column
+        figures = [column.min, column.max, column.mean, column.std, *column.quantiles.values()]
+        assert all(np.isfinite(f) for f in figures if f is not None), column
+        assert column.histogram is not None and sum(column.histogram.counts) == 2
+        assert all(np.isfinite(column.histogram.edges)), column
+    assert cols["ids"].max == pytest.approx(2**62)
+    assert (cols["far"].kind, cols["far"].count, cols["far"].min) == ("temporal", 2, None)
+
+
 def test_quantiles_of_a_long_file_come_from_a_uniform_sample(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -13,6 +13,7 @@ stream goes on; ``distinct_over`` says so).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -103,7 +104,9 @@ class _Numeric(_Column):
         import pyarrow.compute as pc
 
         valid = np.asarray(pc.is_valid(column)) if column.null_count else None
-        values = np.asarray(column.cast("float64").fill_null(0.0)) if len(column) else np.empty(0)
+        # unsafe: an int64 past 2^53 or a wide decimal is a float near it, not an error
+        cast = column.cast("float64", safe=False).fill_null(0.0)
+        values = np.asarray(cast) if len(column) else np.empty(0)
         if valid is not None:
             values, keys = values[valid], keys[valid]
         finite = np.isfinite(values)
@@ -114,7 +117,8 @@ class _Numeric(_Column):
             return
         self.min = min(self.min, float(values.min()))
         self.max = max(self.max, float(values.max()))
-        mean, m2 = float(values.mean()), float(((values - values.mean()) ** 2).sum())
+        with np.errstate(over="ignore", invalid="ignore"):  # near ±1.7e308: left out after
+            mean, m2 = float(values.mean()), float(((values - values.mean()) ** 2).sum())
         total = self._seen + n
         delta = mean - self.mean
         self.mean += delta * n / total
@@ -129,23 +133,32 @@ class _Numeric(_Column):
         if self._seen == 0:
             return out
         sample = np.sort(self.values)
-        counts, edges = np.histogram(sample, bins=BINS, range=(self.min, self.max))
+        with np.errstate(over="ignore", invalid="ignore"):
+            try:
+                counts, edges = np.histogram(sample, bins=BINS, range=(self.min, self.max))
+            except ValueError:  # a span a double cannot cut in BINS (1e17 alone, ±1.7e308)
+                counts, edges = np.array([len(sample)]), np.array([self.min, self.max])
+            if not np.isfinite(edges).all():
+                counts, edges = np.array([len(sample)]), np.array([self.min, self.max])
+            quantiles = {f"p{round(q * 100)}": float(np.quantile(sample, q)) for q in QUANTILES}
         scale = self._seen / len(sample)
         return out.model_copy(
-            update={
+            update={  # what a double overflows on (values near ±1.7e308) is left out
                 "min": self.min,
                 "max": self.max,
-                "mean": self.mean,
-                "std": float(np.sqrt(self.m2 / self._seen)),
-                "quantiles": {
-                    f"p{round(q * 100)}": float(np.quantile(sample, q)) for q in QUANTILES
-                },
+                "mean": _finite(self.mean),
+                "std": _finite(float(np.sqrt(self.m2 / self._seen))),
+                "quantiles": quantiles if all(map(math.isfinite, quantiles.values())) else {},
                 "histogram": Histogram(
                     edges=[float(e) for e in edges],
                     counts=[float(c * scale) for c in counts],
                 ),
             }
         )
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
 
 
 class _Temporal(_Column):
@@ -163,7 +176,10 @@ class _Temporal(_Column):
         if len(column) == column.null_count:
             return
         found = pc.min_max(column)
-        lo, hi = found["min"].as_py(), found["max"].as_py()
+        try:
+            lo, hi = found["min"].as_py(), found["max"].as_py()
+        except (OverflowError, ValueError):  # past what Python's datetime holds (year 9999)
+            return
         self.lo = lo if self.lo is None else min(self.lo, lo)
         self.hi = hi if self.hi is None else max(self.hi, hi)
 
