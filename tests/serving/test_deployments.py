@@ -93,6 +93,9 @@ def test_refusals(client: Client, project: str, tmp_path: Path) -> None:
     with pytest.raises(Conflict, match="unsafe_pickle"):
         client.update_deployment(project, "svc", canary=_uri(project, "/2"), weight=10)
     client.update_model_version(project, "churn", 2, unsafe_pickle=True)
+    for weight in (0, 100, True):  # a canary of no traffic, or of all of it: not one
+        with pytest.raises(InvalidInput, match="weight"):
+            client.update_deployment(project, "svc", canary=_uri(project, "/2"), weight=weight)
     d = client.update_deployment(project, "svc", canary=_uri(project, "/2"), weight=10)
     assert _split(d) == [(1, 90), (2, 10)]
 

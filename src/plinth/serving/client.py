@@ -55,9 +55,8 @@ class DeploymentCalls:
         """``canary=URI, weight=10``, ``shadow=URI`` (``shadow_off=True``),
         ``min_replicas`` / ``max_replicas``, or ``record_sample`` (the share of
         predictions recorded); ``reason`` is kept in the history."""
-        body = s.DeploymentUpdate(**changes).model_dump(exclude_defaults=True)
-        url = _deployments(project, name)
-        return s.Deployment(**self._transport.request("PATCH", url, json=body))
+        url = _deployments(project, name)  # the server checks them (InvalidInput)
+        return s.Deployment(**self._transport.request("PATCH", url, json=changes))
 
     def promote_deployment(self, project: str, name: str, *, reason: str = "") -> s.Deployment:
         url = f"{_deployments(project, name)}/promote"

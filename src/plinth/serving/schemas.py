@@ -81,7 +81,7 @@ class DeploymentUpdate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     canary: Uri | None = None
-    weight: int | None = Field(None, ge=0, le=100)
+    weight: int | None = Field(None, ge=1, le=99, strict=True, description="percent: 1 to 99")
     shadow: Uri | None = None
     shadow_off: StrictBool = False
     min_replicas: int | None = Field(None, ge=0, le=MAX_REPLICAS)
