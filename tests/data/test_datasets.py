@@ -371,6 +371,8 @@ def test_a_broken_batch_keeps_what_arrived_whole_and_refuses_the_rest(
     assert r.status_code == 400
     r = http.post(f"{base}/versions/1/archive", json={"paths": ["../x"]})
     assert r.status_code in (400, 404, 422)
+    r = http.post(f"{base}/versions/1/archive", json={"paths": ["a.txt"] * 10_000})
+    assert r.status_code == 400 and "named more than once" in r.text  # not 10,000 copies
 
 
 def test_large_files_travel_alone_and_small_ones_in_batches(

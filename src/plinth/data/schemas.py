@@ -260,6 +260,14 @@ class ArchiveRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     paths: list[FilePath] = Field(min_length=1, max_length=MAX_ARCHIVE_FILES)
 
+    @model_validator(mode="after")
+    def _once_each(self) -> ArchiveRequest:
+        """A path named twice would send its file twice: 10,000 copies of one file."""
+        if len(set(self.paths)) != len(self.paths):
+            again = next(p for i, p in enumerate(self.paths) if p in self.paths[:i])
+            raise ValueError(f"each file once: {again!r} is named more than once")
+        return self
+
 
 class DatasetUse(BaseModel):
     """A run that read a dataset version (lineage: dataset version → run)."""
