@@ -48,6 +48,11 @@ def test_create_canary_promote_rollback_scale_delete(
     assert d.shadow is None and _split(d) == [(1, 90), (2, 10)]
     d = client.promote_deployment(project, "svc", reason="v2 is good")
     assert _split(d) == [(2, 100)]
+    client.archive_model_version(_uri(project, "/1"))  # not back into service …
+    with pytest.raises(Conflict, match="version 1 of 'churn' is archived"):
+        client.rollback_deployment(project, "svc")
+    assert _split(client.get_deployment(project, "svc")) == [(2, 100)]
+    client.update_model_version(project, "churn", 1, status="ready")  # … until restored
     d = client.rollback_deployment(project, "svc", reason="v2 is not")
     assert _split(d) == [(1, 90), (2, 10)]
 

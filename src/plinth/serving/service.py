@@ -154,6 +154,12 @@ class DeploymentService:
             before = holder["before"]
             if before is None:
                 raise Conflict(f"deployment {name!r} has no change of its traffic to roll back")
+            for pinned in [*before.split, *([before.shadow] if before.shadow else [])]:
+                # archived (or unmarked unsafe_pickle) since: not back into service
+                found = self.registry.get_version(
+                    project, spec.model, pinned.version, principal=principal
+                )
+                _servable(found, spec.model)
             return spec.model_copy(update={"split": before.split, "shadow": before.shadow})
 
         return self._change(project, name, "rollback", change, reason, principal, holder)
@@ -365,13 +371,7 @@ class DeploymentService:
         else:
             assert ref.version is not None
             found = self.registry.get_version(project, ref.name, ref.version, principal=principal)
-        if found.status != "ready":
-            raise Conflict(f"version {found.version} of {ref.name!r} is {found.status}")
-        if found.needs_pickle and not found.unsafe_pickle:
-            raise Conflict(
-                f"version {found.version} of {ref.name!r} needs pickle to load: a project "
-                "admin must mark it unsafe_pickle before it can be deployed"
-            )
+        _servable(found, ref.name)
         return s.Pinned(uri=uri, version=found.version, run_id=found.run_id)
 
     def _require(
@@ -501,3 +501,14 @@ def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def _servable(found: Any, model: str) -> None:
+    """Refuse a version that may not be served: archived, or a pickle not marked."""
+    if found.status != "ready":
+        raise Conflict(f"version {found.version} of {model!r} is {found.status}")
+    if found.needs_pickle and not found.unsafe_pickle:
+        raise Conflict(
+            f"version {found.version} of {model!r} needs pickle to load: a platform admin "
+            "must mark it unsafe_pickle before it can be deployed"
+        )

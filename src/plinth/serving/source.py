@@ -89,7 +89,7 @@ def _download(uri: str, home: Path, name: str | None) -> Resolved:
     refuse_pickle(
         meta,
         version.unsafe_pickle,
-        f"A project admin must mark version {version.version} of {version.name!r} "
+        f"A platform admin must mark version {version.version} of {version.name!r} "
         "unsafe_pickle before it can be served.",
     )
     return Resolved(
