@@ -91,6 +91,9 @@ def test_concurrent_registrations_number_versions_one_after_the_other(
         ("{not json", ["model.bin", "MLmodel.json"], "not a model description"),
         ('{"flavor": "Sk Learn"}', ["model.bin", "MLmodel.json"], "flavor"),
         ('{"flavor": "onnx", "files": ["model.onnx"]}', ["MLmodel.json"], "model.onnx"),
+        # a signature every card, page and replica reads after (they answered 500)
+        ('{"flavor": "onnx", "signature": {"inputs": ["x"]}}', ["MLmodel.json"], "inputs.0"),
+        ('{"flavor": "onnx", "signature": {"inputs": 5}}', ["MLmodel.json"], "inputs"),
     ],
 )
 def test_files_that_do_not_describe_a_model_are_refused_by_name(

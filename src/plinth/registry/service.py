@@ -30,6 +30,7 @@ from plinth.registry import schemas as s
 from plinth.registry import tables as t
 from plinth.registry.flavors.meta import MLFLOW_META_FILE, meta_from_mlflow
 from plinth.registry.manifest import manifest_digest
+from plinth.registry.signature import Signature
 from plinth.registry.uri import check_model_name
 from plinth.tracking import tables as tt
 from plinth.tracking.schemas import check_artifact_path
@@ -193,6 +194,8 @@ class RegistryService:
                 meta = s.ModelMetaFile.model_validate(meta_from_mlflow(raw).model_dump())
             else:
                 meta = s.ModelMetaFile.model_validate_json(raw)
+            if meta.signature is not None:  # read by every card, page and replica after
+                Signature.model_validate(meta.signature)
         except ValidationError as exc:
             first = exc.errors()[0]
             at = ".".join(str(p) for p in first["loc"]) or "the file"
