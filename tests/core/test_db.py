@@ -66,6 +66,39 @@ def test_write_transactions_roll_back_on_error(tmp_path: Path) -> None:
         assert conn.execute(sa.select(sa.func.count()).select_from(t.projects)).scalar() == 0
 
 
+def test_a_write_lock_held_past_the_busy_timeout_is_an_outage_not_a_wait(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process holding SQLite's write lock longer than the busy timeout: the
+    write fails as the database down (a 503), after about that timeout, not after
+    twenty of them."""
+    import sqlite3
+    import time
+
+    from plinth.core import db as dbmod
+
+    monkeypatch.setattr(dbmod, "BUSY_TIMEOUT_S", 0.3)
+    path = tmp_path / "db.sqlite"
+    db = Database(f"sqlite:///{path}")
+    db.migrate()
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # the write lock, held
+    try:
+        start = time.monotonic()
+        with (
+            pytest.raises((sa.exc.OperationalError, sqlite3.OperationalError)) as locked,
+            db.write(),
+        ):
+            pass
+        waited = time.monotonic() - start
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+        db.dispose()
+    assert dbmod.database_fault(locked.value) == "down"
+    assert waited < 3, waited
+
+
 def test_unsupported_database_url_is_refused() -> None:
     import plinth
 

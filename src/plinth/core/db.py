@@ -392,14 +392,17 @@ def _retry_locked(fn: Any) -> Any:
     the busy timeout.
 
     The busy handler does not cover every path (switching to WAL, a checkpoint racing
-    a new writer), so these few calls get a short back-off of their own.
+    a new writer), so these few calls get a short back-off of their own; but not past
+    the busy timeout in all (a writer that holds the lock longer, another process, say,
+    makes the caller's request a 503, not a wait of twenty busy timeouts).
     """
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
     for attempt in range(_LOCKED_RETRIES):
         try:
             return fn()
         except Exception as exc:  # sqlite3.OperationalError, possibly wrapped
             transient = "locked" in str(exc) or "locking protocol" in str(exc)
-            if not transient or attempt == _LOCKED_RETRIES - 1:
+            if not transient or attempt == _LOCKED_RETRIES - 1 or time.monotonic() > deadline:
                 raise
             time.sleep(0.05 * (attempt + 1))
     return None
