@@ -730,6 +730,19 @@ def test_unstorable_text_in_a_json_body_is_a_422_naming_the_field(
     assert not _project_exists(client, "p-raw")  # nor a run in it
 
 
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-32", "utf-32-be"])
+def test_a_json_body_not_in_utf8_is_refused_whole(client: Client, encoding: str) -> None:
+    project = f"p-{encoding}"
+    body = f'{{"project": "{project}", "name": "\u043f\u0440\u043e\u0431\u0430"}}'.encode(encoding)
+    response = raw_http(client).post("/api/v1/runs", **_json(body))
+    assert response.status_code == 422, response.text
+    assert "UTF-8" in response.json()["error"]["message"]
+    assert not _project_exists(client, project)
+    same = raw_http(client).post("/api/v1/runs", **_json(body.decode(encoding).encode()))
+    assert same.status_code == 201, same.text  # the same JSON in UTF-8 is welcome
+    assert same.json()["name"] == "\u043f\u0440\u043e\u0431\u0430"
+
+
 def _project_exists(client: Client, name: str) -> bool:
     return name in [p.name for p in client.list_projects()]
 

@@ -6,7 +6,9 @@ them, so the page or JSON that shows one fails for every reader, long after the
 request that stored it). JSON brings both through escapes (``"\\ud800"``,
 ``"\\u0000"``) and through bytes (``json.loads`` decodes UTF-8 with
 ``surrogatepass``, and accepts UTF-16 and UTF-32); URLs and forms bring NUL through
-``%00``.
+``%00``. A JSON body must be UTF-8, as RFC 8259 asks: one in UTF-16 or UTF-32 (whose
+ASCII characters all carry a NUL byte, so each is scanned) is refused whole, so that
+no check made on a body's bytes is read past.
 
 ``StorableText`` guards every route at once. The path, query string and headers are
 checked before the app sees the request. JSON and form bodies are checked as the
@@ -90,6 +92,12 @@ def _field(where: str, key: str) -> str:
     return shown if where == "body" else f"{where}.{shown}"
 
 
+def _utf8(data: bytes) -> bool:
+    """Whether ``json.loads`` reads ``data`` as UTF-8 (it guesses UTF-16 and UTF-32 from
+    where the first bytes hold NULs, as RFC 4627 said; such bytes may be UTF-8 too)."""
+    return json.detect_encoding(data) in ("utf-8", "utf-8-sig")
+
+
 def _content_type(scope: Scope) -> str:
     for name, value in scope["headers"]:
         if name == b"content-type":
@@ -126,9 +134,12 @@ async def _check_body(scope: Scope, content_type: str, body: bytes) -> str | Non
     to the app to refuse."""
     if content_type not in _FORMS:
         try:
-            return find_unstorable(json.loads(body))
+            refused = find_unstorable(json.loads(body))
         except (ValueError, RecursionError):
             return None
+        if refused is None and not _utf8(body):  # a UTF-16 or UTF-32 body: every one
+            return "body: JSON must be sent as UTF-8 (RFC 8259), not UTF-16 or UTF-32"
+        return refused
     sent = False
 
     async def replay() -> dict[str, Any]:
