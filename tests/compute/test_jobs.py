@@ -257,7 +257,8 @@ def test_names_plinth_sets_are_refused_as_env_and_secrets(settings: Settings, pr
     with Client(settings=with_compute(settings).model_copy(update={"master_key": key})) as jobs:
         jobs.create_run(project)  # the project
         for name in ("PLINTH_TOKEN", "PLINTH_RUN_ID", "PLINTH_EXIT_RECORD", "IFS", "RANK"):
-            jobs.set_secret(project, name, "value-of-it")
+            with pytest.raises(InvalidInput, match=f"{name} is Plinth's to set"):
+                jobs.set_secret(project, name, "value-of-it")  # a job could never have it
             with pytest.raises(InvalidInput, match=f"secrets: {name} is Plinth's to set"):
                 jobs.submit_job(project, py("pass"), secrets=[name])
             with pytest.raises(InvalidInput, match=f"env: {name} is Plinth's to set"):

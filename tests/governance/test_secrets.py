@@ -76,3 +76,14 @@ def test_without_a_master_key_secrets_are_refused(tmp_path: Path) -> None:
         ):
             plain.set_secret("jobs", "AWS_KEY", VALUE)
         assert plain.list_secrets("jobs") == []
+
+
+@pytest.mark.parametrize("name", ["PLINTH_TOKEN", "CUDA_VISIBLE_DEVICES", "IFS", "RANK"])
+def test_a_secret_a_job_could_never_be_given_is_refused(client: Client, name: str) -> None:
+    response = raw_http(client).put(
+        "/api/v1/projects/jobs/secrets", json={"name": name, "value": VALUE}
+    )
+    assert response.status_code == 400, response.text
+    assert f"{name} is Plinth's to set" in response.text and VALUE not in response.text
+    assert client.list_secrets("jobs") == []
+    assert list(client.audit_events(action="secrets.set")) == []

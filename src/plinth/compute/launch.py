@@ -51,31 +51,6 @@ INHERITED = (
     "LD_LIBRARY_PATH",
     "SYSTEMROOT",
 )
-RESERVED_PREFIXES = ("PLINTH_",)
-RESERVED = {
-    "CUDA_VISIBLE_DEVICES",  # the executor isolates GPUs with it
-    # the PyTorch rendezvous, set per process (a job's own would break the world)
-    "MASTER_ADDR",
-    "MASTER_PORT",
-    "WORLD_SIZE",
-    "RANK",
-    "LOCAL_RANK",
-    "LOCAL_WORLD_SIZE",
-    "NODE_RANK",
-    "GROUP_RANK",
-    rendezvous.AGENT_STORE,
-    # a POSIX shell's own: the local executor starts a job through one, which would
-    # rewrite them (executors/local.py refuses them at the start)
-    "IFS",
-    "PPID",
-    "OPTIND",
-}
-
-
-def reserved(name: str) -> bool:
-    """A name a job's env or secrets may not set: Plinth's own (``PLINTH_*``), the GPU
-    isolation, the rendezvous, a shell's own."""
-    return name in RESERVED or name.startswith(RESERVED_PREFIXES)
 
 
 @dataclass(frozen=True)

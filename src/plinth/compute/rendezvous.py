@@ -27,7 +27,7 @@ import sys
 import threading
 from datetime import timedelta
 
-AGENT_STORE = "TORCHELASTIC_USE_AGENT_STORE"
+AGENT_STORE = "TORCHELASTIC_USE_AGENT_STORE"  # reserved: core.names.RESERVED_ENV
 _STOPS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
 _hosted: list[object] = []  # the store, alive until this process exits
 

@@ -29,6 +29,7 @@ from plinth.compute import usage as accounting
 from plinth.compute.dispatcher import SYSTEM, Dispatcher
 from plinth.compute.resources import Resources, parse_duration, parse_memory
 from plinth.compute.scheduler import Request
+from plinth.core import names
 from plinth.core.access import Need, Principal
 from plinth.core.artifacts import StoredContent
 from plinth.core.platform import Platform
@@ -370,13 +371,10 @@ class JobService:
         """The job's columns from a request, or InvalidInput saying what is wrong."""
         if not req.argv[0]:
             raise InvalidInput("argv[0]: name the program to run (it is empty)")
-        for field, names in (("env", req.env), ("secrets", req.secrets)):
-            for name in names:
-                if launch.reserved(name):
-                    raise InvalidInput(
-                        f"{field}: {name} is Plinth's to set, not a job's (reserved: "
-                        f"PLINTH_*, {', '.join(sorted(launch.RESERVED))})"
-                    )
+        for field, given in (("env", req.env), ("secrets", req.secrets)):
+            for name in given:
+                if names.reserved_env(name):
+                    raise InvalidInput(f"{field}: {names.reserved_env_refusal(name)}")
         memory = parse_memory(req.memory) if req.memory else 0
         timeout = parse_duration(req.timeout) if req.timeout else None
         if timeout is not None and timeout <= 0:

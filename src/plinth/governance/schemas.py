@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, Field, SecretStr, StrictBool
+from pydantic import BaseModel, Field, SecretStr, StrictBool, field_validator
 
 from plinth.core.access import Role
-from plinth.core.names import PROJECT_NAME
+from plinth.core.names import PROJECT_NAME, reserved_env, reserved_env_refusal
 
 USER_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,99}$"
 SECRET_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,99}$"
@@ -126,6 +126,14 @@ class PasswordSet(BaseModel):
 class SecretSet(BaseModel):
     name: str = Field(pattern=SECRET_NAME, description="e.g. AWS_KEY")
     value: SecretStr = Field(description="stored sealed; never returned")
+
+    @field_validator("name")
+    @classmethod
+    def _usable(cls, name: str) -> str:
+        """A job gets a secret under its own name: one it could never be given is refused."""
+        if reserved_env(name):
+            raise ValueError(reserved_env_refusal(name))
+        return name
 
 
 class SecretInfo(BaseModel):
