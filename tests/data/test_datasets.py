@@ -593,3 +593,47 @@ def test_a_file_the_walk_cannot_read_stops_the_push(
     monkeypatch.setattr(os, "stat", stat)
     with pytest.raises(InvalidInput, match=r"cannot read .*b\.txt: Permission denied"):
         data_client.sources_of([data], {})
+
+
+def test_recording_that_a_run_read_a_version_is_a_write_to_the_run(
+    own_settings: Settings, project: str, tmp_path: Path
+) -> None:
+    """A viewer of the run's project is refused (403) and an outsider finds nothing
+    (404); neither leaves an edge. Reading the dataset is enough on its side."""
+    settings = own_settings
+    with Client(settings=settings) as anonymous:
+        root_token = anonymous.init_admin("root").token.token
+    as_user = lambda token: Client(settings=settings.model_copy(update={"token": token}))  # noqa: E731
+    data = _tree(tmp_path / "data", {"a.csv": b"x,y\n1,2\n"})
+    other = f"{project}-runs"
+    with as_user(root_token) as root:
+        run = root.create_run(project)
+        elsewhere = root.create_run(other)
+        users = {name: root.create_user(name).token.token for name in ("ed", "vic", "out")}
+        root.add_member(project, "ed", "editor")
+        root.add_member(project, "vic", "viewer")
+        root.add_member(other, "vic", "editor")
+        root.push_dataset(project, "churn", data)
+        with as_user(users["vic"]) as vic:
+            with pytest.raises(PermissionDenied):
+                vic.use_dataset("churn@1", run_id=run.id, project=project)
+            r = raw_http(vic).post(
+                f"/api/v1/projects/{project}/datasets/churn/versions/1/uses",
+                json={"run_id": run.id},
+            )
+            assert r.status_code == 403, r.text
+            # a reader of the dataset who writes to the run's project records it
+            assert vic.use_dataset("churn@1", run_id=elsewhere.id, project=project).version == 1
+        with as_user(users["out"]) as out, pytest.raises(NotFound):
+            out.use_dataset("churn@1", run_id=run.id, project=project)
+        with as_user(users["ed"]) as ed:
+            assert ed.use_dataset("churn@1", run_id=run.id, project=project).version == 1
+        uses = [e for e in root.audit_events(project=project) if e.action == "datasets.use"]
+        assert sorted((e.actor, e.outcome) for e in uses if e.outcome == "ok") == [
+            ("ed", "ok"),
+            ("vic", "ok"),
+        ]
+        graph = root.lineage(f"runs:/{run.id}", project=project)
+        assert [n.uri for n in graph.nodes if n.uri.startswith("datasets:")] == [
+            f"datasets:/{project}/churn@1"
+        ]

@@ -4,7 +4,9 @@ quantiles and histograms, bounded category tracking; then end to end through a p
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -15,6 +17,7 @@ from plinth import Client
 from plinth.data import profile as profiling
 from plinth.data.schemas import ColumnProfile
 from plinth.data.tabular import read_table
+from tests.conftest import raw_http
 
 
 def _profile(table: pa.Table, path: Path, batch_rows: int = 1000) -> dict[str, ColumnProfile]:
@@ -120,3 +123,65 @@ def test_a_push_stores_each_tables_profile_and_csv_is_profiled_in_the_same_pass(
     assert cols["when"].kind == "temporal" and cols["when"].min is not None
     unprofiled = client.push_dataset(project, "plain", data, profile=False)
     assert unprofiled.rows == 3 and client.dataset_profiles(project, "plain") == {}
+
+
+def _hostile(column: dict[str, Any], **profile: Any) -> dict[str, Any]:
+    """A profile of the one-column, three-row file pushed below, with ``column``'s
+    fields and the profile's own replaced."""
+    good = {"name": "age", "type": "int64", "kind": "numeric", "count": 3, "nulls": 0}
+    return {"rows": 3, "sampled": 3, "columns": [good | column]} | profile
+
+
+NAN, INF = float("nan"), float("inf")
+HOSTILE = {
+    "mean NaN": _hostile({"mean": NAN}),
+    "max Infinity": _hostile({"max": INF}),
+    "std -Infinity": _hostile({"std": -INF}),
+    "negative std": _hostile({"std": -1.0}),
+    "quantile NaN": _hostile({"quantiles": {"p50": NAN}}),
+    "edge Infinity": _hostile({"histogram": {"edges": [0, INF], "counts": [3]}}),
+    "count NaN in a bin": _hostile({"histogram": {"edges": [0, 1], "counts": [NAN]}}),
+    "negative bin": _hostile({"histogram": {"edges": [0, 1], "counts": [-3]}}),
+    "bins without edges": _hostile({"histogram": {"edges": [0], "counts": [1, 2]}}),
+    "edges going back": _hostile({"histogram": {"edges": [5, 1, 9], "counts": [1, 2]}}),
+    "count 0 with top values": _hostile(
+        {"kind": "categorical", "count": 0, "nulls": 3, "top": [{"value": "a", "count": 0}]}
+    ),
+    "count 0 with a top value": _hostile(
+        {"kind": "categorical", "count": 0, "nulls": 3, "top": [{"value": "a", "count": 1}]}
+    ),
+    "top over the count": _hostile({"kind": "categorical", "top": [{"value": "a", "count": 9}]}),
+    "negative nulls": _hostile({"nulls": -1}),
+    "more values than rows": _hostile({"count": 10**30}),
+    "min above max": _hostile({"min": 9.0, "max": 1.0}),
+    "sampled past the rows": _hostile({}, sampled=4),
+    "rows NaN": _hostile({}, rows=NAN),
+}
+
+
+def test_a_pushed_profile_that_does_not_hold_is_refused_and_changes_nothing(
+    client: Client, project: str, tmp_path: Path
+) -> None:
+    """A hostile pusher's profile (NaN, infinities, a count of 0 with top values, counts
+    past the rows) is a 422 naming the file, and no version is made: the version's page
+    and every reader of profiles can trust each figure."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "t.csv").write_text("age\n30\n40\n50\n")
+    client.push_dataset(project, "churn", data)
+    files = [f.model_dump(exclude_none=True) for f in client.dataset_files(project, "churn@1")]
+    files[0]["path"] = "moved/t.csv"  # other files than version 1: a version would be made
+    http = raw_http(client)
+    base = f"/api/v1/projects/{project}/datasets/churn/versions"
+    for why, profile in HOSTILE.items():
+        body = json.dumps({"files": files, "profiles": {"moved/t.csv": profile}})  # NaN as is
+        r = http.post(base, content=body, headers={"content-type": "application/json"})
+        assert r.status_code == 422, (why, r.text)
+        error = r.json()["error"]
+        assert error["type"] == "Unprocessable", why
+        assert error["message"].startswith("the profile of 'moved/t.csv' is refused: "), why
+    assert [v.version for v in client.list_dataset_versions(project, "churn")] == [1]
+    fine = _hostile({"mean": 40.0, "min": 30.0, "max": 50.0})
+    r = http.post(base, json={"files": files, "profiles": {"moved/t.csv": fine}})
+    assert r.status_code == 201, r.text
+    assert client.dataset_profiles(project, "churn@2")["moved/t.csv"].columns[0].mean == 40

@@ -4,14 +4,20 @@ names escaped; outsiders get the same 404 as for nothing."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import sqlalchemy as sa
 
 from plinth.client import Client
+from plinth.core.platform import Platform
+from plinth.core.projects import projects
+from plinth.data.tables import dataset_files, datasets
 from tests.conftest import make_settings, raw_http
 
 EVIL = "<script>alert(1)</script>"
@@ -90,3 +96,59 @@ def test_outsiders_and_missing_things_get_404(site: tuple[httpx.Client, httpx.Cl
         assert outsider.get(url).status_code == 404
     assert http.get(f"{BASE}/nothing").status_code == 404
     assert http.get(f"{BASE}/customers/versions/7").status_code == 404
+
+
+def test_a_version_page_shows_what_old_stored_profiles_hold(
+    client: Client, project: str, tmp_path: Path, platform: Platform
+) -> None:
+    """Profiles stored before pushes were checked (a count of 0 with top values, NaN
+    and infinities, a NaN kept as null) answer the page and the API: the columns that
+    hold are shown, the others counted as not shown; a profile whose row counts do not
+    hold is left out."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "a.csv").write_text("age,plan\n30,x\n40,y\n")
+    (data / "b.csv").write_text("z\n1\n")
+    client.push_dataset(project, "old", data)
+    good = {"name": "age", "type": "int64", "kind": "numeric", "count": 2, "nulls": 0}
+    stored = {
+        "rows": 2,
+        "sampled": 2,
+        "columns": [
+            good | {"mean": 35.0, "histogram": {"edges": [30, 35, 40], "counts": [1, 1]}},
+            {
+                "name": "plan",
+                "type": "string",
+                "kind": "categorical",
+                "count": 0,
+                "nulls": 2,
+                "top": [{"value": "x", "count": 1}, {"value": "y", "count": 1}],
+            },
+            good | {"name": "nan", "mean": float("nan"), "quantiles": {"p50": float("inf")}},
+            good | {"name": "null-edge", "histogram": {"edges": [0, None], "counts": [2]}},
+        ],
+    }
+    broken = {"rows": -1, "sampled": 0, "columns": []}
+    f, d = dataset_files, datasets
+    with platform.db.write() as conn:
+        pid = conn.execute(sa.select(projects.c.id).where(projects.c.name == project)).scalar()
+        dataset_id = conn.execute(
+            sa.select(d.c.id).where(d.c.project_id == pid, d.c.name == "old")
+        ).scalar()
+        for path, profile in (("data/a.csv", stored), ("data/b.csv", broken)):
+            conn.execute(
+                f.update()
+                .where(f.c.dataset_id == dataset_id, f.c.path == path)
+                .values(profile=json.dumps(profile))  # NaN and Infinity as Python writes them
+            )
+    http = raw_http(client)
+    page = http.get(f"/projects/{project}/datasets/old/versions/1")
+    assert page.status_code == 200, page.text
+    assert 'data-file="data/a.csv"' in page.text and 'data-file="data/b.csv"' not in page.text
+    assert '<td class="strong">age</td>' in page.text
+    assert '<td class="strong">plan</td>' not in page.text
+    assert "3 more columns not profiled or not shown" in page.text
+    profiles = client.dataset_profiles(project, "old@1")
+    assert list(profiles) == ["data/a.csv"]
+    assert [c.name for c in profiles["data/a.csv"].columns] == ["age"]
+    assert profiles["data/a.csv"].columns_left_out == 3

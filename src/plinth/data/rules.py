@@ -29,6 +29,7 @@ from plinth.data.schemas import (
     Severity,
     ValidationReport,
     rule_name,
+    value_kind,
 )
 from plinth.errors import InvalidInput
 
@@ -97,7 +98,8 @@ def load_rules(source: str | os.PathLike[str] | list[Any] | dict[str, Any] | Rul
     except ValidationError as exc:
         first = exc.errors()[0]
         at = ".".join(str(p) for p in first["loc"]) or "the rules"
-        raise InvalidInput(f"not a rule set: {at}: {first['msg']}") from None
+        message = str(first["msg"]).removeprefix("Value error, ")
+        raise InvalidInput(f"not a rule set: {at}: {message}") from None
 
 
 class Validator:
@@ -140,6 +142,9 @@ class FileChecker:
             if column is not None and column not in self.names:
                 if rule.files != "*":  # named the file: the column must be there
                     self.states.append(_Missing(rule, path))
+                continue
+            if column is not None and self.names.count(column) > 1:
+                self.states.append(_Ambiguous(rule, path, self.names.count(column)))
                 continue
             self.states.append(_STATES[rule.check](rule, path, schema))
         self.states += [_Custom(c, path) for c in checks if _applies(c.files, path)]
@@ -204,6 +209,15 @@ class _Missing(_State):
         return super().result(rows)
 
 
+class _Ambiguous(_State):
+    """A repeated header: which of the columns the rule means cannot be told."""
+
+    def __init__(self, rule: Any, path: str, times: int) -> None:
+        super().__init__(rule, path)
+        self.failing = 1
+        self.message = f"{times} columns are named {rule.column!r}; name them apart"
+
+
 class _Type(_State):
     def __init__(self, rule: Any, path: str, schema: Any) -> None:
         super().__init__(rule, path, schema)
@@ -240,31 +254,78 @@ class _Range(_State):
 
 
 class _Allowed(_State):
+    """Values compared in the column's own kind: numbers with a numeric column (as
+    float64 for floating and decimal ones), true/false with a boolean one, text with
+    any other (cast to string). Values of another kind are a failure of the rule."""
+
     def __init__(self, rule: Any, path: str, schema: Any) -> None:
         super().__init__(rule, path, schema)
-        import pyarrow as pa
-
-        self.as_text = not (
-            pa.types.is_integer(schema.field(rule.column).type)
-            or pa.types.is_floating(schema.field(rule.column).type)
-            or pa.types.is_boolean(schema.field(rule.column).type)
-        )
-        values = [str(v) for v in rule.values] if self.as_text else rule.values
-        self.allowed = pa.array(values)
+        why, self.allowed = _allowed_set(rule, schema.field(rule.column).type)
+        self.message = why  # set when the values cannot be compared with the column's
 
     def add(self, batch: Any, offset: int) -> None:
         import pyarrow.compute as pc
 
+        if self.allowed is None:
+            return
         column = batch.column(self.rule.column)
-        if self.as_text:
-            column = column.cast("string")
-        inside = pc.is_in(column, value_set=self.allowed.cast(column.type))
+        if column.type != self.allowed.type:
+            column = column.cast(self.allowed.type)
+        inside = pc.is_in(column, value_set=self.allowed)
         self.offending(batch, pc.and_(pc.invert(inside), pc.is_valid(column)), offset)
 
     def result(self, rows: int) -> RuleResult:
-        if self.failing:
+        if self.allowed is None:
+            self.failing = 1
+        elif self.failing:
             self.message = f"{self.failing:,} rows hold values not allowed"
         return super().result(rows)
+
+
+def _allowed_set(rule: Any, column_type: Any) -> tuple[str, Any]:
+    """The rule's values as an Arrow array of the type they are compared in; or why
+    they cannot be compared with this column, and None."""
+    import pyarrow as pa
+
+    t = column_type.value_type if pa.types.is_dictionary(column_type) else column_type
+    values = list(rule.values)
+    if pa.types.is_integer(t):
+        want, kind = "a number", "numeric"
+        # a number no value of the column can equal (1.5, 2^70) is left out, not an error
+        whole = [int(v) for v in values if not isinstance(v, bool | str) and float(v).is_integer()]
+        typed = pa.array([v for v in whole if _fits(v, t)], t)
+    elif pa.types.is_floating(t) or pa.types.is_decimal(t):
+        want, kind, t = "a number", "numeric", pa.float64()
+        typed = pa.array([float(v) for v in values if not isinstance(v, bool | str)], t)
+    elif pa.types.is_boolean(t):
+        want, kind = "true/false", "boolean"
+        typed = pa.array([v for v in values if isinstance(v, bool)], t)
+    elif pa.types.is_null(t):  # no value in the file: nothing to compare
+        return "", pa.array([], pa.null())
+    else:
+        want, kind, t = "text", "text", pa.string()
+        typed = pa.array([v for v in values if isinstance(v, str)], t)
+        try:
+            pa.array([], column_type).cast(t)
+        except (pa.ArrowException, TypeError):
+            return f"{rule.column} ({column_type}) cannot be compared with allowed values", None
+    wrong = [v for v in values if value_kind(v) != want]
+    if wrong:
+        return (
+            f"{rule.column} is {kind} ({column_type}): the allowed value {wrong[0]!r} "
+            f"is {value_kind(wrong[0])}, not {want}"
+        ), None
+    return "", typed
+
+
+def _fits(value: int, integer_type: Any) -> bool:
+    import pyarrow as pa
+
+    try:
+        pa.scalar(value, integer_type)
+    except (pa.ArrowException, OverflowError):
+        return False
+    return True
 
 
 class _Unique(_State):

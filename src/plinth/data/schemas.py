@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+    model_validator,
+)
 
+from plinth.errors import Unprocessable
 from plinth.tracking.schemas import DIGEST, RUN_ID, check_artifact_path
 
 MAX_FILES = 100_000  # per version
@@ -17,6 +30,11 @@ MAX_PROFILED_COLUMNS = 1_000
 FORMATS = ("parquet", "csv", "jsonl")
 Digest = Annotated[str, Field(pattern=DIGEST)]
 FilePath = Annotated[str, AfterValidator(check_artifact_path)]
+MAX_ROWS = 2**46  # 100,000 files' sum stays a database integer
+Count = Annotated[int, Field(ge=0, le=MAX_ROWS)]
+# A profile comes from the pusher's machine: its figures are checked, so that what a
+# page or the CLI computes from them (shares, bars) is always a number.
+Finite = Annotated[float, Field(allow_inf_nan=False)]
 
 
 class Column(BaseModel):
@@ -31,20 +49,31 @@ class Table(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     format: Literal["parquet", "csv", "jsonl"]
-    rows: int = Field(ge=0, le=2**46)  # 100,000 files' sum stays a database integer
+    rows: Count
     columns: list[Column] = Field(max_length=MAX_COLUMNS)
 
 
 class Histogram(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    edges: list[float] = Field(max_length=MAX_BINS + 1)
-    counts: list[float] = Field(max_length=MAX_BINS)  # estimated from the sample
+    edges: list[Finite] = Field(max_length=MAX_BINS + 1)
+    # estimated from the sample
+    counts: list[Annotated[float, Field(ge=0, le=MAX_ROWS, allow_inf_nan=False)]] = Field(
+        max_length=MAX_BINS
+    )
+
+    @model_validator(mode="after")
+    def _bins(self) -> Histogram:
+        if (self.edges or self.counts) and len(self.edges) != len(self.counts) + 1:
+            raise ValueError(f"{len(self.counts)} bins need {len(self.counts) + 1} edges")
+        if any(b < a for a, b in zip(self.edges, self.edges[1:], strict=False)):
+            raise ValueError("the edges must not decrease")
+        return self
 
 
 class TopValue(BaseModel):
     model_config = ConfigDict(extra="forbid")
     value: str = Field(max_length=1000)
-    count: int = Field(ge=0)
+    count: int = Field(ge=1, le=MAX_ROWS)
 
 
 class ColumnProfile(BaseModel):
@@ -52,29 +81,66 @@ class ColumnProfile(BaseModel):
     name: str = Field(max_length=1000)
     type: str = Field(max_length=1000)
     kind: Literal["numeric", "categorical", "temporal", "other"]
-    count: int = Field(ge=0)  # values that are not null
-    nulls: int = Field(ge=0)
-    min: float | str | None = None
-    max: float | str | None = None
-    mean: float | None = None
-    std: float | None = None
-    quantiles: dict[Annotated[str, Field(pattern=r"^p[0-9]{1,3}$")], float] = Field(
+    count: Count  # values that are not null
+    nulls: Count
+    min: Finite | Annotated[str, Field(max_length=1000)] | None = None
+    max: Finite | Annotated[str, Field(max_length=1000)] | None = None
+    mean: Finite | None = None
+    std: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
+    quantiles: dict[Annotated[str, Field(pattern=r"^p[0-9]{1,3}$")], Finite] = Field(
         default_factory=dict, max_length=20
     )
     histogram: Histogram | None = None
-    distinct: int | None = None  # categories: how many (exact), unless over the tracked
-    distinct_over: int | None = None  # categories: more distinct values than this
+    distinct: Count | None = None  # categories: how many (exact), unless over the tracked
+    distinct_over: Count | None = None  # categories: more distinct values than this
     top: list[TopValue] = Field(default_factory=list, max_length=100)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ColumnProfile:
+        if sum(t.count for t in self.top) > self.count:
+            raise ValueError(f"its top values count more than its {self.count} values")
+        if self.distinct is not None and len(self.top) > self.distinct:
+            raise ValueError(f"{len(self.top)} top values of {self.distinct} distinct ones")
+        low, high = self.min, self.max
+        if isinstance(low, float) and isinstance(high, float) and low > high:
+            raise ValueError(f"min {low} is above max {high}")
+        return self
 
 
 class Profile(BaseModel):
     """What a tabular file's data looked like (see ``plinth.data.profile``)."""
 
     model_config = ConfigDict(extra="forbid")
-    rows: int = Field(ge=0, le=2**46)
-    sampled: int = Field(ge=0, le=2**46)  # rows behind the quantiles and histograms
+    rows: Count
+    sampled: Count  # rows behind the quantiles and histograms
     columns: list[ColumnProfile] = Field(max_length=MAX_PROFILED_COLUMNS)
-    columns_left_out: int = Field(0, ge=0)
+    columns_left_out: Count = 0
+
+    @model_validator(mode="after")
+    def _within_rows(self) -> Profile:
+        if self.sampled > self.rows:
+            raise ValueError(f"{self.sampled} rows sampled of {self.rows}")
+        for i, c in enumerate(self.columns):
+            if c.count + c.nulls != self.rows:
+                raise ValueError(
+                    f"column {i} ({c.name[:100]!r}): {c.count} values and {c.nulls} nulls "
+                    f"in {self.rows} rows"
+                )
+        return self
+
+
+def _profile_refused(exc: ValidationError) -> Unprocessable:
+    """A pushed profile that does not hold (a NaN, a negative count, more values than
+    rows): 422, naming the file and the figure."""
+    first = exc.errors()[0]
+    message = str(first["msg"]).removeprefix("Value error, ")
+    if not first["loc"]:
+        return Unprocessable(f"the profiles are refused: {message}")
+    path, *at = first["loc"]
+    where = ".".join(str(p) for p in at)
+    return Unprocessable(
+        f"the profile of {path!r} is refused: {where + ': ' if where else ''}{message}"
+    )
 
 
 class DatasetFile(BaseModel):
@@ -115,13 +181,54 @@ class TypeRule(_ColumnRule):
 
 class RangeRule(_ColumnRule):
     check: Literal["range"]
-    min: float | None = None
-    max: float | None = None
+    min: Finite | None = None
+    max: Finite | None = None
+
+
+def _scalar(value: Any) -> Any:
+    if isinstance(value, dict | list | tuple | set):
+        raise ValueError(
+            f"an allowed value is text, a number or true/false, not {type(value).__name__} "
+            f"{str(value)[:100]}"
+        )
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"an allowed number is finite, not {value}")
+    return value
+
+
+AllowedValue = Annotated[
+    Annotated[str, Field(max_length=1000)]
+    | Annotated[int, Field(ge=-(2**63), lt=2**64)]
+    | Finite
+    | bool,
+    BeforeValidator(_scalar),
+]
+_KINDS = {"text": "text", "a number": "numbers", "true/false": "true/false"}
+
+
+def value_kind(value: Any) -> str:
+    """What a column must hold for an allowed value to be compared with its values."""
+    if isinstance(value, bool):
+        return "true/false"
+    return "text" if isinstance(value, str) else "a number"
 
 
 class AllowedRule(_ColumnRule):
+    """The values a column may hold: all text (a text column's), all numbers (a
+    numeric column's) or all true/false (a boolean column's)."""
+
     check: Literal["allowed"]
-    values: list[str | int | float | bool] = Field(min_length=1, max_length=10_000)
+    values: list[AllowedValue] = Field(min_length=1, max_length=10_000)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> AllowedRule:
+        kinds = sorted({_KINDS[value_kind(v)] for v in self.values})
+        if len(kinds) > 1:
+            raise ValueError(
+                f"the allowed values mix {' and '.join(kinds)}; a column holds one kind "
+                "(quote numbers meant as text: '1')"
+            )
+        return self
 
 
 class UniqueRule(_ColumnRule):
@@ -212,6 +319,14 @@ class VersionCreate(BaseModel):
     message: str = Field("", max_length=5000)
     profiles: dict[FilePath, Profile] = Field(default_factory=dict, max_length=MAX_FILES)
     validation: ValidationReport | None = None
+
+    @field_validator("profiles", mode="wrap")
+    @classmethod
+    def _profiles_hold(cls, value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        try:
+            return handler(value)
+        except ValidationError as exc:
+            raise _profile_refused(exc) from None
 
     @model_validator(mode="after")
     def _paths_unique(self) -> VersionCreate:

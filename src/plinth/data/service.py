@@ -14,12 +14,14 @@ with the manifest from the client that read them (the SDK infers them with pyarr
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 import sqlalchemy as sa
+from pydantic import ValidationError
 from sqlalchemy.engine import Connection
 
 from plinth.core import lineage
@@ -40,6 +42,7 @@ PUSH = "datasets.push"
 CONTENT_PUT = "datasets.content"
 RULES = "datasets.rules"
 USE = "datasets.use"
+log = logging.getLogger("plinth.data")
 
 
 def _now() -> float:
@@ -390,7 +393,8 @@ class DatasetService:
                 )
                 .order_by(f.c.path)
             )
-            return {r.path: s.Profile.model_validate_json(r.profile) for r in rows}
+            stored = {r.path: _stored_profile(r.path, r.profile) for r in rows}
+        return {path: p for path, p in stored.items() if p is not None}
 
     def diff(
         self, project: str, name: str, old: str, new: str, *, principal: Principal
@@ -521,8 +525,17 @@ def _version_of(project: str, name: str, row: Any, created: bool = True) -> s.Da
 
 
 def _rules_of(row: Any) -> s.Rules:
+    try:
+        rules = s.RuleSet.model_validate({"rules": json.loads(row.rules)}).rules
+    except ValidationError as exc:  # stored before the checks they now fail (a NaN bound)
+        first = exc.errors()[0]
+        at = ".".join(str(p) for p in first["loc"])
+        raise Conflict(
+            f"the stored rules of dataset {row.name!r} fail the checks rules now pass "
+            f"({at}: {str(first['msg']).removeprefix('Value error, ')}); set them again"
+        ) from None
     return s.Rules(
-        rules=s.RuleSet.model_validate({"rules": json.loads(row.rules)}).rules,
+        rules=rules,
         digest=row.rules_digest,
         updated_at=row.rules_updated_at,
         updated_by=row.rules_updated_by,
@@ -552,6 +565,41 @@ def _check_report(
             f"blocking rules failed ({', '.join(sorted({r.rule for r in report.blocking}))}): "
             "nothing was pushed"
         )
+
+
+def _stored_profile(path: str, text: str) -> s.Profile | None:
+    """A stored profile as the checks of a push see it. One stored before those checks
+    (a NaN, a count of 0 with top values…) keeps the columns that pass them; the rest
+    are counted as left out. None when not even its row counts hold."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        log.warning("the stored profile of %r is not an object: not shown", path)
+        return None
+    try:
+        return s.Profile.model_validate(data)
+    except ValidationError:
+        pass
+    columns = data.pop("columns", None)
+    columns = columns if isinstance(columns, list) else []
+    try:
+        bare = s.Profile.model_validate(data | {"columns": []})
+    except ValidationError:
+        log.warning("the stored profile of %r does not hold: not shown", path)
+        return None
+    kept: list[s.ColumnProfile] = []
+    for column in columns:
+        try:
+            kept += s.Profile.model_validate(data | {"columns": [column]}).columns
+        except ValidationError:
+            continue
+    dropped = len(columns) - len(kept)
+    log.info("the stored profile of %r: %d columns do not hold, not shown", path, dropped)
+    return bare.model_copy(
+        update={"columns": kept, "columns_left_out": bare.columns_left_out + dropped}
+    )
 
 
 def _json(model: Any) -> str | None:
