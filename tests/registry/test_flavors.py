@@ -9,6 +9,7 @@ once, in one module-scoped fixture: importing TensorFlow is the slow part.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -28,7 +29,14 @@ import pytest
 import tensorflow  # noqa: F401
 
 from plinth.errors import Conflict, InvalidInput, PermissionDenied, ServiceUnavailable
-from plinth.registry.flavors import flavor_of, load_model, read_meta, save_model
+from plinth.registry.flavors import (
+    ModelMeta,
+    flavor_of,
+    load_model,
+    read_meta,
+    save_model,
+)
+from plinth.registry.flavors.meta import write_meta
 from plinth.registry.flavors.sklearn import allowed_type
 from tests.registry import flavor_models
 
@@ -475,6 +483,74 @@ def test_a_saved_model_without_a_serving_signature_is_refused(
     with pytest.raises(InvalidInput, match="no 'serving_default' signature"):
         save_model(tf.Module(), tmp_path)
     assert list(tmp_path.iterdir()) == []  # nothing half-saved is left behind
+
+
+def _as_tensorflow_flavor(directory: Path) -> Path:
+    """MLmodel.json beside a SavedModel written by TensorFlow itself (not save_model,
+    whose own load would refuse it), as the tensorflow flavor describes one."""
+    root = directory / "saved_model"
+    files = sorted(p.relative_to(directory).as_posix() for p in root.rglob("*") if p.is_file())
+    options = {"format": "saved_model", "signature_key": "serving_default"}
+    write_meta(directory, ModelMeta(flavor="tensorflow", files=files, flavor_options=options))
+    return directory
+
+
+@pytest.mark.parametrize(
+    ("reach", "named"),
+    [
+        ("read", "ReadFile"),
+        ("write in a loop", "WriteFile (in while_body"),  # a function the graph calls
+        ("print to a file", "PrintV2 to 'file://"),
+    ],
+)
+def test_a_saved_model_whose_graph_reaches_the_servers_files_is_refused(
+    tf_models: dict[str, Trained], tmp_path: Path, reach: str, named: str
+) -> None:
+    """No Python in a SavedModel, but ops that read or write any path when it runs:
+    refused before TensorFlow loads it, and so before save_model's own check too."""
+    import tensorflow as tf
+
+    secret, written = tmp_path / "secret.txt", tmp_path / "written.txt"
+    secret.write_text("the server's secret")
+
+    class Reaches(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="x")])
+        def serve(self, x: Any) -> Any:
+            if reach == "read":
+                size = tf.strings.length(tf.io.read_file(str(secret)))
+                return {"y": x + tf.cast(size, tf.float32)}
+            if reach == "write in a loop":
+
+                def body(i: Any) -> Any:
+                    tf.io.write_file(str(written), "pwned")
+                    return i + 1
+
+                tf.while_loop(lambda i: i < 1, body, [0])
+            else:
+                tf.print(x, output_stream=f"file://{written}")
+            return {"y": x}
+
+    module = Reaches()
+    tf.saved_model.save(module, str(tmp_path / "m" / "saved_model"), signatures=module.serve)
+    with pytest.raises(PermissionDenied, match=re.escape(named)) as refused:
+        load_model(_as_tensorflow_flavor(tmp_path / "m"))
+    assert "read or write files" in refused.value.message
+    with pytest.raises(PermissionDenied, match=re.escape(named)):
+        save_model(module, tmp_path / "saved")
+    assert list((tmp_path / "saved").iterdir()) == []  # nothing half-saved is left behind
+    assert not written.exists()
+
+
+def test_a_saved_model_keras_exported_loads_and_predicts(
+    tf_models: dict[str, Trained], tmp_path: Path
+) -> None:
+    """An ordinary model's SavedModel holds the saver's own SaveV2 and RestoreV2
+    functions: they are not reached from the model's objects, so it still loads."""
+    keras_case = tf_models["keras"]
+    keras_case.model.export(str(tmp_path / "m" / "saved_model"), verbose=False)
+    model = load_model(_as_tensorflow_flavor(tmp_path / "m"))
+    rows = np.asarray(keras_case.payload, dtype=np.float32)
+    np.testing.assert_allclose(model.predict(rows), keras_case.expected, rtol=1e-5)
 
 
 # onnx

@@ -12,7 +12,14 @@ from pathlib import Path
 import pytest
 
 from plinth import Client
-from plinth.errors import Conflict, CorruptArtifact, InvalidInput, NotFound, PermissionDenied
+from plinth.errors import (
+    Conflict,
+    CorruptArtifact,
+    InvalidInput,
+    NotFound,
+    PermissionDenied,
+    Unprocessable,
+)
 from plinth.registry.uri import ModelRef, parse
 from plinth.settings import Settings
 from tests.conftest import raw_http
@@ -114,6 +121,60 @@ def test_files_that_do_not_describe_a_model_are_refused_by_name(
         client.register_model(run.id, "model", "churn")
     with pytest.raises(NotFound):
         client.get_model(project, "churn")  # nothing was made
+
+
+@pytest.mark.parametrize(
+    ("extra", "clash"),
+    [
+        (["a", "a/b"], "'a' and 'a/b' clash"),  # 'a' both a file and a folder
+        (["MLmodel.json/x"], "'MLmodel.json' and 'MLmodel.json/x' clash"),
+        (["d/e", "d/e/f/g.bin"], "'d/e' and 'd/e/f/g.bin' clash"),
+        (["w" * 256], "over 255 bytes"),  # no Linux filesystem holds the name
+    ],
+)
+def test_files_that_cannot_be_written_out_as_one_tree_are_refused_by_name(
+    client: Client, project: str, tmp_path: Path, extra: list[str], clash: str
+) -> None:
+    """Registered, such a version could never be served: writing its files out for a
+    replica (or a download) fails. Refused at registration, with nothing stored."""
+    run_id = _logged(client, project, tmp_path)
+    (tmp_path / "one").write_bytes(b"x")
+    for name in extra:
+        client.log_artifact(run_id, tmp_path / "one", f"model/{name}")
+    with pytest.raises(Unprocessable, match=clash) as refused:
+        client.register_model(run_id, "model", "churn")
+    assert refused.value.status_code == 422
+    with pytest.raises(NotFound):
+        client.get_model(project, "churn")
+    refusals = [e for e in client.audit_events(project=project) if e.outcome == "refused"]
+    assert [e.action for e in refusals] == ["models.register"]
+
+
+def test_names_that_differ_in_case_only_are_two_files(
+    client: Client, project: str, tmp_path: Path
+) -> None:
+    run_id = _logged(client, project, tmp_path)
+    for name, content in (("Weights.bin", b"upper"), ("weights.bin", b"lower")):
+        (tmp_path / name).write_bytes(content)
+        client.log_artifact(run_id, tmp_path / name, f"model/{name}")
+    v = client.register_model(run_id, "model", "churn")
+    client.download_model(v.uri, tmp_path / "dl")
+    assert (tmp_path / "dl" / "Weights.bin").read_bytes() == b"upper"
+    assert (tmp_path / "dl" / "weights.bin").read_bytes() == b"lower"
+
+
+def test_a_flavor_no_server_can_load_is_refused_naming_the_known_ones(
+    client: Client, project: str, tmp_path: Path
+) -> None:
+    run_id = _logged(client, project, tmp_path, flavor="cobol")
+    with pytest.raises(Unprocessable, match="flavor 'cobol'") as refused:
+        client.register_model(run_id, "model", "churn")
+    assert refused.value.status_code == 422
+    assert "sklearn, pytorch, keras, tensorflow, python" in refused.value.message
+    with pytest.raises(NotFound):
+        client.get_model(project, "churn")
+    pickled = _logged(client, project, tmp_path / "p", flavor="python", unsafe_pickle=True)
+    assert client.register_model(pickled, "model", "churn").flavor == "python"
 
 
 def test_a_run_of_another_project_is_refused(client: Client, project: str, tmp_path: Path) -> None:

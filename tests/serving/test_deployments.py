@@ -4,6 +4,7 @@ history and audit, and the refusals."""
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -119,3 +120,62 @@ def test_refusals(client: Client, project: str, tmp_path: Path) -> None:
         client.get_deployment(project, "nope")
     refused = [e for e in client.audit_events(project=project) if e.outcome == "refused"]
     assert any(e.action == "deployments.create" for e in refused)
+
+
+@pytest.mark.parametrize("reuse_port", [False, True])
+def test_a_port_another_program_listens_on_is_refused(
+    client: Client, project: str, tmp_path: Path, reuse_port: bool
+) -> None:
+    """Replicas bind the deployment's port with SO_REUSEPORT: on a port someone else
+    holds they would fail, or (the stranger having set SO_REUSEPORT too) share its
+    traffic. Refused at create, and nothing is made."""
+    _versions(client, project, tmp_path, 1)
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as stranger:
+        if reuse_port:
+            stranger.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        stranger.bind(("127.0.0.1", 0))
+        stranger.listen()
+        port = stranger.getsockname()[1]
+        with pytest.raises(Conflict, match=f"port {port} is in use on 127.0.0.1 by another") as e:
+            client.create_deployment(
+                project, "svc", _uri(project, "/1"), port=port, runtime="memory"
+            )
+        assert e.value.status_code == 409
+        with pytest.raises(NotFound):
+            client.get_deployment(project, "svc")
+    d = client.create_deployment(project, "svc", _uri(project, "/1"), port=port, runtime="memory")
+    assert d.port == port  # free again: taken
+    with pytest.raises(Conflict, match=f"port {port} is taken by another deployment"):
+        client.create_deployment(project, "other", _uri(project, "/1"), port=port, runtime="memory")
+
+
+def test_an_alias_on_an_archived_version_is_refused_naming_the_alias(
+    client: Client, project: str, tmp_path: Path
+) -> None:
+    _versions(client, project, tmp_path, 2)  # champion: version 1
+    client.archive_model_version(_uri(project, "/1"))
+    with pytest.raises(Conflict, match=r"version 1 of 'churn' is archived \(models:/") as e:
+        client.create_deployment(project, "svc", _uri(project, "@champion"), runtime="memory")
+    assert "@champion points to it" in e.value.message and "move the alias" in e.value.message
+    client.create_deployment(project, "svc", _uri(project, "/2"), runtime="memory")
+    with pytest.raises(Conflict, match="archived"):
+        client.update_deployment(project, "svc", canary=_uri(project, "@champion"), weight=10)
+    with pytest.raises(Conflict, match="archived"):
+        client.update_deployment(project, "svc", shadow=_uri(project, "@champion"))
+
+
+def test_a_version_no_flavor_loads_is_not_deployed(
+    client: Client, project: str, tmp_path: Path
+) -> None:
+    """An MLflow model Plinth has no loader for is kept (and downloaded), never
+    deployed, even once marked unsafe_pickle: its replicas could only crash."""
+    run = client.create_run(project)
+    mlflow = tmp_path / "mlflow"
+    mlflow.mkdir()
+    (mlflow / "MLmodel").write_text("flavors:\n  python_function:\n    loader_module: x\n")
+    client.log_artifacts(run.id, mlflow, "model")
+    v = client.register_model(run.id, "model", "churn")
+    assert (v.flavor, v.needs_pickle) == ("mlflow", True)
+    client.update_model_version(v.uri, unsafe_pickle=True)
+    with pytest.raises(Conflict, match="'mlflow' model, which Plinth has no loader for"):
+        client.create_deployment(project, "svc", v.uri, runtime="memory")

@@ -9,12 +9,40 @@ from pathlib import Path
 
 from plinth.core import blobs
 from plinth.core.blobs import file_digest
-from plinth.errors import DigestMismatch
+from plinth.errors import DigestMismatch, Unprocessable
 from plinth.registry.schemas import ModelFile
 
 
 def manifest_digest(files: list[ModelFile]) -> str:
     return blobs.manifest_digest((f.path, f.digest, f.size) for f in files)
+
+
+NAME_MAX = 255  # bytes in one file name on Linux filesystems (ext4, xfs, btrfs)
+
+
+def check_layout(paths: list[str]) -> None:
+    """Refuse files that cannot all be written as one directory tree, as every server
+    and download materializes them: a path that is a file and also the folder of
+    another (``a`` and ``a/b``), or a name too long for the filesystem. Empty, ``.``
+    and ``..`` segments never get here (artifact paths refuse them). Names differing in
+    case only are two files on Linux, so they are kept."""
+    files = set(paths)
+    for path in paths:
+        segments = path.split("/")
+        for depth in range(1, len(segments)):
+            folder = "/".join(segments[:depth])
+            if folder in files:
+                raise Unprocessable(
+                    f"the files '{folder}' and '{path}' clash: '{folder}' would be both a "
+                    "file and a folder, so the version could never be written out to serve; "
+                    "rename one and log the files again"
+                )
+        for segment in segments:
+            if len(segment.encode()) > NAME_MAX:
+                raise Unprocessable(
+                    f"the file '{path}' has a name over {NAME_MAX} bytes "
+                    f"('{segment[:40]}…'): no filesystem a server runs on can write it"
+                )
 
 
 def directory_files(directory: Path) -> list[ModelFile]:

@@ -25,11 +25,12 @@ from plinth.core import lineage
 from plinth.core.access import Need, Permission, Principal, allows
 from plinth.core.artifacts import StoredContent
 from plinth.core.platform import Platform
-from plinth.errors import InvalidInput, NotFound, PermissionDenied, PlinthError
+from plinth.errors import InvalidInput, NotFound, PermissionDenied, PlinthError, Unprocessable
 from plinth.registry import schemas as s
 from plinth.registry import tables as t
-from plinth.registry.flavors.meta import MLFLOW_META_FILE, meta_from_mlflow
-from plinth.registry.manifest import manifest_digest
+from plinth.registry.flavors import FLAVORS
+from plinth.registry.flavors.meta import MLFLOW_FLAVOR, MLFLOW_META_FILE, meta_from_mlflow
+from plinth.registry.manifest import check_layout, manifest_digest
 from plinth.registry.signature import Signature
 from plinth.registry.uri import check_model_name
 from plinth.tracking import tables as tt
@@ -38,6 +39,8 @@ from plinth.tracking.service import TrackingService
 
 MAX_FILES = 10_000
 PICKLE_FLAVORS = frozenset({"python"})  # flavors whose load runs pickle
+# What a version may name: a flavor a server loads, or an MLflow model kept as it came.
+REGISTERED_FLAVORS = (*FLAVORS, MLFLOW_FLAVOR)
 
 
 def _now() -> float:
@@ -66,6 +69,7 @@ class RegistryService:
             with self.db.read() as conn:
                 pid = self._writable_run(conn, project, req.run_id, principal)
                 files = self._run_files(conn, req.run_id, req.artifact_path)
+            check_layout([p for p, _ in files])
             meta = self._read_meta(pid, req.artifact_path, files)
         except PlinthError as exc:
             self.audit.refusal(principal, "models.register", exc, project=project, object=where)
@@ -205,6 +209,11 @@ class RegistryService:
         missing = [f for f in meta.files if f not in found]
         if missing:
             raise InvalidInput(f"{where} lists files the run did not log: {', '.join(missing[:5])}")
+        if meta.flavor not in REGISTERED_FLAVORS:  # no server could ever load it
+            raise Unprocessable(
+                f"{where} names the flavor {meta.flavor!r}, which Plinth has no loader for: "
+                f"the known flavors are {', '.join(REGISTERED_FLAVORS)}"
+            )
         return meta
 
     def _model_id_for_write(self, conn: Connection, project_id: str, name: str) -> str:

@@ -5,12 +5,14 @@ deployment's history with the spec before and after; the supervisor then makes t
 replicas match (supervisor.py).
 
 Every model is named by a ``models:/`` URI, resolved to a version number here, when
-the spec is written. A version that needs pickle is refused unless a project admin
-marked it ``unsafe_pickle``.
+the spec is written. A version that may not be served (archived, an unmarked pickle,
+a flavor with no loader: ``registry/servable.py``) is refused; a deployment's port
+must be free, of other deployments and of other programs on 127.0.0.1.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import secrets
@@ -28,6 +30,7 @@ from plinth.core.access import Need, Principal
 from plinth.core.platform import Platform
 from plinth.errors import Conflict, InvalidInput, NotFound, ServiceUnavailable
 from plinth.registry.aliases import AliasService
+from plinth.registry.servable import check_servable
 from plinth.registry.service import RegistryService
 from plinth.registry.uri import parse
 from plinth.serving import schemas as s
@@ -159,7 +162,7 @@ class DeploymentService:
                 found = self.registry.get_version(
                     project, spec.model, pinned.version, principal=principal
                 )
-                _servable(found, spec.model)
+                check_servable(found)
             return spec.model_copy(update={"split": before.split, "shadow": before.shadow})
 
         return self._change(project, name, "rollback", change, reason, principal, holder)
@@ -371,7 +374,7 @@ class DeploymentService:
         else:
             assert ref.version is not None
             found = self.registry.get_version(project, ref.name, ref.version, principal=principal)
-        _servable(found, ref.name)
+        check_servable(found, uri)
         return s.Pinned(uri=uri, version=found.version, run_id=found.run_id)
 
     def _require(
@@ -401,6 +404,7 @@ class DeploymentService:
         if wanted is not None:
             if wanted in used:
                 raise Conflict(f"port {wanted} is taken by another deployment")
+            _check_port_free(wanted)
             return wanted
         for _ in range(20):
             port = _free_port()
@@ -503,12 +507,21 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def _servable(found: Any, model: str) -> None:
-    """Refuse a version that may not be served: archived, or a pickle not marked."""
-    if found.status != "ready":
-        raise Conflict(f"version {found.version} of {model!r} is {found.status}")
-    if found.needs_pickle and not found.unsafe_pickle:
-        raise Conflict(
-            f"version {found.version} of {model!r} needs pickle to load: a platform admin "
-            "must mark it unsafe_pickle before it can be deployed"
-        )
+def _check_port_free(port: int) -> None:
+    """Refuse a port another program listens on: replicas bind it with SO_REUSEPORT,
+    so they would fail, or share its traffic with the stranger. The probe binds without
+    SO_REUSEPORT (any listener there refuses it) but with SO_REUSEADDR, so connections
+    closed lately (TIME_WAIT) do not count as a listener."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as exc:
+            why = (
+                "in use on 127.0.0.1 by another program"
+                if exc.errno == errno.EADDRINUSE
+                else f"not usable on 127.0.0.1 ({exc.strerror})"
+            )
+            raise Conflict(
+                f"port {port} is {why}: choose another port, or leave it out to get a free one"
+            ) from None

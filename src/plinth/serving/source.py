@@ -5,7 +5,8 @@ digest by ``Client.download_model``).
 
 Pickle is a decision made here, once: a registry version may load with pickle only
 when an admin marked it ``unsafe_pickle``; a local directory only when the caller
-passed ``--unsafe-pickle``.
+passed ``--unsafe-pickle``. A registry version is served only if a deployment could
+serve it (``registry/servable.py``): never an archived one, by number or by alias.
 """
 
 from __future__ import annotations
@@ -15,9 +16,14 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from plinth.errors import InvalidInput, NotFound
 from plinth.serving.model import refuse_pickle
+
+if TYPE_CHECKING:
+    from plinth.client import Client
+    from plinth.registry.schemas import ModelVersion
 
 URI_PREFIX = "models:/"
 
@@ -65,26 +71,13 @@ def _local(directory: Path, name: str | None, unsafe_pickle: bool) -> Resolved:
 def _download(uri: str, home: Path, name: str | None) -> Resolved:
     from plinth.client import Client
     from plinth.registry.flavors import read_meta
-    from plinth.tracking.schemas import DIGEST
+    from plinth.registry.servable import check_servable
 
-    # Kept by the version's digest: no name from the server reaches the filesystem, and
-    # a copy another process is loading is never replaced (the same digest, the same
-    # bytes: whoever renames first wins and the other uses theirs).
-    cache = home / "serving" / "models" / "by-digest"
-    cache.mkdir(parents=True, exist_ok=True)
-    incoming = Path(tempfile.mkdtemp(prefix=".incoming-", dir=cache))
-    try:
-        version = Client().download_model(uri, incoming)
-        if not re.fullmatch(DIGEST, version.digest):
-            raise InvalidInput(f"the server named {uri} by a digest that is not one")
-        directory = cache / version.digest
-        try:
-            incoming.rename(directory)
-        except OSError:
-            if not (directory / "MLmodel.json").is_file():
-                raise
-    finally:
-        shutil.rmtree(incoming, ignore_errors=True)
+    with Client() as client:
+        found = client.get_model_version(uri)
+        check_servable(found, uri)  # the check a deployment makes, before any download
+        # By number: an alias that moves meanwhile does not change what was checked.
+        version, directory = _fetch(client, found.uri, home)
     meta = read_meta(directory)
     refuse_pickle(
         meta,
@@ -99,3 +92,28 @@ def _download(uri: str, home: Path, name: str | None) -> Resolved:
         allow_pickle=version.unsafe_pickle,
         digest=version.digest,
     )
+
+
+def _fetch(client: Client, uri: str, home: Path) -> tuple[ModelVersion, Path]:
+    """The version's files in the cache, kept by the version's digest: no name from the
+    server reaches the filesystem, and a copy another process is loading is never
+    replaced (the same digest, the same bytes: whoever renames first wins and the
+    other uses theirs)."""
+    from plinth.tracking.schemas import DIGEST
+
+    cache = home / "serving" / "models" / "by-digest"
+    cache.mkdir(parents=True, exist_ok=True)
+    incoming = Path(tempfile.mkdtemp(prefix=".incoming-", dir=cache))
+    try:
+        version = client.download_model(uri, incoming)
+        if not re.fullmatch(DIGEST, version.digest):
+            raise InvalidInput(f"the server named {uri} by a digest that is not one")
+        directory = cache / version.digest
+        try:
+            incoming.rename(directory)
+        except OSError:
+            if not (directory / "MLmodel.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(incoming, ignore_errors=True)
+    return version, directory

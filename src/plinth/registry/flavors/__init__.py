@@ -25,6 +25,7 @@ from plinth.registry.flavors.meta import META_FILE, ModelMeta, read_meta, write_
 from plinth.registry.signature import Signature
 
 __all__ = [
+    "FLAVORS",
     "Flavor",
     "ModelMeta",
     "Predictor",
@@ -44,6 +45,7 @@ _FLAVORS = {
     "tensorflow": "plinth.registry.flavors.keras:TensorFlowFlavor",
     "python": "plinth.registry.flavors.python:PythonFlavor",
 }
+FLAVORS = tuple(_FLAVORS)  # the flavors a server can load
 
 
 def get_flavor(name: str) -> Flavor:

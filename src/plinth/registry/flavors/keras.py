@@ -1,8 +1,10 @@
 """Keras 3 ``.keras`` files (flavor "keras") and TensorFlow SavedModels ("tensorflow").
 
 Keras files are loaded with ``safe_mode=True``, which refuses the one way they can
-carry code (a ``Lambda`` layer's bytecode). A SavedModel is a graph with no Python in
-it; it is called through its serving signature, which also names its inputs.
+carry code (a ``Lambda`` layer's bytecode, or a ``TFSMLayer`` loading a SavedModel
+from any path). A SavedModel is a graph with no Python in it, but its ops may read and
+write files: its graph is checked before it loads (``tf_graph.py``). It is called
+through its serving signature, which also names its inputs.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import numpy as np
 
 from plinth.errors import InvalidInput, require
 from plinth.registry.flavors.base import Predictor, imported, model_file, no_options
+from plinth.registry.flavors.tf_graph import check_saved_model
 from plinth.registry.signature import Signature, TensorSpec
 
 KERAS_FILE = "model.keras"
@@ -91,6 +94,7 @@ class TensorFlowFlavor:
     def load(self, directory: Path, options: dict[str, Any]) -> Predictor:
         tf = require("tensorflow", "tensorflow")
         model_file(directory, f"{SAVED_MODEL}/saved_model.pb")
+        check_saved_model(directory / SAVED_MODEL)  # before TensorFlow runs any of it
         loaded = tf.saved_model.load(str(directory / SAVED_MODEL))
         key = str(options.get("signature_key", SERVING))
         if key not in loaded.signatures:

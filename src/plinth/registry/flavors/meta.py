@@ -16,6 +16,8 @@ META_FILE = "MLmodel.json"
 MLFLOW_META_FILE = "MLmodel"  # an MLflow model directory's description, in YAML
 MAX_META_BYTES = 1 << 20  # a signature of thousands of columns fits many times over
 MLFLOW_SKOPS = "model.skops"  # MLflow's sklearn flavor, serialization_format="skops"
+# Any other MLflow model: kept and downloaded, never loaded by Plinth (no loader).
+MLFLOW_FLAVOR = "mlflow"
 
 
 class ModelMeta(BaseModel):
@@ -65,7 +67,7 @@ def meta_from_mlflow(raw: bytes) -> ModelMeta:
     ``sklearn`` flavor (the same ``model.skops``; MLflow's ``skops_trusted_types`` are the
     types it may build, each checked again at load). Any other MLflow model loads through
     MLflow's own code and pickle: it is flavor ``mlflow``, marked as needing pickle, so
-    it is kept and downloaded but never loaded by a server unless an admin allows it.
+    it is kept and downloaded, but no Plinth server loads it (there is no loader).
     """
     import yaml
 
@@ -88,7 +90,7 @@ def meta_from_mlflow(raw: bytes) -> ModelMeta:
         return ModelMeta(
             flavor="sklearn", files=[MLFLOW_SKOPS], flavor_options={"trusted_types": trusted}
         )
-    return ModelMeta(flavor="mlflow", unsafe_pickle=True, files=[])
+    return ModelMeta(flavor=MLFLOW_FLAVOR, unsafe_pickle=True, files=[])
 
 
 def write_meta(directory: Path, meta: ModelMeta) -> None:
