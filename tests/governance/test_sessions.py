@@ -11,6 +11,7 @@ import pytest
 import plinth
 from plinth import errors
 from plinth.client import Client
+from plinth.core.platform import Platform
 from plinth.settings import Settings
 
 PASSWORD = "correct horse battery staple"
@@ -235,3 +236,54 @@ def test_another_users_password_is_refused_as_an_unknown_users(
         ("refused", user, {"error": "NotFound", "message": f"no user {user!r}"})
         for user in ("root", "nobody")
     ]
+
+
+class _CountingHasher:
+    """The service's argon2 hasher, counting the hashes it checks."""
+
+    def __init__(self, hasher: Any) -> None:
+        self.hasher, self.verified = hasher, 0
+
+    def verify(self, stored: str, password: str) -> bool:
+        self.verified += 1
+        return bool(self.hasher.verify(stored, password))
+
+    def hash(self, password: str) -> str:
+        return str(self.hasher.hash(password))
+
+
+def test_a_login_costs_a_hash_check_whoever_it_names(
+    browser: tuple[Any, Client], platform: Platform
+) -> None:
+    """No user, a user with no password and a wrong password all take one argon2 check,
+    so the time a refusal takes does not tell which names have passwords."""
+    from plinth.governance.sessions import SessionService
+
+    _, root = browser
+    root.create_user("nopassword")
+    service = SessionService(platform)
+    counting = _CountingHasher(service.hasher)
+    service.hasher = counting  # type: ignore[assignment]
+    for user in ("nobody", "nopassword", "root"):
+        before = counting.verified
+        with pytest.raises(errors.Unauthenticated, match="wrong user name or password"):
+            service.login(user, "not it", "10.0.0.1")
+        assert counting.verified == before + 1, user
+    assert service.login("root", PASSWORD, "10.0.0.1").principal.name == "root"
+
+
+def test_failed_login_counts_for_names_tried_long_ago_are_dropped(
+    platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from plinth.governance import sessions
+
+    service = sessions.SessionService(platform)
+    clock = [1000.0]
+    monkeypatch.setattr(sessions.time, "monotonic", lambda: clock[0])
+    for i in range(3 * sessions.PRUNE_AT):
+        service._record_failure(f"guess-{i}", "10.0.0.2")
+        clock[0] += 0.5  # one new name every half a second: the window holds 120
+    assert len(service._failures) <= sessions.PRUNE_AT + 1
+    assert ("guess-0", "10.0.0.2") not in service._failures
+    last = f"guess-{3 * sessions.PRUNE_AT - 1}"
+    assert (last, "10.0.0.2") in service._failures  # the recent are still counted

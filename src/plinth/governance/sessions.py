@@ -14,6 +14,7 @@ Either way every other session of that user ends.
 from __future__ import annotations
 
 import collections
+import contextlib
 import hashlib
 import hmac
 import secrets
@@ -33,6 +34,7 @@ from plinth.governance import tables as t
 SESSION_SECONDS = 12 * 3600
 MIN_PASSWORD = 12
 MAX_FAILURES, FAILURE_WINDOW_S = 5, 60.0
+PRUNE_AT = 1024  # (user, source) pairs with failures kept before the stale are dropped
 NO_ADMIN_YET = (
     "there is no admin yet: create the first one with 'plinth admin init' on the "
     "machine that holds this Plinth home"
@@ -66,6 +68,8 @@ class SessionService:
         self.hasher = PasswordHasher()
         self._failures: dict[tuple[str, str], collections.deque[float]] = {}
         self._lock = threading.Lock()
+        self._prune_at = PRUNE_AT
+        self._decoy_hash: str | None = None
 
     def set_password(
         self,
@@ -112,7 +116,8 @@ class SessionService:
         self._check_rate(user, source)
         with self.db.read() as conn:
             row = conn.execute(sa.select(t.users).where(t.users.c.name == user)).mappings().first()
-        if row is None or not self._verify(row["password_hash"], password):
+        stored = None if row is None else row["password_hash"]
+        if not self._verify(stored, password) or row is None:
             self._record_failure(user, source)
             exc = Unauthenticated("wrong user name or password")
             self.audit.refusal(ANONYMOUS.from_address(source), "login", exc, object=user)
@@ -181,12 +186,21 @@ class SessionService:
             raise PermissionDenied("missing or wrong CSRF token (X-CSRF-Token)")
 
     def _verify(self, stored: str | None, password: str) -> bool:
+        """Whether ``password`` matches ``stored``; as slow for no user, or one with no
+        password, as for a wrong password, so the time taken tells neither apart."""
         if stored is None:
+            with contextlib.suppress(VerificationError):  # a random password's hash
+                self.hasher.verify(self._decoy(), password)
             return False
         try:
             return self.hasher.verify(stored, password)
         except (VerificationError, InvalidHashError):
             return False
+
+    def _decoy(self) -> str:
+        if self._decoy_hash is None:
+            self._decoy_hash = self.hasher.hash(secrets.token_urlsafe(32))
+        return self._decoy_hash
 
     def _check_rate(self, user: str, source: str) -> None:
         with self._lock:
@@ -198,8 +212,14 @@ class SessionService:
                 raise TooManyRequests("too many failed logins; wait a minute")
 
     def _record_failure(self, user: str, source: str) -> None:
+        now = time.monotonic()
         with self._lock:
-            self._failures.setdefault((user, source), collections.deque()).append(time.monotonic())
+            self._failures.setdefault((user, source), collections.deque()).append(now)
+            if len(self._failures) > self._prune_at:  # names tried once are not kept forever
+                cutoff = now - FAILURE_WINDOW_S
+                for key in [k for k, times in self._failures.items() if times[-1] < cutoff]:
+                    del self._failures[key]
+                self._prune_at = max(PRUNE_AT, 2 * len(self._failures))
 
 
 _PASSWORD_OF = sa.select(t.users.c.id, t.users.c.password_hash).where(
