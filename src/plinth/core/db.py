@@ -108,6 +108,9 @@ class SQLiteDialect(Dialect):
             connect_args={"timeout": BUSY_TIMEOUT_S, "check_same_thread": False},
             pool_size=8,
             max_overflow=16,
+            # the connection used last is used next: its page cache is the warm one (a
+            # connection that sat out other commits reads their pages again)
+            pool_use_lifo=True,
         )
         _configure_sqlite(engine, synchronous)
         return engine
