@@ -42,7 +42,7 @@ from typing import Any
 from sqlalchemy.engine import Connection
 
 from plinth.compute import launch
-from plinth.compute.executors import Executor, Handle, Status, by_name
+from plinth.compute.executors import Executor, Handle, Status, by_name, sandbox
 from plinth.compute.resources import Node, nodes_from_settings, parse_memory
 from plinth.compute.scheduler import Placement, Quota, Request, Scheduler
 from plinth.compute.store import JobStore, Outcome, allocations_of, handles_of, request_of
@@ -53,6 +53,7 @@ from plinth.core.platform import Platform
 from plinth.errors import DigestMismatch, PlinthError
 from plinth.governance.identity import IdentityService
 from plinth.governance.secrets import SecretsService
+from plinth.serving.supervisor import DeploymentSupervisor
 from plinth.tracking import schemas as ts
 from plinth.tracking.service import TrackingService
 
@@ -92,7 +93,10 @@ class Dispatcher:
         tracking: TrackingService,
         identity: IdentityService,
         secrets: SecretsService,
+        supervisor: DeploymentSupervisor,
     ) -> None:
+        # deployments' replicas run in the jobs' sandbox, hiding what jobs may not see
+        supervisor.use_sandbox(sandbox.Provider(lambda: launch.server_paths(self.settings)))
         self.platform = platform
         self.settings = platform.settings
         self.compute = platform.settings.compute

@@ -1,7 +1,8 @@
 """``python -m plinth.serving SOURCE [options]``: the same as ``plinth serve``, for
 hosts that start the server without the ``plinth`` command; and ``python -m
-plinth.serving --replica CONFIG --socket PATH --deployment ID``, a deployment's replica
-as its control plane starts it (runtime.py)."""
+plinth.serving --replica CONFIG --socket PATH --deployment ID [--secret-fd FD]``, a
+deployment's replica as its control plane starts it (runtime.py): ``ID`` only names
+the process, ``FD`` is the pipe its secret comes through."""
 
 from __future__ import annotations
 
@@ -16,7 +17,13 @@ def main() -> None:
         if sys.argv[1:2] == ["--replica"]:
             from plinth.serving.runtime import replica_main
 
-            replica_main(sys.argv[2], sys.argv[4])
+            options = dict(zip(sys.argv[1::2], sys.argv[2::2], strict=False))
+            secret_fd = options.get("--secret-fd")
+            replica_main(
+                options["--replica"],
+                options["--socket"],
+                None if secret_fd is None else int(secret_fd),
+            )
             return
         serve_app(prog_name="plinth serve")
     except PlinthError as exc:

@@ -53,6 +53,9 @@ class RecordSettings:
     max_field_bytes: int = 64 << 10  # inputs (or outputs) over this are left out (line())
     rotate_bytes: int = 64 << 20  # a file over this is closed and the next one opened
     fsync_seconds: float = 2.0  # the most a power cut may lose of what was flushed
+    # names this process's files: its pid, or the one its supervisor knows it by (in a
+    # sandbox every replica is pid 2 of a PID namespace of its own)
+    process: int | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.sample <= 1.0:
@@ -238,7 +241,8 @@ class _Files:
             c if c.isascii() and (c.isalnum() or c in "-.") else "-" for c in socket.gethostname()
         )
         started = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-        self._stem = f"records-{host}-{os.getpid()}-{started}"
+        process = os.getpid() if settings.process is None else settings.process
+        self._stem = f"records-{host}-{process}-{started}"
         self._sequence = 0
         self._synced = time.monotonic()
         self._dirty = False

@@ -14,14 +14,31 @@ the control plane says otherwise; changed live through the admin endpoint) under
 home's ``serving/records/DEPLOYMENT_ID/`` (``records_dir``), which outlives the
 deployment's own folder.
 
-The admin secret reaches a replica through its environment only (the child's, never
-this process's), and the replica removes it from its own environment at once.
+A replica serves its versions from the deployment's own folder (``versions/N``: the
+supervisor links or copies them there from its cache, read-only), and answers its
+control plane on a socket in a folder of the deployment's own (``socket_dir``). The
+admin secret never lies in a replica's environment (where ``/proc/PID/environ`` would
+keep it): it comes through a pipe (``--secret-fd``) that the replica reads to its end
+and closes, followed by the pid its control plane knows it by.
+
+On a server with sign-in (``ReplicaPlan.sandbox``, with ``hidden`` what the server
+keeps) a replica runs in the jobs' sandbox (compute/executors/sandbox.py), since a model an editor
+registered is that project's code (a pickle, a TensorFlow graph's file ops): its
+namespaces, every file system read-only, the home and the other hidden paths covered,
+a ``/tmp`` and ``/dev`` of its own, no capabilities, user 65534 under a root server,
+and an environment of its own (``replica_env``), none of the server's. Bound back in:
+the deployment's folder read-only (its config and the versions it serves: another
+deployment's files are not there, and none it can change), its working folder and
+``/tmp`` (``replica-N/``, made afresh at each start), its records folder and its
+socket folder, writable. A replica whose sandbox cannot be made does not start
+(``ReplicaStartError``): never unsandboxed.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import stat
@@ -29,14 +46,47 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from plinth.errors import ServiceUnavailable
 
+# a replica started by hand (not by its control plane) may take its secret from here
 SECRET_ENV = "PLINTH_REPLICA_SECRET"
 ALIVE = ("starting", "ready")
+# what of the server's environment a sandboxed replica keeps: nothing secret
+REPLICA_ENV = ("PYTHONPATH", "LANG", "LC_ALL", "TZ", "CUDA_VISIBLE_DEVICES")
+
+
+class ReplicaStartError(ServiceUnavailable):
+    """A replica could not be started at all (no sandbox can be made here)."""
+
+
+class Sandbox(Protocol):
+    """The jobs' sandbox (compute/executors/sandbox.py ``Provider``), handed to serving
+    by compute's dispatcher: serving may not import compute (compute imports serving,
+    through governance)."""
+
+    @property
+    def machinery_env(self) -> Mapping[str, str]: ...  # the sandbox's own programs'
+
+    def server_paths(self) -> tuple[Path, ...]: ...  # what it hides: the server's
+
+    def command(
+        self,
+        hidden: Sequence[Path],
+        work: Path,
+        tmp: Path,
+        *,
+        readable: Sequence[Path],
+        writable: Sequence[Path],
+        who: str,
+    ) -> list[str]: ...  # raises OSError where none can be made
+
+    def environment(self, env: Mapping[str, str]) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -47,7 +97,9 @@ class ReplicaPlan:
     port: int
     secret: str
     config: dict[str, Any]  # name, generation, versions (directories), split, shadow
-    directory: Path  # the deployment's own folder under the home (config, sockets, logs)
+    directory: Path  # the deployment's own folder under the home (config, versions, logs)
+    sandbox: Sandbox | None = None  # None: the replicas run as the server's user
+    hidden: tuple[Path, ...] = ()  # what the sandbox hides from them
 
     @property
     def records_dir(self) -> Path:
@@ -56,9 +108,17 @@ class ReplicaPlan:
 
         return deployment_records_dir(self.directory.parent.parent, self.deployment_id)
 
+    @property
+    def versions_dir(self) -> Path:
+        """Where the replicas find the files of the versions they serve."""
+        return self.directory / "versions"
+
     def socket_path(self, replica: int) -> Path:
-        """Short (a Unix socket's path has at most 107 bytes), in a folder of this
-        user's only."""
+        return self.socket_dir() / f"{replica}.sock"
+
+    def socket_dir(self) -> Path:
+        """The folder of the deployment's admin sockets: short (a Unix socket's path
+        has at most 107 bytes), in a folder of this user's only."""
         folder = Path(tempfile.gettempdir()) / f"plinth-{os.getuid()}"
         folder.mkdir(mode=0o700, exist_ok=True)
         found = os.lstat(folder)  # made by someone else first? never trust it
@@ -67,7 +127,7 @@ class ReplicaPlan:
                 f"{folder} is not a private folder of this user (owner, mode or a link): "
                 "remove it so Plinth can make its own"
             )
-        return folder / f"{self.deployment_id}-{replica}.sock"
+        return folder / self.deployment_id
 
 
 class ReplicaRuntime(Protocol):
@@ -113,34 +173,58 @@ class LocalProcessRuntime:
         self._children: dict[int, subprocess.Popen[bytes]] = {}
 
     def start(self, plan: ReplicaPlan, replica: int) -> int | None:
-        plan.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        """Start the replica; raises ReplicaStartError where its sandbox cannot be made."""
+        prepare_folder(plan.directory)
         config = plan.directory / "config.json"
         written = {"records_dir": str(plan.records_dir), **plan.config, "port": plan.port}
-        _write_private(config, json.dumps(written))
+        _write_file(config, json.dumps(written), 0o644)  # no secret: the replica reads it
         sock = plan.socket_path(replica)
+        sock.parent.mkdir(mode=0o700, exist_ok=True)
+        secret_in, secret_out = os.pipe()
         command = [sys.executable, "-m", "plinth.serving", "--replica", str(config)]
         command += ["--socket", str(sock), "--deployment", plan.deployment_id]
-        with open(plan.directory / f"replica-{replica}.log", "ab") as log:
-            child = subprocess.Popen(
-                command,
-                env={**os.environ, SECRET_ENV: plan.secret},
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        command += ["--secret-fd", str(secret_in)]
+        env: dict[str, str] = {k: v for k, v in os.environ.items() if k != SECRET_ENV}
+        stdin: int = subprocess.DEVNULL
+        cwd: Path | None = None
+        try:
+            if plan.sandbox is not None:
+                cwd = _replica_folders(plan, replica)
+                prefix = _sandbox_command(plan.sandbox, plan, replica)
+                env = dict(plan.sandbox.machinery_env)
+                stdin = plan.sandbox.environment(replica_env(env["PATH"]))
+                command[:0] = prefix
+            with open(plan.directory / f"replica-{replica}.log", "ab") as log:
+                child = subprocess.Popen(
+                    command,
+                    env=env,
+                    cwd=cwd,
+                    stdin=stdin,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    pass_fds=(secret_in,),
+                    start_new_session=True,
+                )
+            # the secret, then the pid the replica is known by (its own is another in
+            # the sandbox's PID namespace): the replica reads them to the pipe's end
+            _write_all(secret_out, f"{plan.secret}\n{child.pid}\n".encode())
+        finally:
+            for fd in (secret_in, secret_out, *([stdin] if stdin >= 0 else [])):
+                os.close(fd)
         self._children[child.pid] = child
         return child.pid
 
     def stop(self, plan: ReplicaPlan, replica: int, pid: int | None) -> None:
         if pid is None or not self._serves(plan, pid):
             return
-        os.kill(pid, signal.SIGTERM)  # uvicorn finishes the requests it holds
+        # the whole group: in a sandbox the replica is below unshare, which ignores it;
+        # uvicorn finishes the requests it holds
+        _signal_group(pid, signal.SIGTERM)
         deadline = time.monotonic() + 10
         while self._serves(plan, pid) and time.monotonic() < deadline:
             time.sleep(0.05)
         if self._serves(plan, pid):
-            os.kill(pid, signal.SIGKILL)
+            _signal_group(pid, signal.SIGKILL)
         child = self._children.pop(pid, None)
         if child is not None:
             child.wait(timeout=5)
@@ -159,7 +243,10 @@ class LocalProcessRuntime:
     def metrics(self, plan: ReplicaPlan, replica: int) -> str | None:
         import httpx
 
-        transport = httpx.HTTPTransport(uds=str(plan.socket_path(replica)))
+        sock = _listening(plan, replica)
+        if sock is None:
+            return None
+        transport = httpx.HTTPTransport(uds=str(sock))
         try:
             with httpx.Client(transport=transport, timeout=2) as http:
                 return http.get("http://replica/metrics").text
@@ -179,12 +266,22 @@ class LocalProcessRuntime:
         return plan.deployment_id.encode() in cmdline
 
 
+def _listening(plan: ReplicaPlan, replica: int) -> Path | None:
+    """The replica's admin socket, if there is one: a socket, not a link a sandboxed
+    replica left in its (writable) socket folder to lead its control plane elsewhere."""
+    sock = plan.socket_path(replica)
+    try:
+        return sock if stat.S_ISSOCK(os.lstat(sock).st_mode) else None
+    except OSError:
+        return None
+
+
 def _admin(plan: ReplicaPlan, replica: int, method: str, body: Any = None) -> Any:
     """The replica's answer on its admin endpoint, or None when it does not answer."""
     import httpx
 
-    sock = plan.socket_path(replica)
-    if not sock.exists():
+    sock = _listening(plan, replica)
+    if sock is None:
         return None
     transport = httpx.HTTPTransport(uds=str(sock))
     headers = {"Authorization": f"Bearer {plan.secret}"}
@@ -197,12 +294,71 @@ def _admin(plan: ReplicaPlan, replica: int, method: str, body: Any = None) -> An
     return answer.json() if answer.status_code == 200 else None
 
 
-def _write_private(path: Path, text: str) -> None:
+def _write_file(path: Path, text: str, mode: int) -> None:
     scratch = path.with_suffix(".tmp")
-    fd = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
     with os.fdopen(fd, "w") as out:
+        os.fchmod(out.fileno(), mode)  # whatever the umask, or an older file's mode
         out.write(text)
     os.replace(scratch, path)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _signal_group(pid: int, signum: int) -> None:
+    with suppress(ProcessLookupError):
+        os.killpg(pid, signum)  # a replica leads its own session and group
+
+
+def prepare_folder(directory: Path) -> None:
+    """The deployment's folder, open to the replicas' user (65534 under a root server)
+    to read, in a folder (``serving/deployments``) that only this user may enter."""
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    os.chmod(directory.parent, 0o700)
+    directory.mkdir(exist_ok=True)
+    os.chmod(directory, 0o755)
+
+
+def replica_env(system_path: str) -> dict[str, str]:
+    """A sandboxed replica's whole environment: none of the server's settings, tokens,
+    database URLs or cloud credentials; ``HOME`` and ``TMPDIR`` its own ``/tmp``."""
+    path = f"{Path(sys.executable).parent}:{system_path}"
+    env = {"PATH": path, "HOME": "/tmp", "TMPDIR": "/tmp", "LANG": "C.UTF-8"}
+    env.update({name: os.environ[name] for name in REPLICA_ENV if name in os.environ})
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def _replica_folders(plan: ReplicaPlan, replica: int) -> Path:
+    """A sandboxed replica's working folder, made afresh (its ``/tmp`` beside it), and
+    its records folder; returns the working folder."""
+    run = plan.directory / f"replica-{replica}"
+    shutil.rmtree(run, ignore_errors=True)
+    (run / "work").mkdir(parents=True)
+    (run / "tmp").mkdir(mode=0o700)
+    plan.records_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return run / "work"
+
+
+def _sandbox_command(sandbox: Sandbox, plan: ReplicaPlan, replica: int) -> list[str]:
+    """The argv prefix of the jobs' sandbox around a replica (sandbox.py): the
+    deployment's folder read-only, its records and socket folders writable."""
+    run = plan.directory / f"replica-{replica}"
+    try:
+        return sandbox.command(
+            plan.hidden,
+            run / "work",
+            run / "tmp",
+            readable=[plan.directory],
+            writable=[plan.records_dir, plan.socket_dir()],
+            who="replicas of deployments",
+        )
+    except OSError as exc:
+        raise ReplicaStartError(str(exc)) from None
 
 
 def reuse_port_socket(host: str, port: int) -> socket.socket:
@@ -215,7 +371,23 @@ def reuse_port_socket(host: str, port: int) -> socket.socket:
     return listener
 
 
-def replica_main(config_path: str, socket_path: str) -> None:
+def read_secret(fd: int | None) -> tuple[str | None, int | None]:
+    """The secret and the pid the control plane knows this replica by, read from the
+    pipe ``fd`` to its end (then closed); without one (a replica started by hand) the
+    secret of ``SECRET_ENV``, taken out of this process's environment."""
+    if fd is None:
+        return os.environ.pop(SECRET_ENV, None), None
+    data = b""
+    try:
+        while chunk := os.read(fd, 4096):
+            data += chunk
+    finally:
+        os.close(fd)
+    secret, _, pid = data.decode().partition("\n")
+    return secret, int(pid) if pid.strip().isdecimal() else None
+
+
+def replica_main(config_path: str, socket_path: str, secret_fd: int | None = None) -> None:
     """A replica: load every version of the config, serve them on the shared port and
     on the admin socket until SIGTERM."""
     import uvicorn
@@ -224,14 +396,15 @@ def replica_main(config_path: str, socket_path: str) -> None:
     from plinth.serving.records import Recorder, RecordSettings
     from plinth.serving.split import from_config
 
-    secret = os.environ.pop(SECRET_ENV, None)
+    secret, known_pid = read_secret(secret_fd)
     if not secret:
         raise SystemExit("a replica needs its secret from the control plane")
     config = json.loads(Path(config_path).read_text())
     recorder = None
     if config.get("records_dir"):  # always there, so that sampling can start live
         sample = float(config.get("record_sample") or 0.0)
-        recorder = Recorder(RecordSettings(Path(config["records_dir"]), sample))
+        settings = RecordSettings(Path(config["records_dir"]), sample, process=known_pid)
+        recorder = Recorder(settings)
     app = ServingApp(from_config(config), admin_secret=secret, recorder=recorder)
     public = reuse_port_socket("127.0.0.1", int(config["port"]))
     Path(socket_path).unlink(missing_ok=True)

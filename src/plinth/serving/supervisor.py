@@ -7,11 +7,23 @@ and every replica of a deployment that is gone. The replicas' pids and states li
 ``deployment_replicas``, so a restarted Plinth server adopts replicas still running
 and restarts the others. It runs at the app's start, every second (``tick``, which
 also autoscales), and after each change the service commits.
+
+The files of each version a deployment serves are fetched once into the home's cache
+(``serving/models``) and linked (or copied) read-only into the deployment's own folder
+(``versions/N``), checked against the version's digest first: a damaged cache is
+fetched again, and a replica that stops has its deployment's versions checked, so that
+damaged files are linked afresh before it starts again. On a server with sign-in
+(and ``compute.local_sandbox``, as for jobs) replicas run in the jobs' sandbox, which
+compute's dispatcher hands over (``use_sandbox``; runtime.py); one whose sandbox cannot
+be made is ``failed``, and the deployment's history says why.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
+import os
 import shutil
 import tempfile
 import threading
@@ -24,16 +36,25 @@ import sqlalchemy as sa
 from plinth.core.access import Principal
 from plinth.core.platform import Platform
 from plinth.errors import DigestMismatch
-from plinth.registry.manifest import manifest_digest
+from plinth.registry.manifest import check_directory, manifest_digest
 from plinth.registry.service import RegistryService
 from plinth.serving import autoscaler
 from plinth.serving import schemas as s
 from plinth.serving import tables as t
-from plinth.serving.runtime import LocalProcessRuntime, MemoryRuntime, ReplicaPlan, ReplicaRuntime
+from plinth.serving.runtime import (
+    LocalProcessRuntime,
+    MemoryRuntime,
+    ReplicaPlan,
+    ReplicaRuntime,
+    ReplicaStartError,
+    Sandbox,
+    prepare_folder,
+)
 
 log = logging.getLogger("plinth.serving")
 SYSTEM = Principal(name="plinth-supervisor", is_admin=True)
 CLAIM_SECONDS = 30.0  # a replica being started by another supervisor is left alone this long
+FAILED = "replica-failed"  # the history's entry for a replica that could not start
 
 
 def backoff(restarts: int) -> float:
@@ -46,7 +67,11 @@ class DeploymentSupervisor:
         self.db = platform.db
         self.projects = platform.projects
         self.registry = registry
+        self.settings = platform.settings
         self.root = platform.settings.home / "serving"
+        self._signed_in = False  # once on, sign-in never turns off
+        # the jobs' sandbox, handed over by compute's dispatcher (use_sandbox)
+        self.sandbox: Sandbox | None = None
         self.runtimes: dict[str, ReplicaRuntime] = {
             "local": LocalProcessRuntime(),
             "memory": MemoryRuntime(),
@@ -147,7 +172,7 @@ class DeploymentSupervisor:
         now = time.time()
         if row is None:
             if self._claim_new(plan.deployment_id, replica, now):
-                self._launch(plan, runtime, replica, restarts=0)
+                self._launch(plan, runtime_name, replica, restarts=0)
             return
         state = runtime.status(plan, replica, row.pid)
         if state == "stale":
@@ -170,16 +195,77 @@ class DeploymentSupervisor:
                 next_start_at=now + backoff(restarts),
             )
             log.warning("replica %s of deployment %s stopped", replica, plan.deployment_id)
+            self._drop_damaged(plan)  # refused its files? they are linked afresh
             return
         if (row.next_start_at or 0) <= now and self._claim_restart(row, now):
-            self._launch(plan, runtime, replica, restarts=row.restarts)
+            self._launch(plan, runtime_name, replica, restarts=row.restarts)
 
-    def _launch(
-        self, plan: ReplicaPlan, runtime: ReplicaRuntime, replica: int, restarts: int
-    ) -> None:
-        pid = runtime.start(plan, replica)
+    def _launch(self, plan: ReplicaPlan, runtime_name: str, replica: int, restarts: int) -> None:
+        runtime = self.runtimes[runtime_name]
+        try:
+            if runtime_name == "local" and self._sandboxed():
+                if self.sandbox is None:
+                    raise ReplicaStartError(
+                        "replicas of a server with sign-in run in a sandbox, and none was given"
+                    )
+                hidden = self.sandbox.server_paths()
+                plan = dataclasses.replace(plan, sandbox=self.sandbox, hidden=hidden)
+            pid = runtime.start(plan, replica)
+        except ReplicaStartError as exc:
+            self._failed(plan.deployment_id, replica, restarts + 1, exc.message)
+            return
         state = "starting" if pid is not None else runtime.status(plan, replica, None)
         self._update(plan.deployment_id, replica, pid=pid, state=state, restarts=restarts)
+
+    def use_sandbox(self, sandbox: Sandbox) -> None:
+        """Run local replicas in ``sandbox`` where they must (compute gives it)."""
+        self.sandbox = sandbox
+
+    def _sandboxed(self) -> bool:
+        """Whether a local replica runs in the sandbox, by the jobs' rule (the
+        dispatcher's ``_sandboxed``): on a server with sign-in, unless
+        ``compute.local_sandbox`` is off."""
+        return self.settings.compute.local_sandbox and self._auth_enabled()
+
+    def _auth_enabled(self) -> bool:
+        """Whether the server has sign-in: a user exists (governance's table, read by
+        name: serving may not import governance, which imports serving)."""
+        if not self._signed_in:
+            users = sa.table("users")
+            with self.db.read() as conn:
+                found = conn.execute(sa.select(sa.func.count()).select_from(users)).scalar_one()
+            self._signed_in = bool(found)
+        return self._signed_in
+
+    def _failed(self, deployment_id: str, replica: int, restarts: int, why: str) -> None:
+        """A replica that could not start at all: ``failed``, tried again after the
+        back-off; the reason is logged and, once, written in the deployment's history."""
+        now = time.time()
+        self._update(
+            deployment_id,
+            replica,
+            state="failed",
+            pid=None,
+            restarts=restarts,
+            next_start_at=now + backoff(restarts),
+        )
+        log.error("replica %s of deployment %s cannot start: %s", replica, deployment_id, why)
+        ev = t.deployment_events
+        with self.db.write() as conn:
+            last = conn.execute(
+                sa.select(ev.c.action, ev.c.reason)
+                .where(ev.c.deployment_id == deployment_id)
+                .order_by(ev.c.id.desc())
+                .limit(1)
+            ).first()
+            spec = conn.execute(
+                sa.select(t.deployments.c.spec).where(t.deployments.c.id == deployment_id)
+            ).scalar()
+            if spec is None or (last is not None and tuple(last) == (FAILED, why)):
+                return
+            values = {"deployment_id": deployment_id, "action": FAILED, "before": spec}
+            values |= {"after": spec, "actor": SYSTEM.name, "at": now, "reason": why}
+            conn.execute(ev.insert(), values)
 
     def _stop_extra(self, plan: ReplicaPlan, runtime_name: str, keep: int) -> None:
         runtime = self.runtimes[runtime_name]
@@ -208,6 +294,8 @@ class DeploymentSupervisor:
         with self.db.write() as conn:
             conn.execute(r.delete().where(r.c.deployment_id == deployment_id))
         shutil.rmtree(directory, ignore_errors=True)
+        with contextlib.suppress(Exception):  # a socket folder not ours to enter: left
+            shutil.rmtree(plan.socket_dir(), ignore_errors=True)
 
     # plans and model files -------------------------------------------------------------
 
@@ -215,12 +303,13 @@ class DeploymentSupervisor:
         spec = s.DeploymentSpec.model_validate_json(row.spec)
         with self.db.read() as conn:
             project = self.projects.names(conn, {row.project_id})[row.project_id]
+        directory = self.root / "deployments" / row.id
         versions = []
         for version in spec.versions():
             entry: dict[str, Any] = {"version": version, "allow_pickle": False}
             if materialize and row.runtime == "local":
-                directory, allow, digest = self._files(project, spec.model, version)
-                entry.update(directory=str(directory), allow_pickle=allow, digest=digest)
+                served, allow, digest = self._served(project, spec.model, version, directory)
+                entry.update(directory=str(served), allow_pickle=allow, digest=digest)
             versions.append(entry)
         config = {
             "name": spec.model,
@@ -231,8 +320,47 @@ class DeploymentSupervisor:
             "record_sample": spec.record_sample,
             "device": spec.device,
         }
-        directory = self.root / "deployments" / row.id
         return ReplicaPlan(row.id, row.port, row.secret, config, directory)
+
+    def _served(
+        self, project: str, name: str, version: int, directory: Path
+    ) -> tuple[Path, bool, str]:
+        """The version's files in the deployment's own ``directory`` (all that its
+        replicas see of the home, in a sandbox), linked there read-only from the cache
+        once the cache is found to match the digest (else fetched again, once); whether
+        it may unpickle, and its digest."""
+        cache, allow, digest = self._files(project, name, version)
+        target = directory / "versions" / str(version)
+        if (target / "MLmodel.json").is_file():
+            return target, allow, digest
+        what = f"version {version} of {name!r}"
+        try:
+            check_directory(cache, digest, what)
+        except DigestMismatch:
+            log.warning("%s: the cached files do not match its digest: fetching them again", what)
+            shutil.rmtree(cache, ignore_errors=True)
+            cache, allow, digest = self._files(project, name, version)
+            check_directory(cache, digest, what)
+        prepare_folder(directory)
+        _link_tree(cache, target)
+        return target, allow, digest
+
+    def _drop_damaged(self, plan: ReplicaPlan) -> None:
+        """Remove each version in the deployment's folder whose files no longer match
+        its digest (a replica refuses them): the next start links them afresh from the
+        cache, which is itself checked (and fetched again if damaged)."""
+        versions = plan.directory / "versions"
+        for entry in plan.config["versions"]:
+            served, digest = entry.get("directory"), entry.get("digest")
+            if not served or not digest or not Path(served).is_relative_to(versions):
+                continue
+            try:
+                check_directory(Path(served), digest, f"version {entry['version']}")
+            except DigestMismatch:
+                log.warning("deployment %s: %s is damaged: removed", plan.deployment_id, served)
+                shutil.rmtree(served, ignore_errors=True)
+            except OSError:
+                shutil.rmtree(served, ignore_errors=True)
 
     def _files(self, project: str, name: str, version: int) -> tuple[Path, bool, str]:
         """The version's files in the home's cache (a replica checks them against the
@@ -357,3 +485,34 @@ class DeploymentSupervisor:
                     "reason": f"{spec.replicas} -> {wanted} replicas on in-flight requests",
                 },
             )
+
+
+def _link_tree(source: Path, target: Path) -> None:
+    """``source``'s files at ``target``, hard links where the file system allows (else
+    copies), each file read-only (mode 0444, open to the replicas' user) and made
+    whole before it appears under its name. Only plain files and folders: a link in
+    the cache is refused."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    incoming = Path(tempfile.mkdtemp(prefix=".incoming-", dir=target.parent))
+    try:
+        for path in sorted(source.rglob("*")):
+            placed = incoming / path.relative_to(source)
+            if path.is_symlink():
+                raise DigestMismatch(f"{path}: a link in the model cache")
+            if path.is_dir():
+                placed.mkdir(mode=0o755)
+                continue
+            try:
+                os.link(path, placed)
+            except OSError:  # another file system, or no hard links there
+                shutil.copyfile(path, placed)
+            os.chmod(placed, 0o444)
+        for folder in (incoming, *(p for p in incoming.rglob("*") if p.is_dir())):
+            os.chmod(folder, 0o755)
+        try:
+            incoming.rename(target)
+        except OSError:  # another supervisor linked it first: theirs is as good
+            if not (target / "MLmodel.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(incoming, ignore_errors=True)

@@ -1,6 +1,7 @@
 """A sandbox for a local worker of a server with sign-in: it must not read what the
 server keeps, nor change anything outside its own folders, nor ask another program to
-act for it.
+act for it. The same sandbox runs each replica of a deployment on such a server
+(serving/runtime.py): a model an editor registered is that project's code too.
 
 A job on the local executor runs as the server's operating-system user, so without
 this it could read the server's database, artifact store and master key, every
@@ -24,7 +25,9 @@ namespace too when the server is not root):
     a directory by an empty tmpfs, a file by ``/dev/null``;
   - the job's working directory, which lies inside the home, is bound back in place,
     writable, from a descriptor taken before the cover (``..`` from it reaches the
-    empty cover, not the real parent);
+    empty cover, not the real parent); so are the other folders a caller names
+    (``readable``, ``writable``: a replica's deployment folder read-only, its records
+    and socket folders writable), and nothing else of what is hidden;
   - ``/dev`` is its own: the harmless devices (``null``, ``zero``, ``full``,
     ``random``, ``urandom``, ``tty``), the GPUs' (NVIDIA, DRI, ROCm, InfiniBand), a
     private ``/dev/shm`` (no larger than the job's memory limit, since its files count
@@ -145,6 +148,35 @@ def _programs() -> tuple[str, str, str] | str:
     return programs
 
 
+class Provider:
+    """The sandbox as a deployment's replicas take it (serving/runtime.py ``Sandbox``):
+    serving may not import compute, so compute's dispatcher hands it over, with what
+    to hide (``launch.server_paths``, the jobs' own)."""
+
+    machinery_env = MACHINERY_ENV
+
+    def __init__(self, server_paths: Callable[[], tuple[Path, ...]]) -> None:
+        self._server_paths = server_paths
+
+    def server_paths(self) -> tuple[Path, ...]:
+        return self._server_paths()
+
+    def command(
+        self,
+        hidden: Sequence[Path],
+        work: Path,
+        tmp: Path,
+        *,
+        readable: Sequence[Path] = (),
+        writable: Sequence[Path] = (),
+        who: str = "jobs on the local pool",
+    ) -> list[str]:
+        return command(hidden, work, tmp, readable=readable, writable=writable, who=who)
+
+    def environment(self, env: Mapping[str, str]) -> int:
+        return environment(env)
+
+
 def environment(env: Mapping[str, str]) -> int:
     """A descriptor of an anonymous file holding ``env`` as the shell's ``export``
     lines, for the sandbox to give the job: the worker's stdin. Names must be the
@@ -159,24 +191,34 @@ def environment(env: Mapping[str, str]) -> int:
 
 
 def command(
-    hidden: Sequence[Path], work: Path, tmp: Path, shm_bytes: int | None = None
+    hidden: Sequence[Path],
+    work: Path,
+    tmp: Path,
+    shm_bytes: int | None = None,
+    *,
+    readable: Sequence[Path] = (),
+    writable: Sequence[Path] = (),
+    who: str = "jobs on the local pool",
 ) -> list[str]:
     """The argv prefix that runs a command in a sandbox hiding ``hidden`` but for
     ``work``, its working directory, with ``tmp`` as its ``/tmp`` and a ``/dev/shm``
-    of ``shm_bytes`` at most (None: the kernel's default); run it with
-    ``MACHINERY_ENV`` as its environment and the job's on stdin (``environment``).
-    Raises OSError where no sandbox can be made."""
+    of ``shm_bytes`` at most (None: the kernel's default); ``readable`` and
+    ``writable`` are more folders bound back in place, read-only or writable (a
+    deployment's replica: its own folder, its records). Run it with ``MACHINERY_ENV``
+    as its environment and the job's on stdin (``environment``); descriptors passed
+    besides (``pass_fds``) reach the job. Raises OSError, naming ``who`` runs there,
+    where no sandbox can be made."""
     found = _programs()
     if isinstance(found, str):
         raise OSError(
-            "jobs on the local pool of a server with sign-in run in a sandbox (Linux mount "
-            f"and PID namespaces), and {found}; set PLINTH_COMPUTE__LOCAL_SANDBOX=false to "
-            "run them as the server's own user (see docs/security.md)"
+            f"{who} of a server with sign-in run in a sandbox (Linux mount and PID "
+            f"namespaces), and {found}; set PLINTH_COMPUTE__LOCAL_SANDBOX=false to run "
+            "them as the server's own user (see docs/security.md)"
         )
     if os.geteuid() == 0 and _job_uid():
-        for folder in (work, tmp):
+        for folder in (work, tmp, *writable):
             _hand_over(folder)
-    return _argv(found, hidden, work, tmp, shm_bytes)
+    return _argv(found, hidden, work, tmp, shm_bytes, readable=readable, writable=writable)
 
 
 @cache
@@ -281,6 +323,8 @@ def _argv(
     shm_bytes: int | None = None,
     python: str | None = None,
     as_root: bool | None = None,
+    readable: Sequence[Path] = (),
+    writable: Sequence[Path] = (),
 ) -> list[str]:
     """The argv prefix; ``python`` (this interpreter) runs the set-up, ``as_root``
     (whether this process is) says whether a user namespace is needed, or whether the
@@ -308,6 +352,10 @@ def _argv(
         *(str(path.resolve()) for path in hidden),  # a link: what it leads to
         "--",
         *_carried(bool(uid)),
+        "--",
+        *(str(path.resolve()) for path in readable),
+        "--",
+        *(str(path.resolve()) for path in writable),
         "--",
     ]
 

@@ -8,7 +8,9 @@ argv: setpriv, env, the job's working directory, its temporary folder, the size 
 runs as (0: the set-up's own, in a user namespace), each hidden path, ``--``, each
 folder the job must still see where a cover would hide it (the server's interpreter and
 code under /tmp, or under a folder that the job's user may not enter), read-only,
-``--``, then the job's argv. Its environment is the
+``--``, each folder bound back in place read-only after the covers (a replica's own
+deployment folder), ``--``, each bound back writable (a replica's records and socket
+folders), ``--``, then the job's argv. Its environment is the
 sandbox's own (never the job's, which arrives on stdin). On success it becomes
 ``/bin/sh`` running the job through ``setpriv`` (every capability dropped) and
 ``env``; on failure it says what it could not do and exits 126.
@@ -170,12 +172,13 @@ def enterable(folder: str, uid: int) -> bool:
     return bool(found.st_mode & (0o010 if found.st_gid == uid else 0o001))
 
 
-def closed_to(uid: int, work: str, seen: list[str]) -> dict[str, list[str]]:
-    """The outermost folders on the way to ``work`` and to each of ``seen`` that user
-    ``uid`` may not enter (``/root``, 0700), each with the folders of ``seen`` below
-    it: covered and those bound back, the job's user gets there."""
+def closed_to(uid: int, made: list[str], seen: list[str]) -> dict[str, list[str]]:
+    """The outermost folders on the way to each of ``made`` (the job's folders, bound
+    later) and of ``seen`` that user ``uid`` may not enter (``/root``, 0700), each with
+    the folders of ``seen`` below it: covered and those bound back, the job's user gets
+    there."""
     found: dict[str, list[str]] = {}
-    for path in (work, *seen):
+    for path in (*made, *seen):
         parts = path.strip("/").split("/")
         for depth in range(1, len(parts)):
             folder = "/" + "/".join(parts[:depth])
@@ -185,18 +188,33 @@ def closed_to(uid: int, work: str, seen: list[str]) -> dict[str, list[str]]:
                 break  # not in this view (below a cover): made afresh, open to all
             if closed:
                 found.setdefault(folder, [])
-                if path != work:
+                if path not in made:
                     found[folder].append(path)
                 break
     return found
 
 
-def set_up(work: str, tmp: str, shm: int, uid: int, hidden: list[str], seen: list[str]) -> None:
+def set_up(
+    work: str,
+    tmp: str,
+    shm: int,
+    uid: int,
+    hidden: list[str],
+    seen: list[str],
+    readable: tuple[str, ...] = (),
+    writable: tuple[str, ...] = (),
+) -> None:
     try:  # before anything covers them
         own, scratch = opened(work), opened(tmp)
         carried = [(opened(path), path) for path in seen]
+        # the job's other folders, bound back after the covers
+        kept = [(path, True) for path in readable] + [(path, False) for path in writable]
+        binds = [(opened(path), path, ro) for path, ro in kept]
     except OSError as exc:
         raise Failed(f"cannot open {exc.filename}") from exc
+    binds.append((own, work, False))
+    binds.sort(key=lambda bound: bound[1].count("/"))  # a folder before those inside it
+    made = [path for _, path, _ in binds]
     # 1. every mount read-only, with its own flags (by path on a kernel before 5.12)
     for at in [] if all_read_only() else writable_mounts():
         try:
@@ -227,9 +245,9 @@ def set_up(work: str, tmp: str, shm: int, uid: int, hidden: list[str], seen: lis
     if uid:
         # (before the covers of what is hidden, which go over what is bound back here)
         others = [p for p in seen if not any(under(p, at) for at in TMPS) and os.path.isdir(p)]
-        for folder, keep in sorted(closed_to(uid, work, others).items()):
+        for folder, keep in sorted(closed_to(uid, made, others).items()):
             try:
-                cover(folder, keep, make=(work,) if under(work, folder) else ())
+                cover(folder, keep, make=tuple(p for p in made if under(p, folder)))
             except OSError as exc:
                 raise Failed(f"cannot open the way through {folder}") from exc
     # 3. other programs' sockets, covered (read-only files do not stop a connect)
@@ -246,19 +264,21 @@ def set_up(work: str, tmp: str, shm: int, uid: int, hidden: list[str], seen: lis
         try:
             if os.path.isdir(path):
                 mount("plinth-hidden", path, "tmpfs", HIDDEN, "mode=755,size=16k")
-                if under(work, path):
-                    os.makedirs(work)
+                for inside in made:  # where the job's folders are bound back
+                    if under(inside, path):
+                        os.makedirs(inside, exist_ok=True)
                 remount(path, readonly=True)
             elif os.path.exists(path):  # a link to nothing hides nothing
                 mount("/dev/null", path, None, MS_BIND)
         except OSError as exc:
             raise Failed(f"cannot cover {path}") from exc
-    # 5. its working directory, writable
-    try:
-        bind(own, work, readonly=False)
-    except OSError as exc:
-        raise Failed(f"cannot bind {work}") from exc
-    os.close(own)
+    # 5. its working directory, writable, and its other folders as they are given
+    for fd, path, readonly in binds:
+        try:
+            bind(fd, path, readonly=readonly)
+        except OSError as exc:
+            raise Failed(f"cannot bind {path}") from exc
+        os.close(fd)
     os.close(scratch)
     # 6. a /dev of its own (nothing of it made in the job's folder, which its other
     # workers share and a full disk may refuse)
@@ -374,13 +394,15 @@ def _errno(filename: str | None = None) -> OSError:
 
 def main(argv: list[str]) -> None:
     setpriv, env, work, tmp, shm, uid, *rest = argv
-    split = rest.index("--")
-    hidden, rest = rest[:split], rest[split + 1 :]
-    split = rest.index("--")
-    seen, job = rest[:split], rest[split + 1 :]
+    lists = []
+    for _ in range(4):  # hidden, seen, readable, writable: each ends at a "--"
+        split = rest.index("--")
+        lists.append(rest[:split])
+        rest = rest[split + 1 :]
+    hidden, seen, readable, writable = lists
     umask = os.umask(0o022)  # what it makes on the way must be open to the job's user
     try:
-        set_up(work, tmp, int(shm), int(uid), hidden, seen)
+        set_up(work, tmp, int(shm), int(uid), hidden, seen, tuple(readable), tuple(writable))
         no_keyrings()
     except Failed as exc:
         cause = exc.__cause__
@@ -394,7 +416,7 @@ def main(argv: list[str]) -> None:
     # SIGPIPE and SIGXFSZ too: this interpreter ignored them, as Python does. env(1)
     # before the shell, so that the job's argv reaches exec as given (not as env's)
     defaults = f"--default-signal={SIGNALS},PIPE,XFSZ"
-    enter = [env, defaults, "/bin/sh", "-c", ENTER, "plinth-job", *job]
+    enter = [env, defaults, "/bin/sh", "-c", ENTER, "plinth-job", *rest]
     # the environment it was given (not the LC_CTYPE this interpreter may have added)
     argv = ["plinth-sandbox", "-c", RUN, "plinth-sandbox", setpriv, *drop, *enter]
     os.execve("/bin/sh", argv, {"PATH": os.environ.get("PATH", "/usr/bin:/bin")})
