@@ -145,9 +145,9 @@ class ComputeSettings(BaseModel):
     )
     local_sandbox: bool = Field(
         True,
-        description="with auth on, a job on a local pool runs in a sandbox (Linux mount and "
-        "PID namespaces) that hides the server's home, database, artifacts and master key; "
-        "false: it runs as the server's own user and can read them",
+        description="with auth on, a job on a local pool, and a deployment's replica, runs in "
+        "a sandbox (Linux mount and PID namespaces) that hides the server's home, database, "
+        "artifacts and master key; false: it runs as the server's own user and can read them",
     )
 
 
