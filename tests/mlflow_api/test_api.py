@@ -96,6 +96,50 @@ def test_a_bad_experiment_is_refused_and_nothing_is_made(
     assert client.list_projects() == before
 
 
+def test_a_name_pattern_of_many_wildcards_is_matched_without_backtracking(
+    http: httpx.Client, project: str
+) -> None:
+    """Many ``%`` made a regular expression backtrack exponentially: one search held
+    the whole server (seconds at five, hours at ten)."""
+    name = f"{project}-" + "a" * 150
+    call(http, "POST", "experiments/create", json={"name": name})
+    for pattern, found in ((f"{project}%" + "%a" * 40 + "%", True), ("%" * 30 + "b", False)):
+        answer = call(http, "POST", "experiments/search", json={"filter": f"name LIKE '{pattern}'"})
+        assert (name in [e["name"] for e in answer["experiments"]]) is found, pattern
+
+
+@pytest.mark.parametrize("token", ["9" * 32, "\u0669" * 20, "1" * 11, "-1", " 1"])
+def test_a_page_token_this_server_never_gave_is_a_400(
+    http: httpx.Client, project: str, token: str
+) -> None:
+    created = call(http, "POST", "experiments/create", json={"name": f"{project}-pages"})
+    experiments = [created["experiment_id"]]
+    for path, body in (
+        ("logged-models/search", {"experiment_ids": experiments, "page_token": token}),
+        ("experiments/search", {"page_token": token}),
+    ):
+        message = refused(http, "POST", path, "INVALID_PARAMETER_VALUE", json=body)
+        assert "page_token" in message
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_like_agrees_with_sql_like(seed: int) -> None:
+    import random
+    import re
+
+    from plinth.mlflow.service import like
+
+    def by_regex(pattern: str, text: str) -> bool:  # fine for these short patterns
+        parts = (".*" if c == "%" else "." if c == "_" else re.escape(c) for c in pattern)
+        return re.fullmatch("".join(parts), text, re.DOTALL) is not None
+
+    rng = random.Random(seed)
+    for _ in range(5000):
+        pattern = "".join(rng.choice("ab%_") for _ in range(rng.randint(0, 7)))
+        text = "".join(rng.choice("ab\n") for _ in range(rng.randint(0, 8)))
+        assert like(pattern, text) == by_regex(pattern, text), (pattern, text)
+
+
 def test_experiments_are_searched_by_name_and_paged(http: httpx.Client, project: str) -> None:
     for suffix in ("a", "b", "c"):
         call(http, "POST", "experiments/create", json={"name": f"{project}-{suffix}"})
@@ -280,6 +324,17 @@ def test_bad_run_requests_are_refused_and_change_nothing(
             "INVALID_PARAMETER_VALUE",
         ),
         ("runs/log-metric", {"run_id": run.id, "key": "m"}, "INVALID_PARAMETER_VALUE"),
+        (
+            "runs/log-metric",
+            {"run_id": run.id, "key": "m", "value": True, "timestamp": 1},
+            "INVALID_PARAMETER_VALUE",
+        ),
+        (
+            "runs/log-metric",
+            {"run_id": run.id, "key": "m", "value": 1.0, "timestamp": 1, "step": False},
+            "INVALID_PARAMETER_VALUE",
+        ),
+        ("runs/search", {"experiment_ids": ["0"], "max_results": True}, "INVALID_PARAMETER_VALUE"),
         (
             "runs/log-metric",
             {"run_id": run.id, "key": "m\x00", "value": 1, "timestamp": 1},

@@ -11,13 +11,34 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+)
 
 from plinth.tracking.schemas import MAX_BATCH_PARAMS, MAX_BATCH_POINTS, MAX_BATCH_TAGS
 
 Id = Annotated[str, Field(min_length=1, max_length=64)]
 Text = Annotated[str, Field(max_length=65_536)]
 Key = Annotated[str, Field(min_length=1, max_length=250)]
+
+
+def _not_bool(value: object) -> object:
+    if isinstance(value, bool):  # lax parsing would read true as 1
+        raise ValueError("give a number, not true or false")
+    return value
+
+
+# A number as MLflow's client sends it (a 64-bit integer may come as a string, a
+# metric's NaN and infinities as "NaN", "Infinity"), but never a JSON true or false.
+Int = Annotated[int, BeforeValidator(_not_bool)]
+Float = Annotated[float, BeforeValidator(_not_bool)]
 
 
 # MLflow's view types, by name or number: never a JSON true (which lax parsing reads as 1)
@@ -54,7 +75,7 @@ class MlflowCreateExperiment(_In):
 
 
 class MlflowSearchExperiments(_In):
-    max_results: int = Field(1000, ge=1, le=50_000)
+    max_results: Int = Field(1000, ge=1, le=50_000)
     filter: str = Field("", max_length=4000)
     order_by: list[str] = Field([], max_length=10)
     page_token: str | None = Field(None, max_length=100)
@@ -82,7 +103,7 @@ class MlflowCreateRun(_In):
     experiment_id: Id = "0"
     user_id: str | None = Field(None, max_length=250)
     run_name: str | None = Field(None, max_length=250)
-    start_time: int | None = Field(None, ge=0, lt=2**47)  # milliseconds
+    start_time: Int | None = Field(None, ge=0, lt=2**47)  # milliseconds
     tags: list[MlflowKeyValue] = Field([], max_length=MAX_BATCH_TAGS)
 
 
@@ -93,15 +114,15 @@ class MlflowRunRef(_In):
 
 class MlflowUpdateRun(MlflowRunRef):
     status: str | None = None
-    end_time: int | None = Field(None, ge=0, lt=2**47)  # milliseconds
+    end_time: Int | None = Field(None, ge=0, lt=2**47)  # milliseconds
     run_name: str | None = Field(None, max_length=250)
 
 
 class MlflowMetric(_In):
     key: Key
-    value: float
-    timestamp: int = Field(ge=0, lt=2**63)
-    step: int = Field(0, ge=-(2**63), lt=2**63)
+    value: Float
+    timestamp: Int = Field(ge=0, lt=2**63)
+    step: Int = Field(0, ge=-(2**63), lt=2**63)
 
 
 class MlflowLogMetric(MlflowRunRef, MlflowMetric):
@@ -153,7 +174,7 @@ class MlflowSearchRuns(_In):
     experiment_ids: list[Id] = Field([], max_length=100)
     filter: str = Field("", max_length=4000)
     run_view_type: ViewType = None
-    max_results: int = Field(1000, ge=1, le=50_000)
+    max_results: Int = Field(1000, ge=1, le=50_000)
     order_by: list[Annotated[str, Field(max_length=500)]] = Field([], max_length=20)
     page_token: str | None = Field(None, max_length=500)
 
@@ -161,7 +182,7 @@ class MlflowSearchRuns(_In):
 class MlflowSearchLoggedModels(_In):
     experiment_ids: list[Id] = Field([], max_length=100)
     filter: str = Field("", max_length=4000)
-    max_results: int | None = Field(None, ge=1, le=50_000)
+    max_results: Int | None = Field(None, ge=1, le=50_000)
     page_token: str | None = Field(None, max_length=500)
 
 
@@ -194,7 +215,7 @@ class MlflowLoggedModelParams(_In):
 
 class MlflowModelOutput(_In):
     model_id: Id
-    step: int = Field(0, ge=-(2**63), lt=2**63)
+    step: Int = Field(0, ge=-(2**63), lt=2**63)
 
 
 class MlflowLogOutputs(_In):
@@ -220,7 +241,7 @@ class MlflowSearchModels(_In):
     """A search of registered models or of model versions (a GET: its query)."""
 
     filter: str = Field("", max_length=4000)
-    max_results: int = Field(1000, ge=1, le=1_000_000)  # answered in pages of at most 1,000
+    max_results: Int = Field(1000, ge=1, le=1_000_000)  # answered in pages of at most 1,000
     order_by: list[Annotated[str, Field(max_length=200), AfterValidator(_model_order)]] = Field(
         [], max_length=10
     )
@@ -281,7 +302,7 @@ class MlflowVersionTagRef(MlflowVersionRef):
 
 class MlflowCreateUpload(_In):
     path: str = Field(max_length=4096)  # the client's local file: its name is kept
-    num_parts: int = Field(1, ge=1, le=10_000)
+    num_parts: Int = Field(1, ge=1, le=10_000)
 
 
 class MlflowUploadRef(_In):
@@ -290,7 +311,7 @@ class MlflowUploadRef(_In):
 
 
 class MlflowUploadPart(_In):
-    part_number: int = Field(ge=1, le=10_000)
+    part_number: Int = Field(ge=1, le=10_000)
     etag: str | None = Field(None, max_length=200)
     url: str | None = Field(None, max_length=4096)
 

@@ -35,6 +35,7 @@ from plinth.mlflow import tables as mt
 from plinth.tracking import schemas as ts
 from plinth.tracking import tables as ts_tables
 from plinth.tracking.artifacts import RunArtifactsService
+from plinth.tracking.search import MAX_OFFSET
 from plinth.tracking.service import TrackingService
 
 DEFAULT_EXPERIMENT_ID = "0"
@@ -51,6 +52,7 @@ _ATTRIBUTE_NAMES = re.compile(
     re.IGNORECASE,
 )
 _RUN_NAME_TAG = re.compile(r"\btags?\.`mlflow\.runName`", re.IGNORECASE)
+_DIGITS = re.compile("[0-9]{1,10}")
 _PLINTH_ATTRIBUTE = {"run_name": "name", "run_id": "id", "run_uuid": "id"}
 MODEL_ID = re.compile(r"m-[0-9a-f]{32}")  # an MLflow 3 logged model's id
 _EXPERIMENT_FILTER = re.compile(
@@ -687,9 +689,11 @@ def _number(value: float) -> float | str:
 
 
 def _offset(token: str | None) -> int:
+    """The offset a page token this server gave stands for: ASCII digits, at most
+    ``MAX_OFFSET`` (other scripts' digits, or a number past SQL's integers, are not)."""
     if not token:
         return 0
-    if not token.isdecimal():
+    if _DIGITS.fullmatch(token) is None or int(token) > MAX_OFFSET:
         raise InvalidInput(f"page_token {token[:40]!r} is not one this server gave")
     return int(token)
 
@@ -715,9 +719,28 @@ def _name_matches(filter_text: str, name: str) -> bool:
     op, value = found[1].upper(), found[2].replace("''", "'")
     if op in ("=", "!="):
         return (name == value) == (op == "=")
-    pattern = "".join(".*" if ch == "%" else "." if ch == "_" else re.escape(ch) for ch in value)
-    flags = re.IGNORECASE if op == "ILIKE" else 0
-    return re.fullmatch(pattern, name, flags | re.DOTALL) is not None
+    if op == "ILIKE":
+        value, name = value.casefold(), name.casefold()
+    return like(value, name)
+
+
+def like(pattern: str, text: str) -> bool:
+    """SQL's LIKE (``%``: any run, ``_``: one character), in at most
+    len(pattern) * len(text) steps: a regular expression of many ``.*`` backtracks
+    exponentially (``'%%%%%b'`` on 200 letters held the server for seconds)."""
+    p = t = 0
+    star, resume = -1, 0  # the last % seen, and where in text it last took up to
+    while t < len(text):
+        if p < len(pattern) and pattern[p] == "%":
+            star, resume, p = p, t, p + 1
+        elif p < len(pattern) and pattern[p] in ("_", text[t]):
+            p, t = p + 1, t + 1
+        elif star >= 0:  # let the last % take one more character, and match on from there
+            resume += 1
+            p, t = star + 1, resume
+        else:
+            return False
+    return pattern[p:].strip("%") == ""
 
 
 def _experiment_order(clause: str) -> tuple[str, bool]:
