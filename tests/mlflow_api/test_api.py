@@ -13,7 +13,7 @@ import pytest
 
 from plinth.client import Client
 from plinth.errors import Conflict
-from tests.conftest import raw_http
+from tests.conftest import make_settings, raw_http
 
 API = "/mlflow/api/2.0/mlflow"
 
@@ -106,6 +106,41 @@ def test_a_name_pattern_of_many_wildcards_is_matched_without_backtracking(
     for pattern, found in ((f"{project}%" + "%a" * 40 + "%", True), ("%" * 30 + "b", False)):
         answer = call(http, "POST", "experiments/search", json={"filter": f"name LIKE '{pattern}'"})
         assert (name in [e["name"] for e in answer["experiments"]]) is found, pattern
+
+
+def test_with_sign_in_only_an_admin_makes_the_shared_default_experiment(tmp_path: Path) -> None:
+    """The first user to log to experiment "0" used to make ``Default`` and own it: every
+    other user's default runs were then refused, or went into a project they ran."""
+    from plinth.governance.identity import init_admin
+
+    settings = make_settings(tmp_path / "signed-in")  # a home of its own, with users
+    root_token = init_admin(settings, "root").token.token
+    with Client(settings=settings.model_copy(update={"token": root_token})) as root:
+        alice_token = root.create_user("alice").token.token
+        with Client(settings=settings.model_copy(update={"token": alice_token})) as alice:
+            message = refused(
+                raw_http(alice),
+                "POST",
+                "runs/create",
+                "RESOURCE_DOES_NOT_EXIST",
+                json={"experiment_id": "0"},
+            )
+            assert "platform admin" in message and "set_experiment" in message
+            assert "Default" not in [p.name for p in root.list_projects()]
+            made = call(raw_http(root), "POST", "runs/create", json={"experiment_id": "0"})
+            assert made["run"]["info"]["experiment_id"] == "0"
+            refused(  # not a member yet: the same answer as for a project that is not there
+                raw_http(alice),
+                "POST",
+                "runs/create",
+                "RESOURCE_DOES_NOT_EXIST",
+                json={"experiment_id": "0"},
+            )
+            root.add_member("Default", "alice", "editor")
+            mine = call(raw_http(alice), "POST", "runs/create", json={"experiment_id": "0"})
+            assert mine["run"]["info"]["experiment_id"] == "0"
+            roles = {(m.user, m.role) for m in root.list_members("Default")}
+            assert ("root", "admin") in roles and ("alice", "editor") in roles
 
 
 @pytest.mark.parametrize("token", ["9" * 32, "\u0669" * 20, "1" * 11, "-1", " 1"])

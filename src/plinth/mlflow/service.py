@@ -274,6 +274,13 @@ class MlflowService:
             if exists:
                 row = self.experiment_row(conn, req.experiment_id, principal)
                 self.require_active(conn, row.id, row.name)
+        if not exists and not principal.is_admin:  # its maker would be its admin
+            raise NotFound(
+                f"no experiment with id {DEFAULT_EXPERIMENT_ID!r}: the shared "
+                f"{DEFAULT_EXPERIMENT!r} "
+                "experiment is made by a platform admin (who then adds its members); name "
+                "an experiment of your own instead (mlflow.set_experiment)"
+            )
         project = DEFAULT_EXPERIMENT if not exists else str(row.name)
         tags = _pairs(req.tags, "tag")
         if req.user_id:
