@@ -390,3 +390,19 @@ def test_a_run_names_the_models_it_used_and_made(http: httpx.Client, project: st
     unknown = {"run_id": user_id, "models": [{"model_id": "m-" + "0" * 32}]}
     refused(http, "POST", "runs/log-inputs", "RESOURCE_DOES_NOT_EXIST", json=unknown)
     assert run(user_id)["inputs"]["model_inputs"] == [{"model_id": model_id}]
+
+
+def test_a_quoted_value_may_hold_and(http: httpx.Client, project: str) -> None:
+    experiment_id, run_id = start(http, project)
+    model = log_model(http, experiment_id, run_id, name="a AND b")
+    for text in ("name = 'a AND b'", "name = 'a AND b' AND status != 'x AND y'"):
+        body = {"experiment_ids": [experiment_id], "filter": text}
+        found = call(http, "POST", "logged-models/search", json=body)
+        assert [m["info"]["model_id"] for m in found["models"]] == [model["info"]["model_id"]]
+    refused(
+        http,
+        "POST",
+        "logged-models/search",
+        "INVALID_PARAMETER_VALUE",
+        json={"experiment_ids": [experiment_id], "filter": "name = 'a' AND"},
+    )

@@ -56,6 +56,7 @@ from plinth.registry.uri import check_model_name
 MODELS_FOLDER = "models"  # a logged model's files: the run's artifacts models/MODEL_ID/…
 MAX_PAGE = 1000  # models or versions per page: MLflow's client asks for more and pages on
 _STATUSES = ("LOGGED_MODEL_PENDING", "LOGGED_MODEL_READY", "LOGGED_MODEL_UPLOAD_FAILED")
+_AND = re.compile(r"\s+AND\s+(?=(?:[^']*'[^']*')*[^']*\Z)", re.IGNORECASE)  # outside quotes
 _CLAUSE = re.compile(r"^\s*(?:attributes?\.)?(\w+)\s*(=|!=)\s*'((?:[^']|'')*)'\s*$", re.IGNORECASE)
 # A version's files as MLflow names them: where its run's artifacts are served.
 _SOURCE = re.compile(
@@ -746,7 +747,8 @@ def _clauses(text: str, fields: set[str]) -> list[tuple[str, str, str]]:
     if not text.strip():
         return []
     found = []
-    for clause in re.split(r"\s+AND\s+", text.strip(), flags=re.IGNORECASE):
+    # split on AND outside quotes: a quoted value may hold " AND " (``name = 'a AND b'``)
+    for clause in _AND.split(text.strip()):
         match = _CLAUSE.match(clause)
         field = match[1].lower() if match else ""
         if match is None or field not in fields:
