@@ -22,11 +22,12 @@ from tests.serving.conftest import IRIS_ROW, deployment_ready, log_iris
 pytestmark = pytest.mark.slow
 
 
-def _predict(port: int) -> tuple[int, str]:
+def _predict(port: int, host: str | None = None) -> tuple[int, str]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     try:
         body = json.dumps({"instances": [IRIS_ROW]})
-        conn.request("POST", "/v1/models/iris:predict", body, {"Content-Type": "application/json"})
+        headers = {"Content-Type": "application/json", **({"Host": host} if host else {})}
+        conn.request("POST", "/v1/models/iris:predict", body, headers)
         answer = conn.getresponse()
         answer.read()
         return answer.status, answer.getheader("x-plinth-model-version") or ""
@@ -110,6 +111,7 @@ def test_a_killed_replica_is_restarted_and_serves_again(tmp_path: Path) -> None:
                 time.sleep(0.3)
             assert replica.pid != first and replica.restarts >= 1, replica
             assert _predict(d.port) == (200, "iris/1")
+            assert _predict(d.port, "evil.example")[0] == 400  # DNS rebinding
             records: list[dict[str, Any]] = []
             deadline = time.monotonic() + 30
             while not records and time.monotonic() < deadline:  # written off the request path

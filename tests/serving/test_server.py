@@ -74,6 +74,28 @@ def test_v2_infer_metadata_and_health(iris: Served) -> None:
     assert iris.get("/ready")[0] == 200
 
 
+def test_a_web_page_whose_name_leads_here_gets_no_prediction(iris: Served) -> None:
+    """DNS rebinding: a page of evil.example, its name made to lead to 127.0.0.1, sends
+    its own Host header; a server on loopback answers loopback names only."""
+    body = {"instances": [ROW]}
+    for host in ("evil.example", f"evil.example:{iris.port}", "127.0.0.1.evil.example"):
+        status, _, answer = iris.request("POST", PREDICT, body, headers={"Host": host})
+        assert status == 400 and "Host header" in answer["error"]["message"], host
+        assert iris.request("GET", "/metrics", headers={"Host": host})[0] == 400
+    for host in (f"localhost:{iris.port}", f"127.0.0.1:{iris.port}", "LOCALHOST"):
+        assert iris.request("POST", PREDICT, body, headers={"Host": host})[0] == 200, host
+
+
+def test_allowed_hosts_can_be_named(iris_dir: Path, tmp_path: Path) -> None:
+    args = plinth_serve(iris_dir, "--allowed-host", "*.models.example")
+    with served(args, tmp_path) as server:
+        body = {"instances": [ROW]}
+        ok = server.request("POST", PREDICT, body, headers={"Host": "a.models.example"})
+        assert ok[0] == 200
+        assert server.request("POST", PREDICT, body, headers={"Host": "localhost"})[0] == 200
+        assert server.request("POST", PREDICT, body, headers={"Host": "models.example"})[0] == 400
+
+
 def test_a_bad_field_is_a_400_that_names_it(iris: Served) -> None:
     missing = {k: v for k, v in ROW.items() if k != "petal_width"}
     status, headers, body = iris.post(PREDICT, {"instances": [missing]})
@@ -206,7 +228,7 @@ def test_a_stalled_body_gets_408_and_holds_nothing_up(iris_dir: Path, tmp_path: 
     with served(args, tmp_path) as server:
         stalled = socket.create_connection(("127.0.0.1", server.port), timeout=30)
         head = (
-            "POST /v1/models/iris:predict HTTP/1.1\r\nHost: t\r\n"
+            "POST /v1/models/iris:predict HTTP/1.1\r\nHost: localhost\r\n"
             "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
         )
         stalled.sendall(head.encode())

@@ -40,6 +40,13 @@ class AppLimits:
     batching: BatchLimits = field(default_factory=BatchLimits)
     max_body_bytes: int = 8 << 20
     body_idle_seconds: float = 30.0  # a body that stops arriving this long gets 408
+    # Host headers answered on the TCP port (DNS-rebinding defence: a web page whose
+    # name leads to 127.0.0.1 may not call a model on this machine); ``*.name`` takes
+    # subdomains, ``*`` any; None: every one (a server listening beyond loopback)
+    allowed_hosts: tuple[str, ...] | None = None
+
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
 class MethodNotAllowed(PlinthError):
@@ -111,6 +118,9 @@ class ServingApp:
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         method, path = scope["method"], scope["path"]
         try:
+            hosts = self.limits.allowed_hosts
+            if hosts is not None and not _local(scope) and not _host_allowed(scope, hosts):
+                raise InvalidInput("this model server does not answer for that Host header")
             if path.endswith(":predict") and path.startswith("/v1/models/"):
                 await self._predict(scope, receive, send, "v1", path[11:-8])
             elif path.startswith("/v2/models/") and path.endswith("/infer"):
@@ -343,6 +353,24 @@ def _local(scope: Scope) -> bool:
     the admin path does not exist."""
     server = scope.get("server")
     return server is not None and server[1] is None
+
+
+def _host_allowed(scope: Scope, allowed: tuple[str, ...]) -> bool:
+    """Whether the request's Host header (its name, without a port) is allowed."""
+    raw = next((v for k, v in scope["headers"] if k == b"host"), b"").decode("latin-1")
+    if raw.startswith("["):  # [IPv6]:port
+        name = raw[1 : raw.find("]")]
+    elif raw.count(":") == 1:  # name:port
+        name = raw.partition(":")[0]
+    else:  # a name, or a bare IPv6 address
+        name = raw
+    name = name.lower()
+    return any(
+        pattern == "*"
+        or name == pattern
+        or (pattern.startswith("*.") and name.endswith(pattern[1:]))
+        for pattern in allowed
+    )
 
 
 def settle_heap() -> None:

@@ -41,6 +41,17 @@ def serve(
     ],
     port: Annotated[int, typer.Option(help="Port (0 picks a free one).")] = 9000,
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    allowed_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="HOST",
+            help="A Host header to answer besides 127.0.0.1, localhost and ::1 (repeat "
+            "it; *.example.com takes subdomains). With none, a server on a loopback "
+            "address answers those three only (a web page whose name leads here cannot "
+            "call the model), one on another address any.",
+            show_default=False,
+        ),
+    ] = None,
     workers: Annotated[int, typer.Option(min=1, help="Worker processes sharing the port.")] = 1,
     max_batch_size: Annotated[
         int, typer.Option(min=1, help="Most rows joined into one predict call.")
@@ -126,7 +137,8 @@ def serve(
     if model_version is not None:
         found = dataclasses.replace(found, version=model_version)
     batching = BatchLimits(max_batch_size, max_wait_ms, max_queue)
-    limits = AppLimits(batching, max_body_bytes, body_idle_seconds)
+    hosts = _answered_hosts(host, allowed_host or [])
+    limits = AppLimits(batching, max_body_bytes, body_idle_seconds, hosts)
     spec = WorkerSpec(
         found.directory,
         found.name,
@@ -164,6 +176,20 @@ def _announce(url: str, spec: Any) -> None:
         f"-d {shlex.quote(body)}",
         markup=False,
     )
+
+
+def _answered_hosts(host: str, named: list[str]) -> tuple[str, ...] | None:
+    """The Host headers answered: loopback names (a web page's own name never is one)
+    and ``named``; any at all on an address beyond loopback that names none."""
+    import ipaddress
+
+    from plinth.serving.app import LOOPBACK_HOSTS
+
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a name: whatever it resolves to, it is reached by that name
+        loopback = False
+    return (*LOOPBACK_HOSTS, host.lower(), *named) if loopback or named else None
 
 
 def _url(host: str, port: int) -> str:

@@ -392,7 +392,7 @@ def replica_main(config_path: str, socket_path: str, secret_fd: int | None = Non
     on the admin socket until SIGTERM."""
     import uvicorn
 
-    from plinth.serving.app import ServingApp
+    from plinth.serving.app import LOOPBACK_HOSTS, AppLimits, ServingApp
     from plinth.serving.records import Recorder, RecordSettings
     from plinth.serving.split import from_config
 
@@ -405,7 +405,8 @@ def replica_main(config_path: str, socket_path: str, secret_fd: int | None = Non
         sample = float(config.get("record_sample") or 0.0)
         settings = RecordSettings(Path(config["records_dir"]), sample, process=known_pid)
         recorder = Recorder(settings)
-    app = ServingApp(from_config(config), admin_secret=secret, recorder=recorder)
+    limits = AppLimits(allowed_hosts=(*LOOPBACK_HOSTS, *config.get("allowed_hosts", [])))
+    app = ServingApp(from_config(config), limits, admin_secret=secret, recorder=recorder)
     public = reuse_port_socket("127.0.0.1", int(config["port"]))
     Path(socket_path).unlink(missing_ok=True)
     admin = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -318,6 +318,7 @@ class DeploymentSupervisor:
             "split": [{"version": e.version, "weight": e.weight} for e in spec.split],
             "shadow": None if spec.shadow is None else spec.shadow.version,
             "record_sample": spec.record_sample,
+            "allowed_hosts": list(self.settings.server.allowed_hosts),  # read at start
             "device": spec.device,
         }
         return ReplicaPlan(row.id, row.port, row.secret, config, directory)
