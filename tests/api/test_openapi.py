@@ -193,3 +193,19 @@ def test_a_405_names_every_method_its_path_serves(client: Client, doc: dict[str,
                 assert response.json()["error"]["type"] == "MethodNotAllowed"
     # pages too: the login form is shown and posted to the same path
     assert raw_http(client).put("/login").headers["allow"] == "GET, POST"
+
+
+def test_the_docs_page_loads_only_the_servers_own_files(client: Client) -> None:
+    """Swagger UI from the package, started by a file: no CDN, no inline script."""
+    http = raw_http(client)
+    page = http.get("/api/v1/docs")
+    assert page.status_code == 200
+    assert 'data-openapi="/api/v1/openapi.json"' in page.text
+    assert "://" not in page.text  # nothing from another site
+    sources = re.findall(r"<script([^>]*)>", page.text)
+    assert sources and all(re.fullmatch(r' src="/api/v1/docs/[\w.-]+"', s) for s in sources)
+    policy = page.headers["content-security-policy"]  # the UI pages' own: nothing inline
+    assert "default-src 'self';" in policy and "style-src 'self';" in policy
+    for url in re.findall(r'(?:src|href)="(/api/v1/docs/[\w.-]+)"', page.text):
+        assert http.get(url).status_code == 200, url
+    assert "SwaggerUIBundle(" in http.get("/api/v1/docs/start.js").text

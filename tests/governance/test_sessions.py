@@ -287,3 +287,13 @@ def test_failed_login_counts_for_names_tried_long_ago_are_dropped(
     assert ("guess-0", "10.0.0.2") not in service._failures
     last = f"guess-{3 * sessions.PRUNE_AT - 1}"
     assert (last, "10.0.0.2") in service._failures  # the recent are still counted
+
+
+def test_signed_in_pages_and_answers_are_not_cached(browser: tuple[Any, Client]) -> None:
+    http, root = browser
+    assert _login(http).status_code == 303
+    root.create_run("cached")
+    for path in ("/projects/cached", "/api/v1/projects"):
+        answer = http.get(path)
+        assert answer.status_code == 200 and answer.headers["cache-control"] == "no-store", path
+    assert "no-store" not in http.get("/ui/static/style.css").headers.get("cache-control", "")

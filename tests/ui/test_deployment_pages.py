@@ -88,7 +88,8 @@ def test_page_shows_split_shadow_replicas_url_and_history(site: Site) -> None:
     page = site.http.get(f"{PAGE}/svc")
     assert page.status_code == 200
     text = page.text
-    assert 'class="split-bar"' in text and "width: 90%" in text and "width: 10%" in text
+    assert 'class="split-bar"' in text
+    assert 'class="split-part w-90 color-0"' in text and 'class="split-part w-10 color-1"' in text
     assert "/projects/shop/models/churn/versions/2" in text  # split links to the versions
     assert "version 3</a> sees a copy of every request" in text  # the shadow
     assert text.count('<span class="status status-ready">ready</span>') == 2  # replicas
@@ -114,7 +115,7 @@ def test_an_editor_rolls_back_and_the_split_changes(site: Site) -> None:
     d = site.root.get_deployment("shop", "roll")
     assert [(e.version, e.weight) for e in d.split] == [(1, 100)]
     page = site.http.get(url).text
-    assert "width: 100%" in page and '<td class="action">rollback</td>' in page
+    assert 'class="split-part w-100 color-0"' in page and '<td class="action">rollback</td>' in page
     assert "v2 is slow" in page and "v1 75% · v2 25% → v1 100%" in page
 
 
@@ -438,6 +439,7 @@ def test_a_live_deployment_charts_its_traffic(tmp_path: Path) -> None:
             fragment = http.get(f"{page}/traffic").text
             assert "Requests per second" in fragment and "Latency (ms)" in fragment
             assert "from 1 replica" in fragment
+            assert 'class="swatch color-2"></span>p99' in fragment  # legend: classes, no style
             # one interval so far: each chart has one point, its value in its title
             rate = re.search(r"<title>requests/s: ([0-9.e+-]+)</title>", fragment)
             errors = re.search(r"<title>errors/s: ([0-9.e+-]+)</title>", fragment)

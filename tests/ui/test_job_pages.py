@@ -223,7 +223,7 @@ def test_the_compute_overview_shows_pools_nodes_and_use(site: Site) -> None:
     pools = text.split('<table class="grid-table pools">')[1].split("</table>")[0]
     assert ">local<" in pools and '<td class="num running">1</td>' in pools
     nodes = text.split('<table class="grid-table nodes">')[1].split("</table>")[0]
-    assert ">n1<" in nodes and "1 / 4" in nodes and "width: 25.0%" in nodes  # 1 of 4 CPUs
+    assert ">n1<" in nodes and "1 / 4" in nodes and 'class="use-fill w-25"' in nodes  # 1 of 4 CPUs
     assert "0 / 2" in nodes  # GPUs
     assert 'href="/projects/lab/jobs"' in text  # the viewer's project
     assert '<a href="/jobs">Jobs</a>' in text  # in the navigation

@@ -1,5 +1,5 @@
-"""ASGI middleware: request-size limits and Prometheus request metrics. They wrap; they
-never subclass the app."""
+"""ASGI middleware: request-size limits, Prometheus request metrics and security
+headers. They wrap; they never subclass the app."""
 
 from __future__ import annotations
 
@@ -161,9 +161,10 @@ def request_path(scope: Scope) -> str:
     return "".join(c if c.isprintable() and c.isascii() else quote(c) for c in path)
 
 
-# Pages may load only their own scripts and styles; nothing may frame them.
+# Pages may load only their own scripts and styles (no inline ones: computed colors and
+# widths are classes in the stylesheet); nothing may frame them.
 _CSP = (
-    b"default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
+    b"default-src 'self'; img-src 'self' data:; style-src 'self'; "
     b"frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
 )
 _HEADERS = [
@@ -174,24 +175,45 @@ _HEADERS = [
 
 
 class SecurityHeaders:
-    """Headers every response carries; a content security policy on our HTML pages (the
-    API docs page, which loads Swagger UI, is left as FastAPI serves it)."""
+    """Headers every response carries; a content security policy on every HTML response,
+    the API docs page's too (Swagger UI, its files and its start-up served by the app).
+    An answer to a request that carried a token or a session is not kept by the browser
+    or a proxy (``Cache-Control: no-store``): run data and job logs must not outlive a
+    logout in a cache; the UI's own static files may be."""
 
-    def __init__(self, app: Any, docs_path: str) -> None:
-        self.app, self.docs_path = app, docs_path
+    def __init__(self, app: Any) -> None:
+        self.app = app
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        with_csp = scope["path"] != self.docs_path
+
+        private = _credentialed(scope) and not scope["path"].startswith(_STATIC)
 
         async def send_with_headers(message: Any) -> None:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", [])) + _HEADERS
-                if with_csp and (b"content-type", b"text/html; charset=utf-8") in headers:
+                if any(_is_html(name, value) for name, value in headers):
                     headers.append((b"content-security-policy", _CSP))
+                if private and not any(name.lower() == b"cache-control" for name, _ in headers):
+                    headers.append((b"cache-control", b"no-store"))
                 message = {**message, "headers": headers}
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+_STATIC = "/ui/static/"
+
+
+def _credentialed(scope: Scope) -> bool:
+    """Whether the request carried a token or a cookie (a session)."""
+    return any(name in (b"authorization", b"cookie") for name, _ in scope["headers"])
+
+
+def _is_html(name: bytes, value: bytes) -> bool:
+    """Whether a header says the body is HTML, whatever its charset or other params."""
+    if name.lower() != b"content-type":
+        return False
+    return value.partition(b";")[0].strip().lower() == b"text/html"

@@ -4,6 +4,7 @@ work, over the HTTP plumbing of ``plinth.api``."""
 from __future__ import annotations
 
 import contextlib
+import html
 import importlib.resources
 import logging
 import threading
@@ -11,7 +12,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.middleware.cors import CORSMiddleware
@@ -43,6 +43,36 @@ _DOCS_ASSETS = {
     "swagger-ui.css": "text/css",
     "favicon.png": "image/png",
 }
+# The docs page runs no inline script (its CSP allows none): Swagger UI starts from a
+# file, which reads the OpenAPI document's URL from the page. No validator: it is remote.
+_DOCS_START = b"""const box = document.getElementById("swagger-ui");
+window.ui = SwaggerUIBundle({
+  url: box.dataset.openapi,
+  dom_id: "#swagger-ui",
+  layout: "BaseLayout",
+  deepLinking: true,
+  showExtensions: true,
+  showCommonExtensions: true,
+  validatorUrl: null,
+  presets: [SwaggerUIBundle.presets.apis, SwaggerUIBundle.SwaggerUIStandalonePreset],
+});
+"""
+_DOCS_PAGE = """<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1.0">
+<title>Plinth API</title>
+<link rel="stylesheet" href="{docs}/swagger-ui.css">
+<link rel="icon" href="{docs}/favicon.png">
+</head>
+<body>
+<div id="swagger-ui" data-openapi="{openapi}"></div>
+<script src="{docs}/swagger-ui-bundle.js"></script>
+<script src="{docs}/start.js"></script>
+</body>
+</html>
+"""
 log = logging.getLogger("plinth.server")
 
 
@@ -141,18 +171,16 @@ def _add_platform_routes(app: FastAPI, registry: CollectorRegistry, readiness: R
 def _add_docs_routes(app: FastAPI) -> None:
     public = [requires(Permission.PUBLIC)]
 
+    page = _DOCS_PAGE.format(docs=DOCS_PATH, openapi=html.escape(app.openapi_url or ""))
+
     @app.get(DOCS_PATH, include_in_schema=False, dependencies=public)
     async def docs() -> HTMLResponse:
-        return get_swagger_ui_html(
-            openapi_url=app.openapi_url or "",
-            title="Plinth API",
-            swagger_js_url=f"{DOCS_PATH}/swagger-ui-bundle.js",
-            swagger_css_url=f"{DOCS_PATH}/swagger-ui.css",
-            swagger_favicon_url=f"{DOCS_PATH}/favicon.png",
-        )
+        return HTMLResponse(page)
 
     @app.get(DOCS_PATH + "/{asset}", include_in_schema=False, dependencies=public)
-    async def docs_asset(asset: str) -> FileResponse:
+    async def docs_asset(asset: str) -> Response:
+        if asset == "start.js":
+            return Response(_DOCS_START, media_type="text/javascript")
         if asset not in _DOCS_ASSETS:
             raise NotFound(f"no API docs asset {asset!r}")
         path = importlib.resources.files("fastapi_offline") / "static" / asset
@@ -171,7 +199,7 @@ def _add_middleware(
         declared=declared_limits(list(all_routes(app.routes)), server),
         idle_seconds=server.upload_idle_seconds,
     )
-    app.add_middleware(SecurityHeaders, docs_path=DOCS_PATH)
+    app.add_middleware(SecurityHeaders)
     if server.cors_origins:
         app.add_middleware(
             CORSMiddleware,

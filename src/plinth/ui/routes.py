@@ -46,8 +46,9 @@ _templates = jinja2.Environment(
 _templates.filters.update(views.FILTERS)
 _templates.globals.update(
     version=__version__,
-    color_of=views.color_of,
-    version_color=views.version_color,
+    color_class=views.color_class,
+    version_color_class=views.version_color_class,
+    width_class=views.width_class,
     pages=[page for capability in declared() for page in capability.pages],
 )
 

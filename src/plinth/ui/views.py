@@ -76,8 +76,28 @@ def color_of(index: int) -> str:
 
 def version_color(version: int | str) -> str:
     """A model version's color, the same wherever it is drawn: version 1 the first."""
+    return PALETTE[_version_index(version)]
+
+
+# HTML takes a color as a class (``color-0`` …, in style.css): the pages' CSP allows no
+# inline styles. SVG takes it as a ``fill``/``stroke`` attribute, which CSP allows.
+def color_class(index: int) -> str:
+    return f"color-{index % len(PALETTE)}"
+
+
+def version_color_class(version: int | str) -> str:
+    return f"color-{_version_index(version)}"
+
+
+def width_class(percent: float) -> str:
+    """A width of ``percent`` (0 to 100) as a class: ``w-0`` … ``w-100`` in style.css."""
+    return f"w-{round(min(100.0, max(0.0, percent)))}"
+
+
+def _version_index(version: int | str) -> int:
     text = str(version)
-    return color_of(int(text) - 1) if text.isascii() and text.isdecimal() else PALETTE[-1]
+    decimal = text.isascii() and text.isdecimal()
+    return (int(text) - 1) % len(PALETTE) if decimal else len(PALETTE) - 1
 
 
 def parse_run_ids(values: Iterable[str]) -> list[str]:
