@@ -28,6 +28,7 @@ import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -373,9 +374,7 @@ class DeploymentSupervisor:
         files = self.registry.version_files(project, name, version, principal=SYSTEM)
         if manifest_digest(files) != found.digest:
             raise DigestMismatch(f"version {version} of {name!r}: its files do not match")
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        incoming = Path(tempfile.mkdtemp(prefix=".incoming-", dir=directory.parent))
-        try:
+        with _filled(directory) as incoming:
             for f in files:
                 _, chunks = self.registry.open_version_file(
                     project, name, version, f.path, principal=SYSTEM
@@ -385,13 +384,6 @@ class DeploymentSupervisor:
                 with open(target, "wb") as out:
                     for chunk in chunks:  # the replica checks the whole against the digest
                         out.write(chunk)
-            try:
-                incoming.rename(directory)
-            except OSError:  # another supervisor fetched it first: theirs is as good
-                if not (directory / "MLmodel.json").is_file():
-                    raise
-        finally:
-            shutil.rmtree(incoming, ignore_errors=True)
         return directory, found.unsafe_pickle, found.digest
 
     # database --------------------------------------------------------------------------
@@ -493,9 +485,7 @@ def _link_tree(source: Path, target: Path) -> None:
     copies), each file read-only (mode 0444, open to the replicas' user) and made
     whole before it appears under its name. Only plain files and folders: a link in
     the cache is refused."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    incoming = Path(tempfile.mkdtemp(prefix=".incoming-", dir=target.parent))
-    try:
+    with _filled(target) as incoming:
         for path in sorted(source.rglob("*")):
             placed = incoming / path.relative_to(source)
             if path.is_symlink():
@@ -510,9 +500,19 @@ def _link_tree(source: Path, target: Path) -> None:
             os.chmod(placed, 0o444)
         for folder in (incoming, *(p for p in incoming.rglob("*") if p.is_dir())):
             os.chmod(folder, 0o755)
+
+
+@contextlib.contextmanager
+def _filled(target: Path) -> Iterator[Path]:
+    """A scratch folder beside ``target``, to fill; then it becomes ``target`` whole
+    (where another supervisor placed it first, theirs is as good) or is removed."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    incoming = Path(tempfile.mkdtemp(prefix=".incoming-", dir=target.parent))
+    try:
+        yield incoming
         try:
             incoming.rename(target)
-        except OSError:  # another supervisor linked it first: theirs is as good
+        except OSError:
             if not (target / "MLmodel.json").is_file():
                 raise
     finally:
