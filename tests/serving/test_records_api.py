@@ -213,16 +213,48 @@ def test_a_record_no_response_could_carry_costs_only_itself(
 
 
 def test_record_files_that_cannot_be_read_are_a_503(
-    own_settings: Settings, written: tuple[Client, dict[str, str]]
+    own_settings: Settings,
+    written: tuple[Client, dict[str, str]],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    import errno
+
+    from plinth.serving import record_pages
+
     root, _ = written
-    broken = _records_dir(own_settings, "shop", "svc") / "records-host-9-x-00000.jsonl"
-    broken.mkdir()  # opening it fails, and not because it was removed
+
+    def failing(path: Path) -> Any:  # a disk that fails, not a file that went away
+        raise OSError(errno.EIO, "I/O error", path.name)
+
+    monkeypatch.setattr(record_pages, "open_record_file", failing)
     answer = raw_http(root).get("/api/v1/projects/shop/deployments/svc/records")
     assert answer.status_code == 503, answer.text
     assert answer.json()["error"]["message"] == "the prediction records cannot be read now"
-    broken.rmdir()
+    monkeypatch.undo()
     assert raw_http(root).get("/api/v1/projects/shop/deployments/svc/records").status_code == 200
+
+
+def test_what_a_replica_leaves_in_its_records_folder_is_not_followed(
+    own_settings: Settings, written: tuple[Client, dict[str, str]], tmp_path: Path
+) -> None:
+    """The folder is the replica's to write: a link under a record's name to a file only
+    the server may read was served as records, and a FIFO blocked the reader."""
+    root, _ = written
+    private = tmp_path / "server-only.jsonl"
+    stolen = {"prediction_id": "STOLEN", "at": BASE, "version": "1", "status": 200}
+    private.write_text(line(stolen | {"inputs": [{"x": 9}]}, 1 << 16, stamp_text(BASE + 0.5)))
+    private.chmod(0o600)
+    folder = _records_dir(own_settings, "shop", "svc")
+    (folder / "records-zzz-1-20990101T000000-00000.jsonl").symlink_to(private)
+
+    def listed() -> list[str]:
+        answer = raw_http(root).get("/api/v1/projects/shop/deployments/svc/records")
+        assert answer.status_code == 200, answer.text
+        return [r["prediction_id"] for r in answer.json()["records"]]
+
+    assert "STOLEN" not in listed() and len(listed()) == 12
+    os.mkfifo(folder / "records-zzz-2-20990101T000000-00000.jsonl")  # read, it blocks
+    assert len(listed()) == 12
 
 
 def test_a_cursor_through_a_file_named_outside_ascii_holds(

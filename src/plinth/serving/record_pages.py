@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from plinth.serving.json_limits import MAX_DEPTH, lone_surrogate, too_deep
-from plinth.serving.records import record_files
+from plinth.serving.records import open_record_file, record_files
 
 MAX_LIMIT = 10_000
 SCAN_BYTES = 32 << 20  # lines looked at by one page, at most (about)
@@ -110,7 +110,7 @@ class _File:
 
     def __init__(self, path: Path, end: int | None = None) -> None:
         self.name = path.name
-        self.handle: IO[bytes] = open(path, "rb")  # noqa: SIM115 (closed by close())
+        self.handle: IO[bytes] = open_record_file(path)  # closed by close()
         try:
             size = self.handle.seek(0, 2)
             self.end = self._complete(size) if end is None else min(end, size)

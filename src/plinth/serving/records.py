@@ -17,12 +17,14 @@ record_pages.py read a page of a large directory without reading it all.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
 import queue
 import random
 import socket
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -317,12 +319,30 @@ def record_files(directory: Path) -> list[Path]:
     first within each process. A directory that cannot be read is an OSError, never
     an empty one."""
     try:
-        names = os.listdir(directory)
+        entries = list(os.scandir(directory))
     except FileNotFoundError:
         return []
     return sorted(
-        directory / name for name in names if name.startswith("records-") and name.endswith(SUFFIX)
+        directory / e.name
+        for e in entries
+        if e.name.startswith("records-")
+        and e.name.endswith(SUFFIX)
+        and e.is_file(follow_symlinks=False)  # a replica's link or FIFO is not a record
     )
+
+
+def open_record_file(path: Path) -> IO[bytes]:
+    """A record file, for reading. The folder is a replica's to write, so what lies
+    there under a record's name may be a link (to a file only the server may read) or
+    a FIFO (which would block the reader): neither is opened (OSError)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", path.name)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def read_records(directory: Path) -> Iterator[dict[str, Any]]:
@@ -331,7 +351,7 @@ def read_records(directory: Path) -> Iterator[dict[str, Any]]:
     writer still writing) is skipped; a bad line elsewhere is an error naming the file
     and line."""
     for path in record_files(Path(directory)):
-        with open(path, "rb") as lines:
+        with open_record_file(path) as lines:
             for number, raw in enumerate(lines, start=1):
                 try:
                     record = json.loads(raw)
