@@ -358,11 +358,24 @@ def test_the_writer_leaves_out_what_would_not_read_back(tmp_path: Path) -> None:
     assert dropped == 1
 
 
-def test_a_file_that_cannot_be_read_is_an_error_not_a_file_left_out(tmp_path: Path) -> None:
+def test_a_file_that_cannot_be_read_is_an_error_not_a_file_left_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    from plinth.serving import record_pages
+
     _write_file(tmp_path, "a", [(BASE, {"prediction_id": "0", "at": BASE})])
-    (tmp_path / "records-host-b.jsonl").mkdir()  # opening it fails, and not as "gone"
-    with pytest.raises(IsADirectoryError):
+
+    def failing(path: Path) -> Any:  # a disk that fails, not a file that went away
+        raise OSError(errno.EIO, "I/O error", path.name)
+
+    monkeypatch.setattr(record_pages, "open_record_file", failing)
+    with pytest.raises(OSError, match="I/O error"):
         read_page(tmp_path, PageQuery())
+    monkeypatch.undo()
+    (tmp_path / "records-host-b.jsonl").mkdir()  # not a file: not a record, left out
+    assert [r["prediction_id"] for r in read_page(tmp_path, PageQuery()).records] == ["0"]
     (tmp_path / "records-host-b.jsonl").rmdir()
     (tmp_path / "records-host-a.jsonl").rename(tmp_path / "file")
     with pytest.raises(NotADirectoryError):  # the directory itself
