@@ -13,6 +13,8 @@ import http.client
 import json
 import os
 import signal
+import socket
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -37,13 +39,27 @@ CANARY = f"canary-{uuid.uuid4().hex}"  # in the server's environment: never a re
 # model do (a TensorFlow graph's file ops, a pickle): report what it reaches. Evaluated
 # in the replica when the pickle loads; the names in capitals are filled in below.
 PROBE = r"""
-import errno, glob, json, os
+import errno, glob, json, os, socket
 
 def attempt(call):
     try:
         return call()
     except OSError as exc:
         return errno.errorcode.get(exc.errno, str(exc.errno))
+
+def connect(port):
+    with socket.create_connection(('127.0.0.1', port), timeout=2):
+        return 'connected'
+
+KEPT = []
+
+def steal(port):  # join another deployment's port, to take part of its traffic
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    listener.bind(('127.0.0.1', port))
+    listener.listen(16)
+    KEPT.append(listener)  # kept listening, unanswered
+    return 'bound'
 
 def read(path):
     with open(path, 'rb') as f:
@@ -83,6 +99,10 @@ class Probe:
             'own folder': [attempt(lambda p=p: make(os.path.dirname(p) + '/new')) for p in own],
             'tmp': attempt(lambda: make('/tmp/probe')),
             'cwd': attempt(lambda: make('probe')),
+            'database server': attempt(lambda: connect(DATABASE_PORT)),
+            'plinth server': attempt(lambda: connect(SERVER_PORT)),
+            'neighbour port': attempt(lambda: steal(NEIGHBOUR_PORT)),
+            'sockets': attempt(lambda: os.listdir(SOCKETS)),
         }
         return [json.dumps(seen)] * len(rows)
 
@@ -176,7 +196,7 @@ def test_a_served_model_reaches_nothing_the_server_keeps(tmp_path: Path, canary_
     planted.write_text("do not read me")
     root, _ = _root(settings)
     outside = [Path(p, f"plinth-replica-probe-{uuid.uuid4().hex}") for p in ("/etc", home)]
-    with root:
+    with root, socket.create_server(("127.0.0.1", 0)) as listening:
         log_iris(root)  # another project's model, served by another deployment
         root.create_deployment("iris", "neighbour", "models:/iris/iris/1")
         neighbour = _deployment(settings, "neighbour")
@@ -189,6 +209,10 @@ def test_a_served_model_reaches_nothing_the_server_keeps(tmp_path: Path, canary_
             "PLANTED": str(planted),
             "OTHER": [str(cached / "MLmodel.json"), str(neighbours / "MLmodel.json")],
             "OUTSIDE": [str(p) for p in outside],
+            "DATABASE_PORT": 5432,  # a Postgres that trusts local connections, in CI
+            "SERVER_PORT": listening.getsockname()[1],  # a server of the machine's
+            "NEIGHBOUR_PORT": neighbour.port,
+            "SOCKETS": str(Path(tempfile.gettempdir(), f"plinth-{os.getuid()}")),
         }
         for name, value in names.items():
             code = f"{name} = {value!r}\n" + code
@@ -220,6 +244,14 @@ def test_a_served_model_reaches_nothing_the_server_keeps(tmp_path: Path, canary_
             assert (seen["tmp"], seen["cwd"]) == ("written", "written")
             if os.geteuid() == 0 and sandbox._job_uid():
                 assert seen["uid"] == sandbox.JOB_UID
+            # no network: no database, no program of the machine, no other deployment's
+            # port to join (its own sockets were handed to it), no admin sockets
+            network = [seen[k] for k in ("database server", "plinth server")]
+            assert all(e.isupper() and e.startswith("E") for e in network), network
+            assert seen["sockets"] == "ENOENT", seen["sockets"]
+            # whatever it bound is in its own network: the neighbour answers all its own
+            answers = {_post(neighbour.port, "iris", [IRIS_ROW])[:2] for _ in range(40)}
+            assert answers == {(200, "iris/1")}, (seen["neighbour port"], answers)
             # none of the server's environment, and no other process's to read
             environment = seen["environment"]
             assert not [k for k in environment if k.startswith("PLINTH")], environment

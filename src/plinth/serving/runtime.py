@@ -22,15 +22,18 @@ keep it): it comes through a pipe (``--secret-fd``) that the replica reads to it
 and closes, followed by the pid its control plane knows it by.
 
 On a server with sign-in (``ReplicaPlan.sandbox``, with ``hidden`` what the server
-keeps) a replica runs in the jobs' sandbox (compute/executors/sandbox.py), since a model an editor
-registered is that project's code (a pickle, a TensorFlow graph's file ops): its
-namespaces, every file system read-only, the home and the other hidden paths covered,
-a ``/tmp`` and ``/dev`` of its own, no capabilities, user 65534 under a root server,
-and an environment of its own (``replica_env``), none of the server's. Bound back in:
-the deployment's folder read-only (its config and the versions it serves: another
-deployment's files are not there, and none it can change), its working folder and
-``/tmp`` (``replica-N/``, made afresh at each start), its records folder and its
-socket folder, writable. A replica whose sandbox cannot be made does not start
+keeps) a replica runs in the jobs' sandbox (compute/executors/sandbox.py), since a model
+an editor registered is that project's code (a pickle, a TensorFlow graph's file ops):
+its namespaces, every file system read-only, the home and the other hidden paths
+covered, a ``/tmp`` and ``/dev`` of its own, no capabilities, user 65534 under a root
+server, an environment of its own (``replica_env``), none of the server's, and no
+network (a namespace with no interface). Bound back in: the deployment's folder
+read-only (its config and the versions it serves: another deployment's files are not
+there, and none it can change), its working folder and ``/tmp`` (``replica-N/``, made
+afresh at each start) and its records folder, writable. Its two listening sockets, the
+deployment's port and its admin socket, are made here and handed down as descriptors
+(``--listen-fd``, ``--admin-fd``): it needs no network, and the folder of the admin
+sockets is not in its view. A replica whose sandbox cannot be made does not start
 (``ReplicaStartError``): never unsandboxed.
 """
 
@@ -83,6 +86,7 @@ class Sandbox(Protocol):
         *,
         readable: Sequence[Path],
         writable: Sequence[Path],
+        network: bool,
         who: str,
     ) -> list[str]: ...  # raises OSError where none can be made
 
@@ -179,11 +183,12 @@ class LocalProcessRuntime:
         written = {"records_dir": str(plan.records_dir), **plan.config, "port": plan.port}
         _write_file(config, json.dumps(written), 0o644)  # no secret: the replica reads it
         sock = plan.socket_path(replica)
-        sock.parent.mkdir(mode=0o700, exist_ok=True)
+        public, admin = _listening_sockets(plan.port, sock)  # made here, handed down
         secret_in, secret_out = os.pipe()
         command = [sys.executable, "-m", "plinth.serving", "--replica", str(config)]
         command += ["--socket", str(sock), "--deployment", plan.deployment_id]
         command += ["--secret-fd", str(secret_in)]
+        command += ["--listen-fd", str(public.fileno()), "--admin-fd", str(admin.fileno())]
         env: dict[str, str] = {k: v for k, v in os.environ.items() if k != SECRET_ENV}
         stdin: int = subprocess.DEVNULL
         cwd: Path | None = None
@@ -202,13 +207,15 @@ class LocalProcessRuntime:
                     stdin=stdin,
                     stdout=log,
                     stderr=subprocess.STDOUT,
-                    pass_fds=(secret_in,),
+                    pass_fds=(secret_in, public.fileno(), admin.fileno()),
                     start_new_session=True,
                 )
             # the secret, then the pid the replica is known by (its own is another in
             # the sandbox's PID namespace): the replica reads them to the pipe's end
             _write_all(secret_out, f"{plan.secret}\n{child.pid}\n".encode())
         finally:
+            public.close()
+            admin.close()
             for fd in (secret_in, secret_out, *([stdin] if stdin >= 0 else [])):
                 os.close(fd)
         self._children[child.pid] = child
@@ -354,11 +361,38 @@ def _sandbox_command(sandbox: Sandbox, plan: ReplicaPlan, replica: int) -> list[
             run / "work",
             run / "tmp",
             readable=[plan.directory],
-            writable=[plan.records_dir, plan.socket_dir()],
+            writable=[plan.records_dir],
+            network=False,  # its sockets are handed down: it needs no network
             who="replicas of deployments",
         )
     except OSError as exc:
         raise ReplicaStartError(str(exc)) from None
+
+
+def _listening_sockets(port: int, admin_path: Path) -> tuple[socket.socket, socket.socket]:
+    """A replica's two listening sockets, made by its control plane and handed down: the
+    deployment's port (``SO_REUSEPORT``, one per replica) and its admin socket (mode
+    0600, in a folder of this user's that no replica sees). A sandboxed replica has no
+    network of its own, so it could bind neither, nor any other port."""
+    try:
+        public = reuse_port_socket("127.0.0.1", port)
+    except OSError as exc:
+        raise ReplicaStartError(f"cannot listen on port {port}: {exc.strerror}") from None
+    try:
+        admin_path.parent.mkdir(mode=0o700, exist_ok=True)
+        admin_path.unlink(missing_ok=True)
+        admin = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            admin.bind(str(admin_path))
+            os.chmod(admin_path, 0o600)
+            admin.listen(64)
+        except BaseException:
+            admin.close()
+            raise
+    except BaseException:
+        public.close()
+        raise
+    return public, admin
 
 
 def reuse_port_socket(host: str, port: int) -> socket.socket:
@@ -387,9 +421,16 @@ def read_secret(fd: int | None) -> tuple[str | None, int | None]:
     return secret, int(pid) if pid.strip().isdecimal() else None
 
 
-def replica_main(config_path: str, socket_path: str, secret_fd: int | None = None) -> None:
+def replica_main(
+    config_path: str,
+    socket_path: str,
+    secret_fd: int | None = None,
+    listen_fd: int | None = None,
+    admin_fd: int | None = None,
+) -> None:
     """A replica: load every version of the config, serve them on the shared port and
-    on the admin socket until SIGTERM."""
+    on the admin socket until SIGTERM. Its control plane hands both sockets down
+    (``listen_fd``, ``admin_fd``); one started by hand binds them itself."""
     import uvicorn
 
     from plinth.serving.app import LOOPBACK_HOSTS, AppLimits, ServingApp
@@ -407,12 +448,11 @@ def replica_main(config_path: str, socket_path: str, secret_fd: int | None = Non
         recorder = Recorder(settings)
     limits = AppLimits(allowed_hosts=(*LOOPBACK_HOSTS, *config.get("allowed_hosts", [])))
     app = ServingApp(from_config(config), limits, admin_secret=secret, recorder=recorder)
-    public = reuse_port_socket("127.0.0.1", int(config["port"]))
-    Path(socket_path).unlink(missing_ok=True)
-    admin = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    admin.bind(socket_path)
-    os.chmod(socket_path, 0o600)
-    admin.listen(64)
+    if listen_fd is not None and admin_fd is not None:
+        public = socket.socket(fileno=listen_fd)
+        admin = socket.socket(fileno=admin_fd)
+    else:
+        public, admin = _listening_sockets(int(config["port"]), Path(socket_path))
     server_config = uvicorn.Config(
         app,
         http="httptools",

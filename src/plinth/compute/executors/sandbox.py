@@ -65,10 +65,11 @@ and the job gets them back at their defaults (``env --default-signal``, coreutil
 A sandbox costs about 28 ms per worker start (the namespaces alone: 2 ms), most of it
 the set-up's interpreter starting with ``ctypes`` (17 ms).
 
-The network is shared (the job reaches the server at ``PLINTH_URL`` with its scoped
+A job's network is shared (it reaches the server at ``PLINTH_URL`` with its scoped
 token), and so are abstract Unix sockets and what the server's user may read elsewhere
 on the machine: a database that trusts local TCP connections is reachable (use
-passwords: docs/security.md).
+passwords: docs/security.md). A deployment's replica, handed its listening sockets,
+gets a network namespace of its own instead (``network=False``), with no interface.
 """
 
 from __future__ import annotations
@@ -100,10 +101,12 @@ _SETUP = str(Path(sandbox_setup.__file__).resolve())
 _IGNORING = f'trap "" {SIGNALS.replace(",", " ")}; exec "$@"'  # then unshare
 
 
-def _unshare_flags(as_root: bool) -> list[str]:
+def _unshare_flags(as_root: bool, network: bool = True) -> list[str]:
     # --kill-child: a job that kills its wrapper (and unshare with it: they share its
     # process group) must not live on untracked
     flags = ["--mount", "--propagation", "private", "--pid", "--kill-child", "--mount-proc"]
+    if not network:  # a network namespace of its own: no interface up, not even loopback
+        flags.append("--net")
     flags.append("--ipc")  # System V and POSIX message queues of its own
     if not as_root:  # a user namespace, where the set-up runs as root
         flags.insert(0, "--map-root-user")
@@ -169,9 +172,12 @@ class Provider:
         *,
         readable: Sequence[Path] = (),
         writable: Sequence[Path] = (),
+        network: bool = True,
         who: str = "jobs on the local pool",
     ) -> list[str]:
-        return command(hidden, work, tmp, readable=readable, writable=writable, who=who)
+        return command(
+            hidden, work, tmp, readable=readable, writable=writable, network=network, who=who
+        )
 
     def environment(self, env: Mapping[str, str]) -> int:
         return environment(env)
@@ -198,16 +204,19 @@ def command(
     *,
     readable: Sequence[Path] = (),
     writable: Sequence[Path] = (),
+    network: bool = True,
     who: str = "jobs on the local pool",
 ) -> list[str]:
     """The argv prefix that runs a command in a sandbox hiding ``hidden`` but for
     ``work``, its working directory, with ``tmp`` as its ``/tmp`` and a ``/dev/shm``
     of ``shm_bytes`` at most (None: the kernel's default); ``readable`` and
     ``writable`` are more folders bound back in place, read-only or writable (a
-    deployment's replica: its own folder, its records). Run it with ``MACHINERY_ENV``
-    as its environment and the job's on stdin (``environment``); descriptors passed
-    besides (``pass_fds``) reach the job. Raises OSError, naming ``who`` runs there,
-    where no sandbox can be made."""
+    deployment's replica: its own folder, its records); without ``network`` it has a
+    network namespace of its own, with no interface (a replica, given its listening
+    sockets as descriptors, reaches no database or other program). Run it with
+    ``MACHINERY_ENV`` as its environment and the job's on stdin (``environment``);
+    descriptors passed besides (``pass_fds``) reach the job. Raises OSError, naming
+    ``who`` runs there, where no sandbox can be made."""
     found = _programs()
     if isinstance(found, str):
         raise OSError(
@@ -218,7 +227,9 @@ def command(
     if os.geteuid() == 0 and _job_uid():
         for folder in (work, tmp, *writable):
             _hand_over(folder)
-    return _argv(found, hidden, work, tmp, shm_bytes, readable=readable, writable=writable)
+    return _argv(
+        found, hidden, work, tmp, shm_bytes, readable=readable, writable=writable, network=network
+    )
 
 
 @cache
@@ -325,10 +336,11 @@ def _argv(
     as_root: bool | None = None,
     readable: Sequence[Path] = (),
     writable: Sequence[Path] = (),
+    network: bool = True,
 ) -> list[str]:
     """The argv prefix; ``python`` (this interpreter) runs the set-up, ``as_root``
     (whether this process is) says whether a user namespace is needed, or whether the
-    job runs as ``JOB_UID`` instead."""
+    job runs as ``JOB_UID`` instead; without ``network``, no network at all."""
     unshare, setpriv, env = programs
     root = os.geteuid() == 0 if as_root is None else as_root
     uid = _job_uid() if root else 0
@@ -338,7 +350,7 @@ def _argv(
         _IGNORING,
         "plinth-sandbox",
         unshare,
-        *_unshare_flags(root),
+        *_unshare_flags(root, network),
         python or sys.executable,
         "-I",
         "-S",
