@@ -186,6 +186,8 @@ def test_gpu_readings_are_parsed_from_nvidia_smi() -> None:
         {"key": "m", "steps": [0], "values": [1.0], "timestamps": [float("nan")]},
         {"key": "m", "steps": [0, 1], "values": [1.0], "timestamps": [1.0, 2.0]},
         {"key": "bad key!", "steps": [0], "values": [1.0], "timestamps": [1.0]},
+        {"key": "m", "steps": [0], "values": [True], "timestamps": [1.0]},  # not 1.0
+        {"key": "m", "steps": [0], "values": ["1.5"], "timestamps": [1.0]},  # text
     ],
 )
 def test_malformed_series_are_refused(client: Client, project: str, series: dict) -> None:  # type: ignore[type-arg]
@@ -193,6 +195,15 @@ def test_malformed_series_are_refused(client: Client, project: str, series: dict
     with pytest.raises(plinth.InvalidInput):
         client.send_batch(run.id, "batch-bad-0001", [series])
     assert client.get_run(run.id).metrics == {}
+
+
+def test_non_finite_values_and_integers_are_metric_values(client: Client, project: str) -> None:
+    run = client.create_run(project)
+    values = [float("nan"), float("inf"), -float("inf"), 3]
+    series = {"key": "m", "steps": [0, 1, 2, 3], "values": values, "timestamps": [1.0] * 4}
+    client.send_batch(run.id, "batch-ok-0001", [series])
+    got = [p.value for p in client.metric_history(run.id, "m")]
+    assert math.isnan(got[0]) and got[1:] == [float("inf"), -float("inf"), 3.0]
 
 
 def test_runs_are_found_by_a_unique_id_prefix(client: Client, project: str) -> None:

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from typing import Annotated, Any, Literal, SupportsIndex, overload
 from urllib.parse import unquote
 
-from pydantic import AfterValidator, BaseModel, Field, model_validator
+from pydantic import AfterValidator, BaseModel, Field, Strict, model_validator
 
 from plinth.core.names import PROJECT_NAME, check_project_name
 from plinth.errors import InvalidInput, Unprocessable
@@ -249,7 +249,9 @@ class MetricSeries(BaseModel):
     steps: Annotated[
         list[Annotated[int, Field(ge=-(2**63), lt=2**63)]], Field(max_length=MAX_BATCH_POINTS)
     ]
-    values: Annotated[list[float], Field(max_length=MAX_BATCH_POINTS)]
+    # numbers only (NaN and the infinities as JSON's bare tokens): true is not 1.0, nor
+    # "1.5" a number; strict costs no more than lax on a long series
+    values: Annotated[list[Annotated[float, Strict()]], Field(max_length=MAX_BATCH_POINTS)]
     timestamps: Annotated[  # seconds since the epoch, as a run's start and end time
         list[Annotated[float, Field(ge=0, lt=2**37, allow_inf_nan=False)]],
         Field(max_length=MAX_BATCH_POINTS),
