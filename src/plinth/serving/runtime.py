@@ -274,8 +274,8 @@ class LocalProcessRuntime:
 
 
 def _listening(plan: ReplicaPlan, replica: int) -> Path | None:
-    """The replica's admin socket, if there is one: a socket, not a link a sandboxed
-    replica left in its (writable) socket folder to lead its control plane elsewhere."""
+    """The replica's admin socket, if there is one (made here, in a folder no replica
+    sees; anything there but a socket is not connected to)."""
     sock = plan.socket_path(replica)
     try:
         return sock if stat.S_ISSOCK(os.lstat(sock).st_mode) else None
