@@ -504,7 +504,7 @@ def plinth_search(sz: Sizes, home: Path) -> dict[str, Any]:
 def plinth_search_big(sz: Sizes, home: Path, via_sdk: bool) -> dict[str, Any]:
     """The same search over ``big_search_runs`` runs.
 
-    Populating 30,000 runs through the SDK costs two durable commits each (minutes), so
+    Populating 30,000 runs through the SDK costs a durable commit or two each (minutes), so
     by default one run is made through the SDK and cloned in SQL (``clone.py``), row
     for row in every table that refers to it, straight into Plinth's SQLite file.
     ``--sdk-populate`` makes them all through the SDK instead.

@@ -13,7 +13,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,12 @@ _READS = frozenset({"GET", "HEAD", "OPTIONS"})
 BACKOFF_FIRST_S = 0.25
 BACKOFF_MAX_S = 5.0
 BUSY_MAX_S = 10.0  # a 429's Retry-After up to this is waited out (idempotent requests)
+
+
+# Runs whose create the SDK holds back (``tracking/run.py``), each with the call that
+# has it made: every request of the process first makes them all, so whatever it asks
+# (through any client) finds them.
+HELD: dict[str, Callable[[], None]] = {}
 
 
 class Transport:
@@ -82,10 +88,8 @@ class Transport:
     def request(self, method: str, path: str, *, retry: bool | None = None, **kwargs: Any) -> Any:
         """JSON in, JSON out. ``retry``: whether the request is idempotent (by default,
         whether it is a read)."""
-        if "json" in kwargs:  # NaN and infinities are legitimate metric values
-            kwargs["content"] = json.dumps(
-                kwargs.pop("json"), separators=(",", ":"), default=_plain
-            )
+        if "json" in kwargs:
+            kwargs["content"] = encode_json(kwargs.pop("json"))
             kwargs["headers"] = {**kwargs.get("headers", {}), "Content-Type": "application/json"}
         response = self._send(method, path, retry=retry, whole=True, **kwargs)
         if response.status_code == 204 or not response.content:
@@ -123,6 +127,8 @@ class Transport:
         whole: bool = False,
         **kwargs: Any,
     ) -> httpx.Response:
+        for made in list(HELD.values()):
+            made()
         body: Any = kwargs.get("content")
         remade = callable(body)  # a body made anew for each try
         idempotent = (remade or method in _READS) if retry is None else retry
@@ -241,6 +247,11 @@ def _reason(exc: httpx.TransportError) -> str:
         if needle in text.lower():
             return reason
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def encode_json(value: Any) -> str:
+    """A request's JSON body (NaN and the infinities are legitimate metric values)."""
+    return json.dumps(value, separators=(",", ":"), default=_plain)
 
 
 def _plain(value: Any) -> Any:

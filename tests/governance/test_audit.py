@@ -27,12 +27,14 @@ def test_every_change_is_recorded_with_who_what_and_where(
     with plinth.start_run(project, params={"lr": 0.1}, client=client) as run:
         run.log({"loss": 1.0}, step=0)
         run.flush()  # points go in the background; make their order certain
+        run.log({"loss": 0.5}, step=1)
+        run.flush()
         run.log_artifact(str(model))
     with pytest.raises(plinth.Conflict):
         run.client.log_batch(run.id, params={"lr": 0.2})
     assert _actions(client, project) == [
         ("projects.create", "ok"),
-        ("runs.create", "ok"),
+        ("runs.create", "ok"),  # with its first batch: the SDK held the create back
         ("runs.log", "ok"),
         ("artifacts.put", "ok"),
         ("runs.end", "ok"),
@@ -41,6 +43,7 @@ def test_every_change_is_recorded_with_who_what_and_where(
     events = list(client.audit_events(project=project))
     assert {e.actor for e in events} == {"local"}
     assert events[1].object == run.id and events[1].details["params"] == ["lr"]
+    assert events[1].details["batch"]["points"] == 1
     assert events[2].details["points"] == 1
     assert events[3].details["digest"] and events[3].object == f"{run.id}/model.bin"
     assert events[5].details["error"] == "Conflict"

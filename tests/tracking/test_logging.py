@@ -77,6 +77,7 @@ def test_interpreter_exit_flushes_and_ends_the_run(
 def test_log_after_a_refused_batch_raises(tmp_path: Path, project: str) -> None:
     with Client(settings=make_settings(tmp_path / "home")) as client:
         run = plinth.start_run(project, client=client)
+        run.flush()  # made: what is refused below is a batch, not the create
 
         def refuse(*_a, **_k):  # type: ignore[no-untyped-def]
             raise plinth.InvalidInput("refused")
@@ -107,6 +108,7 @@ def test_an_outage_delays_points_but_loses_none(tmp_path: Path, project: str) ->
 
         client.send_batch = flaky  # type: ignore[method-assign]
         with plinth.start_run(project, client=client) as run:
+            run.flush()  # made: the outage hits its batches
             for step in range(300):
                 run.log({"m": float(step)}, step=step)
         assert attempts[0] == attempts[1] == attempts[2] == attempts[3]  # one batch, resent
@@ -130,6 +132,7 @@ def test_the_users_exception_survives_a_failing_end(tmp_path: Path, project: str
             raise plinth.InvalidInput("refused")
 
         with pytest.raises(KeyError), plinth.start_run(project, client=client) as run:
+            run.flush()  # made: the end's batch is what is refused
             client.send_batch = refuse  # type: ignore[method-assign]
             run.log({"m": 1.0})
             raise KeyError("the user's own error")

@@ -1,8 +1,9 @@
 """A lean way through the app for the SDK's hottest routes.
 
-A short run is two requests (its start and its end), and FastAPI's machinery around
-each (matching, dependency solving, body parsing, response validation) cost about as
-much as the database work behind it. A route marked ``@lean`` keeps its FastAPI
+A short run is one request (its create carries its points and its end; a longer run
+adds batches and an end), and FastAPI's machinery around each (matching, dependency
+solving, body parsing, response validation) cost about as much as the database work
+behind it. A route marked ``@lean`` keeps its FastAPI
 declaration (the OpenAPI document, the permission tests and every other caller see
 it as before) and is also answered by a ``LeanRoute`` placed first in the app's
 routes, which does the same steps directly:

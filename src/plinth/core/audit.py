@@ -158,6 +158,9 @@ class Change:
     object: str | None = None
     details: dict[str, Any] = field(default_factory=dict)
     record: bool = True  # False for a request that turned out to change nothing
+    # changes the same request made after this one (a run created ended: its end), each
+    # an action and its details, recorded after it in the same transaction
+    then: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
 
 class AuditLog:
@@ -226,6 +229,15 @@ class AuditLog:
                         object=change.object,
                         details=change.details,
                     )
+                    for action_then, details in change.then:
+                        self.append(
+                            conn,
+                            principal,
+                            action_then,
+                            project=change.project,
+                            object=change.object,
+                            details=details,
+                        )
         except PlinthError as exc:
             self.refusal(principal, action, exc, project=change.project, object=change.object)
             raise

@@ -38,11 +38,17 @@ class TrackingCalls:
         *,
         id: str | None = None,
         start_time: float | None = None,
-    ) -> s.Run:
+        batch: tuple[str, list[dict[str, Any]]] | None = None,
+        status: str = "running",
+        end_time: float | None = None,
+    ) -> s.CreatedRun:
         """Create a run. Its ``id`` is chosen here (unless given), so the call is safe
         to retry: the same id again returns the run it made. A ``parent_id`` nests it
         under another run of the same project; ``start_time`` (seconds since the epoch)
-        dates a run brought in from elsewhere."""
+        dates a run brought in from elsewhere. ``batch`` (an id and columnar series,
+        within one batch's limits) is applied with the create, once by its id; an
+        ended ``status`` (with ``end_time``, or now) makes the run's whole life one
+        request."""
         body: dict[str, Any] = {
             "id": id or uuid.uuid4().hex,
             "project": project,
@@ -53,7 +59,20 @@ class TrackingCalls:
         }
         if start_time is not None:
             body["start_time"] = start_time
-        return s.Run(**self._transport.request("POST", "/api/v1/runs", json=body, retry=True))
+        if batch is not None:
+            body["batch"] = {"batch_id": batch[0], "metrics": batch[1]}
+        if status != "running":
+            body["status"] = status
+            if end_time is not None:
+                body["end_time"] = end_time
+        answer = self._transport.request("POST", "/api/v1/runs", json=body, retry=True)
+        made = s.CreatedRun(**answer)
+        if batch is not None and made.batch != batch[0]:
+            # A server from before creates carried batches made the run without it
+            self.send_batch(made.id, batch[0], batch[1])
+        if status != "running" and made.status == "running":  # nor ended it
+            return self.end_run(made.id, status, end_time=end_time)
+        return made
 
     def get_run(self, run_id: str) -> s.Run:
         return s.Run(**self._transport.request("GET", f"/api/v1/runs/{_seg(run_id)}"))
@@ -65,7 +84,7 @@ class TrackingCalls:
         *,
         last_batch: tuple[str, list[dict[str, Any]]] | None = None,
         end_time: float | None = None,
-    ) -> s.Run:
+    ) -> s.EndedRun:
         """End a run. ``last_batch`` (an id and columnar series, within one batch's
         limits) is applied with the end, in the same transaction, once by its id;
         ``end_time`` (seconds since the epoch) dates the end of an imported run."""

@@ -31,9 +31,9 @@ RunId = Annotated[str, Path(json_schema_extra={"pattern": s.RUN_ID, "maxLength":
 ArtifactName = Annotated[str, Path(max_length=1000, description="relative, '/'-separated")]
 
 
-@router.post("/runs", response_model=s.Run, status_code=status.HTTP_201_CREATED)
+@router.post("/runs", response_model=s.CreatedRun, status_code=status.HTTP_201_CREATED)
 @lean
-async def create_run(req: s.RunCreate, c: Write) -> s.Run:
+async def create_run(req: s.RunCreate, c: Write) -> s.CreatedRun:
     return await c(c.service.create_run, req)
 
 

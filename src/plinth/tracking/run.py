@@ -5,16 +5,26 @@ flusher thread, shared by every live run of the process, sends each run's buffer
 batches, each with an id, so a retried batch is applied once. The buffer is bounded:
 when it is full, ``log`` waits for the flusher (back-pressure) rather than growing
 without limit. Whatever is still buffered when the run ends travels with the request
-that ends it (a short run costs two requests: its start and its end); everything is
-also flushed on leaving the ``with`` block and at interpreter exit. A batch holds at
-most ``flush_batch_points`` points, and never more than the server accepts in one
-(``schemas.MAX_BATCH_POINTS``); one with more series than a batch may hold is sent
-as several chunks, each with an id of its own and each applied once.
+that ends it; everything is also flushed on leaving the ``with`` block and at
+interpreter exit.
+
+A new run's create is held back too, checked here first so that bad input still fails
+in ``start_run``: the flusher sends it with the run's first batch, within
+``flush_interval_seconds`` of the start (its params and tags included, those logged
+after the start too), or the end sends it with everything else, so a short run is one
+request and one commit. Whatever needs the run on the server first sends it at once:
+``flush()``, an artifact, a model, a dataset, a nested run, and any other request the
+process makes (``client.get_run(run.id)`` inside the ``with`` block finds the run).
+
+A batch holds at most ``flush_batch_points`` points, and never more than the server
+accepts in one (``schemas.MAX_BATCH_POINTS``); one with more series than a batch may
+hold is sent as several chunks, each with an id of its own and each applied once.
 """
 
 from __future__ import annotations
 
 import atexit
+import json
 import logging
 import math
 import sys
@@ -25,6 +35,7 @@ from collections.abc import Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from plinth.client import HELD
 from plinth.errors import Conflict, InvalidInput, PlinthError, ServiceUnavailable
 from plinth.tracking import schemas as s
 from plinth.tracking.client import split_batch, to_series
@@ -123,8 +134,18 @@ class BatchLogger:
     the error raised to the caller at its next ``log``, ``flush`` or ``end``.
     """
 
-    def __init__(self, client: Client, run_id: str, settings: TrackingSettings) -> None:
+    def __init__(
+        self,
+        client: Client,
+        run_id: str,
+        settings: TrackingSettings,
+        create: dict[str, Any] | None = None,
+    ) -> None:
         self.client, self.run_id, self.settings = client, run_id, settings
+        # the run's create, held back: ``client.create_run``'s arguments, until sent
+        self.create = create
+        self.born = time.monotonic()
+        self.make_now = False  # a request of the client waits for the create
         self.buffer: list[Point] = []
         self.pending: Batch | None = None  # sent, not yet acknowledged
         self.cond = _flusher.cond
@@ -137,6 +158,8 @@ class BatchLogger:
         self.retry_at = 0.0
         self.delay = 0.0
         self.batch_points = min(settings.flush_batch_points, s.MAX_BATCH_POINTS)
+        if create is not None:
+            HELD[run_id] = self.made
         _flusher.register(self)
 
     def add(self, points: list[Point]) -> None:
@@ -168,30 +191,75 @@ class BatchLogger:
             return math.inf
         if self.pending is not None:
             at = self.retry_at
-        elif self.buffer:
-            full = self.flush_now or len(self.buffer) >= self.batch_points
-            at = now if full else self.oldest + self.settings.flush_interval_seconds
+        elif self.buffer or self.create is not None:
+            full = self.flush_now or self.make_now or len(self.buffer) >= self.batch_points
+            since = self.born if self.create is not None else self.oldest
+            at = now if full else since + self.settings.flush_interval_seconds
         else:
             at = self.last_sent + self.settings.heartbeat_seconds
         return max(at, self.retry_at)
 
     def flush(self, timeout: float | None = None) -> None:
-        """Wait until every point is stored; raise if one was refused or time ran out."""
+        """Wait until the run and every point are stored; raise if one was refused or
+        time ran out."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self.cond:
             self.flush_now = True
             self.cond.notify_all()
-            while self.unsent() and self.error is None:
+            while (self.unsent() or self.create is not None) and self.error is None:
                 remaining = 1.0 if deadline is None else deadline - time.monotonic()
                 if remaining <= 0:
+                    what = f"{self.unsent()} points of run" if self.unsent() else "run"
                     raise ServiceUnavailable(
-                        f"{self.unsent()} points of run {self.run_id} are not stored yet: "
-                        "the server has not answered"
+                        f"{what} {self.run_id} are not stored yet: the server has not answered"
                     )
                 self.cond.wait(min(remaining, 1.0))
             self.flush_now = False
             if self.error is not None:
                 raise self.error
+
+    def made(self) -> None:
+        """Before any other request of the process: have the held-back create sent now and
+        wait for it, within the client's retry window (a refusal is raised at the run's
+        next call, not to whoever asked). The flusher's own requests do not wait: it is
+        the one that sends it."""
+        if threading.current_thread() is _flusher.thread:
+            return
+        deadline = time.monotonic() + self.client.settings.client.retry_seconds
+        with self.cond:
+            self.make_now = True
+            self.cond.notify_all()
+            while self.create is not None and self.error is None and not self.closed:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return
+                self.cond.wait(min(remaining, 1.0))
+
+    def hold(self, params: Mapping[str, Any], tags: Mapping[str, Any]) -> bool:
+        """Add params and tags to the create while it is held back, checked as the server
+        will check them; False once it is sent (or being sent)."""
+        with self.cond:
+            if self.error is not None:
+                raise self.error
+            if self.create is None or self.busy or self.closed:
+                return False
+            logged, new = self.create["params"], _as_sent(params)
+            for key, value in new.items():
+                if key in logged and _encoded(logged[key]) != _encoded(value):
+                    raise Conflict(
+                        f"params are immutable once logged; {key!r} is already "
+                        f"{_encoded(logged[key])}"
+                    )
+            create = {**self.create, "params": logged | new}
+            create["tags"] = create["tags"] | {k: str(v) for k, v in tags.items()}
+            self.create = checked_create(create)
+            return True
+
+    def _unhold(self) -> None:
+        """The create is sent, or given up on (called under the lock)."""
+        HELD.pop(self.run_id, None)
+        self.make_now = False
+        self.cond.notify_all()
 
     def close(self, timeout: float | None = None) -> tuple[str, list[dict[str, Any]]] | None:
         """Stop: the flusher sends no more for this run. What is left is returned (an id
@@ -208,6 +276,7 @@ class BatchLogger:
                 ):
                     self.closed = True
                     _flusher.unregister(self)
+                    self._unhold()  # a held create is the end's to send now
                     if self.error is not None:
                         raise self.error
                     rest, self.buffer = self.buffer, []
@@ -218,13 +287,17 @@ class BatchLogger:
                 with self.cond:  # given up on: the flusher drops it too
                     self.closed = True
                     _flusher.unregister(self)
+                    self._unhold()
                 raise
         if not rest:
             return None
         batch_id, series = uuid.uuid4().hex, to_series(rest)
         if len(split_batch(series, {}, {})) == 1:
             return batch_id, series
-        self.client.send_batch(self.run_id, batch_id, series)  # over a batch's series
+        if self.create is not None:  # over a batch's series: the run first, then chunks
+            self.client.create_run(**self.create)
+            self.create = None
+        self.client.send_batch(self.run_id, batch_id, series)
         return None
 
     def send_due(self) -> None:
@@ -235,9 +308,12 @@ class BatchLogger:
                 del self.buffer[: len(batch)]
                 self.pending = (uuid.uuid4().hex, batch)
                 self.oldest = time.monotonic()
-            pending = self.pending
+            pending, create = self.pending, self.create
         try:
-            if pending is not None:
+            if create is not None:  # the first batch, if any, goes with it
+                first = None if pending is None else (pending[0], to_series(pending[1]))
+                self.client.create_run(**create, batch=first)
+            elif pending is not None:
                 self.client.send_batch(self.run_id, pending[0], to_series(pending[1]))
             else:
                 self.client.heartbeat(self.run_id)
@@ -259,6 +335,9 @@ class BatchLogger:
         else:
             with self.cond:
                 self.pending = None
+                if create is not None:
+                    self.create = None
+                    self._unhold()
                 self.last_sent = time.monotonic()
                 self.delay = self.retry_at = 0.0
                 if not self.buffer:
@@ -270,13 +349,22 @@ class BatchLogger:
         with self.cond:
             self.error = exc
             self.pending = None
-            self.cond.notify_all()
+            self._unhold()  # nobody waits for a create that was refused
 
 
 class Run:
     """A live run. Use as a context manager, or call ``end()``."""
 
-    def __init__(self, client: Client, info: s.Run, steps: Mapping[str, int] | None = None) -> None:
+    def __init__(
+        self,
+        client: Client,
+        info: s.Run,
+        steps: Mapping[str, int] | None = None,
+        *,
+        create: dict[str, Any] | None = None,
+    ) -> None:
+        """``create``: the run is not on the server yet; these are ``client.create_run``'s
+        arguments, sent with its first batch or its end (see the module docstring)."""
         self.client = client
         self.info = info
         self.id = info.id
@@ -284,7 +372,7 @@ class Run:
         self._next_step = {key: step + 1 for key, step in (steps or {}).items()}
         self._known_keys: set[str] = set()
         self._ended = False
-        self._logger = BatchLogger(client, info.id, client.settings.tracking)
+        self._logger = BatchLogger(client, info.id, client.settings.tracking, create)
         self._sampler: Any = None
         if client.settings.tracking.system_metrics_seconds > 0:
             from plinth.tracking.system_metrics import SystemSampler
@@ -326,25 +414,29 @@ class Run:
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         """Record params now; a param already logged with another value is a Conflict."""
-        self.client.log_batch(self.id, params=dict(params))
+        if not self._logger.hold(params, {}):
+            self.client.log_batch(self.id, params=dict(params))
 
     def set_tag(self, key: str, value: Any) -> None:
         self.set_tags({key: value})
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         """Record tags now (as text); a tag logged again takes the new value."""
-        self.client.log_batch(self.id, tags={k: str(v) for k, v in tags.items()})
+        if not self._logger.hold({}, tags):
+            self.client.log_batch(self.id, tags={k: str(v) for k, v in tags.items()})
 
     def log_artifact(
         self, local_path: str, name: str | None = None, *, progress: bool | None = None
     ) -> list[s.Artifact]:
         """Upload a file, or a directory under its own name (or ``name``)."""
+        self._made()
         return self.client.log_artifact(self.id, local_path, name, progress=progress)
 
     def log_artifacts(
         self, local_dir: str, name: str | None = None, *, progress: bool | None = None
     ) -> list[s.Artifact]:
         """Upload the files a directory holds, under ``name/`` or at the top."""
+        self._made()
         return self.client.log_artifacts(self.id, local_dir, name, progress=progress)
 
     def log_model(
@@ -353,6 +445,7 @@ class Run:
         """Save the model in its flavor's safe format, log its files as artifacts of
         this run and register them as the next version of ``name`` (see
         ``Client.log_model``)."""
+        self._made()
         version: ModelVersion = self.client.log_model(
             self.id, model, name, input_example=input_example, **options
         )
@@ -361,11 +454,19 @@ class Run:
     def use_dataset(self, ref: str, *, project: str | None = None) -> Any:
         """Record that this run read a dataset version (``churn@3``; ``churn``: the
         newest), in this run's project unless ``project`` says another; returns it."""
+        self._made()
         return self.client.use_dataset(ref, run_id=self.id, project=project or self.info.project)
 
     def flush(self) -> None:
-        """Block until every point logged so far is committed on the server."""
+        """Block until the run and every point logged so far are committed on the
+        server."""
         self._logger.flush()
+
+    def _made(self) -> None:
+        """Have the run created on the server now if its create is still held back;
+        raise its refusal."""
+        if self._logger.create is not None:
+            self._logger.flush()
 
     def end(self, status: str = "finished") -> None:
         """Send what is left and end the run, in one request when what is left fits."""
@@ -375,11 +476,24 @@ class Run:
         if self._sampler is not None:
             self._sampler.stop()
         _live_runs.discard(self)
+        logger = self._logger
         try:
-            last = self._logger.close(self.client.settings.tracking.flush_timeout_seconds)
+            last = logger.close(self.client.settings.tracking.flush_timeout_seconds)
         except BaseException:
-            self.info = self.client.end_run(self.id, status)
+            if logger.create is None:  # made: end it (else it never was, nor will be)
+                self.info = self.client.end_run(self.id, status)
             raise
+        if logger.create is not None:  # its whole life in one request
+            create, logger.create = logger.create, None
+            ended = {"status": status, "end_time": time.time()}
+            try:
+                self.info = self.client.create_run(**create, batch=last, **ended)
+            except PlinthError as exc:
+                if last is None or exc.status_code >= 500:
+                    raise
+                self.info = self.client.create_run(**create, **ended)  # the batch was refused
+                raise
+            return
         try:
             self.info = self.client.end_run(self.id, status, last_batch=last)
         except PlinthError as exc:
@@ -447,15 +561,67 @@ def start_run(
     project = project or (parent_info.project if parent_info else None)
     if not project:
         raise InvalidInput("start_run needs a project (or run_id= to resume a run)")
-    parent_id = parent_info.id if parent_info else None
-    info = client.create_run(project, name, dict(params or {}), dict(tags or {}), parent_id)
-    return Run(client, info)
+    run_id = uuid.uuid4().hex
+    create = checked_create(
+        {
+            "id": run_id,
+            "project": project,
+            "name": name,
+            "params": dict(params or {}),
+            "tags": {k: str(v) for k, v in (tags or {}).items()},
+            "parent_id": parent_info.id if parent_info else None,
+            "start_time": time.time(),
+        }
+    )
+    info = s.Run(
+        id=run_id,
+        project=project,
+        name=name or s.default_run_name(run_id),
+        status="running",
+        start_time=create["start_time"],
+        end_time=None,
+        params=create["params"],
+        tags=create["tags"],
+        parent_id=create["parent_id"],
+    )
+    return Run(client, info, create=create)
+
+
+def checked_create(create: dict[str, Any]) -> dict[str, Any]:
+    """A create to hold back, as the server will read it (through JSON), refused here as
+    the server would refuse it: bad input fails in ``start_run`` or ``log_params``, not
+    at the run's end."""
+    from pydantic import ValidationError
+
+    sent = _as_sent(create)
+    try:
+        s.RunCreate.model_validate(sent)
+    except ValidationError as exc:
+        from plinth.api.errors import describe
+
+        raise InvalidInput(describe(exc.errors())) from None
+    return dict(sent)
+
+
+def _as_sent(values: Mapping[str, Any]) -> dict[str, Any]:
+    """``values`` as the server gets them: numpy scalars plain, tuples lists."""
+    from plinth.client import encode_json
+
+    sent: dict[str, Any] = json.loads(encode_json(dict(values)))
+    return sent
+
+
+def _encoded(value: Any) -> str:
+    return json.dumps(value, sort_keys=True)  # as the server compares params
 
 
 def _run_info(client: Client, run: Run | s.Run | str | None) -> s.Run | None:
     if run is None or isinstance(run, s.Run):
         return run
-    return run.info if isinstance(run, Run) else client.get_run(run)
+    if isinstance(run, Run):
+        run._made()  # a nested run's create names it
+        return run.info
+    return client.get_run(run)
 
 
 def _resume(

@@ -182,35 +182,6 @@ Tags = Annotated[
 PARENT = "the run this one is nested in, a run of the same project"
 
 
-class RunCreate(BaseModel):
-    id: str | None = Field(
-        None,
-        pattern=r"^[0-9a-f]{32}$",
-        description="chosen by the client (32 lowercase hex) so that a retried create "
-        "returns the run it made instead of making another",
-    )
-    project: ProjectName
-    name: str | None = Field(None, max_length=250)
-    params: Params = {}
-    tags: Tags = {}
-    parent_id: str | None = Field(None, max_length=32, description=PARENT)
-    start_time: float | None = Field(
-        None,
-        ge=0,
-        lt=2**37,
-        allow_inf_nan=False,
-        description="when the run began, in seconds since the epoch: for runs brought in "
-        "from elsewhere (an import); now when left out",
-    )
-
-    @model_validator(mode="before")
-    @classmethod
-    def _bounded(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            check_batch_size(data, "a run is created with", "log the rest with log_batch")
-        return data
-
-
 class Run(BaseModel):
     id: str
     project: str
@@ -233,12 +204,22 @@ class ResumedRun(Run):
     )
 
 
-class EndedRun(Run):
+class CreatedRun(Run):
     batch: str | None = Field(
         None,
-        description="the id of the batch the end carried, applied with it (or before): "
+        description="the id of the batch the request carried, applied with it (or before): "
         "an SDK that sent one and gets no id back is talking to a server that ignores it",
     )
+
+
+class EndedRun(CreatedRun):
+    pass
+
+
+def default_run_name(run_id: str) -> str:
+    """A run's name when it is given none: the same on the server and in the SDK, which
+    names a run before the create it holds back is sent."""
+    return f"run-{run_id[:8]}"
 
 
 class MetricSeries(BaseModel):
@@ -304,6 +285,60 @@ class RunUpdate(BaseModel):
         description="a last batch to apply with the end, in the same transaction (applied "
         "once by its id, as on /batches): a short run's end is one request",
     )
+
+
+class RunCreate(BaseModel):
+    id: str | None = Field(
+        None,
+        pattern=r"^[0-9a-f]{32}$",
+        description="chosen by the client (32 lowercase hex) so that a retried create "
+        "returns the run it made instead of making another",
+    )
+    project: ProjectName
+    name: str | None = Field(None, max_length=250)
+    params: Params = {}
+    tags: Tags = {}
+    parent_id: str | None = Field(None, max_length=32, description=PARENT)
+    start_time: float | None = Field(
+        None,
+        ge=0,
+        lt=2**37,
+        allow_inf_nan=False,
+        description="when the run began, in seconds since the epoch: for runs brought in "
+        "from elsewhere (an import), or started before the SDK sent the create; now when "
+        "left out",
+    )
+    batch: LogBatch | None = Field(
+        None,
+        description="a first batch to apply with the create, in the same transaction (once "
+        "by its id, as on /batches): the SDK holds a new run's create back until its first "
+        "batch is due or the run ends, so a short run is one request",
+    )
+    status: RunStatus = Field(
+        "running",
+        description="finished, failed or killed: the run is created ended, its whole life "
+        "in one request (a short run, an import); the end is audited as runs.end",
+    )
+    end_time: float | None = Field(
+        None,
+        ge=0,
+        lt=2**37,
+        allow_inf_nan=False,
+        description="with an ended status, when the run ended; now when left out",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bounded(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            check_batch_size(data, "a run is created with", "log the rest with log_batch")
+        return data
+
+    @model_validator(mode="after")
+    def _ended(self) -> RunCreate:
+        if self.end_time is not None and self.status == "running":
+            raise ValueError("end_time is for a run created ended: finished, failed or killed")
+        return self
 
 
 class LogResult(BaseModel):

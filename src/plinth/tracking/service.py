@@ -8,6 +8,7 @@ import re
 import time
 import uuid
 from collections.abc import Sequence
+from types import SimpleNamespace
 from typing import Any, NamedTuple
 
 import sqlalchemy as sa
@@ -119,12 +120,27 @@ class TrackingService:
 
     # runs -----------------------------------------------------------------------------
 
-    def create_run(self, req: s.RunCreate, *, principal: Principal) -> s.Run:
-        """A new run. With an id chosen by the client, creating it again returns that
-        run (a retry whose first answer was lost), so a retry never makes an orphan;
-        an id another project's run has is a Conflict."""
+    def create_run(self, req: s.RunCreate, *, principal: Principal) -> s.CreatedRun:
+        """A new run, with the first batch the request carries and, for a run created
+        ended, its end: one transaction. With an id chosen by the client, creating it
+        again returns that run (a retry whose first answer was lost), so a retry never
+        makes an orphan; an id another project's run has is a Conflict."""
         created = self._insert_run(req, principal)
-        return created or self.get_run(str(req.id), principal=principal)
+        batch = None if req.batch is None else req.batch.batch_id
+        if created is not None:
+            return s.CreatedRun(**created.model_dump(), batch=batch)
+        run = self.get_run(str(req.id), principal=principal)
+        if batch is not None and not self._batch_seen(run.id, batch):
+            batch = None  # made by a create that did not carry it: say so
+        return s.CreatedRun(**run.model_dump(), batch=batch)
+
+    def _batch_seen(self, run_id: str, batch_id: str) -> bool:
+        lb = t.log_batches
+        with self.db.read() as conn:
+            found = conn.execute(
+                sa.select(lb.c.batch_id).where(lb.c.run_id == run_id, lb.c.batch_id == batch_id)
+            )
+            return found.first() is not None
 
     def _insert_run(self, req: s.RunCreate, principal: Principal) -> s.Run | None:
         """The run made, or None when one with ``req.id`` exists in this project."""
@@ -134,9 +150,20 @@ class TrackingService:
             change,
         ):
             change.details = _create_details(run, req)
-            if not self._insert_run_row(conn, run, req, principal):
+            project_id = self._insert_run_row(conn, run, req, principal)
+            if project_id is None:
                 change.record = False  # nothing changed
                 return None
+            if req.batch is not None:
+                made = SimpleNamespace(project_id=project_id, status="running")
+                self._apply_batch(conn, run.id, made, req.batch, touch=False)
+                change.details["batch"] = _summary(req.batch)
+            if req.status != "running":
+                ended_at = _now() if req.end_time is None else req.end_time
+                self._end.run(conn, {"run_id": run.id, "status": req.status, "now": ended_at})
+                change.then.append(("runs.end", {"status": req.status}))
+            if req.batch is not None or req.status != "running":
+                [run] = self._load_run(conn, run.id, project=req.project)
         return run
 
     def create_run_within(
@@ -145,7 +172,7 @@ class TrackingService:
         """A new run made and audited in the caller's write transaction, for a change
         that makes a run as part of itself (a job's run commits with the job)."""
         run = _new_run(req)
-        if not self._insert_run_row(conn, run, req, principal):
+        if self._insert_run_row(conn, run, req, principal) is None:
             raise Conflict(f"run id {run.id} is taken; choose another")
         self.audit.append(
             conn,
@@ -159,9 +186,10 @@ class TrackingService:
 
     def _insert_run_row(
         self, conn: Connection, run: s.Run, req: s.RunCreate, principal: Principal
-    ) -> bool:
-        """Insert the run (creating its project if need be); False when a run with its
-        id exists in this project already, Conflict when in another."""
+    ) -> str | None:
+        """Insert the run (creating its project if need be) and return its project's id;
+        None when a run with its id exists in this project already, Conflict when in
+        another."""
         project_id = self.projects.create_or_require(conn, req.project, principal)
         self._check_parent(conn, req, project_id)
         inserted = self._insert_new_run.run(
@@ -182,10 +210,10 @@ class TrackingService:
             owner = conn.execute(_PROJECT_OF, {"run_id": run.id}).scalar()
             if owner != project_id:
                 raise Conflict(f"run id {run.id} is taken; choose another")
-            return False
+            return None
         self._write_params(conn, run.id, project_id, req.params, new_run=True)
         self._write_tags(conn, run.id, project_id, req.tags)
-        return True
+        return str(project_id)
 
     @staticmethod
     def _check_parent(conn: Connection, req: s.RunCreate, project_id: str) -> None:
@@ -721,7 +749,7 @@ def _new_run(req: s.RunCreate) -> s.Run:
     return s.Run(
         id=run_id,
         project=req.project,
-        name=req.name or f"run-{run_id[:8]}",
+        name=req.name or s.default_run_name(run_id),
         status="running",
         start_time=_now() if req.start_time is None else req.start_time,
         end_time=None,
