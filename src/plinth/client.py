@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import os
 import random
 import threading
 import time
@@ -38,6 +39,9 @@ BUSY_MAX_S = 10.0  # a 429's Retry-After up to this is waited out (idempotent re
 # has it made: every request of the process first makes them all, so whatever it asks
 # (through any client) finds them.
 HELD: dict[str, Callable[[], None]] = {}
+# A forked child (a data loader's worker) has no flusher to send the parent's: they are
+# the parent's to make, and the child's requests must not wait for them.
+os.register_at_fork(after_in_child=HELD.clear)
 
 
 class Transport:

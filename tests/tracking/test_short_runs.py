@@ -6,6 +6,7 @@ that needs it; the end then carries the last points."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import uuid
@@ -364,3 +365,20 @@ def test_a_run_started_while_the_flusher_lingers_still_beats_on_time() -> None:
         second.close()
     beats = [at - started for run, at in client.heartbeats if run == "second"]
     assert beats and beats[0] < 2.0, beats
+
+
+def test_a_forked_child_waits_for_none_of_the_parents_held_runs(
+    client: Client, project: str
+) -> None:
+    """A data loader's forked worker has no flusher: were the parent's held runs its
+    to make first, each of its requests would wait for one that never comes."""
+    run = plinth.start_run(project, client=client)
+    assert run.id in HELD
+    pid = os.fork()
+    if pid == 0:  # the child: exit at once, saying whether it holds the parent's run
+        os._exit(0 if run.id not in HELD else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert run.id in HELD  # still the parent's to make
+    run.end()
+    assert client.get_run(run.id).status == "finished"
