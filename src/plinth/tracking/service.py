@@ -158,11 +158,9 @@ class TrackingService:
                 made = SimpleNamespace(project_id=project_id, status="running")
                 self._apply_batch(conn, run.id, made, req.batch, touch=False)
                 change.details["batch"] = _summary(req.batch)
-            if req.status != "running":
-                ended_at = _now() if req.end_time is None else req.end_time
-                self._end.run(conn, {"run_id": run.id, "status": req.status, "now": ended_at})
+            if req.status != "running":  # inserted ended
                 change.then.append(("runs.end", {"status": req.status}))
-            if req.batch is not None or req.status != "running":
+            if req.batch is not None:
                 [run] = self._load_run(conn, run.id, project=req.project)
         return run
 
@@ -200,7 +198,7 @@ class TrackingService:
                 "name": run.name,
                 "status": run.status,
                 "start_time": run.start_time,
-                "end_time": None,
+                "end_time": run.end_time,
                 "heartbeat_at": _now(),  # alive now, whenever it began
                 "parent_id": run.parent_id,
                 "deleted_at": None,
@@ -746,13 +744,14 @@ _RUN = (
 
 def _new_run(req: s.RunCreate) -> s.Run:
     run_id = req.id or uuid.uuid4().hex
+    ended = req.status != "running"  # a run created ended: its whole life in one request
     return s.Run(
         id=run_id,
         project=req.project,
         name=req.name or s.default_run_name(run_id),
-        status="running",
+        status=req.status,
         start_time=_now() if req.start_time is None else req.start_time,
-        end_time=None,
+        end_time=(_now() if req.end_time is None else req.end_time) if ended else None,
         params=req.params,
         tags=req.tags,
         parent_id=req.parent_id,
