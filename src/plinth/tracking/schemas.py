@@ -270,20 +270,20 @@ class LogBatch(BaseModel):
         return data
 
 
+def _moment(description: str) -> Any:
+    """An optional time in seconds since the epoch, as a run's start and end are."""
+    return Field(None, ge=0, lt=2**37, allow_inf_nan=False, description=description)
+
+
 class RunUpdate(BaseModel):
     status: Literal["finished", "failed", "killed"]
-    end_time: float | None = Field(
-        None,
-        ge=0,
-        lt=2**37,
-        allow_inf_nan=False,
-        description="when the run ended, in seconds since the epoch: for an import; now "
-        "when left out",
+    end_time: float | None = _moment(
+        "when the run ended, in seconds since the epoch: for an import; now when left out"
     )
     batch: LogBatch | None = Field(
         None,
         description="a last batch to apply with the end, in the same transaction (applied "
-        "once by its id, as on /batches): a short run's end is one request",
+        "once by its id, as on /batches): a run's end carries its last points",
     )
 
 
@@ -299,14 +299,10 @@ class RunCreate(BaseModel):
     params: Params = {}
     tags: Tags = {}
     parent_id: str | None = Field(None, max_length=32, description=PARENT)
-    start_time: float | None = Field(
-        None,
-        ge=0,
-        lt=2**37,
-        allow_inf_nan=False,
-        description="when the run began, in seconds since the epoch: for runs brought in "
+    start_time: float | None = _moment(
+        "when the run began, in seconds since the epoch: for runs brought in "
         "from elsewhere (an import), or started before the SDK sent the create; now when "
-        "left out",
+        "left out"
     )
     batch: LogBatch | None = Field(
         None,
@@ -319,13 +315,7 @@ class RunCreate(BaseModel):
         description="finished, failed or killed: the run is created ended, its whole life "
         "in one request (a short run, an import); the end is audited as runs.end",
     )
-    end_time: float | None = Field(
-        None,
-        ge=0,
-        lt=2**37,
-        allow_inf_nan=False,
-        description="with an ended status, when the run ended; now when left out",
-    )
+    end_time: float | None = _moment("with an ended status, when the run ended; now when left out")
 
     @model_validator(mode="before")
     @classmethod
