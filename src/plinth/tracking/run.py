@@ -35,7 +35,9 @@ from collections.abc import Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from plinth.client import HELD
+from pydantic import ValidationError
+
+from plinth.client import HELD, default_client, encode_json
 from plinth.errors import Conflict, InvalidInput, PlinthError, ServiceUnavailable
 from plinth.tracking import schemas as s
 from plinth.tracking.client import split_batch, to_series
@@ -550,8 +552,6 @@ def start_run(
     Plinth job: the run linked to it) is continued when there is one.
     """
     if client is None:
-        from plinth.client import default_client
-
         client = default_client()
     if run_id is None and parent is None:
         run_id = getattr(getattr(client, "settings", None), "run_id", None)
@@ -591,8 +591,6 @@ def checked_create(create: dict[str, Any]) -> dict[str, Any]:
     """A create to hold back, as the server will read it (through JSON), refused here as
     the server would refuse it: bad input fails in ``start_run`` or ``log_params``, not
     at the run's end."""
-    from pydantic import ValidationError
-
     sent = _as_sent(create)
     try:
         s.RunCreate.model_validate(sent)
@@ -600,13 +598,11 @@ def checked_create(create: dict[str, Any]) -> dict[str, Any]:
         from plinth.api.errors import describe
 
         raise InvalidInput(describe(exc.errors())) from None
-    return dict(sent)
+    return sent
 
 
 def _as_sent(values: Mapping[str, Any]) -> dict[str, Any]:
     """``values`` as the server gets them: numpy scalars plain, tuples lists."""
-    from plinth.client import encode_json
-
     sent: dict[str, Any] = json.loads(encode_json(dict(values)))
     return sent
 
